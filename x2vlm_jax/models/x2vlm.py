@@ -1,0 +1,88 @@
+"""X²-VLM: vision tower + one BERT stack + contrastive projections and heads (spec §1.5, §1.6)."""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from x2vlm_jax.models import layers, presets
+from x2vlm_jax.models.regions import region_pool, video_pool
+from x2vlm_jax.models.text import TextStack
+from x2vlm_jax.models.vision import VisionTower
+
+
+def l2_normalize(x, eps: float = 1e-12):
+  """torch.nn.functional.normalize: x / max(‖x‖, eps), computed in float32."""
+  x = x.astype(jnp.float32)
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class X2VLM(nnx.Module):
+  """The pre-training model. Methods are the recipes of spec §1.6; `rng=None` means deterministic."""
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs):
+    presets.validate(cfg)
+    dtype = jnp.dtype(cfg.dtype)
+    d, h, e = cfg.vision.width, cfg.text.hidden, cfg.embed_dim
+    self.vision = VisionTower(cfg, rngs=rngs)
+    self.text = TextStack(cfg, rngs=rngs)
+    torch_init = dict(kernel_init=layers.torch_default_kernel, torch_bias=True)
+    self.vision_proj = layers.dense(d, e, ("embed", "joint"), rngs=rngs, dtype=dtype, **torch_init)
+    self.text_proj = layers.dense(h, e, ("embed", "joint"), rngs=rngs, dtype=dtype, **torch_init)
+    self.temp = nnx.Param(jnp.asarray(cfg.temp_init, jnp.float32), out_sharding=(), eager_sharding=False)
+    self.itm_head = layers.MLPHead(h, 2, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
+    self.bbox_head = layers.MLPHead(h, 4, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
+    if cfg.num_frames > 0:
+      self.frame_pos = nnx.Param(layers.trunc_normal(rngs.params(), (1, cfg.num_frames, 1, d)),
+                                 out_sharding=(None, None, None, "embed"), eager_sharding=False)
+    else:
+      self.frame_pos = None
+
+  # --- unimodal encoders -------------------------------------------------------------------------
+  def encode_image(self, images, rng=None):
+    embeds = self.vision(images, rng)
+    return embeds, self.image_feat(embeds)
+
+  def encode_video(self, frames, rng=None):
+    """frames [B,F,H,W,3]: every frame through the same tower, + frame embedding, temporal mean."""
+    b, f = frames.shape[:2]
+    per_frame = self.vision(frames.reshape((b * f,) + frames.shape[2:]), rng)
+    per_frame = per_frame.reshape((b, f) + per_frame.shape[1:])
+    frame_pos = self.frame_pos[...] if self.frame_pos is not None else None
+    embeds = video_pool(per_frame, frame_pos)
+    return embeds, self.image_feat(embeds)
+
+  def region_embeds(self, image_embeds, patch_masks, image_index):
+    embeds = region_pool(image_embeds, patch_masks, image_index)
+    return embeds, self.image_feat(embeds)
+
+  def encode_text(self, ids, mask, rng=None):
+    embeds = self.text.text(ids, mask, rng)
+    return embeds, self.text_feat(embeds)
+
+  def image_feat(self, image_embeds):
+    return l2_normalize(self.vision_proj(image_embeds[:, 0]))
+
+  def text_feat(self, text_embeds):
+    return l2_normalize(self.text_proj(text_embeds[:, 0]))
+
+  # --- cross-modal -----------------------------------------------------------------------------
+  def fuse(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):
+    return self.text.fusion(text_embeds, text_mask, image_embeds, image_mask, rng)
+
+  def itm_logits(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):
+    fused = self.fuse(image_embeds, image_mask, text_embeds, text_mask, rng)
+    return self.itm_head(fused[:, 0]).astype(jnp.float32)
+
+  def mlm_hidden(self, ids, mask, image_embeds, image_mask, rng=None):
+    return self.text.multi_modal(ids, mask, image_embeds, image_mask, rng)
+
+  def mlm_logits(self, ids, mask, image_embeds, image_mask, rng=None):
+    return self.text.mlm_logits(self.mlm_hidden(ids, mask, image_embeds, image_mask, rng)).astype(jnp.float32)
+
+  def predict_box(self, image_embeds, text_embeds, text_mask, rng=None):
+    """Box (cx, cy, w, h) ∈ (0,1) from the fused [CLS] against the FULL image (all-ones mask)."""
+    fused = self.fuse(image_embeds, None, text_embeds, text_mask, rng)
+    return jax.nn.sigmoid(self.bbox_head(fused[:, 0]).astype(jnp.float32))
+
+  def similarity(self, image_feat, text_feat):
+    return image_feat.astype(jnp.float32) @ text_feat.astype(jnp.float32).T / self.temp[...]

@@ -1,0 +1,92 @@
+"""On-disk format of model weights: an Orbax PyTree of float32 params + `model_config.json`.
+
+    DIR/model_config.json   the model preset (ml_collections → JSON), incl. image_res / num_frames
+    DIR/params/             Orbax StandardSave of the NNX param state as a pure nested dict
+
+Written by `tools/convert_checkpoint.py` and by the trainer's export, read by `inference.load` and by
+`--config.init_from`. Restoring always goes through an abstract target built from the config, so a
+checkpoint for another preset or resolution fails with a clear message instead of inside XLA.
+"""
+
+import json
+import os
+from typing import Any, Dict, Tuple
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from flax import nnx
+
+from x2vlm_jax.models import X2VLM, presets
+
+CONFIG_FILE = "model_config.json"
+PARAMS_DIR = "params"
+
+
+def _path(directory: str) -> epath.Path:
+  # Orbax wants absolute paths; gs:// and other URLs pass through untouched.
+  return epath.Path(directory if "://" in directory else os.path.abspath(directory))
+
+
+def abstract_model(cfg) -> X2VLM:
+  return nnx.eval_shape(lambda: X2VLM(cfg, rngs=nnx.Rngs(0)))
+
+
+def param_shapes(cfg) -> Dict[str, Tuple[tuple, Any]]:
+  """Flat {"a/b/c": (shape, dtype)} of the model's parameters, without allocating them."""
+  state = nnx.state(abstract_model(cfg), nnx.Param)
+  flat = nnx.to_flat_state(state)
+  return {"/".join(str(k) for k in path): (tuple(v.get_value().shape), v.get_value().dtype) for path, v in flat}
+
+
+def save(directory: str, cfg, params: Dict[str, Any]) -> None:
+  """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`)."""
+  root = _path(directory)
+  root.mkdir(parents=True, exist_ok=True)
+  (root / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+  target = root / PARAMS_DIR
+  if target.exists():
+    target.rmtree()
+  params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), params)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(target, params)
+
+
+def load_config(directory: str) -> ml_collections.ConfigDict:
+  path = _path(directory) / CONFIG_FILE
+  if not path.exists():
+    raise ValueError(f"checkpoint_dir: {directory!r} has no {CONFIG_FILE}; expected a directory written by "
+                     "tools/convert_checkpoint.py or the trainer's export")
+  cfg = presets.get_preset(json.loads(path.read_text())["name"])
+  cfg.update(json.loads(path.read_text()))
+  presets.validate(cfg)
+  return cfg
+
+
+def load(directory: str, cfg=None, sharding=None):
+  """→ (cfg, params pure dict). `cfg` overrides the stored config's runtime fields (dtype, attention)."""
+  stored = load_config(directory)
+  if cfg is None:
+    cfg = stored
+  else:
+    for key in ("name", "image_res", "num_frames", "embed_dim"):
+      if cfg[key] != stored[key]:
+        raise ValueError(f"checkpoint {directory!r}: it was written for {key}={stored[key]!r}, "
+                         f"the requested model has {key}={cfg[key]!r}")
+  abstract = nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param))
+  if sharding is None:
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
+  else:
+    target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, sharding)
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(_path(directory) / PARAMS_DIR, target)
+  return cfg, params
+
+
+def into_model(model: X2VLM, params: Dict[str, Any]) -> X2VLM:
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+  return model

@@ -1,0 +1,213 @@
+"""Inference API for notebooks and evaluation (names fixed by issue #2).
+
+    m = load(checkpoint_dir)
+    image_embeds, image_feat = m.encode_image(preprocess_images(uint8_images, m.config.image_res))
+    text_embeds, text_feat = m.encode_text(ids, mask)
+    logits = m.similarity(image_feat, text_feat)
+
+Every method validates its inputs on the host (clear `ValueError` naming the argument, what was
+expected and what was given) and then calls a jitted function; calling again with the same shapes does
+not recompile. Inputs may be numpy or jax arrays; `image_mask=None` means all ones.
+"""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from x2vlm_jax import params_io
+from x2vlm_jax.models import X2VLM, presets
+
+
+def preprocess_images(images, image_res: int) -> np.ndarray:
+  """uint8 NHWC (or HWC) RGB → float32 NHWC at image_res, CLIP-normalised (official test transform:
+  bicubic resize to R×R without keeping the aspect ratio, spec §4.3)."""
+  from PIL import Image
+  images = np.asarray(images)
+  if images.ndim == 3:
+    images = images[None]
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(f"images: expected uint8 [B,H,W,3] (or [H,W,3]), got shape {images.shape}")
+  if images.dtype != np.uint8:
+    raise ValueError(f"images: expected dtype uint8 (0..255), got {images.dtype}")
+  out = np.stack([np.asarray(Image.fromarray(im).resize((image_res, image_res), Image.BICUBIC))
+                  for im in images]).astype(np.float32) / 255.0
+  return (out - np.asarray(presets.CLIP_MEAN, np.float32)) / np.asarray(presets.CLIP_STD, np.float32)
+
+
+def _shape_str(x) -> str:
+  return f"shape {tuple(np.shape(x))} dtype {np.asarray(x).dtype if not hasattr(x, 'dtype') else x.dtype}"
+
+
+class X2VLMInference:
+  """A converted or trained X²-VLM with jitted, validated entry points."""
+
+  def __init__(self, model: X2VLM, cfg):
+    self.config = cfg
+    self._graphdef, self._state = nnx.split(model)
+    self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
+    g = cfg.image_res // cfg.patch_size
+    self._num_tokens = 1 + g * g
+    self._jit = {}
+
+  # --- plumbing ----------------------------------------------------------------------------------
+  def _call(self, method: str, *args):
+    fn = self._jit.get(method)
+    if fn is None:
+      graphdef = self._graphdef
+
+      def run(state, *a):
+        return getattr(nnx.merge(graphdef, state), method)(*a)
+
+      fn = self._jit[method] = jax.jit(run)
+    return fn(self._state, *args)
+
+  def _float(self, name, x, shape):
+    if not hasattr(x, "shape"):
+      x = np.asarray(x)
+    if tuple(x.shape) != tuple(shape) or not jnp.issubdtype(x.dtype, jnp.floating):
+      want = "x".join("B" if s is None else str(s) for s in shape)
+      raise ValueError(f"{name}: expected float [{want}], got {_shape_str(x)}")
+    return jnp.asarray(x, jnp.float32)
+
+  @staticmethod
+  def _dims(name, x, rank):
+    shape = tuple(np.shape(x))
+    if len(shape) != rank:
+      raise ValueError(f"{name}: expected rank {rank}, got shape {shape}")
+    return shape
+
+  def _image_embeds(self, image_embeds, name="image_embeds"):
+    b = self._dims(name, image_embeds, 3)[0]
+    return self._float(name, image_embeds, (b, self._num_tokens, self.config.vision.width)) if b else None
+
+  def _mask(self, name, mask, shape):
+    if mask is None:
+      return jnp.ones(shape, jnp.int32)
+    m = np.asarray(mask)
+    if m.shape != tuple(shape):
+      raise ValueError(f"{name}: expected shape {tuple(shape)}, got {m.shape}")
+    if not (np.issubdtype(m.dtype, np.integer) or m.dtype == bool) or ((m != 0) & (m != 1)).any():
+      raise ValueError(f"{name}: expected a 0/1 integer mask, got dtype {m.dtype} with values "
+                       f"{np.unique(m)[:5].tolist()}")
+    return jnp.asarray(m, jnp.int32)
+
+  def _ids(self, ids, mask, ids_name="ids", mask_name="mask"):
+    a = np.asarray(ids)
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer):
+      raise ValueError(f"{ids_name}: expected integer [B, L], got {_shape_str(a)}")
+    t = self.config.text
+    if a.shape[1] > t.max_positions or a.shape[1] == 0:
+      raise ValueError(f"{ids_name}: expected length 1..{t.max_positions}, got {a.shape[1]}")
+    if a.size and (a.min() < 0 or a.max() >= t.vocab_size):
+      raise ValueError(f"{ids_name}: expected ids in [0, {t.vocab_size}), got range "
+                       f"[{a.min()}, {a.max()}]")
+    if mask is None:
+      raise ValueError(f"{mask_name}: expected a 0/1 mask of shape {a.shape}, got None")
+    return jnp.asarray(a, jnp.int32), self._mask(mask_name, mask, a.shape)
+
+  def _text_embeds(self, text_embeds, text_mask, batch):
+    b, l, _ = self._dims("text_embeds", text_embeds, 3)
+    if b != batch:
+      raise ValueError(f"text_embeds: expected batch {batch} (as image_embeds), got {b}")
+    x = self._float("text_embeds", text_embeds, (b, l, self.config.text.hidden))
+    if text_mask is None:
+      raise ValueError(f"text_mask: expected a 0/1 mask of shape {(b, l)}, got None")
+    return x, self._mask("text_mask", text_mask, (b, l))
+
+  # --- the API -----------------------------------------------------------------------------------
+  def encode_image(self, images):
+    """images NHWC float32, CLIP-normalised, at config.image_res → (image_embeds [B,1+N,D], image_feat [B,E])."""
+    r = self.config.image_res
+    shape = tuple(np.shape(images))
+    if len(shape) == 4 and shape[1:3] != (r, r) and shape[-1] == 3:
+      raise ValueError(f"images: expected resolution {r}x{r} for this checkpoint (use preprocess_images or "
+                       f"convert the checkpoint with --image_res), got {shape[1]}x{shape[2]}")
+    if hasattr(images, "dtype") and np.dtype(images.dtype) == np.uint8:
+      raise ValueError("images: expected float32 CLIP-normalised images, got uint8 (use preprocess_images)")
+    x = self._float("images", images, (shape[0] if shape else 0, r, r, 3))
+    return self._call("encode_image", x)
+
+  def encode_video(self, frames):
+    """frames [B,F,R,R,3] float32 → (video_embeds [B,1+N,D], video_feat [B,E])."""
+    shape = tuple(np.shape(frames))
+    r = self.config.image_res
+    if len(shape) != 5:
+      raise ValueError(f"frames: expected [B,F,{r},{r},3], got shape {shape}")
+    if self.config.num_frames and shape[1] > self.config.num_frames:
+      raise ValueError(f"frames: this model has {self.config.num_frames} frame embeddings, got {shape[1]} frames")
+    return self._call("encode_video", self._float("frames", frames, (shape[0], shape[1], r, r, 3)))
+
+  def encode_text(self, ids, mask):
+    """ids/mask [B,L] → (text_embeds [B,L,H] (layer fusion_start-1 output), text_feat [B,E])."""
+    ids, mask = self._ids(ids, mask)
+    return self._call("encode_text", ids, mask)
+
+  def fuse(self, image_embeds, image_mask, text_embeds, text_mask):
+    """Fusion layers on precomputed text_embeds cross-attending to the visual tokens → [B,L,H]."""
+    v = self._image_embeds(image_embeds)
+    vm = self._mask("image_mask", image_mask, v.shape[:2])
+    t, tm = self._text_embeds(text_embeds, text_mask, v.shape[0])
+    return self._call("fuse", v, vm, t, tm)
+
+  def itm_logits(self, image_embeds, image_mask, text_embeds, text_mask):
+    v = self._image_embeds(image_embeds)
+    vm = self._mask("image_mask", image_mask, v.shape[:2])
+    t, tm = self._text_embeds(text_embeds, text_mask, v.shape[0])
+    return self._call("itm_logits", v, vm, t, tm)
+
+  def mlm_logits(self, ids, mask, image_embeds, image_mask):
+    ids, mask = self._ids(ids, mask)
+    v = self._image_embeds(image_embeds)
+    if v.shape[0] != ids.shape[0]:
+      raise ValueError(f"image_embeds: expected batch {ids.shape[0]} (as ids), got {v.shape[0]}")
+    vm = self._mask("image_mask", image_mask, v.shape[:2])
+    return self._call("mlm_logits", ids, mask, v, vm)
+
+  def predict_box(self, image_embeds, text_embeds, text_mask):
+    v = self._image_embeds(image_embeds)
+    t, tm = self._text_embeds(text_embeds, text_mask, v.shape[0])
+    return self._call("predict_box", v, t, tm)
+
+  def region_embeds(self, image_embeds, patch_masks, image_index):
+    v = self._image_embeds(image_embeds)
+    pm = np.asarray(patch_masks)
+    if pm.ndim != 2 or pm.shape[1] != self._num_tokens:
+      raise ValueError(f"patch_masks: expected [R, {self._num_tokens}], got shape {pm.shape}")
+    idx = np.asarray(image_index)
+    if idx.shape != (pm.shape[0],) or not np.issubdtype(idx.dtype, np.integer):
+      raise ValueError(f"image_index: expected integer [{pm.shape[0]}], got {_shape_str(idx)}")
+    if idx.size and (idx.min() < 0 or idx.max() >= v.shape[0]):
+      raise ValueError(f"image_index: expected values in [0, {v.shape[0]}), got [{idx.min()}, {idx.max()}]")
+    pm = self._mask("patch_masks", pm, pm.shape)
+    if pm.shape[0] and int(jnp.min(pm[:, 1:].sum(-1))) == 0:
+      raise ValueError("patch_masks: every region needs at least one patch (slot 1..N), got an empty region")
+    return self._call("region_embeds", v, pm, jnp.asarray(idx, jnp.int32))
+
+  def similarity(self, image_feat, text_feat):
+    e = self.config.embed_dim
+    i = self._float("image_feat", image_feat, (np.shape(image_feat)[0] if np.ndim(image_feat) else 0, e))
+    t = self._float("text_feat", text_feat, (np.shape(text_feat)[0] if np.ndim(text_feat) else 0, e))
+    return self._call("similarity", i, t)
+
+
+def from_params(cfg, params=None, *, seed: int = 0) -> X2VLMInference:
+  """Wraps params (pure dict) — or freshly initialised random weights when params is None."""
+  model = X2VLM(cfg, rngs=nnx.Rngs(seed))
+  if params is not None:
+    params_io.into_model(model, params)
+  return X2VLMInference(model, cfg)
+
+
+def load(checkpoint_dir: str, *, dtype: Optional[str] = None, attention_impl: Optional[str] = None):
+  """Loads a directory written by tools/convert_checkpoint.py or the trainer's export."""
+  cfg = params_io.load_config(checkpoint_dir)
+  if dtype is not None:
+    cfg.dtype = dtype
+  if attention_impl is not None:
+    cfg.attention_impl = attention_impl
+  presets.validate(cfg)
+  cfg, params = params_io.load(checkpoint_dir, cfg)
+  return from_params(cfg, params)

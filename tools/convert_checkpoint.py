@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Convert official PyTorch weights into our on-disk format (params_io: Orbax params + model_config.json).
+
+Released X²-VLM checkpoint (strict; rel-pos tables resized when --image_res differs):
+  tools/convert_checkpoint.py --input x2vlm_base_4m.th --model base [--image_res 384] --output ckpt/base_384
+
+Pre-training initialisation from BEiT-v2 + BERT (everything else freshly initialised, seed --seed):
+  tools/convert_checkpoint.py --beit beitv2_base_patch16_224_pt1k_ft21k.pth --bert bert-base-uncased/ \
+      --model base --output ckpt/base_init
+
+Also writes DIR/conversion.json: source files, resized tables, new (freshly initialised) params.
+Pickled checkpoints are opened with torch.load(weights_only=True): loading cannot execute code.
+"""
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  src = p.add_argument_group("source (either --input, or --beit and --bert)")
+  src.add_argument("--input", help="official X²-VLM checkpoint (.th/.pth/.bin/.npz/.safetensors)")
+  src.add_argument("--beit", help="BEiT-v2 checkpoint for the vision tower (init mode)")
+  src.add_argument("--bert", help="HF BERT pytorch_model.bin / model.safetensors / model directory (init mode)")
+  p.add_argument("--model", required=True, choices=["tiny", "base", "large"])
+  p.add_argument("--image_res", type=int, default=None,
+                 help="target resolution; default: the checkpoint's (from its rel-pos tables), 224 in init mode")
+  p.add_argument("--num_frames", type=int, default=None,
+                 help="frame embeddings; default: the checkpoint's absolute_frame_pos_embed count, else 0")
+  p.add_argument("--output", required=True)
+  p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation of new params")
+  p.add_argument("--allow_missing", action="append", default=[], metavar="PATH_PREFIX",
+                 help="our param path prefix that may be absent and stays freshly initialised "
+                      "(e.g. text/mlm for a fine-tuned BertModel-layout file); repeatable")
+  p.add_argument("--ignore", action="append", default=[], metavar="KEY_PREFIX",
+                 help="official key prefix to drop (e.g. cls_head. of an NLVR2 file); repeatable")
+  args = p.parse_args(argv)
+  if bool(args.input) == bool(args.beit or args.bert):
+    p.error("give either --input, or --beit and --bert")
+  if not args.input and not (args.beit and args.bert):
+    p.error("init mode needs both --beit and --bert")
+  return args
+
+
+def main(argv=None) -> int:
+  args = _parse(argv)
+  from x2vlm_jax import params_io
+  from x2vlm_jax.convert import assemble, init_weights, x2vlm
+  from x2vlm_jax.convert.state_dict import read_state_dict
+  from x2vlm_jax.models import get_preset
+
+  patch = get_preset(args.model).patch_size
+  if args.input:
+    sd = read_state_dict(args.input)
+    grid = x2vlm.checkpoint_grid(sd)
+    image_res = args.image_res or (grid * patch if grid else get_preset(args.model).image_res)
+    num_frames = x2vlm.checkpoint_num_frames(sd) if args.num_frames is None else args.num_frames
+    cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
+    flat, report = x2vlm.convert_official(sd, cfg, allow_missing=args.allow_missing, ignore_prefixes=args.ignore,
+                                          fresh=lambda: assemble.fresh_flat(cfg, args.seed))
+    report["source"] = {"input": os.path.abspath(args.input), "checkpoint_image_res": grid * patch if grid else None}
+  else:
+    beit = read_state_dict(args.beit)
+    bert = read_state_dict(args.bert)
+    image_res = args.image_res or get_preset(args.model).image_res
+    cfg = get_preset(args.model, image_res=image_res, num_frames=args.num_frames or 0)
+    flat, report = init_weights.init_from_pretrained(beit, bert, cfg, lambda: assemble.fresh_flat(cfg, args.seed))
+    report["source"] = {"beit": os.path.abspath(args.beit), "bert": os.path.abspath(args.bert)}
+  report.update(model=args.model, image_res=cfg.image_res, num_frames=cfg.num_frames, seed=args.seed)
+
+  params_io.save(args.output, cfg, assemble.unflatten(cfg, flat))
+  with open(os.path.join(args.output, "conversion.json"), "w") as f:
+    json.dump(report, f, indent=2, sort_keys=True)
+  print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
+        f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params")
+  return 0
+
+
+if __name__ == "__main__":
+  try:
+    sys.exit(main())
+  except ValueError as e:  # ConversionError and bad-input errors: one clear message, no traceback
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)

@@ -20,6 +20,7 @@ from etils import epath
 from flax import nnx
 
 from x2vlm_jax.models import X2VLM, presets
+from x2vlm_jax.models.layers import REPLICATED_RULES
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
@@ -31,7 +32,9 @@ def _path(directory: str) -> epath.Path:
 
 
 def abstract_model(cfg) -> X2VLM:
-  return nnx.eval_shape(lambda: X2VLM(cfg, rngs=nnx.Rngs(0)))
+  """Shapes only; logical axes stay metadata (resolved later by the trainer's mesh rules)."""
+  with nnx.logical_axis_rules(REPLICATED_RULES):
+    return nnx.eval_shape(lambda: X2VLM(cfg, rngs=nnx.Rngs(0)))
 
 
 def param_shapes(cfg) -> Dict[str, Tuple[tuple, Any]]:

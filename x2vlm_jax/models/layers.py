@@ -13,6 +13,12 @@ from flax import nnx
 
 Axes = Sequence[Optional[str]]
 
+# Every logical axis name used by the model's parameters.
+LOGICAL_AXES = ("embed", "mlp", "heads", "vocab", "joint", "norm")
+# Rules that replicate everything: for abstract evaluation under an ambient mesh, where Flax would
+# otherwise try to read the logical names as mesh axes.
+REPLICATED_RULES = tuple((name, None) for name in LOGICAL_AXES)
+
 bert_normal = nnx.initializers.normal(0.02)          # HF BERT init (cross-attention is new in X²-VLM)
 trunc_normal = nnx.initializers.truncated_normal(0.02)  # timm/BEiT init
 

@@ -1,0 +1,39 @@
+"""Entry point: python main.py --config=configs/pretrain/NAME.py[:arg] [--config.key=value ...] --workdir=DIR
+
+A workdir that already holds a checkpoint resumes it. Multi-host: on TPU `jax.distributed.initialize()`
+discovers everything; on GPU/CPU clusters pass --coordinator_address, --num_processes, --process_id.
+"""
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and logs (local path or gs://).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (GPU/CPU clusters).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (GPU/CPU clusters).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (GPU/CPU clusters).")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto on TPU pods).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax  # after flags, so XLA_FLAGS set by the caller take effect
+  if _COORDINATOR.value or _DISTRIBUTED.value:
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
+  logging.info("process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
+               jax.local_device_count(), jax.device_count())
+  from x2vlm_jax.training import trainer
+  config = _CONFIG.value
+  trainer.train(config, _WORKDIR.value)
+  if config.get("eval") and config.eval.get("at_end", False) and jax.process_index() == 0:
+    from x2vlm_jax.training import evaluate
+    evaluate.report(config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  app.run(main)

@@ -1,0 +1,76 @@
+"""Training metrics: clu writers (TensorBoard + console) and WORKDIR/metrics.jsonl, with throughput/ETA."""
+
+import json
+import os
+import time
+from typing import Dict
+
+import jax
+import numpy as np
+from absl import logging
+
+
+def _create_writer(workdir: str, primary: bool):
+  """clu's TensorBoard + console writer; console only where tensorflow/tensorboard are absent (GPU
+  hosts run without tensorflow; metrics.jsonl is written either way)."""
+  try:
+    from clu import metric_writers
+  except ImportError as e:
+    logging.warning("TensorBoard summaries disabled (%s); logging to console and metrics.jsonl only", e)
+    return _ConsoleWriter(primary)
+  return metric_writers.create_default_writer(workdir, just_logging=not primary, asynchronous=True)
+
+
+class _ConsoleWriter:
+
+  def __init__(self, primary: bool):
+    self.primary = primary
+
+  def write_scalars(self, step, scalars):
+    if self.primary:
+      logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items())))
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class MetricsLogger:
+
+  def __init__(self, workdir: str, *, total_steps: int, examples_per_step: int):
+    self.primary = jax.process_index() == 0
+    self.writer = _create_writer(workdir, self.primary)
+    self.total_steps = total_steps
+    self.examples_per_step = examples_per_step
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if self.primary else None
+    self._last = None
+
+  def log(self, step: int, scalars: Dict[str, float]) -> Dict[str, float]:
+    now = time.perf_counter()
+    scalars = {k: float(v) for k, v in scalars.items()}
+    if self._last is not None and step > self._last[0]:
+      dt = (now - self._last[1]) / (step - self._last[0])
+      scalars["perf/steps_per_s"] = 1.0 / dt
+      scalars["perf/examples_per_s"] = self.examples_per_step / dt
+      scalars["perf/eta_min"] = (self.total_steps - step) * dt / 60.0
+    self._last = (step, now)
+    self.writer.write_scalars(step, scalars)
+    if self._jsonl is not None:
+      self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
+      self._jsonl.flush()
+    return scalars
+
+  def reset_timer(self):
+    self._last = None
+
+  def close(self):
+    self.writer.flush()
+    self.writer.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
+
+
+def all_finite(scalars: Dict[str, float]) -> bool:
+  return all(np.isfinite(v) for v in scalars.values())

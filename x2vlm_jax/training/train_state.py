@@ -1,0 +1,56 @@
+"""The train state {step, params, opt_state, rng} created directly sharded on the mesh.
+
+abstract init (`jax.eval_shape`) → shardings from the params' logical axes → `jax.jit(init,
+out_shardings=...)`: no array is ever materialised whole on one device.
+"""
+
+from typing import Any, Dict, Tuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from x2vlm_jax import params_io
+from x2vlm_jax.models import X2VLM
+from x2vlm_jax.training import sharding as shd
+
+TrainState = Dict[str, Any]
+
+
+def create(model_cfg, tx, mesh, rules, seed: int) -> Tuple[Any, TrainState, Dict[str, Any]]:
+  """→ (graphdef, state, state_shardings)."""
+  abstract_model = params_io.abstract_model(model_cfg)
+  graphdef = nnx.graphdef(abstract_model)
+  param_shardings = shd.named(mesh, shd.param_specs(abstract_model, rules, mesh))
+
+  def init(key):
+    init_key, step_key = jax.random.split(key)
+    model = X2VLM(model_cfg, rngs=nnx.Rngs(params=init_key))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
+            "rng": step_key}
+
+  key = jax.random.PRNGKey(seed)
+  abstract = jax.eval_shape(init, key)
+  replicated = NamedSharding(mesh, P())
+  shardings = {"step": replicated, "params": param_shardings,
+               "opt_state": shd.mirror_param_shardings(abstract["opt_state"], param_shardings, mesh),
+               "rng": replicated}
+  state = jax.jit(init, out_shardings=shardings)(key)
+  return graphdef, state, shardings
+
+
+def abstract_like(state, shardings):
+  """ShapeDtypeStructs carrying the target shardings (Orbax restores onto the current mesh)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def replace_params(state: TrainState, params, shardings) -> TrainState:
+  """Puts loaded params (e.g. converted official weights) into a fresh state, keeping shardings."""
+  params = jax.tree.map(lambda p, s: jax.device_put(p, s), params, shardings["params"])
+  return {**state, "params": params}
+
+
+def param_norm(params):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(params)))

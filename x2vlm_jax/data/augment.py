@@ -1,0 +1,160 @@
+"""Image transforms of spec §4.3 in the tf graph, driven by stateless seeds (reproducible per example).
+
+Pixels are float32 in [0, 255] and are clipped/rounded after each op, which mirrors the uint8
+arithmetic of the reference (PIL / cv2) implementation.
+"""
+
+import math
+
+import tensorflow as tf
+
+from x2vlm_jax.models.presets import CLIP_MEAN, CLIP_STD
+
+MAX_LEVEL = 10.0
+FILL = 128.0
+
+
+def _seeds(seed, n):
+  return tf.unstack(tf.random.experimental.stateless_split(seed, n))
+
+
+def _u8(x):
+  return tf.round(tf.clip_by_value(x, 0.0, 255.0))
+
+
+def resize(image, size):
+  """Bicubic resize to size×size (aspect not kept), back on the uint8 grid."""
+  return _u8(tf.image.resize(tf.cast(image, tf.float32), [size, size], method="bicubic"))
+
+
+def normalize(image):
+  x = tf.cast(image, tf.float32) / 255.0
+  return (x - tf.constant(CLIP_MEAN)) / tf.constant(CLIP_STD)
+
+
+def random_resized_crop(image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+  begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
+      tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  return resize(tf.slice(image, begin, extent), size)
+
+
+def random_flip(image, seed):
+  flip = tf.random.stateless_uniform([], seed) < 0.5
+  return tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image), flip
+
+
+# ---- RandAugment (ALBEF variant: N ops with replacement, each applied with p=0.5, magnitude M) ----
+
+def _autocontrast(x):
+  lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
+  hi = tf.reduce_max(x, axis=[0, 1], keepdims=True)
+  scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1e-6), 1.0)
+  off = tf.where(hi > lo, lo, 0.0)
+  return _u8((x - off) * scale)
+
+
+def _equalize_channel(ch):
+  ch_i = tf.cast(ch, tf.int32)
+  hist = tf.math.bincount(tf.reshape(ch_i, [-1]), minlength=256, maxlength=256)
+  nonzero = tf.boolean_mask(hist, hist > 0)
+  step = (tf.reduce_sum(nonzero) - nonzero[-1]) // 255
+  n = tf.concat([[step // 2], hist[:-1]], 0)
+  table = tf.clip_by_value(tf.cumsum(n) // tf.maximum(step, 1), 0, 255)
+  return tf.cond(step > 0, lambda: tf.cast(tf.gather(table, ch_i), tf.float32), lambda: ch)
+
+
+def _equalize(x):
+  return tf.stack([_equalize_channel(x[..., c]) for c in range(3)], axis=-1)
+
+
+def _brightness(x, factor):
+  return _u8(x * factor)
+
+
+def _sharpness(x, factor):
+  k = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
+  k = tf.tile(k[:, :, None, None], [1, 1, 3, 1])
+  blur = _u8(tf.nn.depthwise_conv2d(x[None], k, [1, 1, 1, 1], "VALID")[0])
+  inner = _u8(blur + factor * (x[1:-1, 1:-1] - blur))
+  # Border pixels are left untouched, as in the reference.
+  return tf.pad(inner - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]]) + x
+
+
+def _warp(x, transform):
+  """transform: 8 coefficients mapping output (x, y) → input coordinates."""
+  out = tf.raw_ops.ImageProjectiveTransformV3(
+      images=x[None], transforms=tf.cast(tf.reshape(transform, [1, 8]), tf.float32),
+      output_shape=tf.shape(x)[:2], fill_value=FILL, interpolation="BILINEAR", fill_mode="CONSTANT")
+  return _u8(out[0])
+
+
+def _shear(x, s, axis):
+  t = [1.0, s, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0] if axis == 0 else [1.0, 0.0, 0.0, s, 1.0, 0.0, 0.0, 0.0]
+  return _warp(x, tf.stack([tf.cast(v, tf.float32) for v in t]))
+
+
+def _translate(x, d, axis):
+  t = [1.0, 0.0, d, 0.0, 1.0, 0.0, 0.0, 0.0] if axis == 0 else [1.0, 0.0, 0.0, 0.0, 1.0, d, 0.0, 0.0]
+  return _warp(x, tf.stack([tf.cast(v, tf.float32) for v in t]))
+
+
+def _rotate(x, degrees):
+  a = degrees * math.pi / 180.0
+  h, w = tf.cast(tf.shape(x)[0], tf.float32), tf.cast(tf.shape(x)[1], tf.float32)
+  cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
+  c, s = tf.cos(a), tf.sin(a)
+  # input = R(-a)·(out − centre) + centre
+  t = tf.stack([c, s, cx - c * cx - s * cy, -s, c, cy + s * cx - c * cy, 0.0, 0.0])
+  return _warp(x, t)
+
+
+PHOTOMETRIC_OPS = ("Identity", "AutoContrast", "Equalize", "Brightness", "Sharpness")
+ALL_OPS = PHOTOMETRIC_OPS + ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
+
+
+def _op(name, x, sign, magnitude):
+  level = magnitude / MAX_LEVEL
+  enhance = 0.1 + 1.8 * level        # 1.36 at M=7, always the same sign
+  return {
+      "Identity": lambda: x,
+      "AutoContrast": lambda: _autocontrast(x),
+      "Equalize": lambda: _equalize(x),
+      "Brightness": lambda: _brightness(x, enhance),
+      "Sharpness": lambda: _sharpness(x, enhance),
+      "ShearX": lambda: _shear(x, sign * 0.3 * level, 0),
+      "ShearY": lambda: _shear(x, sign * 0.3 * level, 1),
+      "TranslateX": lambda: _translate(x, sign * magnitude, 0),   # absolute pixels (±7 at M=7)
+      "TranslateY": lambda: _translate(x, sign * magnitude, 1),
+      "Rotate": lambda: _rotate(x, sign * 30.0 * level),
+  }[name]()
+
+
+def rand_augment(image, seed, num_ops=2, magnitude=7.0, ops=ALL_OPS):
+  assert ops[0] == "Identity"
+  x = tf.cast(image, tf.float32)
+  for s in _seeds(seed, num_ops):
+    s_op, s_apply, s_sign = _seeds(s, 3)
+    idx = tf.random.stateless_uniform([], s_op, 0, len(ops), dtype=tf.int32)
+    apply = tf.random.stateless_uniform([], s_apply) < 0.5
+    sign = tf.where(tf.random.stateless_uniform([], s_sign) < 0.5, -1.0, 1.0)
+    idx = tf.where(apply, idx, 0)  # a skipped op is the Identity branch (ops[0]), nothing computed
+    branches = [lambda name=name, x=x: _op(name, x, sign, magnitude) for name in ops]
+    x = tf.ensure_shape(tf.switch_case(idx, branches), image.shape)
+  return x
+
+
+def pretrain_transform(image, size, seed, randaug=True):
+  """Image stream / video frames: RandomResizedCrop(0.2–1) → flip → RandAugment(2, 7) → normalise."""
+  s_crop, s_flip, s_ra = _seeds(seed, 3)
+  x = random_resized_crop(image, size, s_crop)
+  x, _ = random_flip(x, s_flip)
+  x = tf.ensure_shape(x, [size, size, 3])
+  if randaug:
+    x = rand_augment(x, s_ra)
+  return normalize(x)
+
+
+def test_transform(image, size):
+  return normalize(resize(image, size))

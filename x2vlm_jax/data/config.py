@@ -1,0 +1,52 @@
+"""Input-pipeline config (ml_collections). Batch sizes and `num_images` are GLOBAL; each host gets
+`global // process_count`. A stream is off when `enabled` is False or its `datasets` list is empty."""
+
+import ml_collections
+
+from x2vlm_jax.data import shapes
+
+
+def _stream(datasets, batch_size):
+  s = ml_collections.ConfigDict()
+  s.enabled = True
+  s.datasets = datasets          # [(name, split, weight)]; weights are relative
+  s.batch_size = batch_size      # global texts per batch
+  return s
+
+
+def get_data_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.data_dir = "data"
+  c.vocab_file = shapes.VOCAB_FILE
+  c.image_res = 224
+  c.patch_size = 16
+  # Text (spec §3.3 / §4.4): pre_caption keeps max_tokens words; sequences are max_tokens long.
+  c.max_tokens = 40
+  c.max_masks = 12
+  c.mask_prob = 0.5
+  c.skipgram_prb = 0.2
+  c.skipgram_size = 3
+  c.mask_whole_word = True
+  # A corrupt image is dropped and counted; strict=True raises instead.
+  c.strict = False
+  c.randaug = True               # False only for debugging / box tests; the paper always augments
+  c.num_parallel_calls = -1      # tf.data.AUTOTUNE
+  c.prefetch = 2                 # batches per stream
+  c.threadpool_size = 0          # 0: tf.data default
+
+  c.image = _stream([(shapes.NAME, "train", 1.0)], 64)
+
+  c.region = _stream([(shapes.NAME, "train", 1.0)], 64)
+  c.region.num_images = 16       # global images per region batch (Bi); batch_size is Bt
+  c.region.max_regions = 5
+  c.region.min_perc_in_image = 0.5
+
+  c.video = _stream([(shapes.VIDEO_NAME, "train", 1.0)], 16)
+  c.video.enabled = False        # stage 2 only (spec §2.1)
+  c.video.num_frames = 4
+  return c
+
+
+def stream_enabled(c: ml_collections.ConfigDict, stream: str) -> bool:
+  s = c[stream]
+  return bool(s.enabled) and len(s.datasets) > 0

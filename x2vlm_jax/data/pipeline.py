@@ -1,0 +1,215 @@
+"""Trainer-facing entry points: `create_train_iterator` and `load_eval_split`.
+
+Resume design (docs/data.md): index-based sampling. Each batch carries the stream position and
+per-dataset counters of its last record; `save_state` writes those few integers as JSON and
+`restore_state` rebuilds the tf.data graphs starting there. Prefetched batches are simply rebuilt,
+so a resumed run sees exactly the batches the uninterrupted run would have seen.
+"""
+
+import json
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from x2vlm_jax import batch as batch_contract
+from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.config import stream_enabled
+from x2vlm_jax.data.region_stream import patch_masks, region_stream
+from x2vlm_jax.data.source import StreamSource
+from x2vlm_jax.data.streams import STREAM_IDS, decode, image_stream, video_stream
+from x2vlm_jax.data.text import Tokenizer, pre_caption
+from x2vlm_jax.data.records import ALT_SEP
+from x2vlm_jax.data.textproc import TextStage
+
+STATE_FILE = "input_pipeline_state.json"
+STREAMS = ("image", "region", "video")
+
+
+def _per_host(value: int, process_count: int, what: str) -> int:
+  if value % process_count:
+    raise ValueError(f"{what}={value} is not divisible by process_count={process_count}")
+  return value // process_count
+
+
+class TrainIterator:
+  """`next(it)` → {stream: {field: np.ndarray}} with per-host batch sizes (batch.py contract)."""
+
+  def __init__(self, cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
+               keep_debug: bool = False):
+    self.cfg, self.seed = cfg, int(seed)
+    self.process_index, self.process_count = process_index, process_count
+    self.keep_debug = keep_debug
+    self.streams = [s for s in STREAMS if stream_enabled(cfg, s)]
+    if not self.streams:
+      raise ValueError("data config: no stream enabled (every stream has enabled=False or no datasets)")
+    self._text = TextStage(cfg)
+    self._sources = {s: StreamSource(cfg.data_dir, [tuple(d) for d in cfg[s].datasets], seed=self.seed,
+                                     stream_id=STREAM_IDS[s], process_index=process_index,
+                                     process_count=process_count) for s in self.streams}
+    self._state = {s: {"position": 0, "counts": [0] * len(self._sources[s].sources)} for s in self.streams}
+    self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
+    self._specs = {s: self._spec(s) for s in self.streams}
+    self._build()
+
+  # ------------------------------------------------------------------ construction
+  def _records_per_batch(self, s):
+    c, pc = self.cfg, self.process_count
+    if s == "region":
+      return _per_host(c.region.num_images, pc, "region.num_images")
+    return _per_host(c[s].batch_size, pc, f"{s}.batch_size")
+
+  def _spec(self, s):
+    c = self.cfg
+    return batch_contract.stream_spec(
+        s, batch_size=_per_host(c[s].batch_size, self.process_count, f"{s}.batch_size"),
+        image_res=c.image_res, patch_size=c.patch_size, max_tokens=c.max_tokens, max_masks=c.max_masks,
+        num_images=self._records_per_batch(s) if s == "region" else 0,
+        num_frames=c.video.num_frames if s == "video" else 0)
+
+  def _dataset(self, s):
+    c, st = self.cfg, self._state[s]
+    kw = dict(position=st["position"], counts=st["counts"], seed=self.seed)
+    bt = _per_host(c[s].batch_size, self.process_count, f"{s}.batch_size")
+    if s == "image":
+      ds = image_stream(self._sources[s], c, self._text, batch_size=bt, **kw)
+    elif s == "video":
+      ds = video_stream(self._sources[s], c, self._text, batch_size=bt, **kw)
+    else:
+      ds = region_stream(self._sources[s], c, self._text, num_images=self._records_per_batch(s),
+                         num_texts=bt, **kw)
+    opts = tf.data.Options()
+    opts.deterministic = True
+    if c.threadpool_size:
+      opts.threading.private_threadpool_size = c.threadpool_size
+    return ds.prefetch(c.prefetch).with_options(opts)
+
+  def _build(self):
+    self._iters = {s: iter(self._dataset(s).as_numpy_iterator()) for s in self.streams}
+
+  # ------------------------------------------------------------------ iteration
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> Dict[str, Dict[str, np.ndarray]]:
+    out = {}
+    for s in self.streams:
+      try:
+        b = next(self._iters[s])
+      except StopIteration:
+        err = self._sources[s].error
+        raise RuntimeError(f"{s} stream ended unexpectedly (streams are infinite); "
+                           f"last read error: {err!r}") from err
+      pos, counts = b.pop("_pos"), b.pop("_counts")
+      last = int(np.argmax(pos))
+      before = self._state[s]["position"]
+      self._state[s] = {"position": int(pos[last]) + 1, "counts": [int(x) for x in counts[last]]}
+      st = self._stats[s]
+      st["batches"] += 1
+      st["records"] += len(pos)
+      # Positions skipped inside this batch's range are records dropped by the decode stage.
+      st["dropped_corrupt"] += self._state[s]["position"] - before - len(pos)
+      if not self.keep_debug:
+        b = {k: v for k, v in b.items() if not k.startswith("_")}
+      batch_contract.check_stream(s, {k: v for k, v in b.items() if not k.startswith("_")}, self._specs[s])
+      out[s] = b
+    return out
+
+  # ------------------------------------------------------------------ state
+  def get_state(self) -> Dict:
+    return {"version": 1, "seed": self.seed, "process_index": self.process_index,
+            "process_count": self.process_count, "streams": json.loads(json.dumps(self._state)),
+            "stats": json.loads(json.dumps(self._stats))}
+
+  def set_state(self, state: Dict) -> None:
+    for key in ("seed", "process_index", "process_count"):
+      if state.get(key) != getattr(self, key):
+        raise ValueError(f"input state: {key}={state.get(key)} was saved, this iterator has "
+                         f"{getattr(self, key)}")
+    missing = set(self.streams) - set(state["streams"])
+    if missing:
+      raise ValueError(f"input state: no saved position for streams {sorted(missing)}")
+    self._state = {s: dict(state["streams"][s]) for s in self.streams}
+    self._stats = {s: dict(state["stats"][s]) for s in self.streams}
+    self._build()
+
+  def save_state(self, path: str) -> str:
+    tf.io.gfile.makedirs(path)
+    f = os.path.join(path, f"{STATE_FILE[:-5]}.{self.process_index}.json")
+    with tf.io.gfile.GFile(f, "w") as fh:
+      json.dump(self.get_state(), fh)
+    return f
+
+  def restore_state(self, path: str) -> None:
+    f = os.path.join(path, f"{STATE_FILE[:-5]}.{self.process_index}.json")
+    if not tf.io.gfile.exists(f):
+      raise FileNotFoundError(f"input pipeline state: {f} not found")
+    with tf.io.gfile.GFile(f) as fh:
+      self.set_state(json.load(fh))
+
+  def stats(self) -> Dict[str, Dict[str, int]]:
+    """Per stream: batches and records delivered, corrupt records dropped."""
+    return json.loads(json.dumps(self._stats))
+
+
+def create_train_iterator(data_cfg, *, seed: int, process_index: int = 0,
+                          process_count: int = 1) -> TrainIterator:
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} outside [0, process_count={process_count})")
+  return TrainIterator(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+
+
+# ---------------------------------------------------------------------- evaluation
+
+def _first_alt(s: bytes) -> str:
+  return s.decode("utf-8").split(ALT_SEP)[0]
+
+
+def load_eval_split(data_cfg, name: str, split: str, max_examples: Optional[int] = None):
+  """Held-out split with the test transform (plain R×R resize).
+
+  Image datasets → images [N,R,R,3]; texts = every whole-image caption (is_image=1) then every element
+  text (attribute + caption, is_image=0) with text_image [T], text_bbox [T,4] (cx,cy,w,h)/R and
+  patch_mask [T,1+N]. Video datasets → frames [N,F,R,R,3] (eval frame choice of spec §2.4).
+  """
+  c = data_cfg
+  src = records.open_source(c.data_dir, name, split)
+  n = len(src) if max_examples is None else min(len(src), int(max_examples))
+  r = c.image_res
+  tok = Tokenizer(c.vocab_file, c.max_tokens)
+  resize = tf.function(lambda b: augment.test_transform(decode(b), r))
+  texts, text_image, boxes, is_image, pixels = [], [], [], [], []
+  video = "frames" in src[0]
+  for i in range(n):
+    rec = src[i]
+    if video:
+      f, nf = c.video.num_frames, len(rec["frames"])
+      ids = [j % nf for j in range(f)] if nf <= f else [int(j * (nf // f) + min(j, nf - f * (nf // f)))
+                                                        for j in range(f)]
+      pixels.append(np.stack([resize(rec["frames"][j]).numpy() for j in ids]))
+    else:
+      pixels.append(resize(rec["image"]).numpy())
+    cap = _first_alt(rec["caption"])
+    if cap:
+      texts.append(cap), text_image.append(i), boxes.append((0.0, 0.0, r, r)), is_image.append(1)
+    if video:
+      continue
+    sx, sy = r / float(rec["width"]), r / float(rec["height"])
+    for (x, y, w, h), ec, ea in zip(rec["boxes"], rec["elem_caption"], rec["elem_attrs"]):
+      attr = _first_alt(ea)
+      texts.append(f"{attr} {_first_alt(ec)}" if attr else _first_alt(ec))
+      text_image.append(i), boxes.append((x * sx, y * sy, w * sx, h * sy)), is_image.append(0)
+  ids, mask = tok(pre_caption(tf.constant(texts), c.max_tokens))
+  bx = np.asarray(boxes, np.float32).reshape(-1, 4)
+  out = {"images" if not video else "frames": np.stack(pixels).astype(np.float32),
+         "text_ids": ids.numpy(), "text_mask": mask.numpy(),
+         "text_image": np.asarray(text_image, np.int32), "is_image": np.asarray(is_image, np.int32),
+         "texts": np.asarray(texts, dtype=object)}
+  if not video:
+    out["text_bbox"] = np.stack([(bx[:, 0] + bx[:, 2] / 2) / r, (bx[:, 1] + bx[:, 3] / 2) / r,
+                                 bx[:, 2] / r, bx[:, 3] / r], 1).astype(np.float32)
+    pm = patch_masks(tf.constant(bx), r, c.patch_size).numpy()
+    pm[out["is_image"] == 1] = 1
+    out["patch_mask"] = pm
+  return out

@@ -1,0 +1,175 @@
+"""Region stream (spec §2.2): box-safe crop, box clipping/rescaling, patch masks, fixed Bi/Bt batches."""
+
+import tensorflow as tf
+
+from x2vlm_jax.data import augment
+from x2vlm_jax.data.streams import (BATCH_SEED_OFFSET, STREAM_IDS, decode, pmap, example_seed, from_source,
+                                    image_signature)
+from x2vlm_jax.data.text import pre_caption
+from x2vlm_jax.data.textproc import pick_alternative
+
+WHOLE_IMAGE_BOX = (0.5, 0.5, 1.0, 1.0)
+
+
+def patch_masks(boxes, image_res, patch_size):
+  """Graph twin of models/regions.py:box_to_patch_mask for boxes [K, 4] (R-pixel xywh) → [K, 1+N]."""
+  g = image_res // patch_size
+  b = tf.cast(boxes, tf.float64)
+  x, y, w, h = tf.unstack(b, axis=-1)
+  p = float(patch_size)
+  col_min = tf.minimum(tf.floor(x / p), g - 1)
+  col_max = tf.maximum(col_min + 1, tf.minimum(tf.math.ceil((x + w) / p), g))
+  row_min = tf.minimum(tf.floor(y / p), g - 1)
+  row_max = tf.maximum(row_min + 1, tf.minimum(tf.math.ceil((y + h) / p), g))
+  idx = tf.range(g, dtype=tf.float64)
+  cols = (idx[None] >= col_min[:, None]) & (idx[None] < col_max[:, None])   # [K, G]
+  rows = (idx[None] >= row_min[:, None]) & (idx[None] < row_max[:, None])
+  grid = rows[:, :, None] & cols[:, None, :]
+  flat = tf.reshape(tf.cast(grid, tf.int32), [-1, g * g])
+  return tf.concat([tf.ones_like(flat[:, :1]), flat], axis=1)
+
+
+def box_safe_crop(height, width, box, seed):
+  """Crop [x0,x1)×[y0,y1) that contains `box` (x, y, w, h): spec §2.2 step 1."""
+  sx0, sy0, sx1, sy1 = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
+  x, y, w, h = tf.unstack(box)
+
+  def uniform_int(s, lo, hi):  # inclusive both ends
+    return tf.random.stateless_uniform([], s, lo, hi + 1, dtype=tf.int32)
+
+  x0 = uniform_int(sx0, 0, tf.cast(tf.floor(x), tf.int32))
+  y0 = uniform_int(sy0, 0, tf.cast(tf.floor(y), tf.int32))
+  x1 = uniform_int(sx1, tf.minimum(tf.cast(tf.math.ceil(x + w), tf.int32), width), width)
+  y1 = uniform_int(sy1, tf.minimum(tf.cast(tf.math.ceil(y + h), tf.int32), height), height)
+  return x0, y0, x1, y1
+
+
+def transform_boxes(boxes, crop, flipped, image_res, min_perc):
+  """Element boxes → (kept [E], boxes in R-pixel xywh [E, 4]) after crop, flip and resize."""
+  x0, y0, x1, y1 = (tf.cast(v, tf.float32) for v in crop)
+  bx, by, bw, bh = tf.unstack(boxes, axis=-1)
+  ix0, iy0 = tf.maximum(bx, x0), tf.maximum(by, y0)
+  ix1, iy1 = tf.minimum(bx + bw, x1), tf.minimum(by + bh, y1)
+  iw, ih = ix1 - ix0, iy1 - iy0
+  kept = (iw > 0) & (ih > 0) & (iw * ih / tf.maximum(bw * bh, 1e-6) > min_perc)
+  wc, hc = x1 - x0, y1 - y0
+  nx = ix0 - x0
+  nx = tf.where(flipped, wc - nx - iw, nx)
+  sx, sy = image_res / wc, image_res / hc
+  out = tf.stack([nx * sx, (iy0 - y0) * sy, iw * sx, ih * sy], axis=-1)
+  return kept, out
+
+
+def region_example(ex, cfg, seed):
+  rc, r = cfg.region, cfg.image_res
+  k = rc.max_regions
+  s_elem, s_crop, s_flip, s_ra, s_order, s_cap, s_alt = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 7))
+  img = ex["image"]
+  height, width = tf.shape(img)[0], tf.shape(img)[1]
+  boxes = ex["boxes"]
+  e = tf.shape(boxes)[0]
+  # Records with no element (caption only) are cropped around the whole image.
+  pick = tf.random.stateless_uniform([], s_elem, 0, tf.maximum(e, 1), dtype=tf.int32)
+  whole = tf.stack([0.0, 0.0, tf.cast(width, tf.float32), tf.cast(height, tf.float32)])
+  anchor = tf.cond(e > 0, lambda: boxes[tf.minimum(pick, e - 1)], lambda: whole)
+  crop = box_safe_crop(height, width, anchor, s_crop)
+  x0, y0, x1, y1 = crop
+  patch = img[y0:y1, x0:x1]
+  # English pretraining flips unconditionally, captions untouched (spec §2.2 step 2, §10 item 6).
+  patch, flipped = augment.random_flip(patch, s_flip)
+  patch = tf.ensure_shape(augment.resize(patch, r), [r, r, 3])
+  if cfg.randaug:
+    patch = augment.rand_augment(patch, s_ra, ops=augment.PHOTOMETRIC_OPS)
+  image = augment.normalize(patch)
+
+  kept, rboxes = transform_boxes(boxes, crop, flipped, float(r), rc.min_perc_in_image)
+  # Kept elements first, in random order.
+  keys = tf.random.stateless_uniform([e], s_order) + tf.cast(~kept, tf.float32) * 2.0
+  order = tf.argsort(keys, stable=True)
+  alt_seeds = tf.random.experimental.stateless_split(s_alt, tf.maximum(e, 1) * 2)
+
+  def elem_text(i):
+    cap = pick_alternative(ex["elem_caption"][i], alt_seeds[2 * i])
+    attr = pick_alternative(ex["elem_attrs"][i], alt_seeds[2 * i + 1])
+    return tf.where(tf.strings.length(attr) > 0, tf.strings.join([attr, " ", cap]), cap)
+
+  elem_texts = tf.map_fn(elem_text, tf.range(e), fn_output_signature=tf.string)
+  elem_texts = tf.gather(elem_texts, order)
+  elem_kept = tf.gather(kept, order)
+  elem_boxes = tf.gather(rboxes, order)
+
+  caption = pick_alternative(ex["caption"], s_cap)
+  has_cap = tf.strings.length(caption) > 0
+  # Whole-image caption first (counts toward max_regions), then elements; pad to k.
+  texts = tf.concat([tf.reshape(caption, [1]), elem_texts, tf.fill([k], "")], 0)
+  valid = tf.concat([[has_cap], elem_kept, tf.zeros([k], tf.bool)], 0)
+  is_image = tf.concat([[True], tf.zeros([e + k], tf.bool)], 0)
+  bxs = tf.concat([[[0.0, 0.0, r, r]], elem_boxes, tf.zeros([k, 4])], 0)
+  # Stable selection of the first k valid entries keeps that order.
+  sel = tf.argsort(tf.cast(~valid, tf.int32), stable=True)[:k]
+  texts, valid = tf.ensure_shape(tf.gather(texts, sel), [k]), tf.ensure_shape(tf.gather(valid, sel), [k])
+  is_image, bxs = tf.ensure_shape(tf.gather(is_image, sel), [k]), tf.ensure_shape(tf.gather(bxs, sel), [k, 4])
+  # Padding rows behave as inert whole-image texts (valid = 0 masks them everywhere).
+  is_image = is_image | ~valid
+  pm = patch_masks(bxs, r, cfg.patch_size)
+  pm = tf.where(is_image[:, None], tf.ones_like(pm), pm)
+  x, y, w, h = tf.unstack(bxs / r, axis=-1)
+  target = tf.stack([x + w / 2, y + h / 2, w, h], axis=-1)
+  target = tf.where(is_image[:, None], tf.constant(WHOLE_IMAGE_BOX), target)
+  return {"images": image, "text": pre_caption(texts, cfg.max_tokens), "valid": tf.cast(valid, tf.float32),
+          "is_image": tf.cast(is_image, tf.int32), "patch_mask": pm, "target_bbox": target,
+          "_box_px": bxs}
+
+
+def select_texts(b, num_texts, seed):
+  """[Bi, K] per-image texts → Bt texts: sample without replacement among valid ones, pad with invalid."""
+  bi, k = b["valid"].shape[0], b["valid"].shape[1]
+  flat = {key: tf.reshape(v, [bi * k] + v.shape[2:].as_list()) for key, v in b.items()
+          if key in ("text", "valid", "is_image", "patch_mask", "target_bbox", "_box_px")}
+  flat["image_index"] = tf.repeat(tf.range(bi, dtype=tf.int32), k)
+  keys = tf.random.stateless_uniform([bi * k], seed) + (1.0 - flat["valid"]) * 2.0
+  order = tf.argsort(keys, stable=True)
+  if bi * k < num_texts:  # more text slots than candidates: pad with (invalid) copies of slot order
+    order = tf.concat([order, tf.fill([num_texts - bi * k], order[-1])], 0)
+    extra = tf.concat([tf.zeros([bi * k]), tf.ones([num_texts - bi * k])], 0)
+  else:
+    extra = tf.zeros([num_texts])
+  order = order[:num_texts]
+  out = {key: tf.gather(v, order) for key, v in flat.items()}
+  out["valid"] = out["valid"] * (1.0 - extra[:num_texts])
+  return out
+
+
+def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images, num_texts):
+  base = seed * 8 + STREAM_IDS["region"]
+  ds = from_source(source, position, counts, image_signature(len(source.sources)))
+
+  def dec(ex):
+    out = dict(ex)
+    out["image"] = decode(ex["image"])
+    return out
+
+  ds = pmap(ds, dec, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
+
+  def per_example(ex):
+    out = region_example(ex, cfg, example_seed(base, ex["_pos"]))
+    out["_pos"], out["_counts"] = ex["_pos"], ex["_counts"]
+    return out
+
+  ds = pmap(ds, per_example, cfg)
+  ds = ds.batch(num_images, drop_remainder=True)
+
+  def per_batch(b):
+    s_sel, s_txt = tf.unstack(tf.random.experimental.stateless_split(
+        example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]), 2))
+    t = select_texts(b, num_texts, s_sel)
+    out = {"images": b["images"], "image_index": t["image_index"], "patch_mask": t["patch_mask"],
+           "target_bbox": t["target_bbox"], "is_image": t["is_image"], "_box_px": t["_box_px"]}
+    out.update(text_stage(t["text"], t["valid"], s_txt))
+    out["_pos"], out["_counts"] = b["_pos"], b["_counts"]
+    return out
+
+  return pmap(ds, per_batch, cfg)

@@ -1,0 +1,82 @@
+"""Deterministic, host-sharded, resumable record order for one stream (index-based sampling).
+
+Position p of a stream picks a dataset d (weighted, from a seeded block RNG) and then the next record
+of d for this host. The host's records of d, epoch e, are `perm(seed, d, e)[process_index::process_count]`,
+so hosts are disjoint and together cover every epoch. The whole reading state is (p, counts[d]):
+it travels with every element, and resuming from it reproduces the stream exactly.
+"""
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+
+from x2vlm_jax.data import records
+
+_BLOCK = 4096
+
+
+class StreamSource:
+
+  def __init__(self, data_dir: str, datasets: Sequence[Tuple[str, str, float]], *, seed: int,
+               stream_id: int, process_index: int, process_count: int):
+    if not datasets:
+      raise ValueError("datasets: empty list for an enabled stream")
+    self.sources, weights = [], []
+    for entry in datasets:
+      if len(entry) != 3:
+        raise ValueError(f"datasets entry {entry!r}: expected (name, split, weight)")
+      name, split, w = entry
+      if float(w) <= 0:
+        raise ValueError(f"datasets entry {entry!r}: weight must be > 0")
+      src = records.open_source(data_dir, name, split)
+      if len(src) < process_count:
+        raise ValueError(f"dataset {name}/{split}: {len(src)} records < process_count {process_count}")
+      self.sources.append(src)
+      weights.append(float(w))
+    self.weights = np.asarray(weights) / np.sum(weights)
+    self.seed, self.stream_id = int(seed), int(stream_id)
+    self.process_index, self.process_count = process_index, process_count
+    self._perm_cache = {}
+    self._mix_cache = (None, None)
+    self.error = None  # a read failure, kept so the iterator can report it (tf.data hides it)
+
+  def host_len(self, d: int) -> int:
+    n = len(self.sources[d])
+    return len(range(self.process_index, n, self.process_count))
+
+  def record_index(self, d: int, k: int) -> int:
+    """Global record index of the k-th record of dataset d read by this host."""
+    epoch, i = divmod(k, self.host_len(d))
+    key = (d, epoch)
+    if key not in self._perm_cache:
+      if len(self._perm_cache) > 4:
+        self._perm_cache.clear()
+      perm = np.random.default_rng([self.seed, self.stream_id, d, epoch]).permutation(len(self.sources[d]))
+      self._perm_cache[key] = perm[self.process_index::self.process_count]
+    return int(self._perm_cache[key][i])
+
+  def dataset_at(self, p: int) -> int:
+    if len(self.sources) == 1:
+      return 0
+    block = p // _BLOCK
+    if self._mix_cache[0] != block:
+      rng = np.random.default_rng([self.seed, self.stream_id, 1 << 20, block])
+      self._mix_cache = (block, rng.choice(len(self.sources), size=_BLOCK, p=self.weights))
+    return int(self._mix_cache[1][p % _BLOCK])
+
+  def records(self, position: int, counts: List[int]):
+    """Yields (position, counts after this record, dataset index, record dict) forever."""
+    counts = [int(c) for c in counts]
+    if len(counts) != len(self.sources):
+      raise ValueError(f"saved counts {counts} do not match {len(self.sources)} datasets")
+    p = int(position)
+    while True:
+      d = self.dataset_at(p)
+      try:
+        rec = self.sources[d][self.record_index(d, counts[d])]
+      except Exception as e:  # noqa: BLE001 — re-raised by the iterator with context
+        self.error = e
+        raise
+      counts[d] += 1
+      yield p, np.asarray(counts, np.int64), d, rec
+      p += 1

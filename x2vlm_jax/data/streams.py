@@ -1,0 +1,134 @@
+"""tf.data graphs of the image and video streams (the region stream lives in region_stream.py).
+
+Layout of every stream: index-ordered records (source.py) → decode → [drop corrupt, counted] →
+per-example augmentation with stateless seeds (pos) → fixed-size batch → text stage per batch.
+Because randomness depends only on (seed, stream, position), parallelism never changes results.
+"""
+
+import tensorflow as tf
+
+from x2vlm_jax.data import augment
+from x2vlm_jax.data.text import pre_caption
+from x2vlm_jax.data.textproc import pick_alternative
+
+STREAM_IDS = {"image": 1, "region": 2, "video": 3}
+BATCH_SEED_OFFSET = 1 << 30
+
+
+def pmap(ds, fn, cfg):
+  """Ordered parallel map; autograph is skipped because every function here is plain graph code
+  (tracing through autograph cost ~10 s per stream)."""
+  return ds.map(tf.autograph.experimental.do_not_convert(fn), num_parallel_calls=cfg.num_parallel_calls,
+                deterministic=True)
+
+
+def example_seed(base, pos):
+  return tf.stack([tf.cast(base, tf.int64), tf.cast(pos, tf.int64)])
+
+
+def image_signature(num_datasets):
+  return {
+      "_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
+      "image": tf.TensorSpec([], tf.string), "caption": tf.TensorSpec([], tf.string),
+      "boxes": tf.TensorSpec([None, 4], tf.float32), "elem_caption": tf.TensorSpec([None], tf.string),
+      "elem_attrs": tf.TensorSpec([None], tf.string),
+  }
+
+
+def video_signature(num_datasets):
+  return {"_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
+          "frames": tf.TensorSpec([None], tf.string), "caption": tf.TensorSpec([], tf.string)}
+
+
+def from_source(source, position, counts, signature):
+  keys = [k for k in signature if not k.startswith("_")]
+
+  def gen():
+    for p, c, _, rec in source.records(position, counts):
+      out = {"_pos": p, "_counts": c}
+      out.update({k: rec[k] for k in keys})
+      yield out
+
+  return tf.data.Dataset.from_generator(gen, output_signature=signature)
+
+
+def decode(image_bytes):
+  img = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+  return tf.ensure_shape(img, [None, None, 3])
+
+
+def finish(ds, cfg, text_stage, batch_size, base, fields):
+  """Batch, then the per-batch text stage seeded by the batch's first position."""
+  ds = ds.batch(batch_size, drop_remainder=True)
+
+  def per_batch(ex):
+    seed = example_seed(base + BATCH_SEED_OFFSET, ex["_pos"][0])
+    out = {k: ex[k] for k in fields}
+    out.update(text_stage(ex["text"], tf.ones([batch_size], tf.float32), seed))
+    out["_pos"], out["_counts"] = ex["_pos"], ex["_counts"]
+    return out
+
+  return pmap(ds, per_batch, cfg)
+
+
+def image_stream(source, cfg, text_stage, *, position, counts, seed, batch_size):
+  base = seed * 8 + STREAM_IDS["image"]
+  ds = from_source(source, position, counts, image_signature(len(source.sources)))
+
+  def dec(ex):
+    return {"_pos": ex["_pos"], "_counts": ex["_counts"], "image": decode(ex["image"]),
+            "caption": ex["caption"]}
+
+  ds = pmap(ds, dec, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
+
+  def transform(ex):
+    s_img, s_txt = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 2))
+    return {"_pos": ex["_pos"], "_counts": ex["_counts"],
+            "images": augment.pretrain_transform(ex["image"], cfg.image_res, s_img, cfg.randaug),
+            "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
+
+  ds = pmap(ds, transform, cfg)
+  return finish(ds, cfg, text_stage, batch_size, base, ["images"])
+
+
+def sample_frame_ids(n, num_frames, seed):
+  """Training frame selection of spec §2.4 for a clip of n frames → [num_frames] indices."""
+  f = num_frames
+  s_rep, s_seg, s_off = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+  # n ≤ F: every frame once plus F − n random repeats, sorted.
+  rep = tf.random.stateless_uniform([f], s_rep, 0, tf.maximum(n, 1), dtype=tf.int32)
+  short = tf.sort(tf.concat([tf.range(tf.minimum(n, f)), rep[: tf.maximum(f - n, 0)]], 0))[:f]
+  # n > F: F contiguous segments, the n − F·s longer ones placed at random, one frame per segment.
+  s = n // f
+  extra = n - f * s
+  rank = tf.argsort(tf.argsort(tf.random.stateless_uniform([f], s_seg)))
+  lengths = s + tf.cast(rank < extra, tf.int32)
+  starts = tf.cumsum(lengths, exclusive=True)
+  off = tf.cast(tf.floor(tf.random.stateless_uniform([f], s_off) * tf.cast(lengths, tf.float32)), tf.int32)
+  long = starts + tf.minimum(off, lengths - 1)
+  return tf.ensure_shape(tf.where(n <= f, short, long), [f])
+
+
+def video_stream(source, cfg, text_stage, *, position, counts, seed, batch_size):
+  base = seed * 8 + STREAM_IDS["video"]
+  f, r = cfg.video.num_frames, cfg.image_res
+  ds = from_source(source, position, counts, video_signature(len(source.sources)))
+
+  def transform(ex):
+    s_ids, s_frames, s_txt = tf.unstack(
+        tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 3))
+    ids = sample_frame_ids(tf.size(ex["frames"]), f, s_ids)
+    frame_seeds = tf.random.experimental.stateless_split(s_frames, f)
+    # Every frame gets its own crop/flip/RandAugment (spec §2.4, §10 item 11).
+    frames = tf.map_fn(
+        lambda a: augment.pretrain_transform(decode(tf.gather(ex["frames"], a[0])), r, a[1], cfg.randaug),
+        (ids, frame_seeds), fn_output_signature=tf.TensorSpec([r, r, 3], tf.float32))
+    return {"_pos": ex["_pos"], "_counts": ex["_counts"], "frames": frames,
+            "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
+
+  ds = pmap(ds, transform, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
+  return finish(ds, cfg, text_stage, batch_size, base, ["frames"])

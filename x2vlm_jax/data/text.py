@@ -1,0 +1,77 @@
+"""Caption cleaning (`pre_caption`, spec §4.4) and BERT WordPiece tokenisation with tensorflow-text.
+
+Special ids are looked up in the vocab, never hard-coded: the real uncased vocab has [CLS]=101,
+the 200-entry shapes vocab has [CLS]=2.
+"""
+
+import re
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_text as tf_text
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+_PUNCT = r"[,.'!?\"()*#:;~\-/]"
+
+
+def pre_caption_py(caption: str, max_words: int) -> str:
+  """Python twin of `pre_caption` (used by the dataset builders to skip empty captions)."""
+  c = caption.lower().replace("<person>", "person")
+  c = re.sub(_PUNCT, " ", c)
+  c = re.sub(r"\s{2,}", " ", c).strip()
+  return " ".join(c.split(" ")[:max_words])
+
+
+def pre_caption(caption: tf.Tensor, max_words: int) -> tf.Tensor:
+  """Graph `pre_caption` on a string tensor of any shape; an empty result stays empty (→ invalid)."""
+  c = tf.strings.lower(caption, encoding="utf-8")
+  c = tf.strings.regex_replace(c, "<person>", "person")
+  c = tf.strings.regex_replace(c, _PUNCT, " ")
+  c = tf.strings.regex_replace(c, r"\s{2,}", " ")
+  c = tf.strings.strip(c)
+  words = tf.strings.split(c, " ")
+  return tf.strings.reduce_join(words[..., :max_words], axis=-1, separator=" ")
+
+
+def read_vocab(vocab_file: str):
+  with tf.io.gfile.GFile(vocab_file) as f:
+    tokens = [line.rstrip("\n") for line in f]
+  if not tokens:
+    raise ValueError(f"vocab_file {vocab_file}: empty")
+  return tokens
+
+
+class Tokenizer:
+  """[CLS] wordpieces [SEP], cut to `max_tokens`, 0-padded; BERT-uncased basic tokenisation."""
+
+  def __init__(self, vocab_file: str, max_tokens: int):
+    self.tokens = read_vocab(vocab_file)
+    index = {t: i for i, t in enumerate(self.tokens)}
+    missing = [s for s in SPECIALS if s not in index]
+    if missing:
+      raise ValueError(f"vocab_file {vocab_file}: missing special tokens {missing}")
+    self.special: Dict[str, int] = {s: index[s] for s in SPECIALS}
+    self.pad_id, self.cls_id = self.special["[PAD]"], self.special["[CLS]"]
+    self.sep_id, self.mask_id = self.special["[SEP]"], self.special["[MASK]"]
+    self.vocab_size = len(self.tokens)
+    self.max_tokens = max_tokens
+    # Whole-word masking needs "is this id a ##continuation"; a constant gather table is cheapest.
+    self.is_subword = np.array([t.startswith("##") for t in self.tokens], np.bool_)
+    init = tf.lookup.KeyValueTensorInitializer(
+        tf.constant(self.tokens), tf.range(len(self.tokens), dtype=tf.int64))
+    self._table = tf.lookup.StaticHashTable(init, default_value=-1)
+    self._tok = tf_text.BertTokenizer(self._table, token_out_type=tf.int64, unknown_token="[UNK]",
+                                      lower_case=True)
+
+  def __call__(self, texts: tf.Tensor):
+    """texts [B] (already pre_caption-ed) → ids [B, L] int32, mask [B, L] int32."""
+    pieces = self._tok.tokenize(texts).merge_dims(-2, -1)  # [B, (pieces)]
+    pieces = pieces[:, : self.max_tokens - 2]
+    b = tf.shape(texts)[0]
+    cls = tf.fill([b, 1], tf.constant(self.cls_id, tf.int64))
+    sep = tf.fill([b, 1], tf.constant(self.sep_id, tf.int64))
+    ids = tf.concat([cls, pieces, sep], axis=1)
+    dense = ids.to_tensor(default_value=self.pad_id, shape=[None, self.max_tokens])
+    mask = tf.sequence_mask(ids.row_lengths(), self.max_tokens, dtype=tf.int32)
+    return tf.cast(dense, tf.int32), mask

@@ -75,3 +75,7 @@ class Tokenizer:
     dense = ids.to_tensor(default_value=self.pad_id, shape=[None, self.max_tokens])
     mask = tf.sequence_mask(ids.row_lengths(), self.max_tokens, dtype=tf.int32)
     return tf.cast(dense, tf.int32), mask
+
+  def tokens_of(self, ids):
+    """Wordpiece strings of ids (tests and debugging)."""
+    return [self.tokens[int(i)] for i in ids]

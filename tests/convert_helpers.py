@@ -30,3 +30,16 @@ def random_official_state_dict(cfg, seed: int = 0, with_buffers: bool = True):
     sd[L.CLS_PREFIX + "decoder.weight"] = sd[L.MLM_LAYOUT_PREFIX + "embeddings.word_embeddings.weight"].copy()
     sd[L.CLS_PREFIX + "decoder.bias"] = sd[L.CLS_PREFIX + "bias"].copy()
   return sd
+
+
+def random_beit_checkpoint(cfg, seed=0):
+  """A random BEiT-v2-layout file for the tiny vision tower (shared rel-pos table, like some releases)."""
+  rng = np.random.default_rng(seed)
+  shapes = {k[len("vision_encoder."):]: s for k, s in L.official_shapes(cfg).items() if k.startswith("vision_encoder.")}
+  sd = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()
+        if not k.endswith("relative_position_bias_table")}
+  rows, heads = shapes["blocks.0.attn.relative_position_bias_table"]
+  sd["rel_pos_bias.relative_position_bias_table"] = rng.standard_normal((rows, heads)).astype(np.float32)
+  sd["head.weight"] = np.zeros((3, cfg.vision.width), np.float32)
+  sd["head.bias"] = np.zeros((3,), np.float32)
+  return sd

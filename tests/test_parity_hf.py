@@ -6,12 +6,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from flax import nnx
 
+from convert_helpers import random_beit_checkpoint
 from x2vlm_jax import params_io
-from x2vlm_jax.convert import assemble, init_weights, layout as L
+from x2vlm_jax.convert import assemble, init_weights
 from x2vlm_jax.convert.x2vlm import convert_official
-from x2vlm_jax.models import X2VLM, get_preset, presets
+from x2vlm_jax.models import get_preset, presets
 from x2vlm_jax.models.vision import patchify, relative_position_index
 
 ATOL = 1e-5
@@ -35,8 +35,13 @@ def randomize_(module, seed):
 
 
 def model_from_flat(cfg, flat):
-  model = X2VLM(cfg, rngs=nnx.Rngs(0))
-  return params_io.into_model(model, assemble.unflatten(cfg, flat))
+  # An abstract model filled with the converted values: no (slow, eager) random init needed.
+  return params_io.into_model(params_io.abstract_model(cfg), assemble.unflatten(cfg, flat))
+
+
+def zeros_fresh(cfg):
+  """`fresh` for tests that never look at the freshly initialised parts."""
+  return lambda: {k: np.zeros(shape, np.float32) for k, (shape, _) in params_io.param_shapes(cfg).items()}
 
 
 def non_prefixes(cfg, keep):
@@ -60,7 +65,7 @@ def bert_setup(tiny_cfg):
   sd = {"text_encoder." + k: v.numpy() for k, v in hf.state_dict().items()}
   allow = [p for p in non_prefixes(tiny_cfg, "text") if p != "text/mlm"] + [
       f"text/layers/{l}/cross_attn" for l in range(t.fusion_start, t.num_layers)]
-  flat, report = convert_official(sd, tiny_cfg, allow_missing=allow, fresh=lambda: assemble.fresh_flat(tiny_cfg, 0))
+  flat, report = convert_official(sd, tiny_cfg, allow_missing=allow, fresh=zeros_fresh(tiny_cfg))
   assert not any(p.startswith(("text/embeddings", "text/mlm")) for p in report["new_params"])
   rng = np.random.default_rng(0)
   ids = rng.integers(1, t.vocab_size, (3, 9))
@@ -142,7 +147,7 @@ def beit_setup():
   hf_sd = {k: t.numpy() for k, t in hf.state_dict().items()}
   vision_sd = init_weights.beit_to_official(hf_beit_to_beit_checkpoint(hf_sd), v.depth)
   flat, _ = convert_official(vision_sd, cfg, allow_missing=non_prefixes(cfg, "vision"),
-                             fresh=lambda: assemble.fresh_flat(cfg, 0))
+                             fresh=zeros_fresh(cfg))
   images = np.random.default_rng(1).standard_normal((2, cfg.image_res, cfg.image_res, 3)).astype(np.float32)
   with torch.no_grad():
     # HF wants NCHW, we take NHWC.
@@ -201,19 +206,6 @@ def minilm_cfg(num_layers, fusion_start):
   return cfg
 
 
-def random_beit_checkpoint(cfg, seed=0):
-  """A random BEiT-v2-layout file for the tiny vision tower (shared rel-pos table, like some releases)."""
-  rng = np.random.default_rng(seed)
-  shapes = {k[len("vision_encoder."):]: s for k, s in L.official_shapes(cfg).items() if k.startswith("vision_encoder.")}
-  sd = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()
-        if not k.endswith("relative_position_bias_table")}
-  rows, heads = shapes["blocks.0.attn.relative_position_bias_table"]
-  sd["rel_pos_bias.relative_position_bias_table"] = rng.standard_normal((rows, heads)).astype(np.float32)
-  sd["head.weight"] = np.zeros((3, cfg.vision.width), np.float32)
-  sd["head.bias"] = np.zeros((3,), np.float32)
-  return sd
-
-
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
   from transformers import BertModel, BertTokenizer
@@ -234,7 +226,7 @@ def test_minilm_text_stack_matches_transformers(minilm):
   """6 text layers + 2 fusion layers: the text part must equal BertModel; fusion layers 6,7 = BERT 4,5."""
   cfg = minilm_cfg(num_layers=8, fusion_start=6)
   flat, report = init_weights.init_from_pretrained(random_beit_checkpoint(cfg), minilm["bert"], cfg,
-                                                   lambda: assemble.fresh_flat(cfg, 0))
+                                                   zeros_fresh(cfg))
   assert report["layer_map"] == {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "6": 4, "7": 5}
   assert "pooler.dense.weight" in report["ignored_bert_keys"]
   # MiniLM is a BertModel: no MLM head in the file, so it is new like the cross-attention and the heads.

@@ -9,6 +9,8 @@ into our layout:
   frames  absolute_frame_pos_embed [1, F, 1, D]; the first min(F_ckpt, F_model) frames are copied
 """
 
+import functools
+import json
 from typing import Dict, List, NamedTuple, Tuple
 
 # Prefixes of the two text-stack layouts: the pre-training BertForMaskedLM and the BertModel that the
@@ -114,9 +116,22 @@ def official_shape(entry: Entry, our_shape: Tuple[int, ...], cfg) -> Tuple[int, 
   return tuple(our_shape)
 
 
+@functools.lru_cache(maxsize=16)
+def _param_shapes_cached(cfg_json: str):
+  from x2vlm_jax import params_io
+  from x2vlm_jax.models import presets
+  cfg = presets.get_preset(json.loads(cfg_json)["name"])
+  cfg.update(json.loads(cfg_json))
+  return params_io.param_shapes(cfg)
+
+
+def param_shapes(cfg) -> Dict[str, Tuple[tuple, object]]:
+  """params_io.param_shapes, memoised per config (building the abstract model is not free)."""
+  return dict(_param_shapes_cached(cfg.to_json(sort_keys=True)))
+
+
 def official_shapes(cfg, text_prefix: str = MLM_LAYOUT_PREFIX) -> Dict[str, Tuple[int, ...]]:
   """{official key: shape} of a complete pre-training checkpoint for `cfg` (buffers and tied
   duplicates excluded). Used by tests to fabricate official-format checkpoints."""
-  from x2vlm_jax import params_io
-  shapes = params_io.param_shapes(cfg)
+  shapes = param_shapes(cfg)
   return {e.key: official_shape(e, shapes[e.path][0], cfg) for e in layout(cfg, text_prefix)}

@@ -124,12 +124,10 @@ def convert_official(sd: Dict[str, np.ndarray], cfg, *, allow_missing: Iterable[
     fine-tuned `cls_head.` we have no module for). fresh: () → flat fresh-init params (needed only for
     allowed-missing params and for frame embeddings beyond the file's frame count).
   """
-  from x2vlm_jax import params_io
-
   allow_missing = tuple(allow_missing)
   ignore_prefixes = tuple(ignore_prefixes)
   prefix = text_prefix_of(sd)
-  shapes = params_io.param_shapes(cfg)
+  shapes = L.param_shapes(cfg)
   entries = L.layout(cfg, prefix)
   tied = dict(_TIED_DECODER)
   tied[L.CLS_PREFIX + "decoder.weight"] = prefix + "embeddings.word_embeddings.weight"

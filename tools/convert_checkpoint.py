@@ -5,8 +5,8 @@ Released X²-VLM checkpoint (strict; rel-pos tables resized when --image_res dif
   tools/convert_checkpoint.py --input x2vlm_base_4m.th --model base [--image_res 384] --output ckpt/base_384
 
 Pre-training initialisation from BEiT-v2 + BERT (everything else freshly initialised, seed --seed):
-  tools/convert_checkpoint.py --beit beitv2_base_patch16_224_pt1k_ft21k.pth --bert bert-base-uncased/ \
-      --model base --output ckpt/base_init
+  tools/convert_checkpoint.py --beit beitv2_base_patch16_224_pt1k_ft21k.pth --bert bert-base-uncased/
+                              --model base --output ckpt/base_init
 
 Also writes DIR/conversion.json: source files, resized tables, new (freshly initialised) params.
 Pickled checkpoints are opened with torch.load(weights_only=True): loading cannot execute code.

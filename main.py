@@ -28,10 +28,13 @@ def main(argv):
                jax.local_device_count(), jax.device_count())
   from x2vlm_jax.training import trainer
   config = _CONFIG.value
-  trainer.train(config, _WORKDIR.value)
-  if config.get("eval") and config.eval.get("at_end", False) and jax.process_index() == 0:
+  state, _, _ = trainer.train(config, _WORKDIR.value)
+  trainer.export(config, state, _WORKDIR.value)
+  if config.get("eval") and config.eval.get("at_end", False) and config.eval.datasets:
     from x2vlm_jax.training import evaluate
-    evaluate.report(config, _WORKDIR.value)
+    results = evaluate.run(config, state["params"])
+    if jax.process_index() == 0:
+      evaluate.write(results, _WORKDIR.value)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from typing import Dict
 import numpy as np
 from PIL import Image
 
-from x2vlm_jax.data import records
 
 SIZE = 128
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225), "yellow": (240, 215, 40),
@@ -151,6 +150,7 @@ def _image_examples(seed, n):
   for _ in range(n):
     img, objs, caption = render_scene(rs)
     elems = [(o["box"], [f"{o['color']} {o['shape']}"], [o["size"]]) for o in objs]
+    from x2vlm_jax.data import records  # tensorflow-datasets: only when writing
     yield records.image_example(encode(img), SIZE, SIZE, caption=[caption], elems=elems)
 
 
@@ -171,6 +171,7 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
     with open(marker) as f:
       if json.load(f) == params:
         return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
+  from x2vlm_jax.data import records  # tensorflow-datasets: only when writing (configs import this module)
   # Train and test use different seed streams, so no test scene is a train scene.
   w = records.DatasetWriter(data_dir, NAME, "image_text")
   w.write_split("train", _image_examples([seed, 0], num_train))

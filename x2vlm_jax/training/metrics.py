@@ -13,22 +13,20 @@ from absl import logging
 def _create_writer(workdir: str, primary: bool):
   """clu's TensorBoard + console writer; console only where tensorflow/tensorboard are absent (GPU
   hosts run without tensorflow; metrics.jsonl is written either way)."""
+  if not primary:
+    return _NullWriter()
   try:
     from clu import metric_writers
   except ImportError as e:
-    logging.warning("TensorBoard summaries disabled (%s); logging to console and metrics.jsonl only", e)
-    return _ConsoleWriter(primary)
-  return metric_writers.create_default_writer(workdir, just_logging=not primary, asynchronous=True)
+    logging.warning("TensorBoard summaries disabled (%s); console and metrics.jsonl only", e)
+    return _NullWriter()
+  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
 
 
-class _ConsoleWriter:
-
-  def __init__(self, primary: bool):
-    self.primary = primary
+class _NullWriter:
 
   def write_scalars(self, step, scalars):
-    if self.primary:
-      logging.info("[%d] %s", step, ", ".join(f"{k}={v:.6g}" for k, v in sorted(scalars.items())))
+    pass
 
   def flush(self):
     pass
@@ -57,6 +55,8 @@ class MetricsLogger:
       scalars["perf/eta_min"] = (self.total_steps - step) * dt / 60.0
     self._last = (step, now)
     self.writer.write_scalars(step, scalars)
+    if self.primary:
+      logging.info("%s", progress_line(step, self.total_steps, scalars))
     if self._jsonl is not None:
       self._jsonl.write(json.dumps({"step": step, **scalars}) + "\n")
       self._jsonl.flush()
@@ -74,3 +74,16 @@ class MetricsLogger:
 
 def all_finite(scalars: Dict[str, float]) -> bool:
   return all(np.isfinite(v) for v in scalars.values())
+
+
+def progress_line(step: int, total: int, s: Dict[str, float]) -> str:
+  """One console line: total loss, each stream's terms, throughput and ETA."""
+  streams = sorted({k.split("/")[0] for k in s if k.split("/")[0] in ("image", "region", "video")})
+  parts = [f"step {step}/{total}", f"loss {s.get('train/loss', float('nan')):.4f}"]
+  for st in streams:
+    terms = " ".join(f"{t} {s[f'{st}/{t}']:.3f}" for t in ("itc", "itm", "mlm", "bbox", "giou") if f"{st}/{t}" in s)
+    parts.append(f"{st}[{terms}]")
+  if "perf/steps_per_s" in s:
+    parts.append(f"{s['perf/steps_per_s']:.2f} steps/s, {s['perf/examples_per_s']:.0f} ex/s, "
+                 f"ETA {s['perf/eta_min']:.1f} min")
+  return " | ".join(parts)

@@ -59,6 +59,16 @@ def _new_params(init_from: str):
   return json.loads(path.read_text()).get("new_params", [])
 
 
+def _flatten(tree, prefix: str):
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}/{k}"))
+    else:
+      out[f"{prefix}/{k}"] = v
+  return out
+
+
 def create_input(config, seed: int):
   if config.data.get("source", "tfds") == "synthetic":
     from x2vlm_jax.training.synthetic import SyntheticIterator
@@ -127,7 +137,7 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
               raise NonFiniteLossError(
                   f"non-finite values at step {step}: {bad}; stopping without saving (the newest "
                   f"checkpoint in {workdir} is the last good one: step {ckpt.latest_step()})")
-            extra = {f"input/{k}": v for k, v in getattr(input_iter, "stats", dict)().items()}
+            extra = _flatten(getattr(input_iter, "stats", dict)(), "input")
             last = logger.log(step, {**scalars, **extra})
           else:
             # Block on each step's result: back-to-back collectives can deadlock fake CPU devices.
@@ -144,3 +154,14 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
         ckpt.close()
         logger.close()
   return state, graphdef, last
+
+
+def export(config, state, workdir: str) -> str:
+  """Writes the final params in the inference format (WORKDIR/export): `inference.load(...)` reads it,
+  and `--config.init_from` of a follow-up run (e.g. stage 2) starts from it."""
+  from jax.experimental import multihost_utils
+  params = multihost_utils.process_allgather(state["params"], tiled=True)  # a collective: all hosts
+  path = os.path.join(workdir, "export") if "://" not in workdir else workdir.rstrip("/") + "/export"
+  if jax.process_index() == 0:
+    params_io.save(path, config.model, params)
+  return path

@@ -1,0 +1,133 @@
+"""Training-step benchmark on synthetic, contract-shaped batches (no tensorflow needed).
+
+  python tools/benchmark_train.py --config configs/pretrain/x2vlm_base_4m.py --steps 10 \
+      [--per_device image=64,region=64,images=25] [--dtype bfloat16] [--attention cudnn] [--remat]
+
+Reports step time, examples/s, model FLOPs per step from XLA's cost analysis, MFU against the
+device's peak (bf16 dense; H100/H200 SXM 989 TFLOP/s, or --peak_tflops), and peak device memory.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
+               "TPU v5p": 459.0, "TPU v6 lite": 918.0}
+
+
+def load_config(spec: str):
+  path, _, arg = spec.partition(":")
+  mod_spec = importlib.util.spec_from_file_location("bench_config", path)
+  mod = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(mod)
+  return mod.get_config(arg or None)
+
+
+def peak_tflops(device, override):
+  if override:
+    return override
+  for name, tf in PEAK_TFLOPS.items():
+    if name.lower() in device.device_kind.lower():
+      return tf
+  return None
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--config", required=True)
+  p.add_argument("--steps", type=int, default=10)
+  p.add_argument("--per_device", default="", help="image=N,region=N,images=N,video=N per device")
+  p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])
+  p.add_argument("--attention", default=None, choices=[None, "xla", "cudnn"])
+  p.add_argument("--remat", action="store_true", help="remat both towers")
+  p.add_argument("--no_dropout", action="store_true", help="text dropout off (lets cuDNN take attention)")
+  p.add_argument("--peak_tflops", type=float, default=None)
+  p.add_argument("--json", default=None)
+  args = p.parse_args(argv)
+
+  from x2vlm_jax.training import optimizer, train_state, trainer
+  from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax.training.synthetic import SyntheticIterator
+  from x2vlm_jax.training.train_step import make_train_step
+
+  config = load_config(args.config)
+  n_dev = jax.device_count()
+  config.data.source = "synthetic"
+  if args.per_device:
+    kv = dict(item.split("=") for item in args.per_device.split(","))
+    for stream in ("image", "region", "video"):
+      if stream in kv:
+        config.data[stream].batch_size = int(kv[stream]) * n_dev
+        config.data[stream].enabled = int(kv[stream]) > 0
+        config.itm_group_size[stream] = int(kv[stream])
+    if "images" in kv:
+      config.data.region.num_images = int(kv["images"]) * n_dev
+  if args.dtype:
+    config.model.dtype = args.dtype
+  if args.attention:
+    config.model.attention_impl = args.attention
+  if args.remat:
+    config.model.remat_vision = config.model.remat_text = True
+  if args.no_dropout:
+    config.model.text.hidden_dropout = config.model.text.attention_dropout = 0.0
+  config.mesh = (-1, 1, 1)
+
+  mesh = shd.create_mesh(config.mesh)
+  tx, lr_fn = optimizer.build_optimizer(config.optim, total_steps=int(config.total_steps))
+  with jax.set_mesh(mesh):
+    graphdef, state, shardings = train_state.create(config.model, tx, mesh,
+                                                    [tuple(r) for r in config.sharding_rules], 0)
+    it = SyntheticIterator(config.data, config.model, seed=0)
+    batch = shd.global_batch(mesh, next(it))
+    step = jax.jit(make_train_step(graphdef, tx, lr_fn, config), donate_argnums=(0,),
+                   out_shardings=(shardings, None))
+    t0 = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t0
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    state, m = compiled(state, batch)  # warm-up
+    jax.block_until_ready(m["train/loss"])
+    times = []
+    for _ in range(args.steps):
+      t = time.perf_counter()
+      state, m = compiled(state, batch)
+      jax.block_until_ready(m["train/loss"])
+      times.append(time.perf_counter() - t)
+
+  dev = jax.devices()[0]
+  dt = statistics.median(times)
+  examples = trainer.examples_per_step(config)
+  peak = peak_tflops(dev, args.peak_tflops)
+  mem = dev.memory_stats() or {}
+  peak_mem = mem.get("peak_bytes_in_use")
+  res = dict(device=f"{n_dev} x {dev.device_kind}", model=config.model.name, dtype=config.model.dtype,
+             attention=config.model.attention_impl, remat=bool(config.model.remat_vision),
+             batch={s: int(config.data[s].batch_size) for s in ("image", "region", "video")
+                    if config.data[s].enabled}, region_images=int(config.data.region.num_images),
+             step_time_s=dt, examples_per_s=examples / dt, compile_s=compile_s,
+             tflops_per_step_per_device=flops / 1e12, achieved_tflops_per_device=flops / dt / 1e12,
+             mfu=(flops / dt / 1e12 / peak) if peak and flops else None,
+             peak_device_memory_gib=(peak_mem / 2 ** 30) if peak_mem else None,
+             host_max_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
+             loss=float(m["train/loss"]))
+  for k, v in res.items():
+    print(f"{k:<28s} {v:.4g}" if isinstance(v, float) else f"{k:<28s} {v}")
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(res, f, indent=2)
+
+
+if __name__ == "__main__":
+  main()

@@ -41,3 +41,33 @@ def minilm_dir():
   hits = sorted(root.rglob("model.safetensors"))
   assert hits, f"no model.safetensors under {root}"
   return str(hits[0].parent)
+
+
+# ---------------------------------------------------------------- input pipeline (tests/test_data_*.py)
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory):
+  """A small `shapes` build shared by the data tests (built once per session)."""
+  from x2vlm_jax.data import shapes
+  d = str(tmp_path_factory.mktemp("shapes"))
+  shapes.build(d, num_train=96, num_test=32, num_train_videos=24, num_test_videos=8, num_frames=6, seed=0)
+  return d
+
+
+@pytest.fixture(scope="session")
+def small_data_cfg(shapes_dir):
+  """Factory: the default data config on the small shapes build at 32 px with small batches."""
+  from x2vlm_jax.data.config import get_data_config
+
+  def make(**streams_on):
+    c = get_data_config()
+    c.data_dir = shapes_dir
+    c.image_res, c.patch_size = 32, 16
+    c.image.batch_size = 8
+    c.region.batch_size, c.region.num_images = 8, 4
+    c.video.batch_size, c.video.num_frames = 4, 3
+    for s in ("image", "region", "video"):
+      c[s].enabled = streams_on.get(s, False)
+    return c
+
+  return make

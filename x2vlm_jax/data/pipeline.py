@@ -6,8 +6,10 @@ per-dataset counters of its last record; `save_state` writes those few integers 
 so a resumed run sees exactly the batches the uninterrupted run would have seen.
 """
 
+import atexit
 import json
 import os
+import weakref
 from typing import Dict, Optional
 
 import numpy as np
@@ -24,6 +26,15 @@ from x2vlm_jax.data.records import ALT_SEP
 from x2vlm_jax.data.textproc import TextStage
 
 STATE_FILE = "input_pipeline_state.json"
+_LIVE = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all():
+  # tf.data threads still running a Python generator at interpreter shutdown can hang or abort the
+  # process; dropping the iterators first cancels them cleanly.
+  for it in list(_LIVE):
+    it.close()
 STREAMS = ("image", "region", "video")
 
 
@@ -52,6 +63,7 @@ class TrainIterator:
     self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
     self._specs = {s: self._spec(s) for s in self.streams}
     self._build()
+    _LIVE.add(self)
 
   # ------------------------------------------------------------------ construction
   def _records_per_batch(self, s):
@@ -88,6 +100,9 @@ class TrainIterator:
   def _build(self):
     self._iters = {s: iter(self._dataset(s).as_numpy_iterator()) for s in self.streams}
 
+  def close(self):
+    self._iters = {}
+
   # ------------------------------------------------------------------ iteration
   def __iter__(self):
     return self
@@ -101,7 +116,7 @@ class TrainIterator:
         err = self._sources[s].error
         raise RuntimeError(f"{s} stream ended unexpectedly (streams are infinite); "
                            f"last read error: {err!r}") from err
-      pos, counts = b.pop("_pos"), b.pop("_counts")
+      pos, counts = b["_pos"], b["_counts"]
       last = int(np.argmax(pos))
       before = self._state[s]["position"]
       self._state[s] = {"position": int(pos[last]) + 1, "counts": [int(x) for x in counts[last]]}

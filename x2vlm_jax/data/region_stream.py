@@ -3,7 +3,7 @@
 import tensorflow as tf
 
 from x2vlm_jax.data import augment
-from x2vlm_jax.data.streams import (BATCH_SEED_OFFSET, STREAM_IDS, decode, pmap, example_seed, from_source,
+from x2vlm_jax.data.streams import (BATCH_SEED_OFFSET, STREAM_IDS, decode, meta, pmap, example_seed, from_source,
                                     image_signature)
 from x2vlm_jax.data.text import pre_caption
 from x2vlm_jax.data.textproc import pick_alternative
@@ -156,7 +156,7 @@ def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images
 
   def per_example(ex):
     out = region_example(ex, cfg, example_seed(base, ex["_pos"]))
-    out["_pos"], out["_counts"] = ex["_pos"], ex["_counts"]
+    out.update(meta(ex))
     return out
 
   ds = pmap(ds, per_example, cfg)
@@ -169,7 +169,7 @@ def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images
     out = {"images": b["images"], "image_index": t["image_index"], "patch_mask": t["patch_mask"],
            "target_bbox": t["target_bbox"], "is_image": t["is_image"], "_box_px": t["_box_px"]}
     out.update(text_stage(t["text"], t["valid"], s_txt))
-    out["_pos"], out["_counts"] = b["_pos"], b["_counts"]
+    out.update(meta(b))
     return out
 
   return pmap(ds, per_batch, cfg)

@@ -65,7 +65,7 @@ class StreamSource:
     return int(self._mix_cache[1][p % _BLOCK])
 
   def records(self, position: int, counts: List[int]):
-    """Yields (position, counts after this record, dataset index, record dict) forever."""
+    """Yields (position, counts after this record, dataset, record index, record) forever."""
     counts = [int(c) for c in counts]
     if len(counts) != len(self.sources):
       raise ValueError(f"saved counts {counts} do not match {len(self.sources)} datasets")
@@ -73,10 +73,11 @@ class StreamSource:
     while True:
       d = self.dataset_at(p)
       try:
-        rec = self.sources[d][self.record_index(d, counts[d])]
+        index = self.record_index(d, counts[d])
+        rec = self.sources[d][index]
       except Exception as e:  # noqa: BLE001 — re-raised by the iterator with context
         self.error = e
         raise
       counts[d] += 1
-      yield p, np.asarray(counts, np.int64), d, rec
+      yield p, np.asarray(counts, np.int64), d, index, rec
       p += 1

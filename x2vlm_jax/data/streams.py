@@ -26,26 +26,38 @@ def example_seed(base, pos):
   return tf.stack([tf.cast(base, tf.int64), tf.cast(pos, tf.int64)])
 
 
+def _meta_signature(num_datasets):
+  # Bookkeeping that rides along with every element: stream position, per-dataset counters after
+  # this record (the resume state) and (dataset, record index) for tests and debugging.
+  return {"_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
+          "_record": tf.TensorSpec([2], tf.int64)}
+
+
+META_KEYS = ("_pos", "_counts", "_record")
+
+
+def meta(ex):
+  return {k: ex[k] for k in META_KEYS}
+
+
 def image_signature(num_datasets):
   return {
-      "_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
-      "image": tf.TensorSpec([], tf.string), "caption": tf.TensorSpec([], tf.string),
+      **_meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string), "caption": tf.TensorSpec([], tf.string),
       "boxes": tf.TensorSpec([None, 4], tf.float32), "elem_caption": tf.TensorSpec([None], tf.string),
       "elem_attrs": tf.TensorSpec([None], tf.string),
   }
 
 
 def video_signature(num_datasets):
-  return {"_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
-          "frames": tf.TensorSpec([None], tf.string), "caption": tf.TensorSpec([], tf.string)}
+  return {**_meta_signature(num_datasets), "frames": tf.TensorSpec([None], tf.string), "caption": tf.TensorSpec([], tf.string)}
 
 
 def from_source(source, position, counts, signature):
   keys = [k for k in signature if not k.startswith("_")]
 
   def gen():
-    for p, c, _, rec in source.records(position, counts):
-      out = {"_pos": p, "_counts": c}
+    for p, c, d, i, rec in source.records(position, counts):
+      out = {"_pos": p, "_counts": c, "_record": [d, i]}
       out.update({k: rec[k] for k in keys})
       yield out
 
@@ -65,7 +77,7 @@ def finish(ds, cfg, text_stage, batch_size, base, fields):
     seed = example_seed(base + BATCH_SEED_OFFSET, ex["_pos"][0])
     out = {k: ex[k] for k in fields}
     out.update(text_stage(ex["text"], tf.ones([batch_size], tf.float32), seed))
-    out["_pos"], out["_counts"] = ex["_pos"], ex["_counts"]
+    out.update(meta(ex))
     return out
 
   return pmap(ds, per_batch, cfg)
@@ -76,7 +88,7 @@ def image_stream(source, cfg, text_stage, *, position, counts, seed, batch_size)
   ds = from_source(source, position, counts, image_signature(len(source.sources)))
 
   def dec(ex):
-    return {"_pos": ex["_pos"], "_counts": ex["_counts"], "image": decode(ex["image"]),
+    return {**meta(ex), "image": decode(ex["image"]),
             "caption": ex["caption"]}
 
   ds = pmap(ds, dec, cfg)
@@ -85,7 +97,7 @@ def image_stream(source, cfg, text_stage, *, position, counts, seed, batch_size)
 
   def transform(ex):
     s_img, s_txt = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 2))
-    return {"_pos": ex["_pos"], "_counts": ex["_counts"],
+    return {**meta(ex),
             "images": augment.pretrain_transform(ex["image"], cfg.image_res, s_img, cfg.randaug),
             "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
 
@@ -125,7 +137,7 @@ def video_stream(source, cfg, text_stage, *, position, counts, seed, batch_size)
     frames = tf.map_fn(
         lambda a: augment.pretrain_transform(decode(tf.gather(ex["frames"], a[0])), r, a[1], cfg.randaug),
         (ids, frame_seeds), fn_output_signature=tf.TensorSpec([r, r, 3], tf.float32))
-    return {"_pos": ex["_pos"], "_counts": ex["_counts"], "frames": frames,
+    return {**meta(ex), "frames": frames,
             "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
 
   ds = pmap(ds, transform, cfg)

@@ -62,7 +62,7 @@ class TrainIterator:
     self._state = {s: {"position": 0, "counts": [0] * len(self._sources[s].sources)} for s in self.streams}
     self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
     self._specs = {s: self._spec(s) for s in self.streams}
-    self._build()
+    self._iters = None  # built on first use, so a restore right after creation builds once
     _LIVE.add(self)
 
   # ------------------------------------------------------------------ construction
@@ -101,13 +101,15 @@ class TrainIterator:
     self._iters = {s: iter(self._dataset(s).as_numpy_iterator()) for s in self.streams}
 
   def close(self):
-    self._iters = {}
+    self._iters = None
 
   # ------------------------------------------------------------------ iteration
   def __iter__(self):
     return self
 
   def __next__(self) -> Dict[str, Dict[str, np.ndarray]]:
+    if self._iters is None:
+      self._build()
     out = {}
     for s in self.streams:
       try:
@@ -147,7 +149,7 @@ class TrainIterator:
       raise ValueError(f"input state: no saved position for streams {sorted(missing)}")
     self._state = {s: dict(state["streams"][s]) for s in self.streams}
     self._stats = {s: dict(state["stats"][s]) for s in self.streams}
-    self._build()
+    self._iters = None
 
   def save_state(self, path: str) -> str:
     tf.io.gfile.makedirs(path)

@@ -100,8 +100,16 @@ class DatasetWriter:
     return sum(lengths)
 
   def finish(self) -> None:
+    splits = dict(self._splits)
+    # Splits written by earlier runs (one run per split) are kept in the metadata.
+    if os.path.exists(os.path.join(self.root, "dataset_info.json")):
+      for name, info in tfds.builder_from_directory(self.root).info.splits.items():
+        if name not in splits:
+          splits[name] = tfds.core.SplitInfo(name=name, shard_lengths=list(info.shard_lengths),
+                                             num_bytes=int(info.num_bytes),
+                                             filename_template=self._template(name))
     tfds.folder_dataset.write_metadata(
-        data_dir=self.root, features=self.features, split_infos=list(self._splits.values()),
+        data_dir=self.root, features=self.features, split_infos=list(splits.values()),
         filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
         version=VERSION)
 

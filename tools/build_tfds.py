@@ -1,0 +1,108 @@
+"""Official JSON-lines pretraining shards (spec §4.1) → a sharded ArrayRecord TFDS dataset.
+
+  python tools/build_tfds.py --kind region --input 'gs://bucket/vg/*.json' --data_dir data --name vg_region
+
+Images stay encoded. Bad records are skipped and counted by reason (or, with --strict, the run
+stops at the first one naming file and line); boxes dropped inside kept region records are
+counted separately. The summary ends with `written: N` and `skipped: M` lines.
+"""
+
+import argparse
+import collections
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import tensorflow as tf  # noqa: E402
+
+from x2vlm_jax.data import jsonl, records  # noqa: E402
+
+
+class Report:
+
+  def __init__(self):
+    self.written = 0
+    self.skipped = collections.Counter()
+    self.boxes_dropped = collections.Counter()
+
+  def lines(self, kind):
+    out = [f"written: {self.written}", f"skipped: {sum(self.skipped.values())}"]
+    out += [f"skipped[{r}]: {n}" for r, n in sorted(self.skipped.items())]
+    if kind == "region":
+      out.append(f"boxes_dropped: {sum(self.boxes_dropped.values())}")
+      out += [f"boxes_dropped[{r}]: {n}" for r, n in sorted(self.boxes_dropped.items())]
+    return out
+
+
+def _records(files, kind, report, strict, **kw):
+  convert = jsonl.CONVERTERS[kind]
+  for path in files:
+    with tf.io.gfile.GFile(path) as f:
+      for lineno, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          try:
+            rec = json.loads(line)
+          except json.JSONDecodeError as e:
+            raise jsonl.BadRecord("bad_json", str(e)) from e
+          if not isinstance(rec, dict):
+            raise jsonl.BadRecord("bad_json", f"record is {type(rec).__name__}, expected an object")
+          for r in (jsonl.split_clips(rec) if kind == "video" else [rec]):
+            ex, drops = convert(r, **kw)
+            if strict and drops:
+              raise jsonl.BadRecord(sorted(drops)[0], "invalid element box")
+            report.boxes_dropped.update(drops)
+            report.written += 1
+            yield ex
+        except jsonl.BadRecord as e:
+          if strict:
+            raise ValueError(f"{path}: record {lineno}: {e}") from None
+          report.skipped[e.reason] += 1
+
+
+def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary", caption_key=None,
+          image_is_path=False, image_root="", strict=False, max_words=40, examples_per_shard=2000):
+  files = sorted(tf.io.gfile.glob(input_glob))
+  if not files:
+    raise FileNotFoundError(f"--input {input_glob}: no files match")
+  if caption_key is None:
+    caption_key = {"image_text": "caption", "region": "caption", "video": "text"}[kind]
+  report = Report()
+  w = records.DatasetWriter(data_dir, name, kind, examples_per_shard)
+  w.write_split(split, _records(files, kind, report, strict, image_key=image_key, caption_key=caption_key,
+                                image_is_path=image_is_path, image_root=image_root, max_words=max_words))
+  w.finish()
+  return report
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS))
+  p.add_argument("--input", required=True, help="glob of JSON-lines shards (local or gs://)")
+  p.add_argument("--data_dir", required=True)
+  p.add_argument("--name", required=True)
+  p.add_argument("--split", default="train")
+  p.add_argument("--image_key", default="binary")
+  p.add_argument("--caption_key", default=None, help="default: caption (image/region), text (video)")
+  p.add_argument("--image_is_path", action="store_true", help="image_key holds a path, not base64")
+  p.add_argument("--image_root", default="")
+  p.add_argument("--max_words", type=int, default=40, help="pre_caption word limit for the emptiness check")
+  p.add_argument("--examples_per_shard", type=int, default=2000)
+  p.add_argument("--strict", action="store_true", help="fail at the first bad record")
+  a = p.parse_args(argv)
+  try:
+    report = build(a.kind, a.input, a.data_dir, a.name, split=a.split, image_key=a.image_key,
+                   caption_key=a.caption_key, image_is_path=a.image_is_path, image_root=a.image_root,
+                   strict=a.strict, max_words=a.max_words, examples_per_shard=a.examples_per_shard)
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print("\n".join(report.lines(a.kind)))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

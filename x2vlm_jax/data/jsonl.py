@@ -1,0 +1,172 @@
+"""Validation of the official JSON-lines pretraining records (spec §4.1) into stored examples.
+
+`convert_*` return (example, box_drops) or raise BadRecord(reason, detail); the builder counts
+reasons, or re-raises with file and line in --strict mode.
+"""
+
+import base64
+import binascii
+import io
+import math
+import os
+from typing import Dict, List, Tuple
+
+import tensorflow as tf
+from PIL import Image
+
+from x2vlm_jax.data import records
+from x2vlm_jax.data.text import pre_caption_py
+
+TF_DECODABLE = {"JPEG", "PNG", "GIF", "BMP"}
+
+
+class BadRecord(Exception):
+
+  def __init__(self, reason: str, detail: str = ""):
+    super().__init__(f"{reason}: {detail}" if detail else reason)
+    self.reason, self.detail = reason, detail
+
+
+def _texts(value, field: str, max_words: int) -> List[str]:
+  """str | list[str] | dict[lang → str] → the non-empty alternatives (after pre_caption)."""
+  if isinstance(value, str):
+    vals = [value]
+  elif isinstance(value, list):
+    vals = value
+  elif isinstance(value, dict):
+    vals = list(value.values())
+  else:
+    raise BadRecord("bad_field_type", f"{field} is {type(value).__name__}")
+  if not all(isinstance(v, str) for v in vals):
+    raise BadRecord("bad_field_type", f"{field} holds a non-string")
+  return [v.strip() for v in vals if pre_caption_py(v, max_words)]
+
+
+def load_image(rec: Dict, image_key: str, image_is_path: bool, image_root: str) -> Tuple[bytes, int, int]:
+  if image_key not in rec:
+    raise BadRecord("missing_image", f"no field {image_key!r}")
+  value = rec[image_key]
+  if not isinstance(value, str):
+    raise BadRecord("bad_field_type", f"{image_key} is {type(value).__name__}")
+  if image_is_path:
+    path = value if "://" in value or os.path.isabs(value) else os.path.join(image_root, value)
+    try:
+      with tf.io.gfile.GFile(path, "rb") as f:
+        data = f.read()
+    except (tf.errors.NotFoundError, OSError) as e:
+      raise BadRecord("image_not_found", path) from e
+  else:
+    try:
+      data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+      raise BadRecord("bad_base64", str(e)) from e
+  return check_image(data)
+
+
+def check_image(data: bytes) -> Tuple[bytes, int, int]:
+  """Fully decodes once (catches truncation); formats tf cannot decode are re-encoded as PNG."""
+  try:
+    im = Image.open(io.BytesIO(data))
+    fmt = im.format
+    im.load()
+    w, h = im.size
+  except Exception as e:  # noqa: BLE001 — PIL raises many types for bad bytes
+    raise BadRecord("corrupt_image", f"{type(e).__name__}: {e}") from e
+  if w < 1 or h < 1:
+    raise BadRecord("corrupt_image", f"size {w}x{h}")
+  if fmt not in TF_DECODABLE:
+    buf = io.BytesIO()
+    im.convert("RGB").save(buf, format="PNG")
+    data = buf.getvalue()
+  return data, w, h
+
+
+def convert_image_text(rec, *, image_key, caption_key, image_is_path, image_root, max_words):
+  if caption_key not in rec:
+    raise BadRecord("empty_caption", f"no field {caption_key!r}")
+  caps = _texts(rec[caption_key], caption_key, max_words)
+  if not caps:
+    raise BadRecord("empty_caption")
+  data, w, h = load_image(rec, image_key, image_is_path, image_root)
+  return records.image_example(data, w, h, caption=caps), {}
+
+
+def _box(bb, w, h):
+  if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and
+          all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bb)):
+    return None, "box_bad_type"
+  x, y, bw, bh = (float(v) for v in bb)
+  if bw <= 0 or bh <= 0:
+    return None, "box_zero_area"
+  # Boxes slightly outside the image (common in VG) are clipped; nothing left → dropped.
+  x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
+  if x1 - x0 <= 0 or y1 - y0 <= 0:
+    return None, "box_outside_image"
+  return [x0, y0, x1 - x0, y1 - y0], None
+
+
+def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, max_words):
+  del caption_key  # region records always use `caption` (spec §4.1)
+  caps = _texts(rec["caption"], "caption", max_words) if "caption" in rec else []
+  elems = rec.get("elems", [])
+  if not isinstance(elems, list):
+    raise BadRecord("bad_field_type", f"elems is {type(elems).__name__}")
+  data, w, h = load_image(rec, image_key, image_is_path, image_root)
+  kept, drops = [], {}
+  for e in elems:
+    reason = None
+    if not isinstance(e, dict):
+      reason = "box_bad_type"
+    else:
+      box, reason = _box(e.get("bb"), w, h)
+      if reason is None:
+        try:
+          texts = _texts(e.get("caption", ""), "elems.caption", max_words)
+          attrs = _texts(e.get("attributes", []), "elems.attributes", max_words)
+        except BadRecord:
+          texts, reason = [], "box_bad_type"
+        if reason is None and not texts:
+          reason = "box_empty_caption"
+    if reason:
+      drops[reason] = drops.get(reason, 0) + 1
+    else:
+      kept.append((box, texts, attrs))
+  if not caps and not kept:
+    raise BadRecord("no_usable_text", f"{len(elems)} elems, none valid, no caption")
+  return records.image_example(data, w, h, caption=caps, elems=kept), drops
+
+
+def convert_video(rec, *, image_key, caption_key, image_is_path, image_root, max_words):
+  """Single-clip records; multi-clip records are expanded by `split_clips` before this."""
+  del image_key, image_is_path, image_root
+  frames = rec.get("video_frames")
+  if not isinstance(frames, list) or not frames:
+    raise BadRecord("missing_image", "video_frames missing or empty")
+  caps = _texts(rec.get(caption_key, ""), caption_key, max_words)
+  if not caps:
+    raise BadRecord("empty_caption")
+  out = []
+  for f in frames:
+    if not isinstance(f, str):
+      raise BadRecord("bad_field_type", "video_frames holds a non-string")
+    try:
+      data = base64.b64decode(f, validate=True)
+    except (binascii.Error, ValueError) as e:
+      raise BadRecord("bad_base64", str(e)) from e
+    out.append(check_image(data)[0])
+  return {"frames": out, "caption": records.ALT_SEP.join(caps)}, {}
+
+
+def split_clips(rec):
+  """A multi-clip video record (list of clips + per-clip captions) → one record per clip;
+  "[Music]" clips are dropped (spec §2.4)."""
+  frames = rec.get("video_frames")
+  if isinstance(frames, list) and frames and isinstance(frames[0], list):
+    texts = rec.get("text")
+    if not isinstance(texts, list) or len(texts) != len(frames):
+      raise BadRecord("bad_field_type", "multi-clip record: text must list one caption per clip")
+    return [{"video_frames": f, "text": t} for f, t in zip(frames, texts) if t != "[Music]"]
+  return [rec]
+
+
+CONVERTERS = {"image_text": convert_image_text, "region": convert_region, "video": convert_video}

@@ -1,9 +1,13 @@
 """Input-pipeline config (ml_collections). Batch sizes and `num_images` are GLOBAL; each host gets
 `global // process_count`. A stream is off when `enabled` is False or its `datasets` list is empty."""
 
+import os
+
 import ml_collections
 
-from x2vlm_jax.data import shapes
+# Kept free of tensorflow imports so the trainer can read/override it on hosts without TF.
+SHAPES_VOCAB = os.path.join(os.path.dirname(__file__), "shapes_vocab.txt")
+SHAPES, SHAPES_VIDEO = "shapes", "shapes_video"
 
 
 def _stream(datasets, batch_size):
@@ -17,7 +21,7 @@ def _stream(datasets, batch_size):
 def get_data_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.data_dir = "data"
-  c.vocab_file = shapes.VOCAB_FILE
+  c.vocab_file = SHAPES_VOCAB
   c.image_res = 224
   c.patch_size = 16
   # Text (spec §3.3 / §4.4): pre_caption keeps max_tokens words; sequences are max_tokens long.
@@ -34,14 +38,14 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.prefetch = 2                 # batches per stream
   c.threadpool_size = 0          # 0: tf.data default
 
-  c.image = _stream([(shapes.NAME, "train", 1.0)], 64)
+  c.image = _stream([(SHAPES, "train", 1.0)], 64)
 
-  c.region = _stream([(shapes.NAME, "train", 1.0)], 64)
+  c.region = _stream([(SHAPES, "train", 1.0)], 64)
   c.region.num_images = 16       # global images per region batch (Bi); batch_size is Bt
   c.region.max_regions = 5
   c.region.min_perc_in_image = 0.5
 
-  c.video = _stream([(shapes.VIDEO_NAME, "train", 1.0)], 16)
+  c.video = _stream([(SHAPES_VIDEO, "train", 1.0)], 16)
   c.video.enabled = False        # stage 2 only (spec §2.1)
   c.video.num_frames = 4
   return c

@@ -36,7 +36,7 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--workdir", default="artifacts/demo")
   p.add_argument("--data_dir", default="artifacts/data")
-  p.add_argument("--steps", type=int, default=600)
+  p.add_argument("--steps", type=int, default=1500)
   p.add_argument("--fresh", action="store_true", help="delete the workdir first (otherwise a finished run "
                  "is reported again and an interrupted one resumes)")
   args = p.parse_args(argv)

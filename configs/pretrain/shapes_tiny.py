@@ -10,7 +10,7 @@ from configs.pretrain import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, steps=600, batch=32, data_dir="artifacts/data", video=False)
+  a = common.parse_arg(arg, steps=1500, batch=32, data_dir="artifacts/data", video=False)
   c = common.base_config("tiny")
   c.model.image_res = 64
   c.model.text.hidden_dropout = 0.0  # a tiny model on a tiny vocabulary needs no regularisation
@@ -22,7 +22,7 @@ def get_config(arg=None):
   c.data.mask_prob = 0.25
   c.data.randaug = False
   common.set_stream(c, "image", [("shapes", "train", 1.0)], a.batch)
-  common.set_stream(c, "region", [("shapes", "train", 1.0)], a.batch, num_images=a.batch // 4)
+  common.set_stream(c, "region", [("shapes", "train", 1.0)], a.batch, num_images=a.batch // 2)
   common.set_stream(c, "video", [("shapes_video", "train", 1.0)] if a.video else [], a.batch // 4 if a.video else 0,
                     num_frames=3)
   if a.video:

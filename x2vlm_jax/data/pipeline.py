@@ -195,7 +195,9 @@ def load_eval_split(data_cfg, name: str, split: str, max_examples: Optional[int]
   n = len(src) if max_examples is None else min(len(src), int(max_examples))
   r = c.image_res
   tok = Tokenizer(c.vocab_file, c.max_tokens)
-  resize = tf.function(lambda b: augment.test_transform(decode(b), r))
+  # A fixed signature: called with Python bytes, a plain tf.function would retrace for every image.
+  resize = tf.function(lambda b: augment.test_transform(decode(b), r),
+                       input_signature=[tf.TensorSpec([], tf.string)])
   texts, text_image, boxes, is_image, pixels = [], [], [], [], []
   video = "frames" in src[0]
   for i in range(n):

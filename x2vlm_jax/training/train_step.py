@@ -17,10 +17,13 @@ def make_train_step(graphdef, tx, learning_rate_fn, config):
   group_sizes = dict(config.itm_group_size)
   itc_grad_scale = float(config.itc_grad_scale)
   stop_calc_itm = int(config.stop_calc_itm)
+  # With gradient accumulation every call is one micro-step; the optimizer (optax.MultiSteps) applies
+  # an update every `accum` calls and the schedule counts optimizer steps.
+  accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
 
   def step(state: Dict[str, Any], batch: Dict[str, Dict[str, jax.Array]]):
     rng = jax.random.fold_in(state["rng"], state["step"])
-    itm_on = (state["step"] < stop_calc_itm) if stop_calc_itm >= 0 else jnp.asarray(True)
+    itm_on = (state["step"] // accum < stop_calc_itm) if stop_calc_itm >= 0 else jnp.asarray(True)
     # The official code clamps the temperature in place before every forward pass (spec §3.1).
     params = {**state["params"], "temp": losses.clamp_temperature(state["params"]["temp"])}
 
@@ -38,7 +41,7 @@ def make_train_step(graphdef, tx, learning_rate_fn, config):
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     params = optax.apply_updates(params, updates)
     params["temp"] = losses.clamp_temperature(params["temp"])
-    metrics = {"train/loss": loss, "train/lr": learning_rate_fn(state["step"]),
+    metrics = {"train/loss": loss, "train/lr": learning_rate_fn(state["step"] // accum),
                "train/grad_norm": optax.global_norm(grads), "train/param_norm": param_norm(params),
                "train/temp": params["temp"]}
     for stream, terms in per_stream.items():

@@ -90,7 +90,8 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
     os.makedirs(workdir, exist_ok=True)
   mesh = shd.create_mesh(config.mesh)
   rules = [tuple(r) for r in config.sharding_rules]
-  total_steps = int(config.total_steps)
+  total_steps = int(config.total_steps)  # optimizer steps
+  accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=_new_params(config.init_from),
                                         total_steps=total_steps)
   logging.info("mesh %s on %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
@@ -112,10 +113,13 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
 
     step_fn = jax.jit(make_train_step(graphdef, tx, lr_fn, config), donate_argnums=(0,),
                       out_shardings=(shardings, None))
-    logger = metrics_lib.MetricsLogger(workdir, total_steps=total_steps,
+    # The loop counts micro-steps (= optimizer steps without accumulation); so do log_every,
+    # checkpoint_every and `step` in metrics.jsonl.
+    total_micro = total_steps * accum
+    logger = metrics_lib.MetricsLogger(workdir, total_steps=total_micro,
                                        examples_per_step=examples_per_step(config))
     last = {}
-    end = total_steps if max_steps is None else min(total_steps, start + max_steps)
+    end = total_micro if max_steps is None else min(total_micro, start + max_steps)
     profile = config.get("profile", False)
     profile_start = start + int(config.get("profile_start", 5))
     with _Preemption() as preempt:

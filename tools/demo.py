@@ -43,7 +43,7 @@ def main(argv=None):
 
   from absl import logging
   logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietOrbax())
+  pylogging.getLogger("absl").addFilter(_QuietOrbax())  # orbax logs through absl at INFO
   if args.fresh and os.path.exists(args.workdir):
     import shutil
     shutil.rmtree(args.workdir)

@@ -12,8 +12,6 @@ only the first launch of each (config, topology) compiles. That also means the i
 reference runs execute the very same executable, so their losses must agree bit for bit.
 """
 
-import contextlib
-import importlib.util
 import json
 import os
 import pathlib
@@ -25,6 +23,8 @@ import time
 
 import numpy as np
 import pytest
+
+from tests.configs import synthetic_tiny
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "configs" / "synthetic_tiny.py"
@@ -43,27 +43,8 @@ FAST_COMPILE_FLAGS = " ".join(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE
 
 # ------------------------------------------------------------------------------------------- helpers
 
-@contextlib.contextmanager
-def _repo_configs_package():
-  """`tests/` comes first on sys.path under pytest, so `import configs` would find tests/configs; the
-  tiny config imports the repo's `configs.pretrain.common`. Swap the package in for the load only."""
-  saved = {k: sys.modules.pop(k) for k in list(sys.modules) if k == "configs" or k.startswith("configs.")}
-  sys.path.insert(0, str(REPO))
-  try:
-    yield
-  finally:
-    sys.path.remove(str(REPO))
-    for k in [k for k in sys.modules if k == "configs" or k.startswith("configs.")]:
-      del sys.modules[k]
-    sys.modules.update(saved)
-
-
 def _tiny_config(arg=None):
-  with _repo_configs_package():
-    spec = importlib.util.spec_from_file_location("_synthetic_tiny_for_trainer_tests", TINY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+  return synthetic_tiny.get_config(arg)
 
 
 def _free_port() -> int:

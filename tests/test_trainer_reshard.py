@@ -1,21 +1,14 @@
 """A checkpoint written on one mesh restores onto another (topology change between launches)."""
 
-import importlib.util
-import pathlib
-
 import jax
 import numpy as np
 
+from tests.configs import synthetic_tiny
 from x2vlm_jax.training import trainer
-
-TINY = pathlib.Path(__file__).resolve().parent / "configs" / "synthetic_tiny.py"
 
 
 def _config(mesh):
-  spec = importlib.util.spec_from_file_location("_synthetic_tiny_reshard", TINY)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("steps=4")
+  c = synthetic_tiny.get_config("steps=4")
   c.mesh = mesh
   c.async_checkpoints = False
   c.checkpoint_every = 2

@@ -7,9 +7,6 @@ Three execution modes share one set of weights:
 `fusion(text(ids)) == multi_modal(ids)` exactly; tested.
 """
 
-from typing import Optional
-
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx

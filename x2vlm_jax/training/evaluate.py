@@ -9,7 +9,6 @@ import json
 import os
 from typing import Dict
 
-import jax
 import numpy as np
 
 from x2vlm_jax.inference import X2VLMInference

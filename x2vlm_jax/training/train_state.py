@@ -28,9 +28,9 @@ def create(model_cfg, tx, mesh, rules, seed: int) -> Tuple[Any, TrainState, Dict
     init_key, step_key = jax.random.split(key)
     model = X2VLM(model_cfg, rngs=nnx.Rngs(params=init_key))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-    # Some inits (e.g. `jnp.full(shape, python_float)` for BEiT's layer scale) give weak-typed arrays,
-    # while the train step returns strong-typed ones: left weak, the second step's jit cache key
-    # differs from the first's and the whole step compiles twice. Strong types from the start.
+    # Guard: a weak-typed init value (BEiT's layer scale was one before models/vision.py fixed it)
+    # would make the second step's jit cache key differ from the first's, compiling the whole step
+    # twice. Strong types from the start, whatever a future initialiser returns.
     params = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), params)
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
             "rng": step_key}

@@ -93,6 +93,11 @@ def _heads(cfg, out: List[Entry]) -> None:
     _linear(out, f"{head}/fc0", f"{head}.0")
     _layer_norm(out, f"{head}/ln", f"{head}.1")
     _linear(out, f"{head}/fc1", f"{head}.3")
+  for head in ("nlvr_head", "cls_head"):  # fine-tuned NLVR2 / classification files (spec §7.3)
+    if (head == "nlvr_head" and cfg.heads.nlvr) or (head == "cls_head" and cfg.heads.num_labels):
+      _linear(out, f"{head}/fc0", "cls_head.0")
+      _layer_norm(out, f"{head}/ln", "cls_head.1")
+      _linear(out, f"{head}/fc1", "cls_head.3")
   if cfg.num_frames > 0:
     out.append(Entry("frame_pos", "absolute_frame_pos_embed", "frames"))
 

@@ -52,6 +52,12 @@ def _common() -> ml_collections.ConfigDict:
 
   c.head_layer_norm_eps = 1e-5  # itm_head / bbox_head LayerNorm
   c.temp_init = 0.07
+
+  # Task heads beyond pre-training (spec §1.5, §5.3, §5.6); a fine-tuning config switches on the
+  # one its task needs. Absent heads have no parameters, so pre-training checkpoints stay unchanged.
+  c.heads = ml_collections.ConfigDict()
+  c.heads.nlvr = False        # NLVR2 `cls_head`: MLP(2H → 4H → LN → GELU → 2) over two fused [CLS]
+  c.heads.num_labels = 0      # classification `cls_head`: MLP(H → 2H → LN → GELU → num_labels)
   return c
 
 
@@ -113,6 +119,10 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"attention_impl: expected 'xla' or 'cudnn', got {c.attention_impl!r}")
   if c.num_frames < 0:
     raise ValueError(f"num_frames: expected >= 0, got {c.num_frames}")
+  if c.heads.num_labels < 0:
+    raise ValueError(f"heads.num_labels: expected >= 0, got {c.heads.num_labels}")
+  if c.heads.nlvr and c.heads.num_labels:
+    raise ValueError("heads: nlvr and num_labels both use the official name `cls_head`; enable one")
 
 
 def grid_size(c) -> int:

@@ -36,6 +36,12 @@ class X2VLM(nnx.Module):
                                  out_sharding=(None, None, None, "embed"), eager_sharding=False)
     else:
       self.frame_pos = None
+    # Task heads (spec §5.3, §5.6): new parameters of fine-tuning, official init = PyTorch default.
+    heads = cfg.heads
+    self.nlvr_head = (layers.MLPHead(2 * h, 2, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
+                      if heads.nlvr else None)
+    self.cls_head = (layers.MLPHead(h, heads.num_labels, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
+                     if heads.num_labels else None)
 
   # --- unimodal encoders -------------------------------------------------------------------------
   def encode_image(self, images, rng=None):

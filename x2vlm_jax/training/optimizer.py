@@ -131,6 +131,10 @@ _MODULE_RULES = [
     (r"(itm_head|bbox_head)/fc0", r"\1.0"),
     (r"(itm_head|bbox_head)/ln", r"\1.1"),
     (r"(itm_head|bbox_head)/fc1", r"\1.3"),
+    # Fine-tuning heads: NLVR2 and classification both call theirs `cls_head` (spec §7.3).
+    (r"(?:nlvr_head|cls_head)/fc0", "cls_head.0"),
+    (r"(?:nlvr_head|cls_head)/ln", "cls_head.1"),
+    (r"(?:nlvr_head|cls_head)/fc1", "cls_head.3"),
 ]
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
 

@@ -1,0 +1,13 @@
+"""Inference for notebooks, tools and evaluators (tensorflow-free).
+
+    from x2vlm_jax import inference
+    m = inference.load("ckpt/base_384")          # a converted official checkpoint or a run's export
+    ids, mask = m.tokenize(["a dog on a couch"])  # the checkpoint's own vocabulary
+
+Modules: `api` (the validated, jitted model entry points), `tokenizer` (BERT WordPiece, the data
+pipeline's ids without tensorflow).
+"""
+
+from x2vlm_jax.inference.api import X2VLMInference, from_params, load, preprocess_images
+
+__all__ = ["X2VLMInference", "from_params", "load", "preprocess_images"]

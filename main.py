@@ -1,7 +1,10 @@
-"""Entry point: python main.py --config=configs/pretrain/NAME.py[:arg] [--config.key=value ...] --workdir=DIR
+"""Entry point: python main.py --config=configs/{pretrain,finetune}/NAME.py[:arg] [--config.key=value ...] --workdir=DIR
 
-A workdir that already holds a checkpoint resumes it. Multi-host: on TPU `jax.distributed.initialize()`
-discovers everything; on GPU/CPU clusters pass --coordinator_address, --num_processes, --process_id.
+One trainer for every task (`config.task`: pretrain, retrieval, ...). A workdir that already holds a
+checkpoint resumes it. At the end the final params are exported to WORKDIR/export (and the best
+evaluated step's to WORKDIR/export_best when `config.best_metric` is set), with the vocabulary.
+Multi-host: on TPU `--distributed` (jax.distributed.initialize() discovers everything); on GPU/CPU
+clusters pass --coordinator_address, --num_processes, --process_id.
 """
 
 import os
@@ -16,7 +19,7 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (GPU/CPU clusters).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto on TPU pods).")
 _MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop with a checkpoint after this many steps in this launch "
-                                  "(time-limited jobs); the schedule still follows config.total_steps.")
+                                  "(time-limited jobs); the schedule still follows the config.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -32,15 +35,14 @@ def main(argv):
   config = _CONFIG.value
   state, _, _ = trainer.train(config, _WORKDIR.value, max_steps=_MAX_STEPS.value)
   if not trainer.finished(config, state):
-    # Preempted or --max_steps: the checkpoint is what matters; no export/eval inside a grace period.
-    logging.info("stopped before total_steps: checkpoint saved, no export or evaluation")
+    # Preempted or --max_steps: the checkpoint is what matters; no export inside a grace period.
+    logging.info("stopped before the last step: checkpoint saved, no export")
     return
-  trainer.export(config, state, _WORKDIR.value)
-  if config.get("eval") and config.eval.get("at_end", False) and config.eval.datasets:
-    from x2vlm_jax.training import evaluate
-    results = evaluate.run(config, state["params"])
-    if jax.process_index() == 0:
-      evaluate.write(results, _WORKDIR.value)
+  trainer.export(config, state["params"], _WORKDIR.value)
+  best, step = trainer.best_params(config, _WORKDIR.value)
+  if best is not None:
+    trainer.export(config, best, _WORKDIR.value, name="export_best")
+    logging.info("exported the best step %d by %s", step, config.best_metric)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from flax import nnx
 from tests.configs import synthetic_tiny
 from x2vlm_jax.batch import stream_spec, synthetic_stream
 from x2vlm_jax.models import X2VLM, get_preset
+from x2vlm_jax.tasks.pretrain import PretrainTask
 from x2vlm_jax.training import objectives, optimizer, train_state
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.synthetic import SyntheticIterator
@@ -43,7 +44,8 @@ def _run_steps(config, n):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh,
                                                     [tuple(r) for r in config.sharding_rules], 0)
     it = SyntheticIterator(config.data, config.model, seed=0)
-    step = jax.jit(make_train_step(graphdef, tx, lr_fn, config), out_shardings=(shardings, None))
+    step = jax.jit(make_train_step(graphdef, tx, lr_fn, PretrainTask(config), config),
+                   out_shardings=(shardings, None))
     history = [(jax.device_get(state["params"]), None)]
     for _ in range(n):
       state, m = step(state, shd.global_batch(mesh, next(it)))

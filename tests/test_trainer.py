@@ -136,6 +136,11 @@ def _committed_steps(workdir):
   return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
 
 
+def _input_states(workdir, step):
+  """The input-pipeline states saved with a checkpoint step: {"process_<i>": state}."""
+  return json.loads((pathlib.Path(workdir) / "checkpoints" / str(step) / "input" / "metadata").read_text())
+
+
 def _max_logged(workdir):
   steps = [e["step"] for e in _entries(workdir)]
   return max(steps) if steps else 0
@@ -175,6 +180,7 @@ def _one_step(config, mesh, batch_np):
   import jax
   from x2vlm_jax.training import optimizer, train_state
   from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax.tasks.pretrain import PretrainTask
   from x2vlm_jax.training.train_step import make_train_step
 
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=[], total_steps=int(config.total_steps))
@@ -183,7 +189,8 @@ def _one_step(config, mesh, batch_np):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh, rules, config.seed)
     specs = {str(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(shardings["params"])[0]}
     batch = shd.global_batch(mesh, batch_np)
-    step = jax.jit(make_train_step(graphdef, tx, lr_fn, config), out_shardings=(shardings, None))
+    step = jax.jit(make_train_step(graphdef, tx, lr_fn, PretrainTask(config), config),
+                   out_shardings=(shardings, None))
     step = step.lower(state, batch).compile(compiler_options=FAST_COMPILE)
     new_state, metrics = step(state, batch)
     # Block here: back-to-back collectives on fake CPU devices can deadlock a 2-core box.
@@ -285,7 +292,7 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
   assert last < STEPS, "the run finished before SIGTERM arrived: nothing was tested"
   assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
   assert (wd / "checkpoints" / str(last)).is_dir()
-  assert (wd / "input_state" / str(last) / "process_0").is_dir()
+  assert _input_states(wd, last)["process_0"]["position"] == last
 
 
 # ---------------------------------------------------------------------------------------- non-finite
@@ -307,7 +314,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_di
   assert f"the last good one: step {good})" in log, run.log_tail()
   # Nothing was written for the failing step: the newest checkpoint is the last finite step.
   assert _committed_steps(wd)[-1] == good, (_committed_steps(wd), good)
-  assert not (wd / "input_state" / str(good + 1)).exists()
+  assert not (wd / "checkpoints" / str(good + 1)).exists()
 
 
 # ---------------------------------------------------------------------------------------- multi-host
@@ -327,8 +334,7 @@ def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   launch_pair("first", "--max_steps=3")
   assert [e["step"] for e in _entries(wd)] == [1, 2, 3]
   assert _committed_steps(wd)[-1] == 3
-  for i in range(2):
-    assert (wd / "input_state" / "3" / f"process_{i}").is_dir()
+  assert sorted(_input_states(wd, 3)) == ["process_0", "process_1"]
 
   second = launch_pair("second")
   for r in second:
@@ -336,6 +342,5 @@ def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   steps = [e["step"] for e in _entries(wd)]
   assert steps == [1, 2, 3, 4, 5], steps  # process 0 alone writes metrics; the restart continues at 4
   assert _committed_steps(wd)[-1] == 5
-  for i in range(2):
-    assert (wd / "input_state" / "5" / f"process_{i}").is_dir()
+  assert {k: v["position"] for k, v in _input_states(wd, 5).items()} == {"process_0": 5, "process_1": 5}
   assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))

@@ -54,9 +54,9 @@ def main(argv=None):
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
 
-  from x2vlm_jax.training import optimizer, train_state, trainer
+  from x2vlm_jax import tasks
+  from x2vlm_jax.training import optimizer, train_state
   from x2vlm_jax.training import sharding as shd
-  from x2vlm_jax.training.synthetic import SyntheticIterator
   from x2vlm_jax.training.train_step import make_train_step
 
   config = load_config(args.config)
@@ -86,9 +86,9 @@ def main(argv=None):
   with jax.set_mesh(mesh):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh,
                                                     [tuple(r) for r in config.sharding_rules], 0)
-    it = SyntheticIterator(config.data, config.model, seed=0)
-    batch = shd.global_batch(mesh, next(it))
-    step = jax.jit(make_train_step(graphdef, tx, lr_fn, config), donate_argnums=(0,),
+    task = tasks.build(config)
+    batch = task.global_batch(mesh, next(task.train_iterator(0, jax.process_index(), jax.process_count())))
+    step = jax.jit(make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,),
                    out_shardings=(shardings, None))
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
@@ -107,7 +107,7 @@ def main(argv=None):
 
   dev = jax.devices()[0]
   dt = statistics.median(times)
-  examples = trainer.examples_per_step(config)
+  examples = task.examples_per_step()
   peak = peak_tflops(dev, args.peak_tflops)
   mem = dev.memory_stats() or {}
   peak_mem = mem.get("peak_bytes_in_use")

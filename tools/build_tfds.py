@@ -1,6 +1,10 @@
-"""Official JSON-lines pretraining shards (spec §4.1) → a sharded ArrayRecord TFDS dataset.
+"""Official annotation files → a sharded ArrayRecord TFDS dataset.
 
+Pre-training JSON-lines shards (spec §4.1):
   python tools/build_tfds.py --kind region --input 'gs://bucket/vg/*.json' --data_dir data --name vg_region
+Fine-tuning JSON arrays (spec §4.2), images read from --image_root:
+  python tools/build_tfds.py --kind retrieval --input coco_train.json --image_root coco/ --data_dir data \
+      --name coco_retrieval
 
 Images stay encoded. Bad records are skipped and counted by reason (or, with --strict, the run
 stops at the first one naming file and line); boxes dropped inside kept region records are
@@ -8,7 +12,6 @@ counted separately. The summary ends with `written: N` and `skipped: M` lines.
 """
 
 import argparse
-import collections
 import json
 import os
 import sys
@@ -17,23 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from x2vlm_jax.data import jsonl, records  # noqa: E402
-
-
-class Report:
-
-  def __init__(self):
-    self.written = 0
-    self.skipped = collections.Counter()
-    self.boxes_dropped = collections.Counter()
-
-  def lines(self, kind):
-    out = [f"written: {self.written}", f"skipped: {sum(self.skipped.values())}"]
-    out += [f"skipped[{r}]: {n}" for r, n in sorted(self.skipped.items())]
-    if kind == "region":
-      out.append(f"boxes_dropped: {sum(self.boxes_dropped.values())}")
-      out += [f"boxes_dropped[{r}]: {n}" for r, n in sorted(self.boxes_dropped.items())]
-    return out
+from x2vlm_jax.data import finetune_build, jsonl, records  # noqa: E402
 
 
 def _records(files, kind, report, strict, **kw):
@@ -65,12 +52,15 @@ def _records(files, kind, report, strict, **kw):
 
 def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary", caption_key=None,
           image_is_path=False, image_root="", strict=False, max_words=40, examples_per_shard=2000):
+  if kind in finetune_build.BUILDERS:
+    return finetune_build.BUILDERS[kind](input_glob, image_root, data_dir, name, split=split, strict=strict,
+                                         max_words=max_words)
   files = sorted(tf.io.gfile.glob(input_glob))
   if not files:
     raise FileNotFoundError(f"--input {input_glob}: no files match")
   if caption_key is None:
     caption_key = {"image_text": "caption", "region": "caption", "video": "text"}[kind]
-  report = Report()
+  report = records.BuildReport()
   w = records.DatasetWriter(data_dir, name, kind, examples_per_shard)
   w.write_split(split, _records(files, kind, report, strict, image_key=image_key, caption_key=caption_key,
                                 image_is_path=image_is_path, image_root=image_root, max_words=max_words))
@@ -80,8 +70,9 @@ def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary"
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS))
-  p.add_argument("--input", required=True, help="glob of JSON-lines shards (local or gs://)")
+  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS) + sorted(finetune_build.BUILDERS))
+  p.add_argument("--input", required=True,
+                 help="pre-training: glob of JSON-lines shards; fine-tuning: the JSON file (local or gs://)")
   p.add_argument("--data_dir", required=True)
   p.add_argument("--name", required=True)
   p.add_argument("--split", default="train")
@@ -89,10 +80,13 @@ def main(argv=None):
   p.add_argument("--caption_key", default=None, help="default: caption (image/region), text (video)")
   p.add_argument("--image_is_path", action="store_true", help="image_key holds a path, not base64")
   p.add_argument("--image_root", default="")
-  p.add_argument("--max_words", type=int, default=40, help="pre_caption word limit for the emptiness check")
+  p.add_argument("--max_words", type=int, default=None,
+                 help="pre_caption word limit for the emptiness check (default 40; fine-tuning 30)")
   p.add_argument("--examples_per_shard", type=int, default=2000)
   p.add_argument("--strict", action="store_true", help="fail at the first bad record")
   a = p.parse_args(argv)
+  if a.max_words is None:
+    a.max_words = 30 if a.kind in finetune_build.BUILDERS else 40
   try:
     report = build(a.kind, a.input, a.data_dir, a.name, split=a.split, image_key=a.image_key,
                    caption_key=a.caption_key, image_is_path=a.image_is_path, image_root=a.image_root,

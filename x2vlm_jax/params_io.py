@@ -2,6 +2,7 @@
 
     DIR/model_config.json   the model preset (ml_collections → JSON), incl. image_res / num_frames
     DIR/params/             Orbax StandardSave of the NNX param state as a pure nested dict
+    DIR/vocab.txt           the WordPiece vocabulary the weights were trained with (when known)
 
 Written by `tools/convert_checkpoint.py` and by the trainer's export, read by `inference.load` and by
 `--config.init_from`. Restoring always goes through an abstract target built from the config, so a
@@ -10,7 +11,7 @@ checkpoint for another preset or resolution fails with a clear message instead o
 
 import json
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import jax
 import ml_collections
@@ -24,6 +25,7 @@ from x2vlm_jax.models.layers import REPLICATED_RULES
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
+VOCAB_FILE = "vocab.txt"
 
 
 def _path(directory: str) -> epath.Path:
@@ -44,15 +46,17 @@ def param_shapes(cfg) -> Dict[str, Tuple[tuple, Any]]:
   return {"/".join(str(k) for k in path): (tuple(v.get_value().shape), v.get_value().dtype) for path, v in flat}
 
 
-def save(directory: str, cfg, params: Dict[str, Any]) -> None:
+def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] = None) -> None:
   """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) of host or
   fully-replicated arrays. In a multi-process job every process must call this (Orbax's save is a
-  collective); process 0 writes the config and replaces an older export."""
+  collective); process 0 writes the config (and the vocabulary) and replaces an older export."""
   root = _path(directory)
   target = root / PARAMS_DIR
   if jax.process_index() == 0:
     root.mkdir(parents=True, exist_ok=True)
     (root / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    if vocab_file:
+      write_vocab(directory, vocab_file)
     if target.exists():
       target.rmtree()
   if jax.process_count() > 1:
@@ -92,6 +96,36 @@ def load(directory: str, cfg=None, sharding=None):
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(_path(directory) / PARAMS_DIR, target)
   return cfg, params
+
+
+def load_numpy(directory: str) -> Tuple[ml_collections.ConfigDict, Dict[str, Any]]:
+  """→ (the stored model config, params as a nested dict of host numpy arrays), whatever the model.
+  Used to initialise a differently shaped model from a checkpoint (`training.init_from`)."""
+  cfg = load_config(directory)
+  abstract = nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param))
+  # numpy leaves in the target make Orbax restore numpy arrays on the host (np.empty costs no memory
+  # until written), whatever mesh the reading job runs on.
+  target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), abstract)
+  with ocp.StandardCheckpointer() as ckptr:
+    params = ckptr.restore(_path(directory) / PARAMS_DIR, target)
+  return cfg, params
+
+
+def write_vocab(directory: str, vocab_file: str) -> None:
+  """Copies the WordPiece vocabulary next to the weights (the checkpoint carries its tokenizer)."""
+  src = epath.Path(vocab_file)
+  if not src.exists():
+    raise ValueError(f"vocab_file: {vocab_file!r} does not exist")
+  text = src.read_text()
+  if not text.strip():
+    raise ValueError(f"vocab_file: {vocab_file!r} is empty")
+  (_path(directory) / VOCAB_FILE).write_text(text)
+
+
+def vocab_file(directory: str) -> Optional[str]:
+  """DIR/vocab.txt if the checkpoint carries its vocabulary, else None."""
+  path = _path(directory) / VOCAB_FILE
+  return str(path) if path.exists() else None
 
 
 def into_model(model: X2VLM, params: Dict[str, Any]) -> X2VLM:

@@ -60,11 +60,11 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.profile_start = 10
   c.profile_steps = 5
 
-  c.eval = ml_collections.ConfigDict()
-  c.eval.at_end = False
-  c.eval.datasets = []  # [(name, split)] for zero-shot retrieval
-  c.eval.max_examples = 1000
-  c.eval.batch_size = 64
+  # Evaluators run during training and at the end (x2vlm_jax/evaluation/registry.py), e.g.
+  # c.evals.coco = dict(type="retrieval", annotations=..., image_root=..., every=50_000) for zero-shot.
+  c.evals = ml_collections.ConfigDict()
+  c.best_metric = ""
+  c.best_mode = "max"
   return c
 
 

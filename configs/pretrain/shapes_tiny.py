@@ -37,7 +37,8 @@ def get_config(arg=None):
   c.optim.warmup_steps = 50
   c.optim.lr_mult = 1.0
 
-  c.eval.at_end = True
-  c.eval.datasets = [("shapes", "test")]
-  c.eval.max_examples = 500
+  # Zero-shot retrieval on held-out scenes in the official test format (x2vlm_jax/data/shapes_tasks.py).
+  tasks = f"{a.data_dir}/shapes_tasks"
+  c.evals.retrieval = dict(type="retrieval", annotations=f"{tasks}/retrieval_test.json", image_root=tasks,
+                           k_test=16, batch_size=64, rerank_pairs=256, max_tokens=c.data.max_tokens, at_end=True)
   return c

@@ -62,6 +62,10 @@ def resize_rel_pos_table(table: np.ndarray, dst_grid: int) -> Tuple[np.ndarray, 
           "dst_rows": dst * dst + NUM_EXTRA_ROWS}
   if src == dst:
     return table, info
+  if src < 4:
+    # A bicubic spline needs ≥ 4 points per axis; the official code fails here too (scipy).
+    raise ValueError(f"relative position table: cannot resize from a {src_grid}x{src_grid} patch grid "
+                     f"({src} offsets per axis) with BEiT's bicubic method; it needs a grid of at least 3x3")
   q = geometric_ratio(src, dst)
   axis = source_axis(src, q)
   half = dst // 2

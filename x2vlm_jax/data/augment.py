@@ -182,11 +182,12 @@ def pretrain_transform(image, size, seed, randaug=True):
   return _flip_randaug_normalize(random_resized_crop(image, size, s_crop), size, s_flip, s_ra, randaug)
 
 
-def pretrain_transform_bytes(image_bytes, size, seed, randaug=True):
-  """`pretrain_transform(decode(bytes))` with the crop fused into the JPEG decode (same seeds)."""
+def pretrain_transform_bytes(image_bytes, size, seed, randaug=True, scale=(0.2, 1.0)):
+  """`pretrain_transform(decode(bytes))` with the crop fused into the JPEG decode (same seeds).
+  scale=(0.5, 1.0) is the fine-tuning "train" transform of retrieval, NLVR2 and captioning (§4.3)."""
   s_crop, s_flip, s_ra = _seeds(seed, 3)
-  return _flip_randaug_normalize(decode_random_resized_crop(image_bytes, size, s_crop), size, s_flip, s_ra,
-                                 randaug)
+  return _flip_randaug_normalize(decode_random_resized_crop(image_bytes, size, s_crop, scale=scale), size,
+                                 s_flip, s_ra, randaug)
 
 
 def test_transform(image, size):

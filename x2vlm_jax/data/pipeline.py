@@ -10,7 +10,7 @@ import atexit
 import json
 import os
 import weakref
-from typing import Dict, Optional
+from typing import Callable, Dict, List, NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -44,58 +44,50 @@ def _per_host(value: int, process_count: int, what: str) -> int:
   return value // process_count
 
 
-class TrainIterator:
-  """`next(it)` → {stream: {field: np.ndarray}} with per-host batch sizes (batch.py contract)."""
+class StreamDef(NamedTuple):
+  """One stream of a training iterator: where its records come from, how its batched tf.data graph
+  is built from a (position, counts) reading state, and the batch contract it must satisfy."""
+  source: StreamSource
+  build: Callable[[int, List[int]], tf.data.Dataset]
+  spec: Dict[str, tuple]
 
-  def __init__(self, cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
-               keep_debug: bool = False):
+
+class TrainIterator:
+  """`next(it)` → {stream: {field: np.ndarray}} with per-host batch sizes (batch.py contract), or the
+  single stream's fields directly when `flat` (fine-tuning tasks have one stream)."""
+
+  def __init__(self, cfg, streams: Optional[Dict[str, StreamDef]] = None, *, seed: int, process_index: int = 0,
+               process_count: int = 1, keep_debug: bool = False, flat: bool = False):
+    self._text = None
+    if streams is None:  # the pre-training streams of a data config
+      self._text = TextStage(cfg)
+      streams = _pretrain_streams(cfg, int(seed), process_index, process_count, self._text)
     self.cfg, self.seed = cfg, int(seed)
     self.process_index, self.process_count = process_index, process_count
-    self.keep_debug = keep_debug
-    self.streams = [s for s in STREAMS if stream_enabled(cfg, s)]
-    if not self.streams:
+    self.keep_debug, self.flat = keep_debug, flat
+    if not streams:
       raise ValueError("data config: no stream enabled (every stream has enabled=False or no datasets)")
-    self._text = TextStage(cfg)
-    self._sources = {s: StreamSource(cfg.data_dir, [tuple(d) for d in cfg[s].datasets], seed=self.seed,
-                                     stream_id=STREAM_IDS[s], process_index=process_index,
-                                     process_count=process_count) for s in self.streams}
-    self._state = {s: {"position": 0, "counts": [0] * len(self._sources[s].sources)} for s in self.streams}
+    if flat and len(streams) != 1:
+      raise ValueError(f"flat iterator: expected one stream, got {sorted(streams)}")
+    self._defs = dict(streams)
+    self.streams = list(streams)
+    self._state = {s: {"position": 0, "counts": [0] * len(d.source.sources)} for s, d in streams.items()}
     self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
-    self._specs = {s: self._spec(s) for s in self.streams}
     self._iters = None  # built on first use, so a restore right after creation builds once
     _LIVE.add(self)
 
-  # ------------------------------------------------------------------ construction
-  def _records_per_batch(self, s):
-    c, pc = self.cfg, self.process_count
-    if s == "region":
-      return _per_host(c.region.num_images, pc, "region.num_images")
-    return _per_host(c[s].batch_size, pc, f"{s}.batch_size")
-
-  def _spec(self, s):
-    c = self.cfg
-    return batch_contract.stream_spec(
-        s, batch_size=_per_host(c[s].batch_size, self.process_count, f"{s}.batch_size"),
-        image_res=c.image_res, patch_size=c.patch_size, max_tokens=c.max_tokens, max_masks=c.max_masks,
-        num_images=self._records_per_batch(s) if s == "region" else 0,
-        num_frames=c.video.num_frames if s == "video" else 0)
+  @property
+  def _sources(self):
+    return {s: d.source for s, d in self._defs.items()}
 
   def _dataset(self, s):
-    c, st = self.cfg, self._state[s]
-    kw = dict(position=st["position"], counts=st["counts"], seed=self.seed)
-    bt = _per_host(c[s].batch_size, self.process_count, f"{s}.batch_size")
-    if s == "image":
-      ds = image_stream(self._sources[s], c, self._text, batch_size=bt, **kw)
-    elif s == "video":
-      ds = video_stream(self._sources[s], c, self._text, batch_size=bt, **kw)
-    else:
-      ds = region_stream(self._sources[s], c, self._text, num_images=self._records_per_batch(s),
-                         num_texts=bt, **kw)
+    st = self._state[s]
+    ds = self._defs[s].build(st["position"], st["counts"])
     opts = tf.data.Options()
     opts.deterministic = True
-    if c.threadpool_size:
-      opts.threading.private_threadpool_size = c.threadpool_size
-    return ds.prefetch(c.prefetch).with_options(opts)
+    if self.cfg.get("threadpool_size", 0):
+      opts.threading.private_threadpool_size = self.cfg.threadpool_size
+    return ds.prefetch(self.cfg.get("prefetch", 2)).with_options(opts)
 
   def _build(self):
     self._iters = {s: iter(self._dataset(s).as_numpy_iterator()) for s in self.streams}
@@ -115,7 +107,7 @@ class TrainIterator:
       try:
         b = next(self._iters[s])
       except StopIteration:
-        err = self._sources[s].error
+        err = self._defs[s].source.error
         raise RuntimeError(f"{s} stream ended unexpectedly (streams are infinite); "
                            f"last read error: {err!r}") from err
       pos, counts = b["_pos"], b["_counts"]
@@ -129,9 +121,9 @@ class TrainIterator:
       st["dropped_corrupt"] += self._state[s]["position"] - before - len(pos)
       if not self.keep_debug:
         b = {k: v for k, v in b.items() if not k.startswith("_")}
-      batch_contract.check_stream(s, {k: v for k, v in b.items() if not k.startswith("_")}, self._specs[s])
+      batch_contract.check_stream(s, {k: v for k, v in b.items() if not k.startswith("_")}, self._defs[s].spec)
       out[s] = b
-    return out
+    return out[self.streams[0]] if self.flat else out
 
   # ------------------------------------------------------------------ state
   def get_state(self) -> Dict:
@@ -170,11 +162,38 @@ class TrainIterator:
     return json.loads(json.dumps(self._stats))
 
 
-def create_train_iterator(data_cfg, *, seed: int, process_index: int = 0,
-                          process_count: int = 1) -> TrainIterator:
+def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text) -> Dict[str, StreamDef]:
+  out = {}
+  for s in STREAMS:
+    if not stream_enabled(c, s):
+      continue
+    source = StreamSource(c.data_dir, [tuple(d) for d in c[s].datasets], seed=seed, stream_id=STREAM_IDS[s],
+                          process_index=process_index, process_count=process_count)
+    bt = _per_host(c[s].batch_size, process_count, f"{s}.batch_size")
+    images = _per_host(c.region.num_images, process_count, "region.num_images") if s == "region" else 0
+    spec = batch_contract.stream_spec(
+        s, batch_size=bt, image_res=c.image_res, patch_size=c.patch_size, max_tokens=c.max_tokens,
+        max_masks=c.max_masks, num_images=images, num_frames=c.video.num_frames if s == "video" else 0)
+
+    def build(position, counts, s=s, source=source, bt=bt, images=images):
+      kw = dict(position=position, counts=counts, seed=seed)
+      if s == "image":
+        return image_stream(source, c, text, batch_size=bt, **kw)
+      if s == "video":
+        return video_stream(source, c, text, batch_size=bt, **kw)
+      return region_stream(source, c, text, num_images=images, num_texts=bt, **kw)
+
+    out[s] = StreamDef(source, build, spec)
+  return out
+
+
+def create_train_iterator(data_cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
+                          keep_debug: bool = False) -> TrainIterator:
+  """The pre-training iterator over the enabled image / region / video streams."""
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} outside [0, process_count={process_count})")
-  return TrainIterator(data_cfg, seed=seed, process_index=process_index, process_count=process_count)
+  return TrainIterator(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
+                       keep_debug=keep_debug)
 
 
 # ---------------------------------------------------------------------- evaluation

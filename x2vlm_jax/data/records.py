@@ -5,6 +5,7 @@ Images stay encoded (bytes) so decoding happens in the tf.data graph. Alternativ
 the schema flat, which `tfds.data_source` reads back without any custom builder code.
 """
 
+import collections
 import os
 from typing import Dict, List
 
@@ -32,12 +33,30 @@ VIDEO_FEATURES = tfds.features.FeaturesDict({
 })
 
 
+# Fine-tuning retrieval (spec §4.2): one record per IMAGE with all its captions; the training order
+# is over caption rows (an epoch = every caption once, as the official dataset), kept in a side file
+# `<split>.caption_rows.npy` of (record, caption index) pairs, so images are stored once.
+RETRIEVAL_FEATURES = tfds.features.FeaturesDict({
+    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+    "caption": tfds.features.Tensor(shape=(), dtype=np.object_),        # ALT_SEP-joined captions
+    "image_id": tfds.features.Tensor(shape=(), dtype=np.int32),         # dense id (ITC/ITM positives)
+    "width": tfds.features.Tensor(shape=(), dtype=np.int32),
+    "height": tfds.features.Tensor(shape=(), dtype=np.int32),
+})
+
+
 def features_for(kind: str) -> tfds.features.FeaturesDict:
   if kind in ("image_text", "region", "image"):
     return IMAGE_FEATURES
   if kind == "video":
     return VIDEO_FEATURES
-  raise ValueError(f"kind: expected image_text/region/video, got {kind!r}")
+  if kind == "retrieval":
+    return RETRIEVAL_FEATURES
+  raise ValueError(f"kind: expected image_text/region/video/retrieval, got {kind!r}")
+
+
+def rows_path(data_dir: str, name: str, split: str) -> str:
+  return os.path.join(dataset_dir(data_dir, name), f"{split}.caption_rows.npy")
 
 
 def dataset_dir(data_dir: str, name: str) -> str:
@@ -121,3 +140,22 @@ def open_source(data_dir: str, name: str, split: str):
     raise FileNotFoundError(f"dataset {name!r}: no TFDS dataset at {root} (build it with "
                             f"tools/build_tfds.py or x2vlm_jax.data.shapes.build)")
   return tfds.builder_from_directory(root).as_data_source(split)
+
+
+class BuildReport:
+  """What a dataset build wrote and skipped, by reason (printed as `written: N` / `skipped: M` lines)."""
+
+  def __init__(self):
+    self.written = 0
+    self.skipped = collections.Counter()
+    self.boxes_dropped = collections.Counter()
+    self.extra = {}
+
+  def lines(self, kind):
+    out = [f"written: {self.written}", f"skipped: {sum(self.skipped.values())}"]
+    out += [f"skipped[{r}]: {n}" for r, n in sorted(self.skipped.items())]
+    if kind == "region":
+      out.append(f"boxes_dropped: {sum(self.boxes_dropped.values())}")
+      out += [f"boxes_dropped[{r}]: {n}" for r, n in sorted(self.boxes_dropped.items())]
+    out += [f"{k}: {v}" for k, v in sorted(self.extra.items())]
+    return out

@@ -18,7 +18,7 @@ _BLOCK = 4096
 class StreamSource:
 
   def __init__(self, data_dir: str, datasets: Sequence[Tuple[str, str, float]], *, seed: int,
-               stream_id: int, process_index: int, process_count: int):
+               stream_id: int, process_index: int, process_count: int, opener=records.open_source):
     if not datasets:
       raise ValueError("datasets: empty list for an enabled stream")
     self.sources, weights = [], []
@@ -28,7 +28,7 @@ class StreamSource:
       name, split, w = entry
       if float(w) <= 0:
         raise ValueError(f"datasets entry {entry!r}: weight must be > 0")
-      src = records.open_source(data_dir, name, split)
+      src = opener(data_dir, name, split)
       if len(src) < process_count:
         raise ValueError(f"dataset {name}/{split}: {len(src)} records < process_count {process_count}")
       self.sources.append(src)

@@ -4,23 +4,16 @@ Special ids are looked up in the vocab, never hard-coded: the real uncased vocab
 the 200-entry shapes vocab has [CLS]=2.
 """
 
-import re
 from typing import Dict
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from x2vlm_jax.data.text_clean import PUNCT as _PUNCT
+from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py  # the Python twin, for builders
+
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_PUNCT = r"[,.'!?\"()*#:;~\-/]"
-
-
-def pre_caption_py(caption: str, max_words: int) -> str:
-  """Python twin of `pre_caption` (used by the dataset builders to skip empty captions)."""
-  c = caption.lower().replace("<person>", "person")
-  c = re.sub(_PUNCT, " ", c)
-  c = re.sub(r"\s{2,}", " ", c).strip()
-  return " ".join(c.split(" ")[:max_words])
 
 
 def pre_caption(caption: tf.Tensor, max_words: int) -> tf.Tensor:

@@ -18,23 +18,38 @@ import numpy as np
 from flax import nnx
 
 from x2vlm_jax import params_io
+from x2vlm_jax.inference.images import normalize, read_image, resize_uint8
 from x2vlm_jax.models import X2VLM, presets
 
 
 def preprocess_images(images, image_res: int) -> np.ndarray:
-  """uint8 NHWC (or HWC) RGB → float32 NHWC at image_res, CLIP-normalised (official test transform:
-  bicubic resize to R×R without keeping the aspect ratio, spec §4.3)."""
+  """Images → float32 NHWC at image_res, CLIP-normalised: the official test transform (PIL bicubic
+  resize to R×R, aspect not kept, spec §4.3). `images`: a uint8 array [B,H,W,3] or [H,W,3], or a list
+  whose items are uint8 [H,W,3] arrays of any size, PIL images or file paths (local or gs://)."""
   from PIL import Image
-  images = np.asarray(images)
-  if images.ndim == 3:
-    images = images[None]
-  if images.ndim != 4 or images.shape[-1] != 3:
-    raise ValueError(f"images: expected uint8 [B,H,W,3] (or [H,W,3]), got shape {images.shape}")
-  if images.dtype != np.uint8:
-    raise ValueError(f"images: expected dtype uint8 (0..255), got {images.dtype}")
-  out = np.stack([np.asarray(Image.fromarray(im).resize((image_res, image_res), Image.BICUBIC))
-                  for im in images]).astype(np.float32) / 255.0
-  return (out - np.asarray(presets.CLIP_MEAN, np.float32)) / np.asarray(presets.CLIP_STD, np.float32)
+  if isinstance(images, np.ndarray) and images.ndim in (3, 4):
+    arr = images[None] if images.ndim == 3 else images
+    if arr.shape[-1] != 3:
+      raise ValueError(f"images: expected uint8 [B,H,W,3] (or [H,W,3]), got shape {images.shape}")
+    items = list(arr)
+  elif isinstance(images, (list, tuple)):
+    items = list(images)
+  else:
+    raise ValueError(f"images: expected a uint8 array or a list of images/paths, got {type(images).__name__}")
+  out = []
+  for i, im in enumerate(items):
+    if isinstance(im, str):
+      out.append(read_image(im, image_res))
+      continue
+    if not isinstance(im, Image.Image):
+      im = np.asarray(im)
+      if im.dtype != np.uint8:
+        raise ValueError(f"images: expected dtype uint8 (0..255), got {im.dtype} (item {i})")
+      if im.ndim != 3 or im.shape[-1] != 3:
+        raise ValueError(f"images: expected [H,W,3] RGB, got shape {im.shape} (item {i})")
+      im = Image.fromarray(im)
+    out.append(resize_uint8(im, image_res))
+  return normalize(np.stack(out))
 
 
 def _shape_str(x) -> str:
@@ -44,8 +59,10 @@ def _shape_str(x) -> str:
 class X2VLMInference:
   """A converted or trained X²-VLM with jitted, validated entry points."""
 
-  def __init__(self, model: X2VLM, cfg):
+  def __init__(self, model: X2VLM, cfg, vocab_file: Optional[str] = None):
     self.config = cfg
+    self.vocab_file = vocab_file
+    self._tokenizer = None
     self._graphdef, self._state = nnx.split(model)
     self.num_params = int(sum(np.prod(x.shape) for x in jax.tree.leaves(nnx.state(model, nnx.Param))))
     g = cfg.image_res // cfg.patch_size
@@ -118,6 +135,17 @@ class X2VLMInference:
     return x, self._mask("text_mask", text_mask, (b, l))
 
   # --- the API -----------------------------------------------------------------------------------
+  def tokenize(self, texts, max_tokens: int = 40, clean: Optional[int] = 30):
+    """texts → (ids, mask) [B, max_tokens] with the checkpoint's own vocabulary (its vocab.txt): the
+    ids of the data pipeline. `clean`: the official pre_caption word limit (None: texts as given)."""
+    if self._tokenizer is None:
+      if not self.vocab_file:
+        raise ValueError("tokenize: this model has no vocabulary (the checkpoint directory has no vocab.txt); "
+                         "pass vocab_file= to inference.load")
+      from x2vlm_jax.inference.tokenizer import Tokenizer
+      self._tokenizer = Tokenizer(self.vocab_file, max_tokens)
+    return self._tokenizer(list(texts), max_tokens, clean=clean)
+
   def encode_image(self, images):
     """images NHWC float32, CLIP-normalised, at config.image_res → (image_embeds [B,1+N,D], image_feat [B,E])."""
     r = self.config.image_res
@@ -193,16 +221,18 @@ class X2VLMInference:
     return self._call("similarity", i, t)
 
 
-def from_params(cfg, params=None, *, seed: int = 0) -> X2VLMInference:
+def from_params(cfg, params=None, *, seed: int = 0, vocab_file: Optional[str] = None) -> X2VLMInference:
   """Wraps params (pure dict) — or freshly initialised random weights when params is None."""
   model = X2VLM(cfg, rngs=nnx.Rngs(seed))
   if params is not None:
     params_io.into_model(model, params)
-  return X2VLMInference(model, cfg)
+  return X2VLMInference(model, cfg, vocab_file)
 
 
-def load(checkpoint_dir: str, *, dtype: Optional[str] = None, attention_impl: Optional[str] = None):
-  """Loads a directory written by tools/convert_checkpoint.py or the trainer's export."""
+def load(checkpoint_dir: str, *, dtype: Optional[str] = None, attention_impl: Optional[str] = None,
+         vocab_file: Optional[str] = None):
+  """Loads a directory written by tools/convert_checkpoint.py or the trainer's export (with its
+  vocab.txt, unless `vocab_file` names another)."""
   cfg = params_io.load_config(checkpoint_dir)
   if dtype is not None:
     cfg.dtype = dtype
@@ -210,4 +240,4 @@ def load(checkpoint_dir: str, *, dtype: Optional[str] = None, attention_impl: Op
     cfg.attention_impl = attention_impl
   presets.validate(cfg)
   cfg, params = params_io.load(checkpoint_dir, cfg)
-  return from_params(cfg, params)
+  return from_params(cfg, params, vocab_file=vocab_file or params_io.vocab_file(checkpoint_dir))

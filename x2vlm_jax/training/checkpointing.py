@@ -1,69 +1,108 @@
-"""Orbax checkpoints of the train state, plus the input pipeline's position, in WORKDIR/checkpoints.
+"""Orbax checkpoints of the train state with the input pipeline's position, in WORKDIR/checkpoints.
 
-    WORKDIR/checkpoints/<step>/{state,meta}   Orbax (async save, keep K, restore onto any mesh)
-    WORKDIR/input_state/<step>/process_<i>/   each host's input-pipeline state, written synchronously
+    WORKDIR/checkpoints/<step>/state     the train state (async save; restores onto any mesh)
+    WORKDIR/checkpoints/<step>/meta      {"step", "time", "best": {...}}
+    WORKDIR/checkpoints/<step>/input     every host's input-pipeline state {"process_<i>": state}
+    WORKDIR/checkpoints/<step>/metrics   evaluation results of that step, if it was evaluated
 
-The input state is written before the Orbax save of the same step is committed, so the newest
-committed checkpoint always has its input state; stale input states are deleted once Orbax has
-dropped their step.
+The input states are gathered from all hosts (a few integers each) and saved as one Orbax item, so
+they commit atomically with the step they belong to and are garbage-collected with it, on any
+filesystem. Kept: the newest `keep` steps, plus the best step by `best_metric` when one is named.
 """
 
+import json
 import os
-import shutil
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
+from orbax.checkpoint import checkpoint_managers as cm
+
+
+def _root(workdir: str) -> epath.Path:
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
+def gather_host_states(local: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+  """Every host's (JSON-able) state → {"process_<i>": state} on every host (one small collective)."""
+  if jax.process_count() == 1:
+    return {"process_0": local}
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(json.dumps(local).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
+  padded = np.zeros((int(np.max(sizes)),), np.uint8)
+  padded[:data.size] = data
+  blobs = multihost_utils.process_allgather(padded)
+  return {f"process_{i}": json.loads(bytes(blobs[i][:int(sizes[i][0])]).decode())
+          for i in range(jax.process_count())}
 
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True):
-    root = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
-    self._input_root = root / "input_state"
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           enable_async_checkpointing=async_save)
-    self._mngr = ocp.CheckpointManager(root / "checkpoints", options=options, item_names=("state", "meta"))
+  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
+               best_metric: Optional[str] = None, best_mode: str = "max"):
+    if best_mode not in ("max", "min"):
+      raise ValueError(f"best_mode: expected 'max' or 'min', got {best_mode!r}")
+    self.best_metric = best_metric or None
+    policies: List[Any] = [cm.LatestN(n=keep)]
+    extra = {}
+    if self.best_metric:
+      metric = self.best_metric
+      best_fn = lambda m: float(m[metric])  # noqa: E731
+      policies.append(cm.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
+                               keep_checkpoints_without_metrics=False))
+      extra = dict(best_fn=best_fn, best_mode=best_mode)
+    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=async_save,
+                                           preservation_policy=cm.AnyPreservationPolicy(policies), **extra)
+    self._mngr = ocp.CheckpointManager(_root(workdir) / "checkpoints", options=options,
+                                       item_names=("state", "meta", "input"))
 
   def latest_step(self) -> Optional[int]:
     return self._mngr.latest_step()
 
+  def best_step(self) -> Optional[int]:
+    """The kept step with the best `best_metric` (None without evaluated checkpoints)."""
+    if not self.best_metric:
+      return None
+    return self._mngr.best_step() if any(
+        self._mngr.metrics(s) is not None for s in self._mngr.all_steps()) else None
+
+  def all_steps(self) -> List[int]:
+    return list(self._mngr.all_steps())
+
   def reached_preemption(self, step: int) -> bool:
+    """True on every host at the same step once any host received a preemption notice (multi-host:
+    JAX's preemption sync point, fed by SIGTERM through the coordination service)."""
     return self._mngr.reached_preemption(step)
 
-  def _input_dir(self, step: int) -> epath.Path:
-    return self._input_root / str(step) / f"process_{jax.process_index()}"
+  def save(self, step: int, state, meta: Dict[str, Any], input_state: Optional[Dict[str, Any]] = None, *,
+           metrics: Optional[Dict[str, float]] = None, force: bool = False) -> bool:
+    """Collective: every host calls it. `input_state` is this host's iterator state."""
+    inputs = gather_host_states(input_state)
+    if metrics is not None and self.best_metric and self.best_metric not in metrics:
+      raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results "
+                       f"{sorted(metrics)}; name one of them")
+    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
+                              input=ocp.args.JsonSave(inputs))
+    return self._mngr.save(step, args=args, metrics=metrics if self.best_metric else None, force=force)
 
-  def save(self, step: int, state, meta: Dict[str, Any], input_iter=None, *, force: bool = False) -> bool:
-    if input_iter is not None:
-      d = self._input_dir(step)
-      d.mkdir(parents=True, exist_ok=True)
-      input_iter.save_state(str(d))
-    saved = self._mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                          meta=ocp.args.JsonSave(meta)), force=force)
-    self._cleanup_inputs()
-    return saved
+  def restore(self, step: int, abstract_state):
+    """→ (state, meta, this host's input state or None)."""
+    restored = self._mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore(),
+        input=ocp.args.JsonRestore()))
+    inputs = restored["input"] or {}
+    key = f"process_{jax.process_index()}"
+    if inputs and key not in inputs:
+      raise ValueError(f"checkpoint step {step}: no input-pipeline state for {key} (saved by "
+                       f"{len(inputs)} processes, {jax.process_count()} now): resume with the same "
+                       "number of processes")
+    return restored["state"], restored["meta"], inputs.get(key)
 
-  def restore(self, step: int, abstract_state, input_iter=None):
-    restored = self._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state),
-                                                                meta=ocp.args.JsonRestore()))
-    if input_iter is not None:
-      d = self._input_dir(step)
-      if not d.exists():
-        raise ValueError(f"checkpoint step {step}: no input-pipeline state at {d}; was this workdir written "
-                         f"with a different number of processes ({jax.process_count()} now)?")
-      input_iter.restore_state(str(d))
-    return restored["state"], restored["meta"]
-
-  def _cleanup_inputs(self):
-    steps = self._mngr.all_steps()
-    if not steps or not self._input_root.exists():
-      return
-    oldest = min(steps)
-    for d in self._input_root.iterdir():
-      if d.name.isdigit() and int(d.name) < oldest and jax.process_index() == 0:
-        shutil.rmtree(str(d), ignore_errors=True)
+  def metrics(self, step: int) -> Optional[Dict[str, Any]]:
+    return self._mngr.metrics(step)
 
   def wait(self):
     self._mngr.wait_until_finished()

@@ -1,8 +1,9 @@
-"""The X²-VLM pre-training objectives per stream (spec §3, §2.3), on top of the model's recipes.
+"""The X²-VLM objectives on top of the model's recipes (spec §3, §2.3, §5.1).
 
-Every stream computes ITC over the global batch, ITM with in-group hard negatives and MLM conditioned
-on the visual tokens; regions add the box L1 + GIoU losses against the full image. Padding rows
-(`valid == 0`) are masked out of every loss.
+`contrastive_and_matching` is ITC over the global batch + ITM with in-group hard negatives, shared by
+pre-training (every stream) and retrieval fine-tuning (with image ids). `stream_losses` adds MLM
+conditioned on the visual tokens and, for regions, the box L1 + GIoU losses against the full image.
+Padding rows (`valid == 0`) are masked out of every loss.
 """
 
 from typing import Dict
@@ -13,9 +14,10 @@ import jax.numpy as jnp
 from x2vlm_jax.training import losses
 
 
-def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, itm_rng):
+def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids):
+  r_sample, r_fuse = jax.random.split(rng)
   neg_img, neg_txt, ok_img, ok_txt = losses.sample_itm_negatives(
-      itm_rng, vis_feat, txt_feat, temp, valid, group_size)
+      r_sample, vis_feat, txt_feat, temp, valid, group_size, ids)
   b = vis.shape[0]
   # 3B pairs: positives, (negative image, text b), (image b, negative text). A negative image
   # brings its own tokens AND its own mask (region masks in region batches).
@@ -23,8 +25,27 @@ def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, val
   vis_mask_all = jnp.concatenate([vis_mask, vis_mask[neg_img], vis_mask], axis=0)
   txt_all = jnp.concatenate([txt, txt, txt[neg_txt]], axis=0)
   txt_mask_all = jnp.concatenate([txt_mask, txt_mask, txt_mask[neg_txt]], axis=0)
-  logits = model.itm_logits(vis_all, vis_mask_all, txt_all, txt_mask_all, rng)
+  logits = model.itm_logits(vis_all, vis_mask_all, txt_all, txt_mask_all, r_fuse)
   return losses.itm_loss(logits[:b], logits[b:2 * b], logits[2 * b:], valid, ok_img, ok_txt)
+
+
+def contrastive_and_matching(model, rng, vis, vis_mask, vis_feat, txt, txt_mask, txt_feat, valid, *,
+                             group_size: int, ids=None, itc_grad_scale: float = 1.0,
+                             itm_on=True) -> Dict[str, jax.Array]:
+  """{"itc", "itm"} of one batch (spec §3.1–§3.2; with `ids`, the retrieval variant of §5.1).
+
+  `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, spec §3.6): the ITM fusion of the
+  3B pairs then runs under `lax.cond`, so steps where it is off skip it instead of computing it and
+  multiplying it by zero (the official loss is a constant 0 there).
+  """
+  temp = model.temp[...]
+  out = {"itc": losses.itc_loss(vis_feat, txt_feat, temp, valid, ids=ids, itc_grad_scale=itc_grad_scale)}
+  args = (model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids)
+  if isinstance(itm_on, bool):
+    out["itm"] = _itm(*args) if itm_on else jnp.zeros((), jnp.float32)
+  else:
+    out["itm"] = jax.lax.cond(itm_on, lambda: _itm(*args), lambda: jnp.zeros((), jnp.float32))
+  return out
 
 
 def _mlm(model, rng, batch, vis, vis_mask):
@@ -37,8 +58,8 @@ def _mlm(model, rng, batch, vis, vis_mask):
 
 def stream_losses(model, stream: str, batch: Dict[str, jax.Array], rng, *, group_size: int,
                   itc_grad_scale: float = 1.0, itm_on=True) -> Dict[str, jax.Array]:
-  """Losses of one stream: {"itc", "itm", "mlm", "mlm_acc"} (+ {"bbox", "giou"} for regions)."""
-  r_vis, r_txt, r_itm, r_itm_sample, r_mlm, r_box = jax.random.split(rng, 6)
+  """Losses of one pre-training stream: {"itc", "itm", "mlm", "mlm_acc"} (+ {"bbox", "giou"} for regions)."""
+  r_vis, r_txt, r_itm, r_mlm, r_box = jax.random.split(rng, 5)
   valid = batch["valid"]
   full = None
   if stream == "image":
@@ -56,12 +77,8 @@ def stream_losses(model, stream: str, batch: Dict[str, jax.Array], rng, *, group
     raise ValueError(f"stream: expected image/region/video, got {stream!r}")
 
   txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
-  temp = model.temp[...]
-  out = {"itc": losses.itc_loss(vis_feat, txt_feat, temp, valid, itc_grad_scale=itc_grad_scale)}
-  itm = _itm(model, r_itm, vis, vis_mask, txt, batch["text_mask"], vis_feat, txt_feat, temp, valid,
-             group_size, r_itm_sample)
-  # Official behaviour after `stop_calc_itm`: the loss is a constant 0, not removed (spec §3.6).
-  out["itm"] = jnp.where(itm_on, itm, 0.0)
+  out = contrastive_and_matching(model, r_itm, vis, vis_mask, vis_feat, txt, batch["text_mask"], txt_feat,
+                                 valid, group_size=group_size, itc_grad_scale=itc_grad_scale, itm_on=itm_on)
   out["mlm"], out["mlm_acc"] = _mlm(model, r_mlm, batch, vis, vis_mask)
   if stream == "region":
     box = model.predict_box(full, txt, batch["text_mask"], r_box)

@@ -15,10 +15,14 @@ Config fields (`default_config()`; a plain dict with the same keys works too):
   weight_decay      0.01, decoupled, masked by the official name rule (`decays`)
   lr_mult           2.0: peak lr multiplier of freshly initialised ("new") params
   warmup_steps      2500: int = optimizer steps, float in (0, 1) = fraction of total_steps
+  warmup_fraction   0.0; > 0 overrides warmup_steps with this fraction of total_steps (fine-tuning 0.1)
   total_steps       optimizer steps at which the lr reaches 0 (may be passed to build_optimizer instead)
   clip_norm         1.0: global-norm clipping of the full gradient before Adam; None/0 = off (fine-tuning)
   vision_lr         peak lr of `vision/*` (official `vision_encoder.*`) if set, else None
   text_lr           peak lr of `text/*` (official `text_encoder.*`) if set, else None
+  cross_lr          peak lr of official `cross_encoder.*` params (CCLM models); defaults to text_lr when
+                    vision_lr is set, as officially. The English X²-VLM keeps its fusion layers inside
+                    `text_encoder`, so nothing of ours matches it: accepted for parity, it changes nothing.
   grad_accum_steps  1: micro-steps averaged into one optimizer step (optax.MultiSteps)
 
 Exactness notes: Adam is the HF `transformers.AdamW` (v4.12.5) update, not optax.adamw: its ε is added to
@@ -50,10 +54,12 @@ def default_config() -> ml_collections.ConfigDict:
   c.weight_decay = 0.01
   c.lr_mult = 2.0
   c.warmup_steps = 2500
+  c.warmup_fraction = 0.0  # > 0 overrides warmup_steps: a fraction of total_steps (fine-tuning's 0.1)
   c.total_steps = ml_collections.config_dict.placeholder(int)
   c.clip_norm = 1.0
   c.vision_lr = ml_collections.config_dict.placeholder(float)
   c.text_lr = ml_collections.config_dict.placeholder(float)
+  c.cross_lr = ml_collections.config_dict.placeholder(float)
   c.grad_accum_steps = 1
   return c
 
@@ -188,24 +194,36 @@ def _normalise_new_params(new_params) -> frozenset:
 def param_group(path, optim, new_params: frozenset) -> str:
   """Official group priority (spec §6.1), first match wins:
   "vision" (official name vision_encoder.*, vision_lr set) → "text" (text_encoder.*, text_lr set) →
-  "new" (in new_params) → "base". (The official "cross_encoder" group exists only in CCLM models.)"""
+  "cross" (cross_encoder.*, cross_lr set; only CCLM models have such names) → "new" (in new_params)
+  → "base"."""
   s = path_to_str(path)
   name = official_name(s)
   if _field(optim, "vision_lr") is not None and "vision_encoder" in name:
     return "vision"
   if _field(optim, "text_lr") is not None and "text_encoder" in name:
     return "text"
+  if _cross_lr(optim) is not None and "cross_encoder" in name:
+    return "cross"
   if s in new_params:
     return "new"
   return "base"
 
 
+def _cross_lr(optim):
+  """Official: cross_lr, or text_lr when vision_lr is set (optim.py's `cross_lr = text_lr` default)."""
+  cross = _field(optim, "cross_lr")
+  if cross is None and _field(optim, "vision_lr") is not None:
+    cross = _field(optim, "text_lr")
+  return cross
+
+
 def peak_learning_rates(optim) -> Dict[str, float]:
   lr = float(_field(optim, "lr"))
-  vision_lr, text_lr = _field(optim, "vision_lr"), _field(optim, "text_lr")
+  vision_lr, text_lr, cross_lr = _field(optim, "vision_lr"), _field(optim, "text_lr"), _cross_lr(optim)
   return {"base": lr, "new": lr * float(_field(optim, "lr_mult", 1.0)),
           "vision": float(vision_lr) if vision_lr is not None else lr,
-          "text": float(text_lr) if text_lr is not None else lr}
+          "text": float(text_lr) if text_lr is not None else lr,
+          "cross": float(cross_lr) if cross_lr is not None else lr}
 
 
 def resolve_warmup(warmup_steps, total_steps: int) -> int:
@@ -332,7 +350,8 @@ def build_optimizer(optim, new_params: Optional[Iterable[Union[str, tuple]]] = N
   if total is None or int(total) <= 0:
     raise ValueError(f"optimizer: total_steps must be a positive int, got {total!r}")
   total = int(total)
-  warmup = resolve_warmup(_field(optim, "warmup_steps", 0), total)
+  fraction = float(_field(optim, "warmup_fraction", 0.0) or 0.0)
+  warmup = resolve_warmup(fraction if fraction > 0 else _field(optim, "warmup_steps", 0), total)
   if not 0 <= warmup < total:
     raise ValueError(f"optimizer: warmup_steps={warmup} must be in [0, total_steps={total})")
   peaks = peak_learning_rates(optim)

@@ -117,17 +117,12 @@ def batch_sharding(mesh, ndim: int) -> NamedSharding:
   return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
 
 
-def global_batch(mesh, host_batch: Dict[str, Dict[str, np.ndarray]]):
-  """Per-host numpy batch → global jax arrays split over (data, fsdp).
+def global_batch(mesh, host_batch):
+  """Per-host numpy batch (any nesting of dicts) → global jax arrays split over (data, fsdp).
 
-  Region `image_index` is host-local in the batch contract; it is offset to the global position of
-  this host's images (process p's rows form block p of the global batch dimension).
+  Process p's rows form block p of every leaf's global batch dimension, so host-local indices into a
+  host's own rows must be offset by the task (e.g. pre-training's region `image_index`).
   """
-  out = {}
-  for stream, fields in host_batch.items():
-    fields = dict(fields)
-    if stream == "region" and jax.process_count() > 1:
-      fields["image_index"] = fields["image_index"] + jax.process_index() * fields["images"].shape[0]
-    out[stream] = {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v))
-                   for k, v in fields.items()}
-  return out
+  return jax.tree.map(
+      lambda v: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v)),
+      host_batch)

@@ -4,8 +4,7 @@ Used by `tools/benchmark_train.py` (GPU hosts have no tensorflow) and by the tra
 host p is a pure function of (seed, k, p), so its "position" is just k: save/restore is exact.
 """
 
-import json
-import os
+from typing import Callable, Dict
 
 import numpy as np
 
@@ -39,16 +38,27 @@ class SyntheticIterator:
                                      seed=_seed(self.seed, k, self.process_index, i))
             for i, (stream, spec) in enumerate(self.specs.items())}
 
-  def save_state(self, path: str):
-    with open(os.path.join(path, "synthetic.json"), "w") as f:
-      json.dump({"position": self.position}, f)
+  def get_state(self):
+    return {"position": self.position}
 
-  def restore_state(self, path: str):
-    with open(os.path.join(path, "synthetic.json")) as f:
-      self.position = json.load(f)["position"]
+  def set_state(self, state):
+    self.position = int(state["position"])
 
   def stats(self):
     return {}
+
+
+class SyntheticBatches(SyntheticIterator):
+  """Batch k of host p = make(seed(seed, k, p)): fine-tuning tasks' contract-shaped random batches."""
+
+  def __init__(self, make: Callable[[int], Dict[str, np.ndarray]], *, seed: int, process_index: int = 0):
+    self.seed, self.process_index, self.position = seed, process_index, 0
+    self._make = make
+
+  def __next__(self):
+    k = self.position
+    self.position += 1
+    return self._make(_seed(self.seed, k, self.process_index))
 
 
 def _seed(*ints) -> int:

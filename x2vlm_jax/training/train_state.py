@@ -18,12 +18,7 @@ from x2vlm_jax.training import sharding as shd
 TrainState = Dict[str, Any]
 
 
-def create(model_cfg, tx, mesh, rules, seed: int) -> Tuple[Any, TrainState, Dict[str, Any]]:
-  """→ (graphdef, state, state_shardings)."""
-  abstract_model = params_io.abstract_model(model_cfg)
-  graphdef = nnx.graphdef(abstract_model)
-  param_shardings = shd.named(mesh, shd.param_specs(abstract_model, rules, mesh))
-
+def _init_fn(model_cfg, tx):
   def init(key):
     init_key, step_key = jax.random.split(key)
     model = X2VLM(model_cfg, rngs=nnx.Rngs(params=init_key))
@@ -34,26 +29,32 @@ def create(model_cfg, tx, mesh, rules, seed: int) -> Tuple[Any, TrainState, Dict
     params = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), params)
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
             "rng": step_key}
+  return init
 
-  key = jax.random.PRNGKey(seed)
-  abstract = jax.eval_shape(init, key)
+
+def abstract(model_cfg, tx, mesh, rules, seed: int) -> Tuple[TrainState, Dict[str, Any]]:
+  """→ (ShapeDtypeStruct state, state shardings): the state's layout, nothing allocated."""
+  abstract_model = params_io.abstract_model(model_cfg)
+  param_shardings = shd.named(mesh, shd.param_specs(abstract_model, rules, mesh))
+  state = jax.eval_shape(_init_fn(model_cfg, tx), jax.random.PRNGKey(seed))
   replicated = NamedSharding(mesh, P())
   shardings = {"step": replicated, "params": param_shardings,
-               "opt_state": shd.mirror_param_shardings(abstract["opt_state"], param_shardings, mesh),
+               "opt_state": shd.mirror_param_shardings(state["opt_state"], param_shardings, mesh),
                "rng": replicated}
-  state = jax.jit(init, out_shardings=shardings)(key)
+  return state, shardings
+
+
+def create(model_cfg, tx, mesh, rules, seed: int) -> Tuple[Any, TrainState, Dict[str, Any]]:
+  """→ (graphdef, state, state_shardings)."""
+  graphdef = nnx.graphdef(params_io.abstract_model(model_cfg))
+  _, shardings = abstract(model_cfg, tx, mesh, rules, seed)
+  state = jax.jit(_init_fn(model_cfg, tx), out_shardings=shardings)(jax.random.PRNGKey(seed))
   return graphdef, state, shardings
 
 
 def abstract_like(state, shardings):
   """ShapeDtypeStructs carrying the target shardings (Orbax restores onto the current mesh)."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
-
-
-def replace_params(state: TrainState, params, shardings) -> TrainState:
-  """Puts loaded params (e.g. converted official weights) into a fresh state, keeping shardings."""
-  params = jax.tree.map(lambda p, s: jax.device_put(p, s), params, shardings["params"])
-  return {**state, "params": params}
 
 
 def param_norm(params):

@@ -1,12 +1,20 @@
-"""The pre-training loop: mesh → sharded state → (resume | init_from | scratch) → steps → checkpoints.
+"""The one training loop, for pre-training and every fine-tuning task (`config.task`, x2vlm_jax.tasks).
 
-Resume order: a checkpoint in WORKDIR wins; else `config.init_from` (a directory written by
-tools/convert_checkpoint.py: converted official weights, or BEiT-v2 + BERT initialisation); else
-random initialisation. SIGTERM (and Orbax-detected preemption) saves the current step and exits 0; a
-non-finite loss stops the run without saving, so the last good checkpoint stays the newest.
+mesh → sharded state → (resume | init_from | scratch) → steps, evaluators, checkpoints → export.
+
+Resume order: a checkpoint in WORKDIR wins; else `config.init_from` (our export or a converted
+official checkpoint, any resolution; see `init_from.py`); else random initialisation. Evaluators
+(`config.evals`) run every N steps and at the end, their results are logged like any metric, and the
+best step by `config.best_metric` is kept besides the newest checkpoints. SIGTERM (single host) or a
+preemption notice reaching any host (multi-host: JAX's preemption sync point, so every host saves the
+same step) saves the current step and stops; a non-finite loss stops without saving.
+
+WORKDIR/config.json (the run's full config), init.json (what init_from loaded and which params got
+lr × lr_mult), metrics.jsonl, TensorBoard events, checkpoints/, eval/<name>/step_<n>/ (predictions).
 """
 
 import json
+import math
 import os
 import signal
 import time
@@ -17,8 +25,8 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from x2vlm_jax import params_io
-from x2vlm_jax.training import checkpointing, metrics as metrics_lib, optimizer, train_state
+from x2vlm_jax import params_io, tasks
+from x2vlm_jax.training import checkpointing, init_from, metrics as metrics_lib, optimizer, train_state
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.train_step import make_train_step
 
@@ -28,13 +36,18 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-  """Turns SIGTERM into a flag that the loop checks after each step."""
+  """Single host: turns SIGTERM into a flag the loop checks after each step. Multi-host runs leave
+  SIGTERM to JAX's preemption notifier instead (a Python handler would hide it), which makes every
+  host agree on the step to save (`Checkpointer.reached_preemption`)."""
 
   def __init__(self):
     self.requested = False
     self._previous = None
 
   def __enter__(self):
+    if jax.process_count() > 1:
+      return self
+
     def handler(signum, frame):
       logging.warning("SIGTERM received: saving a checkpoint at the current step and stopping.")
       self.requested = True
@@ -49,86 +62,112 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _new_params(init_from: str):
-  """Params that the init checkpoint did not provide get lr × lr_mult (spec §6.1)."""
-  if not init_from:
-    return []
-  path = epath.Path(init_from) / "conversion.json"
-  if not path.exists():
-    return []
-  return json.loads(path.read_text()).get("new_params", [])
+def _path(workdir: str) -> epath.Path:
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
-def _flatten(tree, prefix: str):
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}/{k}"))
-    else:
-      out[f"{prefix}/{k}"] = v
-  return out
+def resolve_total_steps(config, task) -> int:
+  """Optimizer steps: `config.num_epochs` × ceil(train records / (global batch · accumulation)) when
+  num_epochs is set (spec §6.2, fine-tuning), else `config.total_steps`."""
+  epochs = config.get("num_epochs", 0) or 0
+  if not epochs:
+    return int(config.total_steps)
+  size = task.train_size()
+  if not size:
+    raise ValueError(f"num_epochs={epochs}: task {task.name!r} does not know its training set size; "
+                     "set config.total_steps instead")
+  accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
+  return int(math.ceil(epochs * math.ceil(size / task.examples_per_step() / accum)))
 
 
-def create_input(config, seed: int):
-  if config.data.get("source", "tfds") == "synthetic":
-    from x2vlm_jax.training.synthetic import SyntheticIterator
-    return SyntheticIterator(config.data, config.model, seed=seed, process_index=jax.process_index(),
-                             process_count=jax.process_count())
-  from x2vlm_jax.data import pipeline  # tensorflow lives only behind this import
-  return pipeline.create_train_iterator(config.data, seed=seed, process_index=jax.process_index(),
-                                        process_count=jax.process_count())
+def _write_json(path: epath.Path, obj) -> None:
+  if jax.process_index() == 0:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def examples_per_step(config) -> int:
-  return sum(int(config.data[s].batch_size) for s in ("image", "region", "video")
-             if s in config.data and config.data[s].get("enabled", True))
+def _init_plan(config, task, workdir: epath.Path, resuming: bool):
+  """The init_from plan (shapes only) and its `new_params`. A resumed run re-reads the plan it
+  started with (init.json), so its optimizer groups cannot drift if the source moved or changed."""
+  record = workdir / "init.json"
+  if resuming and record.exists():
+    return None, json.loads(record.read_text())["new_params"]
+  if not config.init_from:
+    return None, []
+  p = init_from.plan(config.init_from, config.model, task)
+  _write_json(record, {"source": p.source, "new_params": p.new_params, "dropped": p.dropped,
+                       "actions": {a: sorted(k for k, v in p.actions.items() if v == a)
+                                   for a in sorted(set(p.actions.values())) if a != "load"}})
+  return p, p.new_params
 
 
-def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = None):
-  """Runs (or resumes) the experiment. Returns (state, graphdef, last metrics)."""
-  if "://" not in workdir:
-    os.makedirs(workdir, exist_ok=True)
+def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = None, task=None):
+  """Runs (or resumes) the experiment. Returns (state, graphdef, last logged metrics)."""
+  root = _path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  _write_json(root / "config.json", json.loads(config.to_json_best_effort()))
+  task = task if task is not None else tasks.build(config)
   mesh = shd.create_mesh(config.mesh)
   rules = [tuple(r) for r in config.sharding_rules]
-  total_steps = int(config.total_steps)  # optimizer steps
+  total_steps = resolve_total_steps(config, task)
   accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
-  tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=_new_params(config.init_from),
-                                        total_steps=total_steps)
-  logging.info("mesh %s on %d devices (%d processes)", dict(mesh.shape), mesh.size, jax.process_count())
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
+                                    async_save=config.get("async_checkpoints", True),
+                                    best_metric=config.get("best_metric", "") or None,
+                                    best_mode=config.get("best_mode", "max"))
+  start = ckpt.latest_step()
+  plan, new_params = _init_plan(config, task, root, resuming=start is not None)
+  tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=new_params, total_steps=total_steps)
+  logging.info("task %s, %d optimizer steps, mesh %s on %d devices (%d processes)", task.name, total_steps,
+               dict(mesh.shape), mesh.size, jax.process_count())
 
+  from x2vlm_jax.evaluation import registry as eval_registry  # noqa: keeps evaluators off import paths
+  evaluators = eval_registry.build_all(config, mesh)
   with jax.set_mesh(mesh):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh, rules, config.seed)
-    ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
-                                      async_save=config.get("async_checkpoints", True))
-    input_iter = input_iter if input_iter is not None else create_input(config, config.seed)
-    start = ckpt.latest_step()
+    input_iter = input_iter if input_iter is not None else task.train_iterator(
+        config.seed, jax.process_index(), jax.process_count())
     if start is not None:
-      state, meta = ckpt.restore(start, train_state.abstract_like(state, shardings), input_iter)
+      state, meta, input_state = ckpt.restore(start, train_state.abstract_like(state, shardings))
+      if input_state is not None:
+        input_iter.set_state(input_state)
       logging.info("resumed from %s at step %d", workdir, start)
-    elif config.init_from:
-      _, params = params_io.load(config.init_from, config.model, sharding=shardings["params"])
-      state = train_state.replace_params(state, params, shardings)
-      logging.info("initialised params from %s", config.init_from)
+    elif plan is not None:
+      state = init_from.apply(plan, state, shardings, config.model, task)
     start = int(jax.device_get(state["step"]))
 
-    step_fn = jax.jit(make_train_step(graphdef, tx, lr_fn, config), donate_argnums=(0,),
+    step_fn = jax.jit(make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,),
                       out_shardings=(shardings, None))
     # The loop counts micro-steps (= optimizer steps without accumulation); so do log_every,
-    # checkpoint_every and `step` in metrics.jsonl.
+    # checkpoint_every, evals' `every` and `step` in metrics.jsonl.
     total_micro = total_steps * accum
     logger = metrics_lib.MetricsLogger(workdir, total_steps=total_micro,
-                                       examples_per_step=examples_per_step(config))
+                                       examples_per_step=task.examples_per_step())
     last = {}
     end = total_micro if max_steps is None else min(total_micro, start + max_steps)
     profile = config.get("profile", False)
     profile_start = start + int(config.get("profile_start", 5))
+
+    def evaluate(step):
+      results = eval_registry.run_due(evaluators, graphdef, state["params"], step, total_micro, root,
+                                      start=start)
+      if results:
+        logger.log(step, results, timing=False)  # evaluation time is not training throughput
+      return results
+
+    def save(step, *, metrics=None, force=False):
+      ckpt.save(step, state, {"step": step, "time": time.time()},
+                input_iter.get_state() if hasattr(input_iter, "get_state") else None,
+                metrics=metrics, force=force)
+
     with _Preemption() as preempt:
       step = start
       try:
+        if step == 0 and max_steps != 0:
+          evaluate(0)  # evaluators with at_start (e.g. zero-shot before fine-tuning)
         while step < end:
           if profile and jax.process_index() == 0 and step == profile_start:
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
-          batch = shd.global_batch(mesh, next(input_iter))
+          batch = task.global_batch(mesh, next(input_iter))
           state, step_metrics = step_fn(state, batch)
           step += 1
           if profile and jax.process_index() == 0 and step == profile_start + int(config.get("profile_steps", 3)):
@@ -141,36 +180,62 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
               raise NonFiniteLossError(
                   f"non-finite values at step {step}: {bad}; stopping without saving (the newest "
                   f"checkpoint in {workdir} is the last good one: step {ckpt.latest_step()})")
-            extra = _flatten(getattr(input_iter, "stats", dict)(), "input")
+            extra = metrics_lib.flatten(getattr(input_iter, "stats", dict)(), "input")
             last = logger.log(step, {**scalars, **extra})
-          else:
+          elif jax.default_backend() == "cpu":
             # Block on each step's result: back-to-back collectives can deadlock fake CPU devices.
-            if jax.default_backend() == "cpu":
-              jax.block_until_ready(state["step"])
-          if step % config.checkpoint_every == 0 or preempt.requested or ckpt.reached_preemption(step):
-            ckpt.save(step, state, {"step": step, "time": time.time()}, input_iter,
-                      force=preempt.requested or step == end)
-          if preempt.requested:
+            jax.block_until_ready(state["step"])
+          preempted = preempt.requested or ckpt.reached_preemption(step)
+          results = {} if preempted else evaluate(step)
+          if results or step % config.checkpoint_every == 0 or preempted:
+            save(step, metrics=results or None, force=preempted or bool(results))
+          if preempted:
+            logging.warning("preemption: saved step %d, stopping", step)
             break
-        if not preempt.requested and ckpt.latest_step() != step:
-          ckpt.save(step, state, {"step": step, "time": time.time()}, input_iter, force=True)
+        if ckpt.latest_step() != step:
+          save(step, force=True)
       finally:
         ckpt.close()
         logger.close()
   return state, graphdef, last
 
 
-def finished(config, state) -> bool:
-  """True when the run reached its last step (not stopped by SIGTERM/preemption or --max_steps)."""
+def finished(config, state, task=None) -> bool:
+  """True when the run reached its last step (not stopped by preemption or --max_steps)."""
+  task = task if task is not None else tasks.build(config)
   accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
-  return int(jax.device_get(state["step"])) >= int(config.total_steps) * accum
+  return int(jax.device_get(state["step"])) >= resolve_total_steps(config, task) * accum
 
 
-def export(config, state, workdir: str) -> str:
-  """Writes the final params in the inference format (WORKDIR/export): `inference.load(...)` reads it,
-  and `--config.init_from` of a follow-up run (e.g. stage 2) starts from it. Every process calls it."""
+def export(config, params, workdir: str, name: str = "export") -> str:
+  """Writes params in the inference format (WORKDIR/<name>) with the run's vocabulary:
+  `inference.load(...)` reads it, and `--config.init_from` of a follow-up run (a fine-tuning, stage 2)
+  starts from it. Every process calls it (a collective)."""
   from jax.experimental import multihost_utils
-  params = multihost_utils.process_allgather(state["params"], tiled=True)  # a collective: all hosts
-  path = os.path.join(workdir, "export") if "://" not in workdir else workdir.rstrip("/") + "/export"
-  params_io.save(path, config.model, params)
+  params = multihost_utils.process_allgather(params, tiled=True)
+  path = str(_path(workdir) / name)
+  vocab = config.get("data", {}).get("vocab_file") if "data" in config else None
+  params_io.save(path, config.model, params, vocab_file=vocab or None)
   return path
+
+
+def best_params(config, workdir: str):
+  """Params of the best step by `config.best_metric` (None when no evaluated step is kept)."""
+  if not config.get("best_metric"):
+    return None, None
+  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False,
+                                    best_metric=config.best_metric, best_mode=config.get("best_mode", "max"))
+  try:
+    step = ckpt.best_step()
+    if step is None:
+      return None, None
+    mesh = shd.create_mesh(config.mesh)
+    # The optimizer only shapes the abstract state here; its groups and schedule do not matter.
+    tx, _ = optimizer.build_optimizer(config.optim, total_steps=resolve_total_steps(config, tasks.build(config)))
+    with jax.set_mesh(mesh):
+      abstract, shardings = train_state.abstract(config.model, tx, mesh,
+                                                 [tuple(r) for r in config.sharding_rules], config.seed)
+      state, _, _ = ckpt.restore(step, train_state.abstract_like(abstract, shardings))
+    return state["params"], step
+  finally:
+    ckpt.close()

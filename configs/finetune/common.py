@@ -1,0 +1,70 @@
+"""Shared skeleton of the fine-tuning configs. Each task file states its hyper-parameters and where
+each comes from: the released X²-VLM config, X-VLM's (when X²-VLM never released one), or our choice.
+
+General rules of the official fine-tuning scripts (spec §5 general, §6): fp32, no gradient clipping,
+AdamW (β 0.9/0.98, wd 0.01) with linear warm-up and decay per step over `num_epochs`, freshly created
+parameters at lr × lr_mult, dropout as in pre-training.
+"""
+
+import ml_collections
+
+from configs.pretrain.common import parse_arg  # noqa: F401  (the `:key=value` parser, re-exported)
+from x2vlm_jax.models import presets
+
+
+def finetune_data(image_res_ref, batch_size: int) -> ml_collections.ConfigDict:
+  """The input of a fine-tuning task (one stream; batch sizes are GLOBAL)."""
+  d = ml_collections.ConfigDict()
+  d.source = "tfds"                 # "synthetic": contract-shaped random batches (tests, benchmarks)
+  d.data_dir = "gs://YOUR_BUCKET/tfds"
+  d.vocab_file = "gs://YOUR_BUCKET/bert-base-uncased/vocab.txt"
+  d.train = [("TRAIN_DATASET", "train", 1.0)]  # [(name, split, weight)] built by tools/build_tfds.py
+  d.image_res = image_res_ref       # follows config.model.image_res
+  d.batch_size = batch_size
+  d.max_tokens = 40                 # official fine-tuning `max_tokens`
+  d.max_words = 30                  # official pre_caption word limit of retrieval/NLVR2/grounding
+  d.randaug = True
+  d.crop_scale = (0.5, 1.0)         # the official fine-tuning "train" transform (spec §4.3)
+  d.strict = False                  # a corrupt image is dropped and counted; True raises
+  d.num_parallel_calls = -1
+  d.prefetch = 2
+  d.threadpool_size = 0
+  return d
+
+
+def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_collections.ConfigDict:
+  from x2vlm_jax.training import optimizer
+  from x2vlm_jax.training.sharding import DEFAULT_RULES
+
+  c = ml_collections.ConfigDict()
+  c.task = task
+  c.model = presets.get_preset(model)
+  c.model.image_res = image_res
+  c.data = finetune_data(c.model.get_ref("image_res"), batch_size)
+
+  c.seed = 42
+  c.num_epochs = 10                 # total_steps = epochs × ceil(train records / batch) when > 0
+  c.total_steps = -1
+  c.log_every = 50
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 1
+  c.async_checkpoints = True
+  c.init_from = ""                  # a pre-trained checkpoint dir (convert_checkpoint output or export)
+
+  c.optim = optimizer.default_config()
+  c.optim.lr = 3e-5
+  c.optim.weight_decay = 0.01
+  c.optim.lr_mult = 2.0
+  c.optim.warmup_fraction = 0.1     # official `num_warmup_steps: 0.1` (10% of the run)
+  c.optim.clip_norm = 0.0           # fine-tuning scripts do not clip (spec §6.3)
+
+  c.mesh = (-1, 1, 1)
+  c.sharding_rules = [list(r) for r in DEFAULT_RULES]
+  c.itc_grad_scale = 1.0
+  c.evals = ml_collections.ConfigDict()
+  c.best_metric = ""                # "<eval name>/<metric>": that step is kept besides the newest
+  c.best_mode = "max"
+  c.profile = False
+  c.profile_start = 10
+  c.profile_steps = 5
+  return c

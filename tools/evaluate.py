@@ -1,0 +1,153 @@
+#!/usr/bin/env python
+"""Evaluate a checkpoint on an official annotation file: the paper's protocol, no dataset build.
+
+  python tools/evaluate.py --task retrieval --checkpoint ckpt/coco_384 \
+      --annotations coco_test.json --image_root coco/images --output out/coco_test [--config.k_test=128]
+
+Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
+directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
+`--config.KEY=VALUE` sets a field of the evaluation (k_test, batch_size, ...; see `--help_config`) or
+of the run (`--config.mesh=1,4,1`, `--config.model.dtype=bfloat16`). Multi-host: the same flags as
+main.py (--coordinator_address/--num_processes/--process_id, or --distributed on TPU pods).
+"""
+
+import argparse
+import ast
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
+TASK_EVALUATORS = {"retrieval": "retrieval"}
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASK_EVALUATORS))}")
+  p.add_argument("--checkpoint", required=True, help="params directory (convert_checkpoint output or export)")
+  p.add_argument("--annotations", required=True, help="the official annotation file (local or gs://)")
+  p.add_argument("--image_root", default="", help="directory the annotation's image paths are relative to")
+  p.add_argument("--output", required=True, help="directory for metrics.json / predictions.json")
+  p.add_argument("--vocab", default="", help="WordPiece vocab (default: the checkpoint's vocab.txt)")
+  p.add_argument("--help_config", action="store_true", help="print the evaluation config and exit")
+  p.add_argument("--coordinator_address", default=None)
+  p.add_argument("--num_processes", type=int, default=None)
+  p.add_argument("--process_id", type=int, default=None)
+  p.add_argument("--distributed", action="store_true")
+  args, rest = p.parse_known_args(argv)
+  overrides = []
+  for item in rest:
+    if not item.startswith("--config.") or "=" not in item:
+      p.error(f"unrecognised argument {item!r} (overrides are --config.KEY=VALUE)")
+    key, value = item[len("--config."):].split("=", 1)
+    overrides.append((key, value))
+  if args.task not in TASK_EVALUATORS:
+    p.error(f"--task {args.task!r}: unknown task; known tasks: {', '.join(sorted(TASK_EVALUATORS))}")
+  return args, overrides
+
+
+def _coerce(old, value: str):
+  if isinstance(old, bool):
+    if value.lower() not in ("true", "false", "1", "0"):
+      raise ValueError(f"expected true/false, got {value!r}")
+    return value.lower() in ("true", "1")
+  if isinstance(old, (tuple, list)):
+    parsed = ast.literal_eval(value if value.strip().startswith(("(", "[")) else f"({value},)")
+    return type(old)(parsed)
+  return type(old)(value) if old is not None else ast.literal_eval(value)
+
+
+def apply_overrides(config, overrides):
+  """--config.a.b=v on the run config; a bare key that only the evaluation has goes to `eval`."""
+  for key, value in overrides:
+    parts = key.split(".")
+    node = config
+    if parts[0] not in config and parts[0] in config.eval:
+      node = config.eval
+    for part in parts[:-1]:
+      if part not in node:
+        raise ValueError(f"--config.{key}: unknown field {part!r}")
+      node = node[part]
+    if parts[-1] not in node:
+      raise ValueError(f"--config.{key}: unknown field; known: {sorted(node.keys())}")
+    try:
+      node[parts[-1]] = _coerce(node[parts[-1]], value)
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"--config.{key}={value}: {e}") from None
+
+
+def build_config(args, overrides):
+  import ml_collections
+  from x2vlm_jax import params_io
+  from x2vlm_jax.evaluation import registry
+  from x2vlm_jax.training.sharding import DEFAULT_RULES
+
+  c = ml_collections.ConfigDict()
+  c.model = params_io.load_config(args.checkpoint)
+  c.mesh = (-1, 1, 1)
+  c.sharding_rules = [list(r) for r in DEFAULT_RULES]
+  c.data = ml_collections.ConfigDict({"vocab_file": args.vocab or params_io.vocab_file(args.checkpoint) or ""})
+  kind = TASK_EVALUATORS[args.task]
+  cls = registry.evaluator_class(kind)
+  c.eval = ml_collections.ConfigDict({**cls.DEFAULTS, "annotations": args.annotations,
+                                      "image_root": args.image_root, "type": kind})
+  apply_overrides(c, overrides)
+  if not c.data.vocab_file:
+    raise ValueError(f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE "
+                     "(e.g. bert-base-uncased's vocab.txt)")
+  return c
+
+
+def main(argv=None) -> int:
+  args, overrides = _parse(argv)
+  import jax
+  if args.coordinator_address or args.distributed:
+    jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
+                               process_id=args.process_id)
+  from absl import logging
+  from etils import epath
+  from flax import nnx
+  from x2vlm_jax import params_io
+  from x2vlm_jax.evaluation import registry
+  from x2vlm_jax.training import sharding as shd
+  logging.set_verbosity(logging.WARNING)
+  try:
+    config = build_config(args, overrides)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  if args.help_config:
+    print(config)
+    return 0
+  mesh = shd.create_mesh(config.mesh)
+  t0 = time.time()
+  with jax.set_mesh(mesh):
+    abstract_model = params_io.abstract_model(config.model)
+    shardings = shd.named(mesh, shd.param_specs(abstract_model, [tuple(r) for r in config.sharding_rules], mesh))
+    _, params = params_io.load(args.checkpoint, config.model, sharding=shardings)
+    graphdef = nnx.graphdef(abstract_model)
+    evaluator = registry.build(config.eval.type, config, config.eval, mesh)
+    try:
+      metrics, predictions = evaluator(graphdef, params)
+    except ValueError as e:  # bad annotations / images, with the file and record named
+      print(f"error: {e}", file=sys.stderr)
+      return 2
+  metrics["eval_seconds"] = time.time() - t0
+  if jax.process_index() == 0:
+    out = epath.Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    if predictions is not None:
+      (out / "predictions.json").write_text(json.dumps(predictions))
+    for k, v in sorted(metrics.items()):
+      print(f"{k:<24s} {v:10.4f}")
+    print(f"wrote {out / 'metrics.json'}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

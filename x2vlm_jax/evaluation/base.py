@@ -1,0 +1,90 @@
+"""What every evaluator shares: its config (defaults + `config.evals.<name>`), the schedule, the
+tokenizer, image loading, and the call that returns (scalar metrics, predictions).
+
+An evaluator is built once per run; `setup()` reads its annotations lazily on the first call, and
+its jitted functions are compiled once per model graph (later calls reuse them).
+"""
+
+import concurrent.futures
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from x2vlm_jax.inference.images import BadImage, normalize, read_image
+
+
+class Evaluator:
+  DEFAULTS: Dict = {}
+  SCHEDULE = dict(every=0, at_start=False, at_end=True)
+
+  def __init__(self, name: str, config, ecfg, mesh):
+    self.name = name
+    self.config = config
+    self.model_cfg = config.model
+    self.mesh = mesh
+    merged = ml_collections.ConfigDict({**self.SCHEDULE, **self.DEFAULTS, "type": ""})
+    unknown = sorted(set(ecfg) - set(merged))
+    if unknown:
+      raise ValueError(f"evals.{name}: unknown field(s) {unknown} for type {ecfg.get('type')!r}; "
+                       f"known: {sorted(merged)}")
+    merged.update(dict(ecfg))
+    self.ecfg = merged
+    self._ready = False
+
+  # --- schedule ----------------------------------------------------------------------------------
+  def due(self, step: int, total: int) -> bool:
+    if step == 0:
+      return bool(self.ecfg.at_start)
+    every = int(self.ecfg.every or 0)
+    return (every > 0 and step % every == 0) or (step == total and bool(self.ecfg.at_end))
+
+  # --- helpers -----------------------------------------------------------------------------------
+  def tokenizer(self):
+    from x2vlm_jax.inference.tokenizer import Tokenizer
+    vocab = self.ecfg.get("vocab_file") or self.config.get("data", {}).get("vocab_file")
+    if not vocab:
+      raise ValueError(f"evals.{self.name}: no vocabulary (set config.data.vocab_file or evals.{self.name}.vocab_file)")
+    return Tokenizer(vocab, int(self.ecfg.get("max_tokens", 40)))
+
+  def setup(self):
+    """Reads annotations etc. (first call only)."""
+
+  def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
+    raise NotImplementedError
+
+  def __call__(self, graphdef, params):
+    if not self._ready:
+      self.setup()
+      self._ready = True
+    return self.evaluate(graphdef, params)
+
+
+def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, *, strict: bool = False,
+                         threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files).
+
+  A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
+  `strict`, which raises naming the file."""
+  out = np.zeros((len(idx), image_res, image_res, 3), np.uint8)
+  valid = np.zeros((len(idx),), np.float32)
+  bad: List[str] = []
+
+  def one(j):
+    i = int(idx[j])
+    if i < 0:
+      return
+    try:
+      out[j] = read_image(paths[i], image_res)
+      valid[j] = 1.0
+    except BadImage as e:
+      if strict:
+        raise
+      logging.warning("%s (skipped)", e)
+      bad.append(paths[i])
+
+  with concurrent.futures.ThreadPoolExecutor(threads or min(16, (os.cpu_count() or 2) * 2)) as pool:
+    list(pool.map(one, range(len(idx))))
+  return normalize(out), valid, bad

@@ -1,0 +1,80 @@
+"""BERT WordPiece tokenisation without tensorflow: the ids of the data pipeline, for notebooks and
+evaluators.
+
+HF `tokenizers` (Rust) implements BERT's basic tokenizer + WordPiece exactly like `BertTokenizer`;
+the tf-text tokenizer of the input pipeline is tested against the same reference, so both give the
+same ids (tests/test_tokenizer.py). Sequences are `[CLS] pieces [SEP]`, cut to `max_tokens`
+(the final [SEP] kept) and 0-padded, like `data/text.py: Tokenizer`.
+"""
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import numpy as np
+from etils import epath
+
+from x2vlm_jax.data.text_clean import pre_caption
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+class Tokenizer:
+
+  def __init__(self, vocab_file: str, max_tokens: int = 40):
+    tokens = epath.Path(vocab_file).read_text().splitlines()
+    if not tokens:
+      raise ValueError(f"vocab_file {vocab_file}: empty")
+    self.vocab: Dict[str, int] = {t: i for i, t in enumerate(tokens)}
+    missing = [s for s in SPECIALS if s not in self.vocab]
+    if missing:
+      raise ValueError(f"vocab_file {vocab_file}: missing special tokens {missing}")
+    self.tokens = tokens
+    self.vocab_size = len(tokens)
+    self.max_tokens = int(max_tokens)
+    self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
+    self.cls_id, self.sep_id, self.mask_id = self.vocab["[CLS]"], self.vocab["[SEP]"], self.vocab["[MASK]"]
+    from tokenizers import BertWordPieceTokenizer
+    # lowercase=True with strip_accents=None strips accents too, like HF BertTokenizer (uncased).
+    self._wordpiece = BertWordPieceTokenizer(self.vocab, lowercase=True, clean_text=True,
+                                             handle_chinese_chars=True)
+
+  def pieces(self, text: str) -> Sequence[int]:
+    return self._wordpiece.encode(text, add_special_tokens=False).ids
+
+  def __call__(self, texts: Sequence[str], max_tokens: Optional[int] = None, *,
+               clean: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """texts → (ids [B, L] int32, mask [B, L] int32), L = max_tokens.
+
+    clean: apply the official `pre_caption` with this many words first (retrieval/grounding use 30,
+    pre-training max_tokens); None: the texts are used as given.
+    """
+    if isinstance(texts, str):
+      raise ValueError("texts: expected a list of strings, got a single string")
+    length = int(max_tokens or self.max_tokens)
+    if length < 2:
+      raise ValueError(f"max_tokens: expected >= 2 ([CLS] and [SEP]), got {length}")
+    ids = np.full((len(texts), length), self.pad_id, np.int32)
+    mask = np.zeros((len(texts), length), np.int32)
+    for i, t in enumerate(texts):
+      if not isinstance(t, str):
+        raise ValueError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+      if clean is not None:
+        t = pre_caption(t, clean)
+      row = [self.cls_id] + list(self.pieces(t))[: length - 2] + [self.sep_id]
+      ids[i, :len(row)] = row
+      mask[i, :len(row)] = 1
+    return ids, mask
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    """ids → text, wordpieces joined ("##" continuations glued), special tokens skipped."""
+    special = {self.vocab[s] for s in SPECIALS}
+    out = []
+    for i in ids:
+      i = int(i)
+      if skip_special and i in special:
+        continue
+      tok = self.tokens[i]
+      if tok.startswith("##") and out:
+        out[-1] += tok[2:]
+      else:
+        out.append(tok)
+    return " ".join(out)

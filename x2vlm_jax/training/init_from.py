@@ -1,0 +1,154 @@
+"""Initialising a run's params from a checkpoint directory (`config.init_from`), spec §5 / §7.5.
+
+The directory is our own export or a converted official checkpoint (params_io format), at ANY
+resolution and frame count, with or without task heads. For every parameter of the run's model:
+
+  same shape in the checkpoint          → loaded
+  rel-pos table of another patch grid   → loaded and resized with BEiT's geometric method (the
+                                          converter's function, so both paths give identical tables)
+  frame embedding with other #frames    → the first min(F_ckpt, F_model) frames loaded, the rest fresh
+  absent (a task head, the VQA decoder) → the model's fresh init, or what the task derives from the
+                                          checkpoint (`Task.init_additions`)
+  anything else                         → an error listing every mismatch (e.g. another model size)
+
+Parameters the checkpoint did not provide (plus the checkpoint's own `new_params` from
+conversion.json, and what the task names) form `new_params`, the lr × lr_mult group of spec §6.1 —
+the official `init_params`. Parameters of the checkpoint the model does not have are dropped
+(reported). Planning reads only shapes, so the optimizer can be built before any value is loaded.
+"""
+
+import json
+from typing import Any, Callable, Dict, List, NamedTuple
+
+import jax
+import numpy as np
+from absl import logging
+from etils import epath
+
+from x2vlm_jax import params_io
+from x2vlm_jax.convert.assemble import flatten
+from x2vlm_jax.convert.relpos import resize_rel_pos_table
+
+# Geometry that must agree between the checkpoint and the model; the rest may differ.
+_SAME_GEOMETRY = ("patch_size", "embed_dim", "vision.width", "vision.depth", "vision.num_heads",
+                  "vision.mlp_dim", "text.hidden", "text.num_layers", "text.fusion_start",
+                  "text.vocab_size", "text.num_heads", "text.ffn_dim")
+
+
+def _get(cfg, dotted: str):
+  for part in dotted.split("."):
+    cfg = cfg[part]
+  return cfg
+
+
+class InitPlan(NamedTuple):
+  source: str
+  actions: Dict[str, str]        # our param path → load | resize | frames | fresh | derived
+  new_params: List[str]
+  dropped: List[str]             # checkpoint params the model does not have
+
+
+def plan(init_from: str, model_cfg, task=None) -> InitPlan:
+  """What `apply` will do, from shapes only (cheap; no parameter value is read)."""
+  stored = params_io.load_config(init_from)
+  bad = [f"{k}: checkpoint {_get(stored, k)}, model {_get(model_cfg, k)}" for k in _SAME_GEOMETRY
+         if _get(stored, k) != _get(model_cfg, k)]
+  if bad:
+    raise ValueError(f"init_from {init_from!r}: the checkpoint is for another model (preset "
+                     f"{stored.name!r}, the run uses {model_cfg.name!r}):\n  " + "\n  ".join(bad))
+  src = params_io.param_shapes(stored)
+  dst = params_io.param_shapes(model_cfg)
+  actions, problems = {}, []
+  for path, (shape, _) in dst.items():
+    if path not in src:
+      actions[path] = "fresh"
+    elif src[path][0] == shape:
+      actions[path] = "load"
+    elif path.endswith("rel_pos_table") and src[path][0][1] == shape[1]:
+      actions[path] = "resize"
+    elif path == "frame_pos":
+      actions[path] = "frames"
+    else:
+      problems.append(f"{path}: checkpoint {src[path][0]}, model {shape}")
+  if problems:
+    raise ValueError(f"init_from {init_from!r}: {len(problems)} parameter(s) cannot be loaded:\n  "
+                     + "\n  ".join(problems))
+  derived, task_new = [], []
+  if task is not None:
+    derived, task_new = task.init_additions_plan(model_cfg, actions)
+  for path in derived:
+    actions[path] = "derived"
+  fresh_in_source = set(_conversion_new_params(init_from))
+  new = sorted({p for p, a in actions.items() if a == "fresh"} | set(task_new) |
+               {p for p in actions if _under(p, fresh_in_source)})
+  dropped = sorted(set(src) - set(dst))
+  return InitPlan(init_from, actions, new, dropped)
+
+
+def _under(path: str, prefixes) -> bool:
+  return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def _conversion_new_params(init_from: str) -> List[str]:
+  """Params the converter initialised freshly in that checkpoint (BEiT-v2 + BERT init: the lr×2 group)."""
+  path = epath.Path(init_from) / "conversion.json"
+  if not path.exists():
+    return []
+  return list(json.loads(path.read_text()).get("new_params", []))
+
+
+def load_values(p: InitPlan, model_cfg, fresh: Callable[[str], np.ndarray], task=None) -> Dict[str, np.ndarray]:
+  """Host numpy values of every parameter whose action is not "fresh"."""
+  _, params = params_io.load_numpy(p.source)
+  flat = flatten(params)
+  grid = model_cfg.image_res // model_cfg.patch_size
+  out = {}
+  for path, action in p.actions.items():
+    if action == "load":
+      out[path] = flat[path]
+    elif action == "resize":
+      out[path], _ = resize_rel_pos_table(flat[path], grid)
+    elif action == "frames":
+      value = np.array(fresh(path), np.float32)
+      n = min(flat[path].shape[1], value.shape[1])
+      value[:, :n] = flat[path][:, :n]
+      out[path] = value
+  if task is not None:
+    out.update(task.init_additions(flat, model_cfg))
+  missing = sorted(path for path, a in p.actions.items() if a == "derived" and path not in out)
+  if missing:
+    raise ValueError(f"init_from: the task announced derived params it did not provide: {missing[:5]}")
+  return out
+
+
+def apply(p: InitPlan, state, shardings, model_cfg, task=None):
+  """Puts the checkpoint's values into a freshly initialised, sharded train state."""
+  params = state["params"]
+  flat_shardings = flatten_tree(shardings["params"])
+  flat_params = flatten_tree(params)
+
+  def fresh(path):
+    return np.asarray(jax.device_get(flat_params[path]))
+
+  values = load_values(p, model_cfg, fresh, task)
+  for path, value in values.items():
+    sharding = flat_shardings[path]
+    value = np.asarray(value, np.float32)
+    flat_params[path] = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
+  counts = {a: sum(1 for x in p.actions.values() if x == a) for a in sorted(set(p.actions.values()))}
+  logging.info("init_from %s: %s; %d new params (lr × lr_mult), %d checkpoint params dropped%s", p.source,
+               counts, len(p.new_params), len(p.dropped), f" (e.g. {p.dropped[:3]})" if p.dropped else "")
+  return {**state, "params": unflatten_like(params, flat_params)}
+
+
+def flatten_tree(tree) -> Dict[str, Any]:
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    out["/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)] = leaf
+  return out
+
+
+def unflatten_like(tree, flat: Dict[str, Any]):
+  paths = [("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path))
+           for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), [flat[p] for p in paths])

@@ -1,12 +1,14 @@
 """Image transforms against PIL itself (spec §4.3: the official transforms are torchvision on PIL)."""
 
+import io
+
 import numpy as np
 import pytest
 from PIL import Image
 
 tf = pytest.importorskip("tensorflow")
 
-from x2vlm_jax.data import augment  # noqa: E402
+from x2vlm_jax.data import augment, streams  # noqa: E402
 
 
 def _textured(h, w, seed=0):
@@ -37,3 +39,35 @@ def test_resize_matches_pil_bicubic(h, w, size):
   d = np.abs(got - ref)
   assert got.shape == ref.shape == (size, size, 3)
   assert d.mean() < 0.03 and d.max() <= 2, (d.mean(), d.max())
+
+
+def _jpeg(a, subsampling):
+  buf = io.BytesIO()
+  Image.fromarray(a).save(buf, format="JPEG", quality=85, subsampling=subsampling)
+  return buf.getvalue()
+
+
+@pytest.mark.parametrize("subsampling", [0, 2])  # 4:4:4 and 4:2:0 chroma
+def test_decode_matches_pil(subsampling):
+  """tf's default JPEG IDCT (fast integer) is 0.5–2 levels off PIL on average; decode must be exact."""
+  data = _jpeg(_textured(90, 130, seed=subsampling), subsampling)
+  ref = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+  np.testing.assert_array_equal(streams.decode(tf.constant(data)).numpy(), ref)
+
+
+@pytest.mark.parametrize("subsampling", [0, 2])
+def test_decode_random_resized_crop_matches_pil(subsampling):
+  """The image stream's fused decode-and-crop + resize against PIL decode → crop → resize(BICUBIC).
+  Only libjpeg's cropped 4:2:0 decode differs, in the crop's last column (chroma upsampling lacks the
+  right neighbour), which the mean tolerates."""
+  data = _jpeg(_textured(240, 320, seed=3 + subsampling), subsampling)
+  pil = Image.open(io.BytesIO(data)).convert("RGB")
+  for s in range(4):
+    seed = tf.constant([s, 17], tf.int64)
+    got = augment.decode_random_resized_crop(tf.constant(data), 64, seed).numpy()
+    # The window is drawn from the same seed; only the pixels are under test here.
+    (y0, x0, _), (h, w, _) = (v.numpy() for v in augment._crop_window(tf.constant([240, 320, 3]), seed,
+                                                                        (0.2, 1.0), (3 / 4, 4 / 3)))
+    ref = np.asarray(pil.crop((x0, y0, x0 + w, y0 + h)).resize((64, 64), Image.BICUBIC), np.float32)
+    d = np.abs(got - ref)
+    assert d.mean() < 0.05 and (subsampling or d.max() <= 2), (s, d.mean(), d.max())

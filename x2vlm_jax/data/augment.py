@@ -12,6 +12,8 @@ from x2vlm_jax.models.presets import CLIP_MEAN, CLIP_STD
 
 MAX_LEVEL = 10.0
 FILL = 128.0
+# PIL's IDCT (libjpeg JDCT_ISLOW); tf's default is the fast one (see streams.decode).
+JPEG_DCT = "INTEGER_ACCURATE"
 
 
 def _seeds(seed, n):
@@ -63,7 +65,7 @@ def decode_random_resized_crop(image_bytes, size, seed, scale=(0.2, 1.0), ratio=
     shape = tf.io.extract_jpeg_shape(image_bytes)
     begin, extent = _crop_window(shape, seed, scale, ratio)
     window = tf.stack([begin[0], begin[1], extent[0], extent[1]])
-    return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    return tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3, dct_method=JPEG_DCT)
 
   def other():
     image = tf.ensure_shape(tf.io.decode_image(image_bytes, channels=3, expand_animations=False), [None, None, 3])

@@ -107,12 +107,31 @@ def test_corrupt_images_dropped_and_counted(small_data_cfg, tmp_path):
     next(pipeline.TrainIterator(c, seed=0))
 
 
-def test_weighted_mixing(small_data_cfg, tmp_path):
+def test_mixture_proportional_to_size_unless_weighted(shapes_dir, small_data_cfg):
+  """The official loader pools a stream's files, so datasets are drawn ∝ size; weights are an option.
+  Sizes of conftest's build: shapes/train 96, shapes/test 32, shapes_video/train 24."""
+  from x2vlm_jax.data.source import StreamSource
+
+  def freq(datasets, n=40960):
+    src = StreamSource(shapes_dir, datasets, seed=0, stream_id=1, process_index=0, process_count=1)
+    return np.bincount([src.dataset_at(p) for p in range(n)], minlength=len(datasets)) / n
+
+  np.testing.assert_allclose(freq([("shapes", "train"), ("shapes", "test")]), [0.75, 0.25], atol=0.01)
+  np.testing.assert_allclose(freq([("shapes", "test", None), ("shapes", "train", None)]), [0.25, 0.75], atol=0.01)
+  # explicit weights against the sizes' order
+  np.testing.assert_allclose(freq([("shapes", "train", 1.0), ("shapes", "test", 3.0)]), [0.25, 0.75], atol=0.01)
+  # mixed: the explicit weight is a probability, the rest is shared ∝ size (32 : 24)
+  np.testing.assert_allclose(freq([("shapes", "test"), ("shapes", "train", 0.2), ("shapes_video", "train")]),
+                             [0.8 * 32 / 56, 0.2, 0.8 * 24 / 56], atol=0.01)
+  with pytest.raises(ValueError, match="must sum to < 1"):
+    StreamSource(shapes_dir, [("shapes", "train", 1.5), ("shapes", "test")], seed=0, stream_id=1,
+                 process_index=0, process_count=1)
+  # and the train iterator follows it (no weights given)
   c = small_data_cfg(image=True)
-  c.image.datasets = [("shapes", "train", 3.0), ("shapes", "test", 1.0)]
+  c.image.datasets = [("shapes", "test"), ("shapes", "train")]
   it = pipeline.TrainIterator(c, seed=0, keep_debug=True)
   ds = np.concatenate([next(it)["image"]["_record"][:, 0] for _ in range(25)])
-  assert abs((ds == 0).mean() - 0.75) < 0.08
+  assert abs((ds == 1).mean() - 0.75) < 0.08
   it.close()
 
 

@@ -3,12 +3,13 @@
 16 GPUs × (64 image–caption pairs + 64 region texts from ≤ 26 images + 40 videos × 3 frames) →
 global 1024 + 1024 (416 images) + 640 videos. All streams weighted 1.0; lr 6e-5 (new params such as the
 frame embedding ×2), 1,000 warm-up, 81 × 4,995 = 404,595 scheduled steps; max_tokens 40.
-Video: HowTo100M + YT-Temporal-180M, plus WebVid-2.5M as aux with probability 0.35.
+Video: HowTo100M + YT-Temporal-180M (pooled, ∝ size), plus WebVid-2.5M as aux with probability 0.35;
+officially a whole step's video batch is aux or not, here each example is (same proportion).
 """
 
 from configs.pretrain import common, x2vlm_base_1b_stage1, x2vlm_base_4m
 
-VIDEO_SETS = [("howto100m", "train", 0.65 * 0.24), ("yt_temporal", "train", 0.65 * 0.76), ("webvid", "train", 0.35)]
+VIDEO_SETS = [("webvid", "train", 0.35), ("howto100m", "train"), ("yt_temporal", "train")]
 
 
 def get_config(arg=None):

@@ -70,3 +70,43 @@ def test_boxes_survive_augmentation(small_data_cfg):
       assert (px1 - px0) * (py1 - py0) >= 0.3 * w * h, (got, (x0, y0, x1, y1))
       checked += 1
   assert checked >= 50
+
+
+def test_itm_groups_hold_their_own_images(small_data_cfg):
+  """Every ITM group (contiguous text rows) draws its texts from its own block of images only, as one
+  official GPU batch: `regions.batch_size` texts from that GPU's `max_images` images."""
+  from x2vlm_jax.data import pipeline
+  c = small_data_cfg(region=True)
+  c.region.num_images, c.region.batch_size = 8, 16
+  c.region.group_images, c.region.group_texts = 2, 4   # 4 groups
+  it = pipeline.TrainIterator(c, seed=5, keep_debug=True)
+  for _ in range(3):
+    b = next(it)["region"]
+    rows = np.arange(16)
+    np.testing.assert_array_equal(b["image_index"] // 2, rows // 4)
+    # shapes images have a caption and ≥ 1 object, so 2 images always offer ≥ 4 texts
+    assert b["valid"].all()
+    # sampled without replacement inside a group: no (image, box) twice
+    assert len({(int(i), tuple(np.round(x, 4))) for i, x in zip(b["image_index"], b["_box_px"])}) == 16
+  it.close()
+  for gi, gt, what in ((3, 4, "group_images=3"), (2, 8, "same number of groups"), (2, 0, "must both be set")):
+    c.region.group_images, c.region.group_texts = gi, gt
+    with pytest.raises(ValueError, match=what):
+      pipeline.TrainIterator(c, seed=5)
+
+
+@pytest.mark.parametrize("name", ["x2vlm_base_4m", "x2vlm_large_4m", "x2vlm_base_1b_stage1",
+                                  "x2vlm_large_1b_stage1", "x2vlm_base_1b_stage2", "x2vlm_large_1b_stage2",
+                                  "shapes_tiny"])
+def test_pretrain_configs_region_groups_are_the_official_gpu_batches(name):
+  """Spec §6.4 per-GPU region batches; the trainer's ITM groups must be the data's groups."""
+  import importlib
+  c = importlib.import_module(f"configs.pretrain.{name}").get_config()
+  official = {"x2vlm_base_4m": (50, 128), "x2vlm_large_4m": (25, 64), "x2vlm_base_1b_stage1": (26, 64),
+              "x2vlm_large_1b_stage1": (14, 32), "x2vlm_base_1b_stage2": (26, 64),
+              "x2vlm_large_1b_stage2": (14, 32), "shapes_tiny": (16, 32)}[name]
+  r = c.data.region
+  assert (r.group_images, r.group_texts) == official
+  assert c.itm_group_size.region == r.group_texts
+  assert r.num_images // r.group_images == r.batch_size // r.group_texts
+  assert r.num_images % r.group_images == 0 and r.batch_size % r.group_texts == 0

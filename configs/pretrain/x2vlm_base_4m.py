@@ -24,7 +24,8 @@ def get_config(arg=None):
   c.data.max_masks = 12
   c.data.mask_prob = 0.5
   common.set_stream(c, "image", IMAGE_SETS_4M, a.gpus * a.per_gpu)
-  common.set_stream(c, "region", REGION_SETS_4M, a.gpus * a.per_gpu_regions, num_images=a.gpus * a.per_gpu_images)
+  common.set_stream(c, "region", REGION_SETS_4M, a.gpus * a.per_gpu_regions, num_images=a.gpus * a.per_gpu_images,
+                    group_images=a.per_gpu_images, group_texts=a.per_gpu_regions)
   common.set_stream(c, "video", [], 0)
   c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu_regions)
   c.loss_weights.update(image=1.0, region=1.0)

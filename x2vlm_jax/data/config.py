@@ -44,6 +44,12 @@ def get_data_config() -> ml_collections.ConfigDict:
 
   c.region = _stream([(SHAPES, "train")], 64)
   c.region.num_images = 16       # global images per region batch (Bi); batch_size is Bt
+  # ITM groups: texts of a group come only from its own images and fill contiguous rows, as one
+  # official GPU batch (e.g. base 4M: 128 texts from 50 images). Set group_texts equal to the
+  # trainer's itm_group_size.region. 0/0: one group per host batch (then results depend on the
+  # number of hosts).
+  c.region.group_images = 0
+  c.region.group_texts = 0
   c.region.max_regions = 5
   c.region.min_perc_in_image = 0.5
 

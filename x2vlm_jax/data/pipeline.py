@@ -62,6 +62,7 @@ class TrainIterator:
     self._state = {s: {"position": 0, "counts": [0] * len(self._sources[s].sources)} for s in self.streams}
     self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
     self._specs = {s: self._spec(s) for s in self.streams}
+    self._groups = self._region_groups() if "region" in self.streams else 1
     self._iters = None  # built on first use, so a restore right after creation builds once
     _LIVE.add(self)
 
@@ -71,6 +72,20 @@ class TrainIterator:
     if s == "region":
       return _per_host(c.region.num_images, pc, "region.num_images")
     return _per_host(c[s].batch_size, pc, f"{s}.batch_size")
+
+  def _region_groups(self) -> int:
+    """Number of ITM groups in this host's region batch (config: region.group_images / group_texts)."""
+    c = self.cfg.region
+    bi, bt = self._records_per_batch("region"), _per_host(c.batch_size, self.process_count, "region.batch_size")
+    gi, gt = int(c.get("group_images", 0)), int(c.get("group_texts", 0))
+    if not gi and not gt:
+      return 1
+    if gi <= 0 or gt <= 0 or bi % gi or bt % gt or bi // gi != bt // gt:
+      raise ValueError(
+          f"region ITM groups: group_images={gi} / group_texts={gt} must both be set and cut this host's "
+          f"{bi} images / {bt} texts (num_images={c.num_images}, batch_size={c.batch_size} over "
+          f"{self.process_count} hosts) into the same number of groups")
+    return bi // gi
 
   def _spec(self, s):
     c = self.cfg
@@ -90,7 +105,7 @@ class TrainIterator:
       ds = video_stream(self._sources[s], c, self._text, batch_size=bt, **kw)
     else:
       ds = region_stream(self._sources[s], c, self._text, num_images=self._records_per_batch(s),
-                         num_texts=bt, **kw)
+                         num_texts=bt, num_groups=self._groups, **kw)
     opts = tf.data.Options()
     opts.deterministic = True
     if c.threadpool_size:

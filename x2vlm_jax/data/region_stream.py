@@ -122,26 +122,35 @@ def region_example(ex, cfg, seed):
           "_box_px": bxs}
 
 
-def select_texts(b, num_texts, seed):
-  """[Bi, K] per-image texts → Bt texts: sample without replacement among valid ones, pad with invalid."""
+def select_texts(b, num_texts, seed, num_groups=1):
+  """[Bi, K] per-image texts → Bt texts in `num_groups` ITM groups (spec §2.2 step 6, per group).
+
+  Officially each GPU's region batch of `batch_size` texts comes from its own `max_images` images,
+  and ITM hard negatives are drawn inside that batch, so regions of one image are each other's hard
+  negatives. Group j takes images [j·Bi/G, (j+1)·Bi/G) and fills text rows [j·Bt/G, (j+1)·Bt/G),
+  sampled without replacement among the group's valid texts; missing texts are invalid padding rows.
+  """
   bi, k = b["valid"].shape[0], b["valid"].shape[1]
-  flat = {key: tf.reshape(v, [bi * k] + v.shape[2:].as_list()) for key, v in b.items()
+  gi, gt = bi // num_groups, num_texts // num_groups
+  n = gi * k  # candidates per group
+  flat = {key: tf.reshape(v, [num_groups, n] + v.shape[2:].as_list()) for key, v in b.items()
           if key in ("text", "valid", "is_image", "patch_mask", "target_bbox", "_box_px")}
-  flat["image_index"] = tf.repeat(tf.range(bi, dtype=tf.int32), k)
-  keys = tf.random.stateless_uniform([bi * k], seed) + (1.0 - flat["valid"]) * 2.0
-  order = tf.argsort(keys, stable=True)
-  if bi * k < num_texts:  # more text slots than candidates: pad with (invalid) copies of slot order
-    order = tf.concat([order, tf.fill([num_texts - bi * k], order[-1])], 0)
-    extra = tf.concat([tf.zeros([bi * k]), tf.ones([num_texts - bi * k])], 0)
+  flat["image_index"] = tf.reshape(tf.repeat(tf.range(bi, dtype=tf.int32), k), [num_groups, n])
+  keys = tf.random.stateless_uniform([num_groups, n], seed) + (1.0 - flat["valid"]) * 2.0
+  order = tf.argsort(keys, axis=1, stable=True)
+  if n < gt:  # more text slots than candidates: pad with (invalid) copies of the last candidate
+    order = tf.concat([order, tf.repeat(order[:, -1:], gt - n, axis=1)], 1)
+    extra = tf.concat([tf.zeros([n]), tf.ones([gt - n])], 0)
   else:
-    extra = tf.zeros([num_texts])
-  order = order[:num_texts]
-  out = {key: tf.gather(v, order) for key, v in flat.items()}
-  out["valid"] = out["valid"] * (1.0 - extra[:num_texts])
+    extra = tf.zeros([gt])
+  order = order[:, :gt]
+  out = {key: tf.gather(v, order, batch_dims=1) for key, v in flat.items()}
+  out = {key: tf.reshape(v, [num_groups * gt] + v.shape[2:].as_list()) for key, v in out.items()}
+  out["valid"] = out["valid"] * tf.tile(1.0 - extra, [num_groups])
   return out
 
 
-def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images, num_texts):
+def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images, num_texts, num_groups=1):
   base = seed * 8 + STREAM_IDS["region"]
   ds = from_source(source, position, counts, image_signature(len(source.sources)))
 
@@ -165,7 +174,7 @@ def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images
   def per_batch(b):
     s_sel, s_txt = tf.unstack(tf.random.experimental.stateless_split(
         example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]), 2))
-    t = select_texts(b, num_texts, s_sel)
+    t = select_texts(b, num_texts, s_sel, num_groups)
     out = {"images": b["images"], "image_index": t["image_index"], "patch_mask": t["patch_mask"],
            "target_bbox": t["target_bbox"], "is_image": t["is_image"], "_box_px": t["_box_px"]}
     out.update(text_stage(t["text"], t["valid"], s_txt))

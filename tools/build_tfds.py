@@ -4,7 +4,9 @@
 
 Images stay encoded. Bad records are skipped and counted by reason (or, with --strict, the run
 stops at the first one naming file and line); boxes dropped inside kept region records are
-counted separately. The summary ends with `written: N` and `skipped: M` lines.
+counted separately, and so are the stored boxes that cannot be a crop anchor (outside the image or
+empty on the int box: kept, because the official reader draws them too and then skips that read).
+The summary ends with `written: N` and `skipped: M` lines.
 """
 
 import argparse
@@ -26,6 +28,7 @@ class Report:
     self.written = 0
     self.skipped = collections.Counter()
     self.boxes_dropped = collections.Counter()
+    self.boxes_not_anchor = 0
 
   def lines(self, kind):
     out = [f"written: {self.written}", f"skipped: {sum(self.skipped.values())}"]
@@ -33,6 +36,7 @@ class Report:
     if kind == "region":
       out.append(f"boxes_dropped: {sum(self.boxes_dropped.values())}")
       out += [f"boxes_dropped[{r}]: {n}" for r, n in sorted(self.boxes_dropped.items())]
+      out.append(f"boxes_not_anchor: {self.boxes_not_anchor}")
     return out
 
 
@@ -55,6 +59,9 @@ def _records(files, kind, report, strict, **kw):
             if strict and drops:
               raise jsonl.BadRecord(sorted(drops)[0], "invalid element box")
             report.boxes_dropped.update(drops)
+            if kind == "region":
+              report.boxes_not_anchor += sum(not records.valid_anchor(b, ex["width"], ex["height"])
+                                             for b in ex["boxes"])
             report.written += 1
             yield ex
         except jsonl.BadRecord as e:

@@ -114,6 +114,13 @@ class DatasetWriter:
         version=VERSION)
 
 
+def valid_anchor(box, width: int, height: int) -> bool:
+  """Spec §2.2 step 1 on the int box (x, y, w, h): the element drawn for the region crop must lie
+  inside the image with a positive area, else the official reader skips the record for that read."""
+  x, y, w, h = box
+  return x >= 0 and y >= 0 and x + w <= width and y + h <= height and w > 0 and h > 0
+
+
 def open_source(data_dir: str, name: str, split: str):
   """Random-access view (`len`, `[i]`) of a stored split."""
   root = dataset_dir(data_dir, name)

@@ -68,16 +68,22 @@ def test_image_text_counts(build_tfds, tmp_path, capsys):
 
 
 def test_region_counts_and_box_drops(build_tfds, tmp_path, capsys):
-  img = _b64(_jpeg(1))
+  """Boxes are stored as the official reader sees them: int() of each value (toward zero), never
+  clipped; a record with no element that can be the crop anchor is never used officially → skipped."""
+  img = _b64(_jpeg(1))  # 128×128
   recs = [
       {"binary": img, "caption": "whole image", "elems": [
-          {"caption": "red circle", "bb": [10, 10, 20, 20], "attributes": ["small", "round"]},
-          {"caption": ["blue square", "square"], "bb": [120, 100, 20, 40]},      # clipped, kept
-          {"caption": "off", "bb": [200, 200, 10, 10]}]},                        # outside
-      {"binary": img, "caption": "only caption", "elems": [{"caption": "flat", "bb": [5, 5, 0, 4]}]},
+          {"caption": "red circle", "bb": [10.7, 10.2, 20.9, 19.99], "attributes": ["small", "round"]},
+          {"caption": ["blue square", "square"], "bb": [120, 100, 20, 40]},      # partly outside: as is
+          {"caption": "off", "bb": [200, 200, 10, 10]},                          # outside: as is
+          {"caption": "edge", "bb": [-0.9, 3.5, 5.5, 4.0]}]},                    # int(-0.9) = 0
+      {"binary": img, "caption": "only caption"},                                # no element
+      {"binary": img, "caption": "no anchor", "elems": [{"caption": "flat", "bb": [5, 5, 0.9, 4]},
+                                                        {"caption": "out", "bb": [100, 0, 28.5, 129]}]},
       {"binary": img, "elems": [{"caption": "x", "bb": [1, 2, 3]}, {"caption": "", "bb": [1, 1, 5, 5]}]},
       {"binary": img, "elems": [{"caption": "lonely box", "bb": [0, 0, 128, 128]},
-                                {"caption": "y", "bb": "1,2,3,4"}, {"caption": "", "bb": [1, 1, 5, 5]}]},
+                                {"caption": "y", "bb": "1,2,3,4"}, {"caption": "", "bb": [1, 1, 5, 5]},
+                                {"caption": "huge", "bb": [1e30, 0, 5, 5]}]},
       {"binary": _b64(b"\xff\xd8\xff broken"), "caption": "corrupt"},
       {"binary": img, "elems": "not a list"},
   ]
@@ -85,16 +91,17 @@ def test_region_counts_and_box_drops(build_tfds, tmp_path, capsys):
   assert build_tfds.main(["--kind", "region", "--input", str(tmp_path / "r.jsonl"), "--data_dir",
                           str(tmp_path / "out"), "--name", "reg"]) == 0
   out = capsys.readouterr().out.splitlines()
-  for line in ("written: 3", "skipped: 3", "skipped[no_usable_text]: 1", "skipped[corrupt_image]: 1",
-               "skipped[bad_field_type]: 1", "boxes_dropped: 4", "boxes_dropped[box_outside_image]: 1",
-               "boxes_dropped[box_zero_area]: 1", "boxes_dropped[box_bad_type]: 1",
-               "boxes_dropped[box_empty_caption]: 1"):
+  for line in ("written: 2", "skipped: 5", "skipped[no_valid_anchor]: 3", "skipped[corrupt_image]: 1",
+               "skipped[bad_field_type]: 1", "boxes_dropped: 3", "boxes_dropped[box_bad_type]: 2",
+               "boxes_dropped[box_empty_caption]: 1", "boxes_not_anchor: 2"):
     assert line in out, (line, out)
   src = records.open_source(str(tmp_path / "out"), "reg", "train")
   r0 = src[0]
-  np.testing.assert_allclose(r0["boxes"], [[10, 10, 20, 20], [120, 100, 8, 28]])
+  np.testing.assert_array_equal(r0["boxes"], [[10, 10, 20, 19], [120, 100, 20, 40], [200, 200, 10, 10],
+                                              [0, 3, 5, 4]])
   assert r0["elem_attrs"][0].decode() == "small\x1fround" and r0["elem_attrs"][1].decode() == ""
-  assert src[1]["boxes"].shape == (0, 4) and src[2]["caption"].decode() == ""
+  np.testing.assert_array_equal(src[1]["boxes"], [[0, 0, 128, 128]])
+  assert src[1]["caption"].decode() == ""
 
 
 def test_video_and_strict(build_tfds, tmp_path, capsys):

@@ -1,12 +1,16 @@
 """Train iterator: batch contract, determinism, resume, multi-host sharding, corrupt images, eval split."""
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 tf = pytest.importorskip("tensorflow")
 
 from x2vlm_jax import batch as batch_contract  # noqa: E402
 from x2vlm_jax.data import pipeline, records, shapes  # noqa: E402
+from x2vlm_jax.models.presets import CLIP_MEAN, CLIP_STD  # noqa: E402
 
 
 def _strip(b):
@@ -103,12 +107,31 @@ def test_corrupt_images_dropped_and_counted(small_data_cfg, tmp_path):
     next(pipeline.TrainIterator(c, seed=0))
 
 
-def test_weighted_mixing(small_data_cfg, tmp_path):
+def test_mixture_proportional_to_size_unless_weighted(shapes_dir, small_data_cfg):
+  """The official loader pools a stream's files, so datasets are drawn ∝ size; weights are an option.
+  Sizes of conftest's build: shapes/train 96, shapes/test 32, shapes_video/train 24."""
+  from x2vlm_jax.data.source import StreamSource
+
+  def freq(datasets, n=40960):
+    src = StreamSource(shapes_dir, datasets, seed=0, stream_id=1, process_index=0, process_count=1)
+    return np.bincount([src.dataset_at(p) for p in range(n)], minlength=len(datasets)) / n
+
+  np.testing.assert_allclose(freq([("shapes", "train"), ("shapes", "test")]), [0.75, 0.25], atol=0.01)
+  np.testing.assert_allclose(freq([("shapes", "test", None), ("shapes", "train", None)]), [0.25, 0.75], atol=0.01)
+  # explicit weights against the sizes' order
+  np.testing.assert_allclose(freq([("shapes", "train", 1.0), ("shapes", "test", 3.0)]), [0.25, 0.75], atol=0.01)
+  # mixed: the explicit weight is a probability, the rest is shared ∝ size (32 : 24)
+  np.testing.assert_allclose(freq([("shapes", "test"), ("shapes", "train", 0.2), ("shapes_video", "train")]),
+                             [0.8 * 32 / 56, 0.2, 0.8 * 24 / 56], atol=0.01)
+  with pytest.raises(ValueError, match="must sum to < 1"):
+    StreamSource(shapes_dir, [("shapes", "train", 1.5), ("shapes", "test")], seed=0, stream_id=1,
+                 process_index=0, process_count=1)
+  # and the train iterator follows it (no weights given)
   c = small_data_cfg(image=True)
-  c.image.datasets = [("shapes", "train", 3.0), ("shapes", "test", 1.0)]
+  c.image.datasets = [("shapes", "test"), ("shapes", "train")]
   it = pipeline.TrainIterator(c, seed=0, keep_debug=True)
   ds = np.concatenate([next(it)["image"]["_record"][:, 0] for _ in range(25)])
-  assert abs((ds == 0).mean() - 0.75) < 0.08
+  assert abs((ds == 1).mean() - 0.75) < 0.08
   it.close()
 
 
@@ -121,9 +144,13 @@ def test_eval_split(small_data_cfg):
   assert e["text_image"].max() == 9 and (np.diff(e["text_image"]) >= 0).all()
   assert ((e["text_bbox"] >= 0) & (e["text_bbox"] <= 1)).all()
   assert (e["is_image"].sum() == 10) and (e["patch_mask"][e["is_image"] == 1] == 1).all()
-  from x2vlm_jax.data import augment
-  ref = augment.test_transform(tf.io.decode_image(src[3]["image"], channels=3), 32).numpy()
-  np.testing.assert_allclose(e["images"][3], ref, atol=1e-6)
+  # The official test transform: PIL decode → Resize((R, R), BICUBIC) → ToTensor → Normalize.
+  for i in (0, 3, 9):
+    pil = Image.open(io.BytesIO(src[i]["image"])).convert("RGB").resize((32, 32), Image.BICUBIC)
+    ref = np.asarray(pil, np.float64)
+    got = (e["images"][i] * np.asarray(CLIP_STD) + np.asarray(CLIP_MEAN)) * 255.0
+    d = np.abs(got - ref)
+    assert d.mean() < 0.03 and d.max() < 2.01, (i, d.mean(), d.max())
   # the first element text of image 0 names its object and its box matches the stored box / 128
   i0 = np.nonzero((e["text_image"] == 0) & (e["is_image"] == 0))[0][0]
   x, y, w, h = src[0]["boxes"][0] / 128

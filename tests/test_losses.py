@@ -267,29 +267,34 @@ def test_itm_negatives_group_size_must_divide():
 
 
 # --- ITM loss ------------------------------------------------------------------------------------------
-def test_itm_loss_labels_and_mean_over_3b():
-  zero = jnp.zeros((3, 2))
-  np.testing.assert_allclose(L.itm_loss(zero, zero, zero), math.log(2), rtol=1e-6)
-  pos = jnp.array([[0.0, 1.0]])
-  # positive label 1: log(1 + e⁻¹); negatives label 0 with the same logits: log(1 + e)
-  ce_pos, ce_neg = math.log(1 + math.exp(-1)), math.log(1 + math.e)
-  got = L.itm_loss(pos, pos, pos, jnp.ones(1), jnp.ones(1), jnp.ones(1))
-  np.testing.assert_allclose(got, (ce_pos + 2 * ce_neg) / 3, rtol=1e-6)
-  # an unusable image-negative leaves a mean over 2 entries
-  got = L.itm_loss(pos, pos, pos, jnp.ones(1), jnp.zeros(1), jnp.ones(1))
-  np.testing.assert_allclose(got, (ce_pos + ce_neg) / 2, rtol=1e-6)
+def _np_itm(lp, li, lt, valid=None, neg_valid_img=None, neg_valid_txt=None):
+  """Spec §3.2 step 4 as written: the positive pairs (label 1), the (negative image, text) pairs and the
+  (image, negative text) pairs (label 0), cross-entropy averaged over the entries that exist."""
+  b = len(lp)
+  valid, nvi, nvt = (np.ones(b) if m is None else np.asarray(m) for m in (valid, neg_valid_img, neg_valid_txt))
+  entries = ([(lp[i], 1) for i in range(b) if valid[i]] + [(li[i], 0) for i in range(b) if valid[i] and nvi[i]]
+             + [(lt[i], 0) for i in range(b) if valid[i] and nvt[i]])
+  if not entries:
+    return 0.0
+  return float(np.mean([-_np_log_softmax(np.asarray(x, np.float64))[y] for x, y in entries]))
 
 
-def test_itm_loss_ignores_padding_rows():
+def test_itm_loss_matches_numpy_reference():
+  """Distinct logits per slot and per row and distinct masks, so that swapping the two negative slots,
+  their masks, or the labels changes the value."""
+  np.testing.assert_allclose(L.itm_loss(*(jnp.zeros((3, 2)),) * 3), math.log(2), rtol=1e-6)
   rng = np.random.default_rng(12)
-  lp, li, lt = (rng.normal(size=(4, 2)).astype(np.float32) for _ in range(3))
-  valid = np.array([1, 1, 0, 1], np.float32)
-  keep = valid > 0
-  full = L.itm_loss(lp, li, lt, valid, np.ones(4), np.ones(4))
-  ref = L.itm_loss(lp[keep], li[keep], lt[keep])
-  np.testing.assert_allclose(full, ref, rtol=1e-6)
-  nothing = L.itm_loss(lp, li, lt, np.zeros(4), np.ones(4), np.ones(4))
-  assert float(nothing) == 0.0
+  lp, li, lt = (rng.normal(scale=2.0, size=(4, 2)).astype(np.float32) + off for off in ([0, 1], [1, -1], [-2, 0]))
+  valid = np.array([1, 1, 1, 0], np.float32)
+  nvi = np.array([1, 0, 1, 1], np.float32)
+  nvt = np.array([1, 1, 0, 1], np.float32)
+  for args in [(), (valid, np.ones(4), np.ones(4)), (valid, nvi, nvt), (np.ones(4), nvi, nvt)]:
+    np.testing.assert_allclose(L.itm_loss(lp, li, lt, *args), _np_itm(lp, li, lt, *args), rtol=1e-5)
+  # the reference itself tells these apart
+  ref = _np_itm(lp, li, lt, valid, nvi, nvt)
+  assert min(abs(ref - _np_itm(lp, li, lt, valid, nvt, nvi)), abs(ref - _np_itm(lp, lt, li, valid, nvi, nvt)),
+             abs(ref - _np_itm(li, lp, lt, valid, nvi, nvt))) > 1e-2
+  assert float(L.itm_loss(lp, li, lt, np.zeros(4), np.ones(4), np.ones(4))) == 0.0
 
 
 # --- MLM -----------------------------------------------------------------------------------------------

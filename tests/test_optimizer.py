@@ -143,14 +143,46 @@ def test_decay_mask_tiny(tiny_paths):
   assert decay and no_decay
 
 
-def test_decay_mask_base(base_paths):
-  decay, no_decay = _check_decay_consequences(base_paths)
-  # The decayed set is exactly: weights/kernels/embeddings, γ, cls_token, temp, frame embedding, and the
-  # two heads' LayerNorm weights.
-  sizes = {p: int(np.prod(base_paths[p][0])) for p in base_paths}
-  heads_ln = {"itm_head/ln/scale", "bbox_head/ln/scale"}
-  assert heads_ln <= set(decay)
-  assert sum(sizes[p] for p in decay) + sum(sizes[p] for p in no_decay) == 254_760_705
+# Spec §6.1's consequences, one parameter at a time (not its substring rule): the official names
+# decay unless they are a bias of some kind or a BERT LayerNorm / vision norm1, norm2, fc_norm; the
+# heads' LayerNorm weights are called "<head>.1.weight" and so DO decay, as do temp, γ and cls_token.
+DECAY_DECISIONS = [
+    ("temp", True), ("frame_pos", True), ("vision/cls_token", True), ("vision/patch_embed/kernel", True),
+    ("vision/blocks/7/gamma_1", True), ("vision/blocks/7/gamma_2", True),
+    ("vision/blocks/7/attn/qkv/kernel", True), ("vision/blocks/7/fc2/kernel", True),
+    ("text/embeddings/word/embedding", True), ("text/embeddings/position/embedding", True),
+    ("text/embeddings/token_type/embedding", True), ("text/layers/14/cross_attn/value/kernel", True),
+    ("text/mlm/dense/kernel", True), ("vision_proj/kernel", True), ("itm_head/fc1/kernel", True),
+    ("itm_head/ln/scale", True), ("bbox_head/ln/scale", True), ("cls_head/ln/scale", True),
+    ("vision/patch_embed/bias", False), ("vision/blocks/7/attn/q_bias", False),
+    ("vision/blocks/7/attn/v_bias", False), ("vision/blocks/7/attn/rel_pos_table", False),
+    ("vision/blocks/7/norm1/scale", False), ("vision/blocks/7/norm1/bias", False),
+    ("vision/blocks/7/norm2/scale", False), ("vision/fc_norm/scale", False), ("vision/fc_norm/bias", False),
+    ("text/embeddings/ln/scale", False), ("text/layers/3/self_attn/ln/scale", False),
+    ("text/layers/14/cross_attn/ln/scale", False), ("text/layers/3/ln/scale", False),
+    ("text/layers/3/ln/bias", False), ("text/mlm/ln/scale", False), ("text/mlm/bias", False),
+    ("text/layers/3/intermediate/bias", False), ("itm_head/ln/bias", False), ("bbox_head/fc0/bias", False),
+    ("text_proj/bias", False), ("cls_head/ln/bias", False),
+]
+
+
+@pytest.mark.parametrize("path, expected", DECAY_DECISIONS)
+def test_decay_decision_on_named_parameters(path, expected):
+  assert O.decays(path) is expected
+
+
+def test_decay_mask_base_matches_official_names(base_paths):
+  """Every base parameter, decided on the official key list spelled out from spec §7.2, by category."""
+  def spec_decays(name):
+    leaf = name.rsplit(".", 1)[-1]
+    bias_like = leaf in ("bias", "q_bias", "v_bias", "relative_position_bias_table")
+    norm = "LayerNorm" in name or any(f".{n}." in name for n in ("norm1", "norm2", "fc_norm"))
+    return not (bias_like or norm)
+
+  got = {O.official_name(p): O.decays(p) for p in base_paths}
+  want = {k: spec_decays(k) for k in _official_base_keys()}
+  assert got == want
+  assert got["itm_head.1.weight"] and got["temp"] and not got["vision_encoder.fc_norm.weight"]
 
 
 def test_decay_mask_tree_matches_structure():

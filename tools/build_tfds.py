@@ -8,7 +8,9 @@ Fine-tuning JSON arrays (spec §4.2), images read from --image_root:
 
 Images stay encoded. Bad records are skipped and counted by reason (or, with --strict, the run
 stops at the first one naming file and line); boxes dropped inside kept region records are
-counted separately. The summary ends with `written: N` and `skipped: M` lines.
+counted separately, and so are the stored boxes that cannot be a crop anchor (outside the image or
+empty on the int box: kept, because the official reader draws them too and then skips that read).
+The summary ends with `written: N` and `skipped: M` lines.
 """
 
 import argparse
@@ -42,6 +44,9 @@ def _records(files, kind, report, strict, **kw):
             if strict and drops:
               raise jsonl.BadRecord(sorted(drops)[0], "invalid element box")
             report.boxes_dropped.update(drops)
+            if kind == "region":
+              report.boxes_not_anchor += sum(not records.valid_anchor(b, ex["width"], ex["height"])
+                                             for b in ex["boxes"])
             report.written += 1
             yield ex
         except jsonl.BadRecord as e:

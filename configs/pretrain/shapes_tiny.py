@@ -21,9 +21,10 @@ def get_config(arg=None):
   c.data.max_masks = 4
   c.data.mask_prob = 0.25
   c.data.randaug = False
-  common.set_stream(c, "image", [("shapes", "train", 1.0)], a.batch)
-  common.set_stream(c, "region", [("shapes", "train", 1.0)], a.batch, num_images=a.batch // 2)
-  common.set_stream(c, "video", [("shapes_video", "train", 1.0)] if a.video else [], a.batch // 4 if a.video else 0,
+  common.set_stream(c, "image", [("shapes", "train")], a.batch)
+  common.set_stream(c, "region", [("shapes", "train")], a.batch, num_images=a.batch // 2,
+                    group_images=a.batch // 2, group_texts=a.batch)
+  common.set_stream(c, "video", [("shapes_video", "train")] if a.video else [], a.batch // 4 if a.video else 0,
                     num_frames=3)
   if a.video:
     c.model.num_frames = 3

@@ -2,19 +2,20 @@
 
 24 GPUs × (128 image–caption pairs + 64 region texts from ≤ 26 images) → global 3072 + 1536 (624 images).
 Regions weighted 0.5; max_tokens 30; lr 1e-4, 2,500 warm-up, 3 × 430,678 = 1,292,034 scheduled steps;
-ITM only for the first 200k steps (`stop_calc_itm`). Deviation: the official run computes ITM only on
-the 15% "aux" (COCO/VG/SBU/CC) steps; here the aux set is mixed into the image stream by weight and ITM
-runs on every step until stop_calc_itm (documented in README).
+ITM only for the first 200k steps (`stop_calc_itm`).
 """
 
 from configs.pretrain import common
 
-IMAGE_SETS_1B = [("laion_filtered", "train", 0.85), ("coco_caption", "train", 0.15 * 0.1),
-                 ("vg_caption", "train", 0.15 * 0.15), ("sbu", "train", 0.15 * 0.15),
-                 ("cc3m", "train", 0.15 * 0.3), ("cc12m", "train", 0.15 * 0.3)]
-REGION_SETS_1B = [("coco_objects", "train", 1.0), ("vg_objects", "train", 1.0), ("vg_regions", "train", 1.0),
-                  ("refcoco_regions", "train", 1.0), ("gqa_objects", "train", 1.0),
-                  ("flickr_entities", "train", 1.0), ("openimages_v6", "train", 2.0), ("objects365", "train", 2.0)]
+# Official (spec §3.6): a whole step's image batch comes from the clean aux set (COCO/VG/SBU/CC3M/CC12M,
+# files pooled, so ∝ size) with probability 0.15, else from LAION, and ITM runs only on aux steps.
+# Here: every example is LAION with probability 0.85, else aux ∝ size; ITM on every step until
+# stop_calc_itm (README, deviations).
+IMAGE_SETS_1B = [("laion_filtered", "train", 0.85), ("coco_caption", "train"), ("vg_caption", "train"),
+                 ("sbu", "train"), ("cc3m", "train"), ("cc12m", "train")]
+REGION_SETS_1B = [("coco_objects", "train"), ("vg_objects", "train"), ("vg_regions", "train"),
+                  ("refcoco_regions", "train"), ("gqa_objects", "train"), ("flickr_entities", "train"),
+                  ("openimages_v6", "train"), ("objects365", "train")]  # ∝ record count (official pooling)
 
 
 def get_config(arg=None):
@@ -25,7 +26,8 @@ def get_config(arg=None):
   c.data.max_tokens = 30
   c.data.max_masks = 12
   common.set_stream(c, "image", IMAGE_SETS_1B, a.gpus * a.per_gpu)
-  common.set_stream(c, "region", REGION_SETS_1B, a.gpus * a.per_gpu_regions, num_images=a.gpus * a.per_gpu_images)
+  common.set_stream(c, "region", REGION_SETS_1B, a.gpus * a.per_gpu_regions, num_images=a.gpus * a.per_gpu_images,
+                    group_images=a.per_gpu_images, group_texts=a.per_gpu_regions)
   common.set_stream(c, "video", [], 0)
   c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu_regions)
   c.loss_weights.update(image=1.0, region=0.5)

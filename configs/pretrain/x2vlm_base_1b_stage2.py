@@ -3,12 +3,13 @@
 16 GPUs × (64 image–caption pairs + 64 region texts from ≤ 26 images + 40 videos × 3 frames) →
 global 1024 + 1024 (416 images) + 640 videos. All streams weighted 1.0; lr 6e-5 (new params such as the
 frame embedding ×2), 1,000 warm-up, 81 × 4,995 = 404,595 scheduled steps; max_tokens 40.
-Video: HowTo100M + YT-Temporal-180M, plus WebVid-2.5M as aux with probability 0.35.
+Video: HowTo100M + YT-Temporal-180M (pooled, ∝ size), plus WebVid-2.5M as aux with probability 0.35;
+officially a whole step's video batch is aux or not, here each example is (same proportion).
 """
 
 from configs.pretrain import common, x2vlm_base_1b_stage1, x2vlm_base_4m
 
-VIDEO_SETS = [("howto100m", "train", 0.65 * 0.24), ("yt_temporal", "train", 0.65 * 0.76), ("webvid", "train", 0.35)]
+VIDEO_SETS = [("webvid", "train", 0.35), ("howto100m", "train"), ("yt_temporal", "train")]
 
 
 def get_config(arg=None):
@@ -21,7 +22,8 @@ def get_config(arg=None):
   c.data.max_tokens = 40
   common.set_stream(c, "image", x2vlm_base_4m.IMAGE_SETS_4M, a.gpus * a.per_gpu)
   common.set_stream(c, "region", x2vlm_base_1b_stage1.REGION_SETS_1B, a.gpus * a.per_gpu_regions,
-                    num_images=a.gpus * a.per_gpu_images)
+                    num_images=a.gpus * a.per_gpu_images, group_images=a.per_gpu_images,
+                    group_texts=a.per_gpu_regions)
   common.set_stream(c, "video", VIDEO_SETS, a.gpus * a.per_gpu_videos, num_frames=3)
   c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu_regions, video=a.per_gpu_videos)
   c.loss_weights.update(image=1.0, region=1.0, video=1.0)

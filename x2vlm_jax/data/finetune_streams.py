@@ -21,7 +21,8 @@ STREAM_ID = 4  # distinct from the pre-training streams' seeds
 
 def retrieval_signature(num_datasets: int):
   return {"_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
-          "_record": tf.TensorSpec([2], tf.int64), "image": tf.TensorSpec([], tf.string),
+          "_record": tf.TensorSpec([2], tf.int64), "_skipped": tf.TensorSpec([], tf.int64),
+          "image": tf.TensorSpec([], tf.string),
           "caption": tf.TensorSpec([], tf.string), "image_id": tf.TensorSpec([], tf.int32)}
 
 
@@ -31,9 +32,9 @@ def retrieval_spec(batch_size: int, image_res: int, max_tokens: int) -> Dict[str
           "image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}
 
 
-def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, seed, batch_size):
+def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size):
   base = seed * 8 + STREAM_ID
-  ds = from_source(source, position, counts, retrieval_signature(len(source.sources)))
+  ds = from_source(source, position, counts, retrieval_signature(len(source.sources)), skipped=skipped)
 
   def transform(ex):
     s_img = example_seed(base, ex["_pos"])
@@ -64,8 +65,9 @@ def create_retrieval_iterator(cfg, *, seed: int, process_index: int, process_cou
                         opener=finetune_build.CaptionRows)
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
 
-  def build(position, counts):
-    return retrieval_stream(source, cfg, tokenizer, position=position, counts=counts, seed=seed, batch_size=bt)
+  def build(position, counts, skipped):
+    return retrieval_stream(source, cfg, tokenizer, position=position, counts=counts, skipped=skipped, seed=seed,
+                            batch_size=bt)
 
   spec = retrieval_spec(bt, cfg.image_res, cfg.max_tokens)
   return TrainIterator(cfg, {"retrieval": StreamDef(source, build, spec)}, seed=seed,

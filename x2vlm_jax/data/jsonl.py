@@ -91,21 +91,23 @@ def convert_image_text(rec, *, image_key, caption_key, image_is_path, image_root
   return records.image_example(data, w, h, caption=caps), {}
 
 
-def _box(bb, w, h):
+def _box(bb):
+  """The official reader's box: `int()` of each of x, y, w, h (truncation toward zero)."""
   if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and
           all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bb)):
     return None, "box_bad_type"
-  x, y, bw, bh = (float(v) for v in bb)
-  if bw <= 0 or bh <= 0:
-    return None, "box_zero_area"
-  # Boxes slightly outside the image (common in VG) are clipped; nothing left → dropped.
-  x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + bw, float(w)), min(y + bh, float(h))
-  if x1 - x0 <= 0 or y1 - y0 <= 0:
-    return None, "box_outside_image"
-  return [x0, y0, x1 - x0, y1 - y0], None
+  # Stored as float32, exact for integers up to 2^24; anything larger is not a pixel box.
+  if any(abs(v) >= 2 ** 24 for v in bb):
+    return None, "box_bad_type"
+  return [int(v) for v in bb], None
 
 
 def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, max_words):
+  """Element boxes are stored as the official reader sees them (int, NOT clipped): a box partly outside
+  the image still counts its full area in the >50%-visible test, and one outside or empty can still be
+  drawn as the crop anchor, which skips that read (the pipeline counts it). A record with no element
+  that can be an anchor (caption-only records included) is never used by the official region reader
+  (`random.choice(elems)` raises or the anchor check fails every time) and is skipped here."""
   del caption_key  # region records always use `caption` (spec §4.1)
   caps = _texts(rec["caption"], "caption", max_words) if "caption" in rec else []
   elems = rec.get("elems", [])
@@ -118,7 +120,7 @@ def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, ma
     if not isinstance(e, dict):
       reason = "box_bad_type"
     else:
-      box, reason = _box(e.get("bb"), w, h)
+      box, reason = _box(e.get("bb"))
       if reason is None:
         try:
           texts = _texts(e.get("caption", ""), "elems.caption", max_words)
@@ -131,8 +133,8 @@ def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, ma
       drops[reason] = drops.get(reason, 0) + 1
     else:
       kept.append((box, texts, attrs))
-  if not caps and not kept:
-    raise BadRecord("no_usable_text", f"{len(elems)} elems, none valid, no caption")
+  if not any(records.valid_anchor(b, w, h) for b, _, _ in kept):
+    raise BadRecord("no_valid_anchor", f"{len(elems)} elems, none inside the image with a caption")
   return records.image_example(data, w, h, caption=caps, elems=kept), drops
 
 

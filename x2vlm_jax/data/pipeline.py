@@ -18,7 +18,7 @@ import tensorflow as tf
 from x2vlm_jax import batch as batch_contract
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.config import stream_enabled
-from x2vlm_jax.data.region_stream import patch_masks, region_stream
+from x2vlm_jax.data.region_stream import patch_masks, region_stream, transform_boxes
 from x2vlm_jax.data.source import StreamSource
 from x2vlm_jax.data.streams import STREAM_IDS, decode, image_stream, video_stream
 from x2vlm_jax.data.text import Tokenizer, pre_caption
@@ -71,8 +71,11 @@ class TrainIterator:
       raise ValueError(f"flat iterator: expected one stream, got {sorted(streams)}")
     self._defs = dict(streams)
     self.streams = list(streams)
-    self._state = {s: {"position": 0, "counts": [0] * len(d.source.sources)} for s, d in streams.items()}
+    self._state = {s: {"position": 0, "counts": [0] * len(d.source.sources), "skipped": 0}
+                   for s, d in streams.items()}
     self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
+    if "region" in self.streams:
+      self._stats["region"]["skipped_invalid_anchor"] = 0
     self._iters = None  # built on first use, so a restore right after creation builds once
     _LIVE.add(self)
 
@@ -82,7 +85,7 @@ class TrainIterator:
 
   def _dataset(self, s):
     st = self._state[s]
-    ds = self._defs[s].build(st["position"], st["counts"])
+    ds = self._defs[s].build(st["position"], st["counts"], st.get("skipped", 0))
     opts = tf.data.Options()
     opts.deterministic = True
     if self.cfg.get("threadpool_size", 0):
@@ -112,13 +115,18 @@ class TrainIterator:
                            f"last read error: {err!r}") from err
       pos, counts = b["_pos"], b["_counts"]
       last = int(np.argmax(pos))
-      before = self._state[s]["position"]
-      self._state[s] = {"position": int(pos[last]) + 1, "counts": [int(x) for x in counts[last]]}
+      before = self._state[s]
+      self._state[s] = {"position": int(pos[last]) + 1, "counts": [int(x) for x in counts[last]],
+                        "skipped": int(b["_skipped"][last])}
       st = self._stats[s]
       st["batches"] += 1
       st["records"] += len(pos)
-      # Positions skipped inside this batch's range are records dropped by the decode stage.
-      st["dropped_corrupt"] += self._state[s]["position"] - before - len(pos)
+      # Positions missing inside this batch's range were skipped by the record rule (counted) or
+      # dropped as corrupt by the decode stage (the rest).
+      skipped = self._state[s]["skipped"] - before.get("skipped", 0)
+      st["dropped_corrupt"] += self._state[s]["position"] - before["position"] - len(pos) - skipped
+      if s == "region":
+        st["skipped_invalid_anchor"] += skipped
       if not self.keep_debug:
         b = {k: v for k, v in b.items() if not k.startswith("_")}
       batch_contract.check_stream(s, {k: v for k, v in b.items() if not k.startswith("_")}, self._defs[s].spec)
@@ -139,8 +147,8 @@ class TrainIterator:
     missing = set(self.streams) - set(state["streams"])
     if missing:
       raise ValueError(f"input state: no saved position for streams {sorted(missing)}")
-    self._state = {s: dict(state["streams"][s]) for s in self.streams}
-    self._stats = {s: dict(state["stats"][s]) for s in self.streams}
+    self._state = {s: {"skipped": 0, **state["streams"][s]} for s in self.streams}
+    self._stats = {s: {**self._stats[s], **state["stats"][s]} for s in self.streams}
     self._iters = None
 
   def save_state(self, path: str) -> str:
@@ -162,6 +170,22 @@ class TrainIterator:
     return json.loads(json.dumps(self._stats))
 
 
+def region_groups(c, process_count: int) -> int:
+  """Number of ITM groups in a host's region batch (config: region.group_images / group_texts)."""
+  r = c.region
+  bi = _per_host(r.num_images, process_count, "region.num_images")
+  bt = _per_host(r.batch_size, process_count, "region.batch_size")
+  gi, gt = int(r.get("group_images", 0)), int(r.get("group_texts", 0))
+  if not gi and not gt:
+    return 1
+  if gi <= 0 or gt <= 0 or bi % gi or bt % gt or bi // gi != bt // gt:
+    raise ValueError(
+        f"region ITM groups: group_images={gi} / group_texts={gt} must both be set and cut this host's "
+        f"{bi} images / {bt} texts (num_images={r.num_images}, batch_size={r.batch_size} over "
+        f"{process_count} hosts) into the same number of groups")
+  return bi // gi
+
+
 def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text) -> Dict[str, StreamDef]:
   out = {}
   for s in STREAMS:
@@ -175,13 +199,15 @@ def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text
         s, batch_size=bt, image_res=c.image_res, patch_size=c.patch_size, max_tokens=c.max_tokens,
         max_masks=c.max_masks, num_images=images, num_frames=c.video.num_frames if s == "video" else 0)
 
-    def build(position, counts, s=s, source=source, bt=bt, images=images):
-      kw = dict(position=position, counts=counts, seed=seed)
+    groups = region_groups(c, process_count) if s == "region" else 1
+
+    def build(position, counts, skipped, s=s, source=source, bt=bt, images=images, groups=groups):
+      kw = dict(position=position, counts=counts, skipped=skipped, seed=seed)
       if s == "image":
         return image_stream(source, c, text, batch_size=bt, **kw)
       if s == "video":
         return video_stream(source, c, text, batch_size=bt, **kw)
-      return region_stream(source, c, text, num_images=images, num_texts=bt, **kw)
+      return region_stream(source, c, text, num_images=images, num_texts=bt, num_groups=groups, **kw)
 
     out[s] = StreamDef(source, build, spec)
   return out
@@ -233,13 +259,16 @@ def load_eval_split(data_cfg, name: str, split: str, max_examples: Optional[int]
       texts.append(cap), text_image.append(i), boxes.append((0.0, 0.0, r, r)), is_image.append(1)
     if video:
       continue
-    sx, sy = r / float(rec["width"]), r / float(rec["height"])
-    for (x, y, w, h), ec, ea in zip(rec["boxes"], rec["elem_caption"], rec["elem_attrs"]):
-      attr = _first_alt(ea)
-      texts.append(f"{attr} {_first_alt(ec)}" if attr else _first_alt(ec))
-      text_image.append(i), boxes.append((x * sx, y * sy, w * sx, h * sy)), is_image.append(0)
+    # The training stream's element rule with the whole image as the crop: stored boxes are not
+    # clipped, and one less than min_perc_in_image inside the image gives no text.
+    kept, rboxes = transform_boxes(tf.constant(rec["boxes"]), (0, 0, int(rec["width"]), int(rec["height"])),
+                                   False, float(r), c.region.min_perc_in_image)
+    for j in np.nonzero(kept.numpy())[0]:
+      attr, elem_cap = _first_alt(rec["elem_attrs"][j]), _first_alt(rec["elem_caption"][j])
+      texts.append(f"{attr} {elem_cap}" if attr else elem_cap)
+      text_image.append(i), boxes.append(rboxes[j].numpy()), is_image.append(0)
   ids, mask = tok(pre_caption(tf.constant(texts), c.max_tokens))
-  bx = np.asarray(boxes, np.float32).reshape(-1, 4)
+  bx = np.asarray(boxes, np.float64).reshape(-1, 4)
   out = {"images" if not video else "frames": np.stack(pixels).astype(np.float32),
          "text_ids": ids.numpy(), "text_mask": mask.numpy(),
          "text_image": np.asarray(text_image, np.int32), "is_image": np.asarray(is_image, np.int32),

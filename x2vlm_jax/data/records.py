@@ -133,6 +133,13 @@ class DatasetWriter:
         version=VERSION)
 
 
+def valid_anchor(box, width: int, height: int) -> bool:
+  """Spec §2.2 step 1 on the int box (x, y, w, h): the element drawn for the region crop must lie
+  inside the image with a positive area, else the official reader skips the record for that read."""
+  x, y, w, h = box
+  return x >= 0 and y >= 0 and x + w <= width and y + h <= height and w > 0 and h > 0
+
+
 def open_source(data_dir: str, name: str, split: str):
   """Random-access view (`len`, `[i]`) of a stored split."""
   root = dataset_dir(data_dir, name)
@@ -149,6 +156,7 @@ class BuildReport:
     self.written = 0
     self.skipped = collections.Counter()
     self.boxes_dropped = collections.Counter()
+    self.boxes_not_anchor = 0
     self.extra = {}
 
   def lines(self, kind):
@@ -157,5 +165,6 @@ class BuildReport:
     if kind == "region":
       out.append(f"boxes_dropped: {sum(self.boxes_dropped.values())}")
       out += [f"boxes_dropped[{r}]: {n}" for r, n in sorted(self.boxes_dropped.items())]
+      out.append(f"boxes_not_anchor: {self.boxes_not_anchor}")
     out += [f"{k}: {v}" for k, v in sorted(self.extra.items())]
     return out

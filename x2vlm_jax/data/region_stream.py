@@ -1,8 +1,9 @@
 """Region stream (spec §2.2): box-safe crop, box clipping/rescaling, patch masks, fixed Bi/Bt batches."""
 
+import numpy as np
 import tensorflow as tf
 
-from x2vlm_jax.data import augment
+from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.streams import (BATCH_SEED_OFFSET, STREAM_IDS, decode, meta, pmap, example_seed, from_source,
                                     image_signature)
 from x2vlm_jax.data.text import pre_caption
@@ -30,50 +31,53 @@ def patch_masks(boxes, image_res, patch_size):
 
 
 def box_safe_crop(height, width, box, seed):
-  """Crop [x0,x1)×[y0,y1) that contains `box` (x, y, w, h): spec §2.2 step 1."""
+  """Crop [x0,x1)×[y0,y1) that contains the int anchor box (x, y, w, h): spec §2.2 step 1."""
   sx0, sy0, sx1, sy1 = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
   x, y, w, h = tf.unstack(box)
 
   def uniform_int(s, lo, hi):  # inclusive both ends
     return tf.random.stateless_uniform([], s, lo, hi + 1, dtype=tf.int32)
 
-  x0 = uniform_int(sx0, 0, tf.cast(tf.floor(x), tf.int32))
-  y0 = uniform_int(sy0, 0, tf.cast(tf.floor(y), tf.int32))
-  x1 = uniform_int(sx1, tf.minimum(tf.cast(tf.math.ceil(x + w), tf.int32), width), width)
-  y1 = uniform_int(sy1, tf.minimum(tf.cast(tf.math.ceil(y + h), tf.int32), height), height)
+  x0, y0 = uniform_int(sx0, 0, x), uniform_int(sy0, 0, y)
+  x1 = uniform_int(sx1, tf.minimum(x + w, width), width)
+  y1 = uniform_int(sy1, tf.minimum(y + h, height), height)
   return x0, y0, x1, y1
 
 
 def transform_boxes(boxes, crop, flipped, image_res, min_perc):
-  """Element boxes → (kept [E], boxes in R-pixel xywh [E, 4]) after crop, flip and resize."""
-  x0, y0, x1, y1 = (tf.cast(v, tf.float32) for v in crop)
-  bx, by, bw, bh = tf.unstack(boxes, axis=-1)
-  ix0, iy0 = tf.maximum(bx, x0), tf.maximum(by, y0)
-  ix1, iy1 = tf.minimum(bx + bw, x1), tf.minimum(by + bh, y1)
-  iw, ih = ix1 - ix0, iy1 - iy0
-  kept = (iw > 0) & (ih > 0) & (iw * ih / tf.maximum(bw * bh, 1e-6) > min_perc)
-  wc, hc = x1 - x0, y1 - y0
-  nx = ix0 - x0
-  nx = tf.where(flipped, wc - nx - iw, nx)
-  sx, sy = image_res / wc, image_res / hc
-  out = tf.stack([nx * sx, (iy0 - y0) * sy, iw * sx, ih * sy], axis=-1)
-  return kept, out
+  """Element boxes → (kept [E], float64 boxes in R-pixel xywh [E, 4]) after crop, flip and resize.
+
+  The reference's arithmetic exactly (spec §2.2 step 4): int boxes; an element is kept when its
+  intersection with the crop is non-empty and covers > min_perc of its ORIGINAL area (a box partly
+  outside the image keeps counting the outside part); the scaling is float64 in the reference's
+  operation order (R / W_crop) · v, since float32 put ~0.8% of random boxes a patch row/column off.
+  """
+  x, y, w, h = tf.unstack(tf.cast(boxes, tf.int64), axis=-1)  # truncation toward zero, as int()
+  x0, y0, x1, y1 = (tf.cast(v, tf.int64) for v in crop)
+  xx, yy = tf.maximum(x0, x), tf.maximum(y0, y)
+  xm, ym = tf.minimum(x1, x + w), tf.minimum(y1, y + h)
+  # w·h ≤ 0 never passes the intersection test, so its denominator is irrelevant.
+  perc = tf.cast((xm - xx) * (ym - yy), tf.float64) / tf.cast(tf.maximum(w * h, 1), tf.float64)
+  kept = (xm > xx) & (ym > yy) & (perc > min_perc)
+  nx, ny, nw, nh = xx - x0, yy - y0, xm - xx, ym - yy
+  nx = tf.where(flipped, (x1 - x0 - nx) - nw, nx)
+  sx = image_res / tf.cast(x1 - x0, tf.float64)
+  sy = image_res / tf.cast(y1 - y0, tf.float64)
+  f64 = lambda v: tf.cast(v, tf.float64)  # noqa: E731
+  return kept, tf.stack([sx * f64(nx), sy * f64(ny), sx * f64(nw), sy * f64(nh)], axis=-1)
 
 
 def region_example(ex, cfg, seed):
+  """One region record → image + up to max_regions texts. `ex["anchor"]` is the element drawn for
+  the crop, already checked to lie inside the image (`anchor_picker`)."""
   rc, r = cfg.region, cfg.image_res
   k = rc.max_regions
-  s_elem, s_crop, s_flip, s_ra, s_order, s_cap, s_alt = tf.unstack(
-      tf.random.experimental.stateless_split(seed, 7))
+  s_crop, s_flip, s_ra, s_order, s_cap, s_alt = tf.unstack(tf.random.experimental.stateless_split(seed, 6))
   img = ex["image"]
   height, width = tf.shape(img)[0], tf.shape(img)[1]
   boxes = ex["boxes"]
   e = tf.shape(boxes)[0]
-  # Records with no element (caption only) are cropped around the whole image.
-  pick = tf.random.stateless_uniform([], s_elem, 0, tf.maximum(e, 1), dtype=tf.int32)
-  whole = tf.stack([0.0, 0.0, tf.cast(width, tf.float32), tf.cast(height, tf.float32)])
-  anchor = tf.cond(e > 0, lambda: boxes[tf.minimum(pick, e - 1)], lambda: whole)
-  crop = box_safe_crop(height, width, anchor, s_crop)
+  crop = box_safe_crop(height, width, tf.cast(boxes[ex["anchor"]], tf.int32), s_crop)
   x0, y0, x1, y1 = crop
   patch = img[y0:y1, x0:x1]
   # English pretraining flips unconditionally, captions untouched (spec §2.2 step 2, §10 item 6).
@@ -87,7 +91,7 @@ def region_example(ex, cfg, seed):
   # Kept elements first, in random order.
   keys = tf.random.stateless_uniform([e], s_order) + tf.cast(~kept, tf.float32) * 2.0
   order = tf.argsort(keys, stable=True)
-  alt_seeds = tf.random.experimental.stateless_split(s_alt, tf.maximum(e, 1) * 2)
+  alt_seeds = tf.random.experimental.stateless_split(s_alt, e * 2)
 
   def elem_text(i):
     cap = pick_alternative(ex["elem_caption"][i], alt_seeds[2 * i])
@@ -105,7 +109,7 @@ def region_example(ex, cfg, seed):
   texts = tf.concat([tf.reshape(caption, [1]), elem_texts, tf.fill([k], "")], 0)
   valid = tf.concat([[has_cap], elem_kept, tf.zeros([k], tf.bool)], 0)
   is_image = tf.concat([[True], tf.zeros([e + k], tf.bool)], 0)
-  bxs = tf.concat([[[0.0, 0.0, r, r]], elem_boxes, tf.zeros([k, 4])], 0)
+  bxs = tf.concat([tf.constant([[0.0, 0.0, r, r]], tf.float64), elem_boxes, tf.zeros([k, 4], tf.float64)], 0)
   # Stable selection of the first k valid entries keeps that order.
   sel = tf.argsort(tf.cast(~valid, tf.int32), stable=True)[:k]
   texts, valid = tf.ensure_shape(tf.gather(texts, sel), [k]), tf.ensure_shape(tf.gather(valid, sel), [k])
@@ -114,36 +118,65 @@ def region_example(ex, cfg, seed):
   is_image = is_image | ~valid
   pm = patch_masks(bxs, r, cfg.patch_size)
   pm = tf.where(is_image[:, None], tf.ones_like(pm), pm)
-  x, y, w, h = tf.unstack(bxs / r, axis=-1)
-  target = tf.stack([x + w / 2, y + h / 2, w, h], axis=-1)
+  x, y, w, h = tf.unstack(bxs, axis=-1)
+  # (x + w/2) / R in float64, then float32: the reference's order of operations.
+  target = tf.cast(tf.stack([x + 0.5 * w, y + 0.5 * h, w, h], axis=-1) / r, tf.float32)
   target = tf.where(is_image[:, None], tf.constant(WHOLE_IMAGE_BOX), target)
   return {"images": image, "text": pre_caption(texts, cfg.max_tokens), "valid": tf.cast(valid, tf.float32),
           "is_image": tf.cast(is_image, tf.int32), "patch_mask": pm, "target_bbox": target,
-          "_box_px": bxs}
+          "_box_px": bxs, "_crop": tf.stack(crop), "_flipped": flipped}
 
 
-def select_texts(b, num_texts, seed):
-  """[Bi, K] per-image texts → Bt texts: sample without replacement among valid ones, pad with invalid."""
+def anchor_picker(base):
+  """(position, record) → {"anchor": element index} or None to skip the record, as the reference reader
+  does (spec §2.2 step 1): one element drawn uniformly; a record without elements, or whose drawn
+  element is not inside the image on the int box, yields nothing for that read. Drawn here, before
+  decoding, so the stream can count skips apart from corrupt images."""
+  def pick(position, rec):
+    boxes = rec["boxes"]
+    if len(boxes) == 0:
+      return None
+    a = int(np.random.default_rng([base % (1 << 63), int(position)]).integers(len(boxes)))
+    if not records.valid_anchor([int(v) for v in boxes[a]], int(rec["width"]), int(rec["height"])):
+      return None
+    return {"anchor": np.int32(a)}
+
+  return pick
+
+
+def select_texts(b, num_texts, seed, num_groups=1):
+  """[Bi, K] per-image texts → Bt texts in `num_groups` ITM groups (spec §2.2 step 6, per group).
+
+  Officially each GPU's region batch of `batch_size` texts comes from its own `max_images` images,
+  and ITM hard negatives are drawn inside that batch, so regions of one image are each other's hard
+  negatives. Group j takes images [j·Bi/G, (j+1)·Bi/G) and fills text rows [j·Bt/G, (j+1)·Bt/G),
+  sampled without replacement among the group's valid texts; missing texts are invalid padding rows.
+  """
   bi, k = b["valid"].shape[0], b["valid"].shape[1]
-  flat = {key: tf.reshape(v, [bi * k] + v.shape[2:].as_list()) for key, v in b.items()
+  gi, gt = bi // num_groups, num_texts // num_groups
+  n = gi * k  # candidates per group
+  flat = {key: tf.reshape(v, [num_groups, n] + v.shape[2:].as_list()) for key, v in b.items()
           if key in ("text", "valid", "is_image", "patch_mask", "target_bbox", "_box_px")}
-  flat["image_index"] = tf.repeat(tf.range(bi, dtype=tf.int32), k)
-  keys = tf.random.stateless_uniform([bi * k], seed) + (1.0 - flat["valid"]) * 2.0
-  order = tf.argsort(keys, stable=True)
-  if bi * k < num_texts:  # more text slots than candidates: pad with (invalid) copies of slot order
-    order = tf.concat([order, tf.fill([num_texts - bi * k], order[-1])], 0)
-    extra = tf.concat([tf.zeros([bi * k]), tf.ones([num_texts - bi * k])], 0)
+  flat["image_index"] = tf.reshape(tf.repeat(tf.range(bi, dtype=tf.int32), k), [num_groups, n])
+  keys = tf.random.stateless_uniform([num_groups, n], seed) + (1.0 - flat["valid"]) * 2.0
+  order = tf.argsort(keys, axis=1, stable=True)
+  if n < gt:  # more text slots than candidates: pad with (invalid) copies of the last candidate
+    order = tf.concat([order, tf.repeat(order[:, -1:], gt - n, axis=1)], 1)
+    extra = tf.concat([tf.zeros([n]), tf.ones([gt - n])], 0)
   else:
-    extra = tf.zeros([num_texts])
-  order = order[:num_texts]
-  out = {key: tf.gather(v, order) for key, v in flat.items()}
-  out["valid"] = out["valid"] * (1.0 - extra[:num_texts])
+    extra = tf.zeros([gt])
+  order = order[:, :gt]
+  out = {key: tf.gather(v, order, batch_dims=1) for key, v in flat.items()}
+  out = {key: tf.reshape(v, [num_groups * gt] + v.shape[2:].as_list()) for key, v in out.items()}
+  out["valid"] = out["valid"] * tf.tile(1.0 - extra, [num_groups])
   return out
 
 
-def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images, num_texts):
+def region_stream(source, cfg, text_stage, *, position, counts, skipped, seed, num_images, num_texts,
+                  num_groups=1):
   base = seed * 8 + STREAM_IDS["region"]
-  ds = from_source(source, position, counts, image_signature(len(source.sources)))
+  signature = {**image_signature(len(source.sources)), "anchor": tf.TensorSpec([], tf.int32)}
+  ds = from_source(source, position, counts, signature, skipped=skipped, prepare=anchor_picker(base))
 
   def dec(ex):
     out = dict(ex)
@@ -156,7 +189,7 @@ def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images
 
   def per_example(ex):
     out = region_example(ex, cfg, example_seed(base, ex["_pos"]))
-    out.update(meta(ex))
+    out.update(meta(ex), _anchor=ex["anchor"])
     return out
 
   ds = pmap(ds, per_example, cfg)
@@ -165,9 +198,10 @@ def region_stream(source, cfg, text_stage, *, position, counts, seed, num_images
   def per_batch(b):
     s_sel, s_txt = tf.unstack(tf.random.experimental.stateless_split(
         example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]), 2))
-    t = select_texts(b, num_texts, s_sel)
+    t = select_texts(b, num_texts, s_sel, num_groups)
     out = {"images": b["images"], "image_index": t["image_index"], "patch_mask": t["patch_mask"],
-           "target_bbox": t["target_bbox"], "is_image": t["is_image"], "_box_px": t["_box_px"]}
+           "target_bbox": t["target_bbox"], "is_image": t["is_image"], "_box_px": t["_box_px"],
+           **{k: b[k] for k in ("_crop", "_flipped", "_anchor")}}
     out.update(text_stage(t["text"], t["valid"], s_txt))
     out.update(meta(b))
     return out

@@ -81,7 +81,7 @@ def test_min_length_forbids_eos_on_hand_logits():
   assert float(out.scores[0]) == pytest.approx(3 * logp[7] + logp[5] + logp[3], rel=1e-5)
 
 
-def s2s_ft_reference(first, step, *, K, max_len, eos, min_length, ngram):
+def s2s_ft_reference(first, step, *, K, max_len, eos, min_length, ngram, length_penalty=0.0):
   """Plain-Python port of the official `XVLMForMLMCaptioning.beam_search` bookkeeping (UniLM s2s-ft)
   for one item: step(history, t) gives the next log-probabilities of a beam with that history."""
   total_scores, beam_masks, step_ids, step_ptrs, partial = [], [], [], [], []
@@ -119,8 +119,11 @@ def s2s_ft_reference(first, step, *, K, max_len, eos, min_length, ngram):
   for fid in range(last + 1):
     for i, w in enumerate(step_ids[fid]):
       if w == eos or fid == last:
-        if total_scores[fid][i] > best:
-          best, frame, pos = total_scores[fid][i], fid, i
+        s = total_scores[fid][i]
+        if length_penalty > 0:
+          s /= math.pow((5 + fid + 1) / 6.0, length_penalty)
+        if s > best:
+          best, frame, pos = s, fid, i
   seq = [int(step_ids[frame][pos])]
   for fid in range(frame, 0, -1):
     pos = step_ptrs[fid][pos]
@@ -128,13 +131,14 @@ def s2s_ft_reference(first, step, *, K, max_len, eos, min_length, ngram):
   return seq[::-1], best
 
 
-@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("seed", range(6))
 def test_beam_search_equals_official_bookkeeping(seed):
   """A toy model whose distribution depends on a running hash of the beam's history (kept as the
   search state, so the back-pointer re-ordering of the state is exercised too)."""
   v, max_len, k = 9, 9, 3
   rng = np.random.default_rng(seed)
   table = rng.standard_normal((max_len, v, v)) * 2.5
+  table[..., EOS] += 1.0  # beams finish often, so frozen finished beams and early stops matter
   table = table - np.log(np.exp(table).sum(-1, keepdims=True))
   first = table[0, 0]
 
@@ -151,11 +155,13 @@ def test_beam_search_equals_official_bookkeeping(seed):
       s = (s * 7 + tok + 1) % v
     return table[t, s]
 
-  for min_length, ngram in ((2, 3), (0, 0)):
+  # A length penalty lets longer hypotheses win, which is when frozen finished beams matter.
+  for min_length, ngram, lp in ((2, 3, 0.0), (0, 0, 0.0), (0, 3, 2.0)):
     out = jax.jit(lambda f: D.beam_search(step, f, jnp.zeros((1,), jnp.int32), num_beams=k, max_len=max_len,
-                                          eos_id=EOS, pad_id=PAD, min_length=min_length, no_repeat_ngram=ngram)
-                  )(jnp.asarray(first, jnp.float32)[None])
-    seq, score = s2s_ft_reference(first, ref_step, K=k, max_len=max_len, eos=EOS, min_length=min_length, ngram=ngram)
+                                          eos_id=EOS, pad_id=PAD, min_length=min_length, no_repeat_ngram=ngram,
+                                          length_penalty=lp))(jnp.asarray(first, jnp.float32)[None])
+    seq, score = s2s_ft_reference(first, ref_step, K=k, max_len=max_len, eos=EOS, min_length=min_length, ngram=ngram,
+                                  length_penalty=lp)
     words = [w for w in seq if w != EOS]
     assert out.tokens[0].tolist() == words + [PAD] * (max_len - len(words)), (seed, min_length)
     assert int(out.lengths[0]) == len(words)
@@ -167,11 +173,11 @@ def test_beam_search_equals_official_bookkeeping(seed):
 def test_caption_cached_steps_equal_full_recomputation(model, image):
   """Rows = 2 images × 2 beams with different histories; the reference runs the whole prefix
   [CLS, prompt, y₀ … y_{t−1}, MASK] through the stack (`multi_modal`, no cache) with a causal mask."""
-  hist = jnp.asarray(np.random.default_rng(0).integers(5, 200, (4, 5)), jnp.int32)
+  hist = jnp.asarray(np.random.default_rng(0).integers(5, 200, (4, 3)), jnp.int32)
 
   @nnx.jit
   def both(model, image, hist):
-    first, cache, step = D.caption_steps(model, image, None, PROMPT, mask_id=MASK, max_len=6)
+    first, cache, step = D.caption_steps(model, image, None, PROMPT, mask_id=MASK, max_len=4)
     cache = D._expand(cache, 2)
     image_rows = jnp.repeat(image, 2, 0)
 
@@ -182,7 +188,7 @@ def test_caption_cached_steps_equal_full_recomputation(model, image):
 
     prompt = jnp.broadcast_to(jnp.asarray(PROMPT), (4, len(PROMPT)))
     cached, recomputed = [jnp.repeat(first, 2, 0)], [full(jnp.concatenate([prompt, jnp.full((4, 1), MASK)], 1))]
-    for t in range(1, 6):
+    for t in range(1, 4):
       logp, cache = step(hist[:, t - 1], jnp.asarray(t), cache)
       cached.append(logp)
       recomputed.append(full(jnp.concatenate([prompt, hist[:, :t], jnp.full((4, 1), MASK)], 1)))
@@ -194,11 +200,11 @@ def test_caption_cached_steps_equal_full_recomputation(model, image):
 
 
 def test_answer_cached_steps_equal_full_recomputation(model, question):
-  hist = jnp.asarray(np.random.default_rng(1).integers(5, 200, (6, 4)), jnp.int32)   # 2 questions × 3 beams
+  hist = jnp.asarray(np.random.default_rng(1).integers(5, 200, (6, 3)), jnp.int32)   # 2 questions × 3 beams
 
   @nnx.jit
   def both(model, memory, qm, hist):
-    first, cache, step = D.answer_steps(model, memory, qm, bos_id=CLS, max_len=5)
+    first, cache, step = D.answer_steps(model, memory, qm, bos_id=CLS, max_len=4)
     cache = D._expand(cache, 3)
     mem_rows, mask_rows = jnp.repeat(memory, 3, 0), jnp.repeat(qm, 3, 0)
 
@@ -207,7 +213,7 @@ def test_answer_cached_steps_equal_full_recomputation(model, question):
       return jax.nn.log_softmax(logits[:, -1], -1)
 
     cached, recomputed = [jnp.repeat(first, 3, 0)], [full(jnp.full((6, 1), CLS))]
-    for t in range(1, 5):
+    for t in range(1, 4):
       logp, cache = step(hist[:, t - 1], jnp.asarray(t), cache)
       cached.append(logp)
       recomputed.append(full(jnp.concatenate([jnp.full((6, 1), CLS), hist[:, :t]], 1)))

@@ -12,6 +12,8 @@ import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.bat
 import x2vlm_jax.training.losses, x2vlm_jax.training.optimizer, x2vlm_jax.training.objectives
 import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.training.synthetic
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
+import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
+import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
 x2vlm_base_4m.get_config(); x2vlm_base_1b_stage2.get_config(); shapes_tiny.get_config()
 print("ok")

@@ -4,6 +4,12 @@
 Released X²-VLM checkpoint (strict; rel-pos tables resized when --image_res differs):
   tools/convert_checkpoint.py --input x2vlm_base_4m.th --model base [--image_res 384] --output ckpt/base_384
 
+A fine-tuned VQA file (BertModel-layout `text_encoder.*` + the answer decoder `text_decoder.*`, whose
+depth is read from the file) has no MLM head and no pre-training heads, so name them:
+  tools/convert_checkpoint.py --input x2vlm_base_1b_vqa.th --model base --output ckpt/base_vqa \
+      --allow_missing text/mlm --allow_missing vision_proj --allow_missing text_proj \
+      --allow_missing temp --allow_missing itm_head --allow_missing bbox_head
+
 Pre-training initialisation from BEiT-v2 + BERT (everything else freshly initialised, seed --seed):
   tools/convert_checkpoint.py --beit beitv2_base_patch16_224_pt1k_ft21k.pth --bert bert-base-uncased/
                               --model base --output ckpt/base_init
@@ -60,6 +66,7 @@ def main(argv=None) -> int:
     image_res = args.image_res or (grid * patch if grid else get_preset(args.model).image_res)
     num_frames = x2vlm.checkpoint_num_frames(sd) if args.num_frames is None else args.num_frames
     cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
+    cfg.heads.decoder_layers = x2vlm.checkpoint_decoder_layers(sd)
     flat, report = x2vlm.convert_official(sd, cfg, allow_missing=args.allow_missing, ignore_prefixes=args.ignore,
                                           fresh=lambda: assemble.fresh_flat(cfg, args.seed))
     report["source"] = {"input": os.path.abspath(args.input), "checkpoint_image_res": grid * patch if grid else None}

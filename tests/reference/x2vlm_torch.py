@@ -102,23 +102,25 @@ class X2VLMReference:
     ctx = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, lq, hdim)
     return self.ln(self.linear(ctx, key + ".output.dense") + x, key + ".output.LayerNorm", self.teps)
 
-  def embeddings(self, ids):
-    e = "text_encoder.bert.embeddings."
-    pos = torch.arange(ids.shape[1])
-    x = (F.embedding(ids, self.w(e + "word_embeddings.weight")) + F.embedding(pos, self.w(e + "position_embeddings.weight"))[None]
+  def embeddings(self, ids, positions=None, prefix="text_encoder.bert."):
+    e = prefix + "embeddings."
+    pos = torch.arange(ids.shape[1])[None] if positions is None else positions
+    x = (F.embedding(ids, self.w(e + "word_embeddings.weight")) + F.embedding(pos, self.w(e + "position_embeddings.weight"))
          + F.embedding(torch.zeros_like(ids), self.w(e + "token_type_embeddings.weight")))
     return self.ln(x, e + "LayerNorm", self.teps)
 
-  def layers(self, x, mask, start, end, vision=None, vision_mask=None):
-    self_bias = (1.0 - mask[:, None, None, :].float()) * -10000.0
+  def layers(self, x, mask, start, end, vision=None, vision_mask=None, prefix="text_encoder.bert.", cross_from=None):
+    # A [B, L] padding mask or a [B, L, L] attention mask (captioning, causal decoder), −10000 additive.
+    self_bias = (1.0 - (mask[:, None, None, :] if mask.dim() == 2 else mask[:, None]).float()) * -10000.0
+    cross_from = self.fusion_start if cross_from is None else cross_from
     if vision is not None:
       if vision_mask is None:
         vision_mask = torch.ones(vision.shape[:2])
       cross_bias = (1.0 - vision_mask[:, None, None, :].float()) * -1e9
     for l in range(start, end):
-      k = f"text_encoder.bert.encoder.layer.{l}"
+      k = f"{prefix}encoder.layer.{l}"
       x = self._bert_attn(x, x, self_bias, k + ".attention")
-      if l >= self.fusion_start and vision is not None:
+      if l >= cross_from and vision is not None:
         x = self._bert_attn(x, vision, cross_bias, k + ".crossattention")
       y = self.linear(F.gelu(self.linear(x, k + ".intermediate.dense")), k + ".output.dense")
       x = self.ln(y + x, k + ".output.LayerNorm", self.teps)
@@ -130,8 +132,17 @@ class X2VLMReference:
   def fusion(self, text_embeds, mask, vision, vision_mask=None):
     return self.layers(text_embeds, mask, self.fusion_start, self.num_layers, vision, vision_mask)
 
-  def multi_modal(self, ids, mask, vision=None, vision_mask=None):
-    return self.layers(self.embeddings(ids), mask, 0, self.num_layers, vision, vision_mask)
+  def multi_modal(self, ids, mask, vision=None, vision_mask=None, positions=None):
+    return self.layers(self.embeddings(ids, positions), mask, 0, self.num_layers, vision, vision_mask)
+
+  def answer_decoder_logits(self, ids, mask, memory, memory_mask, num_layers):
+    """The VQA `text_decoder` (BertLMHeadModel, spec §5.2): causal × padding self-attention mask,
+    cross-attention to the question memory in every layer, head tied to its own word embeddings."""
+    p = "text_decoder.bert."
+    causal = torch.tril(torch.ones(ids.shape[1], ids.shape[1]))[None] * mask[:, None, :].float()
+    h = self.layers(self.embeddings(ids, prefix=p), causal, 0, num_layers, memory, memory_mask, prefix=p,
+                    cross_from=0)
+    return self._lm_head(h, "text_decoder.cls.predictions.", p + "embeddings.word_embeddings.weight")
 
   # --- heads (§1.5) ---------------------------------------------------------------------------
   def mlp(self, x, key):
@@ -149,12 +160,14 @@ class X2VLMReference:
   def predict_box(self, vision, text_embeds, mask):
     return self.mlp(self.fusion(text_embeds, mask, vision, None)[:, 0], "bbox_head").sigmoid()
 
-  def mlm_logits(self, ids, mask, vision, vision_mask):
-    c = "text_encoder.cls.predictions."
-    h = self.multi_modal(ids, mask, vision, vision_mask)
+  def _lm_head(self, h, c, word_key):
     h = self.ln(F.gelu(self.linear(h, c + "transform.dense")), c + "transform.LayerNorm", self.teps)
     # The decoder weight is the (tied) word embedding; its bias is predictions.bias.
-    return F.linear(h, self.w("text_encoder.bert.embeddings.word_embeddings.weight"), self.w(c + "bias"))
+    return F.linear(h, self.w(word_key), self.w(c + "bias"))
+
+  def mlm_logits(self, ids, mask, vision, vision_mask, positions=None):
+    h = self.multi_modal(ids, mask, vision, vision_mask, positions)
+    return self._lm_head(h, "text_encoder.cls.predictions.", "text_encoder.bert.embeddings.word_embeddings.weight")
 
   def similarity(self, image_feat, text_feat):
     return image_feat @ text_feat.t() / self.w("temp")

@@ -18,6 +18,9 @@ from typing import Dict, List, NamedTuple, Tuple
 MLM_LAYOUT_PREFIX = "text_encoder.bert."
 BERTMODEL_LAYOUT_PREFIX = "text_encoder."
 CLS_PREFIX = "text_encoder.cls.predictions."
+# The VQA answer decoder of a fine-tuned VQA file (spec §7.3): a BertLMHeadModel `text_decoder`.
+DECODER_PREFIX = "text_decoder.bert."
+DECODER_CLS_PREFIX = "text_decoder.cls.predictions."
 
 
 class Entry(NamedTuple):
@@ -64,24 +67,24 @@ def _attention(out: List[Entry], path: str, key: str) -> None:
   _layer_norm(out, f"{path}/ln", f"{key}.output.LayerNorm")
 
 
-def _text(cfg, out: List[Entry], prefix: str, with_mlm: bool) -> None:
+def _bert(out: List[Entry], ours: str, prefix: str, cls_prefix: str, num_layers: int, fusion_start: int) -> None:
+  """One BERT stack with MLM head: our prefix `ours` ("text" / "decoder") ↔ official `prefix`."""
   e = prefix + "embeddings."
-  out.append(Entry("text/embeddings/word/embedding", e + "word_embeddings.weight", "copy"))
-  out.append(Entry("text/embeddings/position/embedding", e + "position_embeddings.weight", "copy"))
-  out.append(Entry("text/embeddings/token_type/embedding", e + "token_type_embeddings.weight", "copy"))
-  _layer_norm(out, "text/embeddings/ln", e + "LayerNorm")
-  for l in range(cfg.text.num_layers):
-    p, k = f"text/layers/{l}", f"{prefix}encoder.layer.{l}"
+  out.append(Entry(f"{ours}/embeddings/word/embedding", e + "word_embeddings.weight", "copy"))
+  out.append(Entry(f"{ours}/embeddings/position/embedding", e + "position_embeddings.weight", "copy"))
+  out.append(Entry(f"{ours}/embeddings/token_type/embedding", e + "token_type_embeddings.weight", "copy"))
+  _layer_norm(out, f"{ours}/embeddings/ln", e + "LayerNorm")
+  for l in range(num_layers):
+    p, k = f"{ours}/layers/{l}", f"{prefix}encoder.layer.{l}"
     _attention(out, f"{p}/self_attn", f"{k}.attention")
-    if l >= cfg.text.fusion_start:
+    if l >= fusion_start:
       _attention(out, f"{p}/cross_attn", f"{k}.crossattention")
     _linear(out, f"{p}/intermediate", f"{k}.intermediate.dense")
     _linear(out, f"{p}/output", f"{k}.output.dense")
     _layer_norm(out, f"{p}/ln", f"{k}.output.LayerNorm")
-  if with_mlm:
-    _linear(out, "text/mlm/dense", CLS_PREFIX + "transform.dense")
-    _layer_norm(out, "text/mlm/ln", CLS_PREFIX + "transform.LayerNorm")
-    out.append(Entry("text/mlm/bias", CLS_PREFIX + "bias", "copy"))
+  _linear(out, f"{ours}/mlm/dense", cls_prefix + "transform.dense")
+  _layer_norm(out, f"{ours}/mlm/ln", cls_prefix + "transform.LayerNorm")
+  out.append(Entry(f"{ours}/mlm/bias", cls_prefix + "bias", "copy"))
 
 
 def _heads(cfg, out: List[Entry]) -> None:
@@ -107,8 +110,10 @@ def layout(cfg, text_prefix: str = MLM_LAYOUT_PREFIX) -> List[Entry]:
   but our model always has it, so it is always listed (a BertModel-layout file reports it missing)."""
   out: List[Entry] = []
   _vision(cfg, out)
-  _text(cfg, out, text_prefix, with_mlm=True)
+  _bert(out, "text", text_prefix, CLS_PREFIX, cfg.text.num_layers, cfg.text.fusion_start)
   _heads(cfg, out)
+  if cfg.heads.decoder_layers:
+    _bert(out, "decoder", DECODER_PREFIX, DECODER_CLS_PREFIX, cfg.heads.decoder_layers, 0)
   return out
 
 

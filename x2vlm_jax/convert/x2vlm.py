@@ -17,6 +17,9 @@ from x2vlm_jax.convert.relpos import grid_from_rows, resize_rel_pos_table
 FRAME_KEY = "absolute_frame_pos_embed"
 _TIED_DECODER = {  # duplicate tensor → the tensor it must equal (HF ties them, the file stores both)
     L.CLS_PREFIX + "decoder.bias": L.CLS_PREFIX + "bias",
+    # The VQA answer decoder's head is tied to ITS OWN word embeddings (spec §5.2, §7.3).
+    L.DECODER_CLS_PREFIX + "decoder.bias": L.DECODER_CLS_PREFIX + "bias",
+    L.DECODER_CLS_PREFIX + "decoder.weight": L.DECODER_PREFIX + "embeddings.word_embeddings.weight",
 }
 _BUFFER_SUFFIXES = ("relative_position_index", "position_ids")
 
@@ -48,6 +51,12 @@ def checkpoint_grid(sd: Dict[str, np.ndarray]) -> Optional[int]:
 
 def checkpoint_num_frames(sd: Dict[str, np.ndarray]) -> int:
   return int(sd[FRAME_KEY].shape[1]) if FRAME_KEY in sd and sd[FRAME_KEY].ndim == 4 else 0
+
+
+def checkpoint_decoder_layers(sd: Dict[str, np.ndarray]) -> int:
+  """Depth of a VQA file's answer decoder (`text_decoder.bert.encoder.layer.N.*`), 0 if it has none."""
+  head = L.DECODER_PREFIX + "encoder.layer."
+  return len({k[len(head):].split(".")[0] for k in sd if k.startswith(head)})
 
 
 def _under(path: str, prefixes) -> bool:

@@ -14,16 +14,23 @@ def _split(seed, n):
   return tf.unstack(tf.random.experimental.stateless_split(seed, n))
 
 
-def mask_tokens(ids, mask, seed, *, is_subword, mask_id, vocab_size, mask_prob, max_masks,
-                skipgram_prb, skipgram_size, whole_word):
-  """ids/mask [B, L] int32 ([CLS] … [SEP], 0-padded) → (ids_masked, masked_pos, mlm_labels)."""
+def choose_masked_positions(ids, mask, seeds, *, is_subword, mask_prob, max_masks, skipgram_prb,
+                            skipgram_size, whole_word, num_source_tokens: int = 0):
+  """The position choice of `TextMaskingGenerator` → bool [B, L] (True = chosen).
+
+  seeds: 4 stateless seeds (order, span use, span length, overshoot cut). num_source_tokens = P:
+  tokens 1 … P after [CLS] (the captioning prompt, spec §5.5) are never chosen and do not count:
+  n_pred = min(max_masks, max(1, round((n − P)·mask_prob))), candidates P+1 … n−1, and a span that
+  starts at or before P adds nothing (the official loop stops at its first special position).
+  """
   b, l = tf.shape(ids)[0], ids.shape[1]
-  s_perm, s_span, s_len, s_keep, s_rep, s_rand = _split(seed, 6)
+  s_perm, s_span, s_len, s_keep = seeds
   n = tf.reduce_sum(mask, axis=1)                                   # incl. [CLS] and [SEP]
-  n_pred = tf.cast(tf.round(tf.cast(n, tf.float32) * mask_prob), tf.int32)  # half-to-even
+  n_src = num_source_tokens
+  n_pred = tf.cast(tf.round(tf.cast(n - n_src, tf.float32) * mask_prob), tf.int32)  # half-to-even
   n_pred = tf.minimum(max_masks, tf.maximum(1, n_pred))
   pos = tf.range(l)[None, :]
-  cand = (pos >= 1) & (pos < n[:, None])                            # final [SEP] included
+  cand = (pos >= 1 + n_src) & (pos < n[:, None])                    # final [SEP] included
   # Random order of the candidates: argsort of uniform keys with non-candidates pushed last.
   keys = tf.random.stateless_uniform([b, l], s_perm) + tf.cast(~cand, tf.float32) * 2.0
   order = tf.argsort(keys, axis=1, stable=True)
@@ -44,14 +51,14 @@ def mask_tokens(ids, mask, seed, *, is_subword, mask_id, vocab_size, mask_prob, 
 
   def body(t, masked):
     p = order[:, t]
-    active = (t < n - 1) & (tf.reduce_sum(tf.cast(masked, tf.int32), 1) < n_pred)
+    active = (t < n - 1 - n_src) & (tf.reduce_sum(tf.cast(masked, tf.int32), 1) < n_pred)
     active &= ~tf.gather(masked, p, batch_dims=1)
     k = tf.gather(span_len, p, batch_dims=1)
     st = tf.gather(word_start, p, batch_dims=1)
     end = tf.minimum(p + k, l)
     end = tf.gather(next_word_ext, end, batch_dims=1)
     end = tf.minimum(end, n)                                        # positions > n-1 stop the span
-    active &= st > 0                                                # official: position 0 stops it
+    active &= st > n_src                                            # official: a special position stops it
     add = (pos >= st[:, None]) & (pos < end[:, None]) & active[:, None]
     return t + 1, masked | add
 
@@ -60,7 +67,18 @@ def mask_tokens(ids, mask, seed, *, is_subword, mask_id, vocab_size, mask_prob, 
   # Too many (spans overshoot): keep a random n_pred of them.
   keep_keys = tf.random.stateless_uniform([b, l], s_keep) + tf.cast(~masked, tf.float32) * 2.0
   rank = tf.argsort(tf.argsort(keep_keys, axis=1, stable=True), axis=1, stable=True)
-  masked &= rank < n_pred[:, None]
+  return masked & (rank < n_pred[:, None])
+
+
+def mask_tokens(ids, mask, seed, *, is_subword, mask_id, vocab_size, mask_prob, max_masks,
+                skipgram_prb, skipgram_size, whole_word):
+  """ids/mask [B, L] int32 ([CLS] … [SEP], 0-padded) → (ids_masked, masked_pos, mlm_labels)."""
+  b, l = tf.shape(ids)[0], ids.shape[1]
+  s_perm, s_span, s_len, s_keep, s_rep, s_rand = _split(seed, 6)
+  masked = choose_masked_positions(ids, mask, (s_perm, s_span, s_len, s_keep), is_subword=is_subword,
+                                   mask_prob=mask_prob, max_masks=max_masks, skipgram_prb=skipgram_prb,
+                                   skipgram_size=skipgram_size, whole_word=whole_word)
+  pos = tf.range(l)[None, :]
 
   u = tf.random.stateless_uniform([b, l], s_rep)
   rand_ids = tf.random.stateless_uniform([b, l], s_rand, minval=0, maxval=vocab_size, dtype=tf.int32)

@@ -5,7 +5,8 @@
     ids, mask = m.tokenize(["a dog on a couch"])  # the checkpoint's own vocabulary
 
 Modules: `api` (the validated, jitted model entry points), `tokenizer` (BERT WordPiece, the data
-pipeline's ids without tensorflow).
+pipeline's ids without tensorflow), `decoding` (VQA answer ranking / generation and MLM captioning over
+a model: `rank_answers_jit`, `generate_answers`, `generate_captions`).
 """
 
 from x2vlm_jax.inference.api import X2VLMInference, from_params, load, preprocess_images

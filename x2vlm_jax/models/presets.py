@@ -58,6 +58,8 @@ def _common() -> ml_collections.ConfigDict:
   c.heads = ml_collections.ConfigDict()
   c.heads.nlvr = False        # NLVR2 `cls_head`: MLP(2H → 4H → LN → GELU → 2) over two fused [CLS]
   c.heads.num_labels = 0      # classification `cls_head`: MLP(H → 2H → LN → GELU → num_labels)
+  # VQA answer decoder `text_decoder` (spec §5.2): 6 (released configs) or 3 layers; 0 = none.
+  c.heads.decoder_layers = 0
   return c
 
 
@@ -121,6 +123,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"num_frames: expected >= 0, got {c.num_frames}")
   if c.heads.num_labels < 0:
     raise ValueError(f"heads.num_labels: expected >= 0, got {c.heads.num_labels}")
+  if c.heads.decoder_layers < 0:
+    raise ValueError(f"heads.decoder_layers: expected >= 0, got {c.heads.decoder_layers}")
   if c.heads.nlvr and c.heads.num_labels:
     raise ValueError("heads: nlvr and num_labels both use the official name `cls_head`; enable one")
 

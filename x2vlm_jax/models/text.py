@@ -5,8 +5,18 @@ Three execution modes share one set of weights:
   fusion      precomputed text_embeds + layers [fusion_start, L)       → fused states (cross-attention on)
   multi_modal embeddings + all layers (cross-attention iff vision given) → MLM / VQA / NLVR encoders
 `fusion(text(ids)) == multi_modal(ids)` exactly; tested.
+
+Incremental decoding (captioning, spec §5.5; the VQA answer decoder, §5.2, is the same stack with
+cross-attention in every layer): `init_cache` gives every layer a fixed-size [B, T, heads, head_dim]
+buffer of self-attention keys/values, `cross_kv` projects the cross-attention memory once, and
+`decode` runs only the new positions, writes their keys/values into the cache at `index` and lets them
+attend to all T slots under a caller-given [B, L_new, T] mask. A cache slot is the token's position in
+the sequence, so one causal rule (slot ≤ query position) covers prefix passes and single steps alike.
 """
 
+from typing import Optional, Sequence, Tuple
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -29,8 +39,10 @@ class BertEmbeddings(nnx.Module):
     self.ln = layers.layer_norm(t.hidden, t.layer_norm_eps, rngs=rngs, dtype=dtype)
     self.hidden_dropout = hidden_dropout
 
-  def __call__(self, ids, rng=None):
-    positions = jnp.arange(ids.shape[1])[None]
+  def __call__(self, ids, rng=None, positions=None):
+    # Explicit positions: captioning gives an inserted [MASK] the position of the token it precedes.
+    if positions is None:
+      positions = jnp.arange(ids.shape[1])[None]
     # Token types are always 0 in X²-VLM (spec §10 item 19).
     x = self.word(ids) + self.position(positions) + self.token_type(jnp.zeros_like(ids))
     return layers.dropout(self.ln(x), self.hidden_dropout, rng)
@@ -53,12 +65,27 @@ class BertAttention(nnx.Module):
     self.out = layers.dense(h, h, ("heads", "embed"), rngs=rngs, dtype=dtype)
     self.ln = layers.layer_norm(h, t.layer_norm_eps, rngs=rngs, dtype=dtype)
 
-  def __call__(self, x, kv, bias, rng=None):
+  def project_kv(self, kv) -> Tuple[jax.Array, jax.Array]:
+    """kv [B, L, W] → keys, values [B, L, heads, head_dim]."""
+    b, l, _ = kv.shape
+    n = self.num_heads
+    return (self.key(kv).reshape(b, l, n, -1), self.value(kv).reshape(b, l, n, -1))
+
+  def attend(self, x, k, v, bias, rng=None):
+    """Queries from x [Bq, Lq, H] against projected k/v [Bk, Lk, heads, head_dim].
+
+    Bq may be a multiple R·Bk: rows r·R … r·R+R−1 (the answers of one question, the beams of one
+    image) all read memory row r. They are folded into the query axis, [Bk, R·Lq], so the memory's
+    keys/values are neither copied nor projected R times; a bias must then not depend on Lq.
+    """
     b, lq, h = x.shape
-    n, dh = self.num_heads, h // self.num_heads
-    q = self.query(x).reshape(b, lq, n, dh)
-    k = self.key(kv).reshape(b, kv.shape[1], n, dh)
-    v = self.value(kv).reshape(b, kv.shape[1], n, dh)
+    n = self.num_heads
+    q = self.query(x).reshape(b, lq, n, h // n)
+    if b != k.shape[0]:
+      if b % k.shape[0] or (bias is not None and bias.shape[2] != 1):
+        raise ValueError(f"attention: {b} query rows cannot share {k.shape[0]} memory rows with bias "
+                         f"{None if bias is None else bias.shape}")
+      q = q.reshape(k.shape[0], (b // k.shape[0]) * lq, n, h // n)
     r_attn, r_hidden, r_path = layers.split_rng(rng, 3)
     ctx = dot_product_attention(q, k, v, bias, implementation=self.implementation,
                                 dropout_rate=self.attention_dropout, rng=r_attn)
@@ -66,6 +93,9 @@ class BertAttention(nnx.Module):
     # Official text DropPath drops whole token positions across the batch: mask shape (1, L, 1).
     y = layers.drop_path(y, self.drop_path, r_path, (1, lq, 1))
     return self.ln(x + y)
+
+  def __call__(self, x, kv, bias, rng=None):
+    return self.attend(x, *self.project_kv(kv), bias, rng)
 
 
 class BertLayer(nnx.Module):
@@ -82,15 +112,33 @@ class BertLayer(nnx.Module):
     self.hidden_dropout = hidden_dropout
     self.drop_path = drop_path
 
-  def __call__(self, x, self_bias, vision=None, vision_bias=None, rng=None):
+  def __call__(self, x, self_bias, vision=None, vision_bias=None, rng=None, cross_kv=None):
+    """cross_kv: the cross-attention's projected memory (`cross_attn.project_kv(vision)`), if the
+    caller computed it once for many calls; otherwise it is projected from `vision` here."""
     r_self, r_cross, r_hidden, r_path = layers.split_rng(rng, 4)
     x = self.self_attn(x, x, self_bias, r_self)
-    if self.cross_attn is not None and vision is not None:
-      x = self.cross_attn(x, vision, vision_bias, r_cross)
+    return self._cross_and_ffn(x, vision, vision_bias, cross_kv, r_cross, r_hidden, r_path)
+
+  def _cross_and_ffn(self, x, vision, vision_bias, cross_kv, r_cross=None, r_hidden=None, r_path=None):
+    if self.cross_attn is not None and (vision is not None or cross_kv is not None):
+      if cross_kv is None:
+        cross_kv = self.cross_attn.project_kv(vision)
+      x = self.cross_attn.attend(x, *cross_kv, vision_bias, r_cross)
     y = self.output(layers.gelu(self.intermediate(x)))
     y = layers.dropout(y, self.hidden_dropout, r_hidden)
     y = layers.drop_path(y, self.drop_path, r_path, (1, x.shape[1], 1))
     return self.ln(x + y)
+
+  def decode(self, x, self_bias, cache: Tuple[jax.Array, jax.Array], index, cross_kv=None,
+             cross_bias=None):
+    """Deterministic incremental step: x [B, L_new, H] are the positions index … index+L_new−1;
+    their keys/values go into cache slots of the same numbers, then they attend to all T slots
+    (self_bias [B, 1, L_new, T] hides the future and the unused ones). → (x, new cache)."""
+    k_new, v_new = self.self_attn.project_kv(x)
+    k = jax.lax.dynamic_update_slice_in_dim(cache[0], k_new.astype(cache[0].dtype), index, axis=1)
+    v = jax.lax.dynamic_update_slice_in_dim(cache[1], v_new.astype(cache[1].dtype), index, axis=1)
+    x = self.self_attn.attend(x, k, v, self_bias)
+    return self._cross_and_ffn(x, None, cross_bias, cross_kv), (k, v)
 
 
 class MLMHead(nnx.Module):
@@ -107,21 +155,32 @@ class MLMHead(nnx.Module):
 
 
 class TextStack(nnx.Module):
+  """Embeddings + BERT layers + tied MLM head.
 
-  def __init__(self, cfg, *, rngs: nnx.Rngs):
+  The defaults build the 18-layer X²-VLM stack from `cfg.text`; the VQA answer decoder (spec §5.2,
+  `models/decoder.py`) is the same BertLMHeadModel with its own depth, cross-attention from layer 0
+  and memory width H, hence the overrides.
+  """
+
+  def __init__(self, cfg, *, rngs: nnx.Rngs, num_layers: Optional[int] = None,
+               fusion_start: Optional[int] = None, cross_width: Optional[int] = None):
     t = cfg.text
     dtype = jnp.dtype(cfg.dtype)
-    self.fusion_start = t.fusion_start
+    num_layers = t.num_layers if num_layers is None else num_layers
+    self.fusion_start = t.fusion_start if fusion_start is None else fusion_start
+    cross_width = cfg.vision.width if cross_width is None else cross_width
+    self.num_heads = t.num_heads
+    self.dtype = dtype
     self.remat = bool(cfg.remat_text)
     # Official rule: a positive text drop-path rate forces hidden dropout to 0.
     hidden_dropout = 0.0 if t.drop_path_rate > 0 else t.hidden_dropout
-    rates = list(np.linspace(0.0, t.drop_path_rate, t.fusion_start)) + list(
-        np.linspace(0.0, t.cross_drop_path_rate, t.num_layers - t.fusion_start))
+    rates = list(np.linspace(0.0, t.drop_path_rate, self.fusion_start)) + list(
+        np.linspace(0.0, t.cross_drop_path_rate, num_layers - self.fusion_start))
     self.embeddings = BertEmbeddings(t, rngs=rngs, dtype=dtype, hidden_dropout=hidden_dropout)
     self.layers = nnx.List([
-        BertLayer(t, has_cross=i >= t.fusion_start, vision_width=cfg.vision.width, drop_path=float(rates[i]),
+        BertLayer(t, has_cross=i >= self.fusion_start, vision_width=cross_width, drop_path=float(rates[i]),
                   rngs=rngs, dtype=dtype, implementation=cfg.attention_impl, hidden_dropout=hidden_dropout)
-        for i in range(t.num_layers)])
+        for i in range(num_layers)])
     self.mlm = MLMHead(t, rngs=rngs, dtype=dtype)
 
   def _run(self, x, mask, start: int, end: int, vision=None, vision_mask=None, rng=None):
@@ -140,16 +199,59 @@ class TextStack(nnx.Module):
         x = self.layers[i](x, self_bias, vision, vision_bias, rngs[i])
     return x
 
-  def text(self, ids, mask, rng=None):
+  def text(self, ids, mask, rng=None, positions=None):
     r_emb, r_layers = layers.split_rng(rng, 2)
-    return self._run(self.embeddings(ids, r_emb), mask, 0, self.fusion_start, rng=r_layers)
+    return self._run(self.embeddings(ids, r_emb, positions), mask, 0, self.fusion_start, rng=r_layers)
 
   def fusion(self, text_embeds, mask, vision, vision_mask=None, rng=None):
     return self._run(text_embeds, mask, self.fusion_start, len(self.layers), vision, vision_mask, rng)
 
-  def multi_modal(self, ids, mask, vision=None, vision_mask=None, rng=None):
+  def multi_modal(self, ids, mask, vision=None, vision_mask=None, rng=None, positions=None):
+    """mask: [B, L] padding mask or a 3-D [B, L, L] attention mask (captioning, causal decoders);
+    positions: [B, L] or [1, L] position ids (default 0 … L−1)."""
     r_emb, r_layers = layers.split_rng(rng, 2)
-    return self._run(self.embeddings(ids, r_emb), mask, 0, len(self.layers), vision, vision_mask, r_layers)
+    return self._run(self.embeddings(ids, r_emb, positions), mask, 0, len(self.layers), vision, vision_mask,
+                     r_layers)
 
   def mlm_logits(self, hidden):
     return self.mlm(hidden, self.embeddings.word)
+
+  # --- incremental decoding (deterministic) ----------------------------------------------------------
+  def init_cache(self, batch: int, length: int, dtype=None) -> Tuple[Tuple[jax.Array, jax.Array], ...]:
+    """Zeroed self-attention key/value buffers, one (k, v) pair of [batch, length, heads, head_dim]
+    per layer (compute dtype unless given). Slots a step has not written yet must be hidden by the
+    mask passed to `decode`."""
+    dtype = self.dtype if dtype is None else dtype
+    h = self.embeddings.word.features
+    shape = (batch, length, self.num_heads, h // self.num_heads)
+    return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.layers)
+
+  def cross_kv(self, memory) -> Tuple[Optional[Tuple[jax.Array, jax.Array]], ...]:
+    """Cross-attention keys/values of `memory` [Bm, Lm, W] for every layer that has cross-attention
+    (None for the others), projected once per generation instead of once per step."""
+    return tuple(None if lyr.cross_attn is None else lyr.cross_attn.project_kv(memory)
+                 for lyr in self.layers)
+
+  def decode(self, ids, positions, cache, index, self_mask, cross_kv: Sequence = (), memory_mask=None):
+    """Runs the new tokens ids [B, L_new] (position ids `positions`) through every layer.
+
+    cache: `init_cache` layout; slots index … index+L_new−1 receive the new keys/values.
+    self_mask: [B or 1, L_new, T] 0/1 over cache slots (which earlier positions each new one sees).
+    cross_kv: `cross_kv(memory)` or () for no cross-attention (text-only); its batch may divide B
+    (beams / answers sharing one memory row). memory_mask: [Bm, Lm] (default all ones).
+    → (hidden [B, L_new, H], updated cache).
+    """
+    x = self.embeddings(ids, None, positions)
+    self_bias = additive_mask(self_mask, SELF_ATTENTION_MASK_VALUE)
+    cross_bias = None
+    kv0 = next((kv for kv in cross_kv if kv is not None), None)
+    if kv0 is not None:
+      if memory_mask is None:
+        memory_mask = jnp.ones(kv0[0].shape[:2], jnp.int32)
+      cross_bias = additive_mask(memory_mask, CROSS_ATTENTION_MASK_VALUE)
+    new_cache = []
+    for i, lyr in enumerate(self.layers):
+      kv = cross_kv[i] if cross_kv else None
+      x, c = lyr.decode(x, self_bias, cache[i], index, kv, cross_bias)
+      new_cache.append(c)
+    return x, tuple(new_cache)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from x2vlm_jax.models import layers, presets
+from x2vlm_jax.models.decoder import AnswerDecoder
 from x2vlm_jax.models.regions import region_pool, video_pool
 from x2vlm_jax.models.text import TextStack
 from x2vlm_jax.models.vision import VisionTower
@@ -42,6 +43,8 @@ class X2VLM(nnx.Module):
                       if heads.nlvr else None)
     self.cls_head = (layers.MLPHead(h, heads.num_labels, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
                      if heads.num_labels else None)
+    # VQA (spec §5.2): new BERT-init parameters; `decoder_from_fusion` gives the official init.
+    self.decoder = AnswerDecoder(cfg, rngs=rngs) if heads.decoder_layers else None
 
   # --- unimodal encoders -------------------------------------------------------------------------
   def encode_image(self, images, rng=None):
@@ -92,3 +95,25 @@ class X2VLM(nnx.Module):
 
   def similarity(self, image_feat, text_feat):
     return image_feat.astype(jnp.float32) @ text_feat.astype(jnp.float32).T / self.temp[...]
+
+  # --- VQA (spec §5.2) ---------------------------------------------------------------------------
+  def vqa_memory(self, question_ids, question_mask, image_embeds, image_mask=None, rng=None):
+    """Decoder memory: the 18-layer stack in multi_modal mode on the question, all positions [B,Lq,H]
+    (used with `question_mask` as the memory mask)."""
+    return self.text.multi_modal(question_ids, question_mask, image_embeds, image_mask, rng)
+
+  def answer_logits(self, answer_ids, answer_mask, memory, memory_mask, rng=None):
+    """Teacher-forced decoder logits [Ba, La, V]; Ba = R·B answers, R consecutive per question."""
+    return self.decoder(answer_ids, answer_mask, memory, memory_mask, rng)
+
+  def vqa_loss(self, answer_ids, answer_mask, answer_weights, memory, memory_mask, rng=None):
+    """L = Σ_answers weight · (summed token CE of the answer) / #questions.
+
+    answer_ids/answer_mask [B, A, La]: up to A answers per question (padding answers get weight 0);
+    answer_weights [B, A]: #annotators giving it / #annotations (VQA) or 0.5 (VG). The question memory
+    [B, Lq, H] is shared by its A answers inside the cross-attention instead of being repeated A times
+    (the official `question_states += [state] * n`)."""
+    b, a, la = answer_ids.shape
+    nll = self.decoder.answer_nll(answer_ids.reshape(b * a, la), answer_mask.reshape(b * a, la), memory,
+                                  memory_mask, rng)
+    return jnp.sum(answer_weights.astype(jnp.float32) * nll.reshape(b, a)) / b

@@ -100,6 +100,29 @@ def path_to_str(path) -> str:
   return "/".join(parts)
 
 
+def _bert_rules(ours: str, bert: str, cls: str):
+  """Module rules of one BERT stack: our prefix ("text" / "decoder") → its official BertModel prefix and
+  MLM-head prefix (spec §7.2, §7.3)."""
+  layer = bert + r"encoder.layer.\1"
+  return [
+      (ours + r"/embeddings/word", bert + "embeddings.word_embeddings"),
+      (ours + r"/embeddings/position", bert + "embeddings.position_embeddings"),
+      (ours + r"/embeddings/token_type", bert + "embeddings.token_type_embeddings"),
+      (ours + r"/embeddings/ln", bert + "embeddings.LayerNorm"),
+      (ours + r"/layers/(\d+)/self_attn/(query|key|value)", layer + r".attention.self.\2"),
+      (ours + r"/layers/(\d+)/self_attn/out", layer + ".attention.output.dense"),
+      (ours + r"/layers/(\d+)/self_attn/ln", layer + ".attention.output.LayerNorm"),
+      (ours + r"/layers/(\d+)/cross_attn/(query|key|value)", layer + r".crossattention.self.\2"),
+      (ours + r"/layers/(\d+)/cross_attn/out", layer + ".crossattention.output.dense"),
+      (ours + r"/layers/(\d+)/cross_attn/ln", layer + ".crossattention.output.LayerNorm"),
+      (ours + r"/layers/(\d+)/intermediate", layer + ".intermediate.dense"),
+      (ours + r"/layers/(\d+)/output", layer + ".output.dense"),
+      (ours + r"/layers/(\d+)/ln", layer + ".output.LayerNorm"),
+      (ours + r"/mlm/dense", cls + "transform.dense"),
+      (ours + r"/mlm/ln", cls + "transform.LayerNorm"),
+  ]
+
+
 # Whole-path rules: parameters that are not the weight/bias of a sub-module.
 _PARAM_RULES = [
     (r"temp", "temp"),
@@ -109,8 +132,8 @@ _PARAM_RULES = [
     (r"vision/blocks/(\d+)/attn/([qv]_bias)", r"vision_encoder.blocks.\1.attn.\2"),
     (r"vision/blocks/(\d+)/attn/rel_pos_table", r"vision_encoder.blocks.\1.attn.relative_position_bias_table"),
     (r"text/mlm/bias", "text_encoder.cls.predictions.bias"),
+    (r"decoder/mlm/bias", "text_decoder.cls.predictions.bias"),
 ]
-_BERT_LAYER = r"text_encoder.bert.encoder.layer.\1"
 # Module rules: our module path → official module name; the leaf maps kernel/scale/embedding → weight.
 _MODULE_RULES = [
     (r"vision/patch_embed", "vision_encoder.patch_embed.proj"),
@@ -118,21 +141,9 @@ _MODULE_RULES = [
     (r"vision/blocks/(\d+)/attn/(qkv|proj)", r"vision_encoder.blocks.\1.attn.\2"),
     (r"vision/blocks/(\d+)/(fc[12])", r"vision_encoder.blocks.\1.mlp.\2"),
     (r"vision/fc_norm", "vision_encoder.fc_norm"),
-    (r"text/embeddings/word", "text_encoder.bert.embeddings.word_embeddings"),
-    (r"text/embeddings/position", "text_encoder.bert.embeddings.position_embeddings"),
-    (r"text/embeddings/token_type", "text_encoder.bert.embeddings.token_type_embeddings"),
-    (r"text/embeddings/ln", "text_encoder.bert.embeddings.LayerNorm"),
-    (r"text/layers/(\d+)/self_attn/(query|key|value)", _BERT_LAYER + r".attention.self.\2"),
-    (r"text/layers/(\d+)/self_attn/out", _BERT_LAYER + ".attention.output.dense"),
-    (r"text/layers/(\d+)/self_attn/ln", _BERT_LAYER + ".attention.output.LayerNorm"),
-    (r"text/layers/(\d+)/cross_attn/(query|key|value)", _BERT_LAYER + r".crossattention.self.\2"),
-    (r"text/layers/(\d+)/cross_attn/out", _BERT_LAYER + ".crossattention.output.dense"),
-    (r"text/layers/(\d+)/cross_attn/ln", _BERT_LAYER + ".crossattention.output.LayerNorm"),
-    (r"text/layers/(\d+)/intermediate", _BERT_LAYER + ".intermediate.dense"),
-    (r"text/layers/(\d+)/output", _BERT_LAYER + ".output.dense"),
-    (r"text/layers/(\d+)/ln", _BERT_LAYER + ".output.LayerNorm"),
-    (r"text/mlm/dense", "text_encoder.cls.predictions.transform.dense"),
-    (r"text/mlm/ln", "text_encoder.cls.predictions.transform.LayerNorm"),
+    *_bert_rules("text", "text_encoder.bert.", "text_encoder.cls.predictions."),
+    # VQA answer decoder (spec §7.3): a BertLMHeadModel under `text_decoder`.
+    *_bert_rules("decoder", "text_decoder.bert.", "text_decoder.cls.predictions."),
     (r"(vision_proj|text_proj)", r"\1"),
     (r"(itm_head|bbox_head)/fc0", r"\1.0"),
     (r"(itm_head|bbox_head)/ln", r"\1.1"),

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import tensorflow as tf  # noqa: E402
 
-from x2vlm_jax.data import finetune_build, jsonl, records  # noqa: E402
+from x2vlm_jax.data import finetune, jsonl, records  # noqa: E402
 
 
 def _records(files, kind, report, strict, **kw):
@@ -57,9 +57,9 @@ def _records(files, kind, report, strict, **kw):
 
 def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary", caption_key=None,
           image_is_path=False, image_root="", strict=False, max_words=40, examples_per_shard=2000):
-  if kind in finetune_build.BUILDERS:
-    return finetune_build.BUILDERS[kind](input_glob, image_root, data_dir, name, split=split, strict=strict,
-                                         max_words=max_words)
+  if kind in finetune.BUILDERS:
+    return finetune.builder(kind)(input_glob, image_root, data_dir, name, split=split, strict=strict,
+                                  max_words=max_words)
   files = sorted(tf.io.gfile.glob(input_glob))
   if not files:
     raise FileNotFoundError(f"--input {input_glob}: no files match")
@@ -75,7 +75,7 @@ def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary"
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS) + sorted(finetune_build.BUILDERS))
+  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS) + sorted(finetune.BUILDERS))
   p.add_argument("--input", required=True,
                  help="pre-training: glob of JSON-lines shards; fine-tuning: the JSON file (local or gs://)")
   p.add_argument("--data_dir", required=True)
@@ -91,7 +91,7 @@ def main(argv=None):
   p.add_argument("--strict", action="store_true", help="fail at the first bad record")
   a = p.parse_args(argv)
   if a.max_words is None:
-    a.max_words = 30 if a.kind in finetune_build.BUILDERS else 40
+    a.max_words = 30 if a.kind in finetune.BUILDERS else 40
   try:
     report = build(a.kind, a.input, a.data_dir, a.name, split=a.split, image_key=a.image_key,
                    caption_key=a.caption_key, image_is_path=a.image_is_path, image_root=a.image_root,

@@ -75,13 +75,14 @@ def main(argv=None):
       shutil.rmtree(d, ignore_errors=True)
 
   t0 = time.time()
-  from x2vlm_jax.data import finetune_build, shapes, shapes_tasks
+  from x2vlm_jax.data import shapes, shapes_tasks
+  from x2vlm_jax.data.finetune import retrieval
   print(f"[demo] building the shapes datasets in {args.data_dir} ...", flush=True)
   shapes.build(args.data_dir)
   tasks = shapes_tasks.build(args.data_dir)
   if not os.path.exists(os.path.join(args.data_dir, "shapes_retrieval", "1.0.0", "dataset_info.json")):
-    print(finetune_build.build_retrieval(os.path.join(tasks, "retrieval_train.json"), tasks, args.data_dir,
-                                         "shapes_retrieval").lines("retrieval"))
+    print(retrieval.build(os.path.join(tasks, "retrieval_train.json"), tasks, args.data_dir,
+                          "shapes_retrieval").lines("retrieval"))
   print(f"[demo] data ready ({time.time() - t0:.0f} s)", flush=True)
 
   from configs.finetune import shapes_retrieval

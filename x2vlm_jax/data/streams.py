@@ -26,7 +26,7 @@ def example_seed(base, pos):
   return tf.stack([tf.cast(base, tf.int64), tf.cast(pos, tf.int64)])
 
 
-def _meta_signature(num_datasets):
+def meta_signature(num_datasets):
   # Bookkeeping that rides along with every element: stream position, per-dataset counters after
   # this record (the resume state) and (dataset, record index) for tests and debugging.
   # `_skipped` counts the records skipped before this one by a stream's record rule (region: invalid
@@ -47,14 +47,14 @@ def meta(ex):
 
 def image_signature(num_datasets):
   return {
-      **_meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string), "caption": tf.TensorSpec([], tf.string),
+      **meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string), "caption": tf.TensorSpec([], tf.string),
       "boxes": tf.TensorSpec([None, 4], tf.float32), "elem_caption": tf.TensorSpec([None], tf.string),
       "elem_attrs": tf.TensorSpec([None], tf.string),
   }
 
 
 def video_signature(num_datasets):
-  return {**_meta_signature(num_datasets), "frames": tf.TensorSpec([None], tf.string), "caption": tf.TensorSpec([], tf.string)}
+  return {**meta_signature(num_datasets), "frames": tf.TensorSpec([None], tf.string), "caption": tf.TensorSpec([], tf.string)}
 
 
 def from_source(source, position, counts, signature, *, skipped=0, prepare=None):

@@ -41,9 +41,8 @@ class RetrievalTask(Task):
       vocab = self.config.model.text.vocab_size
       return SyntheticBatches(lambda s: synthetic_batch(s, per_host, d.image_res, d.max_tokens, vocab),
                               seed=seed, process_index=process_index)
-    from x2vlm_jax.data import finetune_streams  # tensorflow lives behind this import
-    return finetune_streams.create_retrieval_iterator(d, seed=seed, process_index=process_index,
-                                                      process_count=process_count)
+    from x2vlm_jax.data.finetune import retrieval  # tensorflow lives behind this import
+    return retrieval.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
 
   def examples_per_step(self) -> int:
     return int(self.config.data.batch_size)
@@ -51,8 +50,8 @@ class RetrievalTask(Task):
   def train_size(self):
     if self.config.data.get("source", "tfds") == "synthetic":
       return None
-    from x2vlm_jax.data import finetune_streams
-    return finetune_streams.train_size(self.config.data)
+    from x2vlm_jax.data.finetune import retrieval
+    return retrieval.train_size(self.config.data)
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):

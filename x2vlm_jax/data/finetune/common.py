@@ -1,0 +1,55 @@
+"""What the fine-tuning datasets share: reading the official annotation files, checking records into
+counted skips, and one resumable single-stream training iterator.
+
+Each task's data lives in its own module of this package (builder from the official JSON → TFDS,
+tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py --kind` to them.
+"""
+
+import json
+from typing import Callable, Dict, List
+
+import tensorflow as tf
+
+from x2vlm_jax.data.jsonl import BadRecord
+from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
+from x2vlm_jax.data.source import StreamSource
+
+
+def read_annotations(path: str) -> List[Dict]:
+  """A JSON array (or JSON lines) of records, local or gs://."""
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  try:
+    data = json.loads(text)
+  except json.JSONDecodeError:
+    data = [json.loads(line) for line in text.splitlines() if line.strip()]
+  if not isinstance(data, list):
+    raise ValueError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
+  return data
+
+
+def field(rec, key, kinds, reason="missing_field"):
+  """rec[key] if present and of one of `kinds` (bools never count as ints); else BadRecord."""
+  if not isinstance(rec, dict) or key not in rec:
+    raise BadRecord(reason, f"no field {key!r}")
+  if not isinstance(rec[key], kinds) or isinstance(rec[key], bool):
+    raise BadRecord("bad_field_type", f"{key} is {type(rec[key]).__name__}")
+  return rec[key]
+
+
+def skip_or_raise(report, path, index, e: BadRecord, strict: bool):
+  if strict:
+    raise ValueError(f"{path}: record {index}: {e}") from None
+  report.skipped[e.reason] += 1
+
+
+def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec_fn: Callable,
+                           seed: int, process_index: int, process_count: int) -> TrainIterator:
+  """A resumable iterator over one fine-tuning stream: `cfg.train` datasets opened with `opener`,
+  `build(source, position, counts, skipped, per_host_batch)` → batched tf.data graph,
+  `spec_fn(per_host_batch)` → the batch contract. Batches come out flat ({field: array})."""
+  bt = _per_host(int(cfg.batch_size), process_count, "data.batch_size")
+  source = StreamSource(cfg.data_dir, [tuple(d) for d in cfg.train], seed=seed, stream_id=stream_id,
+                        process_index=process_index, process_count=process_count, opener=opener)
+  return TrainIterator(cfg, {name: StreamDef(source, lambda p, c, s: build(source, p, c, s, bt), spec_fn(bt))},
+                       seed=seed, process_index=process_index, process_count=process_count, flat=True)

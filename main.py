@@ -31,18 +31,8 @@ def main(argv):
                                process_id=_PROCESS_ID.value)
   logging.info("process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
                jax.local_device_count(), jax.device_count())
-  from x2vlm_jax.training import trainer
-  config = _CONFIG.value
-  state, _, _ = trainer.train(config, _WORKDIR.value, max_steps=_MAX_STEPS.value)
-  if not trainer.finished(config, state):
-    # Preempted or --max_steps: the checkpoint is what matters; no export inside a grace period.
-    logging.info("stopped before the last step: checkpoint saved, no export")
-    return
-  trainer.export(config, state["params"], _WORKDIR.value)
-  best, step = trainer.best_params(config, _WORKDIR.value)
-  if best is not None:
-    trainer.export(config, best, _WORKDIR.value, name="export_best")
-    logging.info("exported the best step %d by %s", step, config.best_metric)
+  from x2vlm_jax import experiment
+  experiment.run(_CONFIG.value, _WORKDIR.value, max_steps=_MAX_STEPS.value)
 
 
 if __name__ == "__main__":

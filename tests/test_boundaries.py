@@ -12,7 +12,7 @@ import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.bat
 import x2vlm_jax.training.losses, x2vlm_jax.training.optimizer, x2vlm_jax.training.objectives
 import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.training.synthetic
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
-import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.init_from
+import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.init_from, x2vlm_jax.experiment
 import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics

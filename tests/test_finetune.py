@@ -22,6 +22,7 @@ from x2vlm_jax import params_io
 from x2vlm_jax.convert.relpos import resize_rel_pos_table
 from x2vlm_jax.evaluation import registry
 from x2vlm_jax.models import X2VLM, get_preset
+from x2vlm_jax import experiment
 from x2vlm_jax.training import init_from, optimizer, trainer
 
 
@@ -36,7 +37,7 @@ def test_evaluators_run_every_n_steps_and_the_best_step_is_kept(tmp_path, monkey
   c.checkpoint_every = 100  # only evaluated steps and the last one are saved
   c.evals.val = dict(type="scripted", every=2, values=(3.0, 9.0, 4.0, 5.0))
   c.best_metric = "val/score"
-  state, _, _ = trainer.train(c, str(tmp_path))
+  state, _, _ = experiment.train(c, str(tmp_path))
   assert scripted_eval.CALLS == [3.0, 9.0, 4.0, 5.0]  # steps 2, 4, 6, 8 (at_end = step 8, run once)
   evals = [(e["step"], e["val/score"]) for e in _jsonl(tmp_path) if "val/score" in e]
   assert evals == [(2, 3.0), (4, 9.0), (6, 4.0), (8, 5.0)]
@@ -44,7 +45,7 @@ def test_evaluators_run_every_n_steps_and_the_best_step_is_kept(tmp_path, monkey
   assert json.loads((tmp_path / "eval" / "val" / "step_4" / "predictions.json").read_text()) == {"call": 2}
   kept = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert kept == [4, 8], kept  # the best (9.0 at step 4) and the newest (keep_checkpoints=1)
-  best, step = trainer.best_params(c, str(tmp_path))
+  best, step = experiment.best_params(c, str(tmp_path))
   assert step == 4
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(state["params"])))
 
@@ -89,9 +90,9 @@ def test_init_from_another_resolution_and_new_heads(tmp_path):
 
 def test_resume_mid_fine_tuning_is_exact(tmp_path):
   c = synthetic_retrieval.get_config("steps=4")
-  whole, _, _ = trainer.train(c, str(tmp_path / "whole"))
-  trainer.train(c, str(tmp_path / "split"), max_steps=2)
-  resumed, _, _ = trainer.train(c, str(tmp_path / "split"))
+  whole, _, _ = experiment.train(c, str(tmp_path / "whole"))
+  experiment.train(c, str(tmp_path / "split"), max_steps=2)
+  resumed, _, _ = experiment.train(c, str(tmp_path / "split"))
   losses = lambda d: {e["step"]: e["train/loss"] for e in _jsonl(d) if "train/loss" in e}  # noqa: E731
   assert losses(tmp_path / "whole") == losses(tmp_path / "split")
   assert sorted(losses(tmp_path / "split")) == [1, 2, 3, 4]
@@ -102,12 +103,12 @@ def test_resume_mid_fine_tuning_is_exact(tmp_path):
 def test_stage1_export_starts_stage2_with_frame_embeddings(tmp_path):
   stage1 = synthetic_tiny.get_config("steps=2")
   stage1.async_checkpoints, stage1.optim.warmup_steps = False, 1
-  state, _, _ = trainer.train(stage1, str(tmp_path / "stage1"))
+  state, _, _ = experiment.train(stage1, str(tmp_path / "stage1"))
   export = trainer.export(stage1, state["params"], str(tmp_path / "stage1"))
   stage2 = synthetic_tiny.get_config("steps=2,video=True")  # num_frames 2, a video stream
   stage2.async_checkpoints, stage2.optim.warmup_steps = False, 1
   stage2.init_from = export
-  state2, _, last = trainer.train(stage2, str(tmp_path / "stage2"))
+  state2, _, last = experiment.train(stage2, str(tmp_path / "stage2"))
   record = json.loads((tmp_path / "stage2" / "init.json").read_text())
   assert record["new_params"] == ["frame_pos"] and record["actions"]["fresh"] == ["frame_pos"]
   assert np.isfinite(last["video/itc"])

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 
 from tests.configs import synthetic_tiny
-from x2vlm_jax.training import trainer
+from x2vlm_jax import experiment
 
 
 def _config(mesh):
@@ -16,10 +16,10 @@ def _config(mesh):
 
 
 def test_restore_onto_a_different_mesh(tmp_path):
-  saved, _, _ = trainer.train(_config((4, 1, 1)), str(tmp_path), max_steps=2)
+  saved, _, _ = experiment.train(_config((4, 1, 1)), str(tmp_path), max_steps=2)
   assert int(jax.device_get(saved["step"])) == 2
   # max_steps=0: restore only (no step is compiled), onto data=1 × fsdp=2 × tensor=2.
-  restored, _, _ = trainer.train(_config((1, 2, 2)), str(tmp_path), max_steps=0)
+  restored, _, _ = experiment.train(_config((1, 2, 2)), str(tmp_path), max_steps=0)
   assert int(jax.device_get(restored["step"])) == 2
   for a, b in zip(jax.tree.leaves(saved), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(np.asarray(jax.device_get(a)), np.asarray(jax.device_get(b)))

@@ -87,13 +87,14 @@ def main(argv=None):
 
   from configs.finetune import shapes_retrieval
   from configs.pretrain import shapes_tiny
+  from x2vlm_jax import experiment
   from x2vlm_jax.training import trainer
 
   config = shapes_tiny.get_config(f"steps={args.steps},data_dir={args.data_dir}")
   t1 = time.time()
   print(f"[demo] pre-training shapes_tiny for {config.total_steps} steps on {os.cpu_count()} CPU cores; "
         f"checkpoints, metrics.jsonl and TensorBoard events in {pretrain_dir}", flush=True)
-  state, _, _ = trainer.train(config, pretrain_dir)
+  state, _, _ = experiment.train(config, pretrain_dir)
   export = trainer.export(config, state["params"], pretrain_dir)
   pretrain_s = time.time() - t1
 
@@ -101,7 +102,7 @@ def main(argv=None):
   ft.init_from = export
   t2 = time.time()
   print(f"[demo] fine-tuning retrieval from {export} in {retrieval_dir}", flush=True)
-  state, _, _ = trainer.train(ft, retrieval_dir)
+  state, _, _ = experiment.train(ft, retrieval_dir)
   trainer.export(ft, state["params"], retrieval_dir)
   finetune_s = time.time() - t2
 

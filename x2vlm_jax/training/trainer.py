@@ -1,6 +1,10 @@
-"""The one training loop, for pre-training and every fine-tuning task (`config.task`, x2vlm_jax.tasks).
+"""The one training loop, for pre-training and every fine-tuning task.
 
-mesh → sharded state → (resume | init_from | scratch) → steps, evaluators, checkpoints → export.
+mesh → sharded state → (resume | init_from | scratch) → steps, evaluations, checkpoints → export.
+
+The loop knows a task only through its contract (x2vlm_jax.tasks.base.Task: loss, input, init
+additions) and evaluation only through a callback; `x2vlm_jax.experiment` builds both from the config,
+so tasks and evaluators sit above training and never the other way round.
 
 Resume order: a checkpoint in WORKDIR wins; else `config.init_from` (our export or a converted
 official checkpoint, any resolution; see `init_from.py`); else random initialisation. Evaluators
@@ -18,14 +22,14 @@ import math
 import os
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import numpy as np
 from absl import logging
 from etils import epath
 
-from x2vlm_jax import params_io, tasks
+from x2vlm_jax import params_io
 from x2vlm_jax.training import checkpointing, init_from, metrics as metrics_lib, optimizer, train_state
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.train_step import make_train_step
@@ -100,13 +104,18 @@ def _init_plan(config, task, workdir: epath.Path, resuming: bool):
   return p, p.new_params
 
 
-def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = None, task=None):
-  """Runs (or resumes) the experiment. Returns (state, graphdef, last logged metrics)."""
+def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, mesh=None, input_iter=None,
+          max_steps: Optional[int] = None):
+  """Runs (or resumes) the experiment. Returns (state, graphdef, last logged metrics).
+
+  evaluate(step, graphdef, params, total_steps, start_step) → {"<name>/<metric>": value} of the
+  evaluations due at that step ({} when none is); its results are logged, and a step with results
+  is checkpointed with them (the best one by `config.best_metric` is kept).
+  """
   root = _path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   _write_json(root / "config.json", json.loads(config.to_json_best_effort()))
-  task = task if task is not None else tasks.build(config)
-  mesh = shd.create_mesh(config.mesh)
+  mesh = mesh if mesh is not None else shd.create_mesh(config.mesh)
   rules = [tuple(r) for r in config.sharding_rules]
   total_steps = resolve_total_steps(config, task)
   accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
@@ -120,8 +129,6 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
   logging.info("task %s, %d optimizer steps, mesh %s on %d devices (%d processes)", task.name, total_steps,
                dict(mesh.shape), mesh.size, jax.process_count())
 
-  from x2vlm_jax.evaluation import registry as eval_registry  # noqa: keeps evaluators off import paths
-  evaluators = eval_registry.build_all(config, mesh)
   with jax.set_mesh(mesh):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh, rules, config.seed)
     input_iter = input_iter if input_iter is not None else task.train_iterator(
@@ -147,9 +154,8 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
     profile = config.get("profile", False)
     profile_start = start + int(config.get("profile_start", 5))
 
-    def evaluate(step):
-      results = eval_registry.run_due(evaluators, graphdef, state["params"], step, total_micro, root,
-                                      start=start)
+    def run_evals(step):
+      results = evaluate(step, graphdef, state["params"], total_micro, start) if evaluate else {}
       if results:
         logger.log(step, results, timing=False)  # evaluation time is not training throughput
       return results
@@ -163,7 +169,7 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
       step = start
       try:
         if step == 0 and max_steps != 0:
-          evaluate(0)  # evaluators with at_start (e.g. zero-shot before fine-tuning)
+          run_evals(0)  # evaluators with at_start (e.g. zero-shot before fine-tuning)
         while step < end:
           if profile and jax.process_index() == 0 and step == profile_start:
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
@@ -186,7 +192,7 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
             # Block on each step's result: back-to-back collectives can deadlock fake CPU devices.
             jax.block_until_ready(state["step"])
           preempted = preempt.requested or ckpt.reached_preemption(step)
-          results = {} if preempted else evaluate(step)
+          results = {} if preempted else run_evals(step)
           if results or step % config.checkpoint_every == 0 or preempted:
             save(step, metrics=results or None, force=preempted or bool(results))
           if preempted:
@@ -200,9 +206,8 @@ def train(config, workdir: str, *, input_iter=None, max_steps: Optional[int] = N
   return state, graphdef, last
 
 
-def finished(config, state, task=None) -> bool:
+def finished(config, state, task) -> bool:
   """True when the run reached its last step (not stopped by preemption or --max_steps)."""
-  task = task if task is not None else tasks.build(config)
   accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
   return int(jax.device_get(state["step"])) >= resolve_total_steps(config, task) * accum
 
@@ -219,7 +224,7 @@ def export(config, params, workdir: str, name: str = "export") -> str:
   return path
 
 
-def best_params(config, workdir: str):
+def best_params(config, workdir: str, task):
   """Params of the best step by `config.best_metric` (None when no evaluated step is kept)."""
   if not config.get("best_metric"):
     return None, None
@@ -231,7 +236,7 @@ def best_params(config, workdir: str):
       return None, None
     mesh = shd.create_mesh(config.mesh)
     # The optimizer only shapes the abstract state here; its groups and schedule do not matter.
-    tx, _ = optimizer.build_optimizer(config.optim, total_steps=resolve_total_steps(config, tasks.build(config)))
+    tx, _ = optimizer.build_optimizer(config.optim, total_steps=resolve_total_steps(config, task))
     with jax.set_mesh(mesh):
       abstract, shardings = train_state.abstract(config.model, tx, mesh,
                                                  [tuple(r) for r in config.sharding_rules], config.seed)

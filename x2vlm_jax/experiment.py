@@ -1,0 +1,61 @@
+"""An experiment from its config: the task (`config.task`, x2vlm_jax.tasks), its evaluators
+(`config.evals`, x2vlm_jax.evaluation) and the one training loop (x2vlm_jax.training.trainer).
+
+    from x2vlm_jax import experiment
+    experiment.run(config, workdir)             # what main.py does: train (or resume), then export
+    state, graphdef, last = experiment.train(config, workdir, max_steps=100)
+"""
+
+from typing import Optional
+
+from absl import logging
+from etils import epath
+
+from x2vlm_jax import tasks
+from x2vlm_jax.evaluation import registry
+from x2vlm_jax.training import sharding as shd
+from x2vlm_jax.training import trainer
+
+
+def _root(workdir: str) -> epath.Path:
+  import os
+  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
+def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=None, task=None):
+  """Trains (or resumes) with the task and evaluators of `config` → (state, graphdef, last metrics)."""
+  task = task if task is not None else tasks.build(config)
+  mesh = shd.create_mesh(config.mesh)
+  evaluators = registry.build_all(config, mesh)
+  root = _root(workdir)
+
+  def evaluate(step, graphdef, params, total, start):
+    return registry.run_due(evaluators, graphdef, params, step, total, root, start=start)
+
+  return trainer.train(config, workdir, task, evaluate=evaluate if evaluators else None, mesh=mesh,
+                       input_iter=input_iter, max_steps=max_steps)
+
+
+def finished(config, state) -> bool:
+  return trainer.finished(config, state, tasks.build(config))
+
+
+def best_params(config, workdir: str):
+  """(params, step) of the best evaluated step by `config.best_metric`, or (None, None)."""
+  return trainer.best_params(config, workdir, tasks.build(config))
+
+
+def run(config, workdir: str, *, max_steps: Optional[int] = None):
+  """Train, then (if the run reached its last step) export the final params to WORKDIR/export and
+  the best step's to WORKDIR/export_best (when `config.best_metric` is set), with the vocabulary."""
+  state, _, last = train(config, workdir, max_steps=max_steps)
+  if not finished(config, state):
+    # Preempted or --max_steps: the checkpoint is what matters; no export inside a grace period.
+    logging.info("stopped before the last step: checkpoint saved, no export")
+    return state, last
+  trainer.export(config, state["params"], workdir)
+  best, step = best_params(config, workdir)
+  if best is not None:
+    trainer.export(config, best, workdir, name="export_best")
+    logging.info("exported the best step %d by %s", step, config.best_metric)
+  return state, last

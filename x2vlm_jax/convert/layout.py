@@ -44,6 +44,8 @@ def _vision(cfg, out: List[Entry]) -> None:
   out.append(Entry("vision/patch_embed/kernel", v + "patch_embed.proj.weight", "conv"))
   out.append(Entry("vision/patch_embed/bias", v + "patch_embed.proj.bias", "copy"))
   out.append(Entry("vision/cls_token", v + "cls_token", "copy"))
+  if cfg.vision.abs_pos_emb:  # BEiT `use_abs_pos_emb`; no released X²-VLM model has it
+    out.append(Entry("vision/pos_embed", v + "pos_embed", "copy"))
   for i in range(cfg.vision.depth):
     p, k = f"vision/blocks/{i}", f"{v}blocks.{i}"
     _layer_norm(out, f"{p}/norm1", f"{k}.norm1")

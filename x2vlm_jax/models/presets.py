@@ -32,6 +32,12 @@ def _common() -> ml_collections.ConfigDict:
   c.vision.layer_norm_eps = 1e-6
   c.vision.layer_scale_init = 0.1
   c.vision.drop_path_rate = 0.1
+  # BEiT `use_abs_pos_emb`: False in every released model (spec §1.2); only the from-scratch `shapes`
+  # demo turns it on (configs/pretrain/shapes_tiny.py, docs/grounding.md).
+  c.vision.abs_pos_emb = False
+  # Its initial value: BEiT's "trunc_normal" (std 0.02), or "sincos" (MAE's fixed 2-D sin-cos table,
+  # here as the starting value of the learned table).
+  c.vision.pos_embed_init = "trunc_normal"
 
   c.text = ml_collections.ConfigDict()
   c.text.hidden = 768

@@ -37,6 +37,22 @@ def relative_position_table_rows(grid: int) -> int:
   return (2 * grid - 1) ** 2 + 3
 
 
+def sincos_2d(grid: int, width: int) -> np.ndarray:
+  """[1, 1+G·G, D] 2-D sine-cosine position table (MAE's get_2d_sincos_pos_embed): half of the
+  channels encode the row, half the column, each as sin/cos of geometric frequencies; the cls row is
+  zero. Every token starts with a distinct, smooth position code of the scale of a patch embedding."""
+  if width % 4:
+    raise ValueError(f"vision.width={width}: the sin-cos position table needs a multiple of 4")
+  omega = 1.0 / 10000 ** (np.arange(width // 4, dtype=np.float64) / (width / 4))
+  rows, cols = np.meshgrid(np.arange(grid, dtype=np.float64), np.arange(grid, dtype=np.float64), indexing="ij")
+  parts = []
+  for pos in (rows.reshape(-1), cols.reshape(-1)):
+    angle = pos[:, None] * omega[None]
+    parts += [np.sin(angle), np.cos(angle)]
+  table = np.concatenate([np.zeros((1, width))] + [np.concatenate(parts, axis=1)], axis=0)
+  return table[None].astype(np.float32)
+
+
 def patchify(images: jax.Array, patch: int) -> jax.Array:
   """NHWC images → [B, N, P·P·C] in row-major patch order, each patch flattened as (h, w, c)."""
   b, h, w, c = images.shape
@@ -116,6 +132,21 @@ class VisionTower(nnx.Module):
                                     dtype=dtype, kernel_init=layers.trunc_normal)
     self.cls_token = nnx.Param(layers.trunc_normal(rngs.params(), (1, 1, v.width)),
                                out_sharding=(None, None, "embed"), eager_sharding=False)
+    # BEiT's optional absolute position embedding (`use_abs_pos_emb`): a learned [1, 1+N, D] table,
+    # trunc-normal 0.02, added right after the cls token is prepended. Every released X²-VLM model has
+    # it off (spec §1.2); a tower trained from scratch on a small budget needs it to know where things
+    # are (the rel-pos tables start at zero), see docs/grounding.md.
+    if v.abs_pos_emb:
+      grid = cfg.image_res // cfg.patch_size
+      if v.pos_embed_init == "sincos":
+        value = jnp.asarray(sincos_2d(grid, v.width))
+      elif v.pos_embed_init == "trunc_normal":
+        value = layers.trunc_normal(rngs.params(), (1, 1 + grid * grid, v.width))
+      else:
+        raise ValueError(f"vision.pos_embed_init: expected 'trunc_normal' or 'sincos', got {v.pos_embed_init!r}")
+      self.pos_embed = nnx.Param(value, out_sharding=(None, None, "embed"), eager_sharding=False)
+    else:
+      self.pos_embed = None
     rates = np.linspace(0.0, v.drop_path_rate, v.depth) if v.depth > 1 else [0.0]
     self.blocks = nnx.List([VisionBlock(cfg, float(r), rngs=rngs, dtype=dtype) for r in rates])
     self.fc_norm = layers.layer_norm(v.width, v.layer_norm_eps, rngs=rngs, dtype=dtype)
@@ -124,6 +155,8 @@ class VisionTower(nnx.Module):
     x = self.patch_embed(patchify(images.astype(self.patch_embed.dtype), self.patch_size))
     cls = jnp.broadcast_to(self.cls_token[...].astype(x.dtype), (x.shape[0], 1, x.shape[-1]))
     x = jnp.concatenate([cls, x], axis=1)
+    if self.pos_embed is not None:
+      x = x + self.pos_embed[...].astype(x.dtype)
     rngs = layers.split_rng(rng, len(self.blocks))
     for block, r in zip(self.blocks, rngs):
       if self.remat:

@@ -6,6 +6,7 @@ resolution and frame count, with or without task heads. For every parameter of t
   same shape in the checkpoint          → loaded
   rel-pos table of another patch grid   → loaded and resized with BEiT's geometric method (the
                                           converter's function, so both paths give identical tables)
+  abs. position table of another grid   → cls row kept, patch rows resized bicubically (shapes demo)
   frame embedding with other #frames    → the first min(F_ckpt, F_model) frames loaded, the rest fresh
   absent (a task head, the VQA decoder) → the model's fresh init, or what the task derives from the
                                           checkpoint (`Task.init_additions`)
@@ -32,7 +33,7 @@ from x2vlm_jax.convert.relpos import resize_rel_pos_table
 # Geometry that must agree between the checkpoint and the model; the rest may differ.
 _SAME_GEOMETRY = ("patch_size", "embed_dim", "vision.width", "vision.depth", "vision.num_heads",
                   "vision.mlp_dim", "text.hidden", "text.num_layers", "text.fusion_start",
-                  "text.vocab_size", "text.num_heads", "text.ffn_dim")
+                  "text.vocab_size", "text.num_heads", "text.ffn_dim", "vision.abs_pos_emb")
 
 
 def _get(cfg, dotted: str):
@@ -65,6 +66,8 @@ def plan(init_from: str, model_cfg, task=None) -> InitPlan:
     elif src[path][0] == shape:
       actions[path] = "load"
     elif path.endswith("rel_pos_table") and src[path][0][1] == shape[1]:
+      actions[path] = "resize"
+    elif path == "vision/pos_embed":
       actions[path] = "resize"
     elif path == "frame_pos":
       actions[path] = "frames"
@@ -106,6 +109,8 @@ def load_values(p: InitPlan, model_cfg, fresh: Callable[[str], np.ndarray], task
   for path, action in p.actions.items():
     if action == "load":
       out[path] = flat[path]
+    elif action == "resize" and path == "vision/pos_embed":
+      out[path] = resize_pos_embed(flat[path], grid)
     elif action == "resize":
       out[path], _ = resize_rel_pos_table(flat[path], grid)
     elif action == "frames":
@@ -119,6 +124,17 @@ def load_values(p: InitPlan, model_cfg, fresh: Callable[[str], np.ndarray], task
   if missing:
     raise ValueError(f"init_from: the task announced derived params it did not provide: {missing[:5]}")
   return out
+
+
+def resize_pos_embed(table: np.ndarray, grid: int) -> np.ndarray:
+  """BEiT's `interpolate_pos_embed` for `use_abs_pos_emb`: the cls row is kept, the G×G patch rows are
+  resized bicubically to grid×grid (jax.image.resize; no released X²-VLM checkpoint has this table)."""
+  d = table.shape[-1]
+  old = int(round((table.shape[1] - 1) ** 0.5))
+  if old * old != table.shape[1] - 1:
+    raise ValueError(f"init_from: vision/pos_embed has {table.shape[1]} rows, not 1 + a square grid")
+  patches = jax.image.resize(table[0, 1:].reshape(old, old, d), (grid, grid, d), method="bicubic")
+  return np.concatenate([table[:, :1], np.asarray(patches).reshape(1, grid * grid, d)], axis=1)
 
 
 def apply(p: InitPlan, state, shardings, model_cfg, task=None):

@@ -128,6 +128,7 @@ _PARAM_RULES = [
     (r"temp", "temp"),
     (r"frame_pos", "absolute_frame_pos_embed"),
     (r"vision/cls_token", "vision_encoder.cls_token"),
+    (r"vision/pos_embed", "vision_encoder.pos_embed"),  # BEiT use_abs_pos_emb (the shapes demo only)
     (r"vision/blocks/(\d+)/(gamma_[12])", r"vision_encoder.blocks.\1.\2"),
     (r"vision/blocks/(\d+)/attn/([qv]_bias)", r"vision_encoder.blocks.\1.attn.\2"),
     (r"vision/blocks/(\d+)/attn/rel_pos_table", r"vision_encoder.blocks.\1.attn.relative_position_bias_table"),

@@ -27,6 +27,9 @@ RELATIONS = ("left of", "right of", "above", "below")
 # Words kept for later QA-style evaluation prompts; they cost nothing in a 200-entry vocab.
 EXTRA_WORDS = ("the", "is", "there", "what", "color", "shape", "how", "many", "one", "two", "three",
                "yes", "no", "object", "objects", "image", "to", "in", "picture", "moving")
+# Words of the NLVR2-style two-image statements (x2vlm_jax/data/shapes_tasks.py); appended, so the ids
+# of the words above do not change.
+TASK_WORDS = ("has", "more", "than", "both", "images", "contain", "are")
 VOCAB_SIZE = 200
 VOCAB_FILE = os.path.join(os.path.dirname(__file__), "shapes_vocab.txt")
 NAME, VIDEO_NAME = "shapes", "shapes_video"
@@ -34,7 +37,7 @@ NAME, VIDEO_NAME = "shapes", "shapes_video"
 
 def caption_words():
   words = ["a", "and", "of"] + list(SIZES) + list(COLORS) + list(SHAPES) + list(DIRECTIONS)
-  words += [w for r in RELATIONS for w in r.split()] + list(EXTRA_WORDS)
+  words += [w for r in RELATIONS for w in r.split()] + list(EXTRA_WORDS) + list(TASK_WORDS)
   return list(dict.fromkeys(words))
 
 

@@ -13,12 +13,17 @@ import x2vlm_jax.training.losses, x2vlm_jax.training.optimizer, x2vlm_jax.traini
 import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.training.synthetic
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
 import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.init_from, x2vlm_jax.experiment
+import x2vlm_jax.tasks.nlvr2, x2vlm_jax.tasks.grounding
 import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
+import x2vlm_jax.evaluation.nlvr2, x2vlm_jax.evaluation.grounding
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
 from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
-for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval):
+from configs.finetune import nlvr2_base, nlvr2_large, shapes_nlvr2
+from configs.finetune import refcoco_grounding_base, refcoco_grounding_large, shapes_grounding
+for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,
+          nlvr2_base, nlvr2_large, shapes_nlvr2, refcoco_grounding_base, refcoco_grounding_large, shapes_grounding):
   m.get_config()
 print("ok")
 """

@@ -3,6 +3,10 @@
 
   python tools/evaluate.py --task retrieval --checkpoint ckpt/coco_384 \
       --annotations coco_test.json --image_root coco/images --output out/coco_test [--config.k_test=128]
+  python tools/evaluate.py --task nlvr2 --checkpoint ckpt/nlvr2 --annotations dev.json,test1.json \
+      --config.splits=dev,test --image_root nlvr2/images --output out/nlvr2
+  python tools/evaluate.py --task grounding --checkpoint ckpt/refcoco --annotations refcoco+_val.json,refcoco+_test.json \
+      --image_root coco/train2014 --output out/refcoco     # files from tools/refer_to_grounding.py
 
 Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
 directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
@@ -22,14 +26,16 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {"retrieval": "retrieval"}
+TASK_EVALUATORS = {"retrieval": "retrieval", "nlvr2": "nlvr2", "grounding": "grounding"}
 
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASK_EVALUATORS))}")
   p.add_argument("--checkpoint", required=True, help="params directory (convert_checkpoint output or export)")
-  p.add_argument("--annotations", required=True, help="the official annotation file (local or gs://)")
+  p.add_argument("--annotations", required=True,
+                 help="the official annotation file (local or gs://); nlvr2/grounding: several, comma-separated "
+                      "(names: --config.splits=dev,test, else the file stems or the records' `split`)")
   p.add_argument("--image_root", default="", help="directory the annotation's image paths are relative to")
   p.add_argument("--output", required=True, help="directory for metrics.json / predictions.json")
   p.add_argument("--vocab", default="", help="WordPiece vocab (default: the checkpoint's vocab.txt)")

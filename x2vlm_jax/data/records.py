@@ -45,6 +45,16 @@ RETRIEVAL_FEATURES = tfds.features.FeaturesDict({
 })
 
 
+# Fine-tuning tasks whose training rows are not one per image (NLVR2: two images a row, grounding:
+# several expressions an image): every distinct image stored once, the rows in a side table
+# `<split>.rows.json` that refers to image records by index (x2vlm_jax/data/finetune/common.py).
+IMAGE_STORE_FEATURES = tfds.features.FeaturesDict({
+    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+    "width": tfds.features.Tensor(shape=(), dtype=np.int32),
+    "height": tfds.features.Tensor(shape=(), dtype=np.int32),
+})
+
+
 def features_for(kind: str) -> tfds.features.FeaturesDict:
   if kind in ("image_text", "region", "image"):
     return IMAGE_FEATURES
@@ -52,11 +62,17 @@ def features_for(kind: str) -> tfds.features.FeaturesDict:
     return VIDEO_FEATURES
   if kind == "retrieval":
     return RETRIEVAL_FEATURES
-  raise ValueError(f"kind: expected image_text/region/video/retrieval, got {kind!r}")
+  if kind == "image_store":
+    return IMAGE_STORE_FEATURES
+  raise ValueError(f"kind: expected image_text/region/video/retrieval/image_store, got {kind!r}")
 
 
 def rows_path(data_dir: str, name: str, split: str) -> str:
   return os.path.join(dataset_dir(data_dir, name), f"{split}.caption_rows.npy")
+
+
+def row_table_path(data_dir: str, name: str, split: str) -> str:
+  return os.path.join(dataset_dir(data_dir, name), f"{split}.rows.json")
 
 
 def dataset_dir(data_dir: str, name: str) -> str:

@@ -7,7 +7,7 @@ the field, before any model work starts.
 
 import json
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Tuple
 
 from etils import epath
 
@@ -58,3 +58,16 @@ def image_path(image_root: str, name: str) -> str:
 
 def as_list(value) -> List[str]:
   return [value] if isinstance(value, str) else list(value)
+
+
+def read_split_files(annotations: str, splits: str = "") -> List[Tuple[str, str, List[Dict[str, Any]]]]:
+  """`annotations`: one file or several, comma-separated (the official `test_file: [val, test]`);
+  `splits`: their names, comma-separated (default: each file's stem) → [(split, path, records)]."""
+  paths = [p.strip() for p in annotations.split(",") if p.strip()]
+  if not paths:
+    raise ValueError("annotations: no file given")
+  names = [n.strip() for n in splits.split(",")] if splits else [os.path.splitext(os.path.basename(p))[0]
+                                                                  for p in paths]
+  if len(names) != len(paths):
+    raise ValueError(f"splits {splits!r}: {len(names)} names for {len(paths)} annotation files")
+  return [(name, path, read_records(path)) for name, path in zip(names, paths)]

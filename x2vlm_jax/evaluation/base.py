@@ -49,6 +49,25 @@ class Evaluator:
       raise ValueError(f"evals.{self.name}: no vocabulary (set config.data.vocab_file or evals.{self.name}.vocab_file)")
     return Tokenizer(vocab, int(self.ecfg.get("max_tokens", 40)))
 
+  def tokenize_texts(self, texts, max_tokens: int, max_words: int):
+    """`pre_caption(max_words)` + WordPiece. max_tokens 0 = as the official NLVR2/grounding/VQA
+    evaluation: padded to the longest text of the set, nothing truncated."""
+    tok = self.tokenizer()
+    if not max_tokens:
+      from x2vlm_jax.data.text_clean import pre_caption
+      max_tokens = max([len(tok.pieces(pre_caption(t, max_words))) + 2 for t in texts] + [2])
+      if max_tokens > self.model_cfg.text.max_positions:
+        raise ValueError(f"evals.{self.name}: the longest text has {max_tokens} tokens, more than the model's "
+                         f"{self.model_cfg.text.max_positions} positions; set max_tokens to truncate")
+    return tok(texts, max_tokens, clean=max_words)
+
+  def jitted(self, graphdef, make):
+    """`make()`'s jitted function, built once per model graph (later calls reuse the compilation)."""
+    cache = self.__dict__.setdefault("_jitted", {})
+    if id(graphdef) not in cache:
+      cache[id(graphdef)] = make()
+    return cache[id(graphdef)]
+
   def setup(self):
     """Reads annotations etc. (first call only)."""
 
@@ -63,11 +82,13 @@ class Evaluator:
 
 
 def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, *, strict: bool = False,
-                         threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+                         threads: Optional[int] = None, sizes: Optional[np.ndarray] = None
+                         ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
   """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files).
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
-  `strict`, which raises naming the file."""
+  `strict`, which raises naming the file. `sizes` (int [n, 2], optional) receives each image's
+  original (width, height)."""
   out = np.zeros((len(idx), image_res, image_res, 3), np.uint8)
   valid = np.zeros((len(idx),), np.float32)
   bad: List[str] = []
@@ -77,7 +98,10 @@ def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, 
     if i < 0:
       return
     try:
-      out[j] = read_image(paths[i], image_res)
+      if sizes is None:
+        out[j] = read_image(paths[i], image_res)
+      else:
+        out[j], sizes[j] = read_image(paths[i], image_res, return_size=True)
       valid[j] = 1.0
     except BadImage as e:
       if strict:

@@ -16,6 +16,8 @@ from etils import epath
 # type → "module:Class"; task issues add theirs here.
 TYPES = {
     "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
+    "grounding": "x2vlm_jax.evaluation.grounding:GroundingEvaluator",
+    "nlvr2": "x2vlm_jax.evaluation.nlvr2:NLVR2Evaluator",
 }
 
 

@@ -28,8 +28,9 @@ def normalize(uint8_images: np.ndarray) -> np.ndarray:
   return (np.asarray(uint8_images, np.float32) / 255.0 - _MEAN) / _STD
 
 
-def read_image(source: Union[str, bytes], image_res: int) -> np.ndarray:
-  """A path (local or gs://, through epath) or encoded bytes → uint8 [R, R, 3] (test transform)."""
+def read_image(source: Union[str, bytes], image_res: int, return_size: bool = False):
+  """A path (local or gs://, through epath) or encoded bytes → uint8 [R, R, 3] (test transform), and
+  with `return_size` also the ORIGINAL (width, height) (grounding scales its boxes back to it)."""
   try:
     data = source if isinstance(source, bytes) else epath.Path(source).read_bytes()
   except (OSError, FileNotFoundError) as e:
@@ -37,7 +38,8 @@ def read_image(source: Union[str, bytes], image_res: int) -> np.ndarray:
   try:
     with Image.open(io.BytesIO(data)) as im:
       im.load()
-      return resize_uint8(im, image_res)
+      pixels = resize_uint8(im, image_res)
+      return (pixels, im.size) if return_size else pixels
   except Exception as e:  # noqa: BLE001 — PIL raises many types for bad bytes
     name = "<bytes>" if isinstance(source, bytes) else repr(source)
     raise BadImage(f"image {name}: does not decode ({type(e).__name__}: {e})") from e

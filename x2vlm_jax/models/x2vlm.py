@@ -93,6 +93,18 @@ class X2VLM(nnx.Module):
     fused = self.fuse(image_embeds, None, text_embeds, text_mask, rng)
     return jax.nn.sigmoid(self.bbox_head(fused[:, 0]).astype(jnp.float32))
 
+  # --- NLVR2 (spec §5.3) ---------------------------------------------------------------------------
+  def nlvr_logits(self, image0_embeds, image1_embeds, ids, mask, rng=None):
+    """Logits [B, 2] (class 1 = True) of a statement about an image pair: the sentence in
+    multi_modal mode against each image separately (full-image masks), the two fused [CLS]
+    concatenated (image 0's first) → `nlvr_head`. Both passes run as one batch of 2B rows, which
+    keeps the official independent dropout per pass (the token-position DropPath of spec §1.4, off in
+    NLVR2, would be shared between the halves)."""
+    b = ids.shape[0]
+    fused = self.text.multi_modal(jnp.concatenate([ids, ids]), jnp.concatenate([mask, mask]),
+                                  jnp.concatenate([image0_embeds, image1_embeds]), None, rng)[:, 0]
+    return self.nlvr_head(jnp.concatenate([fused[:b], fused[b:]], axis=-1)).astype(jnp.float32)
+
   def similarity(self, image_feat, text_feat):
     return image_feat.astype(jnp.float32) @ text_feat.astype(jnp.float32).T / self.temp[...]
 

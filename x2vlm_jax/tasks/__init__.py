@@ -12,6 +12,8 @@ import importlib
 _TASKS = {
     "pretrain": ("x2vlm_jax.tasks.pretrain", "PretrainTask"),
     "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
+    "nlvr2": ("x2vlm_jax.tasks.nlvr2", "NLVR2Task"),
+    "grounding": ("x2vlm_jax.tasks.grounding", "GroundingTask"),
 }
 
 

@@ -18,9 +18,11 @@ Which heads a task's model has is part of the model config (`config.model.heads`
 separately (`config.evals`, see `x2vlm_jax.evaluation.registry`).
 """
 
+import importlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
+import numpy as np
 
 from x2vlm_jax.training import sharding as shd
 
@@ -59,3 +61,44 @@ class Task:
     del flat, model_cfg
     return {}
 
+
+
+class FinetuneTask(Task):
+  """A fine-tuning task with one input stream: `x2vlm_jax.data.finetune.<data_module>` supplies
+  `create_iterator` and `train_size` (tensorflow, imported only here), or `data.source = "synthetic"`
+  gives contract-shaped random batches from `synthetic_batch` (tests, benchmarks, GPU hosts)."""
+
+  data_module = ""
+  # synthetic(seed, batch_size, image_res, max_tokens, vocab_size) → one host batch of the contract
+  synthetic = None
+
+  def synthetic_batch(self, seed: int, batch_size: int) -> Dict[str, np.ndarray]:
+    d = self.config.data
+    return type(self).synthetic(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size)
+
+  def _synthetic(self):
+    return self.config.data.get("source", "tfds") == "synthetic"
+
+  def _data(self):
+    return importlib.import_module(f"x2vlm_jax.data.finetune.{self.data_module}")
+
+  def train_iterator(self, seed, process_index, process_count):
+    d = self.config.data
+    if self._synthetic():
+      from x2vlm_jax.training.synthetic import SyntheticBatches
+      per_host = int(d.batch_size) // process_count
+      return SyntheticBatches(lambda s: self.synthetic_batch(s, per_host), seed=seed, process_index=process_index)
+    return self._data().create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
+
+  def examples_per_step(self) -> int:
+    return int(self.config.data.batch_size)
+
+  def train_size(self):
+    return None if self._synthetic() else self._data().train_size(self.config.data)
+
+
+def synthetic_text(rs: np.random.RandomState, b: int, max_tokens: int, vocab_size: int):
+  """(ids, mask) [b, max_tokens]: random lengths ≥ 3, ids ≥ 5 (no special token), 0-padded."""
+  lengths = rs.randint(3, max_tokens + 1, size=b)
+  mask = (np.arange(max_tokens)[None] < lengths[:, None]).astype(np.int32)
+  return rs.randint(5, vocab_size, size=(b, max_tokens)).astype(np.int32) * mask, mask

@@ -9,12 +9,24 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from x2vlm_jax.tasks.base import Task
+from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
 from x2vlm_jax.training import objectives
 
 
-class RetrievalTask(Task):
+def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
+  """A retrieval batch of the contract (images, text_ids, text_mask, image_ids, valid); pairs of rows
+  share an image id, as captions of one image do."""
+  rs = np.random.RandomState(seed)
+  ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
+  return {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32), "text_ids": ids,
+          "text_mask": mask, "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
+          "valid": np.ones((b,), np.float32)}
+
+
+class RetrievalTask(FinetuneTask):
   name = "retrieval"
+  data_module = "retrieval"
+  synthetic = staticmethod(synthetic_batch)
 
   def __init__(self, config):
     super().__init__(config)
@@ -32,35 +44,3 @@ class RetrievalTask(Task):
         batch["valid"], group_size=min(self.group_size, rows), ids=batch["image_ids"],
         itc_grad_scale=self.itc_grad_scale)
     return out["itc"] + out["itm"], {"train/itc": out["itc"], "train/itm": out["itm"]}
-
-  def train_iterator(self, seed, process_index, process_count):
-    d = self.config.data
-    if d.get("source", "tfds") == "synthetic":
-      from x2vlm_jax.training.synthetic import SyntheticBatches
-      per_host = int(d.batch_size) // process_count
-      vocab = self.config.model.text.vocab_size
-      return SyntheticBatches(lambda s: synthetic_batch(s, per_host, d.image_res, d.max_tokens, vocab),
-                              seed=seed, process_index=process_index)
-    from x2vlm_jax.data.finetune import retrieval  # tensorflow lives behind this import
-    return retrieval.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
-
-  def examples_per_step(self) -> int:
-    return int(self.config.data.batch_size)
-
-  def train_size(self):
-    if self.config.data.get("source", "tfds") == "synthetic":
-      return None
-    from x2vlm_jax.data.finetune import retrieval
-    return retrieval.train_size(self.config.data)
-
-
-def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
-  """A retrieval batch of the contract (images, text_ids, text_mask, image_ids, valid); pairs of rows
-  share an image id, as captions of one image do."""
-  rs = np.random.RandomState(seed)
-  lengths = rs.randint(3, max_tokens + 1, size=b)
-  mask = (np.arange(max_tokens)[None] < lengths[:, None]).astype(np.int32)
-  ids = rs.randint(5, vocab_size, size=(b, max_tokens)).astype(np.int32) * mask
-  return {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32), "text_ids": ids,
-          "text_mask": mask, "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
-          "valid": np.ones((b,), np.float32)}

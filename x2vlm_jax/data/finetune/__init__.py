@@ -2,12 +2,16 @@
 
   common     annotation reading, record checks, the single-stream resumable iterator
   retrieval  COCO / Flickr30K retrieval (spec §4.2, §5.1)
+  nlvr2      NLVR2 image-pair statements (spec §4.2, §5.3)
+  grounding  RefCOCO+ referring expressions with their boxes (spec §4.2, §5.4)
 """
 
 import importlib
 
 # tools/build_tfds.py --kind KIND → "module:function"(annotations, image_root, data_dir, name, *, split, strict, max_words)
-BUILDERS = {"retrieval": "x2vlm_jax.data.finetune.retrieval:build"}
+BUILDERS = {"retrieval": "x2vlm_jax.data.finetune.retrieval:build",
+            "nlvr2": "x2vlm_jax.data.finetune.nlvr2:build",
+            "grounding": "x2vlm_jax.data.finetune.grounding:build"}
 
 
 def builder(kind: str):

@@ -13,7 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.finetune.common import field, read_annotations, single_stream_iterator, skip_or_raise
+from x2vlm_jax.data.finetune.common import (batch_and_tokenize, field, read_annotations, skip_or_raise,
+                                            task_iterator)
 from x2vlm_jax.data.jsonl import BadRecord, load_image
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer, pre_caption
@@ -124,31 +125,13 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
     return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words),
             "image_ids": ex["image_id"]}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a corrupt image: dropped and counted by the iterator
-  ds = ds.batch(batch_size, drop_remainder=True)
-
-  def per_batch(b):
-    ids, mask = tokenizer(b["text"])
-    valid = tf.cast(tf.strings.length(b["text"]) > 0, tf.float32)
-    return {**meta(b), "images": b["images"], "text_ids": ids, "text_mask": mask, "image_ids": b["image_ids"],
-            "valid": valid}
-
-  return pmap(ds, per_batch, cfg)
+  return batch_and_tokenize(pmap(ds, transform, cfg), cfg, tokenizer, batch_size)
 
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
-  tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
-
-  def build_stream(source, position, counts, skipped, batch_size):
-    return retrieval_stream(source, cfg, tokenizer, position=position, counts=counts, skipped=skipped, seed=seed,
-                            batch_size=batch_size)
-
-  return single_stream_iterator(cfg, "retrieval", stream_id=STREAM_ID, opener=CaptionRows, build=build_stream,
-                                spec_fn=lambda b: retrieval_spec(b, cfg.image_res, cfg.max_tokens), seed=seed,
-                                process_index=process_index, process_count=process_count)
+  return task_iterator(cfg, "retrieval", stream_id=STREAM_ID, opener=CaptionRows, stream=retrieval_stream,
+                       spec=retrieval_spec, seed=seed, process_index=process_index, process_count=process_count)
 
 
 def train_size(cfg) -> int:

@@ -1,0 +1,28 @@
+"""Grounding fine-tuning on the embedded `shapes` scenes (the demo's grounding stage, tests).
+
+The RefCOCO+ task, pipeline and evaluator (refcoco_grounding_large.py) on the referring expressions of
+x2vlm_jax/data/shapes_tasks.py ("the red circle", "the square left of the blue triangle", ...: each
+picks out exactly one object), starting from the `shapes_tiny` pre-training export. Our choices for a
+tiny model on 2 CPU cores: 64 px with BEiT's absolute position embedding (as shapes_tiny, whose export
+it loads), global batch 32, lr 1e-4, no dropout, 1 epoch (≈ 590 steps), careful_hflip as officially,
+no RandAugment (as the pre-training demo).
+
+  python tools/build_tfds.py --kind grounding --input artifacts/data/shapes_tasks/grounding_train.json \
+      --image_root artifacts/data/shapes_tasks --data_dir artifacts/data --name shapes_grounding
+  python main.py --config=configs/finetune/shapes_grounding.py --workdir=artifacts/demo_grounding \
+      --config.init_from=artifacts/demo/export
+"""
+
+from configs.finetune import common
+
+
+def get_config(arg=None):
+  a = common.parse_arg(arg, epochs=1, batch=32, data_dir="artifacts/data", lr=1e-4, res=64)
+  c = common.shapes_config("grounding", a)
+  c.data.train = [("shapes_grounding", "train", 1.0)]
+  c.data.careful_hflip = True
+  tasks = f"{a.data_dir}/shapes_tasks"
+  c.evals.grounding = dict(type="grounding", annotations=f"{tasks}/grounding_test.json", image_root=tasks,
+                           batch_size=64, at_start=True, at_end=True)
+  c.best_metric = "grounding/val_d"
+  return c

@@ -1,0 +1,58 @@
+"""NLVR2: is a statement true of an image pair? Spec §5.3 ("following VLMo").
+
+Both images through the vision tower (one call on 2B images, as the official `torch.cat([image0,
+image1])`), the sentence fused with each image separately in multi_modal mode, the two fused [CLS]
+concatenated (image 0 first) → `nlvr_head` MLP(2H → 4H → LN → GELU → 2) → cross-entropy over
+{False, True}, mean over the batch. The head is new (config.model.heads.nlvr; lr × lr_mult).
+Evaluation: the `nlvr2` evaluator (accuracy on dev and test-P).
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
+
+
+def nlvr_forward(model, images, ids, mask, rng=None):
+  """images [B, 2, R, R, 3] → logits [B, 2]."""
+  r_vis, r_fuse = (None, None) if rng is None else jax.random.split(rng)
+  b = images.shape[0]
+  embeds, _ = model.encode_image(jnp.concatenate([images[:, 0], images[:, 1]]), r_vis)
+  return model.nlvr_logits(embeds[:b], embeds[b:], ids, mask, r_fuse)
+
+
+def cross_entropy(logits, labels, valid):
+  """Mean over valid rows of −log softmax(logits)[label] (F.cross_entropy), and the accuracy."""
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+  w = (valid > 0).astype(jnp.float32)
+  n = jnp.maximum(jnp.sum(w), 1.0)
+  acc = jnp.sum(w * (jnp.argmax(logits, -1) == labels)) / n
+  return jnp.sum(w * nll) / n, acc
+
+
+def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
+  """An NLVR2 batch of the contract (images [B,2,R,R,3], text_ids, text_mask, labels, valid)."""
+  rs = np.random.RandomState(seed)
+  ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
+  return {"images": rs.randn(b, 2, image_res, image_res, 3).astype(np.float32), "text_ids": ids,
+          "text_mask": mask, "labels": rs.randint(0, 2, size=b).astype(np.int32),
+          "valid": np.ones((b,), np.float32)}
+
+
+class NLVR2Task(FinetuneTask):
+  name = "nlvr2"
+  data_module = "nlvr2"
+  synthetic = staticmethod(synthetic_batch)
+
+  def __init__(self, config):
+    super().__init__(config)
+    if not config.model.heads.nlvr:
+      raise ValueError("task nlvr2: config.model.heads.nlvr must be True (the NLVR2 head)")
+
+  def loss(self, model, batch, rng, step):
+    del step
+    logits = nlvr_forward(model, batch["images"], batch["text_ids"], batch["text_mask"], rng)
+    loss, acc = cross_entropy(logits, batch["labels"], batch["valid"])
+    return loss, {"train/ce": loss, "train/acc": acc}

@@ -122,6 +122,20 @@ def test_evaluator_scales_the_box_to_the_original_non_square_image(tmp_path):
   assert metrics["num_val"] == 2 and metrics["skipped_records"] == 0
   assert [p["ref_id"] for p in pred] == [1, 2, 3, 4]
 
+  # The same through the eval-only CLI on the checkpoint directory (tools/evaluate.py --task grounding).
+  import subprocess
+  import sys
+  from x2vlm_jax import params_io
+  params_io.save(str(tmp_path / "ckpt"), cfg, params, vocab_file=SHAPES_VOCAB)
+  out = subprocess.run([sys.executable, "tools/evaluate.py", "--task", "grounding", "--checkpoint", str(tmp_path / "ckpt"),
+                        "--annotations", str(tmp_path / "val.json"), "--image_root", str(tmp_path), "--output",
+                        str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                       env=dict(__import__("os").environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  cli = json.loads((tmp_path / "out" / "metrics.json").read_text())
+  assert {k: cli[k] for k in ("val_d", "testA_d", "testB_d")} == {"val_d": 1.0, "testA_d": 0.0, "testB_d": 1.0}
+  assert len(json.loads((tmp_path / "out" / "predictions.json").read_text())) == 4
+
 
 def test_evaluator_rejects_records_without_a_box(tmp_path):
   cfg = get_preset("tiny")

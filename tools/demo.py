@@ -6,9 +6,12 @@ Stages (each resumes/reuses a finished run in its workdir; `--fresh` starts over
   2. pre-training (configs/pretrain/shapes_tiny.py): every loss term at the start vs the end, and
      zero-shot retrieval on held-out scenes (the official two-stage protocol) next to chance;
   3. retrieval fine-tuning (configs/finetune/shapes_retrieval.py) from the pre-training export:
-     R@1 before (zero-shot) and after, next to chance.
+     R@1 before (zero-shot) and after, next to chance;
+  4. grounding fine-tuning (configs/finetune/shapes_grounding.py) from the same export: acc@0.5 on
+     held-out referring expressions before (zero-shot) and after, next to constant-box references;
+  5. NLVR2 fine-tuning (configs/finetune/shapes_nlvr2.py): dev / test accuracy next to the majority class.
 Exits non-zero if a pre-training loss did not fall, zero-shot retrieval is not clearly above chance,
-or fine-tuning did not clearly improve on zero-shot.
+or a fine-tuning stage did not clearly improve on its starting point.
 """
 
 import argparse
@@ -20,6 +23,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+# Fine-tuning stages beyond retrieval: on by default only while the whole demo stays within ~15 min on
+# the 2-core box including install (docs/grounding.md has the measurements).
+GROUNDING_EPOCHS = 0
+NLVR2_EPOCHS = 0
 
 
 class _QuietOrbax(pylogging.Filter):
@@ -55,12 +64,43 @@ def _retrieval_line(label: str, r) -> str:
           f"text->image R@1 {r['img_r1']:6.2f}%  R@5 {r['img_r5']:6.2f}%   (chance R@1 {r['chance_r1']:.2f}%)")
 
 
+def _grounding_report(zero, tuned) -> bool:
+  """acc@0.5 (official box evaluation) zero-shot and fine-tuned, next to constant-box references."""
+  zs = zero[max(zero)]
+  print("grounding on held-out referring expressions (acc@0.5 of the box on the original image):")
+  line = lambda label, r: print(  # noqa: E731
+      f"  {label:<28s} val {100 * r['val_d']:6.2f}%  test {100 * r['test_d']:6.2f}%   (mean-GT-box "
+      f"{100 * r['val_mean_box_d']:.2f}% / {100 * r['test_mean_box_d']:.2f}%, whole image "
+      f"{100 * r['val_whole_image_d']:.2f}%)")
+  line("zero-shot after pre-training", zs)
+  if tuned is None:
+    return True
+  after = tuned[max(tuned)]
+  line(f"fine-tuned ({max(tuned)} steps)", after)
+  improved = after["val_d"] > max(zs["val_d"], after["val_mean_box_d"]) + 0.10
+  print(f"  val {100 * zs['val_d']:.2f}% -> {100 * after['val_d']:.2f}% ({'improved' if improved else 'NOT IMPROVED'})")
+  return improved
+
+
+def _nlvr2_report(tuned) -> bool:
+  before, after = tuned[min(tuned)], tuned[max(tuned)]
+  print("NLVR2-style statements about held-out scene pairs (accuracy):")
+  for label, r in (("before (new head)", before), (f"fine-tuned ({max(tuned)} steps)", after)):
+    print(f"  {label:<28s} dev {100 * r['dev_acc']:6.2f}%  test {100 * r['test_acc']:6.2f}%   "
+          f"(majority class {100 * r['dev_majority_acc']:.2f}% / {100 * r['test_majority_acc']:.2f}%)")
+  above = after["dev_acc"] > after["dev_majority_acc"] + 0.10
+  print(f"  dev {'clearly above' if above else 'NOT clearly above'} the majority class")
+  return above
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--workdir", default="artifacts/demo")
   p.add_argument("--data_dir", default="artifacts/data")
   p.add_argument("--steps", type=int, default=1500)
   p.add_argument("--finetune_epochs", type=int, default=2)
+  p.add_argument("--grounding_epochs", type=int, default=GROUNDING_EPOCHS, help="0 skips the grounding stage")
+  p.add_argument("--nlvr2_epochs", type=int, default=NLVR2_EPOCHS, help="0 skips the NLVR2 stage")
   p.add_argument("--fresh", action="store_true", help="delete the workdirs first (otherwise finished runs "
                  "are reported again and interrupted ones resume)")
   args = p.parse_args(argv)
@@ -68,24 +108,28 @@ def main(argv=None):
   from absl import logging
   logging.set_verbosity(logging.INFO)
   pylogging.getLogger("absl").addFilter(_QuietOrbax())  # orbax logs through absl at INFO
-  pretrain_dir, retrieval_dir = args.workdir, args.workdir.rstrip("/") + "_retrieval"
+  pretrain_dir = args.workdir
+  stage_dir = {k: args.workdir.rstrip("/") + "_" + k for k in ("retrieval", "grounding", "nlvr2")}
+  retrieval_dir = stage_dir["retrieval"]
   if args.fresh:
     import shutil
-    for d in (pretrain_dir, retrieval_dir):
+    for d in (pretrain_dir, *stage_dir.values()):
       shutil.rmtree(d, ignore_errors=True)
 
   t0 = time.time()
-  from x2vlm_jax.data import shapes, shapes_tasks
-  from x2vlm_jax.data.finetune import retrieval
+  from x2vlm_jax.data import finetune, shapes, shapes_tasks
   print(f"[demo] building the shapes datasets in {args.data_dir} ...", flush=True)
   shapes.build(args.data_dir)
   tasks = shapes_tasks.build(args.data_dir)
-  if not os.path.exists(os.path.join(args.data_dir, "shapes_retrieval", "1.0.0", "dataset_info.json")):
-    print(retrieval.build(os.path.join(tasks, "retrieval_train.json"), tasks, args.data_dir,
-                          "shapes_retrieval").lines("retrieval"))
+  # The fine-tuning sets go through the builders a user runs on the official files (tools/build_tfds.py).
+  for kind, ann in (("retrieval", "retrieval_train"), ("grounding", "grounding_train"), ("nlvr2", "nlvr_train")):
+    marker = os.path.join(args.data_dir, f"shapes_{kind}", "1.0.0", "dataset_info.json")
+    if not os.path.exists(marker) or os.path.getmtime(marker) < os.path.getmtime(os.path.join(tasks, ann + ".json")):
+      report = finetune.builder(kind)(os.path.join(tasks, ann + ".json"), tasks, args.data_dir, f"shapes_{kind}")
+      print(f"[demo] shapes_{kind}: " + ", ".join(report.lines(kind)), flush=True)
   print(f"[demo] data ready ({time.time() - t0:.0f} s)", flush=True)
 
-  from configs.finetune import shapes_retrieval
+  from configs.finetune import shapes_grounding, shapes_nlvr2, shapes_retrieval
   from configs.pretrain import shapes_tiny
   from x2vlm_jax import experiment
   from x2vlm_jax.training import trainer
@@ -106,9 +150,22 @@ def main(argv=None):
   trainer.export(ft, state["params"], retrieval_dir)
   finetune_s = time.time() - t2
 
+  stage_s = {}
+  for kind, module, epochs in (("grounding", shapes_grounding, args.grounding_epochs),
+                               ("nlvr2", shapes_nlvr2, args.nlvr2_epochs)):
+    if epochs <= 0:
+      continue
+    c = module.get_config(f"data_dir={args.data_dir},epochs={epochs}")
+    c.init_from = export
+    t = time.time()
+    print(f"[demo] fine-tuning {kind} from {export} in {stage_dir[kind]}", flush=True)
+    experiment.train(c, stage_dir[kind])
+    stage_s[kind] = time.time() - t
+
   trend, (s0, s1) = loss_trend(os.path.join(pretrain_dir, "metrics.jsonl"))
+  extra = "".join(f", {v / 60:.1f} min {k}" for k, v in stage_s.items())
   print(f"\n=== x2vlm-jax demo report ({pretrain_s / 60:.1f} min pre-training, {finetune_s / 60:.1f} min "
-        f"fine-tuning, {(time.time() - t0) / 60:.1f} min in all) ===")
+        f"retrieval fine-tuning{extra}, {(time.time() - t0) / 60:.1f} min in all) ===")
   print(f"pre-training loss terms, mean of the first vs the last fifth of logged steps ({s0}..{s1}):")
   ok = True
   for key, (a, b) in trend.items():
@@ -127,6 +184,10 @@ def main(argv=None):
   improved = after["r_mean"] > before["r_mean"] + 5.0
   print(f"  r_mean {before['r_mean']:.2f} -> {after['r_mean']:.2f} ({'improved' if improved else 'NOT IMPROVED'})")
   ok &= above and improved
+  ok &= _grounding_report(eval_results(pretrain_dir, "grounding"), eval_results(stage_dir["grounding"], "grounding")
+                          if "grounding" in stage_s else None)
+  if "nlvr2" in stage_s:
+    ok &= _nlvr2_report(eval_results(stage_dir["nlvr2"], "nlvr2"))
   print(f"exported weights: {export}, {os.path.join(retrieval_dir, 'export')}  (x2vlm_jax.inference.load(...))")
   print("demo: OK" if ok else "demo: FAILED (see above)")
   return 0 if ok else 1

@@ -14,6 +14,7 @@ of all images and texts are kept on every device for the candidate gathers, as i
 """
 
 import dataclasses
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -130,8 +131,8 @@ class RetrievalEvaluator(Evaluator):
         model = nnx.merge(graphdef, params)
         n, k = cand.shape
         flat = cand.reshape(-1)
-        if image_is_query:   # i2t: one image against its k candidate texts
-          vis, txt, txt_mask = jnp.repeat(q_embeds[q], k, axis=0), c_embeds[flat], c_mask[flat]
+        if image_is_query:   # i2t: one image against its k candidate texts, its keys/values shared
+          vis, txt, txt_mask = q_embeds[q], c_embeds[flat], c_mask[flat]
         else:                # t2i: one text against its k candidate images
           vis, txt, txt_mask = c_embeds[flat], jnp.repeat(q_embeds[q], k, axis=0), jnp.repeat(q_mask[q], k, axis=0)
         logits = model.itm_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
@@ -179,8 +180,16 @@ class RetrievalEvaluator(Evaluator):
     fns, d = self._fns(graphdef), self.data
     n_img, n_txt = len(d.images), len(d.texts)
     self._bad = []
+    clock = [time.perf_counter()]
+
+    def lap():
+      clock.append(time.perf_counter())
+      return clock[-1] - clock[-2]
+
     img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images)
     txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts)
+    jax.block_until_ready(txt_embeds)
+    t_encode = lap()
     txt_mask = jax.device_put(np.concatenate([self.text_mask, np.zeros(
         (len(txt_valid) - n_txt, self.text_mask.shape[1]), np.int32)]), self.batches.replicated())
     img_ok = to_host(img_valid)[:n_img] > 0
@@ -195,8 +204,11 @@ class RetrievalEvaluator(Evaluator):
     k_i2t, k_t2i = min(int(self.ecfg.k_test), n_txt_ok), min(int(self.ecfg.k_test), n_img_ok)
     sim_i2t, cand_i2t = (to_host(x)[:n_img] for x in fns["topk"](img_feat, txt_feat, txt_valid, k_i2t))
     sim_t2i, cand_t2i = (to_host(x)[:n_txt] for x in fns["topk"](txt_feat, img_feat, img_valid, k_t2i))
+    t_topk = lap()
     score_i2t = self._rerank(fns["rerank"], params, img_embeds, txt_embeds, txt_mask, txt_mask, cand_i2t, True)
+    t_i2t = lap()
     score_t2i = self._rerank(fns["rerank"], params, txt_embeds, img_embeds, None, txt_mask, cand_t2i, False)
+    t_t2i = lap()
 
     i2t_pos = [d.img2txt[i] for i in range(n_img)]
     t2i_pos = [[int(d.txt2img[t])] for t in range(n_txt)]
@@ -207,7 +219,9 @@ class RetrievalEvaluator(Evaluator):
                          candidate_ranks(cand_t2i, sim_t2i, t2i_pos, n_img, -np.inf)[txt_ok])
     metrics.update({f"itc_{k}": v for k, v in itc.items()})
     metrics.update(num_images=float(n_img_ok), num_texts=float(n_txt_ok),
-                   skipped_images=float(n_img - n_img_ok), chance_r1=100.0 / max(n_img_ok, 1))
+                   skipped_images=float(n_img - n_img_ok), chance_r1=100.0 / max(n_img_ok, 1),
+                   pairs_fused=float(cand_i2t.size + cand_t2i.size), seconds_encode=t_encode, seconds_topk=t_topk,
+                   seconds_rerank_i2t=t_i2t, seconds_rerank_t2i=t_t2i, seconds_ranks=lap())
     if n_img_ok < n_img:
       logging.warning("retrieval %s: %d of %d images could not be read and were left out with their "
                       "captions, e.g. %s", self.name, n_img - n_img_ok, n_img, self._bad[:3])

@@ -76,6 +76,8 @@ class X2VLM(nnx.Module):
 
   # --- cross-modal -----------------------------------------------------------------------------
   def fuse(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):
+    """image_embeds may have Bv < B rows (Bv | B): text rows r·R … r·R+R−1 are fused with image r, its
+    keys/values computed once (see TextStack._run)."""
     return self.text.fusion(text_embeds, text_mask, image_embeds, image_mask, rng)
 
   def itm_logits(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):

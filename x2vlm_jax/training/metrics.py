@@ -90,8 +90,8 @@ def all_finite(scalars: Dict[str, float]) -> bool:
 def progress_line(step: int, total: int, s: Dict[str, float]) -> str:
   """One console line: total loss, each stream's terms, throughput and ETA (or evaluation results)."""
   if "train/loss" not in s:
-    shown = {k: v for k, v in s.items() if not k.startswith("perf/") and not k.endswith(
-        ("/num_images", "/num_texts", "/skipped_images"))}
+    shown = {k: v for k, v in s.items() if not k.startswith("perf/") and "/seconds_" not in k and not k.endswith(
+        ("/num_images", "/num_texts", "/skipped_images", "/pairs_fused"))}
     return f"step {step}/{total} | eval " + " ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
   streams = sorted({k.split("/")[0] for k in s if k.split("/")[0] in ("image", "region", "video")})
   parts = [f"step {step}/{total}", f"loss {s.get('train/loss', float('nan')):.4f}"]

@@ -17,8 +17,11 @@ import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
+import x2vlm_jax.tasks.video_qa, x2vlm_jax.evaluation.video_qa, x2vlm_jax.data.video_files
 from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
-for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval):
+from configs.finetune import msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video
+for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,
+          msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video):
   m.get_config()
 print("ok")
 """

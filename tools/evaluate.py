@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {"retrieval": "retrieval"}
+TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa"}
 
 
 def _parse(argv):
@@ -95,6 +95,8 @@ def build_config(args, overrides):
   cls = registry.evaluator_class(kind)
   c.eval = ml_collections.ConfigDict({**cls.DEFAULTS, "annotations": args.annotations,
                                       "image_root": args.image_root, "type": kind})
+  if args.task == "video_retrieval":  # the retrieval protocol on videos (frames files under image_root)
+    c.eval.update(video=True, vision_key="video")
   apply_overrides(c, overrides)
   if not c.data.vocab_file:
     raise ValueError(f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE "

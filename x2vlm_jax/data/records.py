@@ -33,15 +33,16 @@ VIDEO_FEATURES = tfds.features.FeaturesDict({
 })
 
 
-# Fine-tuning retrieval (spec §4.2): one record per IMAGE with all its captions; the training order
-# is over caption rows (an epoch = every caption once, as the official dataset), kept in a side file
-# `<split>.caption_rows.npy` of (record, caption index) pairs, so images are stored once.
-RETRIEVAL_FEATURES = tfds.features.FeaturesDict({
+# Fine-tuning datasets store each image / video ONCE and keep the training rows (a caption, a
+# question with its label, ...) in a side table `<split>.rows.json` (data/finetune/common.py): COCO has
+# five captions per image, MSRVTT-QA ~24 questions per video.
+FINETUNE_IMAGE_FEATURES = tfds.features.FeaturesDict({
     "image": tfds.features.Tensor(shape=(), dtype=np.object_),
-    "caption": tfds.features.Tensor(shape=(), dtype=np.object_),        # ALT_SEP-joined captions
-    "image_id": tfds.features.Tensor(shape=(), dtype=np.int32),         # dense id (ITC/ITM positives)
     "width": tfds.features.Tensor(shape=(), dtype=np.int32),
     "height": tfds.features.Tensor(shape=(), dtype=np.int32),
+})
+FINETUNE_VIDEO_FEATURES = tfds.features.FeaturesDict({
+    "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),    # encoded frames, in order
 })
 
 
@@ -50,13 +51,11 @@ def features_for(kind: str) -> tfds.features.FeaturesDict:
     return IMAGE_FEATURES
   if kind == "video":
     return VIDEO_FEATURES
-  if kind == "retrieval":
-    return RETRIEVAL_FEATURES
-  raise ValueError(f"kind: expected image_text/region/video/retrieval, got {kind!r}")
-
-
-def rows_path(data_dir: str, name: str, split: str) -> str:
-  return os.path.join(dataset_dir(data_dir, name), f"{split}.caption_rows.npy")
+  if kind == "finetune_image":
+    return FINETUNE_IMAGE_FEATURES
+  if kind == "finetune_video":
+    return FINETUNE_VIDEO_FEATURES
+  raise ValueError(f"kind: expected image_text/region/video/finetune_image/finetune_video, got {kind!r}")
 
 
 def dataset_dir(data_dir: str, name: str) -> str:

@@ -5,12 +5,17 @@ official JSON → tools/build_tfds.py (training) and → tools/evaluate.py / eva
     DATA_DIR/shapes_tasks/images/{train,test}_NNNNN.jpg
     DATA_DIR/shapes_tasks/retrieval_train.json   [{"image", "caption", "image_id"}, ...] one row per caption
     DATA_DIR/shapes_tasks/retrieval_test.json    [{"image", "caption": [...]}, ...]
+    DATA_DIR/shapes_tasks/videos/{train,test}_NNNNN.json   one clip: a JSON list of base64 JPEG frames
+    DATA_DIR/shapes_tasks/video_qa_{train,test}.jsonl       {"video_id", "question", "answer"} (MSRVTT-QA format)
+    DATA_DIR/shapes_tasks/video_qa_ans2label.json            the training answer vocabulary
+    DATA_DIR/shapes_tasks/video_retrieval_{train,test}.json  the retrieval format with "video" paths
 
 Scenes come from their own seed streams (disjoint from the pre-training `shapes` splits). Every image
 has several captions that describe it equally well (object order, relation from either side, with
 and without sizes), as COCO images have five.
 """
 
+import base64
 import json
 import os
 from typing import Dict, List
@@ -53,10 +58,12 @@ def _scenes(seed, n: int):
     yield img, objs
 
 
-def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int = 0) -> str:
+def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int = 0, num_train_videos: int = 600,
+          num_test_videos: int = 150) -> str:
   """Writes the task annotations and images (skipped when already built with these arguments)."""
   root = task_dir(data_dir)
-  params = dict(num_train=num_train, num_test=num_test, seed=seed, version=1)
+  params = dict(num_train=num_train, num_test=num_test, seed=seed, num_train_videos=num_train_videos,
+                num_test_videos=num_test_videos, version=2)
   marker = os.path.join(root, "build_params.json")
   if os.path.exists(marker):
     with open(marker) as f:
@@ -76,9 +83,47 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
                                          for cap in captions(objs)])
   _write(root, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
                                         for name, objs in splits["test"]])
+  _write_video_tasks(root, seed, num_train_videos, num_test_videos)
   with open(marker, "w") as f:
     json.dump(params, f)
   return root
+
+
+VIDEO_FRAMES = 6
+
+
+def video_questions(rs, size: str, color: str, shape: str, direction: str):
+  """Questions a clip determines (words of the shapes vocabulary): motion, colour, shape."""
+  asked = rs.choice(list(shapes.DIRECTIONS))
+  return [(f"is the {color} {shape} moving {asked}", "yes" if asked == direction else "no"),
+          (f"what color is the object moving {direction}", color),
+          (f"what shape is the {size} {color} object", shape)]
+
+
+def _write_video_tasks(root: str, seed: int, num_train: int, num_test: int) -> None:
+  os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+  answers = set()
+  for split, stream, n in (("train", 12, num_train), ("test", 13, num_test)):
+    rs = np.random.RandomState([seed, stream])
+    qa, ret = [], []
+    for i in range(n):
+      frames, caption = shapes.render_clip(rs, VIDEO_FRAMES)
+      vid = f"{split}_{i:05d}"
+      _write(root, f"videos/{vid}.json", [base64.b64encode(f).decode() for f in frames])
+      _, size, color, shape, _, direction = caption.split()
+      for q, a in video_questions(rs, size, color, shape, direction):
+        qa.append({"video_id": vid, "question": q, "answer": a})
+        if split == "train":
+          answers.add(a)
+      caps = [caption, f"a {color} {shape} moving {direction}", f"the {size} {color} {shape} is moving {direction}"]
+      if split == "train":
+        ret += [{"video": f"videos/{vid}.json", "caption": c, "image_id": vid} for c in caps]
+      else:
+        ret.append({"video": f"videos/{vid}.json", "caption": caps})
+    with open(os.path.join(root, f"video_qa_{split}.jsonl"), "w") as f:
+      f.write("".join(json.dumps(r) + "\n" for r in qa))
+    _write(root, f"video_retrieval_{split}.json", ret)
+  _write(root, "video_qa_ans2label.json", {a: i for i, a in enumerate(sorted(answers))})
 
 
 def _write(root: str, name: str, obj) -> None:

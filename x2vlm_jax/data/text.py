@@ -27,6 +27,14 @@ def pre_caption(caption: tf.Tensor, max_words: int) -> tf.Tensor:
   return tf.strings.reduce_join(words[..., :max_words], axis=-1, separator=" ")
 
 
+def pre_question(question: tf.Tensor, max_words: int) -> tf.Tensor:
+  """Graph twin of `text_clean.pre_question` (official VQA / video-QA question cleaning)."""
+  q = tf.strings.regex_replace(tf.strings.lower(question, encoding="utf-8"), _PUNCT, " ")
+  q = tf.strings.regex_replace(q, r" +$", "")
+  words = tf.strings.split(q, " ")
+  return tf.strings.reduce_join(words[..., :max_words], axis=-1, separator=" ")
+
+
 def read_vocab(vocab_file: str):
   with tf.io.gfile.GFile(vocab_file) as f:
     tokens = [line.rstrip("\n") for line in f]

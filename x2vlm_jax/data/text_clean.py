@@ -15,3 +15,11 @@ def pre_caption(caption: str, max_words: int) -> str:
   c = re.sub(PUNCT, " ", c)
   c = re.sub(r"\s{2,}", " ", c).strip()
   return " ".join(c.split(" ")[:max_words])
+
+
+def pre_question(question: str, max_words: int) -> str:
+  """The official `pre_question` (VQA, video QA): lower-case, punctuation and "-" "/" → space, strip
+  trailing spaces, first max_words words of `split(' ')` (runs of spaces are NOT collapsed, so empty
+  strings count as words, as officially; WordPiece ignores them)."""
+  q = re.sub(PUNCT, " ", question.lower()).rstrip(" ")
+  return " ".join(q.split(" ")[:max_words])

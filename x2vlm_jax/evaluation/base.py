@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from x2vlm_jax.inference.images import BadImage, normalize, read_image
+from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
 
 
 class Evaluator:
@@ -63,12 +63,15 @@ class Evaluator:
 
 
 def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, *, strict: bool = False,
-                         threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, List[str]]:
-  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files).
+                         threads: Optional[int] = None, num_frames: int = 0) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files);
+  with num_frames > 0 the paths are videos (official frames files) → [n,F,R,R,3].
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
   `strict`, which raises naming the file."""
-  out = np.zeros((len(idx), image_res, image_res, 3), np.uint8)
+  lead = (num_frames,) if num_frames else ()
+  read = (lambda p: read_video(p, num_frames, image_res)) if num_frames else (lambda p: read_image(p, image_res))
+  out = np.zeros((len(idx),) + lead + (image_res, image_res, 3), np.uint8)
   valid = np.zeros((len(idx),), np.float32)
   bad: List[str] = []
 
@@ -77,7 +80,7 @@ def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, 
     if i < 0:
       return
     try:
-      out[j] = read_image(paths[i], image_res)
+      out[j] = read(paths[i])
       valid[j] = 1.0
     except BadImage as e:
       if strict:

@@ -1,4 +1,5 @@
-"""Image–text retrieval evaluation, the official two-stage protocol (spec §5.1).
+"""Image–text (and video–text, `video=True`) retrieval evaluation, the official two-stage protocol
+(spec §5.1, §5.6).
 
 1. Encode every image and every text (sharded over the mesh and the hosts).
 2. S = v̂·t̂ᵀ (cosine, no temperature). i2t: each image's top-k texts by S; t2i: each text's top-k images.
@@ -100,11 +101,16 @@ class RetrievalEvaluator(Evaluator):
   """config.evals.<name> = dict(type="retrieval", annotations=..., image_root=..., k_test=..., every=N)."""
 
   DEFAULTS = dict(annotations="", image_root="", k_test=256, batch_size=32, rerank_pairs=256,
-                  max_tokens=40, max_words=30, strict=False, predictions_top=10)
+                  max_tokens=40, max_words=30, strict=False, predictions_top=10, video=False, vision_key="image",
+                  num_frames=0)
 
   def setup(self):
     e = self.ecfg
-    self.data = RetrievalSet.from_file(e.annotations, e.image_root)
+    self.data = RetrievalSet.from_file(e.annotations, e.image_root, e.vision_key)
+    # Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings (§1.7).
+    self.num_frames = int(e.num_frames or self.model_cfg.num_frames) if e.video else 0
+    if e.video and not self.num_frames:
+      raise ValueError(f"evals.{self.name}: video retrieval needs num_frames (or config.model.num_frames)")
     ids, mask = self.tokenizer()(self.data.texts, e.max_tokens, clean=e.max_words)
     self.text_ids, self.text_mask = ids, mask
     self.batches = EvalBatches(self.mesh, e.batch_size)
@@ -115,7 +121,8 @@ class RetrievalEvaluator(Evaluator):
     key = id(graphdef)
     if key not in self._compiled:
       def encode_image(params, b):
-        embeds, feat = nnx.merge(graphdef, params).encode_image(b["images"])
+        model = nnx.merge(graphdef, params)
+        embeds, feat = (model.encode_video if b["images"].ndim == 5 else model.encode_image)(b["images"])
         return embeds, feat
 
       def encode_text(params, b):
@@ -146,7 +153,7 @@ class RetrievalEvaluator(Evaluator):
   # --- the protocol --------------------------------------------------------------------------------
   def _load_images(self, idx: np.ndarray):
     pixels, valid, bad = load_images_parallel(self.data.images, idx, self.model_cfg.image_res,
-                                              strict=self.ecfg.strict)
+                                              strict=self.ecfg.strict, num_frames=self.num_frames)
     self._bad.extend(bad)
     return {"images": pixels, "valid": valid}
 

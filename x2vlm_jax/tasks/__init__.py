@@ -12,6 +12,7 @@ import importlib
 _TASKS = {
     "pretrain": ("x2vlm_jax.tasks.pretrain", "PretrainTask"),
     "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
+    "video_qa": ("x2vlm_jax.tasks.video_qa", "VideoQATask"),
 }
 
 

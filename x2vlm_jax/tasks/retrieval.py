@@ -1,4 +1,5 @@
-"""Image–text retrieval fine-tuning (COCO, Flickr30K), spec §5.1.
+"""Image–text retrieval fine-tuning (COCO, Flickr30K), spec §5.1, and video–text retrieval (MSRVTT,
+§5.6: the same task on frame-pooled video tokens, `config.data.video`).
 
 L = L_itc + L_itm: ITC over the global batch with id-aware soft targets (the captions of one image are
 all positives), ITM with hard negatives that never pick a caption of the same image; τ clamped each
@@ -24,7 +25,10 @@ class RetrievalTask(Task):
   def loss(self, model, batch, rng, step):
     del step
     r_vis, r_txt, r_match = jax.random.split(rng, 3)
-    vis, vis_feat = model.encode_image(batch["images"], r_vis)
+    if "frames" in batch:  # video–text retrieval (MSRVTT): frames pooled into one token sequence (§1.7)
+      vis, vis_feat = model.encode_video(batch["frames"], r_vis)
+    else:
+      vis, vis_feat = model.encode_image(batch["images"], r_vis)
     txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
     rows = batch["text_ids"].shape[0]
     out = objectives.contrastive_and_matching(
@@ -41,6 +45,10 @@ class RetrievalTask(Task):
       vocab = self.config.model.text.vocab_size
       return SyntheticBatches(lambda s: synthetic_batch(s, per_host, d.image_res, d.max_tokens, vocab),
                               seed=seed, process_index=process_index)
+    if d.get("video", False):
+      from x2vlm_jax.data.finetune import video  # tensorflow lives behind this import
+      return video.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count,
+                                   qa=False)
     from x2vlm_jax.data.finetune import retrieval  # tensorflow lives behind this import
     return retrieval.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
 
@@ -50,6 +58,9 @@ class RetrievalTask(Task):
   def train_size(self):
     if self.config.data.get("source", "tfds") == "synthetic":
       return None
+    if self.config.data.get("video", False):
+      from x2vlm_jax.data.finetune import video
+      return video.train_size(self.config.data)
     from x2vlm_jax.data.finetune import retrieval
     return retrieval.train_size(self.config.data)
 

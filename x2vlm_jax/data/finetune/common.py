@@ -6,10 +6,12 @@ tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py
 """
 
 import json
-from typing import Callable, Dict, List
+import os
+from typing import Callable, Dict, Iterable, List
 
 import tensorflow as tf
 
+from x2vlm_jax.data import records
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
 from x2vlm_jax.data.source import StreamSource
@@ -41,6 +43,49 @@ def skip_or_raise(report, path, index, e: BadRecord, strict: bool):
   if strict:
     raise ValueError(f"{path}: record {index}: {e}") from None
   report.skipped[e.reason] += 1
+
+
+ROWS_FORMAT = 1
+
+
+def rows_path(data_dir: str, name: str, split: str) -> str:
+  return os.path.join(records.dataset_dir(data_dir, name), f"{split}.rows.json")
+
+
+def write_split(data_dir: str, name: str, kind: str, split: str, examples: Iterable[Dict],
+                rows: List[Dict]) -> None:
+  """Stores the split's media records (images or videos, once each) and its training rows, each
+  row {"record": index of its media record, ...fields}; `rows` is filled while `examples` is read."""
+  w = records.DatasetWriter(data_dir, name, kind)
+  w.write_split(split, examples)
+  w.finish()
+  with tf.io.gfile.GFile(rows_path(data_dir, name, split), "w") as f:
+    json.dump({"format": ROWS_FORMAT, "rows": rows}, f)
+
+
+class RowsSource:
+  """Random access over a split's training rows: row r → its media record with the row's own fields
+  (e.g. COCO: the image with ONE of its captions, as the official dataset's __getitem__ returns)."""
+
+  def __init__(self, data_dir: str, name: str, split: str):
+    self.source = records.open_source(data_dir, name, split)
+    path = rows_path(data_dir, name, split)
+    if not tf.io.gfile.exists(path):
+      raise FileNotFoundError(f"dataset {name}/{split}: no row table {path}; (re)build it with tools/build_tfds.py")
+    with tf.io.gfile.GFile(path) as f:
+      table = json.load(f)
+    if not isinstance(table, dict) or table.get("format") != ROWS_FORMAT:
+      raise ValueError(f"dataset {name}/{split}: {path} is of an older format; rebuild it with tools/build_tfds.py")
+    self.rows = table["rows"]
+
+  def __len__(self):
+    return len(self.rows)
+
+  def __getitem__(self, r):
+    row = self.rows[r]
+    rec = dict(self.source[row["record"]])
+    rec.update({k: v for k, v in row.items() if k != "record"})
+    return rec
 
 
 def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec_fn: Callable,

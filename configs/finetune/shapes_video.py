@@ -23,7 +23,9 @@ from x2vlm_jax.data.config import SHAPES_VOCAB
 def get_config(arg=None):
   a = common.parse_arg(arg, task="video_qa", epochs=3, batch=32, data_dir="artifacts/data", lr=1e-4, res=64,
                        frames=3)
-  c = common.base_config("tiny", a.task, a.res, a.batch)
+  if a.task not in ("video_qa", "video_retrieval"):
+    raise ValueError(f"shapes_video: task must be video_qa or video_retrieval, got {a.task!r}")
+  c = common.base_config("tiny", "video_qa" if a.task == "video_qa" else "retrieval", a.res, a.batch)
   c.model.num_frames = a.frames
   c.model.text.hidden_dropout = 0.0
   c.model.text.attention_dropout = 0.0

@@ -25,6 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from x2vlm_jax import fs  # noqa: E402
+
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -80,8 +82,7 @@ def main(argv=None) -> int:
   report.update(model=args.model, image_res=cfg.image_res, num_frames=cfg.num_frames, seed=args.seed)
 
   params_io.save(args.output, cfg, assemble.unflatten(cfg, flat))
-  with open(os.path.join(args.output, "conversion.json"), "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
+  (fs.path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
   print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
         f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params")
   return 0

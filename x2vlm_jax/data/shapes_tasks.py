@@ -11,6 +11,7 @@ has several captions that describe it equally well (object order, relation from 
 and without sizes), as COCO images have five.
 """
 
+import io
 import json
 import os
 from typing import Dict, List
@@ -18,6 +19,7 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import shapes
 
 NAME = "shapes_tasks"
@@ -57,30 +59,29 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
   """Writes the task annotations and images (skipped when already built with these arguments)."""
   root = task_dir(data_dir)
   params = dict(num_train=num_train, num_test=num_test, seed=seed, version=1)
-  marker = os.path.join(root, "build_params.json")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if json.load(f) == params:
-        return root
-  os.makedirs(os.path.join(root, "images"), exist_ok=True)
+  out = fs.path(root)
+  marker = out / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return root
+  (out / "images").mkdir(parents=True, exist_ok=True)
   splits = {}
   for split, stream, n in (("train", 10, num_train), ("test", 11, num_test)):
     scenes = []
     for i, (img, objs) in enumerate(_scenes([seed, stream], n)):
       name = f"images/{split}_{i:05d}.jpg"
-      Image.fromarray(img).save(os.path.join(root, name), format="JPEG", quality=95, subsampling=0)
+      buf = io.BytesIO()
+      Image.fromarray(img).save(buf, format="JPEG", quality=95, subsampling=0)
+      (out / name).write_bytes(buf.getvalue())
       scenes.append((name, objs))
     splits[split] = scenes
-  _write(root, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
+  _write(out, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
                                          for i, (name, objs) in enumerate(splits["train"])
                                          for cap in captions(objs)])
-  _write(root, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
+  _write(out, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
                                         for name, objs in splits["test"]])
-  with open(marker, "w") as f:
-    json.dump(params, f)
+  marker.write_text(json.dumps(params))
   return root
 
 
-def _write(root: str, name: str, obj) -> None:
-  with open(os.path.join(root, name), "w") as f:
-    json.dump(obj, f)
+def _write(out, name: str, obj) -> None:
+  (out / name).write_text(json.dumps(obj))

@@ -8,8 +8,7 @@ tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py
 import json
 from typing import Callable, Dict, List
 
-import tensorflow as tf
-
+from x2vlm_jax import fs
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
 from x2vlm_jax.data.source import StreamSource
@@ -17,8 +16,7 @@ from x2vlm_jax.data.source import StreamSource
 
 def read_annotations(path: str) -> List[Dict]:
   """A JSON array (or JSON lines) of records, local or gs://."""
-  with tf.io.gfile.GFile(path) as f:
-    text = f.read()
+  text = fs.path(path).read_text()
   try:
     data = json.loads(text)
   except json.JSONDecodeError:

@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune.common import field, read_annotations, single_stream_iterator, skip_or_raise
 from x2vlm_jax.data.jsonl import BadRecord, load_image
@@ -72,8 +73,7 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
   w.finish()
   buf = io.BytesIO()
   np.save(buf, np.asarray(table, np.int32).reshape(-1, 2))
-  with tf.io.gfile.GFile(records.rows_path(data_dir, name, split), "wb") as f:
-    f.write(buf.getvalue())
+  fs.path(records.rows_path(data_dir, name, split)).write_bytes(buf.getvalue())
   report.extra["images"] = len(written)
   return report
 
@@ -84,12 +84,11 @@ class CaptionRows:
 
   def __init__(self, data_dir: str, name: str, split: str):
     self.source = records.open_source(data_dir, name, split)
-    path = records.rows_path(data_dir, name, split)
-    if not tf.io.gfile.exists(path):
+    path = fs.path(records.rows_path(data_dir, name, split))
+    if not path.exists():
       raise FileNotFoundError(f"dataset {name}/{split}: no caption-row table {path}; build it with "
                               "tools/build_tfds.py --kind retrieval")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      self.rows = np.load(io.BytesIO(f.read()))
+    self.rows = np.load(io.BytesIO(path.read_bytes()))
 
   def __len__(self):
     return len(self.rows)

@@ -38,7 +38,7 @@ def test_model_summary_last_line():
   out = subprocess.run([sys.executable, "tools/model_summary.py", "--model", "base"], check=True,
                        capture_output=True, text=True).stdout.strip().splitlines()
   assert out[-1] == "params: 254758401"
-  assert any(line.startswith("vision/blocks/0/attn/rel_pos_table") and "(732, 12)" in line for line in out)
+  assert any("| vision/blocks/0/attn/rel_pos_table " in line and "(732, 12)" in line for line in out)
 
 
 def test_relative_position_index_layout():

@@ -20,15 +20,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import tensorflow as tf  # noqa: E402
-
+from x2vlm_jax import fs  # noqa: E402
 from x2vlm_jax.data import finetune, jsonl, records  # noqa: E402
 
 
 def _records(files, kind, report, strict, **kw):
   convert = jsonl.CONVERTERS[kind]
   for path in files:
-    with tf.io.gfile.GFile(path) as f:
+    with fs.path(path).open() as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue
@@ -60,7 +59,7 @@ def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary"
   if kind in finetune.BUILDERS:
     return finetune.builder(kind)(input_glob, image_root, data_dir, name, split=split, strict=strict,
                                   max_words=max_words, **(options or {}))
-  files = sorted(tf.io.gfile.glob(input_glob))
+  files = fs.glob(input_glob)
   if not files:
     raise FileNotFoundError(f"--input {input_glob}: no files match")
   if caption_key is None:

@@ -25,6 +25,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from x2vlm_jax import fs  # noqa: E402
+
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,7 +91,7 @@ def main(argv=None) -> int:
     vocab = os.path.join(args.bert, "vocab.txt")
   report["vocab"] = os.path.abspath(vocab) if vocab else None
   params_io.save(args.output, cfg, assemble.unflatten(cfg, flat), vocab_file=vocab)
-  (epath.Path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+  (fs.path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
   print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
         f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"
         + ("" if vocab else "; no vocabulary stored (pass --vocab for tokenize()/tools/evaluate.py)"))

@@ -21,6 +21,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from x2vlm_jax import fs  # noqa: E402
+
 
 class _QuietOrbax(pylogging.Filter):
   def filter(self, record):
@@ -29,7 +31,7 @@ class _QuietOrbax(pylogging.Filter):
 
 def loss_trend(metrics_file: str):
   by_step = {}
-  for line in open(metrics_file):
+  for line in fs.path(metrics_file).read_text().splitlines():
     r = json.loads(line)
     if "train/loss" in r:  # training lines (evaluation lines carry only eval metrics)
       by_step[r["step"]] = r  # a resumed run logs some steps twice: keep the last
@@ -43,10 +45,10 @@ def loss_trend(metrics_file: str):
 
 def eval_results(workdir: str, name: str):
   """{step: metrics} of an evaluator, from WORKDIR/eval/<name>/step_<n>/metrics.json."""
-  root = os.path.join(workdir, "eval", name)
+  root = fs.path(workdir) / "eval" / name
   out = {}
-  for d in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-    out[int(d.split("_")[1])] = json.load(open(os.path.join(root, d, "metrics.json")))
+  for d in sorted(root.iterdir()) if root.is_dir() else []:
+    out[int(d.name.split("_")[1])] = json.loads((d / "metrics.json").read_text())
   return out
 
 
@@ -70,9 +72,8 @@ def main(argv=None):
   pylogging.getLogger("absl").addFilter(_QuietOrbax())  # orbax logs through absl at INFO
   pretrain_dir, retrieval_dir = args.workdir, args.workdir.rstrip("/") + "_retrieval"
   if args.fresh:
-    import shutil
     for d in (pretrain_dir, retrieval_dir):
-      shutil.rmtree(d, ignore_errors=True)
+      fs.path(d).rmtree(missing_ok=True)
 
   t0 = time.time()
   from x2vlm_jax.data import shapes, shapes_tasks
@@ -80,7 +81,7 @@ def main(argv=None):
   print(f"[demo] building the shapes datasets in {args.data_dir} ...", flush=True)
   shapes.build(args.data_dir)
   tasks = shapes_tasks.build(args.data_dir)
-  if not os.path.exists(os.path.join(args.data_dir, "shapes_retrieval", "1.0.0", "dataset_info.json")):
+  if not (fs.path(args.data_dir) / "shapes_retrieval" / "1.0.0" / "dataset_info.json").exists():
     print(retrieval.build(os.path.join(tasks, "retrieval_train.json"), tasks, args.data_dir,
                           "shapes_retrieval").lines("retrieval"))
   print(f"[demo] data ready ({time.time() - t0:.0f} s)", flush=True)

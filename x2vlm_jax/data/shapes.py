@@ -16,6 +16,8 @@ from typing import Dict
 import numpy as np
 from PIL import Image
 
+from x2vlm_jax import fs
+
 
 SIZE = 128
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225), "yellow": (240, 215, 40),
@@ -166,11 +168,9 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
   """Writes `shapes` and `shapes_video` under data_dir (skipped when already built with these args)."""
   params = dict(num_train=num_train, num_test=num_test, num_train_videos=num_train_videos,
                 num_test_videos=num_test_videos, num_frames=num_frames, seed=seed)
-  marker = os.path.join(data_dir, NAME, "build_params.json")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if json.load(f) == params:
-        return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
+  marker = fs.path(data_dir) / NAME / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
   from x2vlm_jax.data import records  # tensorflow-datasets: only when writing (configs import this module)
   # Train and test use different seed streams, so no test scene is a train scene.
   w = records.DatasetWriter(data_dir, NAME, "image_text")
@@ -181,8 +181,7 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
   w.write_split("train", _video_examples([seed, 2], num_train_videos, num_frames))
   w.write_split("test", _video_examples([seed, 3], num_test_videos, num_frames))
   w.finish()
-  with open(marker, "w") as f:
-    json.dump(params, f)
+  marker.write_text(json.dumps(params))
   return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
 
 

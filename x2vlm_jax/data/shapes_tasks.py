@@ -16,6 +16,7 @@ and without sizes), as COCO images have five.
 """
 
 import base64
+import io
 import json
 import os
 from typing import Dict, List
@@ -23,6 +24,7 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import shapes
 
 NAME = "shapes_tasks"
@@ -64,28 +66,28 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
   root = task_dir(data_dir)
   params = dict(num_train=num_train, num_test=num_test, seed=seed, num_train_videos=num_train_videos,
                 num_test_videos=num_test_videos, version=2)
-  marker = os.path.join(root, "build_params.json")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if json.load(f) == params:
-        return root
-  os.makedirs(os.path.join(root, "images"), exist_ok=True)
+  out = fs.path(root)
+  marker = out / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return root
+  (out / "images").mkdir(parents=True, exist_ok=True)
   splits = {}
   for split, stream, n in (("train", 10, num_train), ("test", 11, num_test)):
     scenes = []
     for i, (img, objs) in enumerate(_scenes([seed, stream], n)):
       name = f"images/{split}_{i:05d}.jpg"
-      Image.fromarray(img).save(os.path.join(root, name), format="JPEG", quality=95, subsampling=0)
+      buf = io.BytesIO()
+      Image.fromarray(img).save(buf, format="JPEG", quality=95, subsampling=0)
+      (out / name).write_bytes(buf.getvalue())
       scenes.append((name, objs))
     splits[split] = scenes
-  _write(root, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
+  _write(out, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
                                          for i, (name, objs) in enumerate(splits["train"])
                                          for cap in captions(objs)])
-  _write(root, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
+  _write(out, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
                                         for name, objs in splits["test"]])
-  _write_video_tasks(root, seed, num_train_videos, num_test_videos)
-  with open(marker, "w") as f:
-    json.dump(params, f)
+  _write_video_tasks(out, seed, num_train_videos, num_test_videos)
+  marker.write_text(json.dumps(params))
   return root
 
 
@@ -100,8 +102,8 @@ def video_questions(rs, size: str, color: str, shape: str, direction: str):
           (f"what shape is the {size} {color} object", shape)]
 
 
-def _write_video_tasks(root: str, seed: int, num_train: int, num_test: int) -> None:
-  os.makedirs(os.path.join(root, "videos"), exist_ok=True)
+def _write_video_tasks(out, seed: int, num_train: int, num_test: int) -> None:
+  (out / "videos").mkdir(parents=True, exist_ok=True)
   answers = set()
   for split, stream, n in (("train", 12, num_train), ("test", 13, num_test)):
     rs = np.random.RandomState([seed, stream])
@@ -109,7 +111,7 @@ def _write_video_tasks(root: str, seed: int, num_train: int, num_test: int) -> N
     for i in range(n):
       frames, caption = shapes.render_clip(rs, VIDEO_FRAMES)
       vid = f"{split}_{i:05d}"
-      _write(root, f"videos/{vid}.json", [base64.b64encode(f).decode() for f in frames])
+      _write(out, f"videos/{vid}.json", [base64.b64encode(f).decode() for f in frames])
       _, size, color, shape, _, direction = caption.split()
       for q, a in video_questions(rs, size, color, shape, direction):
         qa.append({"video_id": vid, "question": q, "answer": a})
@@ -120,12 +122,10 @@ def _write_video_tasks(root: str, seed: int, num_train: int, num_test: int) -> N
         ret += [{"video": f"videos/{vid}.json", "caption": c, "image_id": vid} for c in caps]
       else:
         ret.append({"video": f"videos/{vid}.json", "caption": caps})
-    with open(os.path.join(root, f"video_qa_{split}.jsonl"), "w") as f:
-      f.write("".join(json.dumps(r) + "\n" for r in qa))
-    _write(root, f"video_retrieval_{split}.json", ret)
-  _write(root, "video_qa_ans2label.json", {a: i for i, a in enumerate(sorted(answers))})
+    (out / f"video_qa_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    _write(out, f"video_retrieval_{split}.json", ret)
+  _write(out, "video_qa_ans2label.json", {a: i for i, a in enumerate(sorted(answers))})
 
 
-def _write(root: str, name: str, obj) -> None:
-  with open(os.path.join(root, name), "w") as f:
-    json.dump(obj, f)
+def _write(out, name: str, obj) -> None:
+  (out / name).write_text(json.dumps(obj))

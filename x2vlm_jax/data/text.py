@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from x2vlm_jax import fs
 from x2vlm_jax.data.text_clean import PUNCT as _PUNCT
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py  # the Python twin, for builders
 
@@ -36,8 +37,7 @@ def pre_question(question: tf.Tensor, max_words: int) -> tf.Tensor:
 
 
 def read_vocab(vocab_file: str):
-  with tf.io.gfile.GFile(vocab_file) as f:
-    tokens = [line.rstrip("\n") for line in f]
+  tokens = fs.path(vocab_file).read_text().splitlines()
   if not tokens:
     raise ValueError(f"vocab_file {vocab_file}: empty")
   return tokens

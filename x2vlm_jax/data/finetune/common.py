@@ -9,8 +9,7 @@ import json
 import os
 from typing import Callable, Dict, Iterable, List
 
-import tensorflow as tf
-
+from x2vlm_jax import fs
 from x2vlm_jax.data import records
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
@@ -19,8 +18,7 @@ from x2vlm_jax.data.source import StreamSource
 
 def read_annotations(path: str) -> List[Dict]:
   """A JSON array (or JSON lines) of records, local or gs://."""
-  with tf.io.gfile.GFile(path) as f:
-    text = f.read()
+  text = fs.path(path).read_text()
   try:
     data = json.loads(text)
   except json.JSONDecodeError:
@@ -59,8 +57,7 @@ def write_split(data_dir: str, name: str, kind: str, split: str, examples: Itera
   w = records.DatasetWriter(data_dir, name, kind)
   w.write_split(split, examples)
   w.finish()
-  with tf.io.gfile.GFile(rows_path(data_dir, name, split), "w") as f:
-    json.dump({"format": ROWS_FORMAT, "rows": rows}, f)
+  fs.path(rows_path(data_dir, name, split)).write_text(json.dumps({"format": ROWS_FORMAT, "rows": rows}))
 
 
 class RowsSource:
@@ -70,10 +67,9 @@ class RowsSource:
   def __init__(self, data_dir: str, name: str, split: str):
     self.source = records.open_source(data_dir, name, split)
     path = rows_path(data_dir, name, split)
-    if not tf.io.gfile.exists(path):
+    if not fs.path(path).exists():
       raise FileNotFoundError(f"dataset {name}/{split}: no row table {path}; (re)build it with tools/build_tfds.py")
-    with tf.io.gfile.GFile(path) as f:
-      table = json.load(f)
+    table = json.loads(fs.path(path).read_text())
     if not isinstance(table, dict) or table.get("format") != ROWS_FORMAT:
       raise ValueError(f"dataset {name}/{split}: {path} is of an older format; rebuild it with tools/build_tfds.py")
     self.rows = table["rows"]

@@ -22,6 +22,7 @@ from typing import Dict, List
 import numpy as np
 import tensorflow as tf
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune.common import (RowsSource, field, read_annotations, single_stream_iterator,
                                             skip_or_raise, write_split)
@@ -38,15 +39,14 @@ IGNORE_LABEL = -100  # an answer outside the answer vocabulary: no loss in train
 
 def video_file(image_root: str, video_id: str, pattern: str = "{id}.json") -> str:
   name = video_file_name(video_id, pattern)
-  return name if "://" in name or name.startswith("/") or not image_root else tf.io.gfile.join(image_root, name)
+  return name if "://" in name or name.startswith("/") or not image_root else str(fs.path(image_root) / name)
 
 
 def load_frames(path: str) -> List[bytes]:
   """A frames file → its frames as encoded bytes, each fully decoded once (BadRecord otherwise)."""
   try:
-    with tf.io.gfile.GFile(path) as f:
-      frames = json.load(f)
-  except (tf.errors.NotFoundError, OSError) as e:
+    frames = json.loads(fs.path(path).read_text())
+  except (FileNotFoundError, OSError) as e:
     raise BadRecord("video_not_found", path) from e
   except ValueError as e:
     raise BadRecord("bad_video", f"{path}: not JSON ({e})") from e
@@ -69,8 +69,7 @@ def build_qa(annotations: str, image_root: str, data_dir: str, name: str, *, spl
   del max_words
   if not ans2label:
     raise ValueError("video_qa: the ans2label file is required (--option ans2label=PATH)")
-  with tf.io.gfile.GFile(ans2label) as f:
-    labels: Dict[str, int] = json.load(f)
+  labels: Dict[str, int] = json.loads(fs.path(ans2label).read_text())
   report = records.BuildReport()
   by_video: Dict[str, List[Dict]] = {}
   for i, rec in enumerate(read_annotations(annotations)):

@@ -44,19 +44,38 @@ RETRIEVAL_FEATURES = tfds.features.FeaturesDict({
     "height": tfds.features.Tensor(shape=(), dtype=np.int32),
 })
 
+# Fine-tuning VQA (spec §4.2, §5.2): one record per IMAGE with all its questions (VQA v2 has ~5 per
+# image, VG QA ~17); the training order is over question rows `<split>.question_rows.npy` of
+# (record, question index, number of unique answers).
+VQA_FEATURES = tfds.features.FeaturesDict({
+    "image": tfds.features.Tensor(shape=(), dtype=np.object_),
+    "question": tfds.features.Tensor(shape=(None,), dtype=np.object_),       # raw, as in the file
+    "question_id": tfds.features.Tensor(shape=(None,), dtype=np.object_),    # str(question_id)
+    "answer": tfds.features.Tensor(shape=(None,), dtype=np.object_),         # unique answers, ALT_SEP-joined
+    "answer_weight": tfds.features.Tensor(shape=(None,), dtype=np.float32),  # all questions', in order
+    "num_answers": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+    "may_flip": tfds.features.Tensor(shape=(None,), dtype=np.int32),         # 0: "left"/"right" occurs
+    "width": tfds.features.Tensor(shape=(), dtype=np.int32),
+    "height": tfds.features.Tensor(shape=(), dtype=np.int32),
+})
+
 
 def features_for(kind: str) -> tfds.features.FeaturesDict:
   if kind in ("image_text", "region", "image"):
     return IMAGE_FEATURES
   if kind == "video":
     return VIDEO_FEATURES
-  if kind == "retrieval":
+  if kind in ("retrieval", "captioning"):
     return RETRIEVAL_FEATURES
-  raise ValueError(f"kind: expected image_text/region/video/retrieval, got {kind!r}")
+  if kind == "vqa":
+    return VQA_FEATURES
+  raise ValueError(f"kind: expected image_text/region/video/retrieval/captioning/vqa, got {kind!r}")
 
 
-def rows_path(data_dir: str, name: str, split: str) -> str:
-  return os.path.join(dataset_dir(data_dir, name), f"{split}.caption_rows.npy")
+def rows_path(data_dir: str, name: str, split: str, rows: str = "caption") -> str:
+  """The row table of a fine-tuning split stored per image: `caption` rows (retrieval, captioning)
+  or `question` rows (VQA)."""
+  return os.path.join(dataset_dir(data_dir, name), f"{split}.{rows}_rows.npy")
 
 
 def dataset_dir(data_dir: str, name: str) -> str:

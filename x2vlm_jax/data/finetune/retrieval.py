@@ -6,15 +6,15 @@ Stream: caption rows → the fine-tuning "train" transform (RandomResizedCrop sc
 RandAugment(2, 7)) → `pre_caption` (30 words) → WordPiece, fixed length.
 """
 
-import io
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.finetune.common import field, read_annotations, single_stream_iterator, skip_or_raise
-from x2vlm_jax.data.jsonl import BadRecord, load_image
+from x2vlm_jax.data.finetune.common import (field, load_rows, read_annotations, single_stream_iterator,
+                                            skip_or_raise, write_image_groups)
+from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
@@ -23,58 +23,34 @@ STREAM_ID = 4  # distinct from the pre-training streams' seeds
 
 
 def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30) -> records.BuildReport:
+          strict: bool = False, max_words: int = 30, kind: str = "retrieval",
+          keep: Optional[Callable[[str], bool]] = None) -> records.BuildReport:
   """The dense image id follows the official first-appearance order of `image_id`; captions that are
   empty after `pre_caption` are skipped (`empty_caption`), like an image that cannot be read (its
-  rows are all skipped, `image_not_found` / `corrupt_image`)."""
+  rows are all skipped, `image_not_found` / `corrupt_image`). `keep` replaces the emptiness test
+  (captioning trains on the raw caption); `kind` names the dataset kind (same storage)."""
+  keep = keep or (lambda caption: bool(pre_caption_py(caption, max_words)))
   rows = read_annotations(annotations)
   report = records.BuildReport()
   by_id: Dict[object, Tuple[str, List[str]]] = {}
-  order: List[object] = []
   for i, rec in enumerate(rows):
     try:
       image = field(rec, "image", str)
       caption = field(rec, "caption", str)
       image_id = field(rec, "image_id", (str, int))
-      if not pre_caption_py(caption, max_words):
+      if not keep(caption):
         raise BadRecord("empty_caption")
       if image_id in by_id and by_id[image_id][0] != image:
         raise BadRecord("bad_field_type", f"image_id {image_id!r} names two images")
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
       continue
-    if image_id not in by_id:
-      by_id[image_id] = (image, [])
-      order.append(image_id)
-    by_id[image_id][1].append(caption)
+    by_id.setdefault(image_id, (image, []))[1].append(caption)
 
-  written, table = [], []
-
-  def gen():
-    for image_id in order:
-      image, caps = by_id[image_id]
-      try:
-        data, w, h = load_image({"image": image}, "image", True, image_root)
-      except BadRecord as e:
-        report.skipped[e.reason] += len(caps)
-        if strict:
-          raise ValueError(f"{annotations}: image {image!r}: {e}") from None
-        continue
-      record = len(written)
-      written.append(image_id)
-      table.extend((record, j) for j in range(len(caps)))
-      report.written += len(caps)
-      yield {"image": data, "caption": records.ALT_SEP.join(caps), "image_id": np.int32(record),
-             "width": np.int32(w), "height": np.int32(h)}
-
-  w = records.DatasetWriter(data_dir, name, "retrieval")
-  w.write_split(split, gen())
-  w.finish()
-  buf = io.BytesIO()
-  np.save(buf, np.asarray(table, np.int32).reshape(-1, 2))
-  with tf.io.gfile.GFile(records.rows_path(data_dir, name, split), "wb") as f:
-    f.write(buf.getvalue())
-  report.extra["images"] = len(written)
+  write_image_groups(
+      annotations, image_root, data_dir, name, kind, split, by_id, report=report, strict=strict,
+      encode=lambda record, caps: {"caption": records.ALT_SEP.join(caps), "image_id": np.int32(record)},
+      rows=lambda record, caps: [(record, j) for j in range(len(caps))])
   return report
 
 
@@ -84,12 +60,7 @@ class CaptionRows:
 
   def __init__(self, data_dir: str, name: str, split: str):
     self.source = records.open_source(data_dir, name, split)
-    path = records.rows_path(data_dir, name, split)
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"dataset {name}/{split}: no caption-row table {path}; build it with "
-                              "tools/build_tfds.py --kind retrieval")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      self.rows = np.load(io.BytesIO(f.read()))
+    self.rows = load_rows(data_dir, name, split, "caption", "retrieval")
 
   def __len__(self):
     return len(self.rows)

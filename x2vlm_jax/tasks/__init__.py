@@ -12,6 +12,8 @@ import importlib
 _TASKS = {
     "pretrain": ("x2vlm_jax.tasks.pretrain", "PretrainTask"),
     "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
+    "vqa": ("x2vlm_jax.tasks.vqa", "VQATask"),
+    "captioning": ("x2vlm_jax.tasks.captioning", "CaptioningTask"),
 }
 
 

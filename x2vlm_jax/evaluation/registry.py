@@ -16,6 +16,8 @@ from etils import epath
 # type → "module:Class"; task issues add theirs here.
 TYPES = {
     "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
+    "vqa": "x2vlm_jax.evaluation.vqa:VQAEvaluator",
+    "captioning": "x2vlm_jax.evaluation.captioning:CaptioningEvaluator",
 }
 
 

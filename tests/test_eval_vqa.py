@@ -88,8 +88,8 @@ def model(dataset):
   return cfg, params
 
 
-def _run(cfg, params, d, devices, **fields):
-  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
+def _run(cfg, params, d, devices, vocab=SHAPES_VOCAB, **fields):
+  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": vocab}})
   e = dict(type="vqa", annotations=str(d / "test.json"), image_root=str(d), answer_list=str(d / "answer_list.json"),
            batch_size=3, max_tokens=MAX_TOKENS, max_answer_tokens=4)
   e.update(fields)
@@ -194,7 +194,7 @@ def test_tools_evaluate_writes_the_official_predictions(dataset, model, tmp_path
   assert rc == 2
 
 
-def test_bad_input_is_a_clear_error(dataset, model, tmp_path):
+def test_bad_input_is_a_clear_error(dataset, model, tmp_path, bert_vocab_file):
   d, records = dataset
   cfg, params = model
   broken = [dict(r) for r in records]
@@ -210,3 +210,5 @@ def test_bad_input_is_a_clear_error(dataset, model, tmp_path):
     _run(cfg, params, d, jax.devices()[:1], answer_list=str(tmp_path / "bad_list.json"))
   with pytest.raises(ValueError, match=r"mode: expected one of"):
     _run(cfg, params, d, jax.devices()[:1], mode="classify")
+  with pytest.raises(ValueError, match=r"the vocabulary has 30522 tokens but the model 200"):
+    _run(cfg, params, d, jax.devices()[:1], vocab=bert_vocab_file)

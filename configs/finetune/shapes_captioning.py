@@ -2,7 +2,7 @@
 
 The same task, FG-free input, loss, beam search and metrics as COCO (coco_captioning_large.py), on
 the Karpathy-format files of x2vlm_jax/data/shapes_tasks.py, starting from the `shapes_tiny`
-pre-training export. Our choices for a tiny model on 2 CPU cores: 64 px, global batch 32, lr 1e-4,
+pre-training export. Our choices for a tiny model on 2 CPU cores: 64 px, global batch 32, lr 3e-4,
 no dropout, 3 epochs, no RandAugment; 24 tokens ([CLS] + prompt + the longest scene caption + [SEP])
 with up to 10 masks; generation with the released beam search (3 beams, trigram blocking, length
 penalty 0) but min_length 3 and max_length 20, as shapes captions are 3–15 words.
@@ -17,7 +17,7 @@ from configs.finetune import coco_captioning_large, common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, epochs=3, batch=32, data_dir="artifacts/data", lr=1e-4, res=64)
+  a = common.parse_arg(arg, epochs=3, batch=32, data_dir="artifacts/data", lr=3e-4, res=64)
   c = common.base_config("tiny", "captioning", a.res, a.batch)
   tasks = common.shapes_setup(c, a.data_dir)
   c.prompt = "a picture of "

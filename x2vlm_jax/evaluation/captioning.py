@@ -91,6 +91,7 @@ class CaptioningEvaluator(Evaluator):
     else:
       self.references = None  # a test server split: predictions only
     self.tok = self.tokenizer()
+    generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
     self.prompt = generation.prompt_ids(self.tok, e.prompt)
     self.batches = EvalBatches(self.mesh, int(e.batch_size))
     self._compiled = {}

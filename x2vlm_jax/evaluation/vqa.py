@@ -101,6 +101,7 @@ class VQAEvaluator(Evaluator):
       raise ValueError(f"evals.{self.name}: the model has no answer decoder (heads.decoder_layers = 0)")
     self.data = VQASet.from_file(e.annotations, e.image_root)
     self.tok = self.tokenizer()
+    generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
     questions = [pre_question(q, int(e.max_words)) for q in self.data.questions]
     self.q_ids, self.q_mask = self.tok(questions, int(e.max_tokens))
     self.truncated = sum(len(self.tok.pieces(q)) > int(e.max_tokens) - 2 for q in questions)

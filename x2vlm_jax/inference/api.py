@@ -182,6 +182,7 @@ class X2VLMInference:
     if len(questions) != pixels.shape[0]:
       raise ValueError(f"questions: expected {pixels.shape[0]} (one per image), got {len(questions)}")
     tok = self._tok("answer")
+    generation.check_vocab(tok, self.config, "answer")
     ids, mask = tok([pre_question(q, max_words) for q in questions], max_tokens)
     if answer_list is not None:
       generation.check_answer_list(answer_list)
@@ -204,6 +205,7 @@ class X2VLMInference:
     from x2vlm_jax.inference import generation
     pixels = self._pixels(images)
     tok = self._tok("caption")
+    generation.check_vocab(tok, self.config, "caption")
     spec = dict(prompt_ids=generation.prompt_ids(tok, prompt), mask_id=tok.mask_id, eos_id=tok.sep_id,
                 pad_id=tok.pad_id, num_beams=int(num_beams), max_len=int(max_length), min_length=int(min_length),
                 no_repeat_ngram=int(no_repeat_ngram), length_penalty=float(length_penalty))

@@ -50,6 +50,13 @@ def caption_batch(model, images, *, prompt_ids: Tuple[int, ...], mask_id: int, e
 # ------------------------------------------------------------------------------------------------
 # Host-side text
 # ------------------------------------------------------------------------------------------------
+def check_vocab(tok: Tokenizer, model_cfg, where: str) -> None:
+  """Generated ids index the vocabulary: a vocabulary of another size than the model's is refused."""
+  if tok.vocab_size != model_cfg.text.vocab_size:
+    raise ValueError(f"{where}: the vocabulary has {tok.vocab_size} tokens but the model {model_cfg.text.vocab_size} "
+                     "(use the checkpoint's own vocab.txt)")
+
+
 def read_answer_list(path: str) -> List[str]:
   """`answer_list.json`: a JSON list of candidate answer strings (ALBEF's list for VQA v2)."""
   import json

@@ -74,7 +74,7 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
       question = field(rec, "question", str)
       qid = field(rec, "question_id", (int, str))
       answer = field(rec, "answer", (list, str))
-      dataset = rec.get("dataset", "vqa") if isinstance(rec, dict) else "vqa"
+      dataset = rec.get("dataset", "vqa")
       if dataset not in DATASETS:
         raise BadRecord("unknown_dataset", f"dataset {dataset!r} (expected one of {DATASETS})")
       answers, weights = answer_weights(answer, dataset)

@@ -40,7 +40,8 @@ def write_set(d: str, args, words):
   vqa = [{"question_id": q, "image": images[q % len(images)], "question": phrase(5, 10) + "?",
           "answer": [phrase(1, 2) for _ in range(10)]} for q in range(args.questions)]
   json.dump(vqa, open(os.path.join(d, "vqa.json"), "w"))
-  json.dump(sorted({phrase(1, 3) for _ in range(3 * args.answers)})[:args.answers], open(os.path.join(d, "answers.json"), "w"))
+  # VQA-like answers: one or two words (the longest sets the padded length, as officially).
+  json.dump(sorted({phrase(1, 2) for _ in range(3 * args.answers)})[:args.answers], open(os.path.join(d, "answers.json"), "w"))
   json.dump([{"image": n, "caption": [phrase(5, 12)]} for n in images], open(os.path.join(d, "caption.json"), "w"))
 
 
@@ -85,7 +86,8 @@ def main(argv=None):
   graphdef, params = nnx.graphdef(model), nnx.to_pure_dict(nnx.state(model, nnx.Param))
   mesh = shd.create_mesh((-1, 1, 1))
   vocab = args.vocab or (SHAPES_VOCAB if args.model == "tiny" else _bert_vocab())
-  words = open(SHAPES_VOCAB).read().split()[5:60]  # plain English words, in every vocabulary
+  # Plain English words (and digits) of the shapes vocabulary: whole tokens in every vocabulary.
+  words = [w for w in open(SHAPES_VOCAB).read().split()[5:] if not w.startswith("[")]
   tmp = tempfile.mkdtemp(prefix="bench_eval_")
   write_set(tmp, args, words)
   common = dict(image_root=tmp, batch_size=args.batch)
@@ -118,7 +120,7 @@ def main(argv=None):
                per_second=round(n / sec, 2), first_call_seconds=round(first, 1), devices=mesh.size,
                backend=jax.default_backend(), batch_per_device=args.batch)
       if name == "vqa_rank":
-        r.update(answers=args.answers, k=min(args.k, args.answers))
+        r.update(answers=len(ev.answer_list), answer_tokens=int(ev.answer_ids.shape[1]), k=ev.k)
       print(json.dumps(r), flush=True)
       results.append(r)
   if args.json:

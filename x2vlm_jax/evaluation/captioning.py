@@ -25,7 +25,7 @@ from etils import epath
 from flax import nnx
 
 from x2vlm_jax.evaluation import annotations as ann
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.caption_metrics import caption_scores, dedupe_predictions
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.inference import generation
@@ -113,14 +113,12 @@ class CaptioningEvaluator(Evaluator):
     return self._compiled[key]
 
   def _load(self, idx: np.ndarray):
-    pixels, valid, bad = load_images_parallel(self.data.images, idx, self.model_cfg.image_res,
-                                              strict=self.ecfg.strict)
-    self._bad.extend(bad)
+    pixels, valid = self.load_images(self.data.images, idx)
     return {"images": pixels, "valid": valid}
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[list]]:
     fn, n = self._fn(graphdef), len(self.data.images)
-    self._bad = []
+    self.bad_images = []
     outs = self.batches.map(lambda b: fn(params, b), n, self._load)
     tokens, valid = (to_host(x)[:n] for x in self.batches.concat(outs))
     ok = valid > 0
@@ -136,5 +134,5 @@ class CaptioningEvaluator(Evaluator):
       metrics["score"] = metrics["Bleu_4"] + metrics["CIDEr"]
     if not ok.all():
       logging.warning("captioning %s: %d of %d images could not be read and were left out, e.g. %s",
-                      self.name, n - ok.sum(), n, self._bad[:3])
+                      self.name, n - ok.sum(), n, self.bad_images[:3])
     return metrics, predictions

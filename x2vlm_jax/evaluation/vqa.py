@@ -28,7 +28,7 @@ from flax import nnx
 from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation import vqa_metrics
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.inference import generation
 
@@ -135,15 +135,13 @@ class VQAEvaluator(Evaluator):
     return self._compiled[key]
 
   def _load(self, idx: np.ndarray):
-    pixels, valid, bad = load_images_parallel(self.data.images, idx, self.model_cfg.image_res,
-                                              strict=self.ecfg.strict)
-    self._bad.extend(bad)
+    pixels, valid = self.load_images(self.data.images, idx)
     safe = np.maximum(idx, 0)
     return {"images": pixels, "ids": self.q_ids[safe], "mask": self.q_mask[safe], "valid": valid}
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[list]]:
     fn, n = self._fn(graphdef), len(self.data.questions)
-    self._bad = []
+    self.bad_images = []
     if self.ecfg.mode == "rank":
       outs = self.batches.map(lambda b: fn(params, b, self.answer_ids, self.answer_mask), n, self._load)
     else:
@@ -160,5 +158,5 @@ class VQAEvaluator(Evaluator):
                    questions_truncated=float(self.truncated))
     if not ok.all():
       logging.warning("vqa %s: %d of %d questions left out (their image could not be read), e.g. %s",
-                      self.name, n - ok.sum(), n, self._bad[:3])
+                      self.name, n - ok.sum(), n, self.bad_images[:3])
     return metrics, predictions

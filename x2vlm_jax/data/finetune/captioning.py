@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, caption_masking
 from x2vlm_jax.data.finetune import retrieval
-from x2vlm_jax.data.finetune.common import single_stream_iterator
+from x2vlm_jax.data.finetune.common import single_stream_iterator, transform_and_batch
 from x2vlm_jax.data.streams import BATCH_SEED_OFFSET, example_seed, from_source, meta, pmap
 from x2vlm_jax.data.text import Tokenizer
 
@@ -55,10 +55,7 @@ def captioning_stream(source, cfg, tokenizer: Tokenizer, prompt: Sequence[int], 
                                              cfg.randaug, scale=tuple(cfg.crop_scale))
     return {**meta(ex), "images": image, "caption": ex["caption"]}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a corrupt image: dropped and counted by the iterator
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
     ids, mask = caption_masking.caption_ids(tokenizer.pieces(b["caption"]), prompt, cls_id=tokenizer.cls_id,

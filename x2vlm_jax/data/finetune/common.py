@@ -15,6 +15,7 @@ import tensorflow as tf
 from x2vlm_jax.data import records
 from x2vlm_jax.data.jsonl import BadRecord, load_image
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
+from x2vlm_jax.data.streams import pmap
 from x2vlm_jax.data.source import StreamSource
 
 
@@ -92,6 +93,15 @@ def load_rows(data_dir: str, name: str, split: str, rows_name: str, kind: str) -
                             f"tools/build_tfds.py --kind {kind}")
   with tf.io.gfile.GFile(path, "rb") as f:
     return np.load(io.BytesIO(f.read()))
+
+
+def transform_and_batch(ds, transform: Callable, cfg, batch_size: int):
+  """The per-example augmentation, then fixed-size batches; a corrupt image fails in `transform` and
+  is dropped there (the iterator counts it from the positions) unless `cfg.strict`."""
+  ds = pmap(ds, transform, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec_fn: Callable,

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune.common import (field, load_rows, read_annotations, single_stream_iterator,
-                                            skip_or_raise, write_image_groups)
+                                            skip_or_raise, transform_and_batch, write_image_groups)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer, pre_caption
@@ -95,10 +95,7 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
     return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words),
             "image_ids": ex["image_id"]}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a corrupt image: dropped and counted by the iterator
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
     ids, mask = tokenizer(b["text"])

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune.common import (field, load_rows, read_annotations, single_stream_iterator,
-                                            skip_or_raise, write_image_groups)
+                                            skip_or_raise, transform_and_batch, write_image_groups)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer
@@ -169,10 +169,7 @@ def vqa_stream(source, cfg, q_tok: Tokenizer, a_tok: Tokenizer, *, position, cou
     return {**meta(ex), "images": image, "question": ex["question"], "answers": ex["answers"],
             "weights": ex["weights"]}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a corrupt image: dropped and counted by the iterator
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
     ids, mask = q_tok(b["question"])

@@ -16,13 +16,21 @@ import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.i
 import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
+import x2vlm_jax.tasks.vqa, x2vlm_jax.tasks.captioning, x2vlm_jax.inference.generation
+import x2vlm_jax.evaluation.vqa, x2vlm_jax.evaluation.captioning
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
 import x2vlm_jax.tasks.video_qa, x2vlm_jax.evaluation.video_qa, x2vlm_jax.data.video_files
 from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
 from configs.finetune import msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video
+from configs.finetune import vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base
+from configs.finetune import shapes_captioning
+from x2vlm_jax import tasks
 for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,
-          msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video):
-  m.get_config()
+          msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video,
+          vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base, shapes_captioning):
+  c = m.get_config()
+  if m in (shapes_vqa, shapes_captioning):
+    tasks.build(c)  # the task objects too (the captioning task reads its local vocabulary)
 print("ok")
 """
 

@@ -129,6 +129,8 @@ def main(argv=None):
   print(f"  r_mean {before['r_mean']:.2f} -> {after['r_mean']:.2f} ({'improved' if improved else 'NOT IMPROVED'})")
   ok &= above and improved
   print(f"exported weights: {export}, {os.path.join(retrieval_dir, 'export')}  (x2vlm_jax.inference.load(...))")
+  print(f"VQA and captioning from this export (≈ 3–4 min each, not part of the demo's budget): "
+        f"python tools/finetune_shapes.py --task vqa|captioning --pretrained {export} --data_dir {args.data_dir}")
   print("demo: OK" if ok else "demo: FAILED (see above)")
   return 0 if ok else 1
 

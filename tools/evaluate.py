@@ -3,6 +3,10 @@
 
   python tools/evaluate.py --task retrieval --checkpoint ckpt/coco_384 \
       --annotations coco_test.json --image_root coco/images --output out/coco_test [--config.k_test=128]
+  python tools/evaluate.py --task vqa --checkpoint ckpt/vqa_base --annotations vqa_test.json \
+      --image_root coco/images --config.answer_list=answer_list.json --output out/vqa   # or --config.mode=generate
+  python tools/evaluate.py --task captioning --checkpoint ckpt/caption_large --annotations coco_karpathy_test.json \
+      --image_root coco/images --config.gt_file=coco_karpathy_test_gt.json --output out/caption
 
 Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
 directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
@@ -22,7 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa"}
+TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa", "vqa": "vqa",
+                   "captioning": "captioning"}
 
 
 def _parse(argv):

@@ -49,6 +49,7 @@ FINETUNE_VIDEO_FEATURES = tfds.features.FeaturesDict({
 })
 
 
+
 def features_for(kind: str) -> tfds.features.FeaturesDict:
   if kind in ("image_text", "region", "image"):
     return IMAGE_FEATURES

@@ -29,6 +29,8 @@ RELATIONS = ("left of", "right of", "above", "below")
 # Words kept for later QA-style evaluation prompts; they cost nothing in a 200-entry vocab.
 EXTRA_WORDS = ("the", "is", "there", "what", "color", "shape", "how", "many", "one", "two", "three",
                "yes", "no", "object", "objects", "image", "to", "in", "picture", "moving")
+# VQA counts are answered with digits (VQA v2's convention; its normaliser maps number words to them).
+DIGITS = tuple(str(i) for i in range(10))
 VOCAB_SIZE = 200
 VOCAB_FILE = os.path.join(os.path.dirname(__file__), "shapes_vocab.txt")
 NAME, VIDEO_NAME = "shapes", "shapes_video"
@@ -36,7 +38,7 @@ NAME, VIDEO_NAME = "shapes", "shapes_video"
 
 def caption_words():
   words = ["a", "and", "of"] + list(SIZES) + list(COLORS) + list(SHAPES) + list(DIRECTIONS)
-  words += [w for r in RELATIONS for w in r.split()] + list(EXTRA_WORDS)
+  words += [w for r in RELATIONS for w in r.split()] + list(EXTRA_WORDS) + list(DIGITS)
   return list(dict.fromkeys(words))
 
 

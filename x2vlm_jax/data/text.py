@@ -65,9 +65,13 @@ class Tokenizer:
     self._tok = tf_text.BertTokenizer(self._table, token_out_type=tf.int64, unknown_token="[UNK]",
                                       lower_case=True)
 
+  def pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
+    """texts [B] → their wordpiece ids [B, (pieces)] int64 (no [CLS]/[SEP], no cut)."""
+    return self._tok.tokenize(texts).merge_dims(-2, -1)
+
   def __call__(self, texts: tf.Tensor):
     """texts [B] (already pre_caption-ed) → ids [B, L] int32, mask [B, L] int32."""
-    pieces = self._tok.tokenize(texts).merge_dims(-2, -1)  # [B, (pieces)]
+    pieces = self.pieces(texts)  # [B, (pieces)]
     pieces = pieces[:, : self.max_tokens - 2]
     b = tf.shape(texts)[0]
     cls = tf.fill([b, 1], tf.constant(self.cls_id, tf.int64))

@@ -33,6 +33,7 @@ class Evaluator:
     merged.update(dict(ecfg))
     self.ecfg = merged
     self._ready = False
+    self.bad_images: List[str] = []
 
   # --- schedule ----------------------------------------------------------------------------------
   def due(self, step: int, total: int) -> bool:
@@ -48,6 +49,15 @@ class Evaluator:
     if not vocab:
       raise ValueError(f"evals.{self.name}: no vocabulary (set config.data.vocab_file or evals.{self.name}.vocab_file)")
     return Tokenizer(vocab, int(self.ecfg.get("max_tokens", 40)))
+
+  def load_images(self, paths: Sequence[str], idx: np.ndarray, num_frames: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """`load_images_parallel` at the model's resolution with the evaluator's `strict` (videos when
+    num_frames > 0); unreadable files are collected in `self.bad_images` (reset by the caller for each
+    evaluation)."""
+    pixels, valid, bad = load_images_parallel(paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict,
+                                              num_frames=num_frames)
+    self.bad_images.extend(bad)
+    return pixels, valid
 
   def setup(self):
     """Reads annotations etc. (first call only)."""

@@ -17,6 +17,8 @@ from etils import epath
 TYPES = {
     "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
     "video_qa": "x2vlm_jax.evaluation.video_qa:VideoQAEvaluator",
+    "vqa": "x2vlm_jax.evaluation.vqa:VQAEvaluator",
+    "captioning": "x2vlm_jax.evaluation.captioning:CaptioningEvaluator",
 }
 
 

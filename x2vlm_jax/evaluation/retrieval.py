@@ -25,7 +25,7 @@ from absl import logging
 from flax import nnx
 
 from x2vlm_jax.evaluation import annotations as ann
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
 RECALL_AT = (1, 5, 10)
@@ -152,9 +152,7 @@ class RetrievalEvaluator(Evaluator):
 
   # --- the protocol --------------------------------------------------------------------------------
   def _load_images(self, idx: np.ndarray):
-    pixels, valid, bad = load_images_parallel(self.data.images, idx, self.model_cfg.image_res,
-                                              strict=self.ecfg.strict, num_frames=self.num_frames)
-    self._bad.extend(bad)
+    pixels, valid = self.load_images(self.data.images, idx, self.num_frames)
     return {"images": pixels, "valid": valid}
 
   def _load_texts(self, idx: np.ndarray):
@@ -186,13 +184,12 @@ class RetrievalEvaluator(Evaluator):
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
     fns, d = self._fns(graphdef), self.data
     n_img, n_txt = len(d.images), len(d.texts)
-    self._bad = []
+    self.bad_images = []
     clock = [time.perf_counter()]
 
     def lap():
       clock.append(time.perf_counter())
       return clock[-1] - clock[-2]
-
     img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images)
     txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts)
     jax.block_until_ready(txt_embeds)
@@ -231,7 +228,7 @@ class RetrievalEvaluator(Evaluator):
                    seconds_rerank_i2t=t_i2t, seconds_rerank_t2i=t_t2i, seconds_ranks=lap())
     if n_img_ok < n_img:
       logging.warning("retrieval %s: %d of %d images could not be read and were left out with their "
-                      "captions, e.g. %s", self.name, n_img - n_img_ok, n_img, self._bad[:3])
+                      "captions, e.g. %s", self.name, n_img - n_img_ok, n_img, self.bad_images[:3])
     return metrics, self._predictions(cand_i2t, score_i2t, cand_t2i, score_t2i, img_ok, txt_ok)
 
   def _predictions(self, cand_i2t, score_i2t, cand_t2i, score_t2i, img_ok, txt_ok):

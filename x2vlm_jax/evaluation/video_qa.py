@@ -20,7 +20,7 @@ from flax import nnx
 from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.data.video_files import video_file_name
 from x2vlm_jax.evaluation import annotations as ann
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
 
@@ -67,15 +67,13 @@ class VideoQAEvaluator(Evaluator):
     return self._compiled[id(graphdef)]
 
   def _load(self, idx: np.ndarray):
-    frames, valid, bad = load_images_parallel(self.videos, idx, self.model_cfg.image_res, strict=self.ecfg.strict,
-                                              num_frames=self.num_frames)
-    self._bad.extend(bad)
+    frames, valid = self.load_images(self.videos, idx, self.num_frames)
     safe = np.maximum(idx, 0)
     return {"frames": frames, "ids": self.ids[safe], "mask": self.mask[safe], "valid": valid}
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[list]]:
     t0, n = time.perf_counter(), len(self.records)
-    self._bad = []
+    self.bad_images = []
     outs = self.batches.map(lambda b: self._fn(graphdef)(params, b), n, self._load)
     pred, valid = (to_host(x)[:n] for x in self.batches.concat(outs))
     ok = valid > 0

@@ -10,15 +10,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from x2vlm_jax.tasks.base import Task
+from x2vlm_jax.tasks.base import FinetuneTask
 from x2vlm_jax.training import objectives
 
 
-class RetrievalTask(Task):
+class RetrievalTask(FinetuneTask):
   name = "retrieval"
+  DATA_MODULE = "x2vlm_jax.data.finetune.retrieval"
 
   def __init__(self, config):
     super().__init__(config)
+    if config.data.get("video", False):
+      self.DATA_MODULE = "x2vlm_jax.data.finetune.video"
     self.group_size = int(config.itm_group_size)
     self.itc_grad_scale = float(config.get("itc_grad_scale", 1.0))
 
@@ -37,32 +40,15 @@ class RetrievalTask(Task):
         itc_grad_scale=self.itc_grad_scale)
     return out["itc"] + out["itm"], {"train/itc": out["itc"], "train/itm": out["itm"]}
 
-  def train_iterator(self, seed, process_index, process_count):
-    d = self.config.data
-    if d.get("source", "tfds") == "synthetic":
-      from x2vlm_jax.training.synthetic import SyntheticBatches
-      per_host = int(d.batch_size) // process_count
-      vocab = self.config.model.text.vocab_size
-      return SyntheticBatches(lambda s: synthetic_batch(s, per_host, d.image_res, d.max_tokens, vocab),
-                              seed=seed, process_index=process_index)
-    if d.get("video", False):
-      from x2vlm_jax.data.finetune import video  # tensorflow lives behind this import
-      return video.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count,
-                                   qa=False)
-    from x2vlm_jax.data.finetune import retrieval  # tensorflow lives behind this import
-    return retrieval.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
-
-  def examples_per_step(self) -> int:
-    return int(self.config.data.batch_size)
-
-  def train_size(self):
-    if self.config.data.get("source", "tfds") == "synthetic":
-      return None
+  def create_iterator(self, module, seed, process_index, process_count):
     if self.config.data.get("video", False):
-      from x2vlm_jax.data.finetune import video
-      return video.train_size(self.config.data)
-    from x2vlm_jax.data.finetune import retrieval
-    return retrieval.train_size(self.config.data)
+      return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
+                                    process_count=process_count, qa=False)
+    return super().create_iterator(module, seed, process_index, process_count)
+
+  def synthetic_batch(self, seed, batch_size):
+    d = self.config.data
+    return synthetic_batch(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size)
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):

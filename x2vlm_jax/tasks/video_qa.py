@@ -8,12 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from x2vlm_jax.tasks.base import Task
+from x2vlm_jax.tasks.base import FinetuneTask
 from x2vlm_jax.training import losses
 
 
-class VideoQATask(Task):
+class VideoQATask(FinetuneTask):
   name = "video_qa"
+  DATA_MODULE = "x2vlm_jax.data.finetune.video"
 
   def __init__(self, config):
     super().__init__(config)
@@ -30,26 +31,10 @@ class VideoQATask(Task):
     loss, acc = losses.classification_loss(logits, batch["labels"], batch["valid"])
     return loss, {"train/ce": loss, "train/acc": acc}
 
-  def train_iterator(self, seed, process_index, process_count):
-    d = self.config.data
-    if d.get("source", "tfds") == "synthetic":
-      from x2vlm_jax.training.synthetic import SyntheticBatches
-      per_host = int(d.batch_size) // process_count
-      m = self.config.model
-      return SyntheticBatches(lambda s: synthetic_batch(s, per_host, d.num_frames, d.image_res, d.max_tokens,
-                                                        m.text.vocab_size, m.heads.num_labels),
-                              seed=seed, process_index=process_index)
-    from x2vlm_jax.data.finetune import video  # tensorflow lives behind this import
-    return video.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count, qa=True)
-
-  def examples_per_step(self) -> int:
-    return int(self.config.data.batch_size)
-
-  def train_size(self):
-    if self.config.data.get("source", "tfds") == "synthetic":
-      return None
-    from x2vlm_jax.data.finetune import video
-    return video.train_size(self.config.data)
+  def synthetic_batch(self, seed, batch_size):
+    d, m = self.config.data, self.config.model
+    return synthetic_batch(seed, batch_size, d.num_frames, d.image_res, d.max_tokens, m.text.vocab_size,
+                           m.heads.num_labels)
 
 
 def synthetic_batch(seed, b, f, image_res, max_tokens, vocab_size, num_labels):

@@ -7,12 +7,15 @@ tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py
 
 import json
 import os
-from typing import Callable, Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Tuple
+
+import numpy as np
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import records
-from x2vlm_jax.data.jsonl import BadRecord
+from x2vlm_jax.data.jsonl import BadRecord, load_image
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
+from x2vlm_jax.data.streams import pmap
 from x2vlm_jax.data.source import StreamSource
 
 
@@ -82,6 +85,52 @@ class RowsSource:
     rec = dict(self.source[row["record"]])
     rec.update({k: v for k, v in row.items() if k != "record"})
     return rec
+
+
+def write_media_groups(annotations: str, data_dir: str, name: str, kind: str, split: str,
+                       groups: Dict[object, Tuple[str, List]], *, load: Callable, example: Callable,
+                       rows: Callable, report: records.BuildReport, strict: bool, what: str = "image") -> None:
+  """One record per image/video of `groups` ({key: (path, [items])}, in order), so media shared by
+  many annotation rows is stored once. load(path) → the media (BadRecord when missing or corrupt:
+  all its items are skipped and counted, or `strict` raises); example(loaded) → the record;
+  rows(record index, items) → that record's row dicts (the training order: an epoch is every row
+  once, as the official per-row datasets)."""
+  table: List[Dict] = []
+  written = [0]
+
+  def gen():
+    for path, items in groups.values():
+      try:
+        loaded = load(path)
+      except BadRecord as e:
+        report.skipped[e.reason] += len(items)
+        if strict:
+          raise ValueError(f"{annotations}: {what} {path!r}: {e}") from None
+        continue
+      table.extend({"record": written[0], **row} for row in rows(written[0], items))
+      written[0] += 1
+      report.written += len(items)
+      yield example(loaded)
+
+  write_split(data_dir, name, kind, split, gen(), table)
+  report.extra[f"{what}s"] = written[0]
+
+
+def load_image_record(image_root: str):
+  """`load` for images: path (relative to image_root) → the record of FINETUNE_IMAGE_FEATURES."""
+  def load(path):
+    data, w, h = load_image({"image": path}, "image", True, image_root)
+    return {"image": data, "width": np.int32(w), "height": np.int32(h)}
+  return load
+
+
+def transform_and_batch(ds, transform: Callable, cfg, batch_size: int):
+  """The per-example augmentation, then fixed-size batches; a corrupt image fails in `transform` and
+  is dropped there (the iterator counts it from the positions) unless `cfg.strict`."""
+  ds = pmap(ds, transform, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec_fn: Callable,

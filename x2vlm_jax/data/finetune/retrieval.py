@@ -6,15 +6,16 @@ Stream: caption rows → the fine-tuning "train" transform (RandomResizedCrop sc
 RandAugment(2, 7)) → `pre_caption` (30 words) → WordPiece, fixed length.
 """
 
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.finetune.common import (RowsSource, field, read_annotations, single_stream_iterator,
-                                            skip_or_raise, write_split)
-from x2vlm_jax.data.jsonl import BadRecord, load_image
+from x2vlm_jax.data.finetune.common import (RowsSource, field, load_image_record, read_annotations,
+                                            single_stream_iterator, skip_or_raise, transform_and_batch,
+                                            write_media_groups)
+from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
@@ -23,60 +24,40 @@ STREAM_ID = 4  # distinct from the pre-training streams' seeds
 
 
 def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30) -> records.BuildReport:
+          strict: bool = False, max_words: int = 30, keep: Optional[Callable[[str], bool]] = None
+          ) -> records.BuildReport:
   """The dense image id follows the official first-appearance order of `image_id`; captions that are
   empty after `pre_caption` are skipped (`empty_caption`), like an image that cannot be read (its
-  rows are all skipped, `image_not_found` / `corrupt_image`)."""
+  rows are all skipped, `image_not_found` / `corrupt_image`). `keep` replaces the emptiness test
+  (captioning trains on the raw caption)."""
   return build_rows(annotations, data_dir, name, split=split, strict=strict, max_words=max_words,
-                    load=lambda path: load_image({"image": path}, "image", True, image_root), kind="finetune_image",
-                    example=lambda m: {"image": m[0], "width": np.int32(m[1]), "height": np.int32(m[2])})
+                    load=load_image_record(image_root), kind="finetune_image", keep=keep)
 
 
-def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, kind, example, vision_key="image"):
+def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, kind, vision_key="image",
+               keep=None):
   """Official retrieval rows {<vision_key>, caption, image_id} → media records + caption rows; shared by
-  image and video retrieval (`load(path)` reads one image or one video's frames)."""
-  anns = read_annotations(annotations)
+  image and video retrieval and captioning (`load(path)` reads one image or one video's frames)."""
+  keep = keep or (lambda caption: bool(pre_caption_py(caption, max_words)))
   report = records.BuildReport()
   by_id: Dict[object, Tuple[str, List[str]]] = {}
-  order: List[object] = []
-  for i, rec in enumerate(anns):
+  for i, rec in enumerate(read_annotations(annotations)):
     try:
       media = field(rec, vision_key, str)
       caption = field(rec, "caption", str)
       media_id = field(rec, "image_id", (str, int))
-      if not pre_caption_py(caption, max_words):
+      if not keep(caption):
         raise BadRecord("empty_caption")
       if media_id in by_id and by_id[media_id][0] != media:
         raise BadRecord("bad_field_type", f"image_id {media_id!r} names two {vision_key}s")
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
       continue
-    if media_id not in by_id:
-      by_id[media_id] = (media, [])
-      order.append(media_id)
-    by_id[media_id][1].append(caption)
-
-  rows = []
-
-  def gen():
-    record = 0
-    for media_id in order:
-      media, caps = by_id[media_id]
-      try:
-        loaded = load(media)
-      except BadRecord as e:
-        report.skipped[e.reason] += len(caps)
-        if strict:
-          raise ValueError(f"{annotations}: {vision_key} {media!r}: {e}") from None
-        continue
-      # The dense id is the record's index: captions of one image share it (ITC/ITM positives).
-      rows.extend({"record": record, "caption": c, "image_id": record} for c in caps)
-      report.written += len(caps)
-      record += 1
-      yield example(loaded)
-
-  write_split(data_dir, name, kind, split, gen(), rows)
-  report.extra[f"{vision_key}s"] = len({r["record"] for r in rows})
+    by_id.setdefault(media_id, (media, []))[1].append(caption)
+  # The dense id is the record's index: captions of one image share it (ITC/ITM positives).
+  write_media_groups(annotations, data_dir, name, kind, split, by_id, load=load, example=lambda m: m,
+                     rows=lambda record, caps: [{"caption": c, "image_id": record} for c in caps],
+                     report=report, strict=strict, what=vision_key)
   return report
 
 
@@ -102,10 +83,7 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
     return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words),
             "image_ids": ex["image_id"]}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a corrupt image: dropped and counted by the iterator
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
     ids, mask = tokenizer(b["text"])

@@ -17,7 +17,7 @@ RandomResizedCrop(scale 0.5–1) and RandAugment; retrieval frames get the retri
 import base64
 import binascii
 import json
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 import tensorflow as tf
@@ -25,7 +25,7 @@ import tensorflow as tf
 from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune.common import (RowsSource, field, read_annotations, single_stream_iterator,
-                                            skip_or_raise, write_split)
+                                            skip_or_raise, transform_and_batch, write_media_groups)
 from x2vlm_jax.data.finetune.retrieval import build_rows
 from x2vlm_jax.data.jsonl import BadRecord, check_image
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature, pmap, sample_frame_ids
@@ -33,7 +33,7 @@ from x2vlm_jax.data.text import Tokenizer, pre_caption, pre_question
 from x2vlm_jax.data.text_clean import pre_question as pre_question_py
 from x2vlm_jax.data.video_files import video_file_name
 
-QA_STREAM_ID, RETRIEVAL_STREAM_ID = 5, 6
+QA_STREAM_ID, RETRIEVAL_STREAM_ID = 7, 8  # distinct from the other streams' seeds
 IGNORE_LABEL = -100  # an answer outside the answer vocabulary: no loss in training, wrong in evaluation
 
 
@@ -71,7 +71,7 @@ def build_qa(annotations: str, image_root: str, data_dir: str, name: str, *, spl
     raise ValueError("video_qa: the ans2label file is required (--option ans2label=PATH)")
   labels: Dict[str, int] = json.loads(fs.path(ans2label).read_text())
   report = records.BuildReport()
-  by_video: Dict[str, List[Dict]] = {}
+  by_video: Dict[str, Tuple[str, List[Dict]]] = {}
   for i, rec in enumerate(read_annotations(annotations)):
     try:
       vid = str(field(rec, "video_id", (str, int)))
@@ -82,27 +82,12 @@ def build_qa(annotations: str, image_root: str, data_dir: str, name: str, *, spl
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
       continue
-    by_video.setdefault(vid, []).append({"question": question, "answer": answer,
-                                         "label": int(labels.get(answer, IGNORE_LABEL))})
-  rows = []
-
-  def gen():
-    for vid, qs in by_video.items():
-      try:
-        frames = load_frames(video_file(image_root, vid, video_pattern))
-      except BadRecord as e:
-        report.skipped[e.reason] += len(qs)
-        if strict:
-          raise ValueError(f"{annotations}: video {vid!r}: {e}") from None
-        continue
-      record = len({r["record"] for r in rows})
-      rows.extend({"record": record, **q} for q in qs)
-      report.written += len(qs)
-      yield {"frames": frames}
-
-  write_split(data_dir, name, "finetune_video", split, gen(), rows)
-  report.extra["videos"] = len({r["record"] for r in rows})
-  report.extra["oov_answers"] = sum(r["label"] == IGNORE_LABEL for r in rows)
+    by_video.setdefault(vid, (video_file(image_root, vid, video_pattern), []))[1].append(
+        {"question": question, "answer": answer, "label": int(labels.get(answer, IGNORE_LABEL))})
+  write_media_groups(annotations, data_dir, name, "finetune_video", split, by_video,
+                     load=lambda path: {"frames": load_frames(path)}, example=lambda m: m,
+                     rows=lambda record, qs: qs, report=report, strict=strict, what="video")
+  report.extra["oov_answers"] = sum(q["label"] == IGNORE_LABEL for _, qs in by_video.values() for q in qs)
   return report
 
 
@@ -110,8 +95,8 @@ def build_retrieval(annotations: str, image_root: str, data_dir: str, name: str,
                     strict: bool = False, max_words: int = 30, vision_key: str = "video") -> records.BuildReport:
   """Retrieval rows {<vision_key>: frames file, caption, image_id} → videos + caption rows."""
   return build_rows(annotations, data_dir, name, split=split, strict=strict, max_words=max_words,
-                    load=lambda path: load_frames(video_file(image_root, path, "{id}")), kind="finetune_video",
-                    example=lambda frames: {"frames": frames}, vision_key=vision_key)
+                    load=lambda path: {"frames": load_frames(video_file(image_root, path, "{id}"))},
+                    kind="finetune_video", vision_key=vision_key)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -174,10 +159,8 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
     return {**meta(ex), "frames": _frames(ex, cfg, s, False), "text": pre_caption(ex["caption"], cfg.max_words),
             "image_ids": tf.cast(ex["image_id"], tf.int32)}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a frame that fails to decode: the video is dropped and counted
-  ds = ds.batch(batch_size, drop_remainder=True)
+  # A frame that fails to decode drops the video (counted by the iterator).
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
   target = "labels" if qa else "image_ids"
 
   def per_batch(b):
@@ -188,7 +171,7 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
   return pmap(ds, per_batch, cfg)
 
 
-def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, qa: bool):
+def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, qa: bool = True):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + num_frames)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
 

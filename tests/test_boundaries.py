@@ -8,7 +8,7 @@ CODE = r"""
 import sys
 for blocked in ("tensorflow", "tensorflow_text", "tensorflow_datasets", "torch"):
   sys.modules[blocked] = None  # any import of these now raises ImportError
-import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.batch
+import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.batch, x2vlm_jax.fs
 import x2vlm_jax.training.losses, x2vlm_jax.training.optimizer, x2vlm_jax.training.objectives
 import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.training.synthetic
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
@@ -18,13 +18,24 @@ import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.
 import x2vlm_jax.evaluation.nlvr2, x2vlm_jax.evaluation.grounding
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
+import x2vlm_jax.tasks.vqa, x2vlm_jax.tasks.captioning, x2vlm_jax.inference.generation
+import x2vlm_jax.evaluation.vqa, x2vlm_jax.evaluation.captioning
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
+import x2vlm_jax.tasks.video_qa, x2vlm_jax.evaluation.video_qa, x2vlm_jax.data.video_files
 from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
+from configs.finetune import msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video
+from configs.finetune import vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base
+from configs.finetune import shapes_captioning
 from configs.finetune import nlvr2_base, nlvr2_large, shapes_nlvr2
 from configs.finetune import refcoco_grounding_base, refcoco_grounding_large, shapes_grounding
+from x2vlm_jax import tasks
 for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,
+          msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video,
+          vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base, shapes_captioning,
           nlvr2_base, nlvr2_large, shapes_nlvr2, refcoco_grounding_base, refcoco_grounding_large, shapes_grounding):
-  m.get_config()
+  c = m.get_config()
+  if m in (shapes_vqa, shapes_captioning):
+    tasks.build(c)  # the task objects too (the captioning task reads its local vocabulary)
 print("ok")
 """
 

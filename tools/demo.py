@@ -24,6 +24,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from x2vlm_jax import fs  # noqa: E402
+
 
 # Fine-tuning stages beyond retrieval: on by default only while the whole demo stays within ~15 min on
 # the 2-core box including install (docs/grounding.md has the measurements).
@@ -38,7 +40,7 @@ class _QuietOrbax(pylogging.Filter):
 
 def loss_trend(metrics_file: str):
   by_step = {}
-  for line in open(metrics_file):
+  for line in fs.path(metrics_file).read_text().splitlines():
     r = json.loads(line)
     if "train/loss" in r:  # training lines (evaluation lines carry only eval metrics)
       by_step[r["step"]] = r  # a resumed run logs some steps twice: keep the last
@@ -52,10 +54,10 @@ def loss_trend(metrics_file: str):
 
 def eval_results(workdir: str, name: str):
   """{step: metrics} of an evaluator, from WORKDIR/eval/<name>/step_<n>/metrics.json."""
-  root = os.path.join(workdir, "eval", name)
+  root = fs.path(workdir) / "eval" / name
   out = {}
-  for d in sorted(os.listdir(root)) if os.path.isdir(root) else []:
-    out[int(d.split("_")[1])] = json.load(open(os.path.join(root, d, "metrics.json")))
+  for d in sorted(root.iterdir()) if root.is_dir() else []:
+    out[int(d.name.split("_")[1])] = json.loads((d / "metrics.json").read_text())
   return out
 
 
@@ -112,20 +114,21 @@ def main(argv=None):
   stage_dir = {k: args.workdir.rstrip("/") + "_" + k for k in ("retrieval", "grounding", "nlvr2")}
   retrieval_dir = stage_dir["retrieval"]
   if args.fresh:
-    import shutil
     for d in (pretrain_dir, *stage_dir.values()):
-      shutil.rmtree(d, ignore_errors=True)
+      fs.path(d).rmtree(missing_ok=True)
 
   t0 = time.time()
   from x2vlm_jax.data import finetune, shapes, shapes_tasks
   print(f"[demo] building the shapes datasets in {args.data_dir} ...", flush=True)
   shapes.build(args.data_dir)
   tasks = shapes_tasks.build(args.data_dir)
-  # The fine-tuning sets go through the builders a user runs on the official files (tools/build_tfds.py).
+  # The fine-tuning sets go through the builders a user runs on the official files (tools/build_tfds.py);
+  # rebuilt when the task files are newer (a new shapes_tasks version).
   for kind, ann in (("retrieval", "retrieval_train"), ("grounding", "grounding_train"), ("nlvr2", "nlvr_train")):
-    marker = os.path.join(args.data_dir, f"shapes_{kind}", "1.0.0", "dataset_info.json")
-    if not os.path.exists(marker) or os.path.getmtime(marker) < os.path.getmtime(os.path.join(tasks, ann + ".json")):
-      report = finetune.builder(kind)(os.path.join(tasks, ann + ".json"), tasks, args.data_dir, f"shapes_{kind}")
+    marker = fs.path(args.data_dir) / f"shapes_{kind}" / "1.0.0" / "dataset_info.json"
+    source = fs.path(tasks) / f"{ann}.json"
+    if not marker.exists() or marker.stat().mtime < source.stat().mtime:
+      report = finetune.builder(kind)(str(source), tasks, args.data_dir, f"shapes_{kind}")
       print(f"[demo] shapes_{kind}: " + ", ".join(report.lines(kind)), flush=True)
   print(f"[demo] data ready ({time.time() - t0:.0f} s)", flush=True)
 
@@ -189,6 +192,8 @@ def main(argv=None):
   if "nlvr2" in stage_s:
     ok &= _nlvr2_report(eval_results(stage_dir["nlvr2"], "nlvr2"))
   print(f"exported weights: {export}, {os.path.join(retrieval_dir, 'export')}  (x2vlm_jax.inference.load(...))")
+  print(f"VQA and captioning from this export (≈ 3–4 min each, not part of the demo's budget): "
+        f"python tools/finetune_shapes.py --task vqa|captioning --pretrained {export} --data_dir {args.data_dir}")
   print("demo: OK" if ok else "demo: FAILED (see above)")
   return 0 if ok else 1
 

@@ -7,6 +7,10 @@
       --config.splits=dev,test --image_root nlvr2/images --output out/nlvr2
   python tools/evaluate.py --task grounding --checkpoint ckpt/refcoco --annotations refcoco+_val.json,refcoco+_test.json \
       --image_root coco/train2014 --output out/refcoco     # files from tools/refer_to_grounding.py
+  python tools/evaluate.py --task vqa --checkpoint ckpt/vqa_base --annotations vqa_test.json \
+      --image_root coco/images --config.answer_list=answer_list.json --output out/vqa   # or --config.mode=generate
+  python tools/evaluate.py --task captioning --checkpoint ckpt/caption_large --annotations coco_karpathy_test.json \
+      --image_root coco/images --config.gt_file=coco_karpathy_test_gt.json --output out/caption
 
 Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
 directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
@@ -26,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {"retrieval": "retrieval", "nlvr2": "nlvr2", "grounding": "grounding"}
+TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa", "vqa": "vqa",
+                   "captioning": "captioning", "nlvr2": "nlvr2", "grounding": "grounding"}
 
 
 def _parse(argv):
@@ -101,6 +106,8 @@ def build_config(args, overrides):
   cls = registry.evaluator_class(kind)
   c.eval = ml_collections.ConfigDict({**cls.DEFAULTS, "annotations": args.annotations,
                                       "image_root": args.image_root, "type": kind})
+  if args.task == "video_retrieval":  # the retrieval protocol on videos (frames files under image_root)
+    c.eval.update(video=True, vision_key="video")
   apply_overrides(c, overrides)
   if not c.data.vocab_file:
     raise ValueError(f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE "

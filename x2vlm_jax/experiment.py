@@ -9,17 +9,11 @@
 from typing import Optional
 
 from absl import logging
-from etils import epath
 
-from x2vlm_jax import tasks
+from x2vlm_jax import fs, tasks
 from x2vlm_jax.evaluation import registry
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training import trainer
-
-
-def _root(workdir: str) -> epath.Path:
-  import os
-  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
 def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=None, task=None):
@@ -27,7 +21,7 @@ def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=N
   task = task if task is not None else tasks.build(config)
   mesh = shd.create_mesh(config.mesh)
   evaluators = registry.build_all(config, mesh)
-  root = _root(workdir)
+  root = fs.path(workdir)
 
   def evaluate(step, graphdef, params, total, start):
     return registry.run_due(evaluators, graphdef, params, step, total, root, start=start)

@@ -70,24 +70,32 @@ def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_co
   return c
 
 
-def shapes_config(task: str, a) -> ml_collections.ConfigDict:
-  """What the fine-tuning stages on the embedded `shapes` data share (our choices for a tiny model on 2
-  CPU cores): the `tiny` preset at a.res with the geometry of the `shapes_tiny` export they start from
-  (BEiT's absolute position table, sin-cos start), no dropout, the shapes vocabulary, 16 tokens, no
-  RandAugment, global batch a.batch, lr a.lr over a.epochs epochs, TFDS under a.data_dir."""
+def shapes_setup(c, data_dir: str) -> str:
+  """The `shapes` fine-tuning runs (demo, tools/finetune_shapes.py), our choices for a tiny model on a
+  tiny vocabulary: the geometry of the `shapes_tiny` export they start from (BEiT's absolute position
+  table, sin-cos start: without it the from-scratch tower has no position signal, docs/grounding.md),
+  no regularisation (no dropout, drop-path or RandAugment). Returns the directory of the
+  official-format task files (x2vlm_jax/data/shapes_tasks.py)."""
   from x2vlm_jax.data.config import SHAPES_VOCAB
-  c = base_config("tiny", task, a.res, a.batch)
   c.model.vision.abs_pos_emb = True
   c.model.vision.pos_embed_init = "sincos"
   c.model.text.hidden_dropout = 0.0
   c.model.text.attention_dropout = 0.0
   c.model.vision.drop_path_rate = 0.0
-  c.data.data_dir = a.data_dir
+  c.data.data_dir = data_dir
   c.data.vocab_file = SHAPES_VOCAB
-  c.data.max_tokens = 16
   c.data.randaug = False
+  c.log_every = 25
+  return f"{data_dir}/shapes_tasks"
+
+
+def shapes_config(task: str, a) -> ml_collections.ConfigDict:
+  """A `shapes` fine-tuning config: the `tiny` preset at a.res set up by `shapes_setup`, 16 tokens,
+  global batch a.batch, lr a.lr over a.epochs epochs, TFDS under a.data_dir."""
+  c = base_config("tiny", task, a.res, a.batch)
+  shapes_setup(c, a.data_dir)
+  c.data.max_tokens = 16
   c.num_epochs = a.epochs
   c.optim.lr = a.lr
-  c.log_every = 25
   c.checkpoint_every = 200
   return c

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from x2vlm_jax.inference.images import BadImage, normalize, read_image
+from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
 
 
 class Evaluator:
@@ -33,6 +33,7 @@ class Evaluator:
     merged.update(dict(ecfg))
     self.ecfg = merged
     self._ready = False
+    self.bad_images: List[str] = []
 
   # --- schedule ----------------------------------------------------------------------------------
   def due(self, step: int, total: int) -> bool:
@@ -68,6 +69,16 @@ class Evaluator:
       cache[id(graphdef)] = make()
     return cache[id(graphdef)]
 
+  def load_images(self, paths: Sequence[str], idx: np.ndarray, num_frames: int = 0,
+                  sizes: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """`load_images_parallel` at the model's resolution with the evaluator's `strict` (videos when
+    num_frames > 0; `sizes` as there); unreadable files are collected in `self.bad_images` (reset by the caller for each
+    evaluation)."""
+    pixels, valid, bad = load_images_parallel(paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict,
+                                              num_frames=num_frames, sizes=sizes)
+    self.bad_images.extend(bad)
+    return pixels, valid
+
   def setup(self):
     """Reads annotations etc. (first call only)."""
 
@@ -82,14 +93,19 @@ class Evaluator:
 
 
 def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, *, strict: bool = False,
-                         threads: Optional[int] = None, sizes: Optional[np.ndarray] = None
+                         threads: Optional[int] = None, num_frames: int = 0, sizes: Optional[np.ndarray] = None
                          ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
-  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files).
+  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files);
+  with num_frames > 0 the paths are videos (official frames files) → [n,F,R,R,3].
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
-  `strict`, which raises naming the file. `sizes` (int [n, 2], optional) receives each image's
-  original (width, height)."""
-  out = np.zeros((len(idx), image_res, image_res, 3), np.uint8)
+  `strict`, which raises naming the file. `sizes` (int [n, 2], optional; images only) receives each
+  image's original (width, height)."""
+  if sizes is not None and num_frames:
+    raise ValueError("load_images_parallel: sizes are for images, not videos")
+  lead = (num_frames,) if num_frames else ()
+  read = (lambda p: read_video(p, num_frames, image_res)) if num_frames else (lambda p: read_image(p, image_res))
+  out = np.zeros((len(idx),) + lead + (image_res, image_res, 3), np.uint8)
   valid = np.zeros((len(idx),), np.float32)
   bad: List[str] = []
 
@@ -99,7 +115,7 @@ def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, 
       return
     try:
       if sizes is None:
-        out[j] = read_image(paths[i], image_res)
+        out[j] = read(paths[i])
       else:
         out[j], sizes[j] = read_image(paths[i], image_res, return_size=True)
       valid[j] = 1.0

@@ -25,7 +25,7 @@ from absl import logging
 from flax import nnx
 
 from x2vlm_jax.evaluation import annotations as ann
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
 THRESHOLD = 0.5
@@ -148,9 +148,7 @@ class GroundingEvaluator(Evaluator):
 
   def _load(self, idx: np.ndarray):
     sizes = np.zeros((len(idx), 2), np.int64)
-    pixels, valid, bad = load_images_parallel(self.data.images, idx, self.model_cfg.image_res,
-                                              strict=self.ecfg.strict, sizes=sizes)
-    self._bad.extend(bad)
+    pixels, valid = self.load_images(self.data.images, idx, sizes=sizes)
     safe = np.maximum(idx, 0)
     given = self.data.sizes[safe]
     sizes = np.where(given > 0, given, sizes)  # a record's own width/height wins (the REFER values)
@@ -160,7 +158,7 @@ class GroundingEvaluator(Evaluator):
   def predict(self, graphdef, params) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(normalised (cx,cy,w,h) [n,4], original sizes [n,2], readable [n]) for every record."""
     n = len(self.data.texts)
-    self._bad = []
+    self.bad_images = []
     fn = self._fn(graphdef)
     outs = self.batches.map(lambda b: fn(params, b), n, self._load)
     pred, sizes, valid = (to_host(x)[:n] for x in self.batches.concat(outs))
@@ -193,7 +191,7 @@ class GroundingEvaluator(Evaluator):
     metrics["skipped_records"] = float((~ok).sum())
     if not ok.all():
       logging.warning("grounding %s: %d of %d records left out (unreadable images, e.g. %s)", self.name,
-                      int((~ok).sum()), len(ok), self._bad[:3])
+                      int((~ok).sum()), len(ok), self.bad_images[:3])
     predictions = [{"ref_id": d.ref_ids[i], "text": d.texts[i], "split": d.splits[i], "image": d.images[i],
                     "pred_bbox": [round(float(v), 2) for v in boxes[i]], "bbox": d.boxes[i].tolist(),
                     "iou": round(float(iou[i]), 4)} for i in np.flatnonzero(ok)]

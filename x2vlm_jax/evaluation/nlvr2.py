@@ -18,7 +18,7 @@ from absl import logging
 from flax import nnx
 
 from x2vlm_jax.evaluation import annotations as ann
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
 
@@ -84,8 +84,7 @@ class NLVR2Evaluator(Evaluator):
 
   def _load(self, idx: np.ndarray):
     rows = np.stack([np.where(idx >= 0, 2 * idx, -1), np.where(idx >= 0, 2 * idx + 1, -1)], 1).reshape(-1)
-    pixels, valid, bad = load_images_parallel(self.paths, rows, self.model_cfg.image_res, strict=self.ecfg.strict)
-    self._bad.extend(bad)
+    pixels, valid = self.load_images(self.paths, rows)
     r = self.model_cfg.image_res
     safe = np.maximum(idx, 0)
     return {"images": pixels.reshape(len(idx), 2, r, r, 3), "ids": self.text_ids[safe],
@@ -94,7 +93,7 @@ class NLVR2Evaluator(Evaluator):
   def predict(self, graphdef, params) -> Tuple[np.ndarray, np.ndarray]:
     """(logits [n, 2], readable [n]) for every record."""
     n = len(self.data.sentences)
-    self._bad = []
+    self.bad_images = []
     fn = self._fn(graphdef)
     outs = self.batches.map(lambda b: fn(params, b), n, self._load)
     logits, valid = (to_host(x)[:n] for x in self.batches.concat(outs))
@@ -119,7 +118,7 @@ class NLVR2Evaluator(Evaluator):
     metrics["skipped_records"] = float((~ok).sum())
     if not ok.all():
       logging.warning("nlvr2 %s: %d of %d records left out (unreadable images, e.g. %s)", self.name,
-                      int((~ok).sum()), len(ok), self._bad[:3])
+                      int((~ok).sum()), len(ok), self.bad_images[:3])
     z = logits - logits.max(-1, keepdims=True)
     p_true = np.exp(z[:, 1]) / np.exp(z).sum(-1)
     predictions = [{"images": list(d.pairs[i]), "sentence": d.sentences[i], "split": d.splits[i],

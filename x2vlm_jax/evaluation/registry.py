@@ -18,6 +18,9 @@ TYPES = {
     "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
     "grounding": "x2vlm_jax.evaluation.grounding:GroundingEvaluator",
     "nlvr2": "x2vlm_jax.evaluation.nlvr2:NLVR2Evaluator",
+    "video_qa": "x2vlm_jax.evaluation.video_qa:VideoQAEvaluator",
+    "vqa": "x2vlm_jax.evaluation.vqa:VQAEvaluator",
+    "captioning": "x2vlm_jax.evaluation.captioning:CaptioningEvaluator",
 }
 
 

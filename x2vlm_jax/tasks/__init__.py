@@ -14,6 +14,9 @@ _TASKS = {
     "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
     "nlvr2": ("x2vlm_jax.tasks.nlvr2", "NLVR2Task"),
     "grounding": ("x2vlm_jax.tasks.grounding", "GroundingTask"),
+    "video_qa": ("x2vlm_jax.tasks.video_qa", "VideoQATask"),
+    "vqa": ("x2vlm_jax.tasks.vqa", "VQATask"),
+    "captioning": ("x2vlm_jax.tasks.captioning", "CaptioningTask"),
 }
 
 

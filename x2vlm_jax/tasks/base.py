@@ -64,37 +64,44 @@ class Task:
 
 
 class FinetuneTask(Task):
-  """A fine-tuning task with one input stream: `x2vlm_jax.data.finetune.<data_module>` supplies
-  `create_iterator` and `train_size` (tensorflow, imported only here), or `data.source = "synthetic"`
-  gives contract-shaped random batches from `synthetic_batch` (tests, benchmarks, GPU hosts)."""
+  """A single-stream fine-tuning task: `config.data` is one stream with a GLOBAL `batch_size`, read
+  from TFDS by `DATA_MODULE` (its `create_iterator` / `train_size`, imported lazily: tensorflow lives
+  there) or, with `data.source = "synthetic"`, made by `synthetic_batch(seed, per_host_batch)`
+  (tests, benchmarks, GPU hosts without tensorflow)."""
 
-  data_module = ""
-  # synthetic(seed, batch_size, image_res, max_tokens, vocab_size) → one host batch of the contract
+  DATA_MODULE = ""
+  # synthetic(seed, batch_size, image_res, max_tokens, vocab_size) → one host batch of the contract;
+  # tasks whose batches need more than these override `synthetic_batch` instead.
   synthetic = None
 
-  def synthetic_batch(self, seed: int, batch_size: int) -> Dict[str, np.ndarray]:
+  def synthetic_batch(self, seed: int, batch_size: int):
+    if type(self).synthetic is None:
+      raise NotImplementedError(f"task {self.name}: no synthetic batches")
     d = self.config.data
     return type(self).synthetic(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size)
 
-  def _synthetic(self):
+  def create_iterator(self, module, seed, process_index, process_count):
+    return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
+                                  process_count=process_count)
+
+  def _synthetic(self) -> bool:
     return self.config.data.get("source", "tfds") == "synthetic"
 
-  def _data(self):
-    return importlib.import_module(f"x2vlm_jax.data.finetune.{self.data_module}")
-
   def train_iterator(self, seed, process_index, process_count):
-    d = self.config.data
     if self._synthetic():
       from x2vlm_jax.training.synthetic import SyntheticBatches
-      per_host = int(d.batch_size) // process_count
+      per_host = int(self.config.data.batch_size) // process_count
       return SyntheticBatches(lambda s: self.synthetic_batch(s, per_host), seed=seed, process_index=process_index)
-    return self._data().create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
+    return self.create_iterator(importlib.import_module(self.DATA_MODULE), seed, process_index, process_count)
 
   def examples_per_step(self) -> int:
     return int(self.config.data.batch_size)
 
-  def train_size(self):
-    return None if self._synthetic() else self._data().train_size(self.config.data)
+  def train_size(self) -> Optional[int]:
+    """Training rows of an official epoch (None for synthetic batches)."""
+    if self._synthetic():
+      return None
+    return importlib.import_module(self.DATA_MODULE).train_size(self.config.data)
 
 
 def synthetic_text(rs: np.random.RandomState, b: int, max_tokens: int, vocab_size: int):

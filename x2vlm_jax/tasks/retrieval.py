@@ -1,4 +1,5 @@
-"""Image–text retrieval fine-tuning (COCO, Flickr30K), spec §5.1.
+"""Image–text retrieval fine-tuning (COCO, Flickr30K), spec §5.1, and video–text retrieval (MSRVTT,
+§5.6: the same task on frame-pooled video tokens, `config.data.video`).
 
 L = L_itc + L_itm: ITC over the global batch with id-aware soft targets (the captions of one image are
 all positives), ITM with hard negatives that never pick a caption of the same image; τ clamped each
@@ -25,18 +26,23 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
 
 class RetrievalTask(FinetuneTask):
   name = "retrieval"
-  data_module = "retrieval"
+  DATA_MODULE = "x2vlm_jax.data.finetune.retrieval"
   synthetic = staticmethod(synthetic_batch)
 
   def __init__(self, config):
     super().__init__(config)
+    if config.data.get("video", False):
+      self.DATA_MODULE = "x2vlm_jax.data.finetune.video"
     self.group_size = int(config.itm_group_size)
     self.itc_grad_scale = float(config.get("itc_grad_scale", 1.0))
 
   def loss(self, model, batch, rng, step):
     del step
     r_vis, r_txt, r_match = jax.random.split(rng, 3)
-    vis, vis_feat = model.encode_image(batch["images"], r_vis)
+    if "frames" in batch:  # video–text retrieval (MSRVTT): frames pooled into one token sequence (§1.7)
+      vis, vis_feat = model.encode_video(batch["frames"], r_vis)
+    else:
+      vis, vis_feat = model.encode_image(batch["images"], r_vis)
     txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
     rows = batch["text_ids"].shape[0]
     out = objectives.contrastive_and_matching(
@@ -44,3 +50,9 @@ class RetrievalTask(FinetuneTask):
         batch["valid"], group_size=min(self.group_size, rows), ids=batch["image_ids"],
         itc_grad_scale=self.itc_grad_scale)
     return out["itc"] + out["itm"], {"train/itc": out["itc"], "train/itm": out["itm"]}
+
+  def create_iterator(self, module, seed, process_index, process_count):
+    if self.config.data.get("video", False):
+      return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
+                                    process_count=process_count, qa=False)
+    return super().create_iterator(module, seed, process_index, process_count)

@@ -6,22 +6,23 @@ tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py
 """
 
 import json
-from typing import Callable, Dict, List, Sequence, Tuple
+import os
+from typing import Callable, Dict, Iterable, List, Sequence, Tuple
 
-import tensorflow as tf
+import numpy as np
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import records
 from x2vlm_jax.data.jsonl import BadRecord, load_image
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
-from x2vlm_jax.data.source import StreamSource
 from x2vlm_jax.data.streams import pmap
+from x2vlm_jax.data.source import StreamSource
 from x2vlm_jax.data.text import Tokenizer
 
 
 def read_annotations(path: str) -> List[Dict]:
   """A JSON array (or JSON lines) of records, local or gs://."""
-  with tf.io.gfile.GFile(path) as f:
-    text = f.read()
+  text = fs.path(path).read_text()
   try:
     data = json.loads(text)
   except json.JSONDecodeError:
@@ -44,6 +45,149 @@ def skip_or_raise(report, path, index, e: BadRecord, strict: bool):
   if strict:
     raise ValueError(f"{path}: record {index}: {e}") from None
   report.skipped[e.reason] += 1
+
+
+ROWS_FORMAT = 1
+
+
+def rows_path(data_dir: str, name: str, split: str) -> str:
+  return os.path.join(records.dataset_dir(data_dir, name), f"{split}.rows.json")
+
+
+def write_split(data_dir: str, name: str, kind: str, split: str, examples: Iterable[Dict],
+                rows: List[Dict]) -> None:
+  """Stores the split's media records (images or videos, once each) and its training rows, each
+  row {"record": index of its media record, ...fields}; `rows` is filled while `examples` is read."""
+  w = records.DatasetWriter(data_dir, name, kind)
+  w.write_split(split, examples)
+  w.finish()
+  fs.path(rows_path(data_dir, name, split)).write_text(json.dumps({"format": ROWS_FORMAT, "rows": rows}))
+
+
+class RowsSource:
+  """Random access over a split's training rows: row r → its media record with the row's own fields
+  (e.g. COCO: the image with ONE of its captions, as the official dataset's __getitem__ returns); a
+  row of several media ({"records": [i, j], ...}) gets each record's fields numbered (image0, image1)."""
+
+  def __init__(self, data_dir: str, name: str, split: str):
+    self.source = records.open_source(data_dir, name, split)
+    path = rows_path(data_dir, name, split)
+    if not fs.path(path).exists():
+      raise FileNotFoundError(f"dataset {name}/{split}: no row table {path}; (re)build it with tools/build_tfds.py")
+    table = json.loads(fs.path(path).read_text())
+    if not isinstance(table, dict) or table.get("format") != ROWS_FORMAT:
+      raise ValueError(f"dataset {name}/{split}: {path} is of an older format; rebuild it with tools/build_tfds.py")
+    self.rows = table["rows"]
+
+  def __len__(self):
+    return len(self.rows)
+
+  def __getitem__(self, r):
+    row = self.rows[r]
+    if "records" in row:  # several media per row (NLVR2's image pair): fields image0, image1, ...
+      rec = {f"{k}{j}": v for j, i in enumerate(row["records"]) for k, v in self.source[i].items()}
+    else:
+      rec = dict(self.source[row["record"]])
+    rec.update({k: v for k, v in row.items() if k not in ("record", "records")})
+    return rec
+
+
+def write_media_groups(annotations: str, data_dir: str, name: str, kind: str, split: str,
+                       groups: Dict[object, Tuple[str, List]], *, load: Callable, example: Callable,
+                       rows: Callable, report: records.BuildReport, strict: bool, what: str = "image") -> None:
+  """One record per image/video of `groups` ({key: (path, [items])}, in order), so media shared by
+  many annotation rows is stored once. load(path) → the media (BadRecord when missing or corrupt:
+  all its items are skipped and counted, or `strict` raises); example(loaded) → the record;
+  rows(record index, items) → that record's row dicts (the training order: an epoch is every row
+  once, as the official per-row datasets)."""
+  table: List[Dict] = []
+  written = [0]
+
+  def gen():
+    for path, items in groups.values():
+      try:
+        loaded = load(path)
+      except BadRecord as e:
+        report.skipped[e.reason] += len(items)
+        if strict:
+          raise ValueError(f"{annotations}: {what} {path!r}: {e}") from None
+        continue
+      table.extend({"record": written[0], **row} for row in rows(written[0], items))
+      written[0] += 1
+      report.written += len(items)
+      yield example(loaded)
+
+  write_split(data_dir, name, kind, split, gen(), table)
+  report.extra[f"{what}s"] = written[0]
+
+
+def write_image_rows(annotations: str, image_root: str, data_dir: str, name: str, split: str,
+                     rows: Sequence[Tuple[int, Tuple[str, ...], Dict]], report: records.BuildReport, strict: bool,
+                     check: Callable = None) -> None:
+  """Rows that name their images themselves (NLVR2: two per row; grounding: the image and its box):
+  rows = (annotation record number, the row's image paths, the row's fields). Every distinct image is
+  stored once; a row with a missing or corrupt image is skipped and counted (once per row), as is one
+  that `check(fields, [(width, height) of its images])` rejects with a BadRecord. The table keeps the
+  annotation order: {"record": i, ...} for one image, {"records": [i, j], ...} for several."""
+  load = load_image_record(image_root)
+  index: Dict[str, object] = {}  # path → record number, or the BadRecord of an unreadable image
+  for _, paths, _ in rows:
+    index.update((p, None) for p in paths if p not in index)
+  sizes: Dict[str, Tuple[int, int]] = {}
+
+  def examples():
+    for path in list(index):
+      try:
+        rec = load(path)
+      except BadRecord as e:
+        index[path] = e
+        continue
+      index[path] = len(sizes)
+      sizes[path] = (int(rec["width"]), int(rec["height"]))
+      yield rec
+
+  table: List[Dict] = []
+
+  def fill_table():  # runs after every image was read (write_split consumes `examples` first)
+    for i, paths, fields in rows:
+      bad = [index[p] for p in paths if isinstance(index[p], BadRecord)]
+      try:
+        if bad:
+          raise BadRecord(bad[0].reason, f"image {paths}: {bad[0]}")
+        if check is not None:
+          check(fields, [sizes[p] for p in paths])
+      except BadRecord as e:
+        skip_or_raise(report, annotations, i, e, strict)
+        continue
+      refs = [index[p] for p in paths]
+      table.append({"record": refs[0], **fields} if len(refs) == 1 else {"records": refs, **fields})
+      report.written += 1
+    return iter(())
+
+  write_split(data_dir, name, "finetune_image", split, _chain(examples(), fill_table), table)
+  report.extra["images"] = len(sizes)
+
+
+def _chain(first: Iterable, then: Callable) -> Iterable:
+  yield from first
+  yield from then()
+
+
+def load_image_record(image_root: str):
+  """`load` for images: path (relative to image_root) → the record of FINETUNE_IMAGE_FEATURES."""
+  def load(path):
+    data, w, h = load_image({"image": path}, "image", True, image_root)
+    return {"image": data, "width": np.int32(w), "height": np.int32(h)}
+  return load
+
+
+def transform_and_batch(ds, transform: Callable, cfg, batch_size: int):
+  """The per-example augmentation, then fixed-size batches; a corrupt image fails in `transform` and
+  is dropped there (the iterator counts it from the positions) unless `cfg.strict`."""
+  ds = pmap(ds, transform, cfg)
+  if not cfg.strict:
+    ds = ds.ignore_errors()
+  return ds.batch(batch_size, drop_remainder=True)
 
 
 def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec_fn: Callable,
@@ -74,12 +218,11 @@ def task_iterator(cfg, kind: str, *, stream_id: int, opener, stream: Callable, s
                                 process_index=process_index, process_count=process_count)
 
 
-def batch_and_tokenize(ds, cfg, tokenizer: Tokenizer, batch_size: int):
-  """Transformed examples (with a cleaned `text`) → batches whose `text` became text_ids/text_mask and
-  `valid` (0 for an empty text); a corrupt image is dropped (counted by the iterator) unless strict."""
-  if not cfg.strict:
-    ds = ds.ignore_errors()
-  ds = ds.batch(batch_size, drop_remainder=True)
+def batch_and_tokenize(ds, transform: Callable, cfg, tokenizer: Tokenizer, batch_size: int):
+  """`transform_and_batch`, then the batch's cleaned `text` becomes text_ids/text_mask and `valid`
+  (0 for an empty text)."""
+  import tensorflow as tf
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
     ids, mask = tokenizer(b["text"])
@@ -88,78 +231,3 @@ def batch_and_tokenize(ds, cfg, tokenizer: Tokenizer, batch_size: int):
     return out
 
   return pmap(ds, per_batch, cfg)
-
-
-# ------------------------------------------------------------------------ image store + row table
-
-def write_image_store(rows: Sequence[Tuple[int, Tuple[str, ...], object]], annotations: str, image_root: str,
-                      data_dir: str, name: str, split: str, report: records.BuildReport, strict: bool,
-                      check: Callable = None) -> int:
-  """Tasks with several rows per image, or several images per row (grounding, NLVR2).
-
-  rows: (annotation record number, the row's image paths, the row's payload: JSON-serialisable).
-  Every distinct image is read once and stored as one record {image, width, height}; a row whose
-  image is missing or corrupt is skipped and counted (`image_not_found` / `corrupt_image`, once per
-  row). The table `<split>.rows.json` holds [[image record, ...], payload] per written row, in the
-  annotation order. Returns the number of images written."""
-  index: Dict[str, object] = {}   # path → record number, or the BadRecord of an unreadable image
-  order: List[str] = []
-  for _, paths, _ in rows:
-    for path in paths:
-      if path not in index:
-        index[path] = None
-        order.append(path)
-  sizes: Dict[str, Tuple[int, int]] = {}
-
-  def gen():
-    for path in order:
-      try:
-        data, w, h = load_image({"image": path}, "image", True, image_root)
-      except BadRecord as e:
-        index[path] = e
-        continue
-      index[path] = len(sizes)
-      sizes[path] = (w, h)
-      yield {"image": data, "width": w, "height": h}
-
-  w = records.DatasetWriter(data_dir, name, "image_store")
-  w.write_split(split, gen())
-  w.finish()
-  table = []
-  for i, paths, payload in rows:
-    bad = [index[p] for p in paths if isinstance(index[p], BadRecord)]
-    if bad:
-      skip_or_raise(report, annotations, i, BadRecord(bad[0].reason, f"image {paths}: {bad[0]}"), strict)
-      continue
-    if check is not None:
-      try:
-        check(payload, [sizes[p] for p in paths])
-      except BadRecord as e:
-        skip_or_raise(report, annotations, i, e, strict)
-        continue
-    table.append([[index[p] for p in paths], payload])
-    report.written += 1
-  with tf.io.gfile.GFile(records.row_table_path(data_dir, name, split), "w") as f:
-    json.dump(table, f)
-  return len(sizes)
-
-
-class RowTable:
-  """Random access over a row table: row r → `make(row images' stored records, payload)`."""
-
-  def __init__(self, data_dir: str, name: str, split: str, make: Callable, kind: str):
-    self.source = records.open_source(data_dir, name, split)
-    path = records.row_table_path(data_dir, name, split)
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"dataset {name}/{split}: no row table {path}; build it with "
-                              f"tools/build_tfds.py --kind {kind}")
-    with tf.io.gfile.GFile(path) as f:
-      self.rows = json.load(f)
-    self.make = make
-
-  def __len__(self):
-    return len(self.rows)
-
-  def __getitem__(self, r):
-    images, payload = self.rows[r]
-    return self.make([self.source[i] for i in images], payload)

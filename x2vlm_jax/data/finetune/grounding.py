@@ -22,11 +22,11 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.finetune.common import (RowTable, batch_and_tokenize, field, read_annotations, skip_or_raise,
-                                            task_iterator, write_image_store)
+from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, read_annotations,
+                                            skip_or_raise, task_iterator, write_image_rows)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.region_stream import box_safe_crop
-from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature, pmap
+from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
 
@@ -58,28 +58,18 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
       image, text = field(rec, "image", str), field(rec, "text", str)
       if not pre_caption_py(text, max_words):
         raise BadRecord("empty_caption")
-      rows.append((i, (image,), [text, _bbox(rec)]))
+      rows.append((i, (image,), {"text": text, "bbox": _bbox(rec)}))
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
-  report.extra["images"] = write_image_store(rows, annotations, image_root, data_dir, name, split, report,
-                                             strict, check=_box_inside)
+  write_image_rows(annotations, image_root, data_dir, name, split, rows, report, strict, check=_box_inside)
   return report
 
 
-def _box_inside(payload, sizes):
+def _box_inside(fields, sizes):
   """The official reader asserts that the box lies inside its image with a positive size."""
-  (x, y, w, h), (width, height) = payload[1], sizes[0]
+  (x, y, w, h), (width, height) = fields["bbox"], sizes[0]
   if not (x >= 0 and y >= 0 and x + w <= width and y + h <= height and w > 0 and h > 0):
     raise BadRecord("box_outside_image", f"bbox {[x, y, w, h]} in a {width}x{height} image")
-
-
-def _make(images, payload):
-  text, box = payload
-  return {"image": images[0]["image"], "text": text, "bbox": np.asarray(box, np.float64)}
-
-
-def open_rows(data_dir: str, name: str, split: str) -> RowTable:
-  return RowTable(data_dir, name, split, _make, KIND)
 
 
 def signature(num_datasets: int):
@@ -139,12 +129,12 @@ def grounding_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
       out.update(_flipped=flipped, _crop=crop)
     return out
 
-  return batch_and_tokenize(pmap(ds, transform, cfg), cfg, tokenizer, batch_size)
+  return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
 
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, keep_debug: bool = False):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + careful_hflip)."""
-  it = task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=open_rows, stream=grounding_stream, spec=spec, seed=seed,
+  it = task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=grounding_stream, spec=spec, seed=seed,
                      process_index=process_index, process_count=process_count, keep_debug=keep_debug)
   it.keep_debug = keep_debug
   return it
@@ -152,4 +142,4 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, k
 
 def train_size(cfg) -> int:
   """Training rows (one per expression: an official epoch)."""
-  return sum(len(open_rows(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)
+  return sum(len(RowsSource(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)

@@ -1,7 +1,7 @@
 """NLVR2 fine-tuning data (spec §4.2, §4.3, §5.3; official dataset/nlvr_dataset.py).
 
 Build: records {images: [left, right], sentence, label} (label true/false or "True"/"False") →
-every distinct image stored once + a row table (image pair, sentence, label).
+every distinct image stored once + a row table (image pair, sentence, label; common.RowsSource).
 Stream: each of the two images through the fine-tuning "train" transform independently
 (RandomResizedCrop scale 0.5–1, horizontal flip, RandAugment(2, 7) with all 10 ops; the sentence is
 not changed when an image is flipped, as officially), `pre_caption` (30 words) → WordPiece.
@@ -15,10 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.finetune.common import (RowTable, batch_and_tokenize, field, read_annotations, skip_or_raise,
-                                            task_iterator, write_image_store)
+from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, read_annotations,
+                                            skip_or_raise, task_iterator, write_image_rows)
 from x2vlm_jax.data.jsonl import BadRecord
-from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
+from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
 
@@ -57,21 +57,11 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
       images, sentence, label = parse_record(rec)
       if not pre_caption_py(sentence, max_words):
         raise BadRecord("empty_caption")
-      rows.append((i, images, [sentence, label]))
+      rows.append((i, images, {"sentence": sentence, "label": label}))
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
-  report.extra["images"] = write_image_store(rows, annotations, image_root, data_dir, name, split, report, strict)
+  write_image_rows(annotations, image_root, data_dir, name, split, rows, report, strict)
   return report
-
-
-def _make(images, payload):
-  sentence, label = payload
-  return {"image0": images[0]["image"], "image1": images[1]["image"], "sentence": sentence,
-          "label": np.int32(label)}
-
-
-def open_rows(data_dir: str, name: str, split: str) -> RowTable:
-  return RowTable(data_dir, name, split, _make, KIND)
 
 
 def signature(num_datasets: int):
@@ -97,15 +87,15 @@ def nlvr2_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped
     return {**meta(ex), "images": tf.stack(pair), "text": pre_caption(ex["sentence"], cfg.max_words),
             "labels": ex["label"]}
 
-  return batch_and_tokenize(pmap(ds, transform, cfg), cfg, tokenizer, batch_size)
+  return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
 
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
-  return task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=open_rows, stream=nlvr2_stream, spec=spec, seed=seed,
+  return task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=nlvr2_stream, spec=spec, seed=seed,
                        process_index=process_index, process_count=process_count)
 
 
 def train_size(cfg) -> int:
   """Training rows (an official epoch)."""
-  return sum(len(open_rows(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)
+  return sum(len(RowsSource(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)

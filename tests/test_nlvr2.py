@@ -136,6 +136,23 @@ def test_evaluator_accuracy_per_split_sharded_equals_one_device_and_pairwise_ref
   assert one["dev_test_mean_acc"] == pytest.approx((one["dev_acc"] + one["test_acc"]) / 2)
   assert {p["split"] for p in p1} == {"dev", "test"} and len(p1) == 12
 
+  # The same through the eval-only CLI on a checkpoint directory (tools/evaluate.py --task nlvr2).
+  import os
+  import subprocess
+  import sys
+  from x2vlm_jax import params_io
+  ckpt, out_dir = d / "ckpt", d / "out"
+  params_io.save(str(ckpt), cfg, nnx.to_pure_dict(nnx.state(m, nnx.Param)), vocab_file=SHAPES_VOCAB)
+  out = subprocess.run([sys.executable, "tools/evaluate.py", "--task", "nlvr2", "--checkpoint", str(ckpt),
+                        "--annotations", f"{d / 'dev.json'},{d / 'test.json'}", "--config.splits=dev,test",
+                        "--config.batch_size=2", "--image_root", str(d), "--output", str(out_dir)],
+                       capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  assert out.returncode == 0, out.stderr[-2000:]
+  cli = json.loads((out_dir / "metrics.json").read_text())
+  assert {k: cli[k] for k in ("dev_acc", "test_acc")} == pytest.approx({k: one[k] for k in ("dev_acc", "test_acc")})
+  assert len(json.loads((out_dir / "predictions.json").read_text())) == 12
+
 
 def test_evaluator_rejects_an_unknown_label(model, nlvr_files, tmp_path):
   cfg, m = model

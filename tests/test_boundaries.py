@@ -16,6 +16,7 @@ import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.i
 import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
+import x2vlm_jax.data.embedded, x2vlm_jax.progress, x2vlm_jax.console
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
 from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
 for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval):

@@ -22,8 +22,12 @@ import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 
 def _parse(argv):
@@ -54,14 +58,18 @@ def _parse(argv):
 
 def main(argv=None) -> int:
   args = _parse(argv)
+  from absl import logging
   from x2vlm_jax import params_io
   from x2vlm_jax.convert import assemble, init_weights, x2vlm
   from x2vlm_jax.convert.state_dict import read_state_dict
   from x2vlm_jax.models import get_preset
 
   patch = get_preset(args.model).patch_size
+  t0 = time.time()
   if args.input:
+    logging.info("reading %s", args.input)
     sd = read_state_dict(args.input)
+    logging.info("read %d tensors in %.0f s", len(sd), time.time() - t0)
     grid = x2vlm.checkpoint_grid(sd)
     image_res = args.image_res or (grid * patch if grid else get_preset(args.model).image_res)
     num_frames = x2vlm.checkpoint_num_frames(sd) if args.num_frames is None else args.num_frames
@@ -79,7 +87,9 @@ def main(argv=None) -> int:
     report["source"] = {"beit": os.path.abspath(args.beit), "bert": os.path.abspath(args.bert)}
   report.update(model=args.model, image_res=cfg.image_res, num_frames=cfg.num_frames, seed=args.seed)
 
+  t1 = time.time()
   params_io.save(args.output, cfg, assemble.unflatten(cfg, flat))
+  logging.info("saved %s in %.0f s (%.0f s in all)", args.output, time.time() - t1, time.time() - t0)
   with open(os.path.join(args.output, "conversion.json"), "w") as f:
     json.dump(report, f, indent=2, sort_keys=True)
   print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "

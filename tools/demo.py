@@ -13,18 +13,11 @@ or fine-tuning did not clearly improve on zero-shot.
 
 import argparse
 import json
-import logging as pylogging
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class _QuietOrbax(pylogging.Filter):
-  def filter(self, record):
-    return "orbax" not in record.pathname
 
 
 def loss_trend(metrics_file: str):
@@ -65,9 +58,6 @@ def main(argv=None):
                  "are reported again and interrupted ones resume)")
   args = p.parse_args(argv)
 
-  from absl import logging
-  logging.set_verbosity(logging.INFO)
-  pylogging.getLogger("absl").addFilter(_QuietOrbax())  # orbax logs through absl at INFO
   pretrain_dir, retrieval_dir = args.workdir, args.workdir.rstrip("/") + "_retrieval"
   if args.fresh:
     import shutil
@@ -75,14 +65,9 @@ def main(argv=None):
       shutil.rmtree(d, ignore_errors=True)
 
   t0 = time.time()
-  from x2vlm_jax.data import shapes, shapes_tasks
-  from x2vlm_jax.data.finetune import retrieval
-  print(f"[demo] building the shapes datasets in {args.data_dir} ...", flush=True)
-  shapes.build(args.data_dir)
-  tasks = shapes_tasks.build(args.data_dir)
-  if not os.path.exists(os.path.join(args.data_dir, "shapes_retrieval", "1.0.0", "dataset_info.json")):
-    print(retrieval.build(os.path.join(tasks, "retrieval_train.json"), tasks, args.data_dir,
-                          "shapes_retrieval").lines("retrieval"))
+  from x2vlm_jax.data import embedded
+  print(f"[demo] the embedded shapes datasets in {args.data_dir} (built on first use) ...", flush=True)
+  embedded.ensure(args.data_dir, embedded.NAMES)
   print(f"[demo] data ready ({time.time() - t0:.0f} s)", flush=True)
 
   from configs.finetune import shapes_retrieval
@@ -133,4 +118,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()
   sys.exit(main())

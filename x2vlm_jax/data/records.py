@@ -7,11 +7,13 @@ the schema flat, which `tfds.data_source` reads back without any custom builder 
 
 import collections
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordWriter
+
+from x2vlm_jax.progress import Progress
 
 ALT_SEP = "\x1f"
 VERSION = "1.0.0"
@@ -92,12 +94,14 @@ class DatasetWriter:
         data_dir=self.root, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
         dataset_name=self.name, split=split, filetype_suffix="array_record")
 
-  def write_split(self, split: str, examples) -> int:
+  def write_split(self, split: str, examples, total: Optional[int] = None, unit: str = "records") -> int:
+    """Writes one split; logs progress (count, rate and, given `total`, ETA) while it runs."""
     # The shard count is only known at the end, so serialise into memory-sized groups first;
     # records are small (encoded images) and shards are renamed once the total is known.
     tmp_paths, lengths, num_bytes = [], [], 0
     writer, count = None, 0
-    for ex in examples:
+    progress = Progress(f"{self.name}/{split}", total, unit=unit)
+    for ex in progress.wrap(examples):
       if writer is None or count == self.examples_per_shard:
         if writer is not None:
           writer.close()
@@ -111,6 +115,7 @@ class DatasetWriter:
     if writer is not None:
       writer.close()
       lengths.append(count)
+    progress.done()
     tmpl = self._template(split)
     for i, p in enumerate(tmp_paths):
       os.replace(p, os.fspath(tmpl.sharded_filepath(shard_index=i, num_shards=len(tmp_paths))))

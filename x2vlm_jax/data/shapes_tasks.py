@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from x2vlm_jax.data import shapes
+from x2vlm_jax.progress import Progress
 
 NAME = "shapes_tasks"
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -66,10 +67,12 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
   splits = {}
   for split, stream, n in (("train", 10, num_train), ("test", 11, num_test)):
     scenes = []
-    for i, (img, objs) in enumerate(_scenes([seed, stream], n)):
+    progress = Progress(f"{NAME}/{split}", n, unit="images")
+    for i, (img, objs) in enumerate(progress.wrap(_scenes([seed, stream], n))):
       name = f"images/{split}_{i:05d}.jpg"
       Image.fromarray(img).save(os.path.join(root, name), format="JPEG", quality=95, subsampling=0)
       scenes.append((name, objs))
+    progress.done()
     splits[split] = scenes
   _write(root, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
                                          for i, (name, objs) in enumerate(splits["train"])

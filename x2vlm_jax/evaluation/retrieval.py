@@ -25,6 +25,7 @@ from flax import nnx
 from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
+from x2vlm_jax.progress import Progress
 
 RECALL_AT = (1, 5, 10)
 
@@ -153,10 +154,10 @@ class RetrievalEvaluator(Evaluator):
     safe = np.maximum(idx, 0)
     return {"ids": self.text_ids[safe], "mask": self.text_mask[safe], "valid": (idx >= 0).astype(np.float32)}
 
-  def _encode(self, fn, params, n, load):
+  def _encode(self, fn, params, n, load, unit):
     b = self.batches
     outs = b.map(lambda batch: (*fn(params, {k: v for k, v in batch.items() if k != "valid"}), batch["valid"]),
-                 n, load)
+                 n, load, what=f"{self.name}: encode", unit=unit)
     return b.concat(outs, replicate=True)
 
   def _rerank(self, fn, params, q_embeds, c_embeds, c_mask, q_mask, cands, image_is_query):
@@ -165,6 +166,8 @@ class RetrievalEvaluator(Evaluator):
     q_per_device = max(1, int(self.ecfg.rerank_pairs) // k)
     calls = EvalBatches(self.mesh, q_per_device)
     outs = []
+    progress = Progress(f"{self.name}: ITM rerank {'image' if image_is_query else 'text'} queries", n,
+                        unit="queries", enabled=jax.process_index() == 0)
     for c in range(calls.num_batches(n)):
       local = calls.local_indices(c, n)
       q = np.maximum(local, 0)
@@ -173,14 +176,16 @@ class RetrievalEvaluator(Evaluator):
       if jax.default_backend() == "cpu":
         jax.block_until_ready(out)
       outs.append(out)
+      progress.update(min(calls.global_batch, n - c * calls.global_batch))
+    progress.done()
     return to_host(calls.concat(outs))[:n]
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
     fns, d = self._fns(graphdef), self.data
     n_img, n_txt = len(d.images), len(d.texts)
     self._bad = []
-    img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images)
-    txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts)
+    img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images, "images")
+    txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts, "texts")
     txt_mask = jax.device_put(np.concatenate([self.text_mask, np.zeros(
         (len(txt_valid) - n_txt, self.text_mask.shape[1]), np.int32)]), self.batches.replicated())
     img_ok = to_host(img_valid)[:n_img] > 0

@@ -68,7 +68,7 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
              "width": np.int32(w), "height": np.int32(h)}
 
   w = records.DatasetWriter(data_dir, name, "retrieval")
-  w.write_split(split, gen())
+  w.write_split(split, gen(), len(order), "images")
   w.finish()
   buf = io.BytesIO()
   np.save(buf, np.asarray(table, np.int32).reshape(-1, 2))

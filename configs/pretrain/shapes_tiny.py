@@ -43,3 +43,12 @@ def get_config(arg=None):
   c.evals.retrieval = dict(type="retrieval", annotations=f"{tasks}/retrieval_test.json", image_root=tasks,
                            k_test=16, batch_size=64, rerank_pairs=256, max_tokens=c.data.max_tokens, at_end=True)
   return c
+
+
+def sweep(add, arg=None):
+  """Learning rate × warm-up (tools/sweep.py; 6 trials of 400 steps, a few minutes each on 2 CPU cores).
+  The grid brackets this config's lr 1e-3 / 50 warm-up steps (our choices for the demo)."""
+  del arg  # the sweep's own `:arg` (e.g. data_dir=...) is merged into every trial by tools/sweep.py
+  for lr in (3e-4, 1e-3, 3e-3):
+    for warmup in (25, 100):
+      add(arg="steps=400", **{"optim.lr": lr, "optim.warmup_steps": warmup})

@@ -3,7 +3,6 @@ after another, skips a finished trial and resumes an interrupted one from its ch
 every trial with its swept values and metrics, sorted."""
 
 import csv
-import importlib.util
 import io
 import json
 import os
@@ -12,15 +11,14 @@ import sys
 
 import pytest
 
+from tests.helpers.tools import load_tool
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def sweep():
-  spec = importlib.util.spec_from_file_location("sweep_tool", os.path.join(REPO, "tools", "sweep.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return load_tool("sweep")
 
 
 CONFIG = '''

@@ -26,6 +26,7 @@ from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.progress import Progress
+from x2vlm_jax.training import sharding as shd
 
 RECALL_AT = (1, 5, 10)
 
@@ -108,11 +109,11 @@ class RetrievalEvaluator(Evaluator):
     ids, mask = self.tokenizer()(self.data.texts, e.max_tokens, clean=e.max_words)
     self.text_ids, self.text_mask = ids, mask
     self.batches = EvalBatches(self.mesh, e.batch_size)
-    self._compiled = {}
 
   # --- jitted pieces (compiled once per graphdef) --------------------------------------------------
   def _fns(self, graphdef):
     key = id(graphdef)
+    self._compiled = getattr(self, "_compiled", {})  # also used before setup() (compile_targets)
     if key not in self._compiled:
       def encode_image(params, b):
         embeds, feat = nnx.merge(graphdef, params).encode_image(b["images"])
@@ -142,6 +143,38 @@ class RetrievalEvaluator(Evaluator):
           encode_image=jax.jit(encode_image), encode_text=jax.jit(encode_text),
           topk=jax.jit(topk, static_argnums=3), rerank=jax.jit(rerank, static_argnums=7))
     return self._compiled[key]
+
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """Encoders on one evaluation batch, the ITC top-k and both rerank programs over a whole set of
+    num_images / num_texts (the embeddings of the set replicated on every device, as in `evaluate`)."""
+    fns, e, m = self._fns(graphdef), self.ecfg, self.model_cfg
+    enc = EvalBatches(self.mesh, int(e.batch_size))
+    g, r, l = enc.global_batch, int(m.image_res), int(e.max_tokens)
+
+    def batch(shape, dtype):
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(self.mesh, len(shape)))
+
+    def replicated(shape, dtype):
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=enc.replicated())
+
+    images = {"images": batch((g, r, r, 3), jnp.float32)}
+    texts = {"ids": batch((g, l), jnp.int32), "mask": batch((g, l), jnp.int32)}
+    img_out = jax.eval_shape(fns["encode_image"], params, images)
+    txt_out = jax.eval_shape(fns["encode_text"], params, texts)
+    n_img, n_txt = enc.padded(num_images), enc.padded(num_texts)
+    img_embeds, img_feat = (replicated((n_img,) + x.shape[1:], x.dtype) for x in img_out)
+    txt_embeds, txt_feat = (replicated((n_txt,) + x.shape[1:], x.dtype) for x in txt_out)
+    txt_mask = replicated((n_txt, l), jnp.int32)
+    k = min(int(e.k_test), num_images, num_texts)
+    calls = EvalBatches(self.mesh, max(1, int(e.rerank_pairs) // k))
+    q, cand = batch((calls.global_batch,), jnp.int32), batch((calls.global_batch, k), jnp.int32)
+    return [
+        (f"{self.name}/encode_image", fns["encode_image"], (params, images)),
+        (f"{self.name}/encode_text", fns["encode_text"], (params, texts)),
+        (f"{self.name}/itc_topk_i2t", fns["topk"], (img_feat, txt_feat, replicated((n_txt,), jnp.float32), k)),
+        (f"{self.name}/rerank_i2t", fns["rerank"], (params, img_embeds, txt_embeds, txt_mask, txt_mask, q, cand, True)),
+        (f"{self.name}/rerank_t2i", fns["rerank"], (params, txt_embeds, img_embeds, None, txt_mask, q, cand, False)),
+    ]
 
   # --- the protocol --------------------------------------------------------------------------------
   def _load_images(self, idx: np.ndarray):

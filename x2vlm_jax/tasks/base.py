@@ -9,6 +9,7 @@ running evaluators. A task supplies only:
                                        get_state()/set_state(dict)/stats() for exact resume
   global_batch(mesh, host_batch)     → global jax arrays (default: every leaf split over the batch axes)
   examples_per_step()                → for throughput metrics
+  batch_spec()                       → the global batch as (shape, dtype) leaves (compile-only checks)
   init_additions_plan / init_additions → params a task derives from a loaded checkpoint (e.g. VQA's
                                        decoder from the fusion layers) and which get lr × lr_mult
   train_size()                       → records per epoch (None if unknown), for `config.num_epochs`
@@ -43,6 +44,11 @@ class Task:
 
   def examples_per_step(self) -> int:
     raise NotImplementedError
+
+  def batch_spec(self):
+    """The GLOBAL batch of one step as a pytree of (shape, dtype) (the input contract at the global batch
+    size): tools/compile_check.py lowers the train step on it without any data."""
+    raise NotImplementedError(f"task {self.name!r} does not describe its batch (batch_spec)")
 
   def train_size(self) -> Optional[int]:
     return None

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from x2vlm_jax import batch as batch_lib
 from x2vlm_jax.tasks.base import Task
 from x2vlm_jax.training import objectives
 
@@ -43,6 +44,10 @@ class RetrievalTask(Task):
                               seed=seed, process_index=process_index)
     from x2vlm_jax.data.finetune import retrieval  # tensorflow lives behind this import
     return retrieval.create_iterator(d, seed=seed, process_index=process_index, process_count=process_count)
+
+  def batch_spec(self):
+    d = self.config.data
+    return batch_lib.retrieval_spec(int(d.batch_size), int(d.image_res), int(d.max_tokens))
 
   def examples_per_step(self) -> int:
     return int(self.config.data.batch_size)

@@ -12,6 +12,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import tensorflow as tf
 
+from x2vlm_jax.batch import retrieval_spec
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune.common import field, read_annotations, single_stream_iterator, skip_or_raise
 from x2vlm_jax.data.jsonl import BadRecord, load_image
@@ -105,12 +106,6 @@ class CaptionRows:
 def retrieval_signature(num_datasets: int):
   return {**meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string),
           "caption": tf.TensorSpec([], tf.string), "image_id": tf.TensorSpec([], tf.int32)}
-
-
-def retrieval_spec(batch_size: int, image_res: int, max_tokens: int) -> Dict[str, tuple]:
-  b, r, l = batch_size, image_res, max_tokens
-  return {"images": ((b, r, r, 3), np.float32), "text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}
 
 
 def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size):

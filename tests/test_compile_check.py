@@ -1,0 +1,78 @@
+"""tools/compile_check.py: the real train step and the evaluation programs compile for a device set
+without running; per-device memory follows the mesh (data parallel holds the whole state on every
+device, FSDP a quarter), the donated state aliases the outputs, FLOPs do not depend on the mesh.
+TPU topologies are compiled only where libtpu is installed."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.configs import synthetic_retrieval
+from x2vlm_jax import params_io
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# -O0 for the XLA CPU backend: a quarter of the compile time; the buffers XLA assigns are the same kind.
+ENV = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+
+
+def _check(tmp_path, name, *flags):
+  out = tmp_path / f"{name}.json"
+  proc = subprocess.run([sys.executable, "tools/compile_check.py", "--config=tests/configs/synthetic_retrieval.py",
+                         f"--json={out}", *flags], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  return json.loads(out.read_text()), proc.stdout
+
+
+def _state_bytes():
+  """params + AdamW's two moments, float32, from the model's parameter shapes alone."""
+  cfg = synthetic_retrieval.get_config().model
+  return 3 * 4 * sum(int(np.prod(s)) for s, _ in params_io.param_shapes(cfg).values())
+
+
+@pytest.mark.timeout(900)
+def test_fake_devices_data_parallel_vs_fsdp(tmp_path):
+  dp, text = _check(tmp_path, "dp", "--topology=cpu:4", "--chip=v5e", "--config.mesh=(4,1,1)",
+                    "--eval_images=40", "--eval_texts=200")
+  fsdp, _ = _check(tmp_path, "fsdp", "--topology=cpu:4", "--chip=v5e", "--config.mesh=(1,4,1)", "--noeval")
+  names = [r["name"] for r in dp["results"]]
+  assert names == ["train_step", "retrieval/encode_image", "retrieval/encode_text", "retrieval/itc_topk_i2t",
+                   "retrieval/rerank_i2t", "retrieval/rerank_t2i"]
+  assert [r["name"] for r in fsdp["results"]] == ["train_step"]
+  assert dp["devices"] == 4 and dp["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1} and dp["fits"] is True
+  assert dp["hbm_bytes"] == 16 * 2 ** 30 and "FITS in 16 GiB HBM2" in text
+
+  state = _state_bytes()
+  batch = 8 * (32 * 32 * 3 * 4 + 2 * 12 * 4 + 4 + 4) // 4  # images, ids, mask, image ids, valid; a quarter each
+  step_dp, step_fsdp = dp["results"][0], fsdp["results"][0]
+  # Data parallel: every device holds the whole state (+ a scalar step and the rng) and its batch rows.
+  assert state + batch <= step_dp["memory"]["argument"] <= 1.02 * state + batch + 4096
+  # FSDP: parameters and moments sharded four ways (a few small tensors stay replicated).
+  assert step_fsdp["memory"]["argument"] < 0.35 * state + batch + 4096
+  for step in (step_dp, step_fsdp):  # the donated state is reused for the new state
+    assert step["memory"]["alias"] >= 0.95 * (step["memory"]["argument"] - batch - 4096)
+    assert step["peak_bytes"] > step["memory"]["temp"] > 0
+  # The same arithmetic, however it is split: total FLOPs agree (collectives add no FLOPs).
+  total_dp, total_fsdp = 4 * step_dp["flops_per_device"], 4 * step_fsdp["flops_per_device"]
+  assert total_dp > 0 and abs(total_dp - total_fsdp) / total_dp < 0.2
+  # rerank over the whole set: every device holds every image's and text's embeddings.
+  rerank = dp["results"][4]
+  cfg = synthetic_retrieval.get_config().model
+  tokens = 1 + (cfg.image_res // cfg.patch_size) ** 2
+  # 40 images and 200 texts, padded to whole evaluation batches (32 per device x 4 devices)
+  embeds = 4 * (128 * tokens * cfg.vision.width + 256 * 40 * cfg.text.hidden)
+  assert rerank["memory"]["argument"] >= embeds
+
+
+def test_tpu_topology_compiles_with_libtpu(tmp_path):
+  if importlib.util.find_spec("libtpu") is None:
+    pytest.skip("libtpu is not installed (pip install 'libtpu==0.0.42.*', the version jax[tpu]==0.10.2 pins): "
+                "TPU topologies cannot be compiled here; the cpu:N path is tested above")
+  res, text = _check(tmp_path, "tpu", "--topology=v5p:2x2x1", "--config.mesh=(1,-1,1)", "--noeval")
+  assert res["devices"] == 4 and res["device_kind"] == "TPU v5" and res["chip"] == "v5p"
+  assert res["fits"] is True and "FITS in 95 GB HBM2e" in text
+  assert res["results"][0]["memory"]["argument"] < 0.35 * _state_bytes() + 1e6

@@ -8,7 +8,7 @@ CODE = r"""
 import sys
 for blocked in ("tensorflow", "tensorflow_text", "tensorflow_datasets", "torch"):
   sys.modules[blocked] = None  # any import of these now raises ImportError
-import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.batch
+import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.batch, x2vlm_jax.fs
 import x2vlm_jax.training.losses, x2vlm_jax.training.optimizer, x2vlm_jax.training.objectives
 import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.training.synthetic
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
@@ -16,11 +16,22 @@ import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.i
 import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
-import x2vlm_jax.data.embedded, x2vlm_jax.progress, x2vlm_jax.console
+import x2vlm_jax.data.embedded, x2vlm_jax.progress, x2vlm_jax.console, x2vlm_jax.data.finetune.specs
+import x2vlm_jax.tasks.vqa, x2vlm_jax.tasks.captioning, x2vlm_jax.inference.generation
+import x2vlm_jax.evaluation.vqa, x2vlm_jax.evaluation.captioning
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
+import x2vlm_jax.tasks.video_qa, x2vlm_jax.evaluation.video_qa, x2vlm_jax.data.video_files
 from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
-for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval):
-  m.get_config()
+from configs.finetune import msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video
+from configs.finetune import vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base
+from configs.finetune import shapes_captioning
+from x2vlm_jax import tasks
+for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,
+          msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video,
+          vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base, shapes_captioning):
+  c = m.get_config()
+  if m not in (coco_captioning_large, coco_captioning_base):  # these read a vocabulary not on this machine
+    tasks.build(c).batch_spec()  # the task objects and their batch contract (tools/compile_check.py) too
 print("ok")
 """
 

@@ -204,8 +204,9 @@ def test_cli_resizes_224_to_384_and_forward_runs(tmp_path):
   torch = pytest.importorskip("torch")
   torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}}, tmp_path / "ckpt.th")
   out = tmp_path / "out384"
+  from x2vlm_jax.data.config import SHAPES_VOCAB
   assert cli_main(["--input", str(tmp_path / "ckpt.th"), "--model", "tiny", "--image_res", "384",
-                   "--output", str(out)]) == 0
+                   "--output", str(out), "--vocab", SHAPES_VOCAB]) == 0
   conv = json.loads((out / "conversion.json").read_text())
   assert conv["image_res"] == 384 and conv["num_frames"] == 0 and conv["new_params"] == []
   assert conv["source"]["checkpoint_image_res"] == 224
@@ -216,6 +217,11 @@ def test_cli_resizes_224_to_384_and_forward_runs(tmp_path):
   model = inference.load(str(out))
   embeds, feat = model.encode_image(np.zeros((1, 384, 384, 3), np.float32))
   assert embeds.shape == (1, 577, 64) and bool(jnp.isfinite(embeds).all())
+  # The directory carries its tokenizer: vocab.txt copied, tokenize() uses it.
+  assert (out / "vocab.txt").read_text() == open(SHAPES_VOCAB).read()
+  vocab = open(SHAPES_VOCAB).read().split("\n")
+  ids, mask = model.tokenize(["A red circle!"])
+  assert ids[0, :mask[0].sum()].tolist() == [vocab.index(w) for w in ("[CLS]", "a", "red", "circle", "[SEP]")]
 
 
 def test_cli_other_preset_exits_with_message(tmp_path, tiny_sd):

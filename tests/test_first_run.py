@@ -9,18 +9,17 @@ import sys
 import numpy as np
 import pytest
 
-from configs.finetune import coco_retrieval, shapes_retrieval
+from configs.finetune import coco_retrieval, shapes_captioning, shapes_retrieval, shapes_video, shapes_vqa
 from configs.pretrain import shapes_tiny
 from tests.configs import synthetic_retrieval
+from tests.helpers.embedded_small import small_sizes
 from x2vlm_jax.data import embedded
-
-SMALL = {embedded.SHAPES: dict(num_train=24, num_test=8, num_train_videos=2, num_test_videos=2, num_frames=3),
-         embedded.TASKS: dict(num_train=12, num_test=8)}
 
 
 @pytest.fixture
-def small_builds(monkeypatch):
-  monkeypatch.setattr(embedded, "SIZES", SMALL)
+def small_builds():
+  with small_sizes():
+    yield
 
 
 def test_needed_lists_the_embedded_data_each_config_reads():
@@ -32,6 +31,12 @@ def test_needed_lists_the_embedded_data_each_config_reads():
   c = shapes_tiny.get_config("data_dir=/d")
   c.data.source = "synthetic"  # the input is not read; the evaluator's annotations still are
   assert embedded.needed(c) == {"/d": {"shapes_tasks"}}
+  assert embedded.needed(shapes_vqa.get_config("data_dir=/e")) == {"/e": {"shapes_vqa", "shapes_tasks"}}
+  assert embedded.needed(shapes_captioning.get_config("data_dir=/e")) == {"/e": {"shapes_captioning",
+                                                                                "shapes_tasks"}}
+  assert embedded.needed(shapes_video.get_config("data_dir=/e")) == {"/e": {"shapes_video_qa", "shapes_tasks"}}
+  assert embedded.needed(shapes_video.get_config("data_dir=/e,task=video_retrieval")) == {
+      "/e": {"shapes_video_retrieval", "shapes_tasks"}}
   assert embedded.needed(coco_retrieval.get_config()) == {}
   assert embedded.needed(synthetic_retrieval.get_config()) == {}
 
@@ -40,14 +45,14 @@ def _mtimes(root):
   return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns for d, _, fs in os.walk(root) for f in fs}
 
 
-def test_ensure_builds_once_and_redoes_an_interrupted_build(tmp_path, small_builds):
+def test_ensure_builds_once_and_redoes_an_interrupted_build(tmp_path, small_builds, monkeypatch):
   d = str(tmp_path / "data")
   assert embedded.ensure(d, ["shapes_retrieval"]) == {"shapes_tasks", "shapes_retrieval"}
   # The TFDS dataset holds every caption row of the official-format JSON it was built from.
   rows = json.load(open(tmp_path / "data" / "shapes_tasks" / "retrieval_train.json"))
   assert len(rows) >= 12 * 3
-  from x2vlm_jax.data.finetune.retrieval import CaptionRows
-  table = CaptionRows(d, "shapes_retrieval", "train")
+  from x2vlm_jax.data.finetune.common import RowsSource
+  table = RowsSource(d, "shapes_retrieval", "train")
   assert len(table) == len(rows)
   assert sorted(table[i]["caption"] for i in range(len(table))) == sorted(r["caption"] for r in rows)
 
@@ -59,8 +64,40 @@ def test_ensure_builds_once_and_redoes_an_interrupted_build(tmp_path, small_buil
   assert embedded.ensure(d, ["shapes_tasks"]) == {"shapes_tasks"}
   with pytest.raises(ValueError, match="unknown"):
     embedded.ensure(d, ["coco"])
+  # Nothing there on a bucket (markers are read through x2vlm_jax.fs; no real bucket here): refused.
+  monkeypatch.setattr(embedded, "_marker", lambda data_dir, name: None)
   with pytest.raises(ValueError, match="local disk"):
     embedded.ensure("gs://bucket/data", ["shapes"])
+
+
+def _rows(path):
+  text = open(path).read()
+  return json.loads(text) if path.endswith(".json") else [json.loads(x) for x in text.splitlines() if x.strip()]
+
+
+def test_every_finetuning_dataset_is_built_from_its_official_files_and_follows_shapes_tasks(tmp_path, small_builds):
+  from x2vlm_jax.data.finetune.common import RowsSource
+  d = str(tmp_path / "data")
+  finetune = sorted(embedded.FINETUNE)
+  assert embedded.ensure(d, finetune) == {"shapes_tasks", *finetune}
+  tasks = tmp_path / "data" / "shapes_tasks"
+  # One training row per official annotation row (questions; captions), nothing skipped.
+  for name, (_, annotations, _, _) in embedded.FINETUNE.items():
+    assert len(RowsSource(d, name, "train")) == len(_rows(str(tasks / annotations))) > 0, name
+  assert embedded.ensure(d, finetune) == set()
+  # Data built by an older version (shapes_tasks before VQA, captioning and video existed): shapes_tasks
+  # is rebuilt, and every dataset built from the older files with it.
+  for name in ["shapes_tasks", *finetune]:
+    marker = tmp_path / "data" / name / embedded.MARKER
+    m = json.loads(marker.read_text())
+    if name == "shapes_tasks":
+      m["version"] = 2
+    else:
+      m["tasks"]["version"] = 2
+    marker.write_text(json.dumps(m))
+  assert embedded.ensure(d, ["shapes_vqa"]) == {"shapes_tasks", "shapes_vqa"}
+  assert not embedded.built(d, "shapes_captioning")
+  assert embedded.ensure(d, finetune) == set(finetune) - {"shapes_vqa"}
 
 
 def test_fresh_run_of_shapes_tiny_builds_its_data_and_trains(tmp_path, small_builds):

@@ -38,7 +38,7 @@ def test_model_summary_last_line():
   out = subprocess.run([sys.executable, "tools/model_summary.py", "--model", "base"], check=True,
                        capture_output=True, text=True).stdout.strip().splitlines()
   assert out[-1] == "params: 254758401"
-  assert any(line.startswith("vision/blocks/0/attn/rel_pos_table") and "(732, 12)" in line for line in out)
+  assert any("| vision/blocks/0/attn/rel_pos_table " in line and "(732, 12)" in line for line in out)
 
 
 def test_relative_position_index_layout():
@@ -199,3 +199,20 @@ def test_bfloat16_compute_keeps_float32_params(batch):
   assert embeds.dtype == jnp.bfloat16 and feat.dtype == jnp.float32
   ref = X2VLM(get_preset("tiny"), rngs=nnx.Rngs(0)).encode_image(jnp.asarray(batch[0]))[1]
   np.testing.assert_allclose(np.asarray(feat), np.asarray(ref), atol=5e-2)
+
+
+def test_fusion_with_shared_image_rows_equals_repeated_images(tiny_cfg):
+  """One image fused with R texts (retrieval's i2t rerank) projects the image's keys/values once; the
+  result must equal fusing R explicit copies of the image."""
+  model = X2VLM(tiny_cfg, rngs=nnx.Rngs(2))
+  rs = np.random.RandomState(1)
+  images = jnp.asarray(rs.randn(3, 5, tiny_cfg.vision.width).astype(np.float32))
+  image_mask = jnp.asarray([[1, 1, 1, 0, 1], [1, 0, 1, 1, 1], [1, 1, 1, 1, 1]], jnp.int32)
+  texts = jnp.asarray(rs.randn(12, 7, tiny_cfg.text.hidden).astype(np.float32))
+  text_mask = jnp.asarray((rs.rand(12, 7) > 0.3).astype(np.int32)).at[:, 0].set(1)
+  shared = model.itm_logits(images, image_mask, texts, text_mask)
+  copies = model.itm_logits(jnp.repeat(images, 4, 0), jnp.repeat(image_mask, 4, 0), texts, text_mask)
+  np.testing.assert_allclose(shared, copies, rtol=1e-6, atol=1e-6)
+  assert not np.allclose(shared[:4], shared[4:8])  # the image rows differ, so a mix-up would show
+  with pytest.raises(ValueError, match="cannot share"):
+    model.itm_logits(images[:2], image_mask[:2], texts[:5], text_mask[:5])

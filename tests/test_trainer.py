@@ -344,3 +344,51 @@ def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   assert _committed_steps(wd)[-1] == 5
   assert {k: v["position"] for k, v in _input_states(wd, 5).items()} == {"process_0": 5, "process_1": 5}
   assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))
+
+
+@pytest.mark.timeout(900)
+def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes_exactly(tmp_path, cache_dir):
+  """SIGTERM to process 1 only: JAX's preemption notifier (no Python handler in multi-process runs)
+  tells the coordination service, every process reaches the same sync step, both save it and exit 0;
+  the relaunch continues bit for bit like an uninterrupted 2-process run. A per-process Python
+  handler (the old behaviour) sends process 1 alone into the save collective: both abort or hang."""
+  steps = 5  # the same program as test_two_processes_train_save_restore_continue (shared cache)
+
+  def launch_pair(wd, name, on_start=None):
+    port = _free_port()
+    runs = [Launch(wd, cache_dir, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
+                   f"--process_id={i}", devices=2, steps=steps, name=f"{name}.p{i}") for i in range(2)]
+    if on_start:
+      on_start(runs)
+    for r in runs:
+      r.wait_ok(timeout=480)
+    return runs
+
+  reference = tmp_path / "reference"
+  launch_pair(reference, "reference")
+  ref = _by_step(reference)
+  assert sorted(ref) == list(range(1, steps + 1))
+
+  wd = tmp_path / "wd"
+
+  def terminate_process_1(runs):
+    # After the first logged step: the sync step (the furthest host's step + 1) is then mid-run.
+    runs[0].poll_until(lambda: _max_logged(wd) >= 1, timeout=420, what="step 1 in metrics.jsonl")
+    runs[1].proc.send_signal(signal.SIGTERM)
+
+  stopped = launch_pair(wd, "sigterm", terminate_process_1)
+  last = _max_logged(wd)
+  assert last < steps, "the run finished before the preemption took effect: nothing was tested"
+  assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
+  # Both processes saved that step: the checkpoint carries both input positions, equal to the step.
+  assert {k: v["position"] for k, v in _input_states(wd, last).items()} == {"process_0": last, "process_1": last}
+  for r in stopped:
+    assert f"preemption: saved step {last}, stopping" in r.log_path.read_text(), r.log_tail()
+
+  resumed = launch_pair(wd, "resumed")
+  for r in resumed:
+    assert f"at step {last}" in r.log_path.read_text(), f"{r.log_path.name} did not resume\n{r.log_tail()}"
+  got = _by_step(wd)
+  assert sorted(got) == sorted(ref)
+  for step in sorted(ref):
+    assert got[step] == ref[step], f"step {step}: resumed {got[step]} != uninterrupted {ref[step]}"

@@ -23,15 +23,14 @@ if __name__ == "__main__":
   from x2vlm_jax import console
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
-import tensorflow as tf  # noqa: E402
-
+from x2vlm_jax import fs  # noqa: E402
 from x2vlm_jax.data import finetune, jsonl, records  # noqa: E402
 
 
 def _records(files, kind, report, strict, **kw):
   convert = jsonl.CONVERTERS[kind]
   for path in files:
-    with tf.io.gfile.GFile(path) as f:
+    with fs.path(path).open() as f:
       for lineno, line in enumerate(f, 1):
         if not line.strip():
           continue
@@ -59,11 +58,11 @@ def _records(files, kind, report, strict, **kw):
 
 
 def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary", caption_key=None,
-          image_is_path=False, image_root="", strict=False, max_words=40, examples_per_shard=2000):
+          image_is_path=False, image_root="", strict=False, max_words=40, examples_per_shard=2000, options=None):
   if kind in finetune.BUILDERS:
     return finetune.builder(kind)(input_glob, image_root, data_dir, name, split=split, strict=strict,
-                                  max_words=max_words)
-  files = sorted(tf.io.gfile.glob(input_glob))
+                                  max_words=max_words, **(options or {}))
+  files = fs.glob(input_glob)
   if not files:
     raise FileNotFoundError(f"--input {input_glob}: no files match")
   if caption_key is None:
@@ -92,13 +91,18 @@ def main(argv=None):
                  help="pre_caption word limit for the emptiness check (default 40; fine-tuning 30)")
   p.add_argument("--examples_per_shard", type=int, default=2000)
   p.add_argument("--strict", action="store_true", help="fail at the first bad record")
+  p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                 help="a fine-tuning builder's own option, e.g. video_qa: ans2label=train_ans2label.json, "
+                      "video_pattern=video_{num}.json (MSRVTT) or {id}.json (MSVD); repeatable")
   a = p.parse_args(argv)
   if a.max_words is None:
     a.max_words = 30 if a.kind in finetune.BUILDERS else 40
+  options = dict(o.split("=", 1) for o in a.option)
   try:
     report = build(a.kind, a.input, a.data_dir, a.name, split=a.split, image_key=a.image_key,
                    caption_key=a.caption_key, image_is_path=a.image_is_path, image_root=a.image_root,
-                   strict=a.strict, max_words=a.max_words, examples_per_shard=a.examples_per_shard)
+                   strict=a.strict, max_words=a.max_words, examples_per_shard=a.examples_per_shard,
+                   options=options)
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

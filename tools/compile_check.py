@@ -143,8 +143,12 @@ def eval_targets(config, mesh, graphdef, params, num_images, num_texts):
   if not evaluators:  # zero-shot retrieval with the evaluator's defaults: the common evaluation
     evaluators = [("retrieval", registry.build("retrieval", config, {"type": "retrieval"}, mesh))]
   out = []
-  for _, ev in evaluators:
-    out += ev.compile_targets(graphdef, params, num_images=num_images, num_texts=num_texts)
+  for name, ev in evaluators:
+    targets = ev.compile_targets(graphdef, params, num_images=num_images, num_texts=num_texts)
+    if not targets:
+      print(f"evaluator {name} ({type(ev).__name__}): its programs are not described for a compile-only "
+            "check (Evaluator.compile_targets); they compile at its first evaluation", flush=True)
+    out += targets
   return out
 
 

@@ -29,6 +29,8 @@ if __name__ == "__main__":
   from x2vlm_jax import console
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
+from x2vlm_jax import fs  # noqa: E402
+
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,6 +44,10 @@ def _parse(argv):
   p.add_argument("--num_frames", type=int, default=None,
                  help="frame embeddings; default: the checkpoint's absolute_frame_pos_embed count, else 0")
   p.add_argument("--output", required=True)
+  p.add_argument("--vocab", default=None,
+                 help="the WordPiece vocab.txt to store with the weights (bert-base-uncased's for the released "
+                      "models), so the directory carries its tokenizer; init mode: default the --bert "
+                      "directory's vocab.txt when it has one")
   p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation of new params")
   p.add_argument("--allow_missing", action="append", default=[], metavar="PATH_PREFIX",
                  help="our param path prefix that may be absent and stays freshly initialised "
@@ -87,13 +93,17 @@ def main(argv=None) -> int:
     report["source"] = {"beit": os.path.abspath(args.beit), "bert": os.path.abspath(args.bert)}
   report.update(model=args.model, image_res=cfg.image_res, num_frames=cfg.num_frames, seed=args.seed)
 
+  vocab = args.vocab
+  if vocab is None and args.bert and os.path.isdir(args.bert) and os.path.exists(os.path.join(args.bert, "vocab.txt")):
+    vocab = os.path.join(args.bert, "vocab.txt")
+  report["vocab"] = os.path.abspath(vocab) if vocab else None
   t1 = time.time()
-  params_io.save(args.output, cfg, assemble.unflatten(cfg, flat))
+  params_io.save(args.output, cfg, assemble.unflatten(cfg, flat), vocab_file=vocab)
   logging.info("saved %s in %.0f s (%.0f s in all)", args.output, time.time() - t1, time.time() - t0)
-  with open(os.path.join(args.output, "conversion.json"), "w") as f:
-    json.dump(report, f, indent=2, sort_keys=True)
+  (fs.path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
   print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
-        f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params")
+        f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"
+        + ("" if vocab else "; no vocabulary stored (pass --vocab for tokenize()/tools/evaluate.py)"))
   return 0
 
 

@@ -3,6 +3,10 @@
 
   python tools/evaluate.py --task retrieval --checkpoint ckpt/coco_384 \
       --annotations coco_test.json --image_root coco/images --output out/coco_test [--config.k_test=128]
+  python tools/evaluate.py --task vqa --checkpoint ckpt/vqa_base --annotations vqa_test.json \
+      --image_root coco/images --config.answer_list=answer_list.json --output out/vqa   # or --config.mode=generate
+  python tools/evaluate.py --task captioning --checkpoint ckpt/caption_large --annotations coco_karpathy_test.json \
+      --image_root coco/images --config.gt_file=coco_karpathy_test_gt.json --output out/caption
 
 Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
 directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
@@ -24,7 +28,8 @@ if __name__ == "__main__":
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {"retrieval": "retrieval"}
+TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa", "vqa": "vqa",
+                   "captioning": "captioning"}
 
 
 def _parse(argv):
@@ -97,6 +102,8 @@ def build_config(args, overrides):
   cls = registry.evaluator_class(kind)
   c.eval = ml_collections.ConfigDict({**cls.DEFAULTS, "annotations": args.annotations,
                                       "image_root": args.image_root, "type": kind})
+  if args.task == "video_retrieval":  # the retrieval protocol on videos (frames files under image_root)
+    c.eval.update(video=True, vision_key="video")
   apply_overrides(c, overrides)
   if not c.data.vocab_file:
     raise ValueError(f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE "

@@ -55,13 +55,6 @@ def stream_spec(stream: str, *, batch_size: int, image_res: int, patch_size: int
   raise ValueError(f"stream: expected image/region/video, got {stream!r}")
 
 
-def retrieval_spec(batch_size: int, image_res: int, max_tokens: int) -> Dict[str, tuple]:
-  """{field: (shape, dtype)} of a retrieval fine-tuning batch (one stream, flat)."""
-  b, r, l = batch_size, image_res, max_tokens
-  return {"images": ((b, r, r, 3), np.float32), "text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}
-
-
 def check_stream(stream: str, batch: Dict[str, np.ndarray], spec: Dict[str, tuple]) -> None:
   """Raises a ValueError naming the field if a batch violates the contract."""
   missing = sorted(set(spec) - set(batch))

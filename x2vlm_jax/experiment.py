@@ -10,17 +10,11 @@ from typing import Optional
 
 import jax
 from absl import logging
-from etils import epath
 
-from x2vlm_jax import tasks
+from x2vlm_jax import fs, tasks
 from x2vlm_jax.evaluation import registry
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training import trainer
-
-
-def _root(workdir: str) -> epath.Path:
-  import os
-  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
 def ensure_embedded_data(config) -> None:
@@ -43,7 +37,7 @@ def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=N
   task = task if task is not None else tasks.build(config)
   mesh = shd.create_mesh(config.mesh)
   evaluators = registry.build_all(config, mesh)
-  root = _root(workdir)
+  root = fs.path(workdir)
 
   def evaluate(step, graphdef, params, total, start):
     return registry.run_due(evaluators, graphdef, params, step, total, root, start=start)

@@ -10,7 +10,6 @@ checkpoint for another preset or resolution fails with a clear message instead o
 """
 
 import json
-import os
 from typing import Any, Dict, Optional, Tuple
 
 import jax
@@ -20,17 +19,13 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
+from x2vlm_jax import fs
 from x2vlm_jax.models import X2VLM, presets
 from x2vlm_jax.models.layers import REPLICATED_RULES
 
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 VOCAB_FILE = "vocab.txt"
-
-
-def _path(directory: str) -> epath.Path:
-  # Orbax wants absolute paths; gs:// and other URLs pass through untouched.
-  return epath.Path(directory if "://" in directory else os.path.abspath(directory))
 
 
 def abstract_model(cfg) -> X2VLM:
@@ -50,7 +45,7 @@ def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] 
   """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) of host or
   fully-replicated arrays. In a multi-process job every process must call this (Orbax's save is a
   collective); process 0 writes the config (and the vocabulary) and replaces an older export."""
-  root = _path(directory)
+  root = fs.path(directory)
   target = root / PARAMS_DIR
   if jax.process_index() == 0:
     root.mkdir(parents=True, exist_ok=True)
@@ -68,7 +63,7 @@ def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] 
 
 
 def load_config(directory: str) -> ml_collections.ConfigDict:
-  path = _path(directory) / CONFIG_FILE
+  path = fs.path(directory) / CONFIG_FILE
   if not path.exists():
     raise ValueError(f"checkpoint_dir: {directory!r} has no {CONFIG_FILE}; expected a directory written by "
                      "tools/convert_checkpoint.py or the trainer's export")
@@ -94,7 +89,7 @@ def load(directory: str, cfg=None, sharding=None):
   else:
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, sharding)
   with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(_path(directory) / PARAMS_DIR, target)
+    params = ckptr.restore(fs.path(directory) / PARAMS_DIR, target)
   return cfg, params
 
 
@@ -107,7 +102,7 @@ def load_numpy(directory: str) -> Tuple[ml_collections.ConfigDict, Dict[str, Any
   # until written), whatever mesh the reading job runs on.
   target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), abstract)
   with ocp.StandardCheckpointer() as ckptr:
-    params = ckptr.restore(_path(directory) / PARAMS_DIR, target)
+    params = ckptr.restore(fs.path(directory) / PARAMS_DIR, target)
   return cfg, params
 
 
@@ -119,12 +114,12 @@ def write_vocab(directory: str, vocab_file: str) -> None:
   text = src.read_text()
   if not text.strip():
     raise ValueError(f"vocab_file: {vocab_file!r} is empty")
-  (_path(directory) / VOCAB_FILE).write_text(text)
+  (fs.path(directory) / VOCAB_FILE).write_text(text)
 
 
 def vocab_file(directory: str) -> Optional[str]:
   """DIR/vocab.txt if the checkpoint carries its vocabulary, else None."""
-  path = _path(directory) / VOCAB_FILE
+  path = fs.path(directory) / VOCAB_FILE
   return str(path) if path.exists() else None
 
 

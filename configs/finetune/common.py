@@ -68,3 +68,18 @@ def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_co
   c.profile_start = 10
   c.profile_steps = 5
   return c
+
+
+def shapes_setup(c, data_dir: str) -> str:
+  """The `shapes` fine-tuning runs (demo, tools/finetune_shapes.py): a tiny model on a tiny
+  vocabulary needs no regularisation (no dropout, drop-path or RandAugment; our choice). Returns the
+  directory of the official-format task files (x2vlm_jax/data/shapes_tasks.py)."""
+  from x2vlm_jax.data.config import SHAPES_VOCAB
+  c.model.text.hidden_dropout = 0.0
+  c.model.text.attention_dropout = 0.0
+  c.model.vision.drop_path_rate = 0.0
+  c.data.data_dir = data_dir
+  c.data.vocab_file = SHAPES_VOCAB
+  c.data.randaug = False
+  c.log_every = 25
+  return f"{data_dir}/shapes_tasks"

@@ -12,26 +12,18 @@ no dropout, 3 epochs; evaluation with k_test 16.
 """
 
 from configs.finetune import common
-from x2vlm_jax.data.config import SHAPES_VOCAB
 
 
 def get_config(arg=None):
   a = common.parse_arg(arg, epochs=3, batch=32, data_dir="artifacts/data", lr=1e-4, res=64)
   c = common.base_config("tiny", "retrieval", a.res, a.batch)
-  c.model.text.hidden_dropout = 0.0
-  c.model.text.attention_dropout = 0.0
-  c.model.vision.drop_path_rate = 0.0
-  c.data.data_dir = a.data_dir
-  c.data.vocab_file = SHAPES_VOCAB
+  tasks = common.shapes_setup(c, a.data_dir)
   c.data.train = [("shapes_retrieval", "train", 1.0)]
   c.data.max_tokens = 16
-  c.data.randaug = False
   c.itm_group_size = a.batch
   c.num_epochs = a.epochs
   c.optim.lr = a.lr
-  c.log_every = 25
   c.checkpoint_every = 200
-  tasks = f"{a.data_dir}/shapes_tasks"
   c.evals.test = dict(type="retrieval", annotations=f"{tasks}/retrieval_test.json", image_root=tasks, k_test=16,
                       batch_size=64, rerank_pairs=256, max_tokens=16, at_start=True, at_end=True)
   c.best_metric = "test/r_mean"

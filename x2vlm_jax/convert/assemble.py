@@ -4,38 +4,35 @@ from typing import Any, Dict
 
 import jax
 import numpy as np
-from flax import nnx
+from flax import nnx, traverse_util
 
 
-def _walk(tree, prefix=""):
-  for k, v in tree.items():
-    path = f"{prefix}{k}"
-    if isinstance(v, dict):
-      yield from _walk(v, path + "/")
-    else:
-      yield path, k, tree
+def _key(path) -> str:
+  return "/".join(str(k) for k in path)
 
 
 def flatten(params: Dict[str, Any]) -> Dict[str, np.ndarray]:
-  return {path: np.asarray(parent[k]) for path, k, parent in _walk(params)}
+  return {_key(path): np.asarray(v) for path, v in traverse_util.flatten_dict(params).items()}
 
 
 def unflatten(cfg, flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
   """Nested pure dict with the model's exact key types (ints for list indices), values from `flat`."""
   from x2vlm_jax import params_io
-  tree = nnx.to_pure_dict(nnx.state(params_io.abstract_model(cfg), nnx.Param))
+  tree = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(params_io.abstract_model(cfg), nnx.Param)))
   extra = set(flat)
-  for path, k, parent in list(_walk(tree)):
-    if path not in flat:
-      raise KeyError(f"unflatten: no value for {path}")
-    want = tuple(parent[k].shape)
-    if tuple(flat[path].shape) != want:
-      raise ValueError(f"unflatten: {path} expected {want}, got {flat[path].shape}")
-    parent[k] = np.asarray(flat[path], np.float32)
-    extra.discard(path)
+  out = {}
+  for path, leaf in tree.items():
+    key = _key(path)
+    if key not in flat:
+      raise KeyError(f"unflatten: no value for {key}")
+    want = tuple(leaf.shape)
+    if tuple(flat[key].shape) != want:
+      raise ValueError(f"unflatten: {key} expected {want}, got {flat[key].shape}")
+    out[path] = np.asarray(flat[key], np.float32)
+    extra.discard(key)
   if extra:
     raise KeyError(f"unflatten: values for unknown params {sorted(extra)}")
-  return tree
+  return traverse_util.unflatten_dict(out)
 
 
 def fresh_flat(cfg, seed: int) -> Dict[str, np.ndarray]:

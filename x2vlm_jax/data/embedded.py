@@ -6,28 +6,55 @@
 
 Names: `shapes` / `shapes_video` (pre-training TFDS, x2vlm_jax/data/shapes.py), `shapes_tasks` (the
 fine-tuning annotations + images in the official formats, shapes_tasks.py; evaluators read them by
-path), `shapes_retrieval` (TFDS built from shapes_tasks' retrieval_train.json, like a user's COCO).
-A build that was interrupted left no marker and starts over. An existing build is used as it is,
-whatever sizes it was built with (`make demo` and the tests build their own). The builders need
-tensorflow(-datasets) and are imported only when something is missing: checking is free.
+path) and the fine-tuning TFDS datasets built from those files like a user's COCO & co. (`FINETUNE`:
+shapes_retrieval, shapes_vqa, shapes_captioning, shapes_video_qa, shapes_video_retrieval; the
+`tools/build_tfds.py --kind` builders). A build that was interrupted left no marker and starts over.
+An existing build is used as it is, whatever sizes it was built with (`make demo` and the tests build
+their own), except that `shapes_tasks` of an older `shapes_tasks.VERSION` (fewer tasks) is rebuilt,
+and with it every fine-tuning dataset built from another `shapes_tasks` build than the present one.
+The builders need tensorflow(-datasets) and are imported only when something is missing: checking
+is free.
 """
 
 import json
-import os
 from typing import Dict, Iterable, Set
 
 from absl import logging
 
-SHAPES, SHAPES_VIDEO, TASKS, RETRIEVAL = "shapes", "shapes_video", "shapes_tasks", "shapes_retrieval"
-NAMES = (SHAPES, SHAPES_VIDEO, TASKS, RETRIEVAL)
+from x2vlm_jax import fs
+
+SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
+RETRIEVAL = "shapes_retrieval"
+# fine-tuning dataset → (tools/build_tfds.py --kind, training annotations and media root in shapes_tasks,
+# the builder's own options with paths relative to shapes_tasks)
+FINETUNE = {
+    RETRIEVAL: ("retrieval", "retrieval_train.json", "", {}),
+    "shapes_vqa": ("vqa", "vqa_train.json", "", {}),
+    "shapes_captioning": ("captioning", "captioning_train.json", "", {}),
+    "shapes_video_qa": ("video_qa", "video_qa_train.jsonl", "videos", {"ans2label": "video_qa_ans2label.json"}),
+    "shapes_video_retrieval": ("video_retrieval", "video_retrieval_train.json", "", {}),
+}
+NAMES = (SHAPES, SHAPES_VIDEO, TASKS, *FINETUNE)
 MARKER = "build_params.json"  # written last by every build below
 # Builder keyword arguments; empty = the builders' defaults (tests shrink them).
 SIZES = {SHAPES: {}, TASKS: {}}
 
 
+def _marker(data_dir: str, name: str):
+  path = fs.path(data_dir) / (SHAPES if name == SHAPES_VIDEO else name) / MARKER  # shapes.build: both, one marker
+  return json.loads(path.read_text()) if path.exists() else None
+
+
 def built(data_dir: str, name: str) -> bool:
-  marker_of = SHAPES if name == SHAPES_VIDEO else name  # shapes.build writes both, one marker
-  return os.path.exists(os.path.join(data_dir, marker_of, MARKER))
+  marker = _marker(data_dir, name)
+  if marker is None:
+    return False
+  if name == TASKS:
+    from x2vlm_jax.data.shapes_tasks import VERSION  # tf-free
+    return marker.get("version") == VERSION
+  if name in FINETUNE:
+    return marker.get("tasks") == _marker(data_dir, TASKS)
+  return True
 
 
 def _build_shapes(data_dir: str) -> None:
@@ -40,18 +67,20 @@ def _build_tasks(data_dir: str) -> None:
   shapes_tasks.build(data_dir, **SIZES[TASKS])
 
 
-def _build_retrieval(data_dir: str) -> None:
-  from x2vlm_jax.data.finetune import retrieval
-  tasks = os.path.join(data_dir, TASKS)
-  report = retrieval.build(os.path.join(tasks, "retrieval_train.json"), tasks, data_dir, RETRIEVAL)
-  logging.info("%s: %s", RETRIEVAL, ", ".join(report.lines("retrieval")))
-  with open(os.path.join(data_dir, RETRIEVAL, MARKER), "w") as f:
-    json.dump({"source": f"{TASKS}/retrieval_train.json", "written": report.written}, f)
+def _build_finetune(data_dir: str, name: str) -> None:
+  from x2vlm_jax.data.finetune import builder
+  kind, annotations, media, options = FINETUNE[name]
+  tasks = fs.path(data_dir) / TASKS
+  report = builder(kind)(str(tasks / annotations), str(tasks / media) if media else str(tasks), data_dir, name,
+                         **{k: str(tasks / v) for k, v in options.items()})
+  logging.info("%s: %s", name, ", ".join(report.lines(kind)))
+  (fs.path(data_dir) / name / MARKER).write_text(json.dumps(
+      {"source": f"{TASKS}/{annotations}", "written": report.written, "tasks": _marker(data_dir, TASKS)}))
 
 
 # name → (builder, names it reads)
 _BUILDERS = {SHAPES: (_build_shapes, ()), SHAPES_VIDEO: (_build_shapes, ()), TASKS: (_build_tasks, ()),
-             RETRIEVAL: (_build_retrieval, (TASKS,))}
+             **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE}}
 
 
 def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
@@ -67,7 +96,7 @@ def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
       raise ValueError(f"data_dir {data_dir!r}: the embedded dataset {name!r} is missing there and is built "
                        "on local disk only; build it locally (python -m x2vlm_jax.data.embedded DIR) and copy it")
     logging.info("building the embedded dataset %r in %s (first use only; later runs reuse it)", name, data_dir)
-    os.makedirs(data_dir, exist_ok=True)
+    fs.path(data_dir).mkdir(parents=True, exist_ok=True)
     _BUILDERS[name][0](data_dir)
     done.update([name, SHAPES, SHAPES_VIDEO] if name in (SHAPES, SHAPES_VIDEO) else [name])
 
@@ -81,8 +110,8 @@ def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
 def _dataset_names(data) -> Iterable[str]:
   """Dataset names read by a data config: pre-training streams and the fine-tuning `train` list."""
   for stream in ("image", "region", "video"):
-    s = data.get(stream)
-    if s is not None and s.get("enabled", True) and s.get("batch_size", 0) > 0:
+    s = data.get(stream)  # a pre-training stream's config (fine-tuning data has `video` = True/False)
+    if hasattr(s, "get") and s.get("enabled", True) and s.get("batch_size", 0) > 0:
       yield from (entry[0] for entry in s.get("datasets", ()))
   yield from (entry[0] for entry in data.get("train", ()))
 

@@ -14,6 +14,7 @@ from typing import Dict, List, Tuple
 import tensorflow as tf
 from PIL import Image
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import records
 from x2vlm_jax.data.text import pre_caption_py
 
@@ -51,8 +52,7 @@ def load_image(rec: Dict, image_key: str, image_is_path: bool, image_root: str) 
   if image_is_path:
     path = value if "://" in value or os.path.isabs(value) else os.path.join(image_root, value)
     try:
-      with tf.io.gfile.GFile(path, "rb") as f:
-        data = f.read()
+      data = fs.path(path).read_bytes()
     except (tf.errors.NotFoundError, OSError) as e:
       raise BadRecord("image_not_found", path) from e
   else:

@@ -8,7 +8,6 @@ so a resumed run sees exactly the batches the uninterrupted run would have seen.
 
 import atexit
 import json
-import os
 import weakref
 from typing import Callable, Dict, List, NamedTuple, Optional
 
@@ -16,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax import batch as batch_contract
+from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.config import stream_enabled
 from x2vlm_jax.data.region_stream import patch_masks, region_stream, transform_boxes
@@ -152,18 +152,16 @@ class TrainIterator:
     self._iters = None
 
   def save_state(self, path: str) -> str:
-    tf.io.gfile.makedirs(path)
-    f = os.path.join(path, f"{STATE_FILE[:-5]}.{self.process_index}.json")
-    with tf.io.gfile.GFile(f, "w") as fh:
-      json.dump(self.get_state(), fh)
-    return f
+    fs.path(path).mkdir(parents=True, exist_ok=True)
+    f = fs.path(path) / f"{STATE_FILE[:-5]}.{self.process_index}.json"
+    f.write_text(json.dumps(self.get_state()))
+    return str(f)
 
   def restore_state(self, path: str) -> None:
-    f = os.path.join(path, f"{STATE_FILE[:-5]}.{self.process_index}.json")
-    if not tf.io.gfile.exists(f):
+    f = fs.path(path) / f"{STATE_FILE[:-5]}.{self.process_index}.json"
+    if not f.exists():
       raise FileNotFoundError(f"input pipeline state: {f} not found")
-    with tf.io.gfile.GFile(f) as fh:
-      self.set_state(json.load(fh))
+    self.set_state(json.loads(f.read_text()))
 
   def stats(self) -> Dict[str, Dict[str, int]]:
     """Per stream: batches and records delivered, corrupt records dropped."""

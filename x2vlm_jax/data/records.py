@@ -7,12 +7,14 @@ the schema flat, which `tfds.data_source` reads back without any custom builder 
 
 import collections
 import os
+import tempfile
 from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordWriter
 
+from x2vlm_jax import fs
 from x2vlm_jax.progress import Progress
 
 ALT_SEP = "\x1f"
@@ -35,16 +37,18 @@ VIDEO_FEATURES = tfds.features.FeaturesDict({
 })
 
 
-# Fine-tuning retrieval (spec §4.2): one record per IMAGE with all its captions; the training order
-# is over caption rows (an epoch = every caption once, as the official dataset), kept in a side file
-# `<split>.caption_rows.npy` of (record, caption index) pairs, so images are stored once.
-RETRIEVAL_FEATURES = tfds.features.FeaturesDict({
+# Fine-tuning datasets store each image / video ONCE and keep the training rows (a caption, a
+# question with its label, ...) in a side table `<split>.rows.json` (data/finetune/common.py): COCO has
+# five captions per image, MSRVTT-QA ~24 questions per video.
+FINETUNE_IMAGE_FEATURES = tfds.features.FeaturesDict({
     "image": tfds.features.Tensor(shape=(), dtype=np.object_),
-    "caption": tfds.features.Tensor(shape=(), dtype=np.object_),        # ALT_SEP-joined captions
-    "image_id": tfds.features.Tensor(shape=(), dtype=np.int32),         # dense id (ITC/ITM positives)
     "width": tfds.features.Tensor(shape=(), dtype=np.int32),
     "height": tfds.features.Tensor(shape=(), dtype=np.int32),
 })
+FINETUNE_VIDEO_FEATURES = tfds.features.FeaturesDict({
+    "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),    # encoded frames, in order
+})
+
 
 
 def features_for(kind: str) -> tfds.features.FeaturesDict:
@@ -52,13 +56,11 @@ def features_for(kind: str) -> tfds.features.FeaturesDict:
     return IMAGE_FEATURES
   if kind == "video":
     return VIDEO_FEATURES
-  if kind == "retrieval":
-    return RETRIEVAL_FEATURES
-  raise ValueError(f"kind: expected image_text/region/video/retrieval, got {kind!r}")
-
-
-def rows_path(data_dir: str, name: str, split: str) -> str:
-  return os.path.join(dataset_dir(data_dir, name), f"{split}.caption_rows.npy")
+  if kind == "finetune_image":
+    return FINETUNE_IMAGE_FEATURES
+  if kind == "finetune_video":
+    return FINETUNE_VIDEO_FEATURES
+  raise ValueError(f"kind: expected image_text/region/video/finetune_image/finetune_video, got {kind!r}")
 
 
 def dataset_dir(data_dir: str, name: str) -> str:
@@ -79,15 +81,19 @@ def image_example(image: bytes, width: int, height: int, caption=(), elems=()) -
 
 
 class DatasetWriter:
-  """Writes splits of one dataset as fixed-size ArrayRecord shards, then the TFDS metadata."""
+  """Writes splits of one dataset as fixed-size ArrayRecord shards, then the TFDS metadata.
+
+  `data_dir` may be remote (gs://): everything goes through epath (x2vlm_jax.fs). ArrayRecord writes
+  a local file, so for a remote data dir each shard is written to a local temporary file and copied
+  up once complete (one shard on local disk at a time)."""
 
   def __init__(self, data_dir: str, name: str, kind: str, examples_per_shard: int = 2000):
-    self.root = dataset_dir(data_dir, name)
+    self.root = fs.path(dataset_dir(data_dir, name))
     self.name = name
     self.features = features_for(kind)
     self.examples_per_shard = examples_per_shard
     self._splits: Dict[str, List] = {}
-    os.makedirs(self.root, exist_ok=True)
+    self.root.mkdir(parents=True, exist_ok=True)
 
   def _template(self, split: str):
     return tfds.core.ShardedFileTemplate(
@@ -96,29 +102,39 @@ class DatasetWriter:
 
   def write_split(self, split: str, examples, total: Optional[int] = None, unit: str = "records") -> int:
     """Writes one split; logs progress (count, rate and, given `total`, ETA) while it runs."""
-    # The shard count is only known at the end, so serialise into memory-sized groups first;
-    # records are small (encoded images) and shards are renamed once the total is known.
-    tmp_paths, lengths, num_bytes = [], [], 0
-    writer, count = None, 0
-    progress = Progress(f"{self.name}/{split}", total, unit=unit)
-    for ex in progress.wrap(examples):
-      if writer is None or count == self.examples_per_shard:
-        if writer is not None:
-          writer.close()
-          lengths.append(count)
-        tmp_paths.append(os.path.join(self.root, f".tmp-{split}-{len(tmp_paths)}"))
-        writer, count = ArrayRecordWriter(tmp_paths[-1], "group_size:1"), 0
-      data = self.features.serialize_example(ex)
-      writer.write(data)
-      num_bytes += len(data)
-      count += 1
-    if writer is not None:
-      writer.close()
-      lengths.append(count)
-    progress.done()
+    # The shard count is only known at the end: shards get temporary names first and are renamed
+    # (on the data dir's own filesystem) once the total is known.
+    remote = fs.is_remote(self.root)
+    with tempfile.TemporaryDirectory(prefix="x2vlm-shard-") as local_dir:
+      staging = local_dir if remote else os.fspath(self.root)
+      tmp_names, lengths, num_bytes = [], [], 0
+      writer, local, count = None, None, 0
+
+      def close_shard():
+        writer.close()
+        lengths.append(count)
+        if remote:
+          fs.path(local).copy(self.root / tmp_names[-1], overwrite=True)
+          os.remove(local)
+
+      progress = Progress(f"{self.name}/{split}", total, unit=unit)
+      for ex in progress.wrap(examples):
+        if writer is None or count == self.examples_per_shard:
+          if writer is not None:
+            close_shard()
+          tmp_names.append(f".tmp-{split}-{len(tmp_names)}")
+          local = os.path.join(staging, tmp_names[-1])
+          writer, count = ArrayRecordWriter(local, "group_size:1"), 0
+        data = self.features.serialize_example(ex)
+        writer.write(data)
+        num_bytes += len(data)
+        count += 1
+      if writer is not None:
+        close_shard()
+      progress.done()
     tmpl = self._template(split)
-    for i, p in enumerate(tmp_paths):
-      os.replace(p, os.fspath(tmpl.sharded_filepath(shard_index=i, num_shards=len(tmp_paths))))
+    for i, name in enumerate(tmp_names):
+      (self.root / name).replace(tmpl.sharded_filepath(shard_index=i, num_shards=len(tmp_names)))
     self._splits[split] = tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
                                               filename_template=tmpl)
     return sum(lengths)
@@ -126,7 +142,7 @@ class DatasetWriter:
   def finish(self) -> None:
     splits = dict(self._splits)
     # Splits written by earlier runs (one run per split) are kept in the metadata.
-    if os.path.exists(os.path.join(self.root, "dataset_info.json")):
+    if (self.root / "dataset_info.json").exists():
       for name, info in tfds.builder_from_directory(self.root).info.splits.items():
         if name not in splits:
           splits[name] = tfds.core.SplitInfo(name=name, shard_lengths=list(info.shard_lengths),
@@ -147,8 +163,8 @@ def valid_anchor(box, width: int, height: int) -> bool:
 
 def open_source(data_dir: str, name: str, split: str):
   """Random-access view (`len`, `[i]`) of a stored split."""
-  root = dataset_dir(data_dir, name)
-  if not os.path.exists(os.path.join(root, "dataset_info.json")) and "://" not in root:
+  root = fs.path(dataset_dir(data_dir, name))
+  if not (root / "dataset_info.json").exists():
     raise FileNotFoundError(f"dataset {name!r}: no TFDS dataset at {root} (build it with "
                             f"tools/build_tfds.py or x2vlm_jax.data.shapes.build)")
   return tfds.builder_from_directory(root).as_data_source(split)

@@ -16,6 +16,8 @@ from typing import Dict
 import numpy as np
 from PIL import Image
 
+from x2vlm_jax import fs
+
 
 SIZE = 128
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225), "yellow": (240, 215, 40),
@@ -27,6 +29,8 @@ RELATIONS = ("left of", "right of", "above", "below")
 # Words kept for later QA-style evaluation prompts; they cost nothing in a 200-entry vocab.
 EXTRA_WORDS = ("the", "is", "there", "what", "color", "shape", "how", "many", "one", "two", "three",
                "yes", "no", "object", "objects", "image", "to", "in", "picture", "moving")
+# VQA counts are answered with digits (VQA v2's convention; its normaliser maps number words to them).
+DIGITS = tuple(str(i) for i in range(10))
 VOCAB_SIZE = 200
 VOCAB_FILE = os.path.join(os.path.dirname(__file__), "shapes_vocab.txt")
 NAME, VIDEO_NAME = "shapes", "shapes_video"
@@ -34,7 +38,7 @@ NAME, VIDEO_NAME = "shapes", "shapes_video"
 
 def caption_words():
   words = ["a", "and", "of"] + list(SIZES) + list(COLORS) + list(SHAPES) + list(DIRECTIONS)
-  words += [w for r in RELATIONS for w in r.split()] + list(EXTRA_WORDS)
+  words += [w for r in RELATIONS for w in r.split()] + list(EXTRA_WORDS) + list(DIGITS)
   return list(dict.fromkeys(words))
 
 
@@ -166,11 +170,9 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
   """Writes `shapes` and `shapes_video` under data_dir (skipped when already built with these args)."""
   params = dict(num_train=num_train, num_test=num_test, num_train_videos=num_train_videos,
                 num_test_videos=num_test_videos, num_frames=num_frames, seed=seed)
-  marker = os.path.join(data_dir, NAME, "build_params.json")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if json.load(f) == params:
-        return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
+  marker = fs.path(data_dir) / NAME / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
   from x2vlm_jax.data import records  # tensorflow-datasets: only when writing (configs import this module)
   # Train and test use different seed streams, so no test scene is a train scene.
   w = records.DatasetWriter(data_dir, NAME, "image_text")
@@ -181,8 +183,7 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
   w.write_split("train", _video_examples([seed, 2], num_train_videos, num_frames), num_train_videos, "clips")
   w.write_split("test", _video_examples([seed, 3], num_test_videos, num_frames), num_test_videos, "clips")
   w.finish()
-  with open(marker, "w") as f:
-    json.dump(params, f)
+  marker.write_text(json.dumps(params))
   return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
 
 

@@ -5,12 +5,33 @@ official JSON → tools/build_tfds.py (training) and → tools/evaluate.py / eva
     DATA_DIR/shapes_tasks/images/{train,test}_NNNNN.jpg
     DATA_DIR/shapes_tasks/retrieval_train.json   [{"image", "caption", "image_id"}, ...] one row per caption
     DATA_DIR/shapes_tasks/retrieval_test.json    [{"image", "caption": [...]}, ...]
+    DATA_DIR/shapes_tasks/vqa_train.json         [{"question_id", "image", "question", "answer", "dataset"}, ...]
+    DATA_DIR/shapes_tasks/vqa_test.json          the same with "answer_type" (VQA v2 val style)
+    DATA_DIR/shapes_tasks/answer_list.json       the training answers, most frequent first
+    DATA_DIR/shapes_tasks/captioning_train.json  Karpathy train [{"image", "caption", "image_id"}, ...]
+    DATA_DIR/shapes_tasks/captioning_test.json   Karpathy test [{"image", "caption": [...]}, ...]
+    DATA_DIR/shapes_tasks/captioning_test_gt.json  COCO-format ground truth (image id from the file name)
+    DATA_DIR/shapes_tasks/videos/{train,test}_NNNNN.json   one clip: a JSON list of base64 JPEG frames
+    DATA_DIR/shapes_tasks/video_qa_{train,test}.jsonl       {"video_id", "question", "answer"} (MSRVTT-QA format)
+    DATA_DIR/shapes_tasks/video_qa_ans2label.json            the training answer vocabulary
+    DATA_DIR/shapes_tasks/video_retrieval_{train,test}.json  the retrieval format with "video" paths
 
 Scenes come from their own seed streams (disjoint from the pre-training `shapes` splits). Every image
 has several captions that describe it equally well (object order, relation from either side, with
 and without sizes), as COCO images have five.
+
+VQA questions are generated from the scene with determined answers: count ("how many objects in the
+image" → "1".."3", digits as in VQA v2), colour of a shape that occurs once, shape of a colour
+(colours are unique in a scene), existence ("is there a red circle" → yes/no, half of them false)
+and relation ("is the red circle left of the blue square" → yes/no, the false ones asking the
+inverse relation). Answers are written like VQA v2's 10 annotators; count questions get 8 × "2" +
+2 × "two" (unique answers weighted 0.8 / 0.2, and a word the official normaliser maps to the digit).
+Every fifth training scene is written in VG QA style instead (`dataset` "vg", one answer string,
+weight 0.5), as the official training mixes vqa_train with vg_qa.
 """
 
+import base64
+import io
 import json
 import os
 from typing import Dict, List
@@ -18,10 +39,12 @@ from typing import Dict, List
 import numpy as np
 from PIL import Image
 
+from x2vlm_jax import fs
 from x2vlm_jax.data import shapes
 from x2vlm_jax.progress import Progress
 
 NAME = "shapes_tasks"
+VERSION = 3  # of what build() writes: bumped when a task's files change (embedded.py rebuilds older ones)
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
@@ -47,6 +70,91 @@ def captions(objs: List[Dict]) -> List[str]:
           f"{_short(objs[1])} {_INVERSE[rel]} {_short(objs[0])}{tail_short[0]}"]
 
 
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+ANSWER_TYPES = {"count": "number", "color": "other", "shape": "other", "exists": "yes/no", "relation": "yes/no"}
+
+
+def questions(objs: List[Dict], rs) -> List[Dict]:
+  """The scene's questions: [{"kind", "question", "answer"}] (see the module doc)."""
+  out = [dict(kind="count", question="how many objects in the image?", answer=str(len(objs)))]
+  shapes_here = [o["shape"] for o in objs]
+  unique = [o for o in objs if shapes_here.count(o["shape"]) == 1]
+  if unique:
+    o = unique[rs.randint(len(unique))]
+    out.append(dict(kind="color", question=f"What color is the {o['shape']}?", answer=o["color"]))
+  o = objs[rs.randint(len(objs))]
+  out.append(dict(kind="shape", question=f"What shape is the {o['color']} object?", answer=o["shape"]))
+  if rs.rand() < 0.5:
+    o = objs[rs.randint(len(objs))]
+    color, shape, answer = o["color"], o["shape"], "yes"
+  else:
+    present = {(x["color"], x["shape"]) for x in objs}
+    absent = [(c, sh) for c in shapes.COLORS for sh in shapes.SHAPES if (c, sh) not in present]
+    color, shape = absent[rs.randint(len(absent))]
+    answer = "no"
+  out.append(dict(kind="exists", question=f"Is there a {color} {shape}?", answer=answer))
+  if len(objs) >= 2:
+    i, j = rs.choice(len(objs), size=2, replace=False)
+    a, b = objs[i], objs[j]
+    rel = shapes._relation(a, b)  # noqa: SLF001 — the relation the captions use
+    asked, answer = (rel, "yes") if rs.rand() < 0.5 else (_INVERSE[rel], "no")
+    out.append(dict(kind="relation", question=f"Is the {a['color']} {a['shape']} {asked} the {b['color']} "
+                                              f"{b['shape']}?", answer=answer))
+  return out
+
+
+def _annotators(kind: str, answer: str) -> List[str]:
+  if kind == "count":
+    return [answer] * 8 + [NUMBER_WORDS[int(answer)]] * 2
+  return [answer] * 10
+
+
+def vqa_records(scenes, seed, *, split: str) -> List[Dict]:
+  rs = np.random.RandomState(seed)
+  out = []
+  for s_idx, (name, objs) in enumerate(scenes):
+    vg = split == "train" and s_idx % 5 == 4
+    for q_idx, q in enumerate(questions(objs, rs)):
+      rec = {"question_id": (0 if split == "train" else 1_000_000) + 10 * s_idx + q_idx, "image": name,
+             "question": q["question"]}
+      if vg:
+        rec.update(answer=q["answer"], dataset="vg")
+      else:
+        rec.update(answer=_annotators(q["kind"], q["answer"]), dataset="vqa")
+      if split != "train":
+        rec["answer_type"] = ANSWER_TYPES[q["kind"]]
+      out.append(rec)
+  return out
+
+
+def answer_list(train_records) -> List[str]:
+  counts: Dict[str, int] = {}
+  for r in train_records:
+    for a in ([r["answer"]] if isinstance(r["answer"], str) else r["answer"]):
+      counts[a] = counts.get(a, 0) + 1
+  return sorted(counts, key=lambda a: (-counts[a], a))
+
+
+def write_vqa(out, splits, seed: int) -> None:
+  train = vqa_records(splits["train"], [seed, 12], split="train")
+  _write(out, "vqa_train.json", train)
+  _write(out, "vqa_test.json", vqa_records(splits["test"], [seed, 13], split="test"))
+  _write(out, "answer_list.json", answer_list(train))
+
+
+def write_captioning(out, splits) -> None:
+  """Karpathy format: train rows like retrieval's; test images with their captions; the COCO-format
+  ground truth keyed by the image id the official reader parses from the file name."""
+  from x2vlm_jax.evaluation.annotations import image_id_from_name
+  _write(out, "captioning_train.json", [{"image": name, "caption": cap, "image_id": i}
+                                          for i, (name, objs) in enumerate(splits["train"]) for cap in captions(objs)])
+  _write(out, "captioning_test.json", [{"image": name, "caption": captions(objs)} for name, objs in splits["test"]])
+  gt = [(image_id_from_name(name), cap) for name, objs in splits["test"] for cap in captions(objs)]
+  _write(out, "captioning_test_gt.json", {
+      "images": [{"id": i} for i in sorted({i for i, _ in gt})],
+      "annotations": [{"image_id": i, "caption": c, "id": k} for k, (i, c) in enumerate(gt)]})
+
+
 def _scenes(seed, n: int):
   rs = np.random.RandomState(seed)
   for _ in range(n):
@@ -54,36 +162,76 @@ def _scenes(seed, n: int):
     yield img, objs
 
 
-def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int = 0) -> str:
+def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int = 0, num_train_videos: int = 600,
+          num_test_videos: int = 150) -> str:
   """Writes the task annotations and images (skipped when already built with these arguments)."""
   root = task_dir(data_dir)
-  params = dict(num_train=num_train, num_test=num_test, seed=seed, version=1)
-  marker = os.path.join(root, "build_params.json")
-  if os.path.exists(marker):
-    with open(marker) as f:
-      if json.load(f) == params:
-        return root
-  os.makedirs(os.path.join(root, "images"), exist_ok=True)
+  params = dict(num_train=num_train, num_test=num_test, seed=seed, num_train_videos=num_train_videos,
+                num_test_videos=num_test_videos, version=VERSION)
+  out = fs.path(root)
+  marker = out / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return root
+  (out / "images").mkdir(parents=True, exist_ok=True)
   splits = {}
   for split, stream, n in (("train", 10, num_train), ("test", 11, num_test)):
     scenes = []
     progress = Progress(f"{NAME}/{split}", n, unit="images")
     for i, (img, objs) in enumerate(progress.wrap(_scenes([seed, stream], n))):
       name = f"images/{split}_{i:05d}.jpg"
-      Image.fromarray(img).save(os.path.join(root, name), format="JPEG", quality=95, subsampling=0)
+      buf = io.BytesIO()
+      Image.fromarray(img).save(buf, format="JPEG", quality=95, subsampling=0)
+      (out / name).write_bytes(buf.getvalue())
       scenes.append((name, objs))
     progress.done()
     splits[split] = scenes
-  _write(root, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
+  _write(out, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
                                          for i, (name, objs) in enumerate(splits["train"])
                                          for cap in captions(objs)])
-  _write(root, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
+  _write(out, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
                                         for name, objs in splits["test"]])
-  with open(marker, "w") as f:
-    json.dump(params, f)
+  write_vqa(out, splits, seed)
+  write_captioning(out, splits)
+  _write_video_tasks(out, seed, num_train_videos, num_test_videos)
+  marker.write_text(json.dumps(params))
   return root
 
 
-def _write(root: str, name: str, obj) -> None:
-  with open(os.path.join(root, name), "w") as f:
-    json.dump(obj, f)
+VIDEO_FRAMES = 6
+
+
+def video_questions(rs, size: str, color: str, shape: str, direction: str):
+  """Questions a clip determines (words of the shapes vocabulary): motion, colour, shape."""
+  asked = rs.choice(list(shapes.DIRECTIONS))
+  return [(f"is the {color} {shape} moving {asked}", "yes" if asked == direction else "no"),
+          (f"what color is the object moving {direction}", color),
+          (f"what shape is the {size} {color} object", shape)]
+
+
+def _write_video_tasks(out, seed: int, num_train: int, num_test: int) -> None:
+  (out / "videos").mkdir(parents=True, exist_ok=True)
+  answers = set()
+  for split, stream, n in (("train", 20, num_train), ("test", 21, num_test)):
+    rs = np.random.RandomState([seed, stream])
+    qa, ret = [], []
+    for i in range(n):
+      frames, caption = shapes.render_clip(rs, VIDEO_FRAMES)
+      vid = f"{split}_{i:05d}"
+      _write(out, f"videos/{vid}.json", [base64.b64encode(f).decode() for f in frames])
+      _, size, color, shape, _, direction = caption.split()
+      for q, a in video_questions(rs, size, color, shape, direction):
+        qa.append({"video_id": vid, "question": q, "answer": a})
+        if split == "train":
+          answers.add(a)
+      caps = [caption, f"a {color} {shape} moving {direction}", f"the {size} {color} {shape} is moving {direction}"]
+      if split == "train":
+        ret += [{"video": f"videos/{vid}.json", "caption": c, "image_id": vid} for c in caps]
+      else:
+        ret.append({"video": f"videos/{vid}.json", "caption": caps})
+    (out / f"video_qa_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    _write(out, f"video_retrieval_{split}.json", ret)
+  _write(out, "video_qa_ans2label.json", {a: i for i, a in enumerate(sorted(answers))})
+
+
+def _write(out, name: str, obj) -> None:
+  (out / name).write_text(json.dumps(obj))

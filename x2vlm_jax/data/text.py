@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_text as tf_text
 
+from x2vlm_jax import fs
 from x2vlm_jax.data.text_clean import PUNCT as _PUNCT
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py  # the Python twin, for builders
 
@@ -27,9 +28,16 @@ def pre_caption(caption: tf.Tensor, max_words: int) -> tf.Tensor:
   return tf.strings.reduce_join(words[..., :max_words], axis=-1, separator=" ")
 
 
+def pre_question(question: tf.Tensor, max_words: int) -> tf.Tensor:
+  """Graph twin of `text_clean.pre_question` (official VQA / video-QA question cleaning)."""
+  q = tf.strings.regex_replace(tf.strings.lower(question, encoding="utf-8"), _PUNCT, " ")
+  q = tf.strings.regex_replace(q, r" +$", "")
+  words = tf.strings.split(q, " ")
+  return tf.strings.reduce_join(words[..., :max_words], axis=-1, separator=" ")
+
+
 def read_vocab(vocab_file: str):
-  with tf.io.gfile.GFile(vocab_file) as f:
-    tokens = [line.rstrip("\n") for line in f]
+  tokens = fs.path(vocab_file).read_text().splitlines()
   if not tokens:
     raise ValueError(f"vocab_file {vocab_file}: empty")
   return tokens
@@ -57,9 +65,13 @@ class Tokenizer:
     self._tok = tf_text.BertTokenizer(self._table, token_out_type=tf.int64, unknown_token="[UNK]",
                                       lower_case=True)
 
+  def pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
+    """texts [B] → their wordpiece ids [B, (pieces)] int64 (no [CLS]/[SEP], no cut)."""
+    return self._tok.tokenize(texts).merge_dims(-2, -1)
+
   def __call__(self, texts: tf.Tensor):
     """texts [B] (already pre_caption-ed) → ids [B, L] int32, mask [B, L] int32."""
-    pieces = self._tok.tokenize(texts).merge_dims(-2, -1)  # [B, (pieces)]
+    pieces = self.pieces(texts)  # [B, (pieces)]
     pieces = pieces[:, : self.max_tokens - 2]
     b = tf.shape(texts)[0]
     cls = tf.fill([b, 1], tf.constant(self.cls_id, tf.int64))

@@ -15,3 +15,23 @@ def pre_caption(caption: str, max_words: int) -> str:
   c = re.sub(PUNCT, " ", c)
   c = re.sub(r"\s{2,}", " ", c).strip()
   return " ".join(c.split(" ")[:max_words])
+
+
+_QUESTION_PUNCT = r"[,.'!?\"()*#:;~]"
+
+
+def pre_question(question: str, max_words: int) -> str:
+  """The official `pre_question` (dataset/utils.py), which differs from pre_caption: punctuation and
+  "-" "/" → space, then only TRAILING spaces are stripped; runs of spaces are NOT collapsed, so the
+  word limit (`split(' ')`, 30 at training, 50 at test) counts the empty strings between them."""
+  q = re.sub(_QUESTION_PUNCT, " ", question.lower()).replace("-", " ").replace("/", " ")
+  q = q.rstrip(" ")
+  words = q.split(" ")
+  return " ".join(words[:max_words]) if len(words) > max_words else q
+
+
+def left_or_right_in(question: str, answers) -> bool:
+  """The official `careful_hflip` test on the RAW strings: a substring match, case-sensitive ("bright"
+  counts, "Left" does not), in the question or any answer. True forbids the horizontal flip."""
+  texts = [question] + ([answers] if isinstance(answers, str) else list(answers))
+  return any("left" in t or "right" in t for t in texts)

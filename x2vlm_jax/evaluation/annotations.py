@@ -58,3 +58,10 @@ def image_path(image_root: str, name: str) -> str:
 
 def as_list(value) -> List[str]:
   return [value] if isinstance(value, str) else list(value)
+
+
+def image_id_from_name(image: str) -> int:
+  """The official captioning test reader's image id (coco_karpathy_caption_eval): the digits after
+  the last "_" of the file name. str.strip removes the CHARACTERS . j p g from both ends, not the
+  suffix (harmless for COCO names: "val2014/COCO_val2014_000000391895.jpg" → 391895)."""
+  return int(image.split("/")[-1].strip(".jpg").split("_")[-1])

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from x2vlm_jax.inference.images import BadImage, normalize, read_image
+from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
 
 
 class Evaluator:
@@ -33,6 +33,7 @@ class Evaluator:
     merged.update(dict(ecfg))
     self.ecfg = merged
     self._ready = False
+    self.bad_images: List[str] = []
 
   # --- schedule ----------------------------------------------------------------------------------
   def due(self, step: int, total: int) -> bool:
@@ -49,6 +50,15 @@ class Evaluator:
       raise ValueError(f"evals.{self.name}: no vocabulary (set config.data.vocab_file or evals.{self.name}.vocab_file)")
     return Tokenizer(vocab, int(self.ecfg.get("max_tokens", 40)))
 
+  def load_images(self, paths: Sequence[str], idx: np.ndarray, num_frames: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """`load_images_parallel` at the model's resolution with the evaluator's `strict` (videos when
+    num_frames > 0); unreadable files are collected in `self.bad_images` (reset by the caller for each
+    evaluation)."""
+    pixels, valid, bad = load_images_parallel(paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict,
+                                              num_frames=num_frames)
+    self.bad_images.extend(bad)
+    return pixels, valid
+
   def setup(self):
     """Reads annotations etc. (first call only)."""
 
@@ -57,7 +67,10 @@ class Evaluator:
 
   def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int) -> List[Tuple[str, object, tuple]]:
     """[(name, jitted fn, abstract args)] of the programs an evaluation runs, for an evaluation set of
-    that size; `params` are ShapeDtypeStructs with shardings (tools/compile_check.py lowers them)."""
+    that size; `params` are ShapeDtypeStructs with shardings (tools/compile_check.py lowers them).
+    Only retrieval describes its programs so far; vqa, captioning and video_qa return [] (their
+    decoding / classification programs are compiled at their first evaluation, and compile_check says
+    so), which is the default here."""
     del graphdef, params, num_images, num_texts
     return []
 
@@ -69,12 +82,15 @@ class Evaluator:
 
 
 def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, *, strict: bool = False,
-                         threads: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray, List[str]]:
-  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files).
+                         threads: Optional[int] = None, num_frames: int = 0) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+  """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files);
+  with num_frames > 0 the paths are videos (official frames files) → [n,F,R,R,3].
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
   `strict`, which raises naming the file."""
-  out = np.zeros((len(idx), image_res, image_res, 3), np.uint8)
+  lead = (num_frames,) if num_frames else ()
+  read = (lambda p: read_video(p, num_frames, image_res)) if num_frames else (lambda p: read_image(p, image_res))
+  out = np.zeros((len(idx),) + lead + (image_res, image_res, 3), np.uint8)
   valid = np.zeros((len(idx),), np.float32)
   bad: List[str] = []
 
@@ -83,7 +99,7 @@ def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, 
     if i < 0:
       return
     try:
-      out[j] = read_image(paths[i], image_res)
+      out[j] = read(paths[i])
       valid[j] = 1.0
     except BadImage as e:
       if strict:

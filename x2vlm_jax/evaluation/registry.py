@@ -16,6 +16,9 @@ from etils import epath
 # type → "module:Class"; task issues add theirs here.
 TYPES = {
     "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
+    "video_qa": "x2vlm_jax.evaluation.video_qa:VideoQAEvaluator",
+    "vqa": "x2vlm_jax.evaluation.vqa:VQAEvaluator",
+    "captioning": "x2vlm_jax.evaluation.captioning:CaptioningEvaluator",
 }
 
 

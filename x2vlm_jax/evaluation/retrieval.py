@@ -1,4 +1,5 @@
-"""Image–text retrieval evaluation, the official two-stage protocol (spec §5.1).
+"""Image–text (and video–text, `video=True`) retrieval evaluation, the official two-stage protocol
+(spec §5.1, §5.6).
 
 1. Encode every image and every text (sharded over the mesh and the hosts).
 2. S = v̂·t̂ᵀ (cosine, no temperature). i2t: each image's top-k texts by S; t2i: each text's top-k images.
@@ -14,6 +15,7 @@ of all images and texts are kept on every device for the candidate gathers, as i
 """
 
 import dataclasses
+import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import jax
@@ -23,7 +25,7 @@ from absl import logging
 from flax import nnx
 
 from x2vlm_jax.evaluation import annotations as ann
-from x2vlm_jax.evaluation.base import Evaluator, load_images_parallel
+from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.progress import Progress
 from x2vlm_jax.training import sharding as shd
@@ -101,14 +103,24 @@ class RetrievalEvaluator(Evaluator):
   """config.evals.<name> = dict(type="retrieval", annotations=..., image_root=..., k_test=..., every=N)."""
 
   DEFAULTS = dict(annotations="", image_root="", k_test=256, batch_size=32, rerank_pairs=256,
-                  max_tokens=40, max_words=30, strict=False, predictions_top=10)
+                  max_tokens=40, max_words=30, strict=False, predictions_top=10, video=False, vision_key="image",
+                  num_frames=0)
 
   def setup(self):
     e = self.ecfg
-    self.data = RetrievalSet.from_file(e.annotations, e.image_root)
+    self.data = RetrievalSet.from_file(e.annotations, e.image_root, e.vision_key)
+    self.num_frames = self._frames()
     ids, mask = self.tokenizer()(self.data.texts, e.max_tokens, clean=e.max_words)
     self.text_ids, self.text_mask = ids, mask
     self.batches = EvalBatches(self.mesh, e.batch_size)
+
+  def _frames(self) -> int:
+    """Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings (§1.7)."""
+    e = self.ecfg
+    frames = int(e.num_frames or self.model_cfg.num_frames) if e.video else 0
+    if e.video and not frames:
+      raise ValueError(f"evals.{self.name}: video retrieval needs num_frames (or config.model.num_frames)")
+    return frames
 
   # --- jitted pieces (compiled once per graphdef) --------------------------------------------------
   def _fns(self, graphdef):
@@ -116,7 +128,8 @@ class RetrievalEvaluator(Evaluator):
     self._compiled = getattr(self, "_compiled", {})  # also used before setup() (compile_targets)
     if key not in self._compiled:
       def encode_image(params, b):
-        embeds, feat = nnx.merge(graphdef, params).encode_image(b["images"])
+        model = nnx.merge(graphdef, params)
+        embeds, feat = (model.encode_video if b["images"].ndim == 5 else model.encode_image)(b["images"])
         return embeds, feat
 
       def encode_text(params, b):
@@ -132,8 +145,8 @@ class RetrievalEvaluator(Evaluator):
         model = nnx.merge(graphdef, params)
         n, k = cand.shape
         flat = cand.reshape(-1)
-        if image_is_query:   # i2t: one image against its k candidate texts
-          vis, txt, txt_mask = jnp.repeat(q_embeds[q], k, axis=0), c_embeds[flat], c_mask[flat]
+        if image_is_query:   # i2t: one image against its k candidate texts, its keys/values shared
+          vis, txt, txt_mask = q_embeds[q], c_embeds[flat], c_mask[flat]
         else:                # t2i: one text against its k candidate images
           vis, txt, txt_mask = c_embeds[flat], jnp.repeat(q_embeds[q], k, axis=0), jnp.repeat(q_mask[q], k, axis=0)
         logits = model.itm_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
@@ -146,7 +159,8 @@ class RetrievalEvaluator(Evaluator):
 
   def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
     """Encoders on one evaluation batch, the ITC top-k and both rerank programs over a whole set of
-    num_images / num_texts (the embeddings of the set replicated on every device, as in `evaluate`)."""
+    num_images / num_texts (the embeddings of the set replicated on every device, as in `evaluate`);
+    with `video`, the images are clips of num_frames frames."""
     fns, e, m = self._fns(graphdef), self.ecfg, self.model_cfg
     enc = EvalBatches(self.mesh, int(e.batch_size))
     g, r, l = enc.global_batch, int(m.image_res), int(e.max_tokens)
@@ -157,7 +171,8 @@ class RetrievalEvaluator(Evaluator):
     def replicated(shape, dtype):
       return jax.ShapeDtypeStruct(shape, dtype, sharding=enc.replicated())
 
-    images = {"images": batch((g, r, r, 3), jnp.float32)}
+    frames = self._frames()
+    images = {"images": batch((g,) + ((frames,) if frames else ()) + (r, r, 3), jnp.float32)}
     texts = {"ids": batch((g, l), jnp.int32), "mask": batch((g, l), jnp.int32)}
     img_out = jax.eval_shape(fns["encode_image"], params, images)
     txt_out = jax.eval_shape(fns["encode_text"], params, texts)
@@ -178,9 +193,7 @@ class RetrievalEvaluator(Evaluator):
 
   # --- the protocol --------------------------------------------------------------------------------
   def _load_images(self, idx: np.ndarray):
-    pixels, valid, bad = load_images_parallel(self.data.images, idx, self.model_cfg.image_res,
-                                              strict=self.ecfg.strict)
-    self._bad.extend(bad)
+    pixels, valid = self.load_images(self.data.images, idx, self.num_frames)
     return {"images": pixels, "valid": valid}
 
   def _load_texts(self, idx: np.ndarray):
@@ -216,9 +229,16 @@ class RetrievalEvaluator(Evaluator):
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
     fns, d = self._fns(graphdef), self.data
     n_img, n_txt = len(d.images), len(d.texts)
-    self._bad = []
+    self.bad_images = []
+    clock = [time.perf_counter()]
+
+    def lap():
+      clock.append(time.perf_counter())
+      return clock[-1] - clock[-2]
     img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images, "images")
     txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts, "texts")
+    jax.block_until_ready(txt_embeds)
+    t_encode = lap()
     txt_mask = jax.device_put(np.concatenate([self.text_mask, np.zeros(
         (len(txt_valid) - n_txt, self.text_mask.shape[1]), np.int32)]), self.batches.replicated())
     img_ok = to_host(img_valid)[:n_img] > 0
@@ -233,8 +253,11 @@ class RetrievalEvaluator(Evaluator):
     k_i2t, k_t2i = min(int(self.ecfg.k_test), n_txt_ok), min(int(self.ecfg.k_test), n_img_ok)
     sim_i2t, cand_i2t = (to_host(x)[:n_img] for x in fns["topk"](img_feat, txt_feat, txt_valid, k_i2t))
     sim_t2i, cand_t2i = (to_host(x)[:n_txt] for x in fns["topk"](txt_feat, img_feat, img_valid, k_t2i))
+    t_topk = lap()
     score_i2t = self._rerank(fns["rerank"], params, img_embeds, txt_embeds, txt_mask, txt_mask, cand_i2t, True)
+    t_i2t = lap()
     score_t2i = self._rerank(fns["rerank"], params, txt_embeds, img_embeds, None, txt_mask, cand_t2i, False)
+    t_t2i = lap()
 
     i2t_pos = [d.img2txt[i] for i in range(n_img)]
     t2i_pos = [[int(d.txt2img[t])] for t in range(n_txt)]
@@ -245,10 +268,12 @@ class RetrievalEvaluator(Evaluator):
                          candidate_ranks(cand_t2i, sim_t2i, t2i_pos, n_img, -np.inf)[txt_ok])
     metrics.update({f"itc_{k}": v for k, v in itc.items()})
     metrics.update(num_images=float(n_img_ok), num_texts=float(n_txt_ok),
-                   skipped_images=float(n_img - n_img_ok), chance_r1=100.0 / max(n_img_ok, 1))
+                   skipped_images=float(n_img - n_img_ok), chance_r1=100.0 / max(n_img_ok, 1),
+                   pairs_fused=float(cand_i2t.size + cand_t2i.size), seconds_encode=t_encode, seconds_topk=t_topk,
+                   seconds_rerank_i2t=t_i2t, seconds_rerank_t2i=t_t2i, seconds_ranks=lap())
     if n_img_ok < n_img:
       logging.warning("retrieval %s: %d of %d images could not be read and were left out with their "
-                      "captions, e.g. %s", self.name, n_img - n_img_ok, n_img, self._bad[:3])
+                      "captions, e.g. %s", self.name, n_img - n_img_ok, n_img, self.bad_images[:3])
     return metrics, self._predictions(cand_i2t, score_i2t, cand_t2i, score_t2i, img_ok, txt_ok)
 
   def _predictions(self, cand_i2t, score_i2t, cand_t2i, score_t2i, img_ok, txt_ok):

@@ -10,7 +10,7 @@ expected and what was given) and then calls a jitted function; calling again wit
 not recompile. Inputs may be numpy or jax arrays; `image_mask=None` means all ones.
 """
 
-from typing import Optional
+from typing import List, Optional
 
 import jax
 import jax.numpy as jnp
@@ -134,17 +134,83 @@ class X2VLMInference:
       raise ValueError(f"text_mask: expected a 0/1 mask of shape {(b, l)}, got None")
     return x, self._mask("text_mask", text_mask, (b, l))
 
+  def _tok(self, what: str = "tokenize"):
+    if self._tokenizer is None:
+      if not self.vocab_file:
+        raise ValueError(f"{what}: this model has no vocabulary (the checkpoint directory has no vocab.txt); "
+                         "pass vocab_file= to inference.load")
+      from x2vlm_jax.inference.tokenizer import Tokenizer
+      self._tokenizer = Tokenizer(self.vocab_file, 40)
+    return self._tokenizer
+
+  def _jitted(self, key, fn):
+    """A jitted fn(model, *args) over this model's state, compiled once per key (and shapes)."""
+    if key not in self._jit:
+      graphdef = self._graphdef
+      self._jit[key] = jax.jit(lambda state, *a: fn(nnx.merge(graphdef, state), *a))
+    return self._jit[key]
+
+  def _pixels(self, images):
+    """Float CLIP-normalised [B,R,R,3] as they are, anything else through `preprocess_images`."""
+    if hasattr(images, "shape") and len(images.shape) == 4 and jnp.issubdtype(images.dtype, jnp.floating):
+      r = self.config.image_res
+      return self._float("images", images, (images.shape[0], r, r, 3))
+    return jnp.asarray(preprocess_images(images, self.config.image_res))
+
   # --- the API -----------------------------------------------------------------------------------
   def tokenize(self, texts, max_tokens: int = 40, clean: Optional[int] = 30):
     """texts → (ids, mask) [B, max_tokens] with the checkpoint's own vocabulary (its vocab.txt): the
     ids of the data pipeline. `clean`: the official pre_caption word limit (None: texts as given)."""
-    if self._tokenizer is None:
-      if not self.vocab_file:
-        raise ValueError("tokenize: this model has no vocabulary (the checkpoint directory has no vocab.txt); "
-                         "pass vocab_file= to inference.load")
-      from x2vlm_jax.inference.tokenizer import Tokenizer
-      self._tokenizer = Tokenizer(self.vocab_file, max_tokens)
-    return self._tokenizer(list(texts), max_tokens, clean=clean)
+    return self._tok()(list(texts), max_tokens, clean=clean)
+
+  def answer(self, images, questions, answer_list=None, *, k: int = 128, double_count_first: bool = True,
+             num_beams: int = 3, search: str = "beam", max_answer_tokens: int = 10, max_tokens: int = 64,
+             max_words: int = 50) -> List[str]:
+    """VQA (spec §5.2): one answer per (image, question). With `answer_list` the official ranking
+    (first-token top-k, teacher-forced re-scoring, `double_count_first` as officially); without it a
+    free-form answer (greedy or beam search over at most max_answer_tokens tokens). images: float
+    CLIP-normalised [B,R,R,3] or anything `preprocess_images` takes; questions: B strings
+    (`pre_question`-ed with max_words, as at the official test)."""
+    from x2vlm_jax.data.text_clean import pre_question
+    from x2vlm_jax.inference import generation
+    if not self.config.heads.decoder_layers:
+      raise ValueError("answer: this checkpoint has no VQA answer decoder (heads.decoder_layers = 0); "
+                       "fine-tune with configs/finetune/vqa2_base.py first")
+    pixels = self._pixels(images)
+    if isinstance(questions, str) or not all(isinstance(q, str) for q in questions):
+      raise ValueError("questions: expected a list of strings")
+    if len(questions) != pixels.shape[0]:
+      raise ValueError(f"questions: expected {pixels.shape[0]} (one per image), got {len(questions)}")
+    tok = self._tok("answer")
+    generation.check_vocab(tok, self.config, "answer")
+    ids, mask = tok([pre_question(q, max_words) for q in questions], max_tokens)
+    if answer_list is not None:
+      generation.check_answer_list(answer_list)
+      a_ids, a_mask = generation.tokenize_answers(tok, answer_list)
+      k = min(int(k), len(answer_list))
+      fn = self._jitted(("rank", k, bool(double_count_first)), lambda m, *a: generation.rank_batch(
+          m, *a, k=k, double_count_first=bool(double_count_first)))
+      idx, _ = fn(self._state, pixels, ids, mask, a_ids, a_mask)
+      return [answer_list[int(i)] for i in np.asarray(idx)]
+    spec = dict(bos_id=tok.cls_id, eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(num_beams),
+                max_len=int(max_answer_tokens), search=search)
+    fn = self._jitted(("generate_answer",) + tuple(sorted(spec.items())),
+                      lambda m, *a: generation.answer_batch(m, *a, **spec))
+    return generation.decode_all(tok, fn(self._state, pixels, ids, mask))
+
+  def caption(self, images, *, prompt: str = "a picture of ", num_beams: int = 3, max_length: int = 50,
+              min_length: int = 5, length_penalty: float = 0.0, no_repeat_ngram: int = 3) -> List[str]:
+    """Captions (spec §5.5, the released generation config by default) with the MLM head: beam search
+    from [CLS] + prompt; the prompt is not part of the output."""
+    from x2vlm_jax.inference import generation
+    pixels = self._pixels(images)
+    tok = self._tok("caption")
+    generation.check_vocab(tok, self.config, "caption")
+    spec = dict(prompt_ids=generation.prompt_ids(tok, prompt), mask_id=tok.mask_id, eos_id=tok.sep_id,
+                pad_id=tok.pad_id, num_beams=int(num_beams), max_len=int(max_length), min_length=int(min_length),
+                no_repeat_ngram=int(no_repeat_ngram), length_penalty=float(length_penalty))
+    fn = self._jitted(("caption",) + tuple(sorted(spec.items())), lambda m, x: generation.caption_batch(m, x, **spec))
+    return generation.decode_all(tok, fn(self._state, pixels))
 
   def encode_image(self, images):
     """images NHWC float32, CLIP-normalised, at config.image_res → (image_embeds [B,1+N,D], image_feat [B,E])."""

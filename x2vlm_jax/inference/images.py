@@ -41,3 +41,35 @@ def read_image(source: Union[str, bytes], image_res: int) -> np.ndarray:
   except Exception as e:  # noqa: BLE001 — PIL raises many types for bad bytes
     name = "<bytes>" if isinstance(source, bytes) else repr(source)
     raise BadImage(f"image {name}: does not decode ({type(e).__name__}: {e})") from e
+
+
+def eval_frame_ids(n: int, num_frames: int):
+  """The official evaluation frame choice (`sample_frame_ids(n, F, training=False)`, spec §2.4):
+  n ≤ F: i mod n, sorted; n > F: the first frame of each of F contiguous segments, the first
+  n − F·⌊n/F⌋ segments one frame longer."""
+  if n <= 0:
+    raise ValueError("video: no frames")
+  if n <= num_frames:
+    return sorted(i % n for i in range(num_frames))
+  stride, extra = n // num_frames, n - num_frames * (n // num_frames)
+  return [j * stride + min(j, extra) for j in range(num_frames)]
+
+
+def read_video(source, num_frames: int, image_res: int) -> np.ndarray:
+  """A video's frames file (the official JSON list of base64-encoded frames, local or gs://) or the
+  list itself → uint8 [F, R, R, 3]: the official evaluation frames, each with the test transform."""
+  import base64
+  import json
+  frames = source
+  if isinstance(source, str):
+    try:
+      frames = json.loads(epath.Path(source).read_text())
+    except (OSError, FileNotFoundError, ValueError) as e:
+      raise BadImage(f"video {source!r}: cannot be read as a JSON list of frames ({type(e).__name__}: {e})") from e
+  if not isinstance(frames, list) or not frames:
+    raise BadImage(f"video {source if isinstance(source, str) else '<frames>'}: expected a non-empty list of frames")
+  try:
+    return np.stack([read_image(base64.b64decode(frames[i]), image_res)
+                     for i in eval_frame_ids(len(frames), num_frames)])
+  except (ValueError, TypeError) as e:
+    raise BadImage(f"video {source if isinstance(source, str) else '<frames>'}: {e}") from e

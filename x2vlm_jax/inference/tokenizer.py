@@ -64,8 +64,9 @@ class Tokenizer:
       mask[i, :len(row)] = 1
     return ids, mask
 
-  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
-    """ids → text, wordpieces joined ("##" continuations glued), special tokens skipped."""
+  def decode(self, ids: Sequence[int], skip_special: bool = True, clean_up: bool = False) -> str:
+    """ids → text, wordpieces joined ("##" continuations glued), special tokens skipped; `clean_up`:
+    HF's `clean_up_tokenization` as the official `tokenizer.decode` applies it to generated text."""
     special = {self.vocab[s] for s in SPECIALS}
     out = []
     for i in ids:
@@ -77,4 +78,14 @@ class Tokenizer:
         out[-1] += tok[2:]
       else:
         out.append(tok)
-    return " ".join(out)
+    text = " ".join(out)
+    return clean_up_tokenization(text) if clean_up else text
+
+
+def clean_up_tokenization(text: str) -> str:
+  """transformers' `clean_up_tokenization` (BertTokenizer.decode's default): no space before
+  . ? ! , and English clitics ("don ' t" → "don't")."""
+  for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+               (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+    text = text.replace(a, b)
+  return text

@@ -184,19 +184,25 @@ class TextStack(nnx.Module):
     self.mlm = MLMHead(t, rngs=rngs, dtype=dtype)
 
   def _run(self, x, mask, start: int, end: int, vision=None, vision_mask=None, rng=None):
+    """`vision` may have fewer rows than `x` (Bv dividing B): text rows r·R … r·R+R−1 then all attend
+    to vision row r, whose cross-attention keys/values are projected once per layer instead of once
+    per text (retrieval's i2t rerank: one image against its k candidate captions)."""
     self_bias = additive_mask(mask, SELF_ATTENTION_MASK_VALUE)
     vision_bias = None
+    shared = vision is not None and vision.shape[0] != x.shape[0]
     if vision is not None:
+      if shared and x.shape[0] % vision.shape[0]:
+        raise ValueError(f"fusion: {x.shape[0]} text rows cannot share {vision.shape[0]} vision rows")
       if vision_mask is None:
         vision_mask = jnp.ones(vision.shape[:2], jnp.int32)
       vision_bias = additive_mask(vision_mask, CROSS_ATTENTION_MASK_VALUE)
       vision = vision.astype(x.dtype)
     rngs = layers.split_rng(rng, len(self.layers))
     for i in range(start, end):
-      if self.remat:
-        x = nnx.remat(lambda lyr, *a: lyr(*a))(self.layers[i], x, self_bias, vision, vision_bias, rngs[i])
-      else:
-        x = self.layers[i](x, self_bias, vision, vision_bias, rngs[i])
+      lyr = self.layers[i]
+      kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
+      args = (x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv)
+      x = nnx.remat(lambda l, *a: l(*a))(lyr, *args) if self.remat else lyr(*args)
     return x
 
   def text(self, ids, mask, rng=None, positions=None):

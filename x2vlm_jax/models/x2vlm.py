@@ -76,11 +76,19 @@ class X2VLM(nnx.Module):
 
   # --- cross-modal -----------------------------------------------------------------------------
   def fuse(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):
+    """image_embeds may have Bv < B rows (Bv | B): text rows r·R … r·R+R−1 are fused with image r, its
+    keys/values computed once (see TextStack._run)."""
     return self.text.fusion(text_embeds, text_mask, image_embeds, image_mask, rng)
 
   def itm_logits(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):
     fused = self.fuse(image_embeds, image_mask, text_embeds, text_mask, rng)
     return self.itm_head(fused[:, 0]).astype(jnp.float32)
+
+  def cls_logits(self, vision_embeds, vision_mask, ids, mask, rng=None):
+    """Classification (video QA, spec §1.6 / §5.6): multi_modal over the text cross-attending to the
+    visual tokens, `cls_head` on the fused [CLS]."""
+    fused = self.text.multi_modal(ids, mask, vision_embeds, vision_mask, rng)
+    return self.cls_head(fused[:, 0]).astype(jnp.float32)
 
   def mlm_hidden(self, ids, mask, image_embeds, image_mask, rng=None):
     return self.text.multi_modal(ids, mask, image_embeds, image_mask, rng)

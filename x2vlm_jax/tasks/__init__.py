@@ -12,6 +12,9 @@ import importlib
 _TASKS = {
     "pretrain": ("x2vlm_jax.tasks.pretrain", "PretrainTask"),
     "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
+    "video_qa": ("x2vlm_jax.tasks.video_qa", "VideoQATask"),
+    "vqa": ("x2vlm_jax.tasks.vqa", "VQATask"),
+    "captioning": ("x2vlm_jax.tasks.captioning", "CaptioningTask"),
 }
 
 

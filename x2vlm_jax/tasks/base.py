@@ -19,6 +19,7 @@ Which heads a task's model has is part of the model config (`config.model.heads`
 separately (`config.evals`, see `x2vlm_jax.evaluation.registry`).
 """
 
+import importlib
 from typing import Any, Dict, List, Optional, Tuple
 
 import jax
@@ -65,3 +66,44 @@ class Task:
     del flat, model_cfg
     return {}
 
+
+
+class FinetuneTask(Task):
+  """A single-stream fine-tuning task: `config.data` is one stream with a GLOBAL `batch_size`, read
+  from TFDS by `DATA_MODULE` (its `create_iterator` / `train_size`, imported lazily: tensorflow lives
+  there) or, with `data.source = "synthetic"`, made by `synthetic_batch(seed, per_host_batch)`.
+  Its batches are `SPEC` of x2vlm_jax.data.finetune.specs (tensorflow-free), the contract the data
+  module's iterator checks every batch against."""
+
+  DATA_MODULE = ""
+  SPEC = ""
+
+  def synthetic_batch(self, seed: int, batch_size: int):
+    raise NotImplementedError
+
+  def create_iterator(self, module, seed, process_index, process_count):
+    return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
+                                  process_count=process_count)
+
+  def _synthetic(self) -> bool:
+    return self.config.data.get("source", "tfds") == "synthetic"
+
+  def train_iterator(self, seed, process_index, process_count):
+    if self._synthetic():
+      from x2vlm_jax.training.synthetic import SyntheticBatches
+      per_host = int(self.config.data.batch_size) // process_count
+      return SyntheticBatches(lambda s: self.synthetic_batch(s, per_host), seed=seed, process_index=process_index)
+    return self.create_iterator(importlib.import_module(self.DATA_MODULE), seed, process_index, process_count)
+
+  def examples_per_step(self) -> int:
+    return int(self.config.data.batch_size)
+
+  def batch_spec(self):
+    from x2vlm_jax.data.finetune import specs  # tf-free
+    return getattr(specs, self.SPEC)(self.config.data, int(self.config.data.batch_size))
+
+  def train_size(self) -> Optional[int]:
+    """Training rows of an official epoch (None for synthetic batches)."""
+    if self._synthetic():
+      return None
+    return importlib.import_module(self.DATA_MODULE).train_size(self.config.data)

@@ -11,18 +11,14 @@ filesystem. Kept: the newest `keep` steps, plus the best step by `best_metric` w
 """
 
 import json
-import os
 from typing import Any, Dict, List, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from etils import epath
 from orbax.checkpoint import checkpoint_managers as cm
 
-
-def _root(workdir: str) -> epath.Path:
-  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+from x2vlm_jax import fs
 
 
 def gather_host_states(local: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -56,7 +52,7 @@ class Checkpointer:
       extra = dict(best_fn=best_fn, best_mode=best_mode)
     options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=async_save,
                                            preservation_policy=cm.AnyPreservationPolicy(policies), **extra)
-    self._mngr = ocp.CheckpointManager(_root(workdir) / "checkpoints", options=options,
+    self._mngr = ocp.CheckpointManager(fs.path(workdir) / "checkpoints", options=options,
                                        item_names=("state", "meta", "input"))
 
   def latest_step(self) -> Optional[int]:

@@ -262,6 +262,18 @@ def caption_mlm_loss(logits, masked_ids, weights, *, ignore_id: int, label_smoot
   return jnp.sum(kl * w) / (jnp.sum(w) + 1e-5)
 
 
+def classification_loss(logits, labels, valid=None) -> Tuple[jax.Array, jax.Array]:
+  """Cross-entropy with ignore index −100 (official `F.cross_entropy(..., ignore_index=-100)`, video
+  QA's answers outside the answer vocabulary) → (mean CE over counted rows, accuracy over them).
+  logits [B, C], labels [B] int, valid [B] (padding rows never count)."""
+  b = labels.shape[0]
+  counted = ((labels != -100) & (_row_mask(valid, b) > 0)).astype(jnp.float32)
+  ce = _hard_cross_entropy(logits, labels)
+  hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+  n = jnp.sum(counted)
+  return _safe_div(jnp.sum(counted * ce), n), _safe_div(jnp.sum(counted * hit), n)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Boxes
 # ---------------------------------------------------------------------------------------------------

@@ -1,14 +1,24 @@
-"""Training metrics: clu writers (TensorBoard + console) and WORKDIR/metrics.jsonl, with throughput/ETA."""
+"""Training metrics: clu writers (TensorBoard + console) and WORKDIR/metrics.jsonl, with throughput/ETA.
+
+Why not more of clu: `clu.periodic_actions` (ReportProgress, Profile) and `clu.metric_writers`
+(create_default_writer) import tensorflow when imported (clu 0.0.12: metric_writers/__init__ →
+summary_writer → `import tensorflow`), checked with tensorflow blocked as on the GPU hosts, where they
+raise ImportError; the steps/s, examples/s and ETA below are three lines of arithmetic, and the
+profiler trace is `jax.profiler.start_trace/stop_trace` as clu's Profile calls it. Where tensorflow
+exists, TensorBoard goes through clu's SummaryWriter; `create_default_writer` would add clu's
+LoggingWriter, which logs every scalar (~30 per logged step) besides the one-line progress.
+"""
 
 import json
-import os
 import time
 from typing import Dict
 
 import jax
 import numpy as np
 from absl import logging
-from etils import epath
+from flax import traverse_util
+
+from x2vlm_jax import fs
 
 
 def _create_writer(workdir: str, primary: bool):
@@ -43,10 +53,7 @@ class MetricsLogger:
     self.writer = _create_writer(workdir, self.primary)
     self.total_steps = total_steps
     self.examples_per_step = examples_per_step
-    # Through epath: the workdir may be gs://. One append per logged step (cheap locally; on object
-    # stores the backend rewrites the object, which is fine at log_every ≥ 10 steps).
-    self._jsonl = (epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "metrics.jsonl"
-                   if self.primary else None)
+    self._jsonl = JsonLines(fs.path(workdir) / "metrics.jsonl") if self.primary else None
     self._last = None
 
   def log(self, step: int, scalars: Dict[str, float], timing: bool = True) -> Dict[str, float]:
@@ -63,8 +70,7 @@ class MetricsLogger:
     if self.primary:
       logging.info("%s", progress_line(step, self.total_steps, scalars))
     if self._jsonl is not None:
-      with self._jsonl.open("a") as f:
-        f.write(json.dumps({"step": step, **scalars}) + "\n")
+      self._jsonl.append(json.dumps({"step": step, **scalars}))
     return scalars
 
   def close(self):
@@ -72,15 +78,31 @@ class MetricsLogger:
     self.writer.close()
 
 
+class JsonLines:
+  """A JSON-lines file that grows by one line per call, locally or on an object store.
+
+  Object stores cannot append: gcsfs (epath's gs:// backend without tensorflow) silently turns mode
+  "a" into "w", which would leave only the newest line. On a remote path the content is therefore
+  kept in memory (starting from what a resumed run finds there) and the object rewritten per line,
+  which is what tf.io.gfile's GCS append does internally as well."""
+
+  def __init__(self, path):
+    self.path = path
+    self.remote = fs.is_remote(path)
+    self._text = path.read_text() if self.remote and path.exists() else ""
+
+  def append(self, line: str) -> None:
+    if self.remote:
+      self._text += line + "\n"
+      self.path.write_text(self._text)
+    else:
+      with self.path.open("a") as f:
+        f.write(line + "\n")
+
+
 def flatten(tree, prefix: str) -> Dict[str, float]:
   """{"a": {"b": 1}} → {"prefix/a/b": 1} (input-pipeline stats and other nested scalars)."""
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}/{k}"))
-    else:
-      out[f"{prefix}/{k}"] = v
-  return out
+  return {f"{prefix}/{k}": v for k, v in traverse_util.flatten_dict(tree, sep="/").items()}
 
 
 def all_finite(scalars: Dict[str, float]) -> bool:
@@ -90,8 +112,8 @@ def all_finite(scalars: Dict[str, float]) -> bool:
 def progress_line(step: int, total: int, s: Dict[str, float]) -> str:
   """One console line: total loss, each stream's terms, throughput and ETA (or evaluation results)."""
   if "train/loss" not in s:
-    shown = {k: v for k, v in s.items() if not k.startswith("perf/") and not k.endswith(
-        ("/num_images", "/num_texts", "/skipped_images"))}
+    shown = {k: v for k, v in s.items() if not k.startswith("perf/") and "/seconds_" not in k and not k.endswith(
+        ("/num_images", "/num_texts", "/skipped_images", "/pairs_fused"))}
     return f"step {step}/{total} | eval " + " ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
   streams = sorted({k.split("/")[0] for k in s if k.split("/")[0] in ("image", "region", "video")})
   parts = [f"step {step}/{total}", f"loss {s.get('train/loss', float('nan')):.4f}"]

@@ -17,6 +17,7 @@ WORKDIR/config.json (the run's full config), init.json (what init_from loaded an
 lr × lr_mult), metrics.jsonl, TensorBoard events, checkpoints/, eval/<name>/step_<n>/ (predictions).
 """
 
+import itertools
 import json
 import math
 import os
@@ -26,10 +27,11 @@ from typing import Callable, Optional
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
 
-from x2vlm_jax import params_io
+from x2vlm_jax import fs, params_io
 from x2vlm_jax.training import checkpointing, init_from, metrics as metrics_lib, optimizer, train_state
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.train_step import make_train_step
@@ -50,6 +52,9 @@ class _Preemption:
 
   def __enter__(self):
     if jax.process_count() > 1:
+      if not jax.config.jax_enable_preemption_service:
+        logging.warning("jax_enable_preemption_service is off: SIGTERM will end this process without "
+                        "a checkpoint (multi-process runs save on preemption through that service)")
       return self
 
     def handler(signum, frame):
@@ -66,8 +71,23 @@ class _Preemption:
       signal.signal(signal.SIGTERM, self._previous)
 
 
-def _path(workdir: str) -> epath.Path:
-  return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+_BARRIERS = itertools.count()
+
+
+def _compiled_on_every_process(step_fn, state, batch):
+  """Multi-process: the step compiled ahead of its first run, then a coordination-service barrier
+  (not a device collective). CPU collectives (gloo) give up on a cross-process collective after
+  30 s, so a process reaching the first step much later than the others (a compilation-cache miss:
+  only process 0 writes JAX's persistent cache; process 0's TensorBoard writer importing
+  tensorflow) failed the run with "Gloo context initialization failed". Seen on the 2-core box with
+  2 CPU processes. Single process: the jitted step as it is."""
+  if jax.process_count() == 1:
+    return step_fn
+  compiled = step_fn.lower(state, batch).compile()
+  # Barrier keys must be unique within a job (train() may run more than once in one process).
+  key = f"x2vlm_train_step_compiled_{next(_BARRIERS)}"
+  ocp.multihost.get_barrier_sync_fn()(key=key, timeout_ms=3_600_000)
+  return compiled
 
 
 def resolve_total_steps(config, task) -> int:
@@ -112,7 +132,7 @@ def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, me
   evaluations due at that step ({} when none is); its results are logged, and a step with results
   is checkpointed with them (the best one by `config.best_metric` is kept).
   """
-  root = _path(workdir)
+  root = fs.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   _write_json(root / "config.json", json.loads(config.to_json_best_effort()))
   mesh = mesh if mesh is not None else shd.create_mesh(config.mesh)
@@ -174,6 +194,8 @@ def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, me
           if profile and jax.process_index() == 0 and step == profile_start:
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
           batch = task.global_batch(mesh, next(input_iter))
+          if step == start:
+            step_fn = _compiled_on_every_process(step_fn, state, batch)
           state, step_metrics = step_fn(state, batch)
           step += 1
           if profile and jax.process_index() == 0 and step == profile_start + int(config.get("profile_steps", 3)):
@@ -218,7 +240,7 @@ def export(config, params, workdir: str, name: str = "export") -> str:
   starts from it. Every process calls it (a collective)."""
   from jax.experimental import multihost_utils
   params = multihost_utils.process_allgather(params, tiled=True)
-  path = str(_path(workdir) / name)
+  path = str(fs.path(workdir) / name)
   vocab = config.get("data", {}).get("vocab_file") if "data" in config else None
   params_io.save(path, config.model, params, vocab_file=vocab or None)
   return path

@@ -2,12 +2,22 @@
 
   common     annotation reading, record checks, the single-stream resumable iterator
   retrieval  COCO / Flickr30K retrieval (spec §4.2, §5.1)
+  vqa        VQA v2 + VG QA (spec §4.2, §5.2)
+  captioning COCO Karpathy captioning (spec §4.2, §5.5)
+  video      MSRVTT-QA / MSVD-QA and MSRVTT video–text retrieval (spec §5.6, §2.4)
 """
 
 import importlib
 
 # tools/build_tfds.py --kind KIND → "module:function"(annotations, image_root, data_dir, name, *, split, strict, max_words)
-BUILDERS = {"retrieval": "x2vlm_jax.data.finetune.retrieval:build"}
+# Task-specific options come from `--option key=value` (e.g. video_qa: ans2label, video_pattern).
+BUILDERS = {
+    "retrieval": "x2vlm_jax.data.finetune.retrieval:build",
+    "vqa": "x2vlm_jax.data.finetune.vqa:build",
+    "captioning": "x2vlm_jax.data.finetune.captioning:build",
+    "video_qa": "x2vlm_jax.data.finetune.video:build_qa",
+    "video_retrieval": "x2vlm_jax.data.finetune.video:build_retrieval",
+}
 
 
 def builder(kind: str):

@@ -1,21 +1,21 @@
 """Retrieval fine-tuning data (COCO, Flickr30K; spec §4.2, §5.1, §4.3).
 
-Build: rows {image, caption, image_id} (one per caption) → one record per image + a caption-row table
-(`<split>.caption_rows.npy`), so images are stored once while an epoch is every caption once.
+Build: rows {image, caption, image_id} (one per caption) → one record per image + the row table
+(common.RowsSource), so images are stored once while an epoch is every caption once.
 Stream: caption rows → the fine-tuning "train" transform (RandomResizedCrop scale 0.5–1, flip,
 RandAugment(2, 7)) → `pre_caption` (30 words) → WordPiece, fixed length.
 """
 
-import io
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
-from x2vlm_jax.batch import retrieval_spec
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.finetune.common import field, read_annotations, single_stream_iterator, skip_or_raise
-from x2vlm_jax.data.jsonl import BadRecord, load_image
+from x2vlm_jax.data.finetune import specs
+from x2vlm_jax.data.finetune.common import (RowsSource, field, load_image_record, read_annotations,
+                                            single_stream_iterator, skip_or_raise, transform_and_batch,
+                                            write_media_groups)
+from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
@@ -24,83 +24,41 @@ STREAM_ID = 4  # distinct from the pre-training streams' seeds
 
 
 def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30) -> records.BuildReport:
+          strict: bool = False, max_words: int = 30, keep: Optional[Callable[[str], bool]] = None
+          ) -> records.BuildReport:
   """The dense image id follows the official first-appearance order of `image_id`; captions that are
   empty after `pre_caption` are skipped (`empty_caption`), like an image that cannot be read (its
-  rows are all skipped, `image_not_found` / `corrupt_image`)."""
-  rows = read_annotations(annotations)
+  rows are all skipped, `image_not_found` / `corrupt_image`). `keep` replaces the emptiness test
+  (captioning trains on the raw caption)."""
+  return build_rows(annotations, data_dir, name, split=split, strict=strict, max_words=max_words,
+                    load=load_image_record(image_root), kind="finetune_image", keep=keep)
+
+
+def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, kind, vision_key="image",
+               keep=None):
+  """Official retrieval rows {<vision_key>, caption, image_id} → media records + caption rows; shared by
+  image and video retrieval and captioning (`load(path)` reads one image or one video's frames)."""
+  keep = keep or (lambda caption: bool(pre_caption_py(caption, max_words)))
   report = records.BuildReport()
   by_id: Dict[object, Tuple[str, List[str]]] = {}
-  order: List[object] = []
-  for i, rec in enumerate(rows):
+  for i, rec in enumerate(read_annotations(annotations)):
     try:
-      image = field(rec, "image", str)
+      media = field(rec, vision_key, str)
       caption = field(rec, "caption", str)
-      image_id = field(rec, "image_id", (str, int))
-      if not pre_caption_py(caption, max_words):
+      media_id = field(rec, "image_id", (str, int))
+      if not keep(caption):
         raise BadRecord("empty_caption")
-      if image_id in by_id and by_id[image_id][0] != image:
-        raise BadRecord("bad_field_type", f"image_id {image_id!r} names two images")
+      if media_id in by_id and by_id[media_id][0] != media:
+        raise BadRecord("bad_field_type", f"image_id {media_id!r} names two {vision_key}s")
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
       continue
-    if image_id not in by_id:
-      by_id[image_id] = (image, [])
-      order.append(image_id)
-    by_id[image_id][1].append(caption)
-
-  written, table = [], []
-
-  def gen():
-    for image_id in order:
-      image, caps = by_id[image_id]
-      try:
-        data, w, h = load_image({"image": image}, "image", True, image_root)
-      except BadRecord as e:
-        report.skipped[e.reason] += len(caps)
-        if strict:
-          raise ValueError(f"{annotations}: image {image!r}: {e}") from None
-        continue
-      record = len(written)
-      written.append(image_id)
-      table.extend((record, j) for j in range(len(caps)))
-      report.written += len(caps)
-      yield {"image": data, "caption": records.ALT_SEP.join(caps), "image_id": np.int32(record),
-             "width": np.int32(w), "height": np.int32(h)}
-
-  w = records.DatasetWriter(data_dir, name, "retrieval")
-  w.write_split(split, gen(), len(order), "images")
-  w.finish()
-  buf = io.BytesIO()
-  np.save(buf, np.asarray(table, np.int32).reshape(-1, 2))
-  with tf.io.gfile.GFile(records.rows_path(data_dir, name, split), "wb") as f:
-    f.write(buf.getvalue())
-  report.extra["images"] = len(written)
+    by_id.setdefault(media_id, (media, []))[1].append(caption)
+  # The dense id is the record's index: captions of one image share it (ITC/ITM positives).
+  write_media_groups(annotations, data_dir, name, kind, split, by_id, load=load, example=lambda m: m,
+                     rows=lambda record, caps: [{"caption": c, "image_id": record} for c in caps],
+                     report=report, strict=strict, what=vision_key)
   return report
-
-
-class CaptionRows:
-  """Random access over caption rows of a retrieval split: row r → its image record with the one
-  caption of that row (what the official dataset's __getitem__ returns)."""
-
-  def __init__(self, data_dir: str, name: str, split: str):
-    self.source = records.open_source(data_dir, name, split)
-    path = records.rows_path(data_dir, name, split)
-    if not tf.io.gfile.exists(path):
-      raise FileNotFoundError(f"dataset {name}/{split}: no caption-row table {path}; build it with "
-                              "tools/build_tfds.py --kind retrieval")
-    with tf.io.gfile.GFile(path, "rb") as f:
-      self.rows = np.load(io.BytesIO(f.read()))
-
-  def __len__(self):
-    return len(self.rows)
-
-  def __getitem__(self, r):
-    record, j = (int(x) for x in self.rows[r])
-    rec = dict(self.source[record])
-    caps = rec["caption"].decode("utf-8") if isinstance(rec["caption"], bytes) else rec["caption"]
-    rec["caption"] = caps.split(records.ALT_SEP)[j]
-    return rec
 
 
 def retrieval_signature(num_datasets: int):
@@ -119,10 +77,7 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
     return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words),
             "image_ids": ex["image_id"]}
 
-  ds = pmap(ds, transform, cfg)
-  if not cfg.strict:
-    ds = ds.ignore_errors()  # a corrupt image: dropped and counted by the iterator
-  ds = ds.batch(batch_size, drop_remainder=True)
+  ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
     ids, mask = tokenizer(b["text"])
@@ -141,12 +96,12 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
     return retrieval_stream(source, cfg, tokenizer, position=position, counts=counts, skipped=skipped, seed=seed,
                             batch_size=batch_size)
 
-  return single_stream_iterator(cfg, "retrieval", stream_id=STREAM_ID, opener=CaptionRows, build=build_stream,
-                                spec_fn=lambda b: retrieval_spec(b, cfg.image_res, cfg.max_tokens), seed=seed,
+  return single_stream_iterator(cfg, "retrieval", stream_id=STREAM_ID, opener=RowsSource, build=build_stream,
+                                spec=specs.retrieval, seed=seed,
                                 process_index=process_index, process_count=process_count)
 
 
 def train_size(cfg) -> int:
   """Caption rows of the training datasets (an official epoch)."""
-  return sum(len(CaptionRows(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)
+  return sum(len(RowsSource(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)
 

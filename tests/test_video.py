@@ -1,0 +1,135 @@
+"""Video tasks (spec §5.6, §1.7, §2.4): video encoding reduces to image encoding for identical frames,
+video QA ignores out-of-vocabulary answers in training and counts them wrong in evaluation, the
+video-QA data keeps questions with their video and label and never flips a "left"/"right" question."""
+
+import base64
+import io
+import json
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from flax import nnx
+from PIL import Image
+
+from x2vlm_jax.data.config import SHAPES_VOCAB
+from x2vlm_jax.models import X2VLM, get_preset
+from x2vlm_jax.training import losses
+
+
+def test_video_of_identical_frames_with_zero_frame_embeddings_is_the_image():
+  cfg = get_preset("tiny", num_frames=3)
+  model = X2VLM(cfg, rngs=nnx.Rngs(0))
+  model.frame_pos[...] = jnp.zeros_like(model.frame_pos[...])
+  image = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
+  v_embeds, v_feat = model.encode_video(jnp.repeat(jnp.asarray(image)[:, None], 3, axis=1))
+  i_embeds, i_feat = model.encode_image(jnp.asarray(image))
+  np.testing.assert_allclose(v_embeds, i_embeds, atol=2e-6)
+  np.testing.assert_allclose(v_feat, i_feat, atol=2e-6)
+
+
+def test_classification_loss_ignores_out_of_vocabulary_answers():
+  logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0], [0.0, -2.0, 0.7]], np.float32)
+  labels = np.array([0, -100, 2, 1])
+  valid = np.array([1.0, 1.0, 1.0, 0.0])
+  loss, acc = losses.classification_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid))
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  counted = [0, 2]  # the OOV row and the padding row give no loss
+  assert float(loss) == pytest.approx(-np.mean([logp[i, labels[i]] for i in counted]), rel=1e-6)
+  assert float(acc) == pytest.approx(0.5)  # row 0 right (argmax 0), row 2 a 3-way tie → argmax 0 ≠ 2
+
+
+def _frames_file(path, n, size=(24, 32)):
+  """n frames, each left half red and right half blue (so a flip is visible)."""
+  frames = []
+  for _ in range(n):
+    a = np.zeros(size + (3,), np.uint8)
+    a[:, : size[1] // 2] = (230, 20, 20)
+    a[:, size[1] // 2:] = (20, 20, 230)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    frames.append(base64.b64encode(buf.getvalue()).decode())
+  path.write_text(json.dumps(frames))
+
+
+@pytest.fixture(scope="module")
+def video_qa_files(tmp_path_factory):
+  d = tmp_path_factory.mktemp("vqa")
+  (d / "frames").mkdir()
+  for v in range(4):
+    _frames_file(d / "frames" / f"video_{v}.json", 4 + v)
+  (d / "frames" / "video_9.json").write_text("not json")
+  qa = [{"video_id": f"video{v}", "question": q, "answer": a} for v in range(4) for q, a in
+        (("what color is on the left", "red"), ("is it blue", "yes"), ("what is it", "banana"))]
+  qa.append({"video_id": "video9", "question": "is it broken", "answer": "yes"})
+  qa.append({"video_id": "video1", "answer": "yes"})
+  (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+  (d / "ans2label.json").write_text(json.dumps({"red": 0, "yes": 1, "blue": 2}))
+  return d
+
+
+def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
+  pytest.importorskip("tensorflow")
+  from configs.finetune.common import finetune_data
+  from x2vlm_jax.data.finetune import video
+  d = video_qa_files
+  report = video.build_qa(str(d / "train.jsonl"), str(d / "frames"), str(tmp_path), "toy_vqa",
+                          ans2label=str(d / "ans2label.json"), video_pattern="video_{num}.json")
+  assert report.written == 12 and report.extra["oov_answers"] == 4 and report.extra["videos"] == 4
+  assert dict(report.skipped) == {"bad_video": 1, "missing_field": 1}
+  c = ml_collections.ConfigDict(finetune_data(32, 12))
+  c.update(data_dir=str(tmp_path), vocab_file=SHAPES_VOCAB, train=[("toy_vqa", "train")], max_tokens=12,
+           num_frames=3, randaug=False)
+  batch = next(video.create_iterator(c, seed=1, process_index=0, process_count=1, qa=True))
+  assert batch["frames"].shape == (12, 3, 32, 32, 3)
+  from x2vlm_jax.inference.tokenizer import Tokenizer
+  tok = Tokenizer(SHAPES_VOCAB, 12)
+  want = {"what color is on the left": 0, "is it blue": 1, "what is it": -100}
+  # Every question keeps its own label (the words "on", "it" are [UNK] in the shapes vocab).
+  texts = [tok.decode(ids) for ids in batch["text_ids"]]
+  for text, label in zip(texts, batch["labels"]):
+    key = next(q for q in want if [w for w in q.split() if w in tok.vocab] == text.split())
+    assert label == want[key], (text, label)
+  red_left = batch["frames"][..., :10, 0].mean(axis=(-1, -2)) > batch["frames"][..., -10:, 0].mean(axis=(-1, -2))
+  for text, per_frame in zip(texts, red_left):
+    if "left" in text:  # careful_hflip: never flipped
+      assert per_frame.all(), text
+  flipped = ~red_left[[("left" not in t) for t in texts]]
+  assert 0 < flipped.mean() < 1  # the others flip per frame, sometimes
+
+
+def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path):
+  from x2vlm_jax.evaluation import registry
+  from x2vlm_jax.inference.images import normalize, read_video
+  from x2vlm_jax.inference.tokenizer import Tokenizer
+  from x2vlm_jax.data.text_clean import pre_question
+  from x2vlm_jax.training import sharding as shd
+  d = video_qa_files
+  records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()][:12]
+  (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  cfg = get_preset("tiny", num_frames=3)
+  cfg.heads.num_labels = 3
+  model = X2VLM(cfg, rngs=nnx.Rngs(4))
+  graphdef, state = nnx.split(model)
+  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
+  e = ml_collections.ConfigDict(dict(type="video_qa", annotations=str(tmp_path / "test.jsonl"),
+                                     image_root=str(d / "frames"), ans2label=str(d / "ans2label.json"),
+                                     video_pattern="video_{num}.json", batch_size=2, max_tokens=12))
+  mesh = shd.create_mesh((4, 1, 1))
+  with jax.set_mesh(mesh):
+    metrics, preds = registry.build("test", c, e, mesh)(graphdef, nnx.to_pure_dict(state))
+  # Independent reference: each question through the model's own methods, one at a time.
+  tok = Tokenizer(SHAPES_VOCAB, 12)
+  labels = {"red": 0, "yes": 1, "blue": 2}
+  right = 0
+  for r in records:
+    frames = normalize(read_video(str(d / "frames" / f"video_{r['video_id'][5:]}.json"), 3, 32))[None]
+    ids, mask = tok([pre_question(r["question"], 50)])
+    vis, _ = model.encode_video(jnp.asarray(frames))
+    pred = int(jnp.argmax(model.cls_logits(vis, None, jnp.asarray(ids), jnp.asarray(mask))[0]))
+    right += pred == labels.get(r["answer"], -100)
+  assert metrics["num_questions"] == 12 and metrics["oov_answers"] == 4
+  assert metrics["acc"] == pytest.approx(100.0 * right / 12)
+  assert len(preds) == 12 and {p["answer"] for p in preds} <= set(labels)

@@ -1,0 +1,162 @@
+"""VQA evaluation (spec §5.2): answers for every question of an official VQA file, sharded over the
+mesh and the hosts, as the official server wants them, plus the local accuracy when the file has
+answers.
+
+  mode "rank"      the official `rank_answer` over `answer_list.json`: first-token top-k (k_test),
+                   teacher-forced re-scoring (the first token counted twice unless
+                   double_count_first=False), softmax, argmax.
+  mode "generate"  free-form answers from the decoder, greedy or beam (not in the release, issue #11).
+
+Questions go through `pre_question` (50 words at test, as officially) and are tokenised at
+`max_tokens` (the official test pads to the longest question; questions cut here are counted,
+`questions_truncated`). Images use the official test transform. predictions.json is
+[{"question_id", "answer"}]. Metrics: `acc` = the official VQA accuracy (vqa_metrics, min(#humans
+agreeing / 3, 1) with the official normalisation) over questions whose `answer` is a list, per
+`answer_type` when the records have one; `exact_match` (the release's local check) over questions
+whose `answer` is one string; counts.
+"""
+
+import dataclasses
+import re
+from typing import Dict, List, Optional, Tuple
+
+import jax
+import numpy as np
+from absl import logging
+from flax import nnx
+
+from x2vlm_jax.data.text_clean import pre_question
+from x2vlm_jax.evaluation import annotations as ann
+from x2vlm_jax.evaluation import vqa_metrics
+from x2vlm_jax.evaluation.base import Evaluator
+from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
+from x2vlm_jax.inference import generation
+
+MODES = ("rank", "generate")
+
+
+@dataclasses.dataclass
+class VQASet:
+  """Official test/val format: [{"question_id", "image", "question", "answer"?, "dataset"?}, ...]."""
+  images: List[str]
+  questions: List[str]
+  question_ids: List[object]
+  answers: List[object]          # list of human answers, one str, or None (test-dev/test-std)
+  answer_types: List[Optional[str]]
+
+  @classmethod
+  def from_file(cls, path: str, image_root: str = "") -> "VQASet":
+    records = ann.read_records(path)
+    ann.require(path, records, "image", str, non_empty=True)
+    ann.require(path, records, "question", str)
+    ann.require(path, records, "question_id", (int, str))
+    for i, rec in enumerate(records):
+      a = rec.get("answer")
+      if a is not None and not (isinstance(a, str) or isinstance(a, list) and all(isinstance(x, str) for x in a)):
+        raise ValueError(f"annotations {path!r}: record {i}: 'answer' is {type(a).__name__}, expected a list "
+                         "of the annotators' answers or one string")
+    out = cls([], [], [], [], [])
+    for i, rec in enumerate(records):
+      dataset = rec.get("dataset", "vqa")
+      if dataset not in ("vqa", "vg", "gqa"):
+        raise ValueError(f"annotations {path!r}: record {i}: unknown dataset {dataset!r} (vqa, vg or gqa)")
+      out.images.append(rec["image"] if dataset == "gqa" else ann.image_path(image_root, rec["image"]))
+      out.questions.append(rec["question"])
+      out.question_ids.append(rec["question_id"])
+      out.answers.append(rec.get("answer"))
+      out.answer_types.append(rec.get("answer_type"))
+    return out
+
+
+def accuracy_metrics(predictions: Dict[object, str], data: VQASet) -> Dict[str, float]:
+  """Local accuracies of {question_id: answer} against the annotation file's answers (see module doc)."""
+  lists = {q: a for q, a in zip(data.question_ids, data.answers) if isinstance(a, list) and a and q in predictions}
+  strs = {q: a for q, a in zip(data.question_ids, data.answers) if isinstance(a, str) and q in predictions}
+  out: Dict[str, float] = {}
+  if lists:
+    types = dict(zip(data.question_ids, data.answer_types))
+    with_types = all(types[q] for q in lists)
+    scores = vqa_metrics.vqa_scores({q: predictions[q] for q in lists}, lists,
+                                    {q: types[q] for q in lists} if with_types else None)
+    out["acc"] = float(scores["overall"])
+    for t, v in scores.get("per_answer_type", {}).items():
+      out["acc_" + re.sub(r"\W+", "_", t).strip("_")] = float(v)
+  if strs:
+    out["exact_match"] = 100.0 * float(np.mean([predictions[q].strip() == a.strip() for q, a in strs.items()]))
+  return out
+
+
+class VQAEvaluator(Evaluator):
+  """config.evals.<name> = dict(type="vqa", annotations=..., image_root=..., answer_list=..., mode="rank")."""
+
+  DEFAULTS = dict(annotations="", image_root="", answer_list="", mode="rank", k_test=128, double_count_first=True,
+                  batch_size=32, max_tokens=64, max_words=50, num_beams=3, search="beam", max_answer_tokens=10,
+                  strict=False)
+
+  def setup(self):
+    e = self.ecfg
+    if e.mode not in MODES:
+      raise ValueError(f"evals.{self.name}.mode: expected one of {MODES}, got {e.mode!r}")
+    if not self.model_cfg.heads.decoder_layers:
+      raise ValueError(f"evals.{self.name}: the model has no answer decoder (heads.decoder_layers = 0)")
+    self.data = VQASet.from_file(e.annotations, e.image_root)
+    self.tok = self.tokenizer()
+    generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
+    questions = [pre_question(q, int(e.max_words)) for q in self.data.questions]
+    self.q_ids, self.q_mask = self.tok(questions, int(e.max_tokens))
+    self.truncated = sum(len(self.tok.pieces(q)) > int(e.max_tokens) - 2 for q in questions)
+    self.batches = EvalBatches(self.mesh, int(e.batch_size))
+    if e.mode == "rank":
+      self.answer_list = generation.read_answer_list(e.answer_list)
+      ids, mask = generation.tokenize_answers(self.tok, self.answer_list)
+      rep = self.batches.replicated()
+      self.answer_ids, self.answer_mask = jax.device_put(ids, rep), jax.device_put(mask, rep)
+      self.k = min(int(e.k_test), len(self.answer_list))
+    self._compiled = {}
+
+  def _fn(self, graphdef):
+    key = id(graphdef)
+    if key not in self._compiled:
+      e, tok = self.ecfg, self.tok
+      if e.mode == "rank":
+        def run(params, b, answer_ids, answer_mask):
+          model = nnx.merge(graphdef, params)
+          idx, _ = generation.rank_batch(model, b["images"], b["ids"], b["mask"], answer_ids, answer_mask,
+                                         k=self.k, double_count_first=bool(e.double_count_first))
+          return idx, b["valid"]
+      else:
+        def run(params, b):
+          model = nnx.merge(graphdef, params)
+          tokens = generation.answer_batch(model, b["images"], b["ids"], b["mask"], bos_id=tok.cls_id,
+                                           eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams),
+                                           max_len=int(e.max_answer_tokens), search=e.search)
+          return tokens, b["valid"]
+      self._compiled[key] = jax.jit(run)
+    return self._compiled[key]
+
+  def _load(self, idx: np.ndarray):
+    pixels, valid = self.load_images(self.data.images, idx)
+    safe = np.maximum(idx, 0)
+    return {"images": pixels, "ids": self.q_ids[safe], "mask": self.q_mask[safe], "valid": valid}
+
+  def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[list]]:
+    fn, n = self._fn(graphdef), len(self.data.questions)
+    self.bad_images = []
+    if self.ecfg.mode == "rank":
+      outs = self.batches.map(lambda b: fn(params, b, self.answer_ids, self.answer_mask), n, self._load)
+    else:
+      outs = self.batches.map(lambda b: fn(params, b), n, self._load)
+    result, valid = (to_host(x)[:n] for x in self.batches.concat(outs))
+    ok = valid > 0
+    if self.ecfg.mode == "rank":
+      answers = [self.answer_list[int(i)] for i in result]
+    else:
+      answers = generation.decode_all(self.tok, result)
+    predictions = [{"question_id": self.data.question_ids[i], "answer": answers[i]} for i in np.flatnonzero(ok)]
+    metrics = accuracy_metrics({p["question_id"]: p["answer"] for p in predictions}, self.data)
+    metrics.update(num_questions=float(ok.sum()), skipped_images=float(n - ok.sum()),
+                   questions_truncated=float(self.truncated))
+    if not ok.all():
+      logging.warning("vqa %s: %d of %d questions left out (their image could not be read), e.g. %s",
+                      self.name, n - ok.sum(), n, self.bad_images[:3])
+    return metrics, predictions

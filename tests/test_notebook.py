@@ -3,6 +3,7 @@
 grounding boxes are drawn where the model put them."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -49,4 +50,9 @@ def test_notebook_executes_without_tensorflow(monkeypatch):
   outputs = {c.id: c.outputs for c in nb.cells if c.cell_type == "code"}
   text = "".join(o.get("text", "") for outs in outputs.values() for o in outs)
   assert "image 0:" in text and "itm" in text and "P(match | image 0" in text and text.rstrip().endswith("done")
+  # VQA (ranked over the answer list, and free-form) and captions ran on the random checkpoint.
+  assert text.count("answer (ranked):") == 4 and text.count("answer (free-form):") == 4, text
+  assert text.count("caption of image") == 4, text
+  from x2vlm_jax.data import shapes
+  assert set(re.findall(r"answer \(ranked\): '([^']*)'", text)) <= set(shapes.COLORS), text  # from the list
   assert any("image/png" in o.get("data", {}) for outs in outputs.values() for o in outs), "no figure drawn"

@@ -7,10 +7,10 @@ Multi-host: on TPU `--distributed` (jax.distributed.initialize() discovers every
 clusters pass --coordinator_address, --num_processes, --process_id.
 """
 
-import os
-
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from x2vlm_jax import console
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and logs (local path or gs://).")
@@ -36,5 +36,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
   app.run(main)

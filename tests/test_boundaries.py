@@ -18,6 +18,7 @@ import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.
 import x2vlm_jax.evaluation.nlvr2, x2vlm_jax.evaluation.grounding
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
+import x2vlm_jax.data.embedded, x2vlm_jax.progress, x2vlm_jax.console, x2vlm_jax.data.finetune.specs
 import x2vlm_jax.tasks.vqa, x2vlm_jax.tasks.captioning, x2vlm_jax.inference.generation
 import x2vlm_jax.evaluation.vqa, x2vlm_jax.evaluation.captioning
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
@@ -34,8 +35,8 @@ for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flic
           vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base, shapes_captioning,
           nlvr2_base, nlvr2_large, shapes_nlvr2, refcoco_grounding_base, refcoco_grounding_large, shapes_grounding):
   c = m.get_config()
-  if m in (shapes_vqa, shapes_captioning):
-    tasks.build(c)  # the task objects too (the captioning task reads its local vocabulary)
+  if m not in (coco_captioning_large, coco_captioning_base):  # these read a vocabulary not on this machine
+    tasks.build(c).batch_spec()  # the task objects and their batch contract (tools/compile_check.py) too
 print("ok")
 """
 

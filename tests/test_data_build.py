@@ -1,26 +1,21 @@
 """tools/build_tfds.py: exact written/skipped counts by reason, nothing valid lost, --strict."""
 
 import base64
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
+
+from tests.helpers.tools import load_tool
 
 pytest.importorskip("tensorflow")
 
 from x2vlm_jax.data import records, shapes  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope="module")
 def build_tfds():
-  spec = importlib.util.spec_from_file_location("build_tfds", os.path.join(ROOT, "tools", "build_tfds.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return load_tool("build_tfds")
 
 
 def _jpeg(seed):

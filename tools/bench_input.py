@@ -16,6 +16,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402

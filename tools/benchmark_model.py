@@ -14,6 +14,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -22,8 +22,12 @@ import argparse
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 from x2vlm_jax import fs  # noqa: E402
 
@@ -60,15 +64,18 @@ def _parse(argv):
 
 def main(argv=None) -> int:
   args = _parse(argv)
-  from etils import epath
+  from absl import logging
   from x2vlm_jax import params_io
   from x2vlm_jax.convert import assemble, init_weights, x2vlm
   from x2vlm_jax.convert.state_dict import read_state_dict
   from x2vlm_jax.models import get_preset
 
   patch = get_preset(args.model).patch_size
+  t0 = time.time()
   if args.input:
+    logging.info("reading %s", args.input)
     sd = read_state_dict(args.input)
+    logging.info("read %d tensors in %.0f s", len(sd), time.time() - t0)
     grid = x2vlm.checkpoint_grid(sd)
     image_res = args.image_res or (grid * patch if grid else get_preset(args.model).image_res)
     num_frames = x2vlm.checkpoint_num_frames(sd) if args.num_frames is None else args.num_frames
@@ -90,7 +97,9 @@ def main(argv=None) -> int:
   if vocab is None and args.bert and os.path.isdir(args.bert) and os.path.exists(os.path.join(args.bert, "vocab.txt")):
     vocab = os.path.join(args.bert, "vocab.txt")
   report["vocab"] = os.path.abspath(vocab) if vocab else None
+  t1 = time.time()
   params_io.save(args.output, cfg, assemble.unflatten(cfg, flat), vocab_file=vocab)
+  logging.info("saved %s in %.0f s (%.0f s in all)", args.output, time.time() - t1, time.time() - t0)
   (fs.path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
   print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
         f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"

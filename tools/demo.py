@@ -16,13 +16,11 @@ or a fine-tuning stage did not clearly improve on its starting point.
 
 import argparse
 import json
-import logging as pylogging
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from x2vlm_jax import fs  # noqa: E402
 
@@ -31,11 +29,6 @@ from x2vlm_jax import fs  # noqa: E402
 # the 2-core box including install (docs/grounding.md has the measurements).
 GROUNDING_EPOCHS = 0
 NLVR2_EPOCHS = 0
-
-
-class _QuietOrbax(pylogging.Filter):
-  def filter(self, record):
-    return "orbax" not in record.pathname
 
 
 def loss_trend(metrics_file: str):
@@ -107,9 +100,6 @@ def main(argv=None):
                  "are reported again and interrupted ones resume)")
   args = p.parse_args(argv)
 
-  from absl import logging
-  logging.set_verbosity(logging.INFO)
-  pylogging.getLogger("absl").addFilter(_QuietOrbax())  # orbax logs through absl at INFO
   pretrain_dir = args.workdir
   stage_dir = {k: args.workdir.rstrip("/") + "_" + k for k in ("retrieval", "grounding", "nlvr2")}
   retrieval_dir = stage_dir["retrieval"]
@@ -118,18 +108,11 @@ def main(argv=None):
       fs.path(d).rmtree(missing_ok=True)
 
   t0 = time.time()
-  from x2vlm_jax.data import finetune, shapes, shapes_tasks
-  print(f"[demo] building the shapes datasets in {args.data_dir} ...", flush=True)
-  shapes.build(args.data_dir)
-  tasks = shapes_tasks.build(args.data_dir)
-  # The fine-tuning sets go through the builders a user runs on the official files (tools/build_tfds.py);
-  # rebuilt when the task files are newer (a new shapes_tasks version).
-  for kind, ann in (("retrieval", "retrieval_train"), ("grounding", "grounding_train"), ("nlvr2", "nlvr_train")):
-    marker = fs.path(args.data_dir) / f"shapes_{kind}" / "1.0.0" / "dataset_info.json"
-    source = fs.path(tasks) / f"{ann}.json"
-    if not marker.exists() or marker.stat().mtime < source.stat().mtime:
-      report = finetune.builder(kind)(str(source), tasks, args.data_dir, f"shapes_{kind}")
-      print(f"[demo] shapes_{kind}: " + ", ".join(report.lines(kind)), flush=True)
+  from x2vlm_jax.data import embedded
+  print(f"[demo] the embedded shapes datasets in {args.data_dir} (built on first use) ...", flush=True)
+  names = [embedded.SHAPES, embedded.SHAPES_VIDEO, embedded.TASKS, embedded.RETRIEVAL]
+  names += [f"shapes_{k}" for k, e in (("grounding", args.grounding_epochs), ("nlvr2", args.nlvr2_epochs)) if e > 0]
+  embedded.ensure(args.data_dir, names)
   print(f"[demo] data ready ({time.time() - t0:.0f} s)", flush=True)
 
   from configs.finetune import shapes_grounding, shapes_nlvr2, shapes_retrieval
@@ -199,4 +182,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()
   sys.exit(main())

@@ -27,7 +27,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if __name__ == "__main__":
+  from x2vlm_jax import console
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
 TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa", "vqa": "vqa",
@@ -121,13 +123,11 @@ def main(argv=None) -> int:
   if args.coordinator_address or args.distributed:
     jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
                                process_id=args.process_id)
-  from absl import logging
   from etils import epath
   from flax import nnx
   from x2vlm_jax import params_io
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.training import sharding as shd
-  logging.set_verbosity(logging.WARNING)
   try:
     config = build_config(args, overrides)
   except ValueError as e:

@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DATASETS = {"vqa": ("vqa_train.json", "shapes_vqa"), "captioning": ("captioning_train.json", "shapes_captioning")}
+DATASETS = {"vqa": "shapes_vqa", "captioning": "shapes_captioning"}  # x2vlm_jax.data.embedded names
 
 
 def vqa_baseline(tasks_dir: str):
@@ -68,12 +68,9 @@ def main(argv=None):
   from absl import logging
   logging.set_verbosity(logging.INFO)
   t0 = time.time()
-  from x2vlm_jax.data import shapes_tasks
-  from x2vlm_jax.data.finetune import builder
-  tasks_dir = shapes_tasks.build(args.data_dir)
-  train_file, name = DATASETS[args.task]
-  if not os.path.exists(os.path.join(args.data_dir, name, "1.0.0", "dataset_info.json")):
-    print("\n".join(builder(args.task)(os.path.join(tasks_dir, train_file), tasks_dir, args.data_dir, name).lines(args.task)))
+  from x2vlm_jax.data import embedded
+  embedded.ensure(args.data_dir, [DATASETS[args.task]])  # the official-format files and their TFDS dataset
+  tasks_dir = os.path.join(args.data_dir, embedded.TASKS)
   data_s = time.time() - t0
 
   from x2vlm_jax import experiment

@@ -8,6 +8,7 @@
 
 from typing import Optional
 
+import jax
 from absl import logging
 
 from x2vlm_jax import fs, tasks
@@ -16,8 +17,23 @@ from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training import trainer
 
 
+def ensure_embedded_data(config) -> None:
+  """Builds the embedded `shapes` data a config names on first use (x2vlm_jax.data.embedded).
+  Process 0 builds; on a data_dir that is not shared, every other host then builds its own copy."""
+  from x2vlm_jax.data import embedded  # tf-free; the builders import tensorflow only when needed
+  if not embedded.needed(config):
+    return
+  if jax.process_index() == 0:
+    embedded.ensure_for_config(config)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices("embedded data built")
+    embedded.ensure_for_config(config)
+
+
 def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=None, task=None):
   """Trains (or resumes) with the task and evaluators of `config` → (state, graphdef, last metrics)."""
+  ensure_embedded_data(config)
   task = task if task is not None else tasks.build(config)
   mesh = shd.create_mesh(config.mesh)
   evaluators = registry.build_all(config, mesh)

@@ -53,3 +53,12 @@ def get_config(arg=None):
   c.evals.grounding = dict(type="grounding", annotations=f"{tasks}/grounding_test.json", image_root=tasks,
                            batch_size=64, at_end=True)
   return c
+
+
+def sweep(add, arg=None):
+  """Learning rate × warm-up (tools/sweep.py; 6 trials of 400 steps, a few minutes each on 2 CPU cores).
+  The grid brackets this config's lr 1e-3 / 50 warm-up steps (our choices for the demo)."""
+  del arg  # the sweep's own `:arg` (e.g. data_dir=...) is merged into every trial by tools/sweep.py
+  for lr in (3e-4, 1e-3, 3e-3):
+    for warmup in (25, 100):
+      add(arg="steps=400", **{"optim.lr": lr, "optim.warmup_steps": warmup})

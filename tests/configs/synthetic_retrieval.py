@@ -20,3 +20,11 @@ def get_config(arg=None):
   c.optim.warmup_fraction = 0.0
   c.optim.warmup_steps = 1
   return c
+
+
+def sweep(add, arg=None):
+  """Two trials for tests/test_sweep.py. They differ in the seed only (a runtime value), so the second
+  trial reuses the first one's compiled programs through the sweep's compilation cache."""
+  del arg
+  for seed in (1, 2):
+    add(seed=seed)

@@ -13,6 +13,7 @@ import numpy as np
 
 from x2vlm_jax.convert import layout as L
 from x2vlm_jax.convert.relpos import grid_from_rows, resize_rel_pos_table
+from x2vlm_jax.progress import Progress
 
 FRAME_KEY = "absolute_frame_pos_embed"
 _TIED_DECODER = {  # duplicate tensor → the tensor it must equal (HF ties them, the file stores both)
@@ -155,7 +156,8 @@ def convert_official(sd: Dict[str, np.ndarray], cfg, *, allow_missing: Iterable[
       fresh_cache["v"] = fresh()
     return np.asarray(fresh_cache["v"][path], np.float32)
 
-  for e in entries:
+  progress = Progress("convert", len(entries), unit="tensors")
+  for e in progress.wrap(entries):
     our_shape = shapes[e.path][0]
     want = L.official_shape(e, our_shape, cfg)
     if e.key not in sd:
@@ -186,6 +188,7 @@ def convert_official(sd: Dict[str, np.ndarray], cfg, *, allow_missing: Iterable[
       continue
     out[e.path] = _transform(e.kind, value, cfg).astype(np.float32)
 
+  progress.done()
   unexpected = []
   for k in sorted(sd):
     if k in used or _is_buffer(k):

@@ -8,13 +8,14 @@ the schema flat, which `tfds.data_source` reads back without any custom builder 
 import collections
 import os
 import tempfile
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow_datasets as tfds
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from x2vlm_jax import fs
+from x2vlm_jax.progress import Progress
 
 ALT_SEP = "\x1f"
 VERSION = "1.0.0"
@@ -99,7 +100,8 @@ class DatasetWriter:
         data_dir=self.root, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
         dataset_name=self.name, split=split, filetype_suffix="array_record")
 
-  def write_split(self, split: str, examples) -> int:
+  def write_split(self, split: str, examples, total: Optional[int] = None, unit: str = "records") -> int:
+    """Writes one split; logs progress (count, rate and, given `total`, ETA) while it runs."""
     # The shard count is only known at the end: shards get temporary names first and are renamed
     # (on the data dir's own filesystem) once the total is known.
     remote = fs.is_remote(self.root)
@@ -115,7 +117,8 @@ class DatasetWriter:
           fs.path(local).copy(self.root / tmp_names[-1], overwrite=True)
           os.remove(local)
 
-      for ex in examples:
+      progress = Progress(f"{self.name}/{split}", total, unit=unit)
+      for ex in progress.wrap(examples):
         if writer is None or count == self.examples_per_shard:
           if writer is not None:
             close_shard()
@@ -128,6 +131,7 @@ class DatasetWriter:
         count += 1
       if writer is not None:
         close_shard()
+      progress.done()
     tmpl = self._template(split)
     for i, name in enumerate(tmp_names):
       (self.root / name).replace(tmpl.sharded_filepath(shard_index=i, num_shards=len(tmp_names)))

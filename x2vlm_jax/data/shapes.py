@@ -179,12 +179,12 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
   from x2vlm_jax.data import records  # tensorflow-datasets: only when writing (configs import this module)
   # Train and test use different seed streams, so no test scene is a train scene.
   w = records.DatasetWriter(data_dir, NAME, "image_text")
-  w.write_split("train", _image_examples([seed, 0], num_train))
-  w.write_split("test", _image_examples([seed, 1], num_test))
+  w.write_split("train", _image_examples([seed, 0], num_train), num_train, "scenes")
+  w.write_split("test", _image_examples([seed, 1], num_test), num_test, "scenes")
   w.finish()
   w = records.DatasetWriter(data_dir, VIDEO_NAME, "video", examples_per_shard=500)
-  w.write_split("train", _video_examples([seed, 2], num_train_videos, num_frames))
-  w.write_split("test", _video_examples([seed, 3], num_test_videos, num_frames))
+  w.write_split("train", _video_examples([seed, 2], num_train_videos, num_frames), num_train_videos, "clips")
+  w.write_split("test", _video_examples([seed, 3], num_test_videos, num_frames), num_test_videos, "clips")
   w.finish()
   marker.write_text(json.dumps(params))
   return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}

@@ -43,8 +43,10 @@ from PIL import Image
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import shapes
+from x2vlm_jax.progress import Progress
 
 NAME = "shapes_tasks"
+VERSION = 4  # of what build() writes: bumped when a task's files change (embedded.py rebuilds older ones)
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
@@ -167,7 +169,7 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
   """Writes the task annotations and images (skipped when already built with these arguments)."""
   root = task_dir(data_dir)
   params = dict(num_train=num_train, num_test=num_test, seed=seed, num_train_videos=num_train_videos,
-                num_test_videos=num_test_videos, version=4)
+                num_test_videos=num_test_videos, version=VERSION)
   out = fs.path(root)
   marker = out / "build_params.json"
   if marker.exists() and json.loads(marker.read_text()) == params:
@@ -176,12 +178,14 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
   splits = {}
   for split, stream, n in (("train", 10, num_train), ("test", 11, num_test)):
     scenes = []
-    for i, (img, objs) in enumerate(_scenes([seed, stream], n)):
+    progress = Progress(f"{NAME}/{split}", n, unit="images")
+    for i, (img, objs) in enumerate(progress.wrap(_scenes([seed, stream], n))):
       name = f"images/{split}_{i:05d}.jpg"
       buf = io.BytesIO()
       Image.fromarray(img).save(buf, format="JPEG", quality=95, subsampling=0)
       (out / name).write_bytes(buf.getvalue())
       scenes.append((name, objs))
+    progress.done()
     splits[split] = scenes
   _write(out, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
                                          for i, (name, objs) in enumerate(splits["train"])

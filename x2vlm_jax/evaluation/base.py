@@ -85,6 +85,15 @@ class Evaluator:
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
     raise NotImplementedError
 
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int) -> List[Tuple[str, object, tuple]]:
+    """[(name, jitted fn, abstract args)] of the programs an evaluation runs, for an evaluation set of
+    that size; `params` are ShapeDtypeStructs with shardings (tools/compile_check.py lowers them).
+    Only retrieval describes its programs so far; vqa, captioning and video_qa return [] (their
+    decoding / classification programs are compiled at their first evaluation, and compile_check says
+    so), which is the default here."""
+    del graphdef, params, num_images, num_texts
+    return []
+
   def __call__(self, graphdef, params):
     if not self._ready:
       self.setup()

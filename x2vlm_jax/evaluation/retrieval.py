@@ -27,6 +27,8 @@ from flax import nnx
 from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
+from x2vlm_jax.progress import Progress
+from x2vlm_jax.training import sharding as shd
 
 RECALL_AT = (1, 5, 10)
 
@@ -107,18 +109,23 @@ class RetrievalEvaluator(Evaluator):
   def setup(self):
     e = self.ecfg
     self.data = RetrievalSet.from_file(e.annotations, e.image_root, e.vision_key)
-    # Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings (§1.7).
-    self.num_frames = int(e.num_frames or self.model_cfg.num_frames) if e.video else 0
-    if e.video and not self.num_frames:
-      raise ValueError(f"evals.{self.name}: video retrieval needs num_frames (or config.model.num_frames)")
+    self.num_frames = self._frames()
     ids, mask = self.tokenizer()(self.data.texts, e.max_tokens, clean=e.max_words)
     self.text_ids, self.text_mask = ids, mask
     self.batches = EvalBatches(self.mesh, e.batch_size)
-    self._compiled = {}
+
+  def _frames(self) -> int:
+    """Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings (§1.7)."""
+    e = self.ecfg
+    frames = int(e.num_frames or self.model_cfg.num_frames) if e.video else 0
+    if e.video and not frames:
+      raise ValueError(f"evals.{self.name}: video retrieval needs num_frames (or config.model.num_frames)")
+    return frames
 
   # --- jitted pieces (compiled once per graphdef) --------------------------------------------------
   def _fns(self, graphdef):
     key = id(graphdef)
+    self._compiled = getattr(self, "_compiled", {})  # also used before setup() (compile_targets)
     if key not in self._compiled:
       def encode_image(params, b):
         model = nnx.merge(graphdef, params)
@@ -150,6 +157,40 @@ class RetrievalEvaluator(Evaluator):
           topk=jax.jit(topk, static_argnums=3), rerank=jax.jit(rerank, static_argnums=7))
     return self._compiled[key]
 
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """Encoders on one evaluation batch, the ITC top-k and both rerank programs over a whole set of
+    num_images / num_texts (the embeddings of the set replicated on every device, as in `evaluate`);
+    with `video`, the images are clips of num_frames frames."""
+    fns, e, m = self._fns(graphdef), self.ecfg, self.model_cfg
+    enc = EvalBatches(self.mesh, int(e.batch_size))
+    g, r, l = enc.global_batch, int(m.image_res), int(e.max_tokens)
+
+    def batch(shape, dtype):
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(self.mesh, len(shape)))
+
+    def replicated(shape, dtype):
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=enc.replicated())
+
+    frames = self._frames()
+    images = {"images": batch((g,) + ((frames,) if frames else ()) + (r, r, 3), jnp.float32)}
+    texts = {"ids": batch((g, l), jnp.int32), "mask": batch((g, l), jnp.int32)}
+    img_out = jax.eval_shape(fns["encode_image"], params, images)
+    txt_out = jax.eval_shape(fns["encode_text"], params, texts)
+    n_img, n_txt = enc.padded(num_images), enc.padded(num_texts)
+    img_embeds, img_feat = (replicated((n_img,) + x.shape[1:], x.dtype) for x in img_out)
+    txt_embeds, txt_feat = (replicated((n_txt,) + x.shape[1:], x.dtype) for x in txt_out)
+    txt_mask = replicated((n_txt, l), jnp.int32)
+    k = min(int(e.k_test), num_images, num_texts)
+    calls = EvalBatches(self.mesh, max(1, int(e.rerank_pairs) // k))
+    q, cand = batch((calls.global_batch,), jnp.int32), batch((calls.global_batch, k), jnp.int32)
+    return [
+        (f"{self.name}/encode_image", fns["encode_image"], (params, images)),
+        (f"{self.name}/encode_text", fns["encode_text"], (params, texts)),
+        (f"{self.name}/itc_topk_i2t", fns["topk"], (img_feat, txt_feat, replicated((n_txt,), jnp.float32), k)),
+        (f"{self.name}/rerank_i2t", fns["rerank"], (params, img_embeds, txt_embeds, txt_mask, txt_mask, q, cand, True)),
+        (f"{self.name}/rerank_t2i", fns["rerank"], (params, txt_embeds, img_embeds, None, txt_mask, q, cand, False)),
+    ]
+
   # --- the protocol --------------------------------------------------------------------------------
   def _load_images(self, idx: np.ndarray):
     pixels, valid = self.load_images(self.data.images, idx, self.num_frames)
@@ -159,10 +200,10 @@ class RetrievalEvaluator(Evaluator):
     safe = np.maximum(idx, 0)
     return {"ids": self.text_ids[safe], "mask": self.text_mask[safe], "valid": (idx >= 0).astype(np.float32)}
 
-  def _encode(self, fn, params, n, load):
+  def _encode(self, fn, params, n, load, unit):
     b = self.batches
     outs = b.map(lambda batch: (*fn(params, {k: v for k, v in batch.items() if k != "valid"}), batch["valid"]),
-                 n, load)
+                 n, load, what=f"{self.name}: encode", unit=unit)
     return b.concat(outs, replicate=True)
 
   def _rerank(self, fn, params, q_embeds, c_embeds, c_mask, q_mask, cands, image_is_query):
@@ -171,6 +212,8 @@ class RetrievalEvaluator(Evaluator):
     q_per_device = max(1, int(self.ecfg.rerank_pairs) // k)
     calls = EvalBatches(self.mesh, q_per_device)
     outs = []
+    progress = Progress(f"{self.name}: ITM rerank {'image' if image_is_query else 'text'} queries", n,
+                        unit="queries", enabled=jax.process_index() == 0)
     for c in range(calls.num_batches(n)):
       local = calls.local_indices(c, n)
       q = np.maximum(local, 0)
@@ -179,6 +222,8 @@ class RetrievalEvaluator(Evaluator):
       if jax.default_backend() == "cpu":
         jax.block_until_ready(out)
       outs.append(out)
+      progress.update(min(calls.global_batch, n - c * calls.global_batch))
+    progress.done()
     return to_host(calls.concat(outs))[:n]
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
@@ -190,8 +235,8 @@ class RetrievalEvaluator(Evaluator):
     def lap():
       clock.append(time.perf_counter())
       return clock[-1] - clock[-2]
-    img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images)
-    txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts)
+    img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images, "images")
+    txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts, "texts")
     jax.block_until_ready(txt_embeds)
     t_encode = lap()
     txt_mask = jax.device_put(np.concatenate([self.text_mask, np.zeros(

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from x2vlm_jax.progress import Progress
 from x2vlm_jax.training import sharding as shd
 
 
@@ -55,18 +56,23 @@ class EvalBatches:
 
     return jax.make_array_from_callback((self.global_batch,) + local.shape[1:], sharding, piece)
 
-  def map(self, fn: Callable, n: int, load: Callable[[np.ndarray], Dict[str, np.ndarray]]) -> List:
+  def map(self, fn: Callable, n: int, load: Callable[[np.ndarray], Dict[str, np.ndarray]], what: str = "",
+          unit: str = "rows") -> List:
     """Runs fn(global batch dict) over every batch → list of fn's outputs (global arrays).
 
     load(indices) gets this host's dataset indices (-1 = padding) and returns {name: [rows, ...]}.
+    `what` names the job in progress lines (process 0; count, rate, ETA).
     """
     outs = []
+    progress = Progress(what or "evaluation", n, unit=unit, enabled=bool(what) and jax.process_index() == 0)
     for b in range(self.num_batches(n)):
       host = load(self.local_indices(b, n))
       out = fn({k: self.to_global(v) for k, v in host.items()})
       if jax.default_backend() == "cpu":
         jax.block_until_ready(out)  # fake CPU devices can deadlock on back-to-back collectives
       outs.append(out)
+      progress.update(min(self.global_batch, n - b * self.global_batch))
+    progress.done()
     return outs
 
   def replicated(self) -> NamedSharding:

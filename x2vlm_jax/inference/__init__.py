@@ -6,9 +6,12 @@
 
 Modules: `api` (the validated, jitted model entry points), `tokenizer` (BERT WordPiece, the data
 pipeline's ids without tensorflow), `decoding` (VQA answer ranking / generation and MLM captioning over
-a model: `rank_answers_jit`, `generate_answers`, `generate_captions`).
+a model: `rank_answers_jit`, `generate_answers`, `generate_captions`), `retrieval` (`rank`: image–text
+retrieval over your own images and captions with ITM rerank scores), `visualize` (grounding boxes drawn
+on images).
 """
 
-from x2vlm_jax.inference.api import X2VLMInference, from_params, load, preprocess_images
+from x2vlm_jax.inference import retrieval, visualize
+from x2vlm_jax.inference.api import X2VLMInference, from_params, load, preprocess_images, save_random
 
-__all__ = ["X2VLMInference", "from_params", "load", "preprocess_images"]
+__all__ = ["X2VLMInference", "from_params", "load", "preprocess_images", "save_random", "retrieval", "visualize"]

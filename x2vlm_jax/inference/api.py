@@ -295,6 +295,19 @@ def from_params(cfg, params=None, *, seed: int = 0, vocab_file: Optional[str] = 
   return X2VLMInference(model, cfg, vocab_file)
 
 
+def save_random(directory: str, preset: str = "tiny", *, image_res: Optional[int] = None, vocab_file: Optional[str] = None,
+                seed: int = 0, decoder_layers: int = 0) -> str:
+  """Writes a randomly initialised checkpoint (with a vocabulary: default the embedded `shapes` one)
+  that `load` reads: for trying the API, CI and notebooks without weights at hand → `directory`.
+  decoder_layers > 0 adds a VQA answer decoder (`answer` needs one)."""
+  from x2vlm_jax.data.config import SHAPES_VOCAB  # tf-free
+  cfg = presets.get_preset(preset, **({"image_res": image_res} if image_res else {}))
+  cfg.heads.decoder_layers = int(decoder_layers)
+  params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(seed)), nnx.Param))
+  params_io.save(directory, cfg, params, vocab_file=vocab_file or SHAPES_VOCAB)
+  return directory
+
+
 def load(checkpoint_dir: str, *, dtype: Optional[str] = None, attention_impl: Optional[str] = None,
          vocab_file: Optional[str] = None):
   """Loads a directory written by tools/convert_checkpoint.py or the trainer's export (with its

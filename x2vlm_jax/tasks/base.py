@@ -9,6 +9,7 @@ running evaluators. A task supplies only:
                                        get_state()/set_state(dict)/stats() for exact resume
   global_batch(mesh, host_batch)     → global jax arrays (default: every leaf split over the batch axes)
   examples_per_step()                → for throughput metrics
+  batch_spec()                       → the global batch as (shape, dtype) leaves (compile-only checks)
   init_additions_plan / init_additions → params a task derives from a loaded checkpoint (e.g. VQA's
                                        decoder from the fusion layers) and which get lr × lr_mult
   train_size()                       → records per epoch (None if unknown), for `config.num_epochs`
@@ -46,6 +47,11 @@ class Task:
   def examples_per_step(self) -> int:
     raise NotImplementedError
 
+  def batch_spec(self):
+    """The GLOBAL batch of one step as a pytree of (shape, dtype) (the input contract at the global batch
+    size): tools/compile_check.py lowers the train step on it without any data."""
+    raise NotImplementedError(f"task {self.name!r} does not describe its batch (batch_spec)")
+
   def train_size(self) -> Optional[int]:
     return None
 
@@ -67,9 +73,12 @@ class FinetuneTask(Task):
   """A single-stream fine-tuning task: `config.data` is one stream with a GLOBAL `batch_size`, read
   from TFDS by `DATA_MODULE` (its `create_iterator` / `train_size`, imported lazily: tensorflow lives
   there) or, with `data.source = "synthetic"`, made by `synthetic_batch(seed, per_host_batch)`
-  (tests, benchmarks, GPU hosts without tensorflow)."""
+  (tests, benchmarks, GPU hosts without tensorflow). Its batches are `SPEC` of
+  x2vlm_jax.data.finetune.specs (tensorflow-free), the contract the data module's iterator checks every
+  batch against."""
 
   DATA_MODULE = ""
+  SPEC = ""
   # synthetic(seed, batch_size, image_res, max_tokens, vocab_size) → one host batch of the contract;
   # tasks whose batches need more than these override `synthetic_batch` instead.
   synthetic = None
@@ -96,6 +105,10 @@ class FinetuneTask(Task):
 
   def examples_per_step(self) -> int:
     return int(self.config.data.batch_size)
+
+  def batch_spec(self):
+    from x2vlm_jax.data.finetune import specs  # tf-free
+    return getattr(specs, self.SPEC)(self.config.data, int(self.config.data.batch_size))
 
   def train_size(self) -> Optional[int]:
     """Training rows of an official epoch (None for synthetic batches)."""

@@ -19,6 +19,7 @@ from x2vlm_jax.training.losses import caption_mlm_loss
 class CaptioningTask(FinetuneTask):
   name = "captioning"
   DATA_MODULE = "x2vlm_jax.data.finetune.captioning"
+  SPEC = "captioning"
 
   def __init__(self, config):
     super().__init__(config)

@@ -26,6 +26,7 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
 class GroundingTask(FinetuneTask):
   name = "grounding"
   DATA_MODULE = "x2vlm_jax.data.finetune.grounding"
+  SPEC = "grounding"
   synthetic = staticmethod(synthetic_batch)
 
   def loss(self, model, batch, rng, step):

@@ -44,6 +44,7 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
 class NLVR2Task(FinetuneTask):
   name = "nlvr2"
   DATA_MODULE = "x2vlm_jax.data.finetune.nlvr2"
+  SPEC = "nlvr2"
   synthetic = staticmethod(synthetic_batch)
 
   def __init__(self, config):

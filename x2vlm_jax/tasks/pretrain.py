@@ -56,6 +56,10 @@ class PretrainTask(Task):
       host_batch = {**host_batch, "region": region}
     return shd.global_batch(mesh, host_batch)
 
+  def batch_spec(self):
+    from x2vlm_jax.training.synthetic import SyntheticIterator  # the contract's shapes, no data
+    return SyntheticIterator(self.config.data, self.config.model, seed=0, process_count=1).specs
+
   def examples_per_step(self) -> int:
     return sum(int(self.config.data[s].batch_size) for s in enabled_streams(self.config.data))
 

@@ -14,12 +14,13 @@ from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
 from x2vlm_jax.training import objectives
 
 
-def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
-  """A retrieval batch of the contract (images, text_ids, text_mask, image_ids, valid); pairs of rows
-  share an image id, as captions of one image do."""
+def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int, num_frames: int = 0):
+  """A retrieval batch of the contract (images, text_ids, text_mask, image_ids, valid; videos: frames
+  [b, F, R, R, 3] instead of images); pairs of rows share an image id, as captions of one image do."""
   rs = np.random.RandomState(seed)
   ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
-  return {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32), "text_ids": ids,
+  vision = ("frames", (b, num_frames)) if num_frames else ("images", (b,))
+  return {vision[0]: rs.randn(*vision[1], image_res, image_res, 3).astype(np.float32), "text_ids": ids,
           "text_mask": mask, "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
           "valid": np.ones((b,), np.float32)}
 
@@ -27,12 +28,12 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
 class RetrievalTask(FinetuneTask):
   name = "retrieval"
   DATA_MODULE = "x2vlm_jax.data.finetune.retrieval"
-  synthetic = staticmethod(synthetic_batch)
+  SPEC = "retrieval"
 
   def __init__(self, config):
     super().__init__(config)
     if config.data.get("video", False):
-      self.DATA_MODULE = "x2vlm_jax.data.finetune.video"
+      self.DATA_MODULE, self.SPEC = "x2vlm_jax.data.finetune.video", "video_retrieval"
     self.group_size = int(config.itm_group_size)
     self.itc_grad_scale = float(config.get("itc_grad_scale", 1.0))
 
@@ -56,3 +57,8 @@ class RetrievalTask(FinetuneTask):
       return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
                                     process_count=process_count, qa=False)
     return super().create_iterator(module, seed, process_index, process_count)
+
+  def synthetic_batch(self, seed, batch_size):
+    d = self.config.data
+    return synthetic_batch(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size,
+                           num_frames=int(d.num_frames) if d.get("video", False) else 0)

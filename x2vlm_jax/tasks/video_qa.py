@@ -15,6 +15,7 @@ from x2vlm_jax.training import losses
 class VideoQATask(FinetuneTask):
   name = "video_qa"
   DATA_MODULE = "x2vlm_jax.data.finetune.video"
+  SPEC = "video_qa"
 
   def __init__(self, config):
     super().__init__(config)

@@ -24,6 +24,7 @@ DECODER = "decoder/"
 class VQATask(FinetuneTask):
   name = "vqa"
   DATA_MODULE = "x2vlm_jax.data.finetune.vqa"
+  SPEC = "vqa"
 
   def __init__(self, config):
     super().__init__(config)

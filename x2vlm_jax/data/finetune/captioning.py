@@ -9,13 +9,12 @@ RandAugment(2, 7)) → the UniLM "FG-free" input of spec §5.5 (`caption_masking
 prompt excluded, a [MASK] inserted before each with the same position id, the 3-D attention mask.
 """
 
-from typing import Dict, Sequence
+from typing import Sequence
 
-import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, caption_masking
-from x2vlm_jax.data.finetune import retrieval
+from x2vlm_jax.data.finetune import retrieval, specs
 from x2vlm_jax.data.finetune.common import RowsSource, single_stream_iterator, transform_and_batch
 from x2vlm_jax.data.streams import BATCH_SEED_OFFSET, example_seed, from_source, meta, pmap
 from x2vlm_jax.data.text import Tokenizer
@@ -36,13 +35,6 @@ def prompt_pieces(tokenizer: Tokenizer, prompt: str) -> Sequence[int]:
   if not prompt.strip():
     return ()
   return tuple(int(i) for i in tokenizer.pieces(tf.constant([prompt.strip()]))[0].numpy())
-
-
-def captioning_spec(batch_size: int, image_res: int, max_tokens: int, max_masks: int) -> Dict[str, tuple]:
-  b, r, t, m = batch_size, image_res, max_tokens + max_masks, max_masks
-  return {"images": ((b, r, r, 3), np.float32), "text_ids": ((b, t), np.int32), "positions": ((b, t), np.int32),
-          "attention": ((b, t, t), np.int32), "masked_pos": ((b, m), np.int32), "masked_ids": ((b, m), np.int32),
-          "masked_weight": ((b, m), np.float32)}
 
 
 def captioning_stream(source, cfg, tokenizer: Tokenizer, prompt: Sequence[int], *, position, counts, skipped,
@@ -84,7 +76,7 @@ def create_iterator(cfg, prompt: str, *, seed: int, process_index: int, process_
 
   return single_stream_iterator(cfg, "captioning", stream_id=STREAM_ID, opener=RowsSource,
                                 build=build_stream,
-                                spec_fn=lambda b: captioning_spec(b, cfg.image_res, cfg.max_tokens, cfg.max_masks),
+                                spec=specs.captioning,
                                 seed=seed, process_index=process_index, process_count=process_count)
 
 

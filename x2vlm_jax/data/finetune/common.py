@@ -7,7 +7,7 @@ tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py
 
 import json
 import os
-from typing import Callable, Dict, Iterable, List, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -55,11 +55,12 @@ def rows_path(data_dir: str, name: str, split: str) -> str:
 
 
 def write_split(data_dir: str, name: str, kind: str, split: str, examples: Iterable[Dict],
-                rows: List[Dict]) -> None:
+                rows: List[Dict], total: Optional[int] = None, unit: str = "records") -> None:
   """Stores the split's media records (images or videos, once each) and its training rows, each
-  row {"record": index of its media record, ...fields}; `rows` is filled while `examples` is read."""
+  row {"record": index of its media record, ...fields}; `rows` is filled while `examples` is read.
+  `total` / `unit`: for the progress lines."""
   w = records.DatasetWriter(data_dir, name, kind)
-  w.write_split(split, examples)
+  w.write_split(split, examples, total, unit)
   w.finish()
   fs.path(rows_path(data_dir, name, split)).write_text(json.dumps({"format": ROWS_FORMAT, "rows": rows}))
 
@@ -117,7 +118,7 @@ def write_media_groups(annotations: str, data_dir: str, name: str, kind: str, sp
       report.written += len(items)
       yield example(loaded)
 
-  write_split(data_dir, name, kind, split, gen(), table)
+  write_split(data_dir, name, kind, split, gen(), table, len(groups), f"{what}s")
   report.extra[f"{what}s"] = written[0]
 
 
@@ -190,23 +191,23 @@ def transform_and_batch(ds, transform: Callable, cfg, batch_size: int):
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec_fn: Callable,
+def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec: Callable,
                            seed: int, process_index: int, process_count: int) -> TrainIterator:
   """A resumable iterator over one fine-tuning stream: `cfg.train` datasets opened with `opener`,
   `build(source, position, counts, skipped, per_host_batch)` → batched tf.data graph,
-  `spec_fn(per_host_batch)` → the batch contract. Batches come out flat ({field: array})."""
+  `spec(cfg, per_host_batch)` → the batch contract (a function of `specs`, which the task's
+  `batch_spec` uses too). Batches come out flat ({field: array})."""
   bt = _per_host(int(cfg.batch_size), process_count, "data.batch_size")
   source = StreamSource(cfg.data_dir, [tuple(d) for d in cfg.train], seed=seed, stream_id=stream_id,
                         process_index=process_index, process_count=process_count, opener=opener)
-  return TrainIterator(cfg, {name: StreamDef(source, lambda p, c, s: build(source, p, c, s, bt), spec_fn(bt))},
+  return TrainIterator(cfg, {name: StreamDef(source, lambda p, c, s: build(source, p, c, s, bt), spec(cfg, bt))},
                        seed=seed, process_index=process_index, process_count=process_count, flat=True)
 
 
 def task_iterator(cfg, kind: str, *, stream_id: int, opener, stream: Callable, spec: Callable, seed: int,
                   process_index: int, process_count: int, **stream_kw) -> TrainIterator:
   """`single_stream_iterator` for a task module: `stream(source, cfg, tokenizer, position=, counts=,
-  skipped=, seed=, batch_size=, **stream_kw)` → its tf.data graph, `spec(batch, image_res, max_tokens)`
-  → its batch contract."""
+  skipped=, seed=, batch_size=, **stream_kw)` → its tf.data graph, `spec` its contract (data/finetune/specs.py)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
 
   def build(source, position, counts, skipped, batch_size):
@@ -214,7 +215,7 @@ def task_iterator(cfg, kind: str, *, stream_id: int, opener, stream: Callable, s
                   batch_size=batch_size, **stream_kw)
 
   return single_stream_iterator(cfg, kind, stream_id=stream_id, opener=opener, build=build,
-                                spec_fn=lambda b: spec(b, cfg.image_res, cfg.max_tokens), seed=seed,
+                                spec=spec, seed=seed,
                                 process_index=process_index, process_count=process_count)
 
 

@@ -16,12 +16,11 @@ truncation to max_tokens; the padding is masked either way).
 """
 
 import math
-from typing import Dict
-
 import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, read_annotations,
                                             skip_or_raise, task_iterator, write_image_rows)
 from x2vlm_jax.data.jsonl import BadRecord
@@ -77,12 +76,6 @@ def signature(num_datasets: int):
           "text": tf.TensorSpec([], tf.string), "bbox": tf.TensorSpec([4], tf.float64)}
 
 
-def spec(batch_size: int, image_res: int, max_tokens: int) -> Dict[str, tuple]:
-  b, r, l = batch_size, image_res, max_tokens
-  return {"images": ((b, r, r, 3), np.float32), "text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "target_bbox": ((b, 4), np.float32), "valid": ((b,), np.float32)}
-
-
 def mentions_left_or_right(text):
   """The official `left_or_right_in_caption` on the cleaned text: a substring test."""
   return tf.strings.regex_full_match(text, ".*(left|right).*")
@@ -134,8 +127,9 @@ def grounding_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, keep_debug: bool = False):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + careful_hflip)."""
-  it = task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=grounding_stream, spec=spec, seed=seed,
-                     process_index=process_index, process_count=process_count, keep_debug=keep_debug)
+  it = task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=grounding_stream,
+                     spec=specs.grounding, seed=seed, process_index=process_index, process_count=process_count,
+                     keep_debug=keep_debug)
   it.keep_debug = keep_debug
   return it
 

@@ -9,12 +9,11 @@ Batch contract: images [B, 2, R, R, 3] (image 0 = "left"), text_ids/text_mask [B
 (1 = True), valid [B].
 """
 
-from typing import Dict
-
 import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, read_annotations,
                                             skip_or_raise, task_iterator, write_image_rows)
 from x2vlm_jax.data.jsonl import BadRecord
@@ -70,12 +69,6 @@ def signature(num_datasets: int):
           "label": tf.TensorSpec([], tf.int32)}
 
 
-def spec(batch_size: int, image_res: int, max_tokens: int) -> Dict[str, tuple]:
-  b, r, l = batch_size, image_res, max_tokens
-  return {"images": ((b, 2, r, r, 3), np.float32), "text_ids": ((b, l), np.int32),
-          "text_mask": ((b, l), np.int32), "labels": ((b,), np.int32), "valid": ((b,), np.float32)}
-
-
 def nlvr2_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size):
   base = seed * 8 + STREAM_ID
   ds = from_source(source, position, counts, signature(len(source.sources)), skipped=skipped)
@@ -92,8 +85,8 @@ def nlvr2_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
-  return task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=nlvr2_stream, spec=spec, seed=seed,
-                       process_index=process_index, process_count=process_count)
+  return task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=nlvr2_stream,
+                       spec=specs.nlvr2, seed=seed, process_index=process_index, process_count=process_count)
 
 
 def train_size(cfg) -> int:

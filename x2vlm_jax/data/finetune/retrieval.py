@@ -8,10 +8,10 @@ RandAugment(2, 7)) → `pre_caption` (30 words) → WordPiece, fixed length.
 
 from typing import Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, load_image_record,
                                             read_annotations, skip_or_raise, task_iterator, write_media_groups)
 from x2vlm_jax.data.jsonl import BadRecord
@@ -65,12 +65,6 @@ def retrieval_signature(num_datasets: int):
           "caption": tf.TensorSpec([], tf.string), "image_id": tf.TensorSpec([], tf.int32)}
 
 
-def retrieval_spec(batch_size: int, image_res: int, max_tokens: int) -> Dict[str, tuple]:
-  b, r, l = batch_size, image_res, max_tokens
-  return {"images": ((b, r, r, 3), np.float32), "text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}
-
-
 def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size):
   base = seed * 8 + STREAM_ID
   ds = from_source(source, position, counts, retrieval_signature(len(source.sources)), skipped=skipped)
@@ -88,7 +82,7 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
   return task_iterator(cfg, "retrieval", stream_id=STREAM_ID, opener=RowsSource, stream=retrieval_stream,
-                       spec=retrieval_spec, seed=seed, process_index=process_index, process_count=process_count)
+                       spec=specs.retrieval, seed=seed, process_index=process_index, process_count=process_count)
 
 
 def train_size(cfg) -> int:

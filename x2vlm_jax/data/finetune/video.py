@@ -19,11 +19,11 @@ import binascii
 import json
 from typing import Dict, List, Tuple
 
-import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (RowsSource, field, read_annotations, single_stream_iterator,
                                             skip_or_raise, transform_and_batch, write_media_groups)
 from x2vlm_jax.data.finetune.retrieval import build_rows
@@ -130,18 +130,6 @@ def _frames(ex, cfg, seed, careful_flip: bool, text_for_flip=None):
   return tf.map_fn(one, (ids, seeds), fn_output_signature=tf.TensorSpec([r, r, 3], tf.float32))
 
 
-def qa_spec(b: int, cfg) -> Dict[str, tuple]:
-  r, f, l = cfg.image_res, cfg.num_frames, cfg.max_tokens
-  return {"frames": ((b, f, r, r, 3), np.float32), "text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "labels": ((b,), np.int32), "valid": ((b,), np.float32)}
-
-
-def retrieval_spec(b: int, cfg) -> Dict[str, tuple]:
-  r, f, l = cfg.image_res, cfg.num_frames, cfg.max_tokens
-  return {"frames": ((b, f, r, r, 3), np.float32), "text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}
-
-
 def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size, *, qa: bool):
   base = seed * 8 + (QA_STREAM_ID if qa else RETRIEVAL_STREAM_ID)
   fields = ({"question": tf.TensorSpec([], tf.string), "answer": tf.TensorSpec([], tf.string),
@@ -180,7 +168,7 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, q
 
   return single_stream_iterator(cfg, "video_qa" if qa else "video_retrieval",
                                 stream_id=QA_STREAM_ID if qa else RETRIEVAL_STREAM_ID, opener=RowsSource,
-                                build=build_stream, spec_fn=lambda b: (qa_spec if qa else retrieval_spec)(b, cfg),
+                                build=build_stream, spec=specs.video_qa if qa else specs.video_retrieval,
                                 seed=seed, process_index=process_index, process_count=process_count)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (RowsSource, field, load_image_record, read_annotations,
                                             single_stream_iterator, skip_or_raise, transform_and_batch,
                                             write_media_groups)
@@ -127,14 +128,6 @@ def vqa_signature(num_datasets: int, max_answers: int):
           "may_flip": tf.TensorSpec([], tf.int32)}
 
 
-def vqa_spec(batch_size: int, image_res: int, max_tokens: int, max_answers: int, answer_tokens: int):
-  b, r, a = batch_size, image_res, max_answers
-  return {"images": ((b, r, r, 3), np.float32), "text_ids": ((b, max_tokens), np.int32),
-          "text_mask": ((b, max_tokens), np.int32), "answer_ids": ((b, a, answer_tokens), np.int32),
-          "answer_mask": ((b, a, answer_tokens), np.int32), "answer_weights": ((b, a), np.float32),
-          "answers_cut": ((b,), np.int32)}
-
-
 def train_wo_flip(image_bytes, may_flip, size: int, seed, *, randaug: bool, scale):
   """The official "train w/o flip" transform with its manual, permission-gated flip (see module doc)."""
   s_crop, s_flip, s_ra = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
@@ -185,7 +178,7 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
 
   return single_stream_iterator(
       cfg, "vqa", stream_id=STREAM_ID, opener=_opener(cfg), build=build_stream,
-      spec_fn=lambda b: vqa_spec(b, cfg.image_res, cfg.max_tokens, cfg.max_answers, cfg.max_answer_tokens),
+      spec=specs.vqa,
       seed=seed, process_index=process_index, process_count=process_count)
 
 

@@ -1,0 +1,148 @@
+"""The embedded datasets are built on first use: a config that names them just runs on a fresh clone.
+
+    needed(config)                → {data_dir: {names}} the config reads (streams, data.train, evals)
+    ensure(data_dir, names)       → builds what is missing, once (a finished build leaves a marker)
+    ensure_for_config(config)     → both (experiment.train calls it before the input and evaluators)
+
+Names: `shapes` / `shapes_video` (pre-training TFDS, x2vlm_jax/data/shapes.py), `shapes_tasks` (the
+fine-tuning annotations + images in the official formats, shapes_tasks.py; evaluators read them by
+path) and the fine-tuning TFDS datasets built from those files like a user's COCO & co. (`FINETUNE`:
+shapes_retrieval, shapes_vqa, shapes_captioning, shapes_video_qa, shapes_video_retrieval, shapes_grounding,
+shapes_nlvr2; the
+`tools/build_tfds.py --kind` builders). A build that was interrupted left no marker and starts over.
+An existing build is used as it is, whatever sizes it was built with (`make demo` and the tests build
+their own), except that `shapes_tasks` of an older `shapes_tasks.VERSION` (fewer tasks) is rebuilt,
+and with it every fine-tuning dataset built from another `shapes_tasks` build than the present one.
+The builders need tensorflow(-datasets) and are imported only when something is missing: checking
+is free.
+"""
+
+import json
+from typing import Dict, Iterable, Set
+
+from absl import logging
+
+from x2vlm_jax import fs
+
+SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
+RETRIEVAL = "shapes_retrieval"
+# fine-tuning dataset → (tools/build_tfds.py --kind, training annotations and media root in shapes_tasks,
+# the builder's own options with paths relative to shapes_tasks)
+FINETUNE = {
+    RETRIEVAL: ("retrieval", "retrieval_train.json", "", {}),
+    "shapes_vqa": ("vqa", "vqa_train.json", "", {}),
+    "shapes_captioning": ("captioning", "captioning_train.json", "", {}),
+    "shapes_video_qa": ("video_qa", "video_qa_train.jsonl", "videos", {"ans2label": "video_qa_ans2label.json"}),
+    "shapes_video_retrieval": ("video_retrieval", "video_retrieval_train.json", "", {}),
+    "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
+    "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
+}
+NAMES = (SHAPES, SHAPES_VIDEO, TASKS, *FINETUNE)
+MARKER = "build_params.json"  # written last by every build below
+# Builder keyword arguments; empty = the builders' defaults (tests shrink them).
+SIZES = {SHAPES: {}, TASKS: {}}
+
+
+def _marker(data_dir: str, name: str):
+  path = fs.path(data_dir) / (SHAPES if name == SHAPES_VIDEO else name) / MARKER  # shapes.build: both, one marker
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def built(data_dir: str, name: str) -> bool:
+  marker = _marker(data_dir, name)
+  if marker is None:
+    return False
+  if name == TASKS:
+    from x2vlm_jax.data.shapes_tasks import VERSION  # tf-free
+    return marker.get("version") == VERSION
+  if name in FINETUNE:
+    return marker.get("tasks") == _marker(data_dir, TASKS)
+  return True
+
+
+def _build_shapes(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes
+  shapes.build(data_dir, **SIZES[SHAPES])
+
+
+def _build_tasks(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes_tasks
+  shapes_tasks.build(data_dir, **SIZES[TASKS])
+
+
+def _build_finetune(data_dir: str, name: str) -> None:
+  from x2vlm_jax.data.finetune import builder
+  kind, annotations, media, options = FINETUNE[name]
+  tasks = fs.path(data_dir) / TASKS
+  report = builder(kind)(str(tasks / annotations), str(tasks / media) if media else str(tasks), data_dir, name,
+                         **{k: str(tasks / v) for k, v in options.items()})
+  logging.info("%s: %s", name, ", ".join(report.lines(kind)))
+  (fs.path(data_dir) / name / MARKER).write_text(json.dumps(
+      {"source": f"{TASKS}/{annotations}", "written": report.written, "tasks": _marker(data_dir, TASKS)}))
+
+
+# name → (builder, names it reads)
+_BUILDERS = {SHAPES: (_build_shapes, ()), SHAPES_VIDEO: (_build_shapes, ()), TASKS: (_build_tasks, ()),
+             **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE}}
+
+
+def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
+  """Builds the missing ones among `names` (and what they are built from) → the names built now."""
+  done: Set[str] = set()
+
+  def one(name):
+    for dep in _BUILDERS[name][1]:
+      one(dep)
+    if built(data_dir, name) or name in done:
+      return
+    if "://" in data_dir:
+      raise ValueError(f"data_dir {data_dir!r}: the embedded dataset {name!r} is missing there and is built "
+                       "on local disk only; build it locally (python -m x2vlm_jax.data.embedded DIR) and copy it")
+    logging.info("building the embedded dataset %r in %s (first use only; later runs reuse it)", name, data_dir)
+    fs.path(data_dir).mkdir(parents=True, exist_ok=True)
+    _BUILDERS[name][0](data_dir)
+    done.update([name, SHAPES, SHAPES_VIDEO] if name in (SHAPES, SHAPES_VIDEO) else [name])
+
+  for name in sorted(names):
+    if name not in _BUILDERS:
+      raise ValueError(f"embedded dataset {name!r} is unknown; known: {', '.join(NAMES)}")
+    one(name)
+  return done
+
+
+def _dataset_names(data) -> Iterable[str]:
+  """Dataset names read by a data config: pre-training streams and the fine-tuning `train` list."""
+  for stream in ("image", "region", "video"):
+    s = data.get(stream)  # a pre-training stream's config (fine-tuning data has `video` = True/False)
+    if hasattr(s, "get") and s.get("enabled", True) and s.get("batch_size", 0) > 0:
+      yield from (entry[0] for entry in s.get("datasets", ()))
+  yield from (entry[0] for entry in data.get("train", ()))
+
+
+def needed(config) -> Dict[str, Set[str]]:
+  out: Dict[str, Set[str]] = {}
+  data = config.get("data")
+  if data is not None and data.get("source", "tfds") == "tfds":
+    names = {n for n in _dataset_names(data) if n in _BUILDERS}
+    if names:
+      out.setdefault(data.data_dir, set()).update(names)
+  for ecfg in (config.get("evals") or {}).values():
+    for key in ("annotations", "image_root"):
+      parts = str(ecfg.get(key, "") or "").rstrip("/").split("/")
+      if TASKS in parts:  # DATA_DIR/shapes_tasks/... → shapes_tasks of DATA_DIR
+        root = "/".join(parts[:parts.index(TASKS)]) or "."
+        out.setdefault(root, set()).add(TASKS)
+  return out
+
+
+def ensure_for_config(config) -> Set[str]:
+  built_now: Set[str] = set()
+  for data_dir, names in sorted(needed(config).items()):
+    built_now |= ensure(data_dir, names)
+  return built_now
+
+
+if __name__ == "__main__":
+  import sys
+  logging.set_verbosity(logging.INFO)
+  print(sorted(ensure(sys.argv[1], sys.argv[2:] or NAMES)))

@@ -147,7 +147,7 @@ def write_vqa(out, splits, seed: int) -> None:
 def write_captioning(out, splits) -> None:
   """Karpathy format: train rows like retrieval's; test images with their captions; the COCO-format
   ground truth keyed by the image id the official reader parses from the file name."""
-  from x2vlm_jax.evaluation.annotations import image_id_from_name
+  from x2vlm_jax.data.text_clean import image_id_from_name
   _write(out, "captioning_train.json", [{"image": name, "caption": cap, "image_id": i}
                                           for i, (name, objs) in enumerate(splits["train"]) for cap in captions(objs)])
   _write(out, "captioning_test.json", [{"image": name, "caption": captions(objs)} for name, objs in splits["test"]])

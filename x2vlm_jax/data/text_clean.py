@@ -1,6 +1,7 @@
 """Official caption/question cleaning (spec §4.4) in plain Python: no tensorflow, so the tokenizer of
 the inference API, the dataset builders and the evaluators share it with the tf graph's twin
-(`data/text.py: pre_caption`)."""
+(`data/text.py: pre_caption`); and the captioning test reader's image id, which the evaluator and the
+embedded captioning files (shapes_tasks.py) must agree on."""
 
 import re
 
@@ -35,3 +36,10 @@ def left_or_right_in(question: str, answers) -> bool:
   counts, "Left" does not), in the question or any answer. True forbids the horizontal flip."""
   texts = [question] + ([answers] if isinstance(answers, str) else list(answers))
   return any("left" in t or "right" in t for t in texts)
+
+
+def image_id_from_name(image: str) -> int:
+  """The official captioning test reader's image id (coco_karpathy_caption_eval): the digits after
+  the last "_" of the file name. str.strip removes the CHARACTERS . j p g from both ends, not the
+  suffix (harmless for COCO names: "val2014/COCO_val2014_000000391895.jpg" → 391895)."""
+  return int(image.split("/")[-1].strip(".jpg").split("_")[-1])

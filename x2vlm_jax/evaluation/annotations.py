@@ -11,6 +11,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 from etils import epath
 
+from x2vlm_jax.data.text_clean import image_id_from_name  # noqa: F401  (the evaluators' name for it)
+
 
 def read_records(path: str) -> List[Dict[str, Any]]:
   p = epath.Path(path)
@@ -71,10 +73,3 @@ def read_split_files(annotations: str, splits: str = "") -> List[Tuple[str, str,
   if len(names) != len(paths):
     raise ValueError(f"splits {splits!r}: {len(names)} names for {len(paths)} annotation files")
   return [(name, path, read_records(path)) for name, path in zip(names, paths)]
-
-
-def image_id_from_name(image: str) -> int:
-  """The official captioning test reader's image id (coco_karpathy_caption_eval): the digits after
-  the last "_" of the file name. str.strip removes the CHARACTERS . j p g from both ends, not the
-  suffix (harmless for COCO names: "val2014/COCO_val2014_000000391895.jpg" → 391895)."""
-  return int(image.split("/")[-1].strip(".jpg").split("_")[-1])

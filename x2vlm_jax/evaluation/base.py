@@ -63,7 +63,8 @@ class Evaluator:
     return tok(texts, max_tokens, clean=max_words)
 
   def jitted(self, graphdef, make):
-    """`make()`'s jitted function, built once per model graph (later calls reuse the compilation)."""
+    """`make()`'s jitted function(s), built once per model graph (later calls reuse the compilation;
+    usable before `setup`, e.g. by `compile_targets`)."""
     cache = self.__dict__.setdefault("_jitted", {})
     if id(graphdef) not in cache:
       cache[id(graphdef)] = make()

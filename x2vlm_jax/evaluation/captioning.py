@@ -94,23 +94,19 @@ class CaptioningEvaluator(Evaluator):
     generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
     self.prompt = generation.prompt_ids(self.tok, e.prompt)
     self.batches = EvalBatches(self.mesh, int(e.batch_size))
-    self._compiled = {}
 
   def _fn(self, graphdef):
-    key = id(graphdef)
-    if key not in self._compiled:
-      e, tok = self.ecfg, self.tok
+    e, tok = self.ecfg, self.tok
 
-      def run(params, b):
-        tokens = generation.caption_batch(
-            nnx.merge(graphdef, params), b["images"], prompt_ids=self.prompt, mask_id=tok.mask_id,
-            eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams), max_len=int(e.max_length),
-            min_length=int(e.min_length), no_repeat_ngram=int(e.no_repeat_ngram),
-            length_penalty=float(e.length_penalty))
-        return tokens, b["valid"]
+    def run(params, b):
+      tokens = generation.caption_batch(
+          nnx.merge(graphdef, params), b["images"], prompt_ids=self.prompt, mask_id=tok.mask_id,
+          eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams), max_len=int(e.max_length),
+          min_length=int(e.min_length), no_repeat_ngram=int(e.no_repeat_ngram),
+          length_penalty=float(e.length_penalty))
+      return tokens, b["valid"]
 
-      self._compiled[key] = jax.jit(run)
-    return self._compiled[key]
+    return self.jitted(graphdef, lambda: jax.jit(run))
 
   def _load(self, idx: np.ndarray):
     pixels, valid = self.load_images(self.data.images, idx)

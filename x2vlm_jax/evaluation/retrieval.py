@@ -124,38 +124,34 @@ class RetrievalEvaluator(Evaluator):
 
   # --- jitted pieces (compiled once per graphdef) --------------------------------------------------
   def _fns(self, graphdef):
-    key = id(graphdef)
-    self._compiled = getattr(self, "_compiled", {})  # also used before setup() (compile_targets)
-    if key not in self._compiled:
-      def encode_image(params, b):
-        model = nnx.merge(graphdef, params)
-        embeds, feat = (model.encode_video if b["images"].ndim == 5 else model.encode_image)(b["images"])
-        return embeds, feat
+    def encode_image(params, b):
+      model = nnx.merge(graphdef, params)
+      embeds, feat = (model.encode_video if b["images"].ndim == 5 else model.encode_image)(b["images"])
+      return embeds, feat
 
-      def encode_text(params, b):
-        embeds, feat = nnx.merge(graphdef, params).encode_text(b["ids"], b["mask"])
-        return embeds, feat
+    def encode_text(params, b):
+      embeds, feat = nnx.merge(graphdef, params).encode_text(b["ids"], b["mask"])
+      return embeds, feat
 
-      def topk(q_feat, c_feat, c_valid, k):
-        sims = q_feat.astype(jnp.float32) @ c_feat.astype(jnp.float32).T
-        sims = jnp.where(c_valid[None, :] > 0, sims, -jnp.inf)
-        return jax.lax.top_k(sims, k)
+    def topk(q_feat, c_feat, c_valid, k):
+      sims = q_feat.astype(jnp.float32) @ c_feat.astype(jnp.float32).T
+      sims = jnp.where(c_valid[None, :] > 0, sims, -jnp.inf)
+      return jax.lax.top_k(sims, k)
 
-      def rerank(params, q_embeds, c_embeds, c_mask, q_mask, q, cand, image_is_query):
-        model = nnx.merge(graphdef, params)
-        n, k = cand.shape
-        flat = cand.reshape(-1)
-        if image_is_query:   # i2t: one image against its k candidate texts, its keys/values shared
-          vis, txt, txt_mask = q_embeds[q], c_embeds[flat], c_mask[flat]
-        else:                # t2i: one text against its k candidate images
-          vis, txt, txt_mask = c_embeds[flat], jnp.repeat(q_embeds[q], k, axis=0), jnp.repeat(q_mask[q], k, axis=0)
-        logits = model.itm_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
-        return logits[:, 1].reshape(n, k)
+    def rerank(params, q_embeds, c_embeds, c_mask, q_mask, q, cand, image_is_query):
+      model = nnx.merge(graphdef, params)
+      n, k = cand.shape
+      flat = cand.reshape(-1)
+      if image_is_query:   # i2t: one image against its k candidate texts, its keys/values shared
+        vis, txt, txt_mask = q_embeds[q], c_embeds[flat], c_mask[flat]
+      else:                # t2i: one text against its k candidate images
+        vis, txt, txt_mask = c_embeds[flat], jnp.repeat(q_embeds[q], k, axis=0), jnp.repeat(q_mask[q], k, axis=0)
+      logits = model.itm_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
+      return logits[:, 1].reshape(n, k)
 
-      self._compiled[key] = dict(
-          encode_image=jax.jit(encode_image), encode_text=jax.jit(encode_text),
-          topk=jax.jit(topk, static_argnums=3), rerank=jax.jit(rerank, static_argnums=7))
-    return self._compiled[key]
+    return self.jitted(graphdef, lambda: dict(
+        encode_image=jax.jit(encode_image), encode_text=jax.jit(encode_text),
+        topk=jax.jit(topk, static_argnums=3), rerank=jax.jit(rerank, static_argnums=7)))
 
   def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
     """Encoders on one evaluation batch, the ITC top-k and both rerank programs over a whole set of

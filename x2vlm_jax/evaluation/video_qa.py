@@ -54,17 +54,15 @@ class VideoQAEvaluator(Evaluator):
     ids, mask = self.tokenizer()([pre_question(r["question"], int(e.max_words)) for r in records], e.max_tokens)
     self.ids, self.mask = ids, mask
     self.batches = EvalBatches(self.mesh, e.batch_size)
-    self._compiled = {}
 
   def _fn(self, graphdef):
-    if id(graphdef) not in self._compiled:
-      def predict(params, b):
-        model = nnx.merge(graphdef, params)
-        vis, _ = model.encode_video(b["frames"])
-        logits = model.cls_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), b["ids"], b["mask"])
-        return jnp.argmax(logits, axis=-1), b["valid"]
-      self._compiled[id(graphdef)] = jax.jit(predict)
-    return self._compiled[id(graphdef)]
+    def predict(params, b):
+      model = nnx.merge(graphdef, params)
+      vis, _ = model.encode_video(b["frames"])
+      logits = model.cls_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), b["ids"], b["mask"])
+      return jnp.argmax(logits, axis=-1), b["valid"]
+
+    return self.jitted(graphdef, lambda: jax.jit(predict))
 
   def _load(self, idx: np.ndarray):
     frames, valid = self.load_images(self.videos, idx, self.num_frames)

@@ -112,27 +112,23 @@ class VQAEvaluator(Evaluator):
       rep = self.batches.replicated()
       self.answer_ids, self.answer_mask = jax.device_put(ids, rep), jax.device_put(mask, rep)
       self.k = min(int(e.k_test), len(self.answer_list))
-    self._compiled = {}
 
   def _fn(self, graphdef):
-    key = id(graphdef)
-    if key not in self._compiled:
-      e, tok = self.ecfg, self.tok
-      if e.mode == "rank":
-        def run(params, b, answer_ids, answer_mask):
-          model = nnx.merge(graphdef, params)
-          idx, _ = generation.rank_batch(model, b["images"], b["ids"], b["mask"], answer_ids, answer_mask,
-                                         k=self.k, double_count_first=bool(e.double_count_first))
-          return idx, b["valid"]
-      else:
-        def run(params, b):
-          model = nnx.merge(graphdef, params)
-          tokens = generation.answer_batch(model, b["images"], b["ids"], b["mask"], bos_id=tok.cls_id,
-                                           eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams),
-                                           max_len=int(e.max_answer_tokens), search=e.search)
-          return tokens, b["valid"]
-      self._compiled[key] = jax.jit(run)
-    return self._compiled[key]
+    e, tok = self.ecfg, self.tok
+    if e.mode == "rank":
+      def run(params, b, answer_ids, answer_mask):
+        model = nnx.merge(graphdef, params)
+        idx, _ = generation.rank_batch(model, b["images"], b["ids"], b["mask"], answer_ids, answer_mask,
+                                       k=self.k, double_count_first=bool(e.double_count_first))
+        return idx, b["valid"]
+    else:
+      def run(params, b):
+        model = nnx.merge(graphdef, params)
+        tokens = generation.answer_batch(model, b["images"], b["ids"], b["mask"], bos_id=tok.cls_id,
+                                         eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams),
+                                         max_len=int(e.max_answer_tokens), search=e.search)
+        return tokens, b["valid"]
+    return self.jitted(graphdef, lambda: jax.jit(run))
 
   def _load(self, idx: np.ndarray):
     pixels, valid = self.load_images(self.data.images, idx)

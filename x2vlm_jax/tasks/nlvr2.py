@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
+from x2vlm_jax.training import losses
 
 
 def nlvr_forward(model, images, ids, mask, rng=None):
@@ -20,16 +21,6 @@ def nlvr_forward(model, images, ids, mask, rng=None):
   b = images.shape[0]
   embeds, _ = model.encode_image(jnp.concatenate([images[:, 0], images[:, 1]]), r_vis)
   return model.nlvr_logits(embeds[:b], embeds[b:], ids, mask, r_fuse)
-
-
-def cross_entropy(logits, labels, valid):
-  """Mean over valid rows of −log softmax(logits)[label] (F.cross_entropy), and the accuracy."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-  nll = -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-  w = (valid > 0).astype(jnp.float32)
-  n = jnp.maximum(jnp.sum(w), 1.0)
-  acc = jnp.sum(w * (jnp.argmax(logits, -1) == labels)) / n
-  return jnp.sum(w * nll) / n, acc
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
@@ -55,5 +46,5 @@ class NLVR2Task(FinetuneTask):
   def loss(self, model, batch, rng, step):
     del step
     logits = nlvr_forward(model, batch["images"], batch["text_ids"], batch["text_mask"], rng)
-    loss, acc = cross_entropy(logits, batch["labels"], batch["valid"])
+    loss, acc = losses.classification_loss(logits, batch["labels"], batch["valid"])
     return loss, {"train/ce": loss, "train/acc": acc}

@@ -136,20 +136,9 @@ def write_image_rows(annotations: str, image_root: str, data_dir: str, name: str
     index.update((p, None) for p in paths if p not in index)
   sizes: Dict[str, Tuple[int, int]] = {}
 
-  def examples():
-    for path in list(index):
-      try:
-        rec = load(path)
-      except BadRecord as e:
-        index[path] = e
-        continue
-      index[path] = len(sizes)
-      sizes[path] = (int(rec["width"]), int(rec["height"]))
-      yield rec
-
   table: List[Dict] = []
 
-  def fill_table():  # runs after every image was read (write_split consumes `examples` first)
+  def fill_table():
     for i, paths, fields in rows:
       bad = [index[p] for p in paths if isinstance(index[p], BadRecord)]
       try:
@@ -163,15 +152,21 @@ def write_image_rows(annotations: str, image_root: str, data_dir: str, name: str
       refs = [index[p] for p in paths]
       table.append({"record": refs[0], **fields} if len(refs) == 1 else {"records": refs, **fields})
       report.written += 1
-    return iter(())
 
-  write_split(data_dir, name, "finetune_image", split, _chain(examples(), fill_table), table)
+  def examples():
+    for path in list(index):
+      try:
+        rec = load(path)
+      except BadRecord as e:
+        index[path] = e
+        continue
+      index[path] = len(sizes)
+      sizes[path] = (int(rec["width"]), int(rec["height"]))
+      yield rec
+    fill_table()  # every image is read now; write_split writes `table` after this generator ends
+
+  write_split(data_dir, name, "finetune_image", split, examples(), table)
   report.extra["images"] = len(sizes)
-
-
-def _chain(first: Iterable, then: Callable) -> Iterable:
-  yield from first
-  yield from then()
 
 
 def load_image_record(image_root: str):

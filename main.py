@@ -18,20 +18,32 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (GPU/CPU clusters).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (GPU/CPU clusters).")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (auto on TPU pods).")
-_MAX_STEPS = flags.DEFINE_integer("max_steps", None, "Stop with a checkpoint after this many steps in this launch "
-                                  "(time-limited jobs); the schedule still follows the config.")
+_MAX_STEPS = flags.DEFINE_integer(
+  "max_steps",
+  None,
+  "Stop with a checkpoint after this many steps in this launch "
+  "(time-limited jobs); the schedule still follows the config.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   import jax  # after flags, so XLA_FLAGS set by the caller take effect
+
   if _COORDINATOR.value or _DISTRIBUTED.value:
-    jax.distributed.initialize(coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
-  logging.info("process %d/%d, %d local / %d global devices", jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count())
+    jax.distributed.initialize(
+      coordinator_address=_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value
+    )
+  logging.info(
+    "process %d/%d, %d local / %d global devices",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )
   from x2vlm_jax import experiment
+
   experiment.run(_CONFIG.value, _WORKDIR.value, max_steps=_MAX_STEPS.value)
 
 

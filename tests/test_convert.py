@@ -10,10 +10,11 @@ import sys
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from convert_helpers import random_official_state_dict
+
 from x2vlm_jax import params_io
-from x2vlm_jax.convert import assemble, layout as L, relpos
+from x2vlm_jax.convert import assemble, relpos
+from x2vlm_jax.convert import layout as L
 from x2vlm_jax.convert.init_weights import bert_layer_map
 from x2vlm_jax.convert.state_dict import read_state_dict
 from x2vlm_jax.convert.x2vlm import ConversionError, convert_official
@@ -38,6 +39,7 @@ def tiny_sd(tiny_cfg):
 
 # --- rel-pos resize (spec §7.5, §12) --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("dst_grid,q,outer", [(24, 1.090307, 23.0), (48, 1.195487, 47.0), (16, 1.023493, None)])
 def test_geometric_ratio_figures(dst_grid, q, outer):
   got = relpos.geometric_ratio(27, 2 * dst_grid - 1)
@@ -56,8 +58,11 @@ def test_resize_table_rows_and_fixed_points(dst_grid, rows):
   src, dst = 27, 2 * dst_grid - 1
   a = table[: src * src].reshape(src, src, 3)
   b = out[: dst * dst].reshape(dst, dst, 3)
-  np.testing.assert_allclose(b[dst // 2 - 1: dst // 2 + 2, dst // 2 - 1: dst // 2 + 2],
-                             a[src // 2 - 1: src // 2 + 2, src // 2 - 1: src // 2 + 2], atol=1e-5)
+  np.testing.assert_allclose(
+    b[dst // 2 - 1 : dst // 2 + 2, dst // 2 - 1 : dst // 2 + 2],
+    a[src // 2 - 1 : src // 2 + 2, src // 2 - 1 : src // 2 + 2],
+    atol=1e-5,
+  )
 
 
 def test_resize_same_grid_is_identity():
@@ -73,6 +78,7 @@ def test_grid_from_rows():
 
 
 # --- strictness -----------------------------------------------------------------------------------
+
 
 def test_exact_checkpoint_converts_and_skips_buffers(tiny_sd, tiny_cfg):
   flat, report = convert_official(tiny_sd, tiny_cfg)
@@ -134,10 +140,16 @@ def test_bertmodel_layout_needs_explicit_allow_missing(tiny_sd, tiny_cfg):
   zeros = lambda: {k: np.zeros(s, np.float32) for k, (s, _) in params_io.param_shapes(tiny_cfg).items()}  # noqa: E731
   flat, report = convert_official(sd, tiny_cfg, allow_missing=["text/mlm"], fresh=zeros)
   assert report["text_layout"] == "BertModel"
-  assert sorted(report["new_params"]) == ["text/mlm/bias", "text/mlm/dense/bias", "text/mlm/dense/kernel",
-                                          "text/mlm/ln/bias", "text/mlm/ln/scale"]
-  np.testing.assert_array_equal(flat["text/embeddings/word/embedding"],
-                                tiny_sd["text_encoder.bert.embeddings.word_embeddings.weight"])
+  assert sorted(report["new_params"]) == [
+    "text/mlm/bias",
+    "text/mlm/dense/bias",
+    "text/mlm/dense/kernel",
+    "text/mlm/ln/bias",
+    "text/mlm/ln/scale",
+  ]
+  np.testing.assert_array_equal(
+    flat["text/embeddings/word/embedding"], tiny_sd["text_encoder.bert.embeddings.word_embeddings.weight"]
+  )
 
 
 def test_bert_layer_map():
@@ -149,6 +161,7 @@ def test_bert_layer_map():
 
 
 # --- frames, containers, CLI ----------------------------------------------------------------------
+
 
 def test_frame_embedding_copies_min_frames(tiny_cfg):
   sd = random_official_state_dict(get_preset("tiny", num_frames=3), seed=3)
@@ -169,6 +182,7 @@ def test_frame_embedding_copies_min_frames(tiny_cfg):
 
 def test_containers_npz_wrapper_and_torch_weights_only(tmp_path, tiny_sd):
   import torch
+
   np.savez(tmp_path / "a.npz", **tiny_sd)
   wrapped = {"model": {k: torch.from_numpy(np.array(v)) for k, v in tiny_sd.items()}, "config": {"image_res": 32}}
   torch.save(wrapped, tmp_path / "a.th")
@@ -186,7 +200,9 @@ class _Payload:
 
 def test_pickles_cannot_execute_code(tmp_path):
   import pickle
+
   import torch
+
   marker = "/tmp/x2vlm_convert_pwned"
   if os.path.exists(marker):
     os.remove(marker)
@@ -199,14 +215,31 @@ def test_pickles_cannot_execute_code(tmp_path):
 def test_cli_resizes_224_to_384_and_forward_runs(tmp_path):
   """The issue-#15 situation made boring: a 224 checkpoint converted for 384 just works."""
   from x2vlm_jax import inference
+
   cfg224 = get_preset("tiny", image_res=224)
   sd = random_official_state_dict(cfg224, seed=4)
   torch = pytest.importorskip("torch")
   torch.save({"model": {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}}, tmp_path / "ckpt.th")
   out = tmp_path / "out384"
   from x2vlm_jax.data.config import SHAPES_VOCAB
-  assert cli_main(["--input", str(tmp_path / "ckpt.th"), "--model", "tiny", "--image_res", "384",
-                   "--output", str(out), "--vocab", SHAPES_VOCAB]) == 0
+
+  assert (
+    cli_main(
+      [
+        "--input",
+        str(tmp_path / "ckpt.th"),
+        "--model",
+        "tiny",
+        "--image_res",
+        "384",
+        "--output",
+        str(out),
+        "--vocab",
+        SHAPES_VOCAB,
+      ]
+    )
+    == 0
+  )
   conv = json.loads((out / "conversion.json").read_text())
   assert conv["image_res"] == 384 and conv["num_frames"] == 0 and conv["new_params"] == []
   assert conv["source"]["checkpoint_image_res"] == 224
@@ -221,15 +254,18 @@ def test_cli_resizes_224_to_384_and_forward_runs(tmp_path):
   assert (out / "vocab.txt").read_text() == open(SHAPES_VOCAB).read()
   vocab = open(SHAPES_VOCAB).read().split("\n")
   ids, mask = model.tokenize(["A red circle!"])
-  assert ids[0, :mask[0].sum()].tolist() == [vocab.index(w) for w in ("[CLS]", "a", "red", "circle", "[SEP]")]
+  assert ids[0, : mask[0].sum()].tolist() == [vocab.index(w) for w in ("[CLS]", "a", "red", "circle", "[SEP]")]
 
 
 def test_cli_other_preset_exits_with_message(tmp_path, tiny_sd):
   big = get_preset("tiny")
   big.vision.width = 96  # a different geometry, small enough to write to disk
   np.savez(tmp_path / "other.npz", **random_official_state_dict(big, seed=5))
-  r = subprocess.run([sys.executable, CLI, "--input", str(tmp_path / "other.npz"), "--model", "tiny",
-                      "--output", str(tmp_path / "o")], capture_output=True, text=True)
+  r = subprocess.run(
+    [sys.executable, CLI, "--input", str(tmp_path / "other.npz"), "--model", "tiny", "--output", str(tmp_path / "o")],
+    capture_output=True,
+    text=True,
+  )
   assert r.returncode == 2
   # Progress lines (absl INFO) may come first; the error is one plain line, not a traceback.
   assert any(line.startswith("error: checkpoint does not fit model preset 'tiny'") for line in r.stderr.splitlines())
@@ -241,21 +277,46 @@ def test_cli_init_mode_beit_plus_bert(tmp_path, tiny_cfg):
   import torch
   from convert_helpers import random_beit_checkpoint
   from transformers import BertConfig, BertForPreTraining
+
   beit = random_beit_checkpoint(tiny_cfg, seed=6)
   torch.save({"model": {k: torch.from_numpy(v) for k, v in beit.items()}}, tmp_path / "beit.pth")
   t = tiny_cfg.text
-  hf = BertForPreTraining(BertConfig(hidden_size=t.hidden, num_attention_heads=t.num_heads, intermediate_size=t.ffn_dim,
-                                     vocab_size=t.vocab_size, max_position_embeddings=t.max_positions,
-                                     num_hidden_layers=2))
+  hf = BertForPreTraining(
+    BertConfig(
+      hidden_size=t.hidden,
+      num_attention_heads=t.num_heads,
+      intermediate_size=t.ffn_dim,
+      vocab_size=t.vocab_size,
+      max_position_embeddings=t.max_positions,
+      num_hidden_layers=2,
+    )
+  )
   # Legacy TF names (bert-base-uncased's pytorch_model.bin) + pooler + NSP head, which are ignored.
-  bert = {k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
-          for k, v in hf.state_dict().items()}
+  bert = {
+    k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+    for k, v in hf.state_dict().items()
+  }
   assert any(k.startswith("cls.seq_relationship") for k in bert) and any(k.startswith("bert.pooler") for k in bert)
   os.makedirs(tmp_path / "bert")
   torch.save(bert, tmp_path / "bert" / "pytorch_model.bin")
   out = tmp_path / "init"
-  assert cli_main(["--beit", str(tmp_path / "beit.pth"), "--bert", str(tmp_path / "bert"), "--model", "tiny",
-                   "--seed", "3", "--output", str(out)]) == 0
+  assert (
+    cli_main(
+      [
+        "--beit",
+        str(tmp_path / "beit.pth"),
+        "--bert",
+        str(tmp_path / "bert"),
+        "--model",
+        "tiny",
+        "--seed",
+        "3",
+        "--output",
+        str(out),
+      ]
+    )
+    == 0
+  )
   conv = json.loads((out / "conversion.json").read_text())
   new = conv["new_params"]
   assert any(p.startswith("text/layers/2/cross_attn/") for p in new)
@@ -266,10 +327,12 @@ def test_cli_init_mode_beit_plus_bert(tmp_path, tiny_cfg):
   _, params = params_io.load(str(out))
   flat = assemble.flatten(params)
   sd = hf.state_dict()
-  np.testing.assert_array_equal(flat["text/layers/2/self_attn/query/kernel"],
-                                sd["bert.encoder.layer.1.attention.self.query.weight"].numpy().T)
+  np.testing.assert_array_equal(
+    flat["text/layers/2/self_attn/query/kernel"], sd["bert.encoder.layer.1.attention.self.query.weight"].numpy().T
+  )
   np.testing.assert_array_equal(flat["text/mlm/ln/scale"], sd["cls.predictions.transform.LayerNorm.weight"].numpy())
   for i in range(tiny_cfg.vision.depth):  # the shared BEiT table went into every block
-    np.testing.assert_array_equal(flat[f"vision/blocks/{i}/attn/rel_pos_table"],
-                                  beit["rel_pos_bias.relative_position_bias_table"])
+    np.testing.assert_array_equal(
+      flat[f"vision/blocks/{i}/attn/rel_pos_table"], beit["rel_pos_bias.relative_position_bias_table"]
+    )
   assert float(flat["temp"]) == pytest.approx(0.07)

@@ -32,8 +32,19 @@ def _pil_resize(a, size):
   return np.asarray(im.resize((size, im.height), Image.BICUBIC).resize((size, size), Image.BICUBIC), np.float32)
 
 
-@pytest.mark.parametrize("h,w,size", [(480, 640, 224), (480, 640, 384), (128, 128, 64), (150, 200, 32),
-                                      (133, 97, 64), (80, 40, 64), (128, 128, 224), (97, 61, 130)])
+@pytest.mark.parametrize(
+  "h,w,size",
+  [
+    (480, 640, 224),
+    (480, 640, 384),
+    (128, 128, 64),
+    (150, 200, 32),
+    (133, 97, 64),
+    (80, 40, 64),
+    (128, 128, 224),
+    (97, 61, 130),
+  ],
+)
 def test_resize_matches_pil_bicubic(h, w, size):
   """Shrinking (antialiased in PIL) and enlarging; the old non-antialiased resize was 1.7–8 levels off
   on average when shrinking and a single antialiased pass ~0.2 (no intermediate uint8 rounding)."""
@@ -70,8 +81,9 @@ def test_decode_random_resized_crop_matches_pil(subsampling):
     seed = tf.constant([s, 17], tf.int64)
     got = augment.decode_random_resized_crop(tf.constant(data), 64, seed).numpy()
     # The window is drawn from the same seed; only the pixels are under test here.
-    (y0, x0, _), (h, w, _) = (v.numpy() for v in augment._crop_window(tf.constant([240, 320, 3]), seed,
-                                                                        (0.2, 1.0), (3 / 4, 4 / 3)))
+    (y0, x0, _), (h, w, _) = (
+      v.numpy() for v in augment._crop_window(tf.constant([240, 320, 3]), seed, (0.2, 1.0), (3 / 4, 4 / 3))
+    )
     ref = _pil_resize(np.asarray(pil.crop((x0, y0, x0 + w, y0 + h))), 64)
     d = np.abs(got - ref)
     assert d.mean() < 0.05 and (subsampling or d.max() <= 2), (s, d.mean(), d.max())

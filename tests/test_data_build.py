@@ -37,20 +37,40 @@ def test_image_text_counts(build_tfds, tmp_path, capsys):
   good = [{"binary": _b64(_jpeg(i)), "desc": f"a photo number {i}"} for i in range(6)]
   good[1]["desc"] = ["first alt", "second alt"]
   bad = {
-      "corrupt_image": [{"binary": _b64(b"garbage bytes"), "desc": "x"},
-                        {"binary": _b64(_jpeg(9)[:200]), "desc": "truncated jpeg"}],
-      "bad_base64": [{"binary": _b64(_jpeg(8))[:-3], "desc": "cut base64"}],
-      "empty_caption": [{"binary": _b64(_jpeg(7)), "desc": ""}, {"binary": _b64(_jpeg(7))},
-                        {"binary": _b64(_jpeg(7)), "desc": " ... !"}],
-      "bad_field_type": [{"binary": _b64(_jpeg(7)), "desc": 5}, {"binary": 12, "desc": "int image"}],
-      "missing_image": [{"desc": "no image"}],
-      "bad_json": ["{not json", "[1, 2]"],
+    "corrupt_image": [
+      {"binary": _b64(b"garbage bytes"), "desc": "x"},
+      {"binary": _b64(_jpeg(9)[:200]), "desc": "truncated jpeg"},
+    ],
+    "bad_base64": [{"binary": _b64(_jpeg(8))[:-3], "desc": "cut base64"}],
+    "empty_caption": [
+      {"binary": _b64(_jpeg(7)), "desc": ""},
+      {"binary": _b64(_jpeg(7))},
+      {"binary": _b64(_jpeg(7)), "desc": " ... !"},
+    ],
+    "bad_field_type": [{"binary": _b64(_jpeg(7)), "desc": 5}, {"binary": 12, "desc": "int image"}],
+    "missing_image": [{"desc": "no image"}],
+    "bad_json": ["{not json", "[1, 2]"],
   }
   lines = good[:3] + [r for rs in bad.values() for r in rs] + good[3:]
   _write(tmp_path / "a.jsonl", lines[:8])
   _write(tmp_path / "b.jsonl", lines[8:])
-  assert build_tfds.main(["--kind", "image_text", "--input", str(tmp_path / "*.jsonl"), "--data_dir",
-                          str(tmp_path / "out"), "--name", "itxt", "--caption_key", "desc"]) == 0
+  assert (
+    build_tfds.main(
+      [
+        "--kind",
+        "image_text",
+        "--input",
+        str(tmp_path / "*.jsonl"),
+        "--data_dir",
+        str(tmp_path / "out"),
+        "--name",
+        "itxt",
+        "--caption_key",
+        "desc",
+      ]
+    )
+    == 0
+  )
   out = capsys.readouterr().out.splitlines()
   assert "written: 6" in out and f"skipped: {sum(len(v) for v in bad.values())}" in out
   for reason, rs in bad.items():
@@ -67,33 +87,58 @@ def test_region_counts_and_box_drops(build_tfds, tmp_path, capsys):
   clipped; a record with no element that can be the crop anchor is never used officially → skipped."""
   img = _b64(_jpeg(1))  # 128×128
   recs = [
-      {"binary": img, "caption": "whole image", "elems": [
-          {"caption": "red circle", "bb": [10.7, 10.2, 20.9, 19.99], "attributes": ["small", "round"]},
-          {"caption": ["blue square", "square"], "bb": [120, 100, 20, 40]},      # partly outside: as is
-          {"caption": "off", "bb": [200, 200, 10, 10]},                          # outside: as is
-          {"caption": "edge", "bb": [-0.9, 3.5, 5.5, 4.0]}]},                    # int(-0.9) = 0
-      {"binary": img, "caption": "only caption"},                                # no element
-      {"binary": img, "caption": "no anchor", "elems": [{"caption": "flat", "bb": [5, 5, 0.9, 4]},
-                                                        {"caption": "out", "bb": [100, 0, 28.5, 129]}]},
-      {"binary": img, "elems": [{"caption": "x", "bb": [1, 2, 3]}, {"caption": "", "bb": [1, 1, 5, 5]}]},
-      {"binary": img, "elems": [{"caption": "lonely box", "bb": [0, 0, 128, 128]},
-                                {"caption": "y", "bb": "1,2,3,4"}, {"caption": "", "bb": [1, 1, 5, 5]},
-                                {"caption": "huge", "bb": [1e30, 0, 5, 5]}]},
-      {"binary": _b64(b"\xff\xd8\xff broken"), "caption": "corrupt"},
-      {"binary": img, "elems": "not a list"},
+    {
+      "binary": img,
+      "caption": "whole image",
+      "elems": [
+        {"caption": "red circle", "bb": [10.7, 10.2, 20.9, 19.99], "attributes": ["small", "round"]},
+        {"caption": ["blue square", "square"], "bb": [120, 100, 20, 40]},  # partly outside: as is
+        {"caption": "off", "bb": [200, 200, 10, 10]},  # outside: as is
+        {"caption": "edge", "bb": [-0.9, 3.5, 5.5, 4.0]},
+      ],
+    },  # int(-0.9) = 0
+    {"binary": img, "caption": "only caption"},  # no element
+    {
+      "binary": img,
+      "caption": "no anchor",
+      "elems": [{"caption": "flat", "bb": [5, 5, 0.9, 4]}, {"caption": "out", "bb": [100, 0, 28.5, 129]}],
+    },
+    {"binary": img, "elems": [{"caption": "x", "bb": [1, 2, 3]}, {"caption": "", "bb": [1, 1, 5, 5]}]},
+    {
+      "binary": img,
+      "elems": [
+        {"caption": "lonely box", "bb": [0, 0, 128, 128]},
+        {"caption": "y", "bb": "1,2,3,4"},
+        {"caption": "", "bb": [1, 1, 5, 5]},
+        {"caption": "huge", "bb": [1e30, 0, 5, 5]},
+      ],
+    },
+    {"binary": _b64(b"\xff\xd8\xff broken"), "caption": "corrupt"},
+    {"binary": img, "elems": "not a list"},
   ]
   _write(tmp_path / "r.jsonl", recs)
-  assert build_tfds.main(["--kind", "region", "--input", str(tmp_path / "r.jsonl"), "--data_dir",
-                          str(tmp_path / "out"), "--name", "reg"]) == 0
+  assert (
+    build_tfds.main(
+      ["--kind", "region", "--input", str(tmp_path / "r.jsonl"), "--data_dir", str(tmp_path / "out"), "--name", "reg"]
+    )
+    == 0
+  )
   out = capsys.readouterr().out.splitlines()
-  for line in ("written: 2", "skipped: 5", "skipped[no_valid_anchor]: 3", "skipped[corrupt_image]: 1",
-               "skipped[bad_field_type]: 1", "boxes_dropped: 3", "boxes_dropped[box_bad_type]: 2",
-               "boxes_dropped[box_empty_caption]: 1", "boxes_not_anchor: 2"):
+  for line in (
+    "written: 2",
+    "skipped: 5",
+    "skipped[no_valid_anchor]: 3",
+    "skipped[corrupt_image]: 1",
+    "skipped[bad_field_type]: 1",
+    "boxes_dropped: 3",
+    "boxes_dropped[box_bad_type]: 2",
+    "boxes_dropped[box_empty_caption]: 1",
+    "boxes_not_anchor: 2",
+  ):
     assert line in out, (line, out)
   src = records.open_source(str(tmp_path / "out"), "reg", "train")
   r0 = src[0]
-  np.testing.assert_array_equal(r0["boxes"], [[10, 10, 20, 19], [120, 100, 20, 40], [200, 200, 10, 10],
-                                              [0, 3, 5, 4]])
+  np.testing.assert_array_equal(r0["boxes"], [[10, 10, 20, 19], [120, 100, 20, 40], [200, 200, 10, 10], [0, 3, 5, 4]])
   assert r0["elem_attrs"][0].decode() == "small\x1fround" and r0["elem_attrs"][1].decode() == ""
   np.testing.assert_array_equal(src[1]["boxes"], [[0, 0, 128, 128]])
   assert src[1]["caption"].decode() == ""
@@ -101,12 +146,18 @@ def test_region_counts_and_box_drops(build_tfds, tmp_path, capsys):
 
 def test_video_and_strict(build_tfds, tmp_path, capsys):
   f = [_b64(_jpeg(i)) for i in range(4)]
-  recs = [{"video_frames": f[:3], "text": "a clip"},
-          {"video_frames": [f[:2], f[2:], f[:1]], "text": ["first", "[Music]", "third"]},
-          {"video_frames": [f[0], _b64(b"nope")], "text": "bad frame"}]
+  recs = [
+    {"video_frames": f[:3], "text": "a clip"},
+    {"video_frames": [f[:2], f[2:], f[:1]], "text": ["first", "[Music]", "third"]},
+    {"video_frames": [f[0], _b64(b"nope")], "text": "bad frame"},
+  ]
   _write(tmp_path / "v.jsonl", recs)
-  assert build_tfds.main(["--kind", "video", "--input", str(tmp_path / "v.jsonl"), "--data_dir",
-                          str(tmp_path / "out"), "--name", "vid"]) == 0
+  assert (
+    build_tfds.main(
+      ["--kind", "video", "--input", str(tmp_path / "v.jsonl"), "--data_dir", str(tmp_path / "out"), "--name", "vid"]
+    )
+    == 0
+  )
   out = capsys.readouterr().out.splitlines()
   assert "written: 3" in out and "skipped: 1" in out and "skipped[corrupt_image]: 1" in out
   src = records.open_source(str(tmp_path / "out"), "vid", "train")
@@ -114,6 +165,20 @@ def test_video_and_strict(build_tfds, tmp_path, capsys):
   # --strict stops at the first bad record, naming file and record number
   with pytest.raises(ValueError, match=r"v\.jsonl: record 3: corrupt_image"):
     build_tfds.build("video", str(tmp_path / "v.jsonl"), str(tmp_path / "out2"), "vid", strict=True)
-  assert build_tfds.main(["--kind", "video", "--input", str(tmp_path / "v.jsonl"), "--data_dir",
-                          str(tmp_path / "out3"), "--name", "vid", "--strict"]) == 1
+  assert (
+    build_tfds.main(
+      [
+        "--kind",
+        "video",
+        "--input",
+        str(tmp_path / "v.jsonl"),
+        "--data_dir",
+        str(tmp_path / "out3"),
+        "--name",
+        "vid",
+        "--strict",
+      ]
+    )
+    == 1
+  )
   assert "record 3" in capsys.readouterr().err

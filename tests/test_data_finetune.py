@@ -29,11 +29,13 @@ def built(tmp_path_factory):
       caption = ["a {} picture", "the {} image", "one {} object"][j].format(WORDS[i])  # words of the vocab
       rows.append({"image": f"im{i}.jpg", "caption": caption, "image_id": f"id{i}"})
   (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-  bad = [{"image": "im0.jpg", "image_id": "id0"},                                # no caption
-         {"image": "im1.jpg", "caption": "...!!", "image_id": "id1"},            # empty after pre_caption
-         {"image": "missing.jpg", "caption": "a lost one", "image_id": "lost"},   # image not found
-         {"image": "broken.jpg", "caption": "a broken one", "image_id": "broken"},
-         {"image": "broken.jpg", "caption": "a broken two", "image_id": "broken"}]
+  bad = [
+    {"image": "im0.jpg", "image_id": "id0"},  # no caption
+    {"image": "im1.jpg", "caption": "...!!", "image_id": "id1"},  # empty after pre_caption
+    {"image": "missing.jpg", "caption": "a lost one", "image_id": "lost"},  # image not found
+    {"image": "broken.jpg", "caption": "a broken one", "image_id": "broken"},
+    {"image": "broken.jpg", "caption": "a broken two", "image_id": "broken"},
+  ]
   (d / "train.json").write_text(json.dumps(rows[:4] + bad + rows[4:]))
   report = retrieval.build(str(d / "train.json"), str(d), str(d / "tfds"), "toy_retrieval")
   return d, rows, report
@@ -41,7 +43,9 @@ def built(tmp_path_factory):
 
 def _cfg(d, batch=4):
   import ml_collections
+
   from configs.finetune.common import finetune_data
+
   c = finetune_data(32, batch)
   c.data_dir, c.vocab_file = str(d / "tfds"), SHAPES_VOCAB
   c.train = [("toy_retrieval", "train")]

@@ -29,9 +29,16 @@ def test_contract_resume_and_determinism(small_data_cfg, tmp_path):
   a = pipeline.create_train_iterator(c, seed=7)
   first = [next(a) for _ in range(3)]
   for s, f in first[0].items():
-    spec = batch_contract.stream_spec(s, batch_size=c[s].batch_size, image_res=32, patch_size=16,
-                                      max_tokens=40, max_masks=12, num_images=c.region.num_images,
-                                      num_frames=c.video.num_frames)
+    spec = batch_contract.stream_spec(
+      s,
+      batch_size=c[s].batch_size,
+      image_res=32,
+      patch_size=16,
+      max_tokens=40,
+      max_masks=12,
+      num_images=c.region.num_images,
+      num_frames=c.video.num_frames,
+    )
     batch_contract.check_stream(s, f, spec)
   assert first[0]["video"]["frames"].shape == (4, 3, 32, 32, 3)
   assert (first[0]["image"]["valid"] == 1).all()
@@ -78,8 +85,14 @@ def _corrupt_dataset(data_dir, n_good=17):
     img, _, cap = shapes.render_scene(rs)
     good.append(records.image_example(shapes.encode(img), 128, 128, caption=[cap]))
   bad = [b"not an image at all", good[0]["image"][:300], b"\x89PNG\r\n\x1a\n" + b"\x00" * 40]
-  exs = good[:5] + [dict(good[0], image=bad[0])] + good[5:11] + [dict(good[0], image=bad[1])] + \
-      good[11:] + [dict(good[0], image=bad[2])]
+  exs = (
+    good[:5]
+    + [dict(good[0], image=bad[0])]
+    + good[5:11]
+    + [dict(good[0], image=bad[1])]
+    + good[11:]
+    + [dict(good[0], image=bad[2])]
+  )
   w = records.DatasetWriter(data_dir, "corrupt", "image_text")
   w.write_split("train", exs)
   w.finish()
@@ -121,11 +134,15 @@ def test_mixture_proportional_to_size_unless_weighted(shapes_dir, small_data_cfg
   # explicit weights against the sizes' order
   np.testing.assert_allclose(freq([("shapes", "train", 1.0), ("shapes", "test", 3.0)]), [0.25, 0.75], atol=0.01)
   # mixed: the explicit weight is a probability, the rest is shared ∝ size (32 : 24)
-  np.testing.assert_allclose(freq([("shapes", "test"), ("shapes", "train", 0.2), ("shapes_video", "train")]),
-                             [0.8 * 32 / 56, 0.2, 0.8 * 24 / 56], atol=0.01)
+  np.testing.assert_allclose(
+    freq([("shapes", "test"), ("shapes", "train", 0.2), ("shapes_video", "train")]),
+    [0.8 * 32 / 56, 0.2, 0.8 * 24 / 56],
+    atol=0.01,
+  )
   with pytest.raises(ValueError, match="must sum to < 1"):
-    StreamSource(shapes_dir, [("shapes", "train", 1.5), ("shapes", "test")], seed=0, stream_id=1,
-                 process_index=0, process_count=1)
+    StreamSource(
+      shapes_dir, [("shapes", "train", 1.5), ("shapes", "test")], seed=0, stream_id=1, process_index=0, process_count=1
+    )
   # and the train iterator follows it (no weights given)
   c = small_data_cfg(image=True)
   c.image.datasets = [("shapes", "test"), ("shapes", "train")]

@@ -14,8 +14,8 @@ tf = pytest.importorskip("tensorflow")
 from x2vlm_jax.data.region_stream import patch_masks, transform_boxes  # noqa: E402
 from x2vlm_jax.models.presets import CLIP_MEAN, CLIP_STD  # noqa: E402
 
-
 # ------------------------------------------------------------------ reference (spec §2.2 steps 1, 4, 5)
+
 
 def _ref_valid_anchor(bb, width, height):
   x, y, w, h = (int(v) for v in bb)
@@ -51,6 +51,7 @@ def _ref_element(bb, crop, flipped, res, patch, min_perc=0.5):
 
 # ------------------------------------------------------------------ patch masks and box transform
 
+
 def test_patch_mask_worked_example():
   pm = patch_masks(tf.constant([[30.0, 50.0, 40.0, 20.0], [220.0, 220.0, 4.0, 4.0]]), 224, 16).numpy()
   assert pm.shape == (2, 197)
@@ -70,22 +71,26 @@ def test_patch_mask_matches_reference():
 
 # (image W, H), crop (x0, y0, x1, y1), element boxes as stored (floats allowed, never clipped)
 HAND_PICKED = [
-    ((200, 150), (13, 7, 200, 127), [
-        (20, 30, 40, 50),         # inside
-        (170, 20, 60, 20),        # half outside the image: 30/60 of the ORIGINAL area → dropped
-        (175, 40, 40, 10),        # 25/40 inside → kept, cut at the image edge
-        (5, 50, 16, 10),          # exactly 50% inside the crop → dropped (strict >)
-        (6, 50, 16, 10),          # 9/16 → kept
-        (60.9, 80.99, 10.5, 9.7),  # int → (60, 80, 10, 9)
-        (0, 60, 26.9, 20),        # int w = 26: 13/26 = 50% → dropped (float: 13.9/26.9 → kept)
-        (-0.9, 60, 30, 20),       # int(-0.9) = 0: 17 px inside, not 16.1
-        (100, 120, 10, 30),       # 7/30 → dropped
-        (50, 50, 0.6, 10),        # int w = 0 → no text
-        (150, 100, 50, 27),       # ends on the crop's right and bottom edges
-    ]),
-    # float32 box arithmetic put these one patch column / row off (float64 gives 112.0 → column 7)
-    ((120, 60), (7, 19, 99, 45), [(53, 30, 30, 7)]),
-    ((80, 130), (33, 53, 67, 123), [(33, 74, 10, 24)]),
+  (
+    (200, 150),
+    (13, 7, 200, 127),
+    [
+      (20, 30, 40, 50),  # inside
+      (170, 20, 60, 20),  # half outside the image: 30/60 of the ORIGINAL area → dropped
+      (175, 40, 40, 10),  # 25/40 inside → kept, cut at the image edge
+      (5, 50, 16, 10),  # exactly 50% inside the crop → dropped (strict >)
+      (6, 50, 16, 10),  # 9/16 → kept
+      (60.9, 80.99, 10.5, 9.7),  # int → (60, 80, 10, 9)
+      (0, 60, 26.9, 20),  # int w = 26: 13/26 = 50% → dropped (float: 13.9/26.9 → kept)
+      (-0.9, 60, 30, 20),  # int(-0.9) = 0: 17 px inside, not 16.1
+      (100, 120, 10, 30),  # 7/30 → dropped
+      (50, 50, 0.6, 10),  # int w = 0 → no text
+      (150, 100, 50, 27),  # ends on the crop's right and bottom edges
+    ],
+  ),
+  # float32 box arithmetic put these one patch column / row off (float64 gives 112.0 → column 7)
+  ((120, 60), (7, 19, 99, 45), [(53, 30, 30, 7)]),
+  ((80, 130), (33, 53, 67, 123), [(33, 74, 10, 24)]),
 ]
 
 
@@ -116,20 +121,22 @@ def test_transform_boxes_random_sweep():
     xy = rs.uniform(-20, 1, size=(40, 2)) * [w_img, h_img] / 20 + rs.uniform(0, 1, size=(40, 2)) * [w_img, h_img]
     wh = rs.uniform(0, 0.8, size=(40, 2)) * [w_img, h_img]
     boxes = np.round(np.concatenate([xy, wh], 1), 2)
-    boxes[t % 3::3] = np.floor(boxes[t % 3::3])
+    boxes[t % 3 :: 3] = np.floor(boxes[t % 3 :: 3])
     boxes = boxes.astype(np.float32)
     kept, px = transform_boxes(tf.constant(boxes), crop, tf.constant(flipped), 224.0, 0.5)
     kept, px = kept.numpy(), px.numpy()
     pm = patch_masks(tf.constant(px), 224, 16).numpy()
     for i, bb in enumerate(boxes):
       ref = _ref_element(bb, crop, flipped, 224, 16)
-      if bool(kept[i]) != (ref is not None) or (ref is not None and (
-          not np.array_equal(px[i], ref[0]) or not np.array_equal(pm[i], ref[1]))):
+      if bool(kept[i]) != (ref is not None) or (
+        ref is not None and (not np.array_equal(px[i], ref[0]) or not np.array_equal(pm[i], ref[1]))
+      ):
         mismatches.append((bb.tolist(), crop, flipped))
   assert not mismatches, mismatches[:5]
 
 
 # ------------------------------------------------------------------ the stream end to end
+
 
 def _png(seed, w, h):
   rs = np.random.RandomState(seed)
@@ -142,33 +149,63 @@ def _png(seed, w, h):
 
 def _region_records():
   """Distinct captions from the shapes vocabulary so that a text row names its element."""
+
   def el(box, cap, attr=()):
     return box, [cap], list(attr)
+
   return [
-      # every element is a valid anchor
-      (_png(0, 160, 120), 160, 120, ["a picture"], [
-          el((10, 12, 60, 40), "red circle", ["small"]), el((100.7, 30.2, 59.9, 50.5), "blue square"),
-          el((-0.9, 70, 40, 50), "green triangle"), el((150.2, 10, 9.9, 10), "yellow diamond")]),
-      # anchor valid for element 0 only: skipped on about half of the reads
-      (_png(1, 97, 133), 97, 133, [], [
-          el((20, 20, 50, 60), "purple circle"), el((60, 100, 50, 40), "orange square")]),
-      (_png(2, 64, 64), 64, 64, ["a picture"], []),                                 # caption only
-      (_png(3, 80, 70), 80, 70, ["a picture"], [                                   # no valid anchor
-          el((-1.5, 10, 20, 20), "cyan circle"), el((30, 30, 0.7, 20), "red square")]),
-      (_png(4, 128, 96), 128, 96, [], [
-          el((0, 0, 128, 96), "large blue diamond"), el((64, 48, 64, 48), "green circle"),
-          el((5, 5, 20, 20), "red triangle"), el((40, 10, 30, 70), "yellow square"),
-          el((90, 60, 30, 30), "purple diamond"), el((100, 0, 28, 20), "orange circle")]),
+    # every element is a valid anchor
+    (
+      _png(0, 160, 120),
+      160,
+      120,
+      ["a picture"],
+      [
+        el((10, 12, 60, 40), "red circle", ["small"]),
+        el((100.7, 30.2, 59.9, 50.5), "blue square"),
+        el((-0.9, 70, 40, 50), "green triangle"),
+        el((150.2, 10, 9.9, 10), "yellow diamond"),
+      ],
+    ),
+    # anchor valid for element 0 only: skipped on about half of the reads
+    (_png(1, 97, 133), 97, 133, [], [el((20, 20, 50, 60), "purple circle"), el((60, 100, 50, 40), "orange square")]),
+    (_png(2, 64, 64), 64, 64, ["a picture"], []),  # caption only
+    (
+      _png(3, 80, 70),
+      80,
+      70,
+      ["a picture"],
+      [  # no valid anchor
+        el((-1.5, 10, 20, 20), "cyan circle"),
+        el((30, 30, 0.7, 20), "red square"),
+      ],
+    ),
+    (
+      _png(4, 128, 96),
+      128,
+      96,
+      [],
+      [
+        el((0, 0, 128, 96), "large blue diamond"),
+        el((64, 48, 64, 48), "green circle"),
+        el((5, 5, 20, 20), "red triangle"),
+        el((40, 10, 30, 70), "yellow square"),
+        el((90, 60, 30, 30), "purple diamond"),
+        el((100, 0, 28, 20), "orange circle"),
+      ],
+    ),
   ]
 
 
 def test_region_stream_matches_reference(tmp_path):
   from x2vlm_jax.data import pipeline, records
   from x2vlm_jax.data.config import get_data_config
+
   recs = _region_records()
   w = records.DatasetWriter(str(tmp_path), "regions", "region")
-  w.write_split("train", [records.image_example(img, wd, ht, caption=cap, elems=elems)
-                          for img, wd, ht, cap, elems in recs] * 2)
+  w.write_split(
+    "train", [records.image_example(img, wd, ht, caption=cap, elems=elems) for img, wd, ht, cap, elems in recs] * 2
+  )
   w.finish()
   c = get_data_config()
   c.data_dir, c.image_res, c.patch_size, c.randaug = str(tmp_path), 64, 16, False
@@ -229,9 +266,10 @@ def test_itm_groups_hold_their_own_images(small_data_cfg):
   """Every ITM group (contiguous text rows) draws its texts from its own block of images only, as one
   official GPU batch: `regions.batch_size` texts from that GPU's `max_images` images."""
   from x2vlm_jax.data import pipeline
+
   c = small_data_cfg(region=True)
   c.region.num_images, c.region.batch_size = 8, 16
-  c.region.group_images, c.region.group_texts = 2, 4   # 4 groups
+  c.region.group_images, c.region.group_texts = 2, 4  # 4 groups
   it = pipeline.TrainIterator(c, seed=5, keep_debug=True)
   for _ in range(3):
     b = next(it)["region"]
@@ -248,16 +286,32 @@ def test_itm_groups_hold_their_own_images(small_data_cfg):
       pipeline.TrainIterator(c, seed=5)
 
 
-@pytest.mark.parametrize("name", ["x2vlm_base_4m", "x2vlm_large_4m", "x2vlm_base_1b_stage1",
-                                  "x2vlm_large_1b_stage1", "x2vlm_base_1b_stage2", "x2vlm_large_1b_stage2",
-                                  "shapes_tiny"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "x2vlm_base_4m",
+    "x2vlm_large_4m",
+    "x2vlm_base_1b_stage1",
+    "x2vlm_large_1b_stage1",
+    "x2vlm_base_1b_stage2",
+    "x2vlm_large_1b_stage2",
+    "shapes_tiny",
+  ],
+)
 def test_pretrain_configs_region_groups_are_the_official_gpu_batches(name):
   """Spec §6.4 per-GPU region batches; the trainer's ITM groups must be the data's groups."""
   import importlib
+
   c = importlib.import_module(f"configs.pretrain.{name}").get_config()
-  official = {"x2vlm_base_4m": (50, 128), "x2vlm_large_4m": (25, 64), "x2vlm_base_1b_stage1": (26, 64),
-              "x2vlm_large_1b_stage1": (14, 32), "x2vlm_base_1b_stage2": (26, 64),
-              "x2vlm_large_1b_stage2": (14, 32), "shapes_tiny": (16, 32)}[name]
+  official = {
+    "x2vlm_base_4m": (50, 128),
+    "x2vlm_large_4m": (25, 64),
+    "x2vlm_base_1b_stage1": (26, 64),
+    "x2vlm_large_1b_stage1": (14, 32),
+    "x2vlm_base_1b_stage2": (26, 64),
+    "x2vlm_large_1b_stage2": (14, 32),
+    "shapes_tiny": (16, 32),
+  }[name]
   r = c.data.region
   assert (r.group_images, r.group_texts) == official
   assert c.itm_group_size.region == r.group_texts

@@ -17,10 +17,44 @@ def _captions(vocab_file, n, seed):
   """Varied captions: real words, rare words split into ##pieces, punctuation, digits, accents, CJK."""
   rs = random.Random(seed)
   words = [w for w in open(vocab_file).read().split("\n") if w.isalpha() and len(w) > 1][:20000]
-  odd = ["Café", "naïve", "Zoë's", "über-cool", "x-ray", "3.5kg", "1,000", "O'Neill", "e-mail",
-         "antidisestablishmentarianism", "photobombing", "selfies", "<person>", "#hashtag", "don't",
-         "(left)", "“quoted”", "—dash", "smörgåsbord", "東京", "niño", "ROCK&ROLL", "100%", "a/b",
-         "well...", "what?!", "🙂", "☃☃", "ab" * 60, "item;", "x:y", "~approx", "*star*", "jalapeño", "Ångström", "façade"]
+  odd = [
+    "Café",
+    "naïve",
+    "Zoë's",
+    "über-cool",
+    "x-ray",
+    "3.5kg",
+    "1,000",
+    "O'Neill",
+    "e-mail",
+    "antidisestablishmentarianism",
+    "photobombing",
+    "selfies",
+    "<person>",
+    "#hashtag",
+    "don't",
+    "(left)",
+    "“quoted”",
+    "—dash",
+    "smörgåsbord",
+    "東京",
+    "niño",
+    "ROCK&ROLL",
+    "100%",
+    "a/b",
+    "well...",
+    "what?!",
+    "🙂",
+    "☃☃",
+    "ab" * 60,
+    "item;",
+    "x:y",
+    "~approx",
+    "*star*",
+    "jalapeño",
+    "Ångström",
+    "façade",
+  ]
   out = []
   for _ in range(n):
     k = rs.randint(1, 45)
@@ -32,8 +66,14 @@ def _captions(vocab_file, n, seed):
 
 
 def test_pre_caption_graph_matches_python():
-  caps = ["A Man, riding a horse!!", "  <person> in the   park. ", "x-ray/photo of (a) cat?",
-          "one two three four five six", "...", "Tab\tseparated  words"]
+  caps = [
+    "A Man, riding a horse!!",
+    "  <person> in the   park. ",
+    "x-ray/photo of (a) cat?",
+    "one two three four five six",
+    "...",
+    "Tab\tseparated  words",
+  ]
   got = [s.decode() for s in pre_caption(tf.constant(caps), 5).numpy()]
   assert got == [pre_caption_py(c, 5) for c in caps]
   assert got[0] == "a man riding a horse" and got[1] == "person in the park" and got[4] == ""
@@ -41,6 +81,7 @@ def test_pre_caption_graph_matches_python():
 
 def test_tokenisation_parity_with_hf(bert_vocab_file):
   from transformers import BertTokenizer
+
   hf = BertTokenizer(bert_vocab_file, do_lower_case=True)
   tok = Tokenizer(bert_vocab_file, MAX_TOKENS)
   assert (tok.cls_id, tok.sep_id, tok.mask_id, tok.pad_id) == (101, 102, 103, 0)
@@ -62,6 +103,7 @@ def test_tokenisation_parity_with_hf(bert_vocab_file):
 
 def test_shapes_vocab_specials():
   from x2vlm_jax.data import shapes
+
   toks = open(shapes.VOCAB_FILE).read().split("\n")[:-1]
   assert len(toks) == 200 and toks[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
   assert toks == shapes.vocab_tokens()
@@ -71,6 +113,7 @@ def test_shapes_vocab_specials():
 
 
 # ------------------------------------------------------------------------ masking
+
 
 def _reference_mask(tokens, rs, *, mask_prob=0.5, max_masks=12, skipgram_prb=0.2, skipgram_size=3):
   """The official generator of spec §3.3, written from the spec, on wordpiece strings."""
@@ -139,9 +182,18 @@ def test_masking_statistics(bert_vocab_file):
   caps = [pre_caption_py(c, MAX_TOKENS) for c in _captions(bert_vocab_file, 10000, seed=1)]
   ids, mask = tok(tf.constant(caps))
   ids_m, mpos, labels = masking.mask_tokens(
-      ids, mask, tf.constant([3, 4], tf.int64), is_subword=tok.is_subword, mask_id=tok.mask_id,
-      vocab_size=tok.vocab_size, mask_prob=0.5, max_masks=12, skipgram_prb=0.2, skipgram_size=3,
-      whole_word=True)
+    ids,
+    mask,
+    tf.constant([3, 4], tf.int64),
+    is_subword=tok.is_subword,
+    mask_id=tok.mask_id,
+    vocab_size=tok.vocab_size,
+    mask_prob=0.5,
+    max_masks=12,
+    skipgram_prb=0.2,
+    skipgram_size=3,
+    whole_word=True,
+  )
   ids, mask, ids_m, mpos, labels = (x.numpy() for x in (ids, mask, ids_m, mpos, labels))
   n = mask.sum(1)
   real = labels != -100
@@ -169,7 +221,7 @@ def test_masking_statistics(bert_vocab_file):
   sep_masked = m[np.arange(len(ids)), n - 1].mean()
 
   # Spans and whole words: distributions match the reference algorithm (spec §3.3) on the same pieces.
-  pieces = [tok.tokens_of(r[: k]) for r, k in zip(ids, n)]
+  pieces = [tok.tokens_of(r[:k]) for r, k in zip(ids, n)]
   rs = random.Random(0)
   ref = [_reference_mask(p, rs) for p in pieces]
   ours = [sorted(mpos[i][real[i]].tolist()) for i in range(len(ids))]
@@ -182,9 +234,18 @@ def test_masking_statistics(bert_vocab_file):
   assert sep_masked > 0.05 and abs(sep_masked - sep_ref) < 0.02, (sep_masked, sep_ref)
   # whole-word masking matters: without it, far fewer multi-piece words are masked completely
   _, mpos2, labels2 = masking.mask_tokens(
-      tf.constant(ids), tf.constant(mask), tf.constant([3, 4], tf.int64), is_subword=tok.is_subword,
-      mask_id=tok.mask_id, vocab_size=tok.vocab_size, mask_prob=0.5, max_masks=12, skipgram_prb=0.2,
-      skipgram_size=3, whole_word=False)
+    tf.constant(ids),
+    tf.constant(mask),
+    tf.constant([3, 4], tf.int64),
+    is_subword=tok.is_subword,
+    mask_id=tok.mask_id,
+    vocab_size=tok.vocab_size,
+    mask_prob=0.5,
+    max_masks=12,
+    skipgram_prb=0.2,
+    skipgram_size=3,
+    whole_word=False,
+  )
   r2 = labels2.numpy() != -100
   ours2 = [sorted(mpos2.numpy()[i][r2[i]].tolist()) for i in range(len(ids))]
   assert _whole_word_rate(ours2, pieces) < ww - 0.1

@@ -61,13 +61,15 @@ def built(tmp_path_factory):
       rows.append({"question_id": qid, "image": f"im{i}.png", **rec})
       qid += 1
   (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-  bad = [{"question_id": 1, "image": "im0.png", "answer": ["red"]},                          # no question
-         {"question_id": 2, "image": "im0.png", "question": "what", "answer": [], "dataset": "vqa"},
-         {"question_id": 3, "image": "im0.png", "question": "what", "answer": ["x"], "dataset": "coco"},
-         {"question_id": 4, "image": "im0.png", "question": "what", "answer": ["a", "b"], "dataset": "vg"},
-         {"question_id": 5, "image": "missing.png", "question": "what", "answer": ["red"]},
-         {"question_id": 6, "image": "broken.jpg", "question": "what", "answer": ["red"]},
-         {"question_id": 7, "image": "broken.jpg", "question": "why", "answer": ["red"]}]
+  bad = [
+    {"question_id": 1, "image": "im0.png", "answer": ["red"]},  # no question
+    {"question_id": 2, "image": "im0.png", "question": "what", "answer": [], "dataset": "vqa"},
+    {"question_id": 3, "image": "im0.png", "question": "what", "answer": ["x"], "dataset": "coco"},
+    {"question_id": 4, "image": "im0.png", "question": "what", "answer": ["a", "b"], "dataset": "vg"},
+    {"question_id": 5, "image": "missing.png", "question": "what", "answer": ["red"]},
+    {"question_id": 6, "image": "broken.jpg", "question": "what", "answer": ["red"]},
+    {"question_id": 7, "image": "broken.jpg", "question": "why", "answer": ["red"]},
+  ]
   (d / "train.json").write_text(json.dumps(rows[:5] + bad + rows[5:]))
   report = vqa.build(str(d / "train.json"), str(d), str(d / "tfds"), "toy_vqa")
   return d, rows, report
@@ -75,7 +77,9 @@ def built(tmp_path_factory):
 
 def _cfg(d, batch=6, max_answers=A):
   import ml_collections
+
   from configs.finetune.common import finetune_data
+
   c = finetune_data(32, batch)
   c.data_dir, c.vocab_file = str(d / "tfds"), SHAPES_VOCAB
   c.train = [("toy_vqa", "train")]
@@ -87,8 +91,14 @@ def _cfg(d, batch=6, max_answers=A):
 def test_build_counts_bad_records_by_reason(built, tmp_path):
   d, rows, report = built
   assert report.written == len(rows) and report.extra["images"] == len(COLORS)
-  assert dict(report.skipped) == {"missing_field": 1, "no_answer": 1, "unknown_dataset": 1, "bad_field_type": 1,
-                                  "image_not_found": 1, "corrupt_image": 2}
+  assert dict(report.skipped) == {
+    "missing_field": 1,
+    "no_answer": 1,
+    "unknown_dataset": 1,
+    "bad_field_type": 1,
+    "image_not_found": 1,
+    "corrupt_image": 2,
+  }
   assert report.extra["max_unique_answers"] == 3
   with pytest.raises(ValueError, match=r"record 5: missing_field: no field 'question'"):
     vqa.build(str(d / "train.json"), str(d), str(tmp_path), "strict", strict=True)
@@ -126,8 +136,9 @@ def test_stream_pairs_questions_with_their_image_answers_and_weights(built):
           answers, weights = uniq, [rec["answer"].count(a) / len(rec["answer"]) for a in uniq]
         got = [tok.decode(x) for x in batch["answer_ids"][r]]
         assert got == answers + [""] * (A - len(answers)), (rec, got)
-        np.testing.assert_array_equal(batch["answer_weights"][r],
-                                      np.asarray(weights + [0.0] * (A - len(weights)), np.float32))
+        np.testing.assert_array_equal(
+          batch["answer_weights"][r], np.asarray(weights + [0.0] * (A - len(weights)), np.float32)
+        )
         np.testing.assert_array_equal(batch["answer_mask"][r].sum(-1), [3] * len(answers) + [2] * (A - len(answers)))
         # Its own image: the colour sits on the left, unless the image was flipped.
         img = batch["images"][r] * std + mean
@@ -137,6 +148,6 @@ def test_stream_pairs_questions_with_their_image_answers_and_weights(built):
         assert (right if flipped else left).sum() > 3 * (left if flipped else right).sum()
         flips[left_or_right_in(rec["question"], rec["answer"])].append(flipped)
   assert sorted(seen) == sorted(r["question_id"] for r in rows)  # every question once per epoch
-  assert not any(flips[True]) and len(flips[True]) == 12     # "left" in an answer: never flipped
-  assert 0.25 < np.mean(flips[False]) < 0.75                 # the others: a fair coin
+  assert not any(flips[True]) and len(flips[True]) == 12  # "left" in an answer: never flipped
+  assert 0.25 < np.mean(flips[False]) < 0.75  # the others: a fair coin
   assert batch["answers_cut"].tolist() == [0] * cfg.batch_size

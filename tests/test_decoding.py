@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 from flax import nnx
-
 from reference.x2vlm_torch import X2VLMReference
-from x2vlm_jax.convert import assemble, layout as L
+
+from x2vlm_jax.convert import assemble
+from x2vlm_jax.convert import layout as L
 from x2vlm_jax.inference import decoding as D
 from x2vlm_jax.models import X2VLM, get_preset
 
@@ -47,14 +48,19 @@ def question(model, image):
 
 # --- scoring rules ----------------------------------------------------------------------------------
 
+
 def test_repeated_ngram_mask_hand_cases():
-  seqs = jnp.array([[5, 6, 5, 6, 0, 0, 0],     # trigrams (5,6,5) (6,5,6); tail (5,6) → 5 banned
-                    [5, 6, 7, 5, 6, 0, 0],     # (5,6,7) …; tail (5,6) → 7 banned
-                    [1, 2, 1, 2, 1, 2, 9],     # only 4 generated: (1,2,1) (2,1,2); tail (1,2) → 1; 9 is beyond
-                    [5, 6, 0, 0, 0, 0, 0]])    # 2 tokens: no trigram yet
+  seqs = jnp.array(
+    [
+      [5, 6, 5, 6, 0, 0, 0],  # trigrams (5,6,5) (6,5,6); tail (5,6) → 5 banned
+      [5, 6, 7, 5, 6, 0, 0],  # (5,6,7) …; tail (5,6) → 7 banned
+      [1, 2, 1, 2, 1, 2, 9],  # only 4 generated: (1,2,1) (2,1,2); tail (1,2) → 1; 9 is beyond
+      [5, 6, 0, 0, 0, 0, 0],
+    ]
+  )  # 2 tokens: no trigram yet
   lengths = [4, 5, 4, 2]
   for row, (length, banned) in enumerate(zip(lengths, ({5}, {7}, {1}, set()))):
-    got = D.repeated_ngram_mask(seqs[row:row + 1], length, 3, 12)[0]
+    got = D.repeated_ngram_mask(seqs[row : row + 1], length, 3, 12)[0]
     assert set(np.flatnonzero(np.asarray(got)).tolist()) == banned, row
 
 
@@ -75,8 +81,18 @@ def test_min_length_forbids_eos_on_hand_logits():
     assert float(out.scores[0]) == pytest.approx(3 * logp[7] + logp[3], rel=1e-5)
   # min_length 4 and trigram blocking: after 7 7 7 a fourth 7 would repeat (7,7,7) and [SEP] is still
   # forbidden, so 5 comes; then [SEP].
-  out = D._search(_const_step(logp), jnp.asarray(logp)[None], jnp.zeros((1,)), num_beams=1, search="greedy",
-                  max_len=8, eos_id=EOS, pad_id=PAD, min_length=4, no_repeat_ngram=3)
+  out = D._search(
+    _const_step(logp),
+    jnp.asarray(logp)[None],
+    jnp.zeros((1,)),
+    num_beams=1,
+    search="greedy",
+    max_len=8,
+    eos_id=EOS,
+    pad_id=PAD,
+    min_length=4,
+    no_repeat_ngram=3,
+  )
   assert out.tokens[0].tolist()[:5] == [7, 7, 7, 5, 0] and int(out.lengths[0]) == 4
   assert float(out.scores[0]) == pytest.approx(3 * logp[7] + logp[5] + logp[3], rel=1e-5)
 
@@ -110,9 +126,9 @@ def s2s_ft_reference(first, step, *, K, max_len, eos, min_length, ngram, length_
     if ngram and len(partial[0]) >= ngram:
       forbid = np.zeros_like(rows[:1].repeat(K, 0))
       for k, seq in enumerate(partial):
-        tail = seq[-(ngram - 1):]
+        tail = seq[-(ngram - 1) :]
         for i in range(len(seq) - (ngram - 1)):
-          if seq[i:i + ngram - 1] == tail:
+          if seq[i : i + ngram - 1] == tail:
             forbid[k, seq[i + ngram - 1]] = 1.0
   last = next((i for i, w in enumerate(step_ids) if all(x == eos for x in w)), len(step_ids) - 1)
   best, frame, pos = -math.inf, -1, -1
@@ -157,11 +173,23 @@ def test_beam_search_equals_official_bookkeeping(seed):
 
   # A length penalty lets longer hypotheses win, which is when frozen finished beams matter.
   for min_length, ngram, lp in ((2, 3, 0.0), (0, 0, 0.0), (0, 3, 2.0)):
-    out = jax.jit(lambda f: D.beam_search(step, f, jnp.zeros((1,), jnp.int32), num_beams=k, max_len=max_len,
-                                          eos_id=EOS, pad_id=PAD, min_length=min_length, no_repeat_ngram=ngram,
-                                          length_penalty=lp))(jnp.asarray(first, jnp.float32)[None])
-    seq, score = s2s_ft_reference(first, ref_step, K=k, max_len=max_len, eos=EOS, min_length=min_length, ngram=ngram,
-                                  length_penalty=lp)
+    out = jax.jit(
+      lambda f: D.beam_search(
+        step,
+        f,
+        jnp.zeros((1,), jnp.int32),
+        num_beams=k,
+        max_len=max_len,
+        eos_id=EOS,
+        pad_id=PAD,
+        min_length=min_length,
+        no_repeat_ngram=ngram,
+        length_penalty=lp,
+      )
+    )(jnp.asarray(first, jnp.float32)[None])
+    seq, score = s2s_ft_reference(
+      first, ref_step, K=k, max_len=max_len, eos=EOS, min_length=min_length, ngram=ngram, length_penalty=lp
+    )
     words = [w for w in seq if w != EOS]
     assert out.tokens[0].tolist() == words + [PAD] * (max_len - len(words)), (seed, min_length)
     assert int(out.lengths[0]) == len(words)
@@ -169,6 +197,7 @@ def test_beam_search_equals_official_bookkeeping(seed):
 
 
 # --- model-backed steps: cache = recomputation ------------------------------------------------------
+
 
 def test_caption_cached_steps_equal_full_recomputation(model, image):
   """Rows = 2 images × 2 beams with different histories; the reference runs the whole prefix
@@ -200,7 +229,7 @@ def test_caption_cached_steps_equal_full_recomputation(model, image):
 
 
 def test_answer_cached_steps_equal_full_recomputation(model, question):
-  hist = jnp.asarray(np.random.default_rng(1).integers(5, 200, (6, 3)), jnp.int32)   # 2 questions × 3 beams
+  hist = jnp.asarray(np.random.default_rng(1).integers(5, 200, (6, 3)), jnp.int32)  # 2 questions × 3 beams
 
   @nnx.jit
   def both(model, memory, qm, hist):
@@ -225,6 +254,7 @@ def test_answer_cached_steps_equal_full_recomputation(model, question):
 
 
 # --- whole searches on the model -----------------------------------------------------------------
+
 
 def test_caption_generation_beam1_is_greedy_and_cache_is_transparent(model, image):
   kw = dict(prompt_ids=PROMPT, mask_id=MASK, eos_id=EOS, max_len=7, min_length=2)
@@ -255,12 +285,13 @@ def test_rank_answers_equals_brute_force(model, question):
   la = max(map(len, answers))
   ids = np.array([a + [0] * (la - len(a)) for a in answers], np.int32)
   for double in (True, False):
-    got_idx, got_p = D.rank_answers_jit(model, memory, qm, ids, (ids > 0).astype(np.int32), k=len(answers),
-                                        double_count_first=double)
+    got_idx, got_p = D.rank_answers_jit(
+      model, memory, qm, ids, (ids > 0).astype(np.int32), k=len(answers), double_count_first=double
+    )
     for b in range(2):
       scores = []
       for a in answers:
-        logits = np.asarray(decoder_logits(model, jnp.asarray([a]), memory[b:b + 1], qm[b:b + 1]))[0]
+        logits = np.asarray(decoder_logits(model, jnp.asarray([a]), memory[b : b + 1], qm[b : b + 1]))[0]
         logits = logits.astype(np.float64)
         logp = logits - logits.max(-1, keepdims=True)
         logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
@@ -282,6 +313,7 @@ def test_rank_answers_equals_brute_force(model, question):
 
 # --- explicit position ids and a 3-D mask against the PyTorch reference -----------------------------
 
+
 def test_position_ids_and_3d_mask_match_reference(model, image):
   cfg = get_preset("tiny")
   flat = assemble.flatten(jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param))))
@@ -300,8 +332,13 @@ def test_position_ids_and_3d_mask_match_reference(model, image):
       mask[b, c, c] = 1
   img = np.asarray(image)
   ours = model.text.mlm_logits(model.text.multi_modal(ids, mask, img, positions=pos))
-  want = ref.mlm_logits(torch.from_numpy(ids).long(), torch.from_numpy(mask), torch.from_numpy(img), None,
-                        positions=torch.from_numpy(pos).long())
+  want = ref.mlm_logits(
+    torch.from_numpy(ids).long(),
+    torch.from_numpy(mask),
+    torch.from_numpy(img),
+    None,
+    positions=torch.from_numpy(pos).long(),
+  )
   np.testing.assert_allclose(np.asarray(ours), want.numpy(), atol=2e-5, rtol=0)
   shifted = model.text.mlm_logits(model.text.multi_modal(ids, mask, img))
   assert np.abs(np.asarray(shifted) - want.numpy()).max() > 1e-2  # the default positions differ

@@ -1,9 +1,9 @@
 """The retrieval evaluator against independent references of the official protocol (spec §5.1):
 
-  * k ≥ N: equals a brute-force computation (every image–text pair fused, official rank code);
-  * k < N: equals an independent implementation of top-k by ITC + −100 fill + official ranks;
-  * sharded over 4 devices and over 2 processes it equals one device;
-  * bad input: a record without a field is a clear error, an image that does not decode a counted skip.
+* k ≥ N: equals a brute-force computation (every image–text pair fused, official rank code);
+* k < N: equals an independent implementation of top-k by ITC + −100 fill + official ranks;
+* sharded over 4 devices and over 2 processes it equals one device;
+* bad input: a record without a field is a clear error, an image that does not decode a counted skip.
 """
 
 import json
@@ -60,8 +60,14 @@ def _config(cfg, d, **eval_fields):
   c = ml_collections.ConfigDict()
   c.model = cfg
   c.data = ml_collections.ConfigDict({"vocab_file": SHAPES_VOCAB})
-  e = dict(type="retrieval", annotations=str(d / "test.json"), image_root=str(d), batch_size=3, rerank_pairs=8,
-           max_tokens=MAX_TOKENS)
+  e = dict(
+    type="retrieval",
+    annotations=str(d / "test.json"),
+    image_root=str(d),
+    batch_size=3,
+    rerank_pairs=8,
+    max_tokens=MAX_TOKENS,
+  )
   e.update(eval_fields)
   return c, ml_collections.ConfigDict(e)
 
@@ -76,6 +82,7 @@ def _run(cfg, params, d, devices, **eval_fields):
 
 # ------------------------------------------------------------------------ independent references
 
+
 def _official_itm_eval(scores_i2t, scores_t2i, txt2img, img2txt):
   """The official `itm_eval` (X2-VLM Retrieval.py), written out independently."""
   ranks = np.zeros(scores_i2t.shape[0])
@@ -88,8 +95,16 @@ def _official_itm_eval(scores_i2t, scores_t2i, txt2img, img2txt):
     inds = np.argsort(score)[::-1]
     ranks[index] = np.where(inds == txt2img[index])[0][0]
   ir = [100.0 * np.mean(ranks < k) for k in (1, 5, 10)]
-  out = {"txt_r1": tr[0], "txt_r5": tr[1], "txt_r10": tr[2], "txt_r_mean": np.mean(tr),
-         "img_r1": ir[0], "img_r5": ir[1], "img_r10": ir[2], "img_r_mean": np.mean(ir)}
+  out = {
+    "txt_r1": tr[0],
+    "txt_r5": tr[1],
+    "txt_r10": tr[2],
+    "txt_r_mean": np.mean(tr),
+    "img_r1": ir[0],
+    "img_r5": ir[1],
+    "img_r10": ir[2],
+    "img_r_mean": np.mean(ir),
+  }
   out["r_mean"] = (out["txt_r_mean"] + out["img_r_mean"]) / 2
   return out
 
@@ -110,8 +125,12 @@ def brute_force(dataset, model):
   ids, mask = Tokenizer(SHAPES_VOCAB, MAX_TOKENS)(texts, clean=30)
   img_embeds, img_feat = (np.asarray(x) for x in api.encode_image(images))
   txt_embeds, txt_feat = (np.asarray(x) for x in api.encode_text(ids, mask))
-  itm = np.stack([np.asarray(api.itm_logits(np.repeat(img_embeds[i:i + 1], len(texts), 0), None, txt_embeds,
-                                            mask))[:, 1] for i in range(len(records))])
+  itm = np.stack(
+    [
+      np.asarray(api.itm_logits(np.repeat(img_embeds[i : i + 1], len(texts), 0), None, txt_embeds, mask))[:, 1]
+      for i in range(len(records))
+    ]
+  )
   gaps = np.diff(np.sort(itm, axis=1), axis=1)
   assert gaps.min() > 1e-4, "rerank scores too close for a meaningful rank comparison"
   return dict(sims=img_feat @ txt_feat.T, itm=itm, txt2img=np.asarray(txt2img), img2txt=img2txt)
@@ -127,6 +146,7 @@ def _fill(sims, itm, k):
 
 
 # ------------------------------------------------------------------------------------------- tests
+
 
 def test_rerank_equals_every_pair_fused_when_k_covers_all(dataset, model, brute_force):
   cfg, params = model
@@ -146,8 +166,9 @@ def test_rerank_equals_topk_and_minus_100_fill_when_k_is_smaller(dataset, model,
   b = brute_force
   k = 10  # < 14 images and < the texts: both directions really cut
   metrics, _ = _run(cfg, params, dataset[0], jax.devices()[:1], k_test=k)
-  want = _official_itm_eval(_fill(b["sims"], b["itm"], k), _fill(b["sims"].T, b["itm"].T, k), b["txt2img"],
-                            b["img2txt"])
+  want = _official_itm_eval(
+    _fill(b["sims"], b["itm"], k), _fill(b["sims"].T, b["itm"].T, k), b["txt2img"], b["img2txt"]
+  )
   for key, v in want.items():
     assert metrics[key] == pytest.approx(v), key
   full = _official_itm_eval(b["itm"], b["itm"].T, b["txt2img"], b["img2txt"])
@@ -177,9 +198,25 @@ def _free_port():
 def _cli(ckpt, d, out, *extra, devices=1, env_extra=None):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
   env.update(env_extra or {})
-  return [sys.executable, "tools/evaluate.py", "--task", "retrieval", "--checkpoint", str(ckpt), "--annotations",
-          str(d / "test.json"), "--image_root", str(d), "--output", str(out), "--config.k_test=10",
-          "--config.batch_size=3", "--config.rerank_pairs=8", f"--config.max_tokens={MAX_TOKENS}", *extra], env
+  return [
+    sys.executable,
+    "tools/evaluate.py",
+    "--task",
+    "retrieval",
+    "--checkpoint",
+    str(ckpt),
+    "--annotations",
+    str(d / "test.json"),
+    "--image_root",
+    str(d),
+    "--output",
+    str(out),
+    "--config.k_test=10",
+    "--config.batch_size=3",
+    "--config.rerank_pairs=8",
+    f"--config.max_tokens={MAX_TOKENS}",
+    *extra,
+  ], env
 
 
 @pytest.mark.timeout(600)
@@ -194,23 +231,37 @@ def test_two_processes_equal_one_and_cli_bad_input(dataset, model, tmp_path):
   port = _free_port()
   procs = []
   for i in range(2):
-    cmd, env = _cli(ckpt, d, tmp_path / "two", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                    f"--process_id={i}", devices=2)
-    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True))
+    cmd, env = _cli(
+      ckpt,
+      d,
+      tmp_path / "two",
+      f"--coordinator_address=127.0.0.1:{port}",
+      "--num_processes=2",
+      f"--process_id={i}",
+      devices=2,
+    )
+    procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
   for p in procs:
     out, _ = p.communicate(timeout=400)
     assert p.returncode == 0, out[-3000:]
   a = json.loads((tmp_path / "one" / "metrics.json").read_text())
   b = json.loads((tmp_path / "two" / "metrics.json").read_text())
   assert _untimed(a) == pytest.approx(_untimed(b))
-  assert json.loads((tmp_path / "one" / "predictions.json").read_text())["i2t"][0]["texts"] == \
-      json.loads((tmp_path / "two" / "predictions.json").read_text())["i2t"][0]["texts"]
+  assert (
+    json.loads((tmp_path / "one" / "predictions.json").read_text())["i2t"][0]["texts"]
+    == json.loads((tmp_path / "two" / "predictions.json").read_text())["i2t"][0]["texts"]
+  )
 
   # Bad input through the CLI: an unknown task, a record without its caption.
   cmd, env = _cli(ckpt, d, tmp_path / "x")
-  bad_task = subprocess.run([c if c != "retrieval" else "retreival" for c in cmd], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=120)
+  bad_task = subprocess.run(
+    [c if c != "retrieval" else "retreival" for c in cmd],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
   assert bad_task.returncode == 2 and "unknown task" in bad_task.stderr and "retrieval" in bad_task.stderr
   broken = [dict(r) for r in records]
   del broken[5]["caption"]
@@ -230,8 +281,9 @@ def test_corrupt_image_is_a_counted_skip_or_a_strict_error(dataset, model, tmp_p
   metrics, pred = _run(cfg, params, tmp_path, jax.devices()[:1], k_test=1000)
   assert metrics["skipped_images"] == 1 and metrics["num_images"] == N_IMAGES - 1
   caps4 = records[4]["caption"]
-  assert metrics["num_texts"] == sum(len(r["caption"]) if isinstance(r["caption"], list) else 1
-                                     for r in records) - (len(caps4) if isinstance(caps4, list) else 1)
+  assert metrics["num_texts"] == sum(len(r["caption"]) if isinstance(r["caption"], list) else 1 for r in records) - (
+    len(caps4) if isinstance(caps4, list) else 1
+  )
   assert all(str(tmp_path / "im4.jpg") != p["image"] for p in pred["i2t"])
   assert all(4 not in p["images"] for p in pred["t2i"])  # never a candidate
   with pytest.raises(ValueError, match="im4.jpg.*does not decode"):
@@ -240,6 +292,7 @@ def test_corrupt_image_is_a_counted_skip_or_a_strict_error(dataset, model, tmp_p
 
 def test_notebook_retrieval_api_reranks_the_itc_top_k(dataset, model, brute_force):
   from x2vlm_jax.inference import retrieval
+
   d, records = dataset
   cfg, params = model
   api = inference.from_params(cfg, params, vocab_file=SHAPES_VOCAB)

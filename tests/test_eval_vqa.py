@@ -1,13 +1,13 @@
 """The VQA evaluator against independent references (spec §5.2):
 
-  * rank mode with k ≥ |answer list| equals brute-force scoring of every candidate (each decoded
-    teacher-forced on its own, log-probabilities summed in numpy, the first token counted twice as
-    officially, or once), sharded over 4 devices == 1 device;
-  * generate mode (greedy) equals a brute-force greedy decode that recomputes the whole prefix every
-    step (no KV cache);
-  * the local accuracy is the VQA formula (hand-written leave-one-out) on those predictions;
-  * tools/evaluate.py --task vqa writes the same [{question_id, answer}] predictions;
-  * bad input (a record without a field, an unknown answer list) is a clear error.
+* rank mode with k ≥ |answer list| equals brute-force scoring of every candidate (each decoded
+  teacher-forced on its own, log-probabilities summed in numpy, the first token counted twice as
+  officially, or once), sharded over 4 devices == 1 device;
+* generate mode (greedy) equals a brute-force greedy decode that recomputes the whole prefix every
+  step (no KV cache);
+* the local accuracy is the VQA formula (hand-written leave-one-out) on those predictions;
+* tools/evaluate.py --task vqa writes the same [{question_id, answer}] predictions;
+* bad input (a record without a field, an unknown answer list) is a clear error.
 """
 
 import json
@@ -30,8 +30,13 @@ from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.training import sharding as shd
 
 ANSWERS = ["red", "blue square", "two", "yes", "a large green circle", "no", "left of the circle", "3"]
-QUESTIONS = ["What color is the circle?", "Is there a square?", "how many objects in the image",
-             "what shape is the red object", "Is the red circle left of the blue square?"]
+QUESTIONS = [
+  "What color is the circle?",
+  "Is there a square?",
+  "how many objects in the image",
+  "what shape is the red object",
+  "Is the red circle left of the blue square?",
+]
 N_IMAGES, MAX_TOKENS = 5, 14
 
 
@@ -82,16 +87,28 @@ def model(dataset):
   first = []
   for r in records:
     pixels, ids, mask = _inputs(d, r, cfg.image_res, tok)
-    first.append(np.asarray(m.answer_logits(jnp.full((1, 1), tok.cls_id), jnp.ones((1, 1), jnp.int32),
-                                            memory_of(m, pixels, ids, mask), mask))[0, 0])
+    first.append(
+      np.asarray(
+        m.answer_logits(
+          jnp.full((1, 1), tok.cls_id), jnp.ones((1, 1), jnp.int32), memory_of(m, pixels, ids, mask), mask
+        )
+      )[0, 0]
+    )
   params["decoder"]["mlm"]["bias"] = params["decoder"]["mlm"]["bias"] - np.mean(first, axis=0)
   return cfg, params
 
 
 def _run(cfg, params, d, devices, vocab=SHAPES_VOCAB, **fields):
   c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": vocab}})
-  e = dict(type="vqa", annotations=str(d / "test.json"), image_root=str(d), answer_list=str(d / "answer_list.json"),
-           batch_size=3, max_tokens=MAX_TOKENS, max_answer_tokens=4)
+  e = dict(
+    type="vqa",
+    annotations=str(d / "test.json"),
+    image_root=str(d),
+    answer_list=str(d / "answer_list.json"),
+    batch_size=3,
+    max_tokens=MAX_TOKENS,
+    max_answer_tokens=4,
+  )
   e.update(fields)
   mesh = shd.create_mesh((len(devices), 1, 1), devices=devices)
   graphdef = nnx.graphdef(X2VLM(cfg, rngs=nnx.Rngs(0)))
@@ -113,7 +130,7 @@ def references(dataset, model):
 
   def decoder(m, seq, memory, mask):
     ids = jnp.asarray([list(seq) + [0] * (length - len(seq))])
-    return np.asarray(jax_decoder(m, ids, memory, mask), np.float64)[0, :len(seq)]
+    return np.asarray(jax_decoder(m, ids, memory, mask), np.float64)[0, : len(seq)]
 
   jax_decoder = nnx.jit(lambda m, ids, mem, mm: m.answer_logits(ids, jnp.ones_like(ids), mem, mm))
   memory_of = _memory_fn()
@@ -148,7 +165,7 @@ def test_ranking_equals_brute_force_and_sharding(dataset, model, references):
   cfg, params = model
   want = []
   for ref in references:
-    score = ref["ll"] + ref["first"]                     # the official double count of the first token
+    score = ref["ll"] + ref["first"]  # the official double count of the first token
     top2 = np.sort(score)[-2:]
     assert top2[1] - top2[0] > 1e-3, "candidates too close for a meaningful comparison"
     want.append(ANSWERS[int(np.argmax(score))])
@@ -176,12 +193,28 @@ def test_free_form_greedy_equals_recomputed_greedy(dataset, model, references):
 
 def test_tools_evaluate_writes_the_official_predictions(dataset, model, tmp_path):
   import tools.evaluate as cli
+
   d, _ = dataset
   cfg, params = model
   params_io.save(str(tmp_path / "ckpt"), cfg, params, vocab_file=SHAPES_VOCAB)
-  rc = cli.main(["--task", "vqa", "--checkpoint", str(tmp_path / "ckpt"), "--annotations", str(d / "test.json"),
-                 "--image_root", str(d), "--output", str(tmp_path / "out"), f"--config.answer_list={d / 'answer_list.json'}",
-                 "--config.k_test=64", "--config.batch_size=3", f"--config.max_tokens={MAX_TOKENS}"])
+  rc = cli.main(
+    [
+      "--task",
+      "vqa",
+      "--checkpoint",
+      str(tmp_path / "ckpt"),
+      "--annotations",
+      str(d / "test.json"),
+      "--image_root",
+      str(d),
+      "--output",
+      str(tmp_path / "out"),
+      f"--config.answer_list={d / 'answer_list.json'}",
+      "--config.k_test=64",
+      "--config.batch_size=3",
+      f"--config.max_tokens={MAX_TOKENS}",
+    ]
+  )
   assert rc == 0
   written = json.loads((tmp_path / "out" / "predictions.json").read_text())
   _, preds = _run(cfg, params, d, jax.devices()[:4], k_test=64)
@@ -189,8 +222,21 @@ def test_tools_evaluate_writes_the_official_predictions(dataset, model, tmp_path
   metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
   assert "acc" in metrics
   # An unknown answer list is a clear error (exit status 2, the file named).
-  rc = cli.main(["--task", "vqa", "--checkpoint", str(tmp_path / "ckpt"), "--annotations", str(d / "test.json"),
-                 "--image_root", str(d), "--output", str(tmp_path / "out2"), "--config.answer_list=/nonexistent.json"])
+  rc = cli.main(
+    [
+      "--task",
+      "vqa",
+      "--checkpoint",
+      str(tmp_path / "ckpt"),
+      "--annotations",
+      str(d / "test.json"),
+      "--image_root",
+      str(d),
+      "--output",
+      str(tmp_path / "out2"),
+      "--config.answer_list=/nonexistent.json",
+    ]
+  )
   assert rc == 2
 
 

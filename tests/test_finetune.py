@@ -1,11 +1,11 @@
 """The tasks layer on the one trainer (issue "Fine-tuning and evaluation core"):
 
-  * evaluators run every N steps, their results are logged, and the best step is kept besides the newest;
-  * init_from an export at another resolution / with other heads loads what exists, resizes rel-pos
-    tables, initialises the rest and puts it into the lr × lr_mult group; another model size is refused;
-  * resuming a fine-tuning run mid-way reproduces the uninterrupted run exactly;
-  * pre-training stage 1 → stage 2 (video: frame embeddings added) runs end to end;
-  * after `stop_calc_itm` the ITM fusion is skipped, not computed and multiplied by zero.
+* evaluators run every N steps, their results are logged, and the best step is kept besides the newest;
+* init_from an export at another resolution / with other heads loads what exists, resizes rel-pos
+  tables, initialises the rest and puts it into the lr × lr_mult group; another model size is refused;
+* resuming a fine-tuning run mid-way reproduces the uninterrupted run exactly;
+* pre-training stage 1 → stage 2 (video: frame embeddings added) runs end to end;
+* after `stop_calc_itm` the ITM fusion is skipped, not computed and multiplied by zero.
 """
 
 import json
@@ -18,11 +18,10 @@ from flax import nnx
 
 from tests.configs import synthetic_retrieval, synthetic_tiny
 from tests.helpers import scripted_eval
-from x2vlm_jax import params_io
+from x2vlm_jax import experiment, params_io
 from x2vlm_jax.convert.relpos import resize_rel_pos_table
 from x2vlm_jax.evaluation import registry
 from x2vlm_jax.models import X2VLM, get_preset
-from x2vlm_jax import experiment
 from x2vlm_jax.training import init_from, optimizer, trainer
 
 
@@ -63,25 +62,28 @@ def test_init_from_another_resolution_and_new_heads(tmp_path):
   assert {k for k, a in p.actions.items() if a == "fresh"} == set(p.new_params)
   assert set(p.new_params) == {k for k in p.actions if k.startswith(("nlvr_head/", "frame_pos"))}
 
-  tx, _ = optimizer.build_optimizer(dict(lr=1.0, lr_mult=2.0, warmup_steps=0), new_params=p.new_params,
-                                    total_steps=10)
+  tx, _ = optimizer.build_optimizer(dict(lr=1.0, lr_mult=2.0, warmup_steps=0), new_params=p.new_params, total_steps=10)
   peaks = optimizer.peak_learning_rates(dict(lr=1.0, lr_mult=2.0))
   assert peaks[optimizer.param_group("nlvr_head/fc0/kernel", {}, frozenset(p.new_params))] == 2.0
   assert peaks[optimizer.param_group("text/layers/0/output/kernel", {}, frozenset(p.new_params))] == 1.0
 
-  from x2vlm_jax.training import sharding as shd, train_state
+  from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax.training import train_state
+
   mesh = shd.create_mesh((1, 1, 1), devices=jax.devices()[:1])
   with jax.set_mesh(mesh):
     _, fresh, shardings = train_state.create(dst_cfg, tx, mesh, [tuple(r) for r in shd.DEFAULT_RULES], 0)
     fresh_nlvr = np.asarray(fresh["params"]["nlvr_head"]["fc0"]["kernel"])
     state = init_from.apply(p, fresh, shardings, dst_cfg)
   got = jax.device_get(state["params"])
-  np.testing.assert_array_equal(got["text"]["layers"][2]["cross_attn"]["key"]["kernel"],
-                                src["text"]["layers"][2]["cross_attn"]["key"]["kernel"])
+  np.testing.assert_array_equal(
+    got["text"]["layers"][2]["cross_attn"]["key"]["kernel"], src["text"]["layers"][2]["cross_attn"]["key"]["kernel"]
+  )
   table = got["vision"]["blocks"][1]["attn"]["rel_pos_table"]
   assert table.shape == ((2 * 4 - 1) ** 2 + 3, 4)
-  np.testing.assert_allclose(table, resize_rel_pos_table(src["vision"]["blocks"][1]["attn"]["rel_pos_table"], 4)[0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    table, resize_rel_pos_table(src["vision"]["blocks"][1]["attn"]["rel_pos_table"], 4)[0], rtol=1e-6
+  )
   np.testing.assert_array_equal(got["nlvr_head"]["fc0"]["kernel"], fresh_nlvr)  # kept its fresh init
 
   with pytest.raises(ValueError, match=r"(?s)another model.*vision.width: checkpoint 64, model 768"):
@@ -113,14 +115,16 @@ def test_stage1_export_starts_stage2_with_frame_embeddings(tmp_path):
   assert record["new_params"] == ["frame_pos"] and record["actions"]["fresh"] == ["frame_pos"]
   assert np.isfinite(last["video/itc"])
   # Everything but the frame embedding started from stage 1 (then took two optimizer steps).
-  moved = np.abs(np.asarray(state2["params"]["itm_head"]["fc1"]["kernel"]) -
-                 np.asarray(state["params"]["itm_head"]["fc1"]["kernel"])).max()
+  moved = np.abs(
+    np.asarray(state2["params"]["itm_head"]["fc1"]["kernel"]) - np.asarray(state["params"]["itm_head"]["fc1"]["kernel"])
+  ).max()
   assert 0 < moved < 0.05
 
 
 def test_itm_fusion_is_skipped_after_stop_calc_itm(monkeypatch):
   from x2vlm_jax.batch import stream_spec, synthetic_stream
   from x2vlm_jax.tasks.pretrain import PretrainTask
+
   calls = []
   original = X2VLM.itm_logits
 

@@ -24,19 +24,19 @@ def small_builds():
 
 def test_needed_lists_the_embedded_data_each_config_reads():
   assert embedded.needed(shapes_tiny.get_config("data_dir=/d")) == {"/d": {"shapes", "shapes_tasks"}}
-  assert embedded.needed(shapes_tiny.get_config("data_dir=/d,video")) == {"/d": {"shapes", "shapes_video",
-                                                                                "shapes_tasks"}}
-  assert embedded.needed(shapes_retrieval.get_config("data_dir=/e")) == {"/e": {"shapes_retrieval",
-                                                                               "shapes_tasks"}}
+  assert embedded.needed(shapes_tiny.get_config("data_dir=/d,video")) == {
+    "/d": {"shapes", "shapes_video", "shapes_tasks"}
+  }
+  assert embedded.needed(shapes_retrieval.get_config("data_dir=/e")) == {"/e": {"shapes_retrieval", "shapes_tasks"}}
   c = shapes_tiny.get_config("data_dir=/d")
   c.data.source = "synthetic"  # the input is not read; the evaluator's annotations still are
   assert embedded.needed(c) == {"/d": {"shapes_tasks"}}
   assert embedded.needed(shapes_vqa.get_config("data_dir=/e")) == {"/e": {"shapes_vqa", "shapes_tasks"}}
-  assert embedded.needed(shapes_captioning.get_config("data_dir=/e")) == {"/e": {"shapes_captioning",
-                                                                                "shapes_tasks"}}
+  assert embedded.needed(shapes_captioning.get_config("data_dir=/e")) == {"/e": {"shapes_captioning", "shapes_tasks"}}
   assert embedded.needed(shapes_video.get_config("data_dir=/e")) == {"/e": {"shapes_video_qa", "shapes_tasks"}}
   assert embedded.needed(shapes_video.get_config("data_dir=/e,task=video_retrieval")) == {
-      "/e": {"shapes_video_retrieval", "shapes_tasks"}}
+    "/e": {"shapes_video_retrieval", "shapes_tasks"}
+  }
   assert embedded.needed(coco_retrieval.get_config()) == {}
   assert embedded.needed(synthetic_retrieval.get_config()) == {}
 
@@ -52,6 +52,7 @@ def test_ensure_builds_once_and_redoes_an_interrupted_build(tmp_path, small_buil
   rows = json.load(open(tmp_path / "data" / "shapes_tasks" / "retrieval_train.json"))
   assert len(rows) >= 12 * 3
   from x2vlm_jax.data.finetune.common import RowsSource
+
   table = RowsSource(d, "shapes_retrieval", "train")
   assert len(table) == len(rows)
   assert sorted(table[i]["caption"] for i in range(len(table))) == sorted(r["caption"] for r in rows)
@@ -77,6 +78,7 @@ def _rows(path):
 
 def test_every_finetuning_dataset_is_built_from_its_official_files_and_follows_shapes_tasks(tmp_path, small_builds):
   from x2vlm_jax.data.finetune.common import RowsSource
+
   d = str(tmp_path / "data")
   finetune = sorted(embedded.FINETUNE)
   assert embedded.ensure(d, finetune) == {"shapes_tasks", *finetune}
@@ -103,6 +105,7 @@ def test_every_finetuning_dataset_is_built_from_its_official_files_and_follows_s
 def test_fresh_run_of_shapes_tiny_builds_its_data_and_trains(tmp_path, small_builds):
   """What `python main.py --config=configs/pretrain/shapes_tiny.py --workdir=...` does on a fresh clone."""
   from x2vlm_jax import experiment
+
   data, workdir = tmp_path / "data", tmp_path / "run"
   c = shapes_tiny.get_config(f"steps=2,batch=8,data_dir={data}")
   c.optim.warmup_steps = 1
@@ -135,8 +138,13 @@ raise SystemExit("fatal: the user must see this")
 
 
 def test_quiet_console_drops_expected_noise_and_keeps_errors():
-  out = subprocess.run([sys.executable, "-c", NOISY], capture_output=True, text=True, timeout=120,
-                       cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  out = subprocess.run(
+    [sys.executable, "-c", NOISY],
+    capture_output=True,
+    text=True,
+    timeout=120,
+    cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+  )
   err = out.stderr
   assert out.returncode == 1
   assert "oneDNN custom operations" not in err and "cuInit" not in err and "Unable to initialize" not in err

@@ -13,8 +13,13 @@ from x2vlm_jax.training import losses as _losses
 class _Jitted:
   """The module under test with every function jitted: op-by-op eager dispatch of many tiny ops is
   what dominates runtime on CPU, one compile per test call is much cheaper."""
-  _static = {"itc_loss": ("itc_grad_scale",), "itm_negative_weights": ("group_size",),
-             "sample_itm_negatives": ("group_size",), "itc_targets": ("b",)}
+
+  _static = {
+    "itc_loss": ("itc_grad_scale",),
+    "itm_negative_weights": ("group_size",),
+    "sample_itm_negatives": ("group_size",),
+    "itc_targets": ("b",),
+  }
 
   def __getattr__(self, name):
     fn = getattr(_losses, name)
@@ -83,8 +88,7 @@ def test_itc_soft_targets_with_ids_hand_value():
   # τ=0.5 → S = 2·I. Rows 0,1: targets (½,½,0), CE = log(e²+2) − 1; row 2: CE = log(e²+2) − 2.
   expected = math.log(math.exp(2) + 2) - 4 / 3
   np.testing.assert_allclose(L.itc_loss(eye, eye, 0.5, ids=ids), expected, rtol=1e-6)
-  np.testing.assert_allclose(L.itc_targets(3, ids=ids),
-                             [[.5, .5, 0], [.5, .5, 0], [0, 0, 1]], atol=0)
+  np.testing.assert_allclose(L.itc_targets(3, ids=ids), [[0.5, 0.5, 0], [0.5, 0.5, 0], [0, 0, 1]], atol=0)
 
 
 def test_itc_ids_with_padding_matches_numpy():
@@ -107,8 +111,11 @@ def test_itc_grad_scale_changes_feature_grads_only():
   rng = np.random.default_rng(3)
   v, t = _normed(rng, 4, 3), _normed(rng, 4, 3)
   temp = jnp.float32(0.07)
-  f = lambda s: jax.value_and_grad(lambda a, b, c: L.itc_loss(a, b, c, itc_grad_scale=s),
-                                   argnums=(0, 1, 2))(v, t, temp)
+
+  def f(s):
+    loss = lambda a, b, c: L.itc_loss(a, b, c, itc_grad_scale=s)  # noqa: E731
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))(v, t, temp)
+
   (l1, (gv1, gt1, gtemp1)), (l8, (gv8, gt8, gtemp8)) = f(1.0), f(1 / 8)
   np.testing.assert_allclose(l8, l1, rtol=1e-6)
   np.testing.assert_allclose(gv8, gv1 / 8, rtol=1e-5, atol=1e-7)
@@ -168,8 +175,7 @@ def test_itm_weights_zero_same_ids():
 # Every sampling test uses one geometry (B=8 in groups of 4, N draws) so that the vmapped sampler is
 # compiled at most twice (with and without ids): compiling the categorical draw dominates runtime.
 _B, _G, _N = 8, 4, 8000
-_sample_many = jax.jit(jax.vmap(_losses.sample_itm_negatives, in_axes=(0,) + (None,) * 6),
-                       static_argnums=5)
+_sample_many = jax.jit(jax.vmap(_losses.sample_itm_negatives, in_axes=(0,) + (None,) * 6), static_argnums=5)
 
 
 def _draw_many(v, t, valid, temp=0.1, ids=None, seed=0):
@@ -272,8 +278,11 @@ def _np_itm(lp, li, lt, valid=None, neg_valid_img=None, neg_valid_txt=None):
   (image, negative text) pairs (label 0), cross-entropy averaged over the entries that exist."""
   b = len(lp)
   valid, nvi, nvt = (np.ones(b) if m is None else np.asarray(m) for m in (valid, neg_valid_img, neg_valid_txt))
-  entries = ([(lp[i], 1) for i in range(b) if valid[i]] + [(li[i], 0) for i in range(b) if valid[i] and nvi[i]]
-             + [(lt[i], 0) for i in range(b) if valid[i] and nvt[i]])
+  entries = (
+    [(lp[i], 1) for i in range(b) if valid[i]]
+    + [(li[i], 0) for i in range(b) if valid[i] and nvi[i]]
+    + [(lt[i], 0) for i in range(b) if valid[i] and nvt[i]]
+  )
   if not entries:
     return 0.0
   return float(np.mean([-_np_log_softmax(np.asarray(x, np.float64))[y] for x, y in entries]))
@@ -292,8 +301,14 @@ def test_itm_loss_matches_numpy_reference():
     np.testing.assert_allclose(L.itm_loss(lp, li, lt, *args), _np_itm(lp, li, lt, *args), rtol=1e-5)
   # the reference itself tells these apart
   ref = _np_itm(lp, li, lt, valid, nvi, nvt)
-  assert min(abs(ref - _np_itm(lp, li, lt, valid, nvt, nvi)), abs(ref - _np_itm(lp, lt, li, valid, nvi, nvt)),
-             abs(ref - _np_itm(li, lp, lt, valid, nvi, nvt))) > 1e-2
+  assert (
+    min(
+      abs(ref - _np_itm(lp, li, lt, valid, nvt, nvi)),
+      abs(ref - _np_itm(lp, lt, li, valid, nvi, nvt)),
+      abs(ref - _np_itm(li, lp, lt, valid, nvi, nvt)),
+    )
+    > 1e-2
+  )
   assert float(L.itm_loss(lp, li, lt, np.zeros(4), np.ones(4), np.ones(4))) == 0.0
 
 
@@ -330,8 +345,11 @@ def test_mlm_accuracy_and_zero_guard():
 
 # --- boxes ---------------------------------------------------------------------------------------------
 def test_cxcywh_to_xyxy():
-  np.testing.assert_allclose(L.box_cxcywh_to_xyxy(jnp.array([[0.5, 0.5, 1.0, 1.0], [0.3, 0.6, 0.2, 0.4]])),
-                             [[0, 0, 1, 1], [0.2, 0.4, 0.4, 0.8]], atol=1e-7)
+  np.testing.assert_allclose(
+    L.box_cxcywh_to_xyxy(jnp.array([[0.5, 0.5, 1.0, 1.0], [0.3, 0.6, 0.2, 0.4]])),
+    [[0, 0, 1, 1], [0.2, 0.4, 0.4, 0.8]],
+    atol=1e-7,
+  )
 
 
 def test_generalized_iou_hand_values():
@@ -344,12 +362,15 @@ def test_generalized_iou_hand_values():
 
 
 def test_box_losses_mask_is_image_and_valid():
-  pred = jnp.array([[0.5, 0.5, 0.2, 0.2],   # region, counted
-                    [0.1, 0.1, 0.1, 0.1],   # whole-image caption, ignored
-                    [0.9, 0.9, 0.1, 0.1],   # padding, ignored
-                    [0.5, 0.5, 0.4, 0.4]])  # region, counted
-  target = jnp.array([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0],
-                      [0.5, 0.5, 0.2, 0.2]])
+  pred = jnp.array(
+    [
+      [0.5, 0.5, 0.2, 0.2],  # region, counted
+      [0.1, 0.1, 0.1, 0.1],  # whole-image caption, ignored
+      [0.9, 0.9, 0.1, 0.1],  # padding, ignored
+      [0.5, 0.5, 0.4, 0.4],
+    ]
+  )  # region, counted
+  target = jnp.array([[0.5, 0.5, 0.2, 0.2], [0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.5, 0.5, 0.2, 0.2]])
   is_image = jnp.array([0, 1, 0, 0])
   valid = jnp.array([1, 1, 0, 1.0])
   l_bbox, l_giou = L.box_losses(pred, target, is_image, valid)

@@ -35,8 +35,13 @@ def test_parameter_counts_match_official():
 
 
 def test_model_summary_last_line():
-  out = subprocess.run([sys.executable, "tools/model_summary.py", "--model", "base"], check=True,
-                       capture_output=True, text=True).stdout.strip().splitlines()
+  out = (
+    subprocess.run(
+      [sys.executable, "tools/model_summary.py", "--model", "base"], check=True, capture_output=True, text=True
+    )
+    .stdout.strip()
+    .splitlines()
+  )
   assert out[-1] == "params: 254758401"
   assert any("| vision/blocks/0/attn/rel_pos_table " in line and "(732, 12)" in line for line in out)
 
@@ -120,8 +125,11 @@ def test_api_shapes_and_no_recompile(api, batch, tiny_cfg):
   sim = np.asarray(api.similarity(image_feat, text_feat))
   np.testing.assert_allclose(sim, np.asarray(image_feat) @ np.asarray(text_feat).T / tiny_cfg.temp_init, rtol=1e-5)
   # An explicit all-ones image mask is the same as None.
-  np.testing.assert_allclose(np.asarray(api.itm_logits(image_embeds, np.ones((3, 5), np.int32), text_embeds, mask)),
-                             np.asarray(api.itm_logits(image_embeds, None, text_embeds, mask)), atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(api.itm_logits(image_embeds, np.ones((3, 5), np.int32), text_embeds, mask)),
+    np.asarray(api.itm_logits(image_embeds, None, text_embeds, mask)),
+    atol=1e-6,
+  )
   # Repeated calls with the same shapes reuse the compiled function; numpy or jax inputs alike.
   api.encode_image(jnp.asarray(images))
   api.encode_text(jnp.asarray(ids), jnp.asarray(mask))
@@ -129,7 +137,9 @@ def test_api_shapes_and_no_recompile(api, batch, tiny_cfg):
   assert api._jit["encode_text"]._cache_size() == 1
 
 
-@pytest.mark.parametrize("call, match", [
+@pytest.mark.parametrize(
+  "call, match",
+  [
     (lambda m, im, ids, mask: m.encode_image(im[:, :16]), "images: expected resolution 32x32"),
     (lambda m, im, ids, mask: m.encode_image(im[..., :2]), "images: expected float"),
     (lambda m, im, ids, mask: m.encode_image((im > 0).astype(np.uint8)), "images: expected float32"),
@@ -138,17 +148,36 @@ def test_api_shapes_and_no_recompile(api, batch, tiny_cfg):
     (lambda m, im, ids, mask: m.encode_text(ids, mask[:, :4]), r"mask: expected shape \(3, 6\)"),
     (lambda m, im, ids, mask: m.encode_text(ids.astype(np.float32), mask), "ids: expected integer"),
     (lambda m, im, ids, mask: m.encode_text(ids, mask * 2), "mask: expected a 0/1"),
-    (lambda m, im, ids, mask: m.encode_text(np.zeros((1, 65), np.int32), np.ones((1, 65), np.int32)),
-     "ids: expected length 1..64"),
-    (lambda m, im, ids, mask: m.itm_logits(np.zeros((3, 7, 64), np.float32), None, np.zeros((3, 6, 64), np.float32),
-                                           mask), r"image_embeds: expected float \[3x5x64\]"),
-    (lambda m, im, ids, mask: m.itm_logits(np.zeros((3, 5, 64), np.float32), None, np.zeros((2, 6, 64), np.float32),
-                                           mask[:2]), "text_embeds: expected batch 3"),
-    (lambda m, im, ids, mask: m.region_embeds(np.zeros((2, 5, 64), np.float32), np.ones((1, 5), np.int32),
-                                              np.array([2])), r"image_index: expected values in \[0, 2\)"),
-    (lambda m, im, ids, mask: m.region_embeds(np.zeros((2, 5, 64), np.float32), np.ones((1, 4), np.int32),
-                                              np.array([0])), r"patch_masks: expected \[R, 5\]"),
-])
+    (
+      lambda m, im, ids, mask: m.encode_text(np.zeros((1, 65), np.int32), np.ones((1, 65), np.int32)),
+      "ids: expected length 1..64",
+    ),
+    (
+      lambda m, im, ids, mask: m.itm_logits(
+        np.zeros((3, 7, 64), np.float32), None, np.zeros((3, 6, 64), np.float32), mask
+      ),
+      r"image_embeds: expected float \[3x5x64\]",
+    ),
+    (
+      lambda m, im, ids, mask: m.itm_logits(
+        np.zeros((3, 5, 64), np.float32), None, np.zeros((2, 6, 64), np.float32), mask[:2]
+      ),
+      "text_embeds: expected batch 3",
+    ),
+    (
+      lambda m, im, ids, mask: m.region_embeds(
+        np.zeros((2, 5, 64), np.float32), np.ones((1, 5), np.int32), np.array([2])
+      ),
+      r"image_index: expected values in \[0, 2\)",
+    ),
+    (
+      lambda m, im, ids, mask: m.region_embeds(
+        np.zeros((2, 5, 64), np.float32), np.ones((1, 4), np.int32), np.array([0])
+      ),
+      r"patch_masks: expected \[R, 5\]",
+    ),
+  ],
+)
 def test_bad_input_raises_clear_value_error(api, batch, call, match):
   with pytest.raises(ValueError, match=match):
     call(api, *batch)

@@ -1,12 +1,12 @@
 """NLVR2 (spec §5.3) against independent recomputations:
 
-  * head wiring: each image's fused [CLS] is the multi_modal pass of the sentence against THAT image
-    alone, the head reads [CLS(image 0) ; CLS(image 1)], and swapping the images changes the logits
-    only through that order (a manual recomputation that swaps the halves of the head's input);
-  * the loss is the cross-entropy of a numpy reference, padding rows excluded;
-  * the evaluator's accuracy equals argmax of the same logits computed pair by pair, over 4 devices
-    as over 1, and `dev_test_mean_acc` (the official, test-leaking selection) is the mean of both;
-  * the builder counts bad records by reason and the stream keeps each pair's images in order.
+* head wiring: each image's fused [CLS] is the multi_modal pass of the sentence against THAT image
+  alone, the head reads [CLS(image 0) ; CLS(image 1)], and swapping the images changes the logits
+  only through that order (a manual recomputation that swaps the halves of the head's input);
+* the loss is the cross-entropy of a numpy reference, padding rows excluded;
+* the evaluator's accuracy equals argmax of the same logits computed pair by pair, over 4 devices
+  as over 1, and `dev_test_mean_acc` (the official, test-leaking selection) is the mean of both;
+* the builder counts bad records by reason and the stream keeps each pair's images in order.
 """
 
 import json
@@ -25,8 +25,8 @@ from x2vlm_jax.inference.images import normalize, read_image
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.tasks.nlvr2 import nlvr_forward
-from x2vlm_jax.training.losses import classification_loss as cross_entropy  # the NLVR2 task's loss
 from x2vlm_jax.training import sharding as shd
+from x2vlm_jax.training.losses import classification_loss as cross_entropy  # the NLVR2 task's loss
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +71,7 @@ def test_head_reads_each_image_alone_and_swapping_only_swaps_the_halves(model):
   y = (y - y.mean(-1, keepdims=True)) / np.sqrt(y.var(-1, keepdims=True) + cfg.head_layer_norm_eps)
   y = y * p["ln"]["scale"] + p["ln"]["bias"]
   from scipy.special import erf
+
   y = 0.5 * y * (1 + erf(y / np.sqrt(2)))
   np.testing.assert_allclose(forward, y @ p["fc1"]["kernel"] + p["fc1"]["bias"], atol=1e-3, rtol=1e-4)
 
@@ -92,11 +93,22 @@ def nlvr_files(tmp_path_factory):
   rs = np.random.RandomState(3)
   for i in range(6):
     Image.fromarray(rs.randint(0, 255, (30 + 4 * i, 40, 3), np.uint8)).save(d / f"im{i}.jpg")
-  words = ["the left image has more red objects than the right image", "both images contain a circle",
-           "there is a blue square in the right image"]
-  rows = lambda n, off: [{"images": [f"im{(i + off) % 6}.jpg", f"im{(i + off + 1 + i % 4) % 6}.jpg"],  # noqa: E731
-                          "sentence": words[i % 3], "label": [True, "False", False, "True"][i % 4]}
-                         for i in range(n)]
+  words = [
+    "the left image has more red objects than the right image",
+    "both images contain a circle",
+    "there is a blue square in the right image",
+  ]
+
+  def rows(n, off):
+    return [
+      {
+        "images": [f"im{(i + off) % 6}.jpg", f"im{(i + off + 1 + i % 4) % 6}.jpg"],
+        "sentence": words[i % 3],
+        "label": [True, "False", False, "True"][i % 4],
+      }
+      for i in range(n)
+    ]
+
   (d / "dev.json").write_text(json.dumps(rows(7, 0)))
   (d / "test.json").write_text(json.dumps(rows(5, 2)))
   return d
@@ -106,8 +118,15 @@ def _evaluate(cfg, m, d, devices):
   c = ml_collections.ConfigDict()
   c.model = cfg
   c.data = ml_collections.ConfigDict({"vocab_file": SHAPES_VOCAB})
-  e = ml_collections.ConfigDict(dict(type="nlvr2", annotations=f"{d / 'dev.json'},{d / 'test.json'}",
-                                     splits="dev,test", image_root=str(d), batch_size=2))
+  e = ml_collections.ConfigDict(
+    dict(
+      type="nlvr2",
+      annotations=f"{d / 'dev.json'},{d / 'test.json'}",
+      splits="dev,test",
+      image_root=str(d),
+      batch_size=2,
+    )
+  )
   mesh = shd.create_mesh((len(devices), 1, 1), devices=devices)
   graphdef, params = nnx.split(m, nnx.Param)
   params = nnx.to_pure_dict(params)
@@ -141,14 +160,33 @@ def test_evaluator_accuracy_per_split_sharded_equals_one_device_and_pairwise_ref
   import os
   import subprocess
   import sys
+
   from x2vlm_jax import params_io
+
   ckpt, out_dir = d / "ckpt", d / "out"
   params_io.save(str(ckpt), cfg, nnx.to_pure_dict(nnx.state(m, nnx.Param)), vocab_file=SHAPES_VOCAB)
-  out = subprocess.run([sys.executable, "tools/evaluate.py", "--task", "nlvr2", "--checkpoint", str(ckpt),
-                        "--annotations", f"{d / 'dev.json'},{d / 'test.json'}", "--config.splits=dev,test",
-                        "--config.batch_size=2", "--image_root", str(d), "--output", str(out_dir)],
-                       capture_output=True, text=True, timeout=300,
-                       env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  out = subprocess.run(
+    [
+      sys.executable,
+      "tools/evaluate.py",
+      "--task",
+      "nlvr2",
+      "--checkpoint",
+      str(ckpt),
+      "--annotations",
+      f"{d / 'dev.json'},{d / 'test.json'}",
+      "--config.splits=dev,test",
+      "--config.batch_size=2",
+      "--image_root",
+      str(d),
+      "--output",
+      str(out_dir),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+    env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+  )
   assert out.returncode == 0, out.stderr[-2000:]
   cli = json.loads((out_dir / "metrics.json").read_text())
   assert {k: cli[k] for k in ("dev_acc", "test_acc")} == pytest.approx({k: one[k] for k in ("dev_acc", "test_acc")})
@@ -169,25 +207,40 @@ def test_builder_counts_bad_records_and_the_stream_keeps_pairs_in_order(tmp_path
   pytest.importorskip("tensorflow")
   from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import nlvr2
+
   colours = {"r.jpg": (230, 20, 20), "g.jpg": (20, 200, 30), "b.jpg": (20, 40, 230)}
   for name, c in colours.items():
     Image.fromarray(np.full((40, 50, 3), c, np.uint8)).save(tmp_path / name, quality=95)
   (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
-  rows = [{"images": ["r.jpg", "g.jpg"], "sentence": "the left image is red", "label": True},
-          {"images": ["r.jpg"], "sentence": "one image", "label": True},                     # bad_field_type
-          {"images": ["g.jpg", "b.jpg"], "sentence": "maybe", "label": "maybe"},             # bad_label
-          {"images": ["g.jpg", "b.jpg"], "sentence": "...", "label": False},                 # empty_caption
-          {"images": ["g.jpg", "b.jpg"], "label": False},                                    # missing_field
-          {"images": ["g.jpg", "missing.jpg"], "sentence": "lost", "label": False},          # image_not_found
-          {"images": ["broken.jpg", "b.jpg"], "sentence": "broken", "label": "True"},        # corrupt_image
-          {"images": ["b.jpg", "g.jpg"], "sentence": "the left image is blue", "label": "False"}]
+  rows = [
+    {"images": ["r.jpg", "g.jpg"], "sentence": "the left image is red", "label": True},
+    {"images": ["r.jpg"], "sentence": "one image", "label": True},  # bad_field_type
+    {"images": ["g.jpg", "b.jpg"], "sentence": "maybe", "label": "maybe"},  # bad_label
+    {"images": ["g.jpg", "b.jpg"], "sentence": "...", "label": False},  # empty_caption
+    {"images": ["g.jpg", "b.jpg"], "label": False},  # missing_field
+    {"images": ["g.jpg", "missing.jpg"], "sentence": "lost", "label": False},  # image_not_found
+    {"images": ["broken.jpg", "b.jpg"], "sentence": "broken", "label": "True"},  # corrupt_image
+    {"images": ["b.jpg", "g.jpg"], "sentence": "the left image is blue", "label": "False"},
+  ]
   (tmp_path / "train.json").write_text(json.dumps(rows))
   report = nlvr2.build(str(tmp_path / "train.json"), str(tmp_path), str(tmp_path / "tfds"), "n")
   assert report.written == 2 and report.extra["images"] == 3
-  assert dict(report.skipped) == {"bad_field_type": 1, "bad_label": 1, "empty_caption": 1, "missing_field": 1,
-                                  "image_not_found": 1, "corrupt_image": 1}
+  assert dict(report.skipped) == {
+    "bad_field_type": 1,
+    "bad_label": 1,
+    "empty_caption": 1,
+    "missing_field": 1,
+    "image_not_found": 1,
+    "corrupt_image": 1,
+  }
   c = finetune_data(32, 2)
-  c.data_dir, c.vocab_file, c.train, c.max_tokens, c.randaug = str(tmp_path / "tfds"), SHAPES_VOCAB, [("n", "train")], 12, False
+  c.data_dir, c.vocab_file, c.train, c.max_tokens, c.randaug = (
+    str(tmp_path / "tfds"),
+    SHAPES_VOCAB,
+    [("n", "train")],
+    12,
+    False,
+  )
   assert nlvr2.train_size(c) == 2
   b = next(nlvr2.create_iterator(c, seed=0, process_index=0, process_count=1))
   assert b["images"].shape == (2, 2, 32, 32, 3)

@@ -23,6 +23,7 @@ def _require(module):
 def test_boxes_are_drawn_at_the_predicted_place():
   _require("matplotlib")
   import matplotlib
+
   matplotlib.use("Agg")
   # (cx, cy, w, h) = (0.5, 0.25, 0.2, 0.1) on a 200 x 100 image → x 80, y 20, w 40, h 10 pixels.
   np.testing.assert_allclose(visualize.boxes_to_pixels([0.5, 0.25, 0.2, 0.1], 200, 100), [[80, 20, 40, 10]])
@@ -45,8 +46,9 @@ def test_notebook_executes_without_tensorflow(monkeypatch):
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
   path = os.path.join(REPO, "notebooks", "x2vlm_colab.ipynb")
   nb = nbformat.read(path, as_version=4)
-  nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                          resources={"metadata": {"path": os.path.dirname(path)}}).execute()  # raises on a failing cell
+  nbclient.NotebookClient(
+    nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(path)}}
+  ).execute()  # raises on a failing cell
   outputs = {c.id: c.outputs for c in nb.cells if c.cell_type == "code"}
   text = "".join(o.get("text", "") for outs in outputs.values() for o in outs)
   assert "image 0:" in text and "itm" in text and "P(match | image 0" in text and text.rstrip().endswith("done")
@@ -54,5 +56,6 @@ def test_notebook_executes_without_tensorflow(monkeypatch):
   assert text.count("answer (ranked):") == 4 and text.count("answer (free-form):") == 4, text
   assert text.count("caption of image") == 4, text
   from x2vlm_jax.data import shapes
+
   assert set(re.findall(r"answer \(ranked\): '([^']*)'", text)) <= set(shapes.COLORS), text  # from the list
   assert any("image/png" in o.get("data", {}) for outs in outputs.values() for o in outs), "no figure drawn"

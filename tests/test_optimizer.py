@@ -15,6 +15,7 @@ from x2vlm_jax.training import optimizer as O
 def tiny_paths():
   from x2vlm_jax.models import get_preset
   from x2vlm_jax.params_io import param_shapes
+
   return param_shapes(get_preset("tiny", num_frames=3))
 
 
@@ -22,27 +23,38 @@ def tiny_paths():
 def base_paths():
   from x2vlm_jax.models import get_preset
   from x2vlm_jax.params_io import param_shapes
+
   return param_shapes(get_preset("base", num_frames=3))
 
 
 def _official_base_keys(depth=12, layers=18, fusion_start=12):
   """Trainable keys of the official base state dict, spelled out from spec §7.2 (buffers and the
   tied duplicates cls.predictions.decoder.{weight,bias} left out)."""
-  wb = lambda p: {p + ".weight", p + ".bias"}
+
+  def wb(p):
+    return {p + ".weight", p + ".bias"}
+
   keys = {"vision_encoder.cls_token", "temp", "absolute_frame_pos_embed"}
   keys |= wb("vision_encoder.patch_embed.proj") | wb("vision_encoder.fc_norm")
   for i in range(depth):
     b = f"vision_encoder.blocks.{i}."
-    keys |= {b + "gamma_1", b + "gamma_2", b + "attn.q_bias", b + "attn.v_bias",
-             b + "attn.relative_position_bias_table", b + "attn.qkv.weight"}
+    keys |= {
+      b + "gamma_1",
+      b + "gamma_2",
+      b + "attn.q_bias",
+      b + "attn.v_bias",
+      b + "attn.relative_position_bias_table",
+      b + "attn.qkv.weight",
+    }
     for m in ("norm1", "norm2", "attn.proj", "mlp.fc1", "mlp.fc2"):
       keys |= wb(b + m)
   e = "text_encoder.bert.embeddings."
-  keys |= {e + "word_embeddings.weight", e + "position_embeddings.weight",
-           e + "token_type_embeddings.weight"} | wb(e + "LayerNorm")
-  for l in range(layers):
-    p = f"text_encoder.bert.encoder.layer.{l}."
-    for a in ["attention"] + (["crossattention"] if l >= fusion_start else []):
+  keys |= {e + "word_embeddings.weight", e + "position_embeddings.weight", e + "token_type_embeddings.weight"} | wb(
+    e + "LayerNorm"
+  )
+  for layer in range(layers):
+    p = f"text_encoder.bert.encoder.layer.{layer}."
+    for a in ["attention"] + (["crossattention"] if layer >= fusion_start else []):
       for m in ("self.query", "self.key", "self.value", "output.dense", "output.LayerNorm"):
         keys |= wb(p + a + "." + m)
     for m in ("intermediate.dense", "output.dense", "output.LayerNorm"):
@@ -57,7 +69,9 @@ def _official_base_keys(depth=12, layers=18, fusion_start=12):
 
 
 # --- names ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("ours, official", [
+@pytest.mark.parametrize(
+  "ours, official",
+  [
     ("vision/blocks/3/attn/rel_pos_table", "vision_encoder.blocks.3.attn.relative_position_bias_table"),
     ("vision/blocks/3/norm1/scale", "vision_encoder.blocks.3.norm1.weight"),
     ("text/layers/5/self_attn/ln/scale", "text_encoder.bert.encoder.layer.5.attention.output.LayerNorm.weight"),
@@ -74,7 +88,8 @@ def _official_base_keys(depth=12, layers=18, fusion_start=12):
     ("text/mlm/ln/scale", "text_encoder.cls.predictions.transform.LayerNorm.weight"),
     ("text/embeddings/ln/scale", "text_encoder.bert.embeddings.LayerNorm.weight"),
     ("text/embeddings/word/embedding", "text_encoder.bert.embeddings.word_embeddings.weight"),
-])
+  ],
+)
 def test_official_name_examples(ours, official):
   assert O.official_name(ours) == official
   assert O.official_name(tuple(int(p) if p.isdigit() else p for p in ours.split("/"))) == official
@@ -89,6 +104,7 @@ def test_official_names_cover_the_base_checkpoint_exactly(base_paths):
 def test_official_names_agree_with_the_converter_layout(tiny_paths):
   layout = pytest.importorskip("x2vlm_jax.convert.layout")
   from x2vlm_jax.models import get_preset
+
   entries = layout.layout(get_preset("tiny", num_frames=3))
   assert {e.path for e in entries} == set(tiny_paths)
   assert all(O.official_name(e.path) == e.key for e in entries)
@@ -101,6 +117,7 @@ def test_official_name_rejects_unknown():
 
 def test_path_to_str_pure_dict_and_nnx_state():
   from flax import nnx
+
   tree = {"text": {"layers": {0: {"ln": {"scale": nnx.Param(jnp.ones(2))}}}}}
   state = nnx.State(tree)
   paths = [O.path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
@@ -126,14 +143,32 @@ def _check_decay_consequences(paths):
       assert not d[p], p
     if leaf in ("kernel", "embedding", "gamma_1", "gamma_2"):
       assert d[p], p
-  for p in ("vision/cls_token", "vision/patch_embed/kernel", "text/embeddings/word/embedding",
-            "text/embeddings/position/embedding", "text/embeddings/token_type/embedding", "temp",
-            "frame_pos", "itm_head/ln/scale", "bbox_head/ln/scale", "vision/blocks/1/gamma_1",
-            "vision/blocks/1/gamma_2"):
+  for p in (
+    "vision/cls_token",
+    "vision/patch_embed/kernel",
+    "text/embeddings/word/embedding",
+    "text/embeddings/position/embedding",
+    "text/embeddings/token_type/embedding",
+    "temp",
+    "frame_pos",
+    "itm_head/ln/scale",
+    "bbox_head/ln/scale",
+    "vision/blocks/1/gamma_1",
+    "vision/blocks/1/gamma_2",
+  ):
     assert d[p], p
-  for p in ("itm_head/ln/bias", "bbox_head/ln/bias", "vision/fc_norm/scale", "vision/fc_norm/bias",
-            "vision/blocks/1/attn/rel_pos_table", "vision/blocks/1/attn/q_bias", "text/mlm/bias",
-            "text/mlm/ln/scale", "text/embeddings/ln/scale", "vision/patch_embed/bias"):
+  for p in (
+    "itm_head/ln/bias",
+    "bbox_head/ln/bias",
+    "vision/fc_norm/scale",
+    "vision/fc_norm/bias",
+    "vision/blocks/1/attn/rel_pos_table",
+    "vision/blocks/1/attn/q_bias",
+    "text/mlm/bias",
+    "text/mlm/ln/scale",
+    "text/embeddings/ln/scale",
+    "vision/patch_embed/bias",
+  ):
     assert not d[p], p
   return decay, no_decay
 
@@ -147,22 +182,45 @@ def test_decay_mask_tiny(tiny_paths):
 # decay unless they are a bias of some kind or a BERT LayerNorm / vision norm1, norm2, fc_norm; the
 # heads' LayerNorm weights are called "<head>.1.weight" and so DO decay, as do temp, γ and cls_token.
 DECAY_DECISIONS = [
-    ("temp", True), ("frame_pos", True), ("vision/cls_token", True), ("vision/patch_embed/kernel", True),
-    ("vision/blocks/7/gamma_1", True), ("vision/blocks/7/gamma_2", True),
-    ("vision/blocks/7/attn/qkv/kernel", True), ("vision/blocks/7/fc2/kernel", True),
-    ("text/embeddings/word/embedding", True), ("text/embeddings/position/embedding", True),
-    ("text/embeddings/token_type/embedding", True), ("text/layers/14/cross_attn/value/kernel", True),
-    ("text/mlm/dense/kernel", True), ("vision_proj/kernel", True), ("itm_head/fc1/kernel", True),
-    ("itm_head/ln/scale", True), ("bbox_head/ln/scale", True), ("cls_head/ln/scale", True),
-    ("vision/patch_embed/bias", False), ("vision/blocks/7/attn/q_bias", False),
-    ("vision/blocks/7/attn/v_bias", False), ("vision/blocks/7/attn/rel_pos_table", False),
-    ("vision/blocks/7/norm1/scale", False), ("vision/blocks/7/norm1/bias", False),
-    ("vision/blocks/7/norm2/scale", False), ("vision/fc_norm/scale", False), ("vision/fc_norm/bias", False),
-    ("text/embeddings/ln/scale", False), ("text/layers/3/self_attn/ln/scale", False),
-    ("text/layers/14/cross_attn/ln/scale", False), ("text/layers/3/ln/scale", False),
-    ("text/layers/3/ln/bias", False), ("text/mlm/ln/scale", False), ("text/mlm/bias", False),
-    ("text/layers/3/intermediate/bias", False), ("itm_head/ln/bias", False), ("bbox_head/fc0/bias", False),
-    ("text_proj/bias", False), ("cls_head/ln/bias", False),
+  ("temp", True),
+  ("frame_pos", True),
+  ("vision/cls_token", True),
+  ("vision/patch_embed/kernel", True),
+  ("vision/blocks/7/gamma_1", True),
+  ("vision/blocks/7/gamma_2", True),
+  ("vision/blocks/7/attn/qkv/kernel", True),
+  ("vision/blocks/7/fc2/kernel", True),
+  ("text/embeddings/word/embedding", True),
+  ("text/embeddings/position/embedding", True),
+  ("text/embeddings/token_type/embedding", True),
+  ("text/layers/14/cross_attn/value/kernel", True),
+  ("text/mlm/dense/kernel", True),
+  ("vision_proj/kernel", True),
+  ("itm_head/fc1/kernel", True),
+  ("itm_head/ln/scale", True),
+  ("bbox_head/ln/scale", True),
+  ("cls_head/ln/scale", True),
+  ("vision/patch_embed/bias", False),
+  ("vision/blocks/7/attn/q_bias", False),
+  ("vision/blocks/7/attn/v_bias", False),
+  ("vision/blocks/7/attn/rel_pos_table", False),
+  ("vision/blocks/7/norm1/scale", False),
+  ("vision/blocks/7/norm1/bias", False),
+  ("vision/blocks/7/norm2/scale", False),
+  ("vision/fc_norm/scale", False),
+  ("vision/fc_norm/bias", False),
+  ("text/embeddings/ln/scale", False),
+  ("text/layers/3/self_attn/ln/scale", False),
+  ("text/layers/14/cross_attn/ln/scale", False),
+  ("text/layers/3/ln/scale", False),
+  ("text/layers/3/ln/bias", False),
+  ("text/mlm/ln/scale", False),
+  ("text/mlm/bias", False),
+  ("text/layers/3/intermediate/bias", False),
+  ("itm_head/ln/bias", False),
+  ("bbox_head/fc0/bias", False),
+  ("text_proj/bias", False),
+  ("cls_head/ln/bias", False),
 ]
 
 
@@ -173,6 +231,7 @@ def test_decay_decision_on_named_parameters(path, expected):
 
 def test_decay_mask_base_matches_official_names(base_paths):
   """Every base parameter, decided on the official key list spelled out from spec §7.2, by category."""
+
   def spec_decays(name):
     leaf = name.rsplit(".", 1)[-1]
     bias_like = leaf in ("bias", "q_bias", "v_bias", "relative_position_bias_table")
@@ -209,14 +268,21 @@ def test_param_groups_priority():
 
 
 def test_lr_schedule_values():
-  f = lambda t: float(O.lr_factor(t, 10, 110))
+  def f(t):
+    return float(O.lr_factor(t, 10, 110))
+
   assert [f(0), f(5), f(9), f(10), f(60), f(109), f(110), f(500)] == pytest.approx(
-      [0.0, 0.5, 0.9, 1.0, 0.5, 0.01, 0.0, 0.0], abs=1e-7)
+    [0.0, 0.5, 0.9, 1.0, 0.5, 0.01, 0.0, 0.0], abs=1e-7
+  )
   cfg = O.default_config()
   cfg.update(lr=1e-4, warmup_steps=2500, total_steps=504_495)
   _, lr_fn = O.build_optimizer(cfg)
-  np.testing.assert_allclose([lr_fn(0), lr_fn(1250), lr_fn(2500), lr_fn(253_497.5), lr_fn(504_495)],
-                             [0.0, 5e-5, 1e-4, 5e-5, 0.0], rtol=1e-5, atol=1e-12)
+  np.testing.assert_allclose(
+    [lr_fn(0), lr_fn(1250), lr_fn(2500), lr_fn(253_497.5), lr_fn(504_495)],
+    [0.0, 5e-5, 1e-4, 5e-5, 0.0],
+    rtol=1e-5,
+    atol=1e-12,
+  )
   assert O.resolve_warmup(0.1, 1000) == 100 and O.resolve_warmup(100, 1000) == 100
 
 
@@ -278,7 +344,7 @@ def _hf_adamw(p, grads, lrs, b1=0.9, b2=0.98, eps=1e-8, wd=0.01):
   for t, (g, lr) in enumerate(zip(grads, lrs), start=1):
     m = b1 * m + (1 - b1) * g
     v = b2 * v + (1 - b2) * g * g
-    step = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    step = lr * math.sqrt(1 - b2**t) / (1 - b1**t)
     p = p - step * m / (np.sqrt(v) + eps)
     p = p - lr * wd * p
   return p
@@ -348,8 +414,12 @@ def test_grad_accumulation_equals_one_step_on_the_mean():
 
 def test_state_is_float32_and_nnx_state_gives_same_updates():
   from flax import nnx
-  pure = {"temp": jnp.float32(0.07), "text": {"layers": {0: {"ln": {"scale": jnp.ones(3)}}}},
-          "itm_head": {"ln": {"scale": jnp.ones(3)}}}
+
+  pure = {
+    "temp": jnp.float32(0.07),
+    "text": {"layers": {0: {"ln": {"scale": jnp.ones(3)}}}},
+    "itm_head": {"ln": {"scale": jnp.ones(3)}},
+  }
   grads = jax.tree.map(lambda x: jnp.full_like(x, 0.3), pure)
   state = nnx.State(jax.tree.map(nnx.Param, pure))
   gstate = nnx.State(jax.tree.map(nnx.Param, grads))

@@ -30,14 +30,32 @@ def test_wheel_contents_and_dependencies(tmp_path):
     return set(anywhere(directory, names)) | (top & set(names))
 
   shutil.copytree(REPO, src, ignore=ignore)
-  out = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(src),
-                        "-w", str(tmp_path / "dist")], capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pip",
+      "wheel",
+      "--no-deps",
+      "--no-build-isolation",
+      "-q",
+      str(src),
+      "-w",
+      str(tmp_path / "dist"),
+    ],
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   wheel = zipfile.ZipFile(glob.glob(str(tmp_path / "dist" / "*.whl"))[0])
   names = set(wheel.namelist())
 
-  expected = {os.path.relpath(p, REPO) for pkg in ("x2vlm_jax", "configs")
-              for p in glob.glob(os.path.join(REPO, pkg, "**", "*.py"), recursive=True)}
+  expected = {
+    os.path.relpath(p, REPO)
+    for pkg in ("x2vlm_jax", "configs")
+    for p in glob.glob(os.path.join(REPO, pkg, "**", "*.py"), recursive=True)
+  }
   assert len(expected) > 80 and expected <= names, sorted(expected - names)[:10]
   assert "x2vlm_jax/data/shapes_vocab.txt" in names
   assert not any(n.startswith(("tests/", "tools/")) for n in names)
@@ -47,7 +65,7 @@ def test_wheel_contents_and_dependencies(tmp_path):
   for line in meta.splitlines():
     if not line.startswith("Requires-Dist:"):
       continue
-    req, _, marker = line[len("Requires-Dist:"):].partition(";")
+    req, _, marker = line[len("Requires-Dist:") :].partition(";")
     m = re.search(r'extra == "([^"]+)"', marker)
     (extras.setdefault(m.group(1), set()) if m else core).add(_requirement(req))
   pinned = [r for r in map(_requirement, open(os.path.join(REPO, "requirements.txt"))) if r]

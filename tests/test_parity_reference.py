@@ -8,9 +8,9 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from convert_helpers import random_official_state_dict
 from reference.x2vlm_torch import X2VLMReference
+
 from x2vlm_jax import inference
 from x2vlm_jax.models import get_preset
 
@@ -19,7 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_cli():
-  spec = importlib.util.spec_from_file_location("convert_checkpoint", os.path.join(ROOT, "tools", "convert_checkpoint.py"))
+  spec = importlib.util.spec_from_file_location(
+    "convert_checkpoint", os.path.join(ROOT, "tools", "convert_checkpoint.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -42,8 +44,13 @@ def setup(tmp_path_factory):
   assert load_cli().main(["--input", str(tmp / "x2vlm_tiny.npz"), "--model", "tiny", "--output", out]) == 0
   model = inference.load(out)
   assert (model.config.image_res, model.config.num_frames) == (48, 3)
-  ref = X2VLMReference(sd, vision_heads=cfg.vision.num_heads, text_heads=cfg.text.num_heads,
-                       fusion_start=cfg.text.fusion_start, num_layers=cfg.text.num_layers)
+  ref = X2VLMReference(
+    sd,
+    vision_heads=cfg.vision.num_heads,
+    text_heads=cfg.text.num_heads,
+    fusion_start=cfg.text.fusion_start,
+    num_layers=cfg.text.num_layers,
+  )
 
   rng = np.random.default_rng(0)
   images = rng.standard_normal((2, 48, 48, 3)).astype(np.float32)  # NHWC for us
@@ -52,9 +59,19 @@ def setup(tmp_path_factory):
   mask[1, 5:] = 0  # padding must be masked (−10000) in self-attention
   image_mask = np.ones((2, 10), np.int32)
   image_mask[0, 4:] = 0  # a region-like cross-attention mask (−1e9)
-  return dict(cfg=cfg, model=model, ref=ref, images=images, ids=ids, mask=mask, image_mask=image_mask,
-              t_images=torch.from_numpy(images).permute(0, 3, 1, 2), t_ids=torch.from_numpy(ids).long(),
-              t_mask=torch.from_numpy(mask), t_image_mask=torch.from_numpy(image_mask))
+  return dict(
+    cfg=cfg,
+    model=model,
+    ref=ref,
+    images=images,
+    ids=ids,
+    mask=mask,
+    image_mask=image_mask,
+    t_images=torch.from_numpy(images).permute(0, 3, 1, 2),
+    t_ids=torch.from_numpy(ids).long(),
+    t_mask=torch.from_numpy(mask),
+    t_image_mask=torch.from_numpy(image_mask),
+  )
 
 
 def test_image_embeds_and_feats(setup):

@@ -32,16 +32,22 @@ def _run(tmp_path, script, *args, block_tensorflow=False, ram=False, seed=None, 
   """Runs `script args` under the fake filesystem in tmp_path/cwd → (completed process, dump dir)."""
   cwd, dump = tmp_path / "cwd", tmp_path / "dump"
   cwd.mkdir()
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env = dict(
+    os.environ,
+    PYTHONPATH=str(REPO),
+    JAX_PLATFORMS="cpu",
+    TF_CPP_MIN_LOG_LEVEL="2",
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+  )
   if not block_tensorflow and not ram:
     env["EPATH_USE_TF"] = "0"  # tensorflow importable (data tools) but epath on its fsspec backend
   cmd = [sys.executable, str(HELPER), "--dump", str(dump)]
   cmd += ["--block_tensorflow"] if block_tensorflow else []
   cmd += ["--ram"] if ram else []
   cmd += ["--seed", str(seed)] if seed else []
-  out = subprocess.run(cmd + [str(script), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True,
-                       timeout=timeout)
+  out = subprocess.run(
+    cmd + [str(script), *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+  )
   # Nothing may have gone to a local directory named after the URL ("./gs:/bucket/...").
   assert sorted(p.name for p in cwd.iterdir()) == [], (sorted(p.name for p in cwd.iterdir()), out.stderr[-3000:])
   return out, dump
@@ -55,6 +61,7 @@ def _jpeg(rs, h, w) -> bytes:
 
 # -------------------------------------------------------------------------------- tools/build_tfds.py
 
+
 @pytest.mark.parametrize("backend", ["fsspec", "tf.io.gfile"])
 def test_build_tfds_writes_a_readable_dataset_to_a_remote_data_dir(tmp_path, backend):
   rs = np.random.RandomState(0)
@@ -65,9 +72,21 @@ def test_build_tfds_writes_a_readable_dataset_to_a_remote_data_dir(tmp_path, bac
   src = tmp_path / "in.json"
   src.write_text("\n".join(lines) + "\n")
   scheme = "ram" if backend == "tf.io.gfile" else "gs"
-  out, dump = _run(tmp_path, REPO / "tools" / "build_tfds.py", "--kind", "image_text", "--input", src,
-                   "--data_dir", f"{scheme}://bucket/tfds", "--name", "tiny", "--examples_per_shard", 2,
-                   ram=scheme == "ram")
+  out, dump = _run(
+    tmp_path,
+    REPO / "tools" / "build_tfds.py",
+    "--kind",
+    "image_text",
+    "--input",
+    src,
+    "--data_dir",
+    f"{scheme}://bucket/tfds",
+    "--name",
+    "tiny",
+    "--examples_per_shard",
+    2,
+    ram=scheme == "ram",
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "written: 5" in out.stdout and "skipped[bad_base64]: 1" in out.stdout, out.stdout
   root = dump / "bucket" / "tfds" / "tiny" / "1.0.0"
@@ -78,6 +97,7 @@ def test_build_tfds_writes_a_readable_dataset_to_a_remote_data_dir(tmp_path, bac
   # What landed in the bucket is a complete TFDS dataset: read it back (from a local copy: the
   # reader's own GCS client cannot see the in-memory bucket) and compare with the input.
   import tensorflow_datasets as tfds
+
   source = tfds.builder_from_directory(str(root)).as_data_source("train")
   assert len(source) == 5
   for i in range(5):
@@ -93,13 +113,26 @@ def test_retrieval_build_puts_its_caption_rows_in_the_remote_data_dir(tmp_path):
     (seed / "bucket" / "coco" / "images" / f"{i}.jpg").write_bytes(_jpeg(rs, 16, 16 + i))
     rows += [{"image": f"images/{i}.jpg", "caption": f"caption {j} of image {i}", "image_id": i} for j in range(i + 1)]
   (seed / "bucket" / "coco" / "train.json").write_text(json.dumps(rows))
-  out, dump = _run(tmp_path, REPO / "tools" / "build_tfds.py", "--kind", "retrieval", "--input",
-                   "gs://bucket/coco/train.json", "--image_root", "gs://bucket/coco", "--data_dir",
-                   "gs://bucket/tfds", "--name", "coco", seed=seed)
+  out, dump = _run(
+    tmp_path,
+    REPO / "tools" / "build_tfds.py",
+    "--kind",
+    "retrieval",
+    "--input",
+    "gs://bucket/coco/train.json",
+    "--image_root",
+    "gs://bucket/coco",
+    "--data_dir",
+    "gs://bucket/tfds",
+    "--name",
+    "coco",
+    seed=seed,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   table = json.loads((dump / "bucket" / "tfds" / "coco" / "1.0.0" / "train.rows.json").read_text())["rows"]
-  assert [(r["record"], r["caption"]) for r in table] == [(i, f"caption {j} of image {i}")
-                                                          for i in range(3) for j in range(i + 1)]
+  assert [(r["record"], r["caption"]) for r in table] == [
+    (i, f"caption {j} of image {i}") for i in range(3) for j in range(i + 1)
+  ]
 
 
 # -------------------------------------------------------------------------------- trainer (main.py path)
@@ -149,16 +182,19 @@ def test_trainer_writes_config_init_metrics_and_eval_outputs_to_a_gs_workdir(tmp
 
 # -------------------------------------------------------------------------------- tools/evaluate.py
 
+
 def test_evaluate_reads_annotations_and_images_and_writes_outputs_on_gs(tmp_path):
   from flax import nnx
+
   from x2vlm_jax import params_io
   from x2vlm_jax.data.config import SHAPES_VOCAB
   from x2vlm_jax.models import X2VLM, get_preset
 
   cfg = get_preset("tiny", image_res=32)
   ckpt = tmp_path / "ckpt"
-  params_io.save(str(ckpt), cfg, nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(0)), nnx.Param)),
-                 vocab_file=SHAPES_VOCAB)
+  params_io.save(
+    str(ckpt), cfg, nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(0)), nnx.Param)), vocab_file=SHAPES_VOCAB
+  )
   rs = np.random.RandomState(2)
   seed = tmp_path / "seed"
   (seed / "bucket" / "flickr").mkdir(parents=True)
@@ -167,10 +203,25 @@ def test_evaluate_reads_annotations_and_images_and_writes_outputs_on_gs(tmp_path
     (seed / "bucket" / "flickr" / f"{i}.jpg").write_bytes(_jpeg(rs, 20, 24))
     records.append({"image": f"{i}.jpg", "caption": ["a red circle", f"two blue squares {i}"]})
   (seed / "bucket" / "flickr" / "test.json").write_text(json.dumps(records))
-  out, dump = _run(tmp_path, REPO / "tools" / "evaluate.py", "--task", "retrieval", "--checkpoint", ckpt,
-                   "--annotations", "gs://bucket/flickr/test.json", "--image_root", "gs://bucket/flickr",
-                   "--output", "gs://bucket/eval/flickr", "--config.k_test=2", "--config.batch_size=4",
-                   "--config.max_tokens=8", block_tensorflow=True, seed=seed)
+  out, dump = _run(
+    tmp_path,
+    REPO / "tools" / "evaluate.py",
+    "--task",
+    "retrieval",
+    "--checkpoint",
+    ckpt,
+    "--annotations",
+    "gs://bucket/flickr/test.json",
+    "--image_root",
+    "gs://bucket/flickr",
+    "--output",
+    "gs://bucket/eval/flickr",
+    "--config.k_test=2",
+    "--config.batch_size=4",
+    "--config.max_tokens=8",
+    block_tensorflow=True,
+    seed=seed,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   metrics = json.loads((dump / "bucket" / "eval" / "flickr" / "metrics.json").read_text())
   assert {"txt_r1", "img_r1", "r_mean"} <= set(metrics)

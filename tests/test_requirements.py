@@ -1,10 +1,10 @@
 """requirements.txt against the code (audit #8, item 12), both directions:
 
-  * every runtime requirement is imported by the package, its tools, main.py or the configs, or is
-    declared for a reason checked here (jaxlib: jax's own backend; gcsfs: fsspec's gs:// filesystem);
-  * every third-party module they import (lazily inside functions too) is declared, in
-    requirements.txt or, for the conversion-only torch / safetensors and the notebook's matplotlib, in
-    requirements-test.txt.
+* every runtime requirement is imported by the package, its tools, main.py or the configs, or is
+  declared for a reason checked here (jaxlib: jax's own backend; gcsfs: fsspec's gs:// filesystem);
+* every third-party module they import (lazily inside functions too) is declared, in
+  requirements.txt or, for the conversion-only torch / safetensors and the notebook's matplotlib, in
+  requirements-test.txt.
 """
 
 import ast
@@ -16,9 +16,15 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SOURCES = [*REPO.glob("x2vlm_jax/**/*.py"), *REPO.glob("tools/*.py"), *REPO.glob("configs/**/*.py"), REPO / "main.py"]
 
 # distribution name → top-level module, where they differ
-MODULE_OF = {"orbax-checkpoint": "orbax", "ml-collections": "ml_collections", "absl-py": "absl", "pillow": "PIL",
-             "tensorflow-text": "tensorflow_text", "tensorflow-datasets": "tensorflow_datasets",
-             "array-record": "array_record"}
+MODULE_OF = {
+  "orbax-checkpoint": "orbax",
+  "ml-collections": "ml_collections",
+  "absl-py": "absl",
+  "pillow": "PIL",
+  "tensorflow-text": "tensorflow_text",
+  "tensorflow-datasets": "tensorflow_datasets",
+  "array-record": "array_record",
+}
 NOT_IMPORTED = {"jaxlib", "gcsfs"}
 CONVERSION_ONLY = {"torch", "safetensors"}  # imported lazily by x2vlm_jax/convert; requirements-test.txt
 # imported lazily by x2vlm_jax/inference/visualize.py: the pyproject `notebook` extra, requirements-test.txt
@@ -61,4 +67,5 @@ def test_every_imported_third_party_module_is_declared():
 
 def test_gcsfs_is_what_gs_paths_use_without_tensorflow():
   import fsspec
+
   assert fsspec.get_filesystem_class("gs").__module__.split(".")[0] == "gcsfs"

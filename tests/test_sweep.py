@@ -21,7 +21,7 @@ def sweep():
   return load_tool("sweep")
 
 
-CONFIG = '''
+CONFIG = """
 from configs.finetune import common
 
 def get_config(arg=None):
@@ -34,7 +34,7 @@ def sweep(add, arg=None):
   assert arg == "batch=16,steps=3"
   add(arg="steps=5", **{"optim.lr": 0.001, "mesh": (1, 2, 1)})
   add(name="plain", seed=7)
-'''
+"""
 
 
 def test_expand_names_merges_args_and_builds_commands(sweep, tmp_path):
@@ -44,8 +44,15 @@ def test_expand_names_merges_args_and_builds_commands(sweep, tmp_path):
   assert [t.name for t in trials] == ["00_steps=5,lr=0.001,mesh=(1,2,1)", "01_plain"]
   assert [t.arg for t in trials] == ["batch=16,steps=5", "batch=16,steps=3"]  # the trial's items win
   assert sweep.command(path, trials[0], "gs://b/sw", {"log_every": "5"}, extra=["--distributed"]) == [
-      "python", "main.py", f"--config={cfg}:batch=16,steps=5", "--workdir=gs://b/sw/00_steps=5,lr=0.001,mesh=(1,2,1)",
-      "--config.optim.lr=0.001", "--config.mesh=(1,2,1)", "--config.log_every=5", "--distributed"]
+    "python",
+    "main.py",
+    f"--config={cfg}:batch=16,steps=5",
+    "--workdir=gs://b/sw/00_steps=5,lr=0.001,mesh=(1,2,1)",
+    "--config.optim.lr=0.001",
+    "--config.mesh=(1,2,1)",
+    "--config.log_every=5",
+    "--distributed",
+  ]
   with pytest.raises(ValueError, match=r"trial 0 .*unknown field 'lrr'"):
     cfg.write_text(CONFIG.replace('"optim.lr"', '"optim.lrr"'))
     sweep.expand(f"{cfg}:batch=16,steps=3")
@@ -56,8 +63,14 @@ def test_expand_names_merges_args_and_builds_commands(sweep, tmp_path):
 
 def _tool(*args):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "tools/sweep.py", "tests/configs/synthetic_retrieval.py:steps=4", *args],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  out = subprocess.run(
+    [sys.executable, "tools/sweep.py", "tests/configs/synthetic_retrieval.py:steps=4", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
   return out.stdout
 

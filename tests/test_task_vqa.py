@@ -1,12 +1,12 @@
 """The VQA and captioning tasks on the one trainer (spec §5.2, §5.5):
 
-  * the VQA task loss equals a brute-force reference: every (question, answer) pair decoded on its
-    own against its own question's memory, token cross-entropies summed in numpy, weighted, / #questions;
-  * init from a pre-training export (no decoder) derives the decoder from the fusion layers, the
-    embeddings and the MLM head (values compared), keeps the cross-attention keys/values fresh when the
-    vision width differs from H, and puts every decoder param in the lr × lr_mult group with
-    large_lr_for_dec (only the fresh ones without); the optimizer gives them lr × lr_mult;
-  * both tasks train through the trainer from that export (init.json records it).
+* the VQA task loss equals a brute-force reference: every (question, answer) pair decoded on its
+  own against its own question's memory, token cross-entropies summed in numpy, weighted, / #questions;
+* init from a pre-training export (no decoder) derives the decoder from the fusion layers, the
+  embeddings and the MLM head (values compared), keeps the cross-attention keys/values fresh when the
+  vision width differs from H, and puts every decoder param in the lr × lr_mult group with
+  large_lr_for_dec (only the fresh ones without); the optimizer gives them lr × lr_mult;
+* both tasks train through the trainer from that export (init.json records it).
 """
 
 import json
@@ -44,8 +44,8 @@ def test_vqa_loss_equals_brute_force_reference():
   decode = nnx.jit(lambda m, ans, amask, memory, mask: m.answer_logits(ans, amask, memory, mask))
   want = 0.0
   for q in range(b):
-    ids, mask = batch["text_ids"][q:q + 1], batch["text_mask"][q:q + 1]
-    memory = memory_of(model, batch["images"][q:q + 1], ids, mask)
+    ids, mask = batch["text_ids"][q : q + 1], batch["text_mask"][q : q + 1]
+    memory = memory_of(model, batch["images"][q : q + 1], ids, mask)
     for j in range(a):
       ans, amask = batch["answer_ids"][q, j], batch["answer_mask"][q, j]
       logp = _log_softmax(decode(model, ans[None], amask[None], memory, mask)[0])
@@ -93,23 +93,42 @@ def test_init_from_pretraining_derives_the_decoder(pretrain_export, large_lr_for
   text = init_from.flatten_tree(src)
   # Decoder layer j ← text layer fusion_start + j (2, 3): self- and cross-attention queries, FFN, norms.
   for j, layer in enumerate((2, 3)):
-    for sub in ("self_attn/query/kernel", "self_attn/key/bias", "self_attn/ln/scale", "cross_attn/query/kernel",
-                "cross_attn/out/kernel", "cross_attn/ln/bias", "intermediate/kernel", "output/bias", "ln/scale"):
-      np.testing.assert_array_equal(values[f"decoder/layers/{j}/{sub}"], text[f"text/layers/{layer}/{sub}"],
-                                    err_msg=f"decoder layer {j} {sub}")
+    for sub in (
+      "self_attn/query/kernel",
+      "self_attn/key/bias",
+      "self_attn/ln/scale",
+      "cross_attn/query/kernel",
+      "cross_attn/out/kernel",
+      "cross_attn/ln/bias",
+      "intermediate/kernel",
+      "output/bias",
+      "ln/scale",
+    ):
+      np.testing.assert_array_equal(
+        values[f"decoder/layers/{j}/{sub}"], text[f"text/layers/{layer}/{sub}"], err_msg=f"decoder layer {j} {sub}"
+      )
     assert f"decoder/layers/{j}/cross_attn/key/kernel" not in values  # keeps its fresh init
-  for k in ("embeddings/word/embedding", "embeddings/position/embedding", "embeddings/ln/scale", "mlm/dense/kernel",
-            "mlm/ln/bias", "mlm/bias"):
+  for k in (
+    "embeddings/word/embedding",
+    "embeddings/position/embedding",
+    "embeddings/ln/scale",
+    "mlm/dense/kernel",
+    "mlm/ln/bias",
+    "mlm/bias",
+  ):
     np.testing.assert_array_equal(values[f"decoder/{k}"], text[f"text/{k}"])
   # The text layers 0, 1 are not copied anywhere: a 2-layer decoder has exactly layers 2 and 3's values.
-  assert not any(np.array_equal(values["decoder/layers/0/self_attn/query/kernel"], text[f"text/layers/{i}/self_attn/query/kernel"])
-                 for i in (0, 1, 3))
+  assert not any(
+    np.array_equal(values["decoder/layers/0/self_attn/query/kernel"], text[f"text/layers/{i}/self_attn/query/kernel"])
+    for i in (0, 1, 3)
+  )
 
   # Official groups: text/* at text_lr, vision/* at vision_lr, the decoder at lr × lr_mult when new.
   peaks = optimizer.peak_learning_rates(c.optim)
   group = lambda k: optimizer.param_group(k, c.optim, frozenset(p.new_params))  # noqa: E731
   assert peaks[group("decoder/layers/0/self_attn/query/kernel")] == (
-      c.optim.lr * c.optim.lr_mult if large_lr_for_dec else c.optim.lr)
+    c.optim.lr * c.optim.lr_mult if large_lr_for_dec else c.optim.lr
+  )
   assert peaks[group("decoder/layers/1/cross_attn/key/kernel")] == c.optim.lr * c.optim.lr_mult
   assert peaks[group("text/layers/3/self_attn/query/kernel")] == c.optim.text_lr
   assert peaks[group("vision/blocks/0/fc1/kernel")] == c.optim.vision_lr
@@ -136,11 +155,13 @@ def test_tasks_train_from_the_pretraining_export(pretrain_export, tmp_path, task
   assert np.isfinite(last[key]) and last[key] > 0
   if task_name == "vqa":
     assert len(record["actions"]["derived"]) > 0 and set(record["new_params"]) == {
-        k for k in init_from.flatten_tree(jax.device_get(state["params"])) if k.startswith("decoder/")}
+      k for k in init_from.flatten_tree(jax.device_get(state["params"])) if k.startswith("decoder/")
+    }
   else:
     assert record["new_params"] == [] and "derived" not in record["actions"]
   # One optimizer step moved the loaded weights only a little.
   key = "text/layers/3/output/kernel"
-  moved = np.abs(np.asarray(init_from.flatten_tree(jax.device_get(state["params"]))[key]) -
-                 init_from.flatten_tree(src)[key]).max()
+  moved = np.abs(
+    np.asarray(init_from.flatten_tree(jax.device_get(state["params"]))[key]) - init_from.flatten_tree(src)[key]
+  ).max()
   assert 0 < moved < 0.05

@@ -14,7 +14,9 @@ from x2vlm_jax.inference.tokenizer import Tokenizer
 def test_ids_equal_hf_bert_tokenizer_and_the_pipeline(bert_vocab_file):
   import tensorflow as tf
   from transformers import BertTokenizer
+
   from x2vlm_jax.data.text import Tokenizer as PipelineTokenizer
+
   caps = [pre_caption(c, MAX_TOKENS) for c in _captions(bert_vocab_file, 600, seed=3)]
   ours, ours_mask = Tokenizer(bert_vocab_file, MAX_TOKENS)(caps)
   hf = BertTokenizer(bert_vocab_file, do_lower_case=True)
@@ -30,9 +32,10 @@ def test_ids_equal_hf_bert_tokenizer_and_the_pipeline(bert_vocab_file):
 def test_clean_decode_and_bad_input(bert_vocab_file):
   tok = Tokenizer(bert_vocab_file, 8)
   ids, mask = tok(["A Man, riding a HORSE!!"], clean=30)
-  assert ids[0, :mask[0].sum()].tolist()[0] == 101 and ids[0, mask[0].sum() - 1] == 102
+  assert ids[0, : mask[0].sum()].tolist()[0] == 101 and ids[0, mask[0].sum() - 1] == 102
   assert tok.decode(ids[0]) == "a man riding a horse"
   import pytest
+
   with pytest.raises(ValueError, match="list of strings"):
     tok("a single string")
   with pytest.raises(ValueError, match=r"texts\[1\]"):
@@ -40,8 +43,10 @@ def test_clean_decode_and_bad_input(bert_vocab_file):
 
 
 def test_tokenizer_imports_without_tensorflow(bert_vocab_file):
-  code = ("import sys\nfor m in ('tensorflow', 'tensorflow_text', 'tensorflow_datasets'): sys.modules[m] = None\n"
-          "from x2vlm_jax.inference.tokenizer import Tokenizer\n"
-          f"print(Tokenizer({bert_vocab_file!r})(['a dog'])[0][0, :4].tolist())")
+  code = (
+    "import sys\nfor m in ('tensorflow', 'tensorflow_text', 'tensorflow_datasets'): sys.modules[m] = None\n"
+    "from x2vlm_jax.inference.tokenizer import Tokenizer\n"
+    f"print(Tokenizer({bert_vocab_file!r})(['a dog'])[0][0, :4].tolist())"
+  )
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
   assert out.returncode == 0 and out.stdout.strip() == "[101, 1037, 3899, 102]", out.stderr[-2000:]

@@ -43,11 +43,11 @@ def _run_steps(config, n):
   mesh = shd.create_mesh((1, 1, 1), devices=jax.devices()[:1])
   tx, lr_fn = optimizer.build_optimizer(config.optim, total_steps=int(config.total_steps))
   with jax.set_mesh(mesh):
-    graphdef, state, shardings = train_state.create(config.model, tx, mesh,
-                                                    [tuple(r) for r in config.sharding_rules], 0)
+    graphdef, state, shardings = train_state.create(
+      config.model, tx, mesh, [tuple(r) for r in config.sharding_rules], 0
+    )
     it = SyntheticIterator(config.data, config.model, seed=0)
-    step = jax.jit(make_train_step(graphdef, tx, lr_fn, PretrainTask(config), config),
-                   out_shardings=(shardings, None))
+    step = jax.jit(make_train_step(graphdef, tx, lr_fn, PretrainTask(config), config), out_shardings=(shardings, None))
     history = [(jax.device_get(state["params"]), None)]
     for _ in range(n):
       state, m = step(state, shd.global_batch(mesh, next(it)))
@@ -60,8 +60,10 @@ def test_gradient_accumulation_updates_every_k_micro_steps():
   config.optim.grad_accum_steps = 2
   config.optim.warmup_steps = 0
   h = _run_steps(config, 4)
-  changed = [any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(h[i][0]), jax.tree.leaves(h[i + 1][0])))
-             for i in range(4)]
+  changed = [
+    any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(h[i][0]), jax.tree.leaves(h[i + 1][0])))
+    for i in range(4)
+  ]
   assert changed == [False, True, False, True]
   lrs = [float(h[i][1]["train/lr"]) for i in range(1, 5)]
   assert lrs[0] == lrs[1] and lrs[2] == lrs[3] and lrs[2] < lrs[1]  # schedule counts optimizer steps
@@ -88,12 +90,20 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 K, BETA = "itm_head/fc1/kernel", "itm_head/fc1/bias"
 # Decay by the spec's name rule (§6.1): temp and kernels decay, biases and BERT/BEiT norms do not,
 # the heads' LayerNorm weight ("itm_head.1.weight") does.
-WATCHED = {"temp": True, K: True, BETA: False, "itm_head/fc0/kernel": True, "itm_head/ln/scale": True,
-           "text/embeddings/ln/scale": False, "vision/blocks/0/norm1/bias": False}
+WATCHED = {
+  "temp": True,
+  K: True,
+  BETA: False,
+  "itm_head/fc0/kernel": True,
+  "itm_head/ln/scale": True,
+  "text/embeddings/ln/scale": False,
+  "vision/blocks/0/norm1/bias": False,
+}
 
 
 class _ClosedFormTask:
   """L = c/τ + Σ a⊙K + Σ b⊙β: dL/dτ = −c/τ², dL/dK = a, dL/dβ = b, every other gradient 0."""
+
   name = "closed_form"
 
   def loss(self, model, batch, rng, step):
@@ -105,8 +115,14 @@ class _ClosedFormTask:
 
 def _closed_form_step(accum):
   import ml_collections
-  config = ml_collections.ConfigDict({"optim": dict(lr=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD, clip_norm=CLIP,
-                                                    warmup_steps=0, grad_accum_steps=accum)})
+
+  config = ml_collections.ConfigDict(
+    {
+      "optim": dict(
+        lr=LR, b1=B1, b2=B2, eps=EPS, weight_decay=WD, clip_norm=CLIP, warmup_steps=0, grad_accum_steps=accum
+      )
+    }
+  )
   tx, lr_fn = optimizer.build_optimizer(config.optim, total_steps=TOTAL)
   mesh = shd.create_mesh((1, 1, 1), devices=jax.devices()[:1])
   with jax.set_mesh(mesh):
@@ -118,14 +134,22 @@ def _closed_form_step(accum):
 
 
 def _flat(params):
-  return {optimizer.path_to_str(p): np.asarray(v, np.float64) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]}
+  return {
+    optimizer.path_to_str(p): np.asarray(v, np.float64) for p, v in jax.tree_util.tree_flatten_with_path(params)[0]
+  }
 
 
 def _batches(n, seed, scale=1.0, b_scale=1.0):
   rs = np.random.RandomState(seed)
   # scale 1: |a| ≈ 0.5 and dL/dτ ≈ −c/τ² large, so the global norm exceeds CLIP and clipping is active.
-  return [{"c": np.float32(scale * rs.uniform(0.1, 0.5)), "a": (scale * rs.normal(0, 0.03, (128, 2))).astype(np.float32),
-           "b": (b_scale * rs.normal(0, 1.0, (2,))).astype(np.float32)} for _ in range(n)]
+  return [
+    {
+      "c": np.float32(scale * rs.uniform(0.1, 0.5)),
+      "a": (scale * rs.normal(0, 0.03, (128, 2))).astype(np.float32),
+      "b": (b_scale * rs.normal(0, 1.0, (2,))).astype(np.float32),
+    }
+    for _ in range(n)
+  ]
 
 
 class _SpecAdamW:
@@ -150,7 +174,7 @@ class _SpecAdamW:
     return batch["c"] / self.tau() + np.sum(batch["a"] * self.p[K]) + np.sum(batch["b"] * self.p[BETA])
 
   def update(self, g):
-    norm = np.sqrt(sum(np.sum(x ** 2) for x in g.values()))
+    norm = np.sqrt(sum(np.sum(x**2) for x in g.values()))
     coef = CLIP / (norm + 1e-6)
     if coef < 1:
       g = {k: x * coef for k, x in g.items()}
@@ -160,7 +184,7 @@ class _SpecAdamW:
     for k in self.p:
       self.m[k] = B1 * self.m[k] + (1 - B1) * g[k]
       self.v[k] = B2 * self.v[k] + (1 - B2) * g[k] ** 2
-      step_size = lr * np.sqrt(1 - B2 ** self.t) / (1 - B1 ** self.t)
+      step_size = lr * np.sqrt(1 - B2**self.t) / (1 - B1**self.t)
       self.p[k] = self.p[k] - step_size * self.m[k] / (np.sqrt(self.v[k]) + EPS)
       if WATCHED[k]:
         self.p[k] = self.p[k] - lr * WD * self.p[k]
@@ -220,15 +244,19 @@ def test_gradient_accumulation_update_is_spec_adamw_on_the_mean_gradient():
 
 # ----------------------------------------------------------------------------------- task wiring
 
+
 def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(monkeypatch):
   """PretrainTask.loss: L = Σ_s w_s·Σ terms (spec §3.5) with each stream's own weight, ITM group size
   and the ITC feature-gradient scale (spec §3.1) applied to every stream, τ's gradient unscaled."""
   from x2vlm_jax.training import losses
+
   config = synthetic_tiny.get_config("steps=6")
   config.data.region.batch_size = 6  # distinct row counts tell the streams apart below
   config.itm_group_size.update(image=4, region=2)
-  batch = {s: {k: jnp.asarray(v) for k, v in b.items()}
-           for s, b in next(SyntheticIterator(config.data, config.model, seed=0)).items()}
+  batch = {
+    s: {k: jnp.asarray(v) for k, v in b.items()}
+    for s, b in next(SyntheticIterator(config.data, config.model, seed=0)).items()
+  }
   graphdef, params = nnx.split(X2VLM(config.model, rngs=nnx.Rngs(0)))
   params = nnx.to_pure_dict(params)
 
@@ -238,6 +266,7 @@ def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(
   def spy(rng, image_feat, text_feat, temp, valid, group_size, ids=None):
     seen.append((int(image_feat.shape[0]), group_size))
     return sample(rng, image_feat, text_feat, temp, valid, group_size, ids)
+
   monkeypatch.setattr(losses, "sample_itm_negatives", spy)
 
   def run(w_image, w_region, scale):
@@ -247,11 +276,14 @@ def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(
 
     def f(p):
       return task.loss(nnx.merge(graphdef, p), batch, jax.random.key(3), 0)
+
     return jax.value_and_grad(f, has_aux=True)(params)
 
   run = jax.jit(run).lower(*[np.float32(0)] * 3).compile(compiler_options=FAST_COMPILE)
-  out = {args: jax.device_get(run(*map(np.float32, args)))
-         for args in ((1, 0, 1), (0, 1, 1), (1, 0, 0), (0, 1, 0), (0.7, 1.9, 0.25))}
+  out = {
+    args: jax.device_get(run(*map(np.float32, args)))
+    for args in ((1, 0, 1), (0, 1, 1), (1, 0, 0), (0, 1, 0), (0.7, 1.9, 0.25))
+  }
   assert sorted(set(seen)) == [(6, 2), (8, 4)], seen  # region rows 6 in groups of 2, image rows 8 in 4
 
   (loss, metrics), grads = out[(0.7, 1.9, 0.25)]
@@ -262,7 +294,9 @@ def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(
   flat = {s: {sc: _flat(out[(1, 0, sc) if s == "image" else (0, 1, sc)][1]) for sc in (0, 1)} for s in terms}
   got = _flat(grads)
   for k in got:
-    expect = sum(w * (flat[s][0][k] + 0.25 * (flat[s][1][k] - flat[s][0][k])) for s, w in (("image", 0.7), ("region", 1.9)))
+    expect = sum(
+      w * (flat[s][0][k] + 0.25 * (flat[s][1][k] - flat[s][0][k])) for s, w in (("image", 0.7), ("region", 1.9))
+    )
     np.testing.assert_allclose(got[k], expect, rtol=2e-4, atol=1e-7, err_msg=k)
   for s in terms:
     # The scale reaches this stream's encoders (ITC is their only gradient source that it changes)…

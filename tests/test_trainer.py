@@ -43,6 +43,7 @@ FAST_COMPILE_FLAGS = " ".join(f"--{k}={str(v).lower()}" for k, v in FAST_COMPILE
 
 # ------------------------------------------------------------------------------------------- helpers
 
+
 def _tiny_config(arg=None):
   return synthetic_tiny.get_config(arg)
 
@@ -61,7 +62,8 @@ class Launch:
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.log_path = self.workdir.parent / f"{self.workdir.name}.{name}.log"
     env = dict(os.environ)
-    env.update({
+    env.update(
+      {
         "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {FAST_COMPILE_FLAGS}",
         "JAX_PLATFORMS": "cpu",
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -69,9 +71,17 @@ class Launch:
         # Cache every executable, however quick to compile or small.
         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
         "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
-    })
-    cmd = [sys.executable, "main.py", f"--config={TINY}:steps={steps}", f"--workdir={self.workdir}",
-           f"--config.checkpoint_every={CKPT_EVERY}", "--config.log_every=1", *flags]
+      }
+    )
+    cmd = [
+      sys.executable,
+      "main.py",
+      f"--config={TINY}:steps={steps}",
+      f"--workdir={self.workdir}",
+      f"--config.checkpoint_every={CKPT_EVERY}",
+      "--config.log_every=1",
+      *flags,
+    ]
     self._log = open(self.log_path, "w")
     self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT)
 
@@ -176,11 +186,13 @@ def reference_run(tmp_path_factory, cache_dir):
 
 # ------------------------------------------------------------------------------ sharding equivalence
 
+
 def _one_step(config, mesh, batch_np):
   import jax
+
+  from x2vlm_jax.tasks.pretrain import PretrainTask
   from x2vlm_jax.training import optimizer, train_state
   from x2vlm_jax.training import sharding as shd
-  from x2vlm_jax.tasks.pretrain import PretrainTask
   from x2vlm_jax.training.train_step import make_train_step
 
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=[], total_steps=int(config.total_steps))
@@ -189,8 +201,7 @@ def _one_step(config, mesh, batch_np):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh, rules, config.seed)
     specs = {str(p): s.spec for p, s in jax.tree_util.tree_flatten_with_path(shardings["params"])[0]}
     batch = shd.global_batch(mesh, batch_np)
-    step = jax.jit(make_train_step(graphdef, tx, lr_fn, PretrainTask(config), config),
-                   out_shardings=(shardings, None))
+    step = jax.jit(make_train_step(graphdef, tx, lr_fn, PretrainTask(config), config), out_shardings=(shardings, None))
     step = step.lower(state, batch).compile(compiler_options=FAST_COMPILE)
     new_state, metrics = step(state, batch)
     # Block here: back-to-back collectives on fake CPU devices can deadlock a 2-core box.
@@ -202,6 +213,7 @@ def _one_step(config, mesh, batch_np):
 @pytest.mark.timeout(600)
 def test_sharding_equivalence(reference_run):
   import jax
+
   from x2vlm_jax.training import sharding as shd
   from x2vlm_jax.training.synthetic import SyntheticIterator
 
@@ -236,11 +248,11 @@ def test_sharding_equivalence(reference_run):
       # a different reduction order puts into g moves the update by a visible fraction of lr (seen:
       # 5e-6 = 0.5% of lr, on 3 of 49152 patch-embedding entries). So params get atol = 2% of lr on
       # top of rtol 1e-5; losses and the other metrics, which have no such amplifier, keep 1e-5/1e-6.
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.02 * lr,
-                                 err_msg=f"mesh {shape}: {jax.tree_util.keystr(path)}")
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.02 * lr, err_msg=f"mesh {shape}: {jax.tree_util.keystr(path)}")
 
 
 # ---------------------------------------------------------------------------------------- preemption
+
 
 @pytest.mark.timeout(600)
 def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, reference_run):
@@ -297,13 +309,21 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
 
 # ---------------------------------------------------------------------------------------- non-finite
 
+
 @pytest.mark.timeout(600)
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir):
   wd = tmp_path / "wd"
   # lr 1e30: step 1 is finite (warmup starts at lr 0), the first real update overflows the params.
   # Image stream only: this is a program of its own (the lr is compiled in), so keep its compile small.
-  run = Launch(wd, cache_dir, "--config.optim.lr=1e30", "--config.checkpoint_every=1",
-               "--config.data.region.enabled=False", steps=6, name="nonfinite")
+  run = Launch(
+    wd,
+    cache_dir,
+    "--config.optim.lr=1e30",
+    "--config.checkpoint_every=1",
+    "--config.data.region.enabled=False",
+    steps=6,
+    name="nonfinite",
+  )
   rc = run.wait(timeout=420)
   log = run.log_path.read_text(errors="replace")
   assert rc != 0, f"a non-finite loss must fail the run\n{run.log_tail()}"
@@ -319,14 +339,27 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_di
 
 # ---------------------------------------------------------------------------------------- multi-host
 
+
 @pytest.mark.timeout(600)
 def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   wd = tmp_path / "wd"
 
   def launch_pair(name, *flags):
     port = _free_port()
-    runs = [Launch(wd, cache_dir, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                   f"--process_id={i}", *flags, devices=2, steps=5, name=f"{name}.p{i}") for i in range(2)]
+    runs = [
+      Launch(
+        wd,
+        cache_dir,
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+        *flags,
+        devices=2,
+        steps=5,
+        name=f"{name}.p{i}",
+      )
+      for i in range(2)
+    ]
     for r in runs:
       r.wait_ok(timeout=480)
     return runs
@@ -356,8 +389,19 @@ def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes
 
   def launch_pair(wd, name, on_start=None):
     port = _free_port()
-    runs = [Launch(wd, cache_dir, f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-                   f"--process_id={i}", devices=2, steps=steps, name=f"{name}.p{i}") for i in range(2)]
+    runs = [
+      Launch(
+        wd,
+        cache_dir,
+        f"--coordinator_address=127.0.0.1:{port}",
+        "--num_processes=2",
+        f"--process_id={i}",
+        devices=2,
+        steps=steps,
+        name=f"{name}.p{i}",
+      )
+      for i in range(2)
+    ]
     if on_start:
       on_start(runs)
     for r in runs:

@@ -27,5 +27,7 @@ def test_restore_onto_a_different_mesh(tmp_path):
   assert kernel.sharding.spec == jax.sharding.PartitionSpec("fsdp", "tensor")
   assert dict(kernel.sharding.mesh.shape) == {"data": 1, "fsdp": 2, "tensor": 2}
   mu = jax.tree.leaves(restored["opt_state"])  # optimizer moments follow their params' shardings
-  assert any(getattr(x, "sharding", None) is not None and x.shape == kernel.shape and
-             x.sharding.spec == kernel.sharding.spec for x in mu)
+  assert any(
+    getattr(x, "sharding", None) is not None and x.shape == kernel.shape and x.sharding.spec == kernel.sharding.spec
+    for x in mu
+  )

@@ -47,7 +47,7 @@ def _frames_file(path, n, size=(24, 32)):
   for _ in range(n):
     a = np.zeros(size + (3,), np.uint8)
     a[:, : size[1] // 2] = (230, 20, 20)
-    a[:, size[1] // 2:] = (20, 20, 230)
+    a[:, size[1] // 2 :] = (20, 20, 230)
     buf = io.BytesIO()
     Image.fromarray(a).save(buf, format="PNG")
     frames.append(base64.b64encode(buf.getvalue()).decode())
@@ -61,8 +61,11 @@ def video_qa_files(tmp_path_factory):
   for v in range(4):
     _frames_file(d / "frames" / f"video_{v}.json", 4 + v)
   (d / "frames" / "video_9.json").write_text("not json")
-  qa = [{"video_id": f"video{v}", "question": q, "answer": a} for v in range(4) for q, a in
-        (("what color is on the left", "red"), ("is it blue", "yes"), ("what is it", "banana"))]
+  qa = [
+    {"video_id": f"video{v}", "question": q, "answer": a}
+    for v in range(4)
+    for q, a in (("what color is on the left", "red"), ("is it blue", "yes"), ("what is it", "banana"))
+  ]
   qa.append({"video_id": "video9", "question": "is it broken", "answer": "yes"})
   qa.append({"video_id": "video1", "answer": "yes"})
   (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
@@ -74,17 +77,31 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
   pytest.importorskip("tensorflow")
   from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import video
+
   d = video_qa_files
-  report = video.build_qa(str(d / "train.jsonl"), str(d / "frames"), str(tmp_path), "toy_vqa",
-                          ans2label=str(d / "ans2label.json"), video_pattern="video_{num}.json")
+  report = video.build_qa(
+    str(d / "train.jsonl"),
+    str(d / "frames"),
+    str(tmp_path),
+    "toy_vqa",
+    ans2label=str(d / "ans2label.json"),
+    video_pattern="video_{num}.json",
+  )
   assert report.written == 12 and report.extra["oov_answers"] == 4 and report.extra["videos"] == 4
   assert dict(report.skipped) == {"bad_video": 1, "missing_field": 1}
   c = ml_collections.ConfigDict(finetune_data(32, 12))
-  c.update(data_dir=str(tmp_path), vocab_file=SHAPES_VOCAB, train=[("toy_vqa", "train")], max_tokens=12,
-           num_frames=3, randaug=False)
+  c.update(
+    data_dir=str(tmp_path),
+    vocab_file=SHAPES_VOCAB,
+    train=[("toy_vqa", "train")],
+    max_tokens=12,
+    num_frames=3,
+    randaug=False,
+  )
   batch = next(video.create_iterator(c, seed=1, process_index=0, process_count=1, qa=True))
   assert batch["frames"].shape == (12, 3, 32, 32, 3)
   from x2vlm_jax.inference.tokenizer import Tokenizer
+
   tok = Tokenizer(SHAPES_VOCAB, 12)
   want = {"what color is on the left": 0, "is it blue": 1, "what is it": -100}
   # Every question keeps its own label (the words "on", "it" are [UNK] in the shapes vocab).
@@ -101,11 +118,12 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
 
 
 def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path):
+  from x2vlm_jax.data.text_clean import pre_question
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.inference.images import normalize, read_video
   from x2vlm_jax.inference.tokenizer import Tokenizer
-  from x2vlm_jax.data.text_clean import pre_question
   from x2vlm_jax.training import sharding as shd
+
   d = video_qa_files
   records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()][:12]
   (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -114,9 +132,17 @@ def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path
   model = X2VLM(cfg, rngs=nnx.Rngs(4))
   graphdef, state = nnx.split(model)
   c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
-  e = ml_collections.ConfigDict(dict(type="video_qa", annotations=str(tmp_path / "test.jsonl"),
-                                     image_root=str(d / "frames"), ans2label=str(d / "ans2label.json"),
-                                     video_pattern="video_{num}.json", batch_size=2, max_tokens=12))
+  e = ml_collections.ConfigDict(
+    dict(
+      type="video_qa",
+      annotations=str(tmp_path / "test.jsonl"),
+      image_root=str(d / "frames"),
+      ans2label=str(d / "ans2label.json"),
+      video_pattern="video_{num}.json",
+      batch_size=2,
+      max_tokens=12,
+    )
+  )
   mesh = shd.create_mesh((4, 1, 1))
   with jax.set_mesh(mesh):
     metrics, preds = registry.build("test", c, e, mesh)(graphdef, nnx.to_pure_dict(state))

@@ -5,11 +5,12 @@ answer loss against a numpy formula, the official decoder initialisation, memory
 import numpy as np
 import pytest
 import torch
-from flax import nnx
-
 from convert_helpers import random_official_state_dict
+from flax import nnx
 from reference.x2vlm_torch import X2VLMReference
-from x2vlm_jax.convert import assemble, layout as L
+
+from x2vlm_jax.convert import assemble
+from x2vlm_jax.convert import layout as L
 from x2vlm_jax.convert.x2vlm import ConversionError, checkpoint_decoder_layers, convert_official
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.models.decoder import decoder_from_fusion, decoder_source_layers
@@ -47,15 +48,24 @@ def converted():
   flat, report = convert_official(vqa, cfg, allow_missing=VQA_MISSING, fresh=zeros)
   model = X2VLM(cfg, rngs=nnx.Rngs(0))
   from x2vlm_jax import params_io
+
   params_io.into_model(model, assemble.unflatten(cfg, flat))
-  ref = X2VLMReference(sd, vision_heads=cfg.vision.num_heads, text_heads=cfg.text.num_heads,
-                       fusion_start=cfg.text.fusion_start, num_layers=cfg.text.num_layers)
+  ref = X2VLMReference(
+    sd,
+    vision_heads=cfg.vision.num_heads,
+    text_heads=cfg.text.num_heads,
+    fusion_start=cfg.text.fusion_start,
+    num_layers=cfg.text.num_layers,
+  )
   return dict(cfg=cfg, sd=sd, vqa=vqa, flat=flat, report=report, model=model, ref=ref)
 
 
 # --- names and layout -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("ours,official", [
+
+@pytest.mark.parametrize(
+  "ours,official",
+  [
     ("decoder/embeddings/word/embedding", "text_decoder.bert.embeddings.word_embeddings.weight"),
     ("decoder/embeddings/ln/scale", "text_decoder.bert.embeddings.LayerNorm.weight"),
     ("decoder/layers/1/self_attn/query/kernel", "text_decoder.bert.encoder.layer.1.attention.self.query.weight"),
@@ -65,7 +75,8 @@ def converted():
     ("decoder/layers/2/ln/scale", "text_decoder.bert.encoder.layer.2.output.LayerNorm.weight"),
     ("decoder/mlm/dense/kernel", "text_decoder.cls.predictions.transform.dense.weight"),
     ("decoder/mlm/bias", "text_decoder.cls.predictions.bias"),
-])
+  ],
+)
 def test_decoder_official_names(ours, official):
   assert O.official_name(ours) == official
 
@@ -86,11 +97,13 @@ def test_presets_have_no_decoder_by_default():
   assert get_preset("base").heads.decoder_layers == 0
   assert X2VLM(get_preset("tiny"), rngs=nnx.Rngs(0)).decoder is None
   from x2vlm_jax.models import presets
+
   with pytest.raises(ValueError, match="decoder_layers"):
     presets.validate(vqa_cfg(decoder_layers=-1))
 
 
 # --- conversion of a fabricated fine-tuned VQA file ---------------------------------------------------
+
 
 def test_vqa_checkpoint_converts_every_decoder_tensor(converted):
   cfg, vqa, flat, report = converted["cfg"], converted["vqa"], converted["flat"], converted["report"]
@@ -107,8 +120,10 @@ def test_vqa_checkpoint_converts_every_decoder_tensor(converted):
   # head dense 2 + LN 2 + bias 1.
   assert n == 5 + 2 * (2 * 10 + 4 + 2) + 5
   # The encoder side came from the BertModel-layout keys.
-  np.testing.assert_array_equal(flat["text/layers/3/cross_attn/value/kernel"],
-                                vqa["text_encoder.encoder.layer.3.crossattention.self.value.weight"].T)
+  np.testing.assert_array_equal(
+    flat["text/layers/3/cross_attn/value/kernel"],
+    vqa["text_encoder.encoder.layer.3.crossattention.self.value.weight"].T,
+  )
 
 
 def test_untied_decoder_head_is_reported(converted):
@@ -122,7 +137,9 @@ def test_untied_decoder_head_is_reported(converted):
 def test_cli_reads_decoder_depth_from_the_file(tmp_path):
   import importlib.util
   import os
+
   from x2vlm_jax import params_io
+
   cfg = vqa_cfg(num_layers=3, decoder_layers=1)  # the tiny preset's own geometry
   _, vqa = vqa_state_dict(cfg, seed=8)
   np.savez(tmp_path / "vqa.npz", **vqa)
@@ -136,11 +153,14 @@ def test_cli_reads_decoder_depth_from_the_file(tmp_path):
   assert mod.main(argv) == 0
   loaded, params = params_io.load(str(tmp_path / "out"))
   assert loaded.heads.decoder_layers == 1
-  np.testing.assert_array_equal(params["decoder"]["layers"][0]["cross_attn"]["query"]["kernel"],
-                                vqa["text_decoder.bert.encoder.layer.0.crossattention.self.query.weight"].T)
+  np.testing.assert_array_equal(
+    params["decoder"]["layers"][0]["cross_attn"]["query"]["kernel"],
+    vqa["text_decoder.bert.encoder.layer.0.crossattention.self.query.weight"].T,
+  )
 
 
 # --- forward parity and the loss ------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def vqa_batch():
@@ -148,8 +168,9 @@ def vqa_batch():
   q = np.array([[2, 11, 12, 13, 3, 0], [2, 14, 15, 3, 0, 0]], np.int32)
   image = rng.standard_normal((2, 5, 64)).astype(np.float32)
   # Two questions × three answers; answers of different lengths, the last of question 1 is padding.
-  ans = np.array([[[2, 40, 3, 0], [2, 41, 42, 3], [2, 43, 3, 0]],
-                  [[2, 44, 45, 3], [2, 46, 3, 0], [0, 0, 0, 0]]], np.int32)
+  ans = np.array(
+    [[[2, 40, 3, 0], [2, 41, 42, 3], [2, 43, 3, 0]], [[2, 44, 45, 3], [2, 46, 3, 0], [0, 0, 0, 0]]], np.int32
+  )
   weights = np.array([[0.6, 0.3, 0.1], [0.5, 1.0, 0.0]], np.float32)
   return q, (q > 0).astype(np.int32), image, ans, (ans > 0).astype(np.int32), weights
 
@@ -167,8 +188,9 @@ def test_decoder_logits_match_reference(converted, vqa_batch):
   flat_ans = ans.reshape(6, 4)
   ours = model.answer_logits(flat_ans, am.reshape(6, 4), memory, qm)  # 3 answers share a question
   rep = torch.repeat_interleave(ref_memory, 3, 0)
-  want = ref.answer_decoder_logits(_t(flat_ans).long(), _t(am.reshape(6, 4)), rep,
-                                   torch.repeat_interleave(_t(qm), 3, 0), cfg.heads.decoder_layers)
+  want = ref.answer_decoder_logits(
+    _t(flat_ans).long(), _t(am.reshape(6, 4)), rep, torch.repeat_interleave(_t(qm), 3, 0), cfg.heads.decoder_layers
+  )
   real = am.reshape(6, 4).astype(bool)
   np.testing.assert_allclose(np.asarray(ours)[real], want.numpy()[real], atol=2e-5, rtol=0)
 
@@ -188,10 +210,18 @@ def test_vqa_loss_matches_numpy_formula(converted, vqa_batch):
       if n == 0:
         continue
       ids = ans[b, a, :n][None]
-      logits = ref.answer_decoder_logits(_t(ids).long(), torch.ones(1, n), ref_memory[b:b + 1], _t(qm[b:b + 1]),
-                                         cfg.heads.decoder_layers)[0].double().numpy()
-      logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) \
-          - logits.max(-1, keepdims=True)
+      logits = (
+        ref.answer_decoder_logits(
+          _t(ids).long(), torch.ones(1, n), ref_memory[b : b + 1], _t(qm[b : b + 1]), cfg.heads.decoder_layers
+        )[0]
+        .double()
+        .numpy()
+      )
+      logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+      )
       nll = -sum(logp[t, ids[0, t + 1]] for t in range(n - 1))
       total += weights[b, a] * nll
   assert got == pytest.approx(total / 2, rel=1e-5)
@@ -200,6 +230,7 @@ def test_vqa_loss_matches_numpy_formula(converted, vqa_batch):
 def test_memory_is_shared_not_copied_and_misfits_raise(converted, vqa_batch):
   import jax
   import jax.numpy as jnp
+
   model = converted["model"]
   q, qm, image, ans, am, _ = vqa_batch
   memory = model.vqa_memory(q, qm, image)
@@ -210,8 +241,9 @@ def test_memory_is_shared_not_copied_and_misfits_raise(converted, vqa_batch):
   # The folded program never builds a [6, Lq, H] memory.
   text = jax.jit(lambda m: model.answer_logits(flat, fm, m, qm)).lower(memory).as_text()
   assert "6x6x64" not in text
-  text = jax.jit(lambda m: model.answer_logits(flat, fm, jnp.repeat(m, 3, 0), jnp.repeat(qm, 3, 0))
-                 ).lower(memory).as_text()
+  text = (
+    jax.jit(lambda m: model.answer_logits(flat, fm, jnp.repeat(m, 3, 0), jnp.repeat(qm, 3, 0))).lower(memory).as_text()
+  )
   assert "6x6x64" in text  # the check above can see a copy
   with pytest.raises(ValueError, match="cannot share"):
     model.answer_logits(flat[:5], fm[:5], memory, qm)
@@ -219,9 +251,10 @@ def test_memory_is_shared_not_copied_and_misfits_raise(converted, vqa_batch):
 
 # --- the official decoder initialisation ------------------------------------------------------------
 
+
 def test_decoder_source_layers_rule():
   assert decoder_source_layers(18, 12, 6) == [12, 13, 14, 15, 16, 17]
-  assert decoder_source_layers(18, 12, 3) == [13, 15, 17]   # the odd fusion layers (spec §5.2)
+  assert decoder_source_layers(18, 12, 3) == [13, 15, 17]  # the odd fusion layers (spec §5.2)
   with pytest.raises(ValueError, match="no official initialisation"):
     decoder_source_layers(18, 12, 4)
 
@@ -250,7 +283,12 @@ def test_decoder_from_fusion_keeps_fresh_cross_kv_when_widths_differ():
   flat = assemble.fresh_flat(cfg, seed=2)
   init = decoder_from_fusion(flat, cfg)
   missing = {p for p in flat if p.startswith("decoder/")} - set(init)
-  assert missing == {f"decoder/layers/{j}/cross_attn/{n}/{leaf}" for j in range(2) for n in ("key", "value")
-                     for leaf in ("kernel", "bias")}
-  np.testing.assert_array_equal(init["decoder/layers/1/cross_attn/query/kernel"],
-                                flat["text/layers/3/cross_attn/query/kernel"])
+  assert missing == {
+    f"decoder/layers/{j}/cross_attn/{n}/{leaf}"
+    for j in range(2)
+    for n in ("key", "value")
+    for leaf in ("kernel", "bias")
+  }
+  np.testing.assert_array_equal(
+    init["decoder/layers/1/cross_attn/query/kernel"], flat["text/layers/3/cross_attn/query/kernel"]
+  )

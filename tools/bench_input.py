@@ -18,6 +18,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 import numpy as np  # noqa: E402
@@ -38,8 +39,14 @@ def make_dataset(data_dir, n):
       buf = io.BytesIO()
       Image.fromarray(arr).save(buf, format="JPEG", quality=90)
       sx, sy = 640 / 128, 480 / 128
-      elems = [([o["box"][0] * sx, o["box"][1] * sy, o["box"][2] * sx, o["box"][3] * sy],
-                [f"{o['color']} {o['shape']}"], [o["size"]]) for o in objs]
+      elems = [
+        (
+          [o["box"][0] * sx, o["box"][1] * sy, o["box"][2] * sx, o["box"][3] * sy],
+          [f"{o['color']} {o['shape']}"],
+          [o["size"]],
+        )
+        for o in objs
+      ]
       yield records.image_example(buf.getvalue(), 640, 480, caption=[cap], elems=elems)
 
   w = records.DatasetWriter(data_dir, "bench", "region")
@@ -67,6 +74,7 @@ def tf_same_work(images, seconds, size=224, batch=32):
   """tf.data doing the PIL loader's work: decode → RandomResizedCrop → flip → normalise (the image
   stream's fused decode-and-crop: only the crop window of the JPEG is decoded)."""
   import tensorflow as tf
+
   from x2vlm_jax.data import augment
 
   def fn(i, b):

@@ -21,14 +21,15 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from benchmark_model import _time  # noqa: E402  (tools/ is sys.path[0] when run as a script)
 from flax import nnx  # noqa: E402
 
-from benchmark_model import _time  # noqa: E402  (tools/ is sys.path[0] when run as a script)
 from x2vlm_jax.inference import decoding  # noqa: E402
 from x2vlm_jax.models import X2VLM, get_preset  # noqa: E402
 
@@ -58,7 +59,7 @@ def main(argv=None):
   # The released VQA decoder has 6 layers; the tiny stack has a single fusion layer to copy.
   cfg.heads.decoder_layers = cfg.text.num_layers - cfg.text.fusion_start
   model = X2VLM(cfg, rngs=nnx.Rngs(0))
-  t, v = cfg.text, cfg.text.vocab_size
+  v = cfg.text.vocab_size
   rs = np.random.RandomState(0)
   b = args.batch
   n_tok = (cfg.image_res // cfg.patch_size) ** 2 + 1
@@ -83,9 +84,18 @@ def main(argv=None):
   weights = jnp.asarray(rs.rand(b, a).astype(np.float32))
 
   def caption(use_cache):
-    return lambda: decoding.generate_captions(model, image, prompt_ids=prompt, num_beams=args.beams,
-                                              max_len=args.max_len, min_length=min_length,
-                                              use_cache=use_cache, **special).tokens
+    return lambda: (
+      decoding.generate_captions(
+        model,
+        image,
+        prompt_ids=prompt,
+        num_beams=args.beams,
+        max_len=args.max_len,
+        min_length=min_length,
+        use_cache=use_cache,
+        **special,
+      ).tokens
+    )
 
   @nnx.jit
   def loss_fold(model, memory):
@@ -97,20 +107,23 @@ def main(argv=None):
       rep, rep_mask = jnp.repeat(memory, a, 0), jnp.repeat(jnp.asarray(qm), a, 0)
       nll = m.decoder.answer_nll(train_ids.reshape(b * a, la), train_mask.reshape(b * a, la), rep, rep_mask)
       return jnp.sum(weights * nll.reshape(b, a)) / b
+
     return nnx.grad(f)(model)
 
   k = min(args.k, na)
   cases = {
-      "caption_cache": (caption(True), b, "captions/s"),
-      "caption_nocache": (caption(False), b, "captions/s"),
-      "vqa_rank": (lambda: decoding.rank_answers_jit(model, memory, qm, answers, amask, k=k)[0], b, "questions/s"),
-      "vqa_loss_fold": (lambda: loss_fold(model, memory), b, "questions/s"),
-      "vqa_loss_repeat": (lambda: loss_repeat(model, memory), b, "questions/s"),
+    "caption_cache": (caption(True), b, "captions/s"),
+    "caption_nocache": (caption(False), b, "captions/s"),
+    "vqa_rank": (lambda: decoding.rank_answers_jit(model, memory, qm, answers, amask, k=k)[0], b, "questions/s"),
+    "vqa_loss_fold": (lambda: loss_fold(model, memory), b, "questions/s"),
+    "vqa_loss_repeat": (lambda: loss_repeat(model, memory), b, "questions/s"),
   }
   device = jax.devices()[0]
-  print(f"device: {device.device_kind} ({jax.default_backend()}), model {args.model}, batch {b}, "
-        f"image tokens {n_tok}, caption beams {args.beams} x {args.max_len} steps (prompt {len(prompt)}), "
-        f"decoder layers {cfg.heads.decoder_layers}, answers {na} x {la} (k {k}), {a} answers/question")
+  print(
+    f"device: {device.device_kind} ({jax.default_backend()}), model {args.model}, batch {b}, "
+    f"image tokens {n_tok}, caption beams {args.beams} x {args.max_len} steps (prompt {len(prompt)}), "
+    f"decoder layers {cfg.heads.decoder_layers}, answers {na} x {la} (k {k}), {a} answers/question"
+  )
   results = {}
   for name, (fn, n, unit) in cases.items():
     if name in args.skip.split(","):
@@ -122,8 +135,9 @@ def main(argv=None):
     print(f"KV cache speed-up: {results['caption_nocache']['latency_s'] / results['caption_cache']['latency_s']:.2f}x")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(dict(device=device.device_kind, backend=jax.default_backend(), args=vars(args), results=results), f,
-                indent=2)
+      json.dump(
+        dict(device=device.device_kind, backend=jax.default_backend(), args=vars(args), results=results), f, indent=2
+      )
 
 
 if __name__ == "__main__":

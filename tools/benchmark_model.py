@@ -16,6 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 import jax  # noqa: E402
@@ -54,21 +55,23 @@ def main(argv=None):
   cfg = get_preset(args.model, **overrides)
   m = inference.from_params(cfg)
   rs = np.random.RandomState(0)
-  b, r, l = args.batch, cfg.image_res, min(args.text_len, cfg.text.max_positions)
+  b, r, length = args.batch, cfg.image_res, min(args.text_len, cfg.text.max_positions)
   images = jax.device_put(rs.randn(b, r, r, 3).astype(np.float32))
-  ids = rs.randint(1, cfg.text.vocab_size, size=(b, l)).astype(np.int32)
-  mask = np.ones((b, l), np.int32)
+  ids = rs.randint(1, cfg.text.vocab_size, size=(b, length)).astype(np.int32)
+  mask = np.ones((b, length), np.int32)
   image_embeds, _ = m.encode_image(images)
   text_embeds, _ = m.encode_text(ids, mask)
   cases = {
-      "encode_image": lambda: m.encode_image(images),
-      "encode_text": lambda: m.encode_text(ids, mask),
-      "itm_logits": lambda: m.itm_logits(image_embeds, None, text_embeds, mask),
+    "encode_image": lambda: m.encode_image(images),
+    "encode_text": lambda: m.encode_text(ids, mask),
+    "itm_logits": lambda: m.itm_logits(image_embeds, None, text_embeds, mask),
   }
   device = jax.devices()[0]
-  print(f"device: {device.device_kind} ({jax.default_backend()}), model {args.model}, batch {b}, "
-        f"image {r}px, text {l} tokens, dtype {args.dtype}, attention {args.attention}, "
-        f"params {m.num_params:,d}")
+  print(
+    f"device: {device.device_kind} ({jax.default_backend()}), model {args.model}, batch {b}, "
+    f"image {r}px, text {length} tokens, dtype {args.dtype}, attention {args.attention}, "
+    f"params {m.num_params:,d}"
+  )
   results = {}
   for name, fn in cases.items():
     t = _time(fn, args.iters)
@@ -76,8 +79,19 @@ def main(argv=None):
     print(f"{name:<14s} latency {1e3 * t:9.2f} ms/call   throughput {b / t:9.1f} examples/s")
   if args.json:
     with open(args.json, "w") as f:
-      json.dump(dict(device=device.device_kind, backend=jax.default_backend(), model=args.model, batch=b,
-                     dtype=args.dtype, attention=args.attention, results=results), f, indent=2)
+      json.dump(
+        dict(
+          device=device.device_kind,
+          backend=jax.default_backend(),
+          model=args.model,
+          batch=b,
+          dtype=args.dtype,
+          attention=args.attention,
+          results=results,
+        ),
+        f,
+        indent=2,
+      )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,9 @@ COCO = dict(images=5000, texts=25000, k=128)
 def make_dataset(root: str, n: int, per_image: int, seed: int = 0) -> str:
   import numpy as np
   from PIL import Image
+
   from x2vlm_jax.data import shapes
+
   rs = np.random.RandomState(seed)
   words = shapes.caption_words()
   records = []
@@ -57,6 +59,7 @@ def main(argv=None):
   import jax
   import ml_collections
   from flax import nnx
+
   from x2vlm_jax.data.config import SHAPES_VOCAB
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.models import X2VLM, get_preset
@@ -69,8 +72,16 @@ def main(argv=None):
   mesh = shd.create_mesh((-1, 1, 1))
   with tempfile.TemporaryDirectory() as root:
     ann = make_dataset(root, args.images, args.captions_per_image)
-    e = ml_collections.ConfigDict(dict(type="retrieval", annotations=ann, image_root=root, k_test=args.k,
-                                       batch_size=args.batch_size, rerank_pairs=args.rerank_pairs or args.k))
+    e = ml_collections.ConfigDict(
+      dict(
+        type="retrieval",
+        annotations=ann,
+        image_root=root,
+        k_test=args.k,
+        batch_size=args.batch_size,
+        rerank_pairs=args.rerank_pairs or args.k,
+      )
+    )
     ev = registry.build("bench", c, e, mesh)
     with jax.set_mesh(mesh):
       model = X2VLM(cfg, rngs=nnx.Rngs(0))
@@ -88,15 +99,31 @@ def main(argv=None):
   per_pair_i2t = m["seconds_rerank_i2t"] / (n_img * min(args.k, n_txt))
   per_pair_t2i = m["seconds_rerank_t2i"] / (n_txt * min(args.k, n_img))
   per_item = encode / (n_img + n_txt)  # images dominate; a conservative split
-  proj = (COCO["k"] * (COCO["images"] * per_pair_i2t + COCO["texts"] * per_pair_t2i)
-          + (COCO["images"] + COCO["texts"]) * per_item)
+  proj = (
+    COCO["k"] * (COCO["images"] * per_pair_i2t + COCO["texts"] * per_pair_t2i)
+    + (COCO["images"] + COCO["texts"]) * per_item
+  )
   dev = jax.devices()[0]
-  res = dict(device=f"{jax.device_count()} x {dev.device_kind}", model=args.model, image_res=cfg.image_res,
-             dtype=args.dtype, images=int(n_img), texts=int(n_txt), k=args.k, first_call_s=first, total_s=total,
-             encode_s=encode, topk_s=m["seconds_topk"], rerank_i2t_s=m["seconds_rerank_i2t"],
-             rerank_t2i_s=m["seconds_rerank_t2i"], ranks_s=m["seconds_ranks"],
-             pairs_per_s=m["pairs_fused"] / max(rerank, 1e-9), i2t_ms_per_pair=1e3 * per_pair_i2t,
-             t2i_ms_per_pair=1e3 * per_pair_t2i, coco5k_projection_min=proj / 60.0)
+  res = dict(
+    device=f"{jax.device_count()} x {dev.device_kind}",
+    model=args.model,
+    image_res=cfg.image_res,
+    dtype=args.dtype,
+    images=int(n_img),
+    texts=int(n_txt),
+    k=args.k,
+    first_call_s=first,
+    total_s=total,
+    encode_s=encode,
+    topk_s=m["seconds_topk"],
+    rerank_i2t_s=m["seconds_rerank_i2t"],
+    rerank_t2i_s=m["seconds_rerank_t2i"],
+    ranks_s=m["seconds_ranks"],
+    pairs_per_s=m["pairs_fused"] / max(rerank, 1e-9),
+    i2t_ms_per_pair=1e3 * per_pair_i2t,
+    t2i_ms_per_pair=1e3 * per_pair_t2i,
+    coco5k_projection_min=proj / 60.0,
+  )
   for k, v in res.items():
     print(f"{k:<22s} {v:.4g}" if isinstance(v, float) else f"{k:<22s} {v}")
   if args.json:

@@ -19,12 +19,20 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 import jax  # noqa: E402
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "TPU v4": 275.0, "TPU v5 lite": 197.0,
-               "TPU v5p": 459.0, "TPU v6 lite": 918.0}
+PEAK_TFLOPS = {
+  "H100": 989.0,
+  "H200": 989.0,
+  "A100": 312.0,
+  "TPU v4": 275.0,
+  "TPU v5 lite": 197.0,
+  "TPU v5p": 459.0,
+  "TPU v6 lite": 918.0,
+}
 
 
 def load_config(spec: str):
@@ -87,12 +95,14 @@ def main(argv=None):
   mesh = shd.create_mesh(config.mesh)
   tx, lr_fn = optimizer.build_optimizer(config.optim, total_steps=int(config.total_steps))
   with jax.set_mesh(mesh):
-    graphdef, state, shardings = train_state.create(config.model, tx, mesh,
-                                                    [tuple(r) for r in config.sharding_rules], 0)
+    graphdef, state, shardings = train_state.create(
+      config.model, tx, mesh, [tuple(r) for r in config.sharding_rules], 0
+    )
     task = tasks.build(config)
     batch = task.global_batch(mesh, next(task.train_iterator(0, jax.process_index(), jax.process_count())))
-    step = jax.jit(make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,),
-                   out_shardings=(shardings, None))
+    step = jax.jit(
+      make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,), out_shardings=(shardings, None)
+    )
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
@@ -114,16 +124,24 @@ def main(argv=None):
   peak = peak_tflops(dev, args.peak_tflops)
   mem = dev.memory_stats() or {}
   peak_mem = mem.get("peak_bytes_in_use")
-  res = dict(device=f"{n_dev} x {dev.device_kind}", model=config.model.name, dtype=config.model.dtype,
-             attention=config.model.attention_impl, remat=bool(config.model.remat_vision),
-             batch={s: int(config.data[s].batch_size) for s in ("image", "region", "video")
-                    if config.data[s].enabled}, region_images=int(config.data.region.num_images),
-             step_time_s=dt, examples_per_s=examples / dt, compile_s=compile_s,
-             tflops_per_step_per_device=flops / 1e12, achieved_tflops_per_device=flops / dt / 1e12,
-             mfu=(flops / dt / 1e12 / peak) if peak and flops else None,
-             peak_device_memory_gib=(peak_mem / 2 ** 30) if peak_mem else None,
-             host_max_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20,
-             loss=float(m["train/loss"]))
+  res = dict(
+    device=f"{n_dev} x {dev.device_kind}",
+    model=config.model.name,
+    dtype=config.model.dtype,
+    attention=config.model.attention_impl,
+    remat=bool(config.model.remat_vision),
+    batch={s: int(config.data[s].batch_size) for s in ("image", "region", "video") if config.data[s].enabled},
+    region_images=int(config.data.region.num_images),
+    step_time_s=dt,
+    examples_per_s=examples / dt,
+    compile_s=compile_s,
+    tflops_per_step_per_device=flops / 1e12,
+    achieved_tflops_per_device=flops / dt / 1e12,
+    mfu=(flops / dt / 1e12 / peak) if peak and flops else None,
+    peak_device_memory_gib=(peak_mem / 2**30) if peak_mem else None,
+    host_max_rss_gib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    loss=float(m["train/loss"]),
+  )
   for k, v in res.items():
     print(f"{k:<28s} {v:.4g}" if isinstance(v, float) else f"{k:<28s} {v}")
   if args.json:

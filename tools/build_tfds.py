@@ -21,6 +21,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 from x2vlm_jax import fs  # noqa: E402
@@ -41,14 +42,15 @@ def _records(files, kind, report, strict, **kw):
             raise jsonl.BadRecord("bad_json", str(e)) from e
           if not isinstance(rec, dict):
             raise jsonl.BadRecord("bad_json", f"record is {type(rec).__name__}, expected an object")
-          for r in (jsonl.split_clips(rec) if kind == "video" else [rec]):
+          for r in jsonl.split_clips(rec) if kind == "video" else [rec]:
             ex, drops = convert(r, **kw)
             if strict and drops:
               raise jsonl.BadRecord(sorted(drops)[0], "invalid element box")
             report.boxes_dropped.update(drops)
             if kind == "region":
-              report.boxes_not_anchor += sum(not records.valid_anchor(b, ex["width"], ex["height"])
-                                             for b in ex["boxes"])
+              report.boxes_not_anchor += sum(
+                not records.valid_anchor(b, ex["width"], ex["height"]) for b in ex["boxes"]
+              )
             report.written += 1
             yield ex
         except jsonl.BadRecord as e:
@@ -57,11 +59,26 @@ def _records(files, kind, report, strict, **kw):
           report.skipped[e.reason] += 1
 
 
-def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary", caption_key=None,
-          image_is_path=False, image_root="", strict=False, max_words=40, examples_per_shard=2000, options=None):
+def build(
+  kind,
+  input_glob,
+  data_dir,
+  name,
+  *,
+  split="train",
+  image_key="binary",
+  caption_key=None,
+  image_is_path=False,
+  image_root="",
+  strict=False,
+  max_words=40,
+  examples_per_shard=2000,
+  options=None,
+):
   if kind in finetune.BUILDERS:
-    return finetune.builder(kind)(input_glob, image_root, data_dir, name, split=split, strict=strict,
-                                  max_words=max_words, **(options or {}))
+    return finetune.builder(kind)(
+      input_glob, image_root, data_dir, name, split=split, strict=strict, max_words=max_words, **(options or {})
+    )
   files = fs.glob(input_glob)
   if not files:
     raise FileNotFoundError(f"--input {input_glob}: no files match")
@@ -69,8 +86,20 @@ def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary"
     caption_key = {"image_text": "caption", "region": "caption", "video": "text"}[kind]
   report = records.BuildReport()
   w = records.DatasetWriter(data_dir, name, kind, examples_per_shard)
-  w.write_split(split, _records(files, kind, report, strict, image_key=image_key, caption_key=caption_key,
-                                image_is_path=image_is_path, image_root=image_root, max_words=max_words))
+  w.write_split(
+    split,
+    _records(
+      files,
+      kind,
+      report,
+      strict,
+      image_key=image_key,
+      caption_key=caption_key,
+      image_is_path=image_is_path,
+      image_root=image_root,
+      max_words=max_words,
+    ),
+  )
   w.finish()
   return report
 
@@ -78,8 +107,11 @@ def build(kind, input_glob, data_dir, name, *, split="train", image_key="binary"
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS) + sorted(finetune.BUILDERS))
-  p.add_argument("--input", required=True,
-                 help="pre-training: glob of JSON-lines shards; fine-tuning: the JSON file (local or gs://)")
+  p.add_argument(
+    "--input",
+    required=True,
+    help="pre-training: glob of JSON-lines shards; fine-tuning: the JSON file (local or gs://)",
+  )
   p.add_argument("--data_dir", required=True)
   p.add_argument("--name", required=True)
   p.add_argument("--split", default="train")
@@ -87,22 +119,42 @@ def main(argv=None):
   p.add_argument("--caption_key", default=None, help="default: caption (image/region), text (video)")
   p.add_argument("--image_is_path", action="store_true", help="image_key holds a path, not base64")
   p.add_argument("--image_root", default="")
-  p.add_argument("--max_words", type=int, default=None,
-                 help="pre_caption word limit for the emptiness check (default 40; fine-tuning 30)")
+  p.add_argument(
+    "--max_words",
+    type=int,
+    default=None,
+    help="pre_caption word limit for the emptiness check (default 40; fine-tuning 30)",
+  )
   p.add_argument("--examples_per_shard", type=int, default=2000)
   p.add_argument("--strict", action="store_true", help="fail at the first bad record")
-  p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                 help="a fine-tuning builder's own option, e.g. video_qa: ans2label=train_ans2label.json, "
-                      "video_pattern=video_{num}.json (MSRVTT) or {id}.json (MSVD); repeatable")
+  p.add_argument(
+    "--option",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="a fine-tuning builder's own option, e.g. video_qa: ans2label=train_ans2label.json, "
+    "video_pattern=video_{num}.json (MSRVTT) or {id}.json (MSVD); repeatable",
+  )
   a = p.parse_args(argv)
   if a.max_words is None:
     a.max_words = 30 if a.kind in finetune.BUILDERS else 40
   options = dict(o.split("=", 1) for o in a.option)
   try:
-    report = build(a.kind, a.input, a.data_dir, a.name, split=a.split, image_key=a.image_key,
-                   caption_key=a.caption_key, image_is_path=a.image_is_path, image_root=a.image_root,
-                   strict=a.strict, max_words=a.max_words, examples_per_shard=a.examples_per_shard,
-                   options=options)
+    report = build(
+      a.kind,
+      a.input,
+      a.data_dir,
+      a.name,
+      split=a.split,
+      image_key=a.image_key,
+      caption_key=a.caption_key,
+      image_is_path=a.image_is_path,
+      image_root=a.image_root,
+      strict=a.strict,
+      max_words=a.max_words,
+      examples_per_shard=a.examples_per_shard,
+      options=options,
+    )
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

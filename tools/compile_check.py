@@ -31,14 +31,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Documented HBM per chip (vendor figures: Cloud TPU system-architecture pages, NVIDIA data sheets).
 # The usable part is smaller: the runtime reserves some, and JAX on GPU preallocates 75% by default
 # (XLA_PYTHON_CLIENT_MEM_FRACTION).
-GIB, GB = 2 ** 30, 10 ** 9
+GIB, GB = 2**30, 10**9
 HBM = {
-    "v4": (32 * GIB, "32 GiB HBM2"),
-    "v5e": (16 * GIB, "16 GiB HBM2"),
-    "v5p": (95 * GB, "95 GB HBM2e"),
-    "v6e": (32 * GB, "32 GB HBM"),
-    "h100": (80 * GB, "80 GB HBM3 (H100 SXM)"),
-    "h200": (141 * GB, "141 GB HBM3e"),
+  "v4": (32 * GIB, "32 GiB HBM2"),
+  "v5e": (16 * GIB, "16 GiB HBM2"),
+  "v5p": (95 * GB, "95 GB HBM2e"),
+  "v6e": (32 * GB, "32 GB HBM"),
+  "h100": (80 * GB, "80 GB HBM3 (H100 SXM)"),
+  "h200": (141 * GB, "141 GB HBM3e"),
 }
 DEVICE_KINDS = {"TPU v4": "v4", "TPU v5 lite": "v5e", "TPU v5": "v5p", "TPU v6 lite": "v6e"}
 MEGACORE = ("v4", "v5p")
@@ -71,6 +71,7 @@ def prepare_environment(topology: str) -> None:
 if __name__ == "__main__":
   prepare_environment(_scan_flag(sys.argv, "topology") or "cpu:1")
   from x2vlm_jax import console
+
   console.quiet()
 
 from absl import app, flags  # noqa: E402
@@ -90,35 +91,42 @@ _JSON = flags.DEFINE_string("json", None, "also write the report to this JSON fi
 def target_devices(topology: str):
   """→ (devices, chip name or None)."""
   import jax
+
   if topology.startswith("cpu:"):
     n = int(topology.split(":")[1])
     if jax.device_count() < n:
       raise ValueError(f"--topology {topology}: only {jax.device_count()} CPU devices (XLA_FLAGS set too late?)")
     return jax.devices()[:n], None
   from jax.experimental import topologies
+
   version = topology.split(":")[0]
   kwargs = {"chip_config_name": "megacore"} if version in MEGACORE else {}
   try:
     topo = topologies.get_topology_desc(platform="tpu", topology_name=topology, **kwargs)
   except Exception as e:  # noqa: BLE001 — libtpu missing or an unknown name: say which
-    raise ValueError(f"--topology {topology}: libtpu could not describe it ({type(e).__name__}: {e}). "
-                     "TPU topologies need libtpu (pip install 'libtpu==0.0.42.*' for jax 0.10.2); "
-                     "use --topology=cpu:N otherwise") from None
+    raise ValueError(
+      f"--topology {topology}: libtpu could not describe it ({type(e).__name__}: {e}). "
+      "TPU topologies need libtpu (pip install 'libtpu==0.0.42.*' for jax 0.10.2); "
+      "use --topology=cpu:N otherwise"
+    ) from None
   kind = topo.devices[0].device_kind
   return list(topo.devices), DEVICE_KINDS.get(kind, kind)
 
 
 def _sds_tree(spec_tree, sharding_fn):
   import jax
+
   is_spec = lambda x: isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], tuple)  # noqa: E731
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s[0], s[1], sharding=sharding_fn(len(s[0]))), spec_tree,
-                      is_leaf=is_spec)
+  return jax.tree.map(
+    lambda s: jax.ShapeDtypeStruct(s[0], s[1], sharding=sharding_fn(len(s[0]))), spec_tree, is_leaf=is_spec
+  )
 
 
 def train_target(config, mesh):
   """(jitted step, abstract args, the abstract state) of the real train step."""
   import jax
   from flax import nnx
+
   from x2vlm_jax import params_io, tasks
   from x2vlm_jax.training import optimizer, train_state
   from x2vlm_jax.training import sharding as shd
@@ -132,13 +140,15 @@ def train_target(config, mesh):
   state = train_state.abstract_like(abstract, shardings)
   batch = _sds_tree(task.batch_spec(), lambda ndim: shd.batch_sharding(mesh, ndim))
   graphdef = nnx.graphdef(params_io.abstract_model(config.model))
-  step = jax.jit(make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,),
-                 out_shardings=(shardings, None))
+  step = jax.jit(
+    make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,), out_shardings=(shardings, None)
+  )
   return graphdef, step, (state, batch), state
 
 
 def eval_targets(config, mesh, graphdef, params, num_images, num_texts):
   from x2vlm_jax.evaluation import registry
+
   evaluators = registry.build_all(config, mesh)
   if not evaluators:  # zero-shot retrieval with the evaluator's defaults: the common evaluation
     evaluators = [("retrieval", registry.build("retrieval", config, {"type": "retrieval"}, mesh))]
@@ -146,8 +156,11 @@ def eval_targets(config, mesh, graphdef, params, num_images, num_texts):
   for name, ev in evaluators:
     targets = ev.compile_targets(graphdef, params, num_images=num_images, num_texts=num_texts)
     if not targets:
-      print(f"evaluator {name} ({type(ev).__name__}): its programs are not described for a compile-only "
-            "check (Evaluator.compile_targets); they compile at its first evaluation", flush=True)
+      print(
+        f"evaluator {name} ({type(ev).__name__}): its programs are not described for a compile-only "
+        "check (Evaluator.compile_targets); they compile at its first evaluation",
+        flush=True,
+      )
     out += targets
   return out
 
@@ -155,6 +168,7 @@ def eval_targets(config, mesh, graphdef, params, num_images, num_texts):
 # ------------------------------------------------------------------------------------------ analysis
 def compile_one(name, fn, args, mesh):
   import jax
+
   t0 = time.time()
   with jax.set_mesh(mesh):
     lowered = fn.lower(*args)
@@ -164,24 +178,44 @@ def compile_one(name, fn, args, mesh):
   mem = compiled.memory_analysis()
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
-  m = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
-       for k in ("argument", "output", "alias", "temp", "generated_code")} if mem is not None else {}
+  m = (
+    {
+      k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
+      for k in ("argument", "output", "alias", "temp", "generated_code")
+    }
+    if mem is not None
+    else {}
+  )
   # Donated arguments alias their outputs: the live peak is arguments + outputs − aliased + temporaries.
   peak = m.get("argument", 0) + m.get("output", 0) - m.get("alias", 0) + m.get("temp", 0) + m.get("generated_code", 0)
-  return {"name": name, "lower_s": round(t1 - t0, 1), "compile_s": round(t2 - t1, 1), "memory": m,
-          "peak_bytes": peak, "flops_per_device": float(cost.get("flops", 0.0))}
+  return {
+    "name": name,
+    "lower_s": round(t1 - t0, 1),
+    "compile_s": round(t2 - t1, 1),
+    "memory": m,
+    "peak_bytes": peak,
+    "flops_per_device": float(cost.get("flops", 0.0)),
+  }
 
 
 def largest_tensors(tree, top: int):
   """[(path, global shape, dtype, PartitionSpec, bytes per device)] of the largest per-device leaves."""
   import jax
   import numpy as np
+
   rows = []
   for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
     shard = x.sharding.shard_shape(x.shape)
     per_device = int(np.prod(shard)) * np.dtype(x.dtype).itemsize
-    rows.append(("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path), tuple(x.shape),
-                 str(np.dtype(x.dtype)), str(x.sharding.spec), per_device))
+    rows.append(
+      (
+        "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path),
+        tuple(x.shape),
+        str(np.dtype(x.dtype)),
+        str(x.sharding.spec),
+        per_device,
+      )
+    )
   return sorted(rows, key=lambda r: -r[4])[:top]
 
 
@@ -191,10 +225,12 @@ def _gib(b):
 
 def report_lines(result, hbm, devices):
   m = result["memory"]
-  lines = [f"{result['name']}: lower {result['lower_s']} s, compile {result['compile_s']} s",
-           f"  per device: arguments {_gib(m.get('argument', 0))}, outputs {_gib(m.get('output', 0))} "
-           f"(aliased {_gib(m.get('alias', 0))}), temporaries {_gib(m.get('temp', 0))}, "
-           f"code {_gib(m.get('generated_code', 0))} -> peak {_gib(result['peak_bytes'])}"]
+  lines = [
+    f"{result['name']}: lower {result['lower_s']} s, compile {result['compile_s']} s",
+    f"  per device: arguments {_gib(m.get('argument', 0))}, outputs {_gib(m.get('output', 0))} "
+    f"(aliased {_gib(m.get('alias', 0))}), temporaries {_gib(m.get('temp', 0))}, "
+    f"code {_gib(m.get('generated_code', 0))} -> peak {_gib(result['peak_bytes'])}",
+  ]
   if hbm:
     frac = result["peak_bytes"] / hbm[0]
     lines.append(f"  {'FITS' if frac <= 1 else 'DOES NOT FIT'} in {hbm[1]} per chip ({100 * frac:.0f}% used)")
@@ -206,36 +242,52 @@ def report_lines(result, hbm, devices):
 def main(argv):
   del argv
   import jax
+
   from x2vlm_jax.training import sharding as shd
+
   config = _CONFIG.value
   devices, chip = target_devices(_TOPOLOGY.value)
   chip = _CHIP.value or chip
   hbm = HBM.get(chip) if chip else None
   mesh = shd.create_mesh(config.mesh, devices=devices)
-  print(f"target {_TOPOLOGY.value}: {len(devices)} x {devices[0].device_kind}"
-        f"{f' (HBM {hbm[1]})' if hbm else ''}; mesh {dict(mesh.shape)}; jax {jax.__version__}", flush=True)
+  print(
+    f"target {_TOPOLOGY.value}: {len(devices)} x {devices[0].device_kind}"
+    f"{f' (HBM {hbm[1]})' if hbm else ''}; mesh {dict(mesh.shape)}; jax {jax.__version__}",
+    flush=True,
+  )
 
   graphdef, step, args, state = train_target(config, mesh)
   results = [compile_one("train_step", step, args, mesh)]
   print("\n".join(report_lines(results[0], hbm, len(devices))), flush=True)
   print("  largest state tensors (per device):")
   for path, shape, dtype, spec, b in largest_tensors(state, _TOP.value):
-    print(f"    {path:<58s} {str(shape):<20s} {dtype:<8s} {spec:<28s} {b / 2 ** 20:9.1f} MiB")
+    print(f"    {path:<58s} {str(shape):<20s} {dtype:<8s} {spec:<28s} {b / 2**20:9.1f} MiB")
   print("  batch (per device):")
   for path, shape, dtype, spec, b in largest_tensors(args[1], 4):
-    print(f"    {path:<58s} {str(shape):<20s} {dtype:<8s} {spec:<28s} {b / 2 ** 20:9.1f} MiB")
+    print(f"    {path:<58s} {str(shape):<20s} {dtype:<8s} {spec:<28s} {b / 2**20:9.1f} MiB")
   if _EVAL.value:
-    for name, fn, eargs in eval_targets(config, mesh, graphdef, state["params"], _EVAL_IMAGES.value,
-                                        _EVAL_TEXTS.value):
+    for name, fn, eargs in eval_targets(config, mesh, graphdef, state["params"], _EVAL_IMAGES.value, _EVAL_TEXTS.value):
       results.append(compile_one(name, fn, eargs, mesh))
       print("\n".join(report_lines(results[-1], hbm, len(devices))), flush=True)
   fits = all(r["peak_bytes"] <= hbm[0] for r in results) if hbm else None
   if _JSON.value:
     from etils import epath
-    epath.Path(_JSON.value).write_text(json.dumps(
-        {"topology": _TOPOLOGY.value, "devices": len(devices), "device_kind": devices[0].device_kind, "chip": chip,
-         "mesh": dict(mesh.shape), "hbm_bytes": hbm[0] if hbm else None, "fits": fits, "results": results},
-        indent=2))
+
+    epath.Path(_JSON.value).write_text(
+      json.dumps(
+        {
+          "topology": _TOPOLOGY.value,
+          "devices": len(devices),
+          "device_kind": devices[0].device_kind,
+          "chip": chip,
+          "mesh": dict(mesh.shape),
+          "hbm_bytes": hbm[0] if hbm else None,
+          "fits": fits,
+          "results": results,
+        },
+        indent=2,
+      )
+    )
   if hbm:
     print(f"verdict: {'fits' if fits else 'DOES NOT FIT'} in {hbm[1]} per chip")
   return 0 if fits is not False else 3

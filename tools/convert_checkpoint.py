@@ -27,6 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 from x2vlm_jax import fs  # noqa: E402
@@ -39,21 +40,42 @@ def _parse(argv):
   src.add_argument("--beit", help="BEiT-v2 checkpoint for the vision tower (init mode)")
   src.add_argument("--bert", help="HF BERT pytorch_model.bin / model.safetensors / model directory (init mode)")
   p.add_argument("--model", required=True, choices=["tiny", "base", "large"])
-  p.add_argument("--image_res", type=int, default=None,
-                 help="target resolution; default: the checkpoint's (from its rel-pos tables), 224 in init mode")
-  p.add_argument("--num_frames", type=int, default=None,
-                 help="frame embeddings; default: the checkpoint's absolute_frame_pos_embed count, else 0")
+  p.add_argument(
+    "--image_res",
+    type=int,
+    default=None,
+    help="target resolution; default: the checkpoint's (from its rel-pos tables), 224 in init mode",
+  )
+  p.add_argument(
+    "--num_frames",
+    type=int,
+    default=None,
+    help="frame embeddings; default: the checkpoint's absolute_frame_pos_embed count, else 0",
+  )
   p.add_argument("--output", required=True)
-  p.add_argument("--vocab", default=None,
-                 help="the WordPiece vocab.txt to store with the weights (bert-base-uncased's for the released "
-                      "models), so the directory carries its tokenizer; init mode: default the --bert "
-                      "directory's vocab.txt when it has one")
+  p.add_argument(
+    "--vocab",
+    default=None,
+    help="the WordPiece vocab.txt to store with the weights (bert-base-uncased's for the released "
+    "models), so the directory carries its tokenizer; init mode: default the --bert "
+    "directory's vocab.txt when it has one",
+  )
   p.add_argument("--seed", type=int, default=0, help="seed of the fresh initialisation of new params")
-  p.add_argument("--allow_missing", action="append", default=[], metavar="PATH_PREFIX",
-                 help="our param path prefix that may be absent and stays freshly initialised "
-                      "(e.g. text/mlm for a fine-tuned BertModel-layout file); repeatable")
-  p.add_argument("--ignore", action="append", default=[], metavar="KEY_PREFIX",
-                 help="official key prefix to drop (e.g. cls_head. of an NLVR2 file); repeatable")
+  p.add_argument(
+    "--allow_missing",
+    action="append",
+    default=[],
+    metavar="PATH_PREFIX",
+    help="our param path prefix that may be absent and stays freshly initialised "
+    "(e.g. text/mlm for a fine-tuned BertModel-layout file); repeatable",
+  )
+  p.add_argument(
+    "--ignore",
+    action="append",
+    default=[],
+    metavar="KEY_PREFIX",
+    help="official key prefix to drop (e.g. cls_head. of an NLVR2 file); repeatable",
+  )
   args = p.parse_args(argv)
   if bool(args.input) == bool(args.beit or args.bert):
     p.error("give either --input, or --beit and --bert")
@@ -65,6 +87,7 @@ def _parse(argv):
 def main(argv=None) -> int:
   args = _parse(argv)
   from absl import logging
+
   from x2vlm_jax import params_io
   from x2vlm_jax.convert import assemble, init_weights, x2vlm
   from x2vlm_jax.convert.state_dict import read_state_dict
@@ -81,8 +104,13 @@ def main(argv=None) -> int:
     num_frames = x2vlm.checkpoint_num_frames(sd) if args.num_frames is None else args.num_frames
     cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
     cfg.heads.decoder_layers = x2vlm.checkpoint_decoder_layers(sd)
-    flat, report = x2vlm.convert_official(sd, cfg, allow_missing=args.allow_missing, ignore_prefixes=args.ignore,
-                                          fresh=lambda: assemble.fresh_flat(cfg, args.seed))
+    flat, report = x2vlm.convert_official(
+      sd,
+      cfg,
+      allow_missing=args.allow_missing,
+      ignore_prefixes=args.ignore,
+      fresh=lambda: assemble.fresh_flat(cfg, args.seed),
+    )
     report["source"] = {"input": os.path.abspath(args.input), "checkpoint_image_res": grid * patch if grid else None}
   else:
     beit = read_state_dict(args.beit)
@@ -101,9 +129,11 @@ def main(argv=None) -> int:
   params_io.save(args.output, cfg, assemble.unflatten(cfg, flat), vocab_file=vocab)
   logging.info("saved %s in %.0f s (%.0f s in all)", args.output, time.time() - t1, time.time() - t0)
   (fs.path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
-  print(f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
-        f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"
-        + ("" if vocab else "; no vocabulary stored (pass --vocab for tokenize()/tools/evaluate.py)"))
+  print(
+    f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
+    f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"
+    + ("" if vocab else "; no vocabulary stored (pass --vocab for tokenize()/tools/evaluate.py)")
+  )
   return 0
 
 

@@ -26,7 +26,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from x2vlm_jax import fs  # noqa: E402
 
-
 # Fine-tuning stages beyond retrieval, sized so that the whole demo stays within ~15 min on the 2-core
 # box including install: 4 grounding epochs show the box head learning (acc@0.5 ≈ 2% → ≈ 17%); the
 # config's 16 epochs reach ≥ 50% in ≈ 10 more minutes (`make demo-tasks`; docs/grounding.md).
@@ -58,8 +57,10 @@ def eval_results(workdir: str, name: str):
 
 
 def _retrieval_line(label: str, r) -> str:
-  return (f"  {label:<28s} image->text R@1 {r['txt_r1']:6.2f}%  R@5 {r['txt_r5']:6.2f}%   "
-          f"text->image R@1 {r['img_r1']:6.2f}%  R@5 {r['img_r5']:6.2f}%   (chance R@1 {r['chance_r1']:.2f}%)")
+  return (
+    f"  {label:<28s} image->text R@1 {r['txt_r1']:6.2f}%  R@5 {r['txt_r5']:6.2f}%   "
+    f"text->image R@1 {r['img_r1']:6.2f}%  R@5 {r['img_r5']:6.2f}%   (chance R@1 {r['chance_r1']:.2f}%)"
+  )
 
 
 def _grounding_report(zero, tuned) -> bool:
@@ -67,9 +68,10 @@ def _grounding_report(zero, tuned) -> bool:
   zs = zero[max(zero)]
   print("grounding on held-out referring expressions (acc@0.5 of the box on the original image):")
   line = lambda label, r: print(  # noqa: E731
-      f"  {label:<28s} val {100 * r['val_d']:6.2f}%  test {100 * r['test_d']:6.2f}%   (mean-GT-box "
-      f"{100 * r['val_mean_box_d']:.2f}% / {100 * r['test_mean_box_d']:.2f}%, whole image "
-      f"{100 * r['val_whole_image_d']:.2f}%)")
+    f"  {label:<28s} val {100 * r['val_d']:6.2f}%  test {100 * r['test_d']:6.2f}%   (mean-GT-box "
+    f"{100 * r['val_mean_box_d']:.2f}% / {100 * r['test_mean_box_d']:.2f}%, whole image "
+    f"{100 * r['val_whole_image_d']:.2f}%)"
+  )
   line("zero-shot after pre-training", zs)
   if tuned is None:
     return True
@@ -84,8 +86,10 @@ def _nlvr2_report(tuned) -> bool:
   before, after = tuned[min(tuned)], tuned[max(tuned)]
   print("NLVR2-style statements about held-out scene pairs (accuracy):")
   for label, r in (("before (new head)", before), (f"fine-tuned ({max(tuned)} steps)", after)):
-    print(f"  {label:<28s} dev {100 * r['dev_acc']:6.2f}%  test {100 * r['test_acc']:6.2f}%   "
-          f"(majority class {100 * r['dev_majority_acc']:.2f}% / {100 * r['test_majority_acc']:.2f}%)")
+    print(
+      f"  {label:<28s} dev {100 * r['dev_acc']:6.2f}%  test {100 * r['test_acc']:6.2f}%   "
+      f"(majority class {100 * r['dev_majority_acc']:.2f}% / {100 * r['test_majority_acc']:.2f}%)"
+    )
   above = after["dev_acc"] > after["dev_majority_acc"] + 0.10
   print(f"  dev {'clearly above' if above else 'NOT clearly above'} the majority class")
   return above
@@ -99,15 +103,20 @@ def main(argv=None):
   p.add_argument("--finetune_epochs", type=int, default=2)
   p.add_argument("--grounding_epochs", type=int, default=GROUNDING_EPOCHS, help="0 skips the grounding stage")
   p.add_argument("--nlvr2_epochs", type=int, default=NLVR2_EPOCHS, help="0 skips the NLVR2 stage")
-  p.add_argument("--fresh", action="store_true", help="delete the workdirs first (otherwise finished runs "
-                 "are reported again and interrupted ones resume)")
+  p.add_argument(
+    "--fresh",
+    action="store_true",
+    help="delete the workdirs first (otherwise finished runs are reported again and interrupted ones resume)",
+  )
   args = p.parse_args(argv)
 
   pretrain_dir = args.workdir
   # A stage's workdir names its length: a longer run must not resume a shorter one's finished schedule.
-  stage_dir = {"retrieval": args.workdir.rstrip("/") + "_retrieval",
-               "grounding": args.workdir.rstrip("/") + f"_grounding_{args.grounding_epochs}ep",
-               "nlvr2": args.workdir.rstrip("/") + f"_nlvr2_{args.nlvr2_epochs}ep"}
+  stage_dir = {
+    "retrieval": args.workdir.rstrip("/") + "_retrieval",
+    "grounding": args.workdir.rstrip("/") + f"_grounding_{args.grounding_epochs}ep",
+    "nlvr2": args.workdir.rstrip("/") + f"_nlvr2_{args.nlvr2_epochs}ep",
+  }
   retrieval_dir = stage_dir["retrieval"]
   if args.fresh:
     for d in (pretrain_dir, *stage_dir.values()):
@@ -115,6 +124,7 @@ def main(argv=None):
 
   t0 = time.time()
   from x2vlm_jax.data import embedded
+
   print(f"[demo] the embedded shapes datasets in {args.data_dir} (built on first use) ...", flush=True)
   names = [embedded.SHAPES, embedded.SHAPES_VIDEO, embedded.TASKS, embedded.RETRIEVAL]
   names += [f"shapes_{k}" for k, e in (("grounding", args.grounding_epochs), ("nlvr2", args.nlvr2_epochs)) if e > 0]
@@ -128,8 +138,11 @@ def main(argv=None):
 
   config = shapes_tiny.get_config(f"steps={args.steps},data_dir={args.data_dir}")
   t1 = time.time()
-  print(f"[demo] pre-training shapes_tiny for {config.total_steps} steps on {os.cpu_count()} CPU cores; "
-        f"checkpoints, metrics.jsonl and TensorBoard events in {pretrain_dir}", flush=True)
+  print(
+    f"[demo] pre-training shapes_tiny for {config.total_steps} steps on {os.cpu_count()} CPU cores; "
+    f"checkpoints, metrics.jsonl and TensorBoard events in {pretrain_dir}",
+    flush=True,
+  )
   state, _, _ = experiment.train(config, pretrain_dir)
   export = trainer.export(config, state["params"], pretrain_dir)
   pretrain_s = time.time() - t1
@@ -143,8 +156,10 @@ def main(argv=None):
   finetune_s = time.time() - t2
 
   stage_s = {}
-  for kind, module, epochs in (("grounding", shapes_grounding, args.grounding_epochs),
-                               ("nlvr2", shapes_nlvr2, args.nlvr2_epochs)):
+  for kind, module, epochs in (
+    ("grounding", shapes_grounding, args.grounding_epochs),
+    ("nlvr2", shapes_nlvr2, args.nlvr2_epochs),
+  ):
     if epochs <= 0:
       continue
     c = module.get_config(f"data_dir={args.data_dir},epochs={epochs}")
@@ -156,8 +171,10 @@ def main(argv=None):
 
   trend, (s0, s1) = loss_trend(os.path.join(pretrain_dir, "metrics.jsonl"))
   extra = "".join(f", {v / 60:.1f} min {k}" for k, v in stage_s.items())
-  print(f"\n=== x2vlm-jax demo report ({pretrain_s / 60:.1f} min pre-training, {finetune_s / 60:.1f} min "
-        f"retrieval fine-tuning{extra}, {(time.time() - t0) / 60:.1f} min in all) ===")
+  print(
+    f"\n=== x2vlm-jax demo report ({pretrain_s / 60:.1f} min pre-training, {finetune_s / 60:.1f} min "
+    f"retrieval fine-tuning{extra}, {(time.time() - t0) / 60:.1f} min in all) ==="
+  )
   print(f"pre-training loss terms, mean of the first vs the last fifth of logged steps ({s0}..{s1}):")
   ok = True
   for key, (a, b) in trend.items():
@@ -176,20 +193,25 @@ def main(argv=None):
   improved = after["r_mean"] > before["r_mean"] + 5.0
   print(f"  r_mean {before['r_mean']:.2f} -> {after['r_mean']:.2f} ({'improved' if improved else 'NOT IMPROVED'})")
   ok &= above and improved
-  ok &= _grounding_report(eval_results(pretrain_dir, "grounding"), eval_results(stage_dir["grounding"], "grounding")
-                          if "grounding" in stage_s else None)
+  ok &= _grounding_report(
+    eval_results(pretrain_dir, "grounding"),
+    eval_results(stage_dir["grounding"], "grounding") if "grounding" in stage_s else None,
+  )
   if "nlvr2" in stage_s:
     ok &= _nlvr2_report(eval_results(stage_dir["nlvr2"], "nlvr2"))
   print(f"exported weights: {export}, {os.path.join(retrieval_dir, 'export')}  (x2vlm_jax.inference.load(...))")
   if args.grounding_epochs < 16 or args.nlvr2_epochs <= 0:
     print("grounding to acc@0.5 >= 50% (16 epochs) and NLVR2: make demo-tasks (reuses this pre-training)")
-  print(f"VQA and captioning from this export (≈ 3–4 min each, not part of the demo's budget): "
-        f"python tools/finetune_shapes.py --task vqa|captioning --pretrained {export} --data_dir {args.data_dir}")
+  print(
+    f"VQA and captioning from this export (≈ 3–4 min each, not part of the demo's budget): "
+    f"python tools/finetune_shapes.py --task vqa|captioning --pretrained {export} --data_dir {args.data_dir}"
+  )
   print("demo: OK" if ok else "demo: FAILED (see above)")
   return 0 if ok else 1
 
 
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()
   sys.exit(main())

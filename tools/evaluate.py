@@ -5,8 +5,9 @@
       --annotations coco_test.json --image_root coco/images --output out/coco_test [--config.k_test=128]
   python tools/evaluate.py --task nlvr2 --checkpoint ckpt/nlvr2 --annotations dev.json,test1.json \
       --config.splits=dev,test --image_root nlvr2/images --output out/nlvr2
-  python tools/evaluate.py --task grounding --checkpoint ckpt/refcoco --annotations refcoco+_val.json,refcoco+_test.json \
-      --image_root coco/train2014 --output out/refcoco     # files from tools/refer_to_grounding.py
+  python tools/evaluate.py --task grounding --checkpoint ckpt/refcoco \
+      --annotations refcoco+_val.json,refcoco+_test.json --image_root coco/train2014 \
+      --output out/refcoco     # files from tools/refer_to_grounding.py
   python tools/evaluate.py --task vqa --checkpoint ckpt/vqa_base --annotations vqa_test.json \
       --image_root coco/images --config.answer_list=answer_list.json --output out/vqa   # or --config.mode=generate
   python tools/evaluate.py --task captioning --checkpoint ckpt/caption_large --annotations coco_karpathy_test.json \
@@ -29,20 +30,31 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 # tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {"retrieval": "retrieval", "video_retrieval": "retrieval", "video_qa": "video_qa", "vqa": "vqa",
-                   "captioning": "captioning", "nlvr2": "nlvr2", "grounding": "grounding"}
+TASK_EVALUATORS = {
+  "retrieval": "retrieval",
+  "video_retrieval": "retrieval",
+  "video_qa": "video_qa",
+  "vqa": "vqa",
+  "captioning": "captioning",
+  "nlvr2": "nlvr2",
+  "grounding": "grounding",
+}
 
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASK_EVALUATORS))}")
   p.add_argument("--checkpoint", required=True, help="params directory (convert_checkpoint output or export)")
-  p.add_argument("--annotations", required=True,
-                 help="the official annotation file (local or gs://); nlvr2/grounding: several, comma-separated "
-                      "(names: --config.splits=dev,test, else the file stems or the records' `split`)")
+  p.add_argument(
+    "--annotations",
+    required=True,
+    help="the official annotation file (local or gs://); nlvr2/grounding: several, comma-separated "
+    "(names: --config.splits=dev,test, else the file stems or the records' `split`)",
+  )
   p.add_argument("--image_root", default="", help="directory the annotation's image paths are relative to")
   p.add_argument("--output", required=True, help="directory for metrics.json / predictions.json")
   p.add_argument("--vocab", default="", help="WordPiece vocab (default: the checkpoint's vocab.txt)")
@@ -56,7 +68,7 @@ def _parse(argv):
   for item in rest:
     if not item.startswith("--config.") or "=" not in item:
       p.error(f"unrecognised argument {item!r} (overrides are --config.KEY=VALUE)")
-    key, value = item[len("--config."):].split("=", 1)
+    key, value = item[len("--config.") :].split("=", 1)
     overrides.append((key, value))
   if args.task not in TASK_EVALUATORS:
     p.error(f"--task {args.task!r}: unknown task; known tasks: {', '.join(sorted(TASK_EVALUATORS))}")
@@ -95,6 +107,7 @@ def apply_overrides(config, overrides):
 
 def build_config(args, overrides):
   import ml_collections
+
   from x2vlm_jax import params_io
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.training.sharding import DEFAULT_RULES
@@ -106,28 +119,34 @@ def build_config(args, overrides):
   c.data = ml_collections.ConfigDict({"vocab_file": args.vocab or params_io.vocab_file(args.checkpoint) or ""})
   kind = TASK_EVALUATORS[args.task]
   cls = registry.evaluator_class(kind)
-  c.eval = ml_collections.ConfigDict({**cls.DEFAULTS, "annotations": args.annotations,
-                                      "image_root": args.image_root, "type": kind})
+  c.eval = ml_collections.ConfigDict(
+    {**cls.DEFAULTS, "annotations": args.annotations, "image_root": args.image_root, "type": kind}
+  )
   if args.task == "video_retrieval":  # the retrieval protocol on videos (frames files under image_root)
     c.eval.update(video=True, vision_key="video")
   apply_overrides(c, overrides)
   if not c.data.vocab_file:
-    raise ValueError(f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE "
-                     "(e.g. bert-base-uncased's vocab.txt)")
+    raise ValueError(
+      f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE (e.g. bert-base-uncased's vocab.txt)"
+    )
   return c
 
 
 def main(argv=None) -> int:
   args, overrides = _parse(argv)
   import jax
+
   if args.coordinator_address or args.distributed:
-    jax.distributed.initialize(coordinator_address=args.coordinator_address, num_processes=args.num_processes,
-                               process_id=args.process_id)
+    jax.distributed.initialize(
+      coordinator_address=args.coordinator_address, num_processes=args.num_processes, process_id=args.process_id
+    )
   from etils import epath
   from flax import nnx
+
   from x2vlm_jax import params_io
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.training import sharding as shd
+
   try:
     config = build_config(args, overrides)
   except ValueError as e:

@@ -30,8 +30,11 @@ DATASETS = {"vqa": "shapes_vqa", "captioning": "shapes_captioning"}  # x2vlm_jax
 
 def vqa_baseline(tasks_dir: str):
   from x2vlm_jax.evaluation.vqa import VQASet, accuracy_metrics
+
   train = json.load(open(os.path.join(tasks_dir, "vqa_train.json")))
-  counts = collections.Counter(a for r in train for a in ([r["answer"]] if isinstance(r["answer"], str) else r["answer"]))
+  counts = collections.Counter(
+    a for r in train for a in ([r["answer"]] if isinstance(r["answer"], str) else r["answer"])
+  )
   top = counts.most_common(1)[0][0]
   test = VQASet.from_file(os.path.join(tasks_dir, "vqa_test.json"), tasks_dir)
   return top, accuracy_metrics({q: top for q in test.question_ids}, test)
@@ -40,6 +43,7 @@ def vqa_baseline(tasks_dir: str):
 def captioning_baseline(tasks_dir: str, tokenizer: str):
   from x2vlm_jax.evaluation.caption_metrics import caption_scores
   from x2vlm_jax.evaluation.captioning import read_references
+
   train = json.load(open(os.path.join(tasks_dir, "captioning_train.json")))
   top = collections.Counter(r["caption"] for r in train).most_common(1)[0][0]
   refs = read_references(os.path.join(tasks_dir, "captioning_test_gt.json"))
@@ -57,30 +61,36 @@ def main(argv=None):
   p.add_argument("--fresh", action="store_true", help="delete the workdir first")
   args = p.parse_args(argv)
   if not os.path.exists(os.path.join(args.pretrained, "model_config.json")):
-    print(f"error: no pre-training export at {args.pretrained} (run `make demo` / tools/demo.py first)",
-          file=sys.stderr)
+    print(
+      f"error: no pre-training export at {args.pretrained} (run `make demo` / tools/demo.py first)", file=sys.stderr
+    )
     return 2
   workdir = args.workdir or f"artifacts/shapes_{args.task}"
   if args.fresh:
     import shutil
+
     shutil.rmtree(workdir, ignore_errors=True)
 
   from absl import logging
+
   logging.set_verbosity(logging.INFO)
   t0 = time.time()
   from x2vlm_jax.data import embedded
+
   embedded.ensure(args.data_dir, [DATASETS[args.task]])  # the official-format files and their TFDS dataset
   tasks_dir = os.path.join(args.data_dir, embedded.TASKS)
   data_s = time.time() - t0
 
   from x2vlm_jax import experiment
   from x2vlm_jax.training import trainer
+
   if args.task == "vqa":
     from configs.finetune import shapes_vqa as cfg_module
   else:
     from configs.finetune import shapes_captioning as cfg_module
-  config = cfg_module.get_config(f"data_dir={args.data_dir},epochs={args.epochs}" +
-                                 (f",lr={args.lr}" if args.lr else ""))
+  config = cfg_module.get_config(
+    f"data_dir={args.data_dir},epochs={args.epochs}" + (f",lr={args.lr}" if args.lr else "")
+  )
   config.init_from = args.pretrained
   t1 = time.time()
   state, _, _ = experiment.train(config, workdir)
@@ -90,13 +100,17 @@ def main(argv=None):
   evals = os.path.join(workdir, "eval", "test")
   last = max(os.listdir(evals), key=lambda d: int(d.split("_")[1]))
   got = json.load(open(os.path.join(evals, last, "metrics.json")))
-  print(f"\n=== shapes {args.task}: fine-tuned {args.epochs} epochs from {args.pretrained} "
-        f"({train_s / 60:.1f} min training + evaluation, {data_s:.0f} s data, {os.cpu_count()} CPU cores) ===")
+  print(
+    f"\n=== shapes {args.task}: fine-tuned {args.epochs} epochs from {args.pretrained} "
+    f"({train_s / 60:.1f} min training + evaluation, {data_s:.0f} s data, {os.cpu_count()} CPU cores) ==="
+  )
   if args.task == "vqa":
     top, base = vqa_baseline(tasks_dir)
     print(f"VQA accuracy on {int(got['num_questions'])} held-out questions (official metric, 10 annotators):")
     for key in sorted(k for k in got if k.startswith("acc")):
-      print(f"  {key:<14s} fine-tuned {got[key]:6.2f}%   most frequent answer {top!r}: {base.get(key, float('nan')):6.2f}%")
+      print(
+        f"  {key:<14s} fine-tuned {got[key]:6.2f}%   most frequent answer {top!r}: {base.get(key, float('nan')):6.2f}%"
+      )
     ok = got["acc"] > base["acc"] + 20.0
   else:
     top, base = captioning_baseline(tasks_dir, config.evals.test.get("metrics_tokenizer", "auto"))

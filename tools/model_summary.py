@@ -11,6 +11,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
 from clu import parameter_overview  # noqa: E402

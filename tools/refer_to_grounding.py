@@ -70,9 +70,15 @@ def index(refer_dir: str, split_by: str):
 
 
 def _record(ref, ann, img, image_prefix: str, text: str) -> Dict:
-  return {"image": image_prefix + img["file_name"], "text": text, "ref_id": ref["ref_id"],
-          "bbox": [float(v) for v in ann["bbox"]], "split": ref["split"],
-          "width": int(img["width"]), "height": int(img["height"])}
+  return {
+    "image": image_prefix + img["file_name"],
+    "text": text,
+    "ref_id": ref["ref_id"],
+    "bbox": [float(v) for v in ann["bbox"]],
+    "split": ref["split"],
+    "width": int(img["width"]),
+    "height": int(img["height"]),
+  }
 
 
 def from_refer(refs, by_ref, image_prefix: str) -> Dict[str, List[Dict]]:
@@ -96,8 +102,9 @@ def complete_official(official_dir: str, prefix: str, by_ref) -> Dict[str, List[
       if rec.get("ref_id") not in by_ref:
         raise ValueError(f"{path}: record {i}: ref_id {rec.get('ref_id')!r} is not in the REFER refs")
       ref, ann, img = by_ref[rec["ref_id"]]
-      rec.update(bbox=[float(v) for v in ann["bbox"]], split=ref["split"], width=int(img["width"]),
-                 height=int(img["height"]))
+      rec.update(
+        bbox=[float(v) for v in ann["bbox"]], split=ref["split"], width=int(img["width"]), height=int(img["height"])
+      )
     out[name] = records
   return out
 
@@ -109,13 +116,15 @@ def main(argv=None) -> int:
   p.add_argument("--split_by", default="unc")
   p.add_argument("--prefix", default="refcoco+", help="output (and official) file prefix")
   p.add_argument("--official_dir", default="", help="complete the official PREFIX_{train,val,test}.json instead")
-  p.add_argument("--image_prefix", default="", help="prepended to instances.json file names (without "
-                 "--official_dir)")
+  p.add_argument("--image_prefix", default="", help="prepended to instances.json file names (without --official_dir)")
   a = p.parse_args(argv)
   try:
     refs, by_ref = index(a.refer_dir, a.split_by)
-    out = complete_official(a.official_dir, a.prefix, by_ref) if a.official_dir else from_refer(
-        refs, by_ref, a.image_prefix)
+    out = (
+      complete_official(a.official_dir, a.prefix, by_ref)
+      if a.official_dir
+      else from_refer(refs, by_ref, a.image_prefix)
+    )
   except (OSError, ValueError, KeyError, pickle.UnpicklingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -34,6 +34,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 if __name__ == "__main__":
   from x2vlm_jax import console
+
   console.quiet()
 
 from etils import epath  # noqa: E402
@@ -43,7 +44,7 @@ from etils import epath  # noqa: E402
 class Trial:
   index: int
   name: str
-  arg: str                      # the merged `:arg` string ("" = none)
+  arg: str  # the merged `:arg` string ("" = none)
   overrides: Dict[str, object]  # dotted config key → value
 
 
@@ -128,8 +129,9 @@ def expand(config_spec: str, common: Dict[str, str] = None) -> Tuple[str, List[T
   return path, trials
 
 
-def command(path: str, trial: Trial, root: str, common: Dict[str, str], *, python: str = "python",
-            main: str = "main.py", extra=()) -> List[str]:
+def command(
+  path: str, trial: Trial, root: str, common: Dict[str, str], *, python: str = "python", main: str = "main.py", extra=()
+) -> List[str]:
   spec = f"{path}:{trial.arg}" if trial.arg else path
   cmd = [python, main, f"--config={spec}", f"--workdir={workdir(root, trial)}"]
   cmd += [f"--config.{k}={format_value(v)}" for k, v in trial.overrides.items()]
@@ -169,10 +171,19 @@ def run(path: str, trials: List[Trial], root: str, common, *, max_steps: Optiona
       print(f"[sweep] {t.name}: done, skipped", flush=True)
       continue
     resuming = (wd / "checkpoints").exists() and any(p.name.isdigit() for p in (wd / "checkpoints").iterdir())
-    cmd = command(path, t, os.path.abspath(root), common, python=sys.executable, main=os.path.join(REPO, "main.py"),
-                  extra=list(extra) + ([f"--max_steps={max_steps}"] if max_steps else []))
-    print(f"[sweep] {t.name} ({t.index + 1}/{len(trials)}): {'resuming' if resuming else 'starting'}\n  "
-          f"{shlex.join(cmd)}", flush=True)
+    cmd = command(
+      path,
+      t,
+      os.path.abspath(root),
+      common,
+      python=sys.executable,
+      main=os.path.join(REPO, "main.py"),
+      extra=list(extra) + ([f"--max_steps={max_steps}"] if max_steps else []),
+    )
+    print(
+      f"[sweep] {t.name} ({t.index + 1}/{len(trials)}): {'resuming' if resuming else 'starting'}\n  {shlex.join(cmd)}",
+      flush=True,
+    )
     wd.mkdir(parents=True, exist_ok=True)
     record = {"command": cmd, "status": "running"}
     (wd / TRIAL_FILE).write_text(json.dumps(record, indent=2))
@@ -212,8 +223,7 @@ def _mode(metric: str, config: dict) -> str:
 
 def table_rows(trials: List[Trial], root: str, metrics: List[str], sort: str, sort_value: str = ""):
   """→ (header, rows) with rows sorted by `sort` (missing values last)."""
-  swept = list(dict.fromkeys([k for t in trials for k in _arg_items(t.arg)] +
-                             [k for t in trials for k in t.overrides]))
+  swept = list(dict.fromkeys([k for t in trials for k in _arg_items(t.arg)] + [k for t in trials for k in t.overrides]))
   header = ["trial", "status", "step"] + swept
   for m in metrics:
     header += [f"{m} (final)", f"{m} (best)"]
@@ -254,6 +264,7 @@ def render(header, rows, fmt: str) -> str:
   if fmt == "csv":
     import csv
     import io
+
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(header)
@@ -286,25 +297,35 @@ def _parse(argv):
   mode.add_argument("--run", action="store_true", help="run the trials here, one after another (resumable)")
   mode.add_argument("--table", action="store_true", help="collect every trial's config and metrics")
   p.add_argument("--trials", default="", help="comma-separated trial numbers (default: all)")
-  p.add_argument("--max_steps", type=int, default=None, help="--run: passed to main.py (stop each launch after N steps)")
+  p.add_argument(
+    "--max_steps", type=int, default=None, help="--run: passed to main.py (stop each launch after N steps)"
+  )
   p.add_argument("--python", default="python", help="--print: the interpreter in the commands")
   p.add_argument("--metrics", default="", help="--table: comma-separated metrics (default: train/loss + best_metric)")
-  p.add_argument("--sort", default="", help="--table: the metric to sort by (default: the config's best_metric if "
-                 "set, else train/loss)")
-  p.add_argument("--sort_value", choices=["final", "best"], default="",
-                 help="--table: sort by the final or the best value (default: best for best_metric, else final)")
+  p.add_argument(
+    "--sort",
+    default="",
+    help="--table: the metric to sort by (default: the config's best_metric if set, else train/loss)",
+  )
+  p.add_argument(
+    "--sort_value",
+    choices=["final", "best"],
+    default="",
+    help="--table: sort by the final or the best value (default: best for best_metric, else final)",
+  )
   p.add_argument("--format", choices=["md", "csv"], default="md")
   p.add_argument("--output", default="", help="--table: write the table to this file too")
   args, rest = p.parse_known_args(argv)
   common, extra = {}, []
   if "--" in rest:
-    extra = rest[rest.index("--") + 1:]
-    rest = rest[:rest.index("--")]
+    extra = rest[rest.index("--") + 1 :]
+    rest = rest[: rest.index("--")]
   for item in rest:
     if not item.startswith("--config.") or "=" not in item:
-      p.error(f"unrecognised argument {item!r} (overrides for every trial are --config.KEY=VALUE; "
-              "main.py flags go after --)")
-    key, value = item[len("--config."):].split("=", 1)
+      p.error(
+        f"unrecognised argument {item!r} (overrides for every trial are --config.KEY=VALUE; main.py flags go after --)"
+      )
+    key, value = item[len("--config.") :].split("=", 1)
     common[key] = value
   return args, common, extra
 

@@ -36,22 +36,41 @@ IGNORE_ID = -100
 TEXT_FIELDS = ("text_ids", "text_mask", "text_ids_masked", "masked_pos", "mlm_labels", "valid")
 
 
-def stream_spec(stream: str, *, batch_size: int, image_res: int, patch_size: int, max_tokens: int,
-                max_masks: int, num_images: int = 0, num_frames: int = 0) -> Dict[str, tuple]:
+def stream_spec(
+  stream: str,
+  *,
+  batch_size: int,
+  image_res: int,
+  patch_size: int,
+  max_tokens: int,
+  max_masks: int,
+  num_images: int = 0,
+  num_frames: int = 0,
+) -> Dict[str, tuple]:
   """{field: (shape, dtype)} for one stream's per-host batch."""
-  b, r, l, m = batch_size, image_res, max_tokens, max_masks
-  text = {"text_ids": ((b, l), np.int32), "text_mask": ((b, l), np.int32),
-          "text_ids_masked": ((b, l), np.int32), "masked_pos": ((b, m), np.int32),
-          "mlm_labels": ((b, m), np.int32), "valid": ((b,), np.float32)}
+  b, r, length, m = batch_size, image_res, max_tokens, max_masks
+  text = {
+    "text_ids": ((b, length), np.int32),
+    "text_mask": ((b, length), np.int32),
+    "text_ids_masked": ((b, length), np.int32),
+    "masked_pos": ((b, m), np.int32),
+    "mlm_labels": ((b, m), np.int32),
+    "valid": ((b,), np.float32),
+  }
   if stream == "image":
     return {"images": ((b, r, r, 3), np.float32), **text}
   if stream == "video":
     return {"frames": ((b, num_frames, r, r, 3), np.float32), **text}
   if stream == "region":
     n = (r // patch_size) ** 2
-    return {"images": ((num_images, r, r, 3), np.float32), "image_index": ((b,), np.int32),
-            "patch_mask": ((b, 1 + n), np.int32), "target_bbox": ((b, 4), np.float32),
-            "is_image": ((b,), np.int32), **text}
+    return {
+      "images": ((num_images, r, r, 3), np.float32),
+      "image_index": ((b,), np.int32),
+      "patch_mask": ((b, 1 + n), np.int32),
+      "target_bbox": ((b, 4), np.float32),
+      "is_image": ((b,), np.int32),
+      **text,
+    }
   raise ValueError(f"stream: expected image/region/video, got {stream!r}")
 
 
@@ -63,20 +82,23 @@ def check_stream(stream: str, batch: Dict[str, np.ndarray], spec: Dict[str, tupl
   for k, (shape, dtype) in spec.items():
     a = batch[k]
     if tuple(a.shape) != tuple(shape) or np.dtype(a.dtype) != np.dtype(dtype):
-      raise ValueError(f"{stream} batch field {k!r}: expected {shape} {np.dtype(dtype).name}, "
-                       f"got {tuple(a.shape)} {np.dtype(a.dtype).name}")
+      raise ValueError(
+        f"{stream} batch field {k!r}: expected {shape} {np.dtype(dtype).name}, "
+        f"got {tuple(a.shape)} {np.dtype(a.dtype).name}"
+      )
 
 
-def synthetic_stream(stream: str, spec: Dict[str, tuple], *, vocab_size: int, seed: int = 0,
-                     mask_prob: float = 0.25) -> Dict[str, np.ndarray]:
+def synthetic_stream(
+  stream: str, spec: Dict[str, tuple], *, vocab_size: int, seed: int = 0, mask_prob: float = 0.25
+) -> Dict[str, np.ndarray]:
   """A random batch that satisfies the contract (benchmarks and tests; no tensorflow needed)."""
   rs = np.random.RandomState(seed)
   out = {}
-  b, l = spec["text_ids"][0]
+  b, length = spec["text_ids"][0]
   m = spec["masked_pos"][0][1]
-  lengths = rs.randint(max(3, l // 2), l + 1, size=b)
-  ids = rs.randint(1000 if vocab_size > 2000 else 5, vocab_size, size=(b, l)).astype(np.int32)
-  mask = (np.arange(l)[None] < lengths[:, None]).astype(np.int32)
+  lengths = rs.randint(max(3, length // 2), length + 1, size=b)
+  ids = rs.randint(1000 if vocab_size > 2000 else 5, vocab_size, size=(b, length)).astype(np.int32)
+  mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
   ids[:, 0] = 101 if vocab_size > 103 else 1
   ids[np.arange(b), lengths - 1] = 102 if vocab_size > 103 else 2
   ids *= mask
@@ -86,11 +108,17 @@ def synthetic_stream(stream: str, spec: Dict[str, tuple], *, vocab_size: int, se
   for i in range(b):
     k = int(min(m, max(1, round(lengths[i] * mask_prob))))
     pos = np.sort(rs.choice(np.arange(1, lengths[i]), size=min(k, lengths[i] - 1), replace=False))
-    masked_pos[i, :len(pos)] = pos
-    labels[i, :len(pos)] = ids[i, pos]
+    masked_pos[i, : len(pos)] = pos
+    labels[i, : len(pos)] = ids[i, pos]
     ids_masked[i, pos] = 103 if vocab_size > 103 else 3
-  out.update(text_ids=ids, text_mask=mask, text_ids_masked=ids_masked, masked_pos=masked_pos,
-             mlm_labels=labels, valid=np.ones((b,), np.float32))
+  out.update(
+    text_ids=ids,
+    text_mask=mask,
+    text_ids_masked=ids_masked,
+    masked_pos=masked_pos,
+    mlm_labels=labels,
+    valid=np.ones((b,), np.float32),
+  )
   for k in ("images", "frames"):
     if k in spec:
       out[k] = rs.randn(*spec[k][0]).astype(np.float32)

@@ -20,13 +20,20 @@ import sys
 
 # Substrings of expected native lines printed while tensorflow loads.
 NATIVE_NOISE = (
-    "All log messages before absl::InitializeLog() is called",
-    "oneDNN custom operations are on",
-    "cudart_stub.cc", "Could not find cuda drivers",
-    "cpu_feature_guard.cc", "To enable the following instructions", "rebuild TensorFlow with the appropriate",
-    "failed call to cuInit", "oneDNN supports DT_INT64 only on platforms with AVX-512",
-    "Unable to register cuDNN factory", "Unable to register cuFFT factory", "Unable to register cuBLAS factory",
-    "computation placer already registered", "TF-TRT Warning",
+  "All log messages before absl::InitializeLog() is called",
+  "oneDNN custom operations are on",
+  "cudart_stub.cc",
+  "Could not find cuda drivers",
+  "cpu_feature_guard.cc",
+  "To enable the following instructions",
+  "rebuild TensorFlow with the appropriate",
+  "failed call to cuInit",
+  "oneDNN supports DT_INT64 only on platforms with AVX-512",
+  "Unable to register cuDNN factory",
+  "Unable to register cuFFT factory",
+  "Unable to register cuBLAS factory",
+  "computation placer already registered",
+  "TF-TRT Warning",
 )
 
 
@@ -50,8 +57,9 @@ def filter_native_stderr(noise=NATIVE_NOISE) -> None:
   original = os.dup(2)
   read, write = os.pipe()
   patterns = [arg for n in noise for arg in ("-e", n)]
-  child = subprocess.Popen([grep, "-v", "-F", "--line-buffered", *patterns], stdin=read, stdout=original,
-                           close_fds=True)
+  child = subprocess.Popen(
+    [grep, "-v", "-F", "--line-buffered", *patterns], stdin=read, stdout=original, close_fds=True
+  )
   os.close(read)
   os.dup2(write, 2)
   os.close(write)
@@ -65,6 +73,7 @@ def filter_native_stderr(noise=NATIVE_NOISE) -> None:
       child.wait(timeout=5)
     except subprocess.TimeoutExpired:
       pass
+
   atexit.register(restore)
 
 
@@ -87,6 +96,7 @@ class ExpectedInfo(pylogging.Filter):
 def quiet(verbosity: str = "info") -> None:
   """Call before importing jax/tensorflow (main.py, tools/*.py). absl logging at `verbosity`."""
   from absl import logging
+
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # still honoured by tensorflow's own C++ logging
   if not verbose():
     filter_native_stderr()
@@ -96,6 +106,7 @@ def quiet(verbosity: str = "info") -> None:
   logging.use_absl_handler()
   logging.set_verbosity(verbosity)
   from absl import flags
+
   if not flags.FLAGS.is_parsed():
     # argparse tools never parse absl flags; without this absl prefixes the first log line with
     # "Logging before flag parsing goes to stderr". absl's app.run parses them again as usual.

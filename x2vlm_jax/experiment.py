@@ -21,12 +21,14 @@ def ensure_embedded_data(config) -> None:
   """Builds the embedded `shapes` data a config names on first use (x2vlm_jax.data.embedded).
   Process 0 builds; on a data_dir that is not shared, every other host then builds its own copy."""
   from x2vlm_jax.data import embedded  # tf-free; the builders import tensorflow only when needed
+
   if not embedded.needed(config):
     return
   if jax.process_index() == 0:
     embedded.ensure_for_config(config)
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices("embedded data built")
     embedded.ensure_for_config(config)
 
@@ -42,8 +44,15 @@ def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=N
   def evaluate(step, graphdef, params, total, start):
     return registry.run_due(evaluators, graphdef, params, step, total, root, start=start)
 
-  return trainer.train(config, workdir, task, evaluate=evaluate if evaluators else None, mesh=mesh,
-                       input_iter=input_iter, max_steps=max_steps)
+  return trainer.train(
+    config,
+    workdir,
+    task,
+    evaluate=evaluate if evaluators else None,
+    mesh=mesh,
+    input_iter=input_iter,
+    max_steps=max_steps,
+  )
 
 
 def finished(config, state) -> bool:

@@ -56,6 +56,7 @@ def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] 
       target.rmtree()
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
+
     multihost_utils.sync_global_devices(f"params_io.save:{directory}")
   params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), params)
   with ocp.StandardCheckpointer() as ckptr:
@@ -65,8 +66,10 @@ def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] 
 def load_config(directory: str) -> ml_collections.ConfigDict:
   path = fs.path(directory) / CONFIG_FILE
   if not path.exists():
-    raise ValueError(f"checkpoint_dir: {directory!r} has no {CONFIG_FILE}; expected a directory written by "
-                     "tools/convert_checkpoint.py or the trainer's export")
+    raise ValueError(
+      f"checkpoint_dir: {directory!r} has no {CONFIG_FILE}; expected a directory written by "
+      "tools/convert_checkpoint.py or the trainer's export"
+    )
   cfg = presets.get_preset(json.loads(path.read_text())["name"])
   cfg.update(json.loads(path.read_text()))
   presets.validate(cfg)
@@ -81,8 +84,10 @@ def load(directory: str, cfg=None, sharding=None):
   else:
     for key in ("name", "image_res", "num_frames", "embed_dim"):
       if cfg[key] != stored[key]:
-        raise ValueError(f"checkpoint {directory!r}: it was written for {key}={stored[key]!r}, "
-                         f"the requested model has {key}={cfg[key]!r}")
+        raise ValueError(
+          f"checkpoint {directory!r}: it was written for {key}={stored[key]!r}, "
+          f"the requested model has {key}={cfg[key]!r}"
+        )
   abstract = nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param))
   if sharding is None:
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)

@@ -26,9 +26,16 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-
-  def __init__(self, what: str, total: Optional[int] = None, *, unit: str = "items", every_s: float = 15.0,
-               enabled: bool = True, log: Callable[[str], None] = None):
+  def __init__(
+    self,
+    what: str,
+    total: Optional[int] = None,
+    *,
+    unit: str = "items",
+    every_s: float = 15.0,
+    enabled: bool = True,
+    log: Callable[[str], None] = None,
+  ):
     self.what, self.total, self.unit, self.every_s = what, total, unit, every_s
     self.enabled = enabled
     self.count = 0
@@ -55,8 +62,10 @@ class Progress:
   def done(self) -> None:
     if self.enabled:
       elapsed = time.perf_counter() - self._start
-      self._log(f"{self.what}: {self.count} {self.unit} in {_duration(elapsed)} "
-                f"({self.count / max(elapsed, 1e-9):.1f} {self.unit}/s)")
+      self._log(
+        f"{self.what}: {self.count} {self.unit} in {_duration(elapsed)} "
+        f"({self.count / max(elapsed, 1e-9):.1f} {self.unit}/s)"
+      )
 
   def wrap(self, iterable: Iterable):
     """Yields the items of `iterable`, counting each."""

@@ -23,7 +23,7 @@ def captioning_data(c, *, data_dir: str, train):
   d = c.data
   d.data_dir = data_dir
   d.train = list(train)
-  d.max_tokens = 40          # [CLS] + prompt + caption + [SEP], cut (official max_tokens)
+  d.max_tokens = 40  # [CLS] + prompt + caption + [SEP], cut (official max_tokens)
   d.max_masks = 18
   d.mask_prob = 0.6
   d.mask_whole_word = True
@@ -32,17 +32,36 @@ def captioning_data(c, *, data_dir: str, train):
 
 
 def captioning_eval(*, annotations: str, image_root: str, gt_file: str, prompt: str, **extra):
-  e = dict(type="captioning", annotations=annotations, image_root=image_root, gt_file=gt_file, prompt=prompt,
-           batch_size=20, num_beams=3, min_length=5, max_length=50, length_penalty=0.0, every=0, at_end=True)
+  e = dict(
+    type="captioning",
+    annotations=annotations,
+    image_root=image_root,
+    gt_file=gt_file,
+    prompt=prompt,
+    batch_size=20,
+    num_beams=3,
+    min_length=5,
+    max_length=50,
+    length_penalty=0.0,
+    every=0,
+    at_end=True,
+  )
   e.update(extra)
   return ml_collections.ConfigDict(e)
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="large", res=384, gpus=8, per_gpu=16, data_dir="gs://YOUR_BUCKET/tfds",
-                       annotations="gs://YOUR_BUCKET/finetune/coco_karpathy_test.json",
-                       gt_file="gs://YOUR_BUCKET/finetune/coco_karpathy_test_gt.json",
-                       image_root="gs://YOUR_BUCKET/coco")
+  a = common.parse_arg(
+    arg,
+    model="large",
+    res=384,
+    gpus=8,
+    per_gpu=16,
+    data_dir="gs://YOUR_BUCKET/tfds",
+    annotations="gs://YOUR_BUCKET/finetune/coco_karpathy_test.json",
+    gt_file="gs://YOUR_BUCKET/finetune/coco_karpathy_test_gt.json",
+    image_root="gs://YOUR_BUCKET/coco",
+  )
   c = common.base_config(a.model, "captioning", a.res, a.gpus * a.per_gpu)
   c.prompt = "a picture of "
   c.label_smoothing = 0.1
@@ -53,9 +72,8 @@ def get_config(arg=None):
   c.optim.text_lr = 5e-6
   c.optim.lr_mult = 2.0
   c.optim.warmup_fraction = 0.05
-  c.evals.test = captioning_eval(annotations=a.annotations, image_root=a.image_root, gt_file=a.gt_file,
-                                 prompt=c.prompt)
-  c.best_metric = "test/score"      # Bleu_4 + CIDEr, the official selection
+  c.evals.test = captioning_eval(annotations=a.annotations, image_root=a.image_root, gt_file=a.gt_file, prompt=c.prompt)
+  c.best_metric = "test/score"  # Bleu_4 + CIDEr, the official selection
   if a.model == "large":
     c.model.remat_vision = True
   return c

@@ -13,16 +13,33 @@ from configs.finetune import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="base", res=384, gpus=8, per_gpu=20, k_test=256, dataset="coco",
-                       annotations="gs://YOUR_BUCKET/finetune/coco_test.json", image_root="gs://YOUR_BUCKET/coco")
+  a = common.parse_arg(
+    arg,
+    model="base",
+    res=384,
+    gpus=8,
+    per_gpu=20,
+    k_test=256,
+    dataset="coco",
+    annotations="gs://YOUR_BUCKET/finetune/coco_test.json",
+    image_root="gs://YOUR_BUCKET/coco",
+  )
   c = common.base_config(a.model, "retrieval", a.res, a.gpus * a.per_gpu)
   c.data.train = [(f"{a.dataset}_retrieval", "train", 1.0)]
-  c.itm_group_size = a.per_gpu      # hard negatives from each GPU's own batch, as officially
+  c.itm_group_size = a.per_gpu  # hard negatives from each GPU's own batch, as officially
   c.num_epochs = 10
   c.optim.lr = 3e-5
-  c.evals.test = dict(type="retrieval", annotations=a.annotations, image_root=a.image_root, k_test=a.k_test,
-                      every=0, at_end=True, batch_size=12, rerank_pairs=a.k_test)
-  c.best_metric = "test/r_mean"     # the official selection (on test: its val evaluation is commented out)
+  c.evals.test = dict(
+    type="retrieval",
+    annotations=a.annotations,
+    image_root=a.image_root,
+    k_test=a.k_test,
+    every=0,
+    at_end=True,
+    batch_size=12,
+    rerank_pairs=a.k_test,
+  )
+  c.best_metric = "test/r_mean"  # the official selection (on test: its val evaluation is commented out)
   if a.model == "large":
     c.model.remat_vision = True
   return c

@@ -15,17 +15,17 @@ from x2vlm_jax.models import presets
 def finetune_data(image_res_ref, batch_size: int) -> ml_collections.ConfigDict:
   """The input of a fine-tuning task (one stream; batch sizes are GLOBAL)."""
   d = ml_collections.ConfigDict()
-  d.source = "tfds"                 # "synthetic": contract-shaped random batches (tests, benchmarks)
+  d.source = "tfds"  # "synthetic": contract-shaped random batches (tests, benchmarks)
   d.data_dir = "gs://YOUR_BUCKET/tfds"
   d.vocab_file = "gs://YOUR_BUCKET/bert-base-uncased/vocab.txt"
   d.train = [("TRAIN_DATASET", "train", 1.0)]  # [(name, split, weight)] built by tools/build_tfds.py
-  d.image_res = image_res_ref       # follows config.model.image_res
+  d.image_res = image_res_ref  # follows config.model.image_res
   d.batch_size = batch_size
-  d.max_tokens = 40                 # official fine-tuning `max_tokens`
-  d.max_words = 30                  # official pre_caption word limit of retrieval/NLVR2/grounding
+  d.max_tokens = 40  # official fine-tuning `max_tokens`
+  d.max_words = 30  # official pre_caption word limit of retrieval/NLVR2/grounding
   d.randaug = True
-  d.crop_scale = (0.5, 1.0)         # the official fine-tuning "train" transform (spec §4.3)
-  d.strict = False                  # a corrupt image is dropped and counted; True raises
+  d.crop_scale = (0.5, 1.0)  # the official fine-tuning "train" transform (spec §4.3)
+  d.strict = False  # a corrupt image is dropped and counted; True raises
   d.num_parallel_calls = -1
   d.prefetch = 2
   d.threadpool_size = 0
@@ -43,26 +43,26 @@ def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_co
   c.data = finetune_data(c.model.get_ref("image_res"), batch_size)
 
   c.seed = 42
-  c.num_epochs = 10                 # total_steps = epochs × ceil(train records / batch) when > 0
+  c.num_epochs = 10  # total_steps = epochs × ceil(train records / batch) when > 0
   c.total_steps = -1
   c.log_every = 50
   c.checkpoint_every = 1000
   c.keep_checkpoints = 1
   c.async_checkpoints = True
-  c.init_from = ""                  # a pre-trained checkpoint dir (convert_checkpoint output or export)
+  c.init_from = ""  # a pre-trained checkpoint dir (convert_checkpoint output or export)
 
   c.optim = optimizer.default_config()
   c.optim.lr = 3e-5
   c.optim.weight_decay = 0.01
   c.optim.lr_mult = 2.0
-  c.optim.warmup_fraction = 0.1     # official `num_warmup_steps: 0.1` (10% of the run)
-  c.optim.clip_norm = 0.0           # fine-tuning scripts do not clip (spec §6.3)
+  c.optim.warmup_fraction = 0.1  # official `num_warmup_steps: 0.1` (10% of the run)
+  c.optim.clip_norm = 0.0  # fine-tuning scripts do not clip (spec §6.3)
 
   c.mesh = (-1, 1, 1)
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]
   c.itc_grad_scale = 1.0
   c.evals = ml_collections.ConfigDict()
-  c.best_metric = ""                # "<eval name>/<metric>": that step is kept besides the newest
+  c.best_metric = ""  # "<eval name>/<metric>": that step is kept besides the newest
   c.best_mode = "max"
   c.profile = False
   c.profile_start = 10
@@ -77,6 +77,7 @@ def shapes_setup(c, data_dir: str) -> str:
   no regularisation (no dropout, drop-path or RandAugment). Returns the directory of the
   official-format task files (x2vlm_jax/data/shapes_tasks.py)."""
   from x2vlm_jax.data.config import SHAPES_VOCAB
+
   c.model.vision.abs_pos_emb = True
   c.model.vision.pos_embed_init = "sincos"
   c.model.text.hidden_dropout = 0.0

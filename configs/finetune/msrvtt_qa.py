@@ -19,21 +19,37 @@ from configs.finetune import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="base", res=224, frames=5, batch=64, labels=1500, dataset="msrvtt_qa",
-                       pattern="video_{num}.json", root="gs://YOUR_BUCKET/msrvtt")
+  a = common.parse_arg(
+    arg,
+    model="base",
+    res=224,
+    frames=5,
+    batch=64,
+    labels=1500,
+    dataset="msrvtt_qa",
+    pattern="video_{num}.json",
+    root="gs://YOUR_BUCKET/msrvtt",
+  )
   c = common.base_config(a.model, "video_qa", a.res, a.batch)
   c.model.num_frames = a.frames
   c.model.heads.num_labels = a.labels
   c.data.train = [(a.dataset, "train")]
   c.data.num_frames = c.model.get_ref("num_frames")
-  c.data.max_words = 40          # pre_question's training limit (official max_ques_words)
+  c.data.max_words = 40  # pre_question's training limit (official max_ques_words)
   c.num_epochs = 8
   c.optim.lr = 4e-5
   c.optim.vision_lr = 2e-5
   c.optim.text_lr = 4e-5
   ans2label = f"{a.root}/{a.dataset}/train_ans2label.json"
   for split in ("val", "test"):
-    c.evals[split] = dict(type="video_qa", annotations=f"{a.root}/{a.dataset}/{split}.jsonl", image_root=f"{a.root}/frames",
-                          ans2label=ans2label, video_pattern=a.pattern, batch_size=8, at_end=True)
+    c.evals[split] = dict(
+      type="video_qa",
+      annotations=f"{a.root}/{a.dataset}/{split}.jsonl",
+      image_root=f"{a.root}/frames",
+      ans2label=ans2label,
+      video_pattern=a.pattern,
+      batch_size=8,
+      at_end=True,
+    )
   c.best_metric = "val/acc"
   return c

@@ -15,8 +15,16 @@ from configs.finetune import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="base", res=224, frames=5, batch=64, k_test=128,
-                       annotations="gs://YOUR_BUCKET/msrvtt/msrvtt_test_1ka.json", root="gs://YOUR_BUCKET/msrvtt/frames")
+  a = common.parse_arg(
+    arg,
+    model="base",
+    res=224,
+    frames=5,
+    batch=64,
+    k_test=128,
+    annotations="gs://YOUR_BUCKET/msrvtt/msrvtt_test_1ka.json",
+    root="gs://YOUR_BUCKET/msrvtt/frames",
+  )
   c = common.base_config(a.model, "retrieval", a.res, a.batch)
   c.model.num_frames = a.frames
   c.data.video = True
@@ -24,7 +32,16 @@ def get_config(arg=None):
   c.data.train = [("msrvtt_retrieval", "train")]
   c.itm_group_size = 16
   c.num_epochs = 5
-  c.evals.test = dict(type="retrieval", annotations=a.annotations, image_root=a.root, video=True, vision_key="video",
-                      k_test=a.k_test, batch_size=8, rerank_pairs=a.k_test, at_end=True)
+  c.evals.test = dict(
+    type="retrieval",
+    annotations=a.annotations,
+    image_root=a.root,
+    video=True,
+    vision_key="video",
+    k_test=a.k_test,
+    batch_size=8,
+    rerank_pairs=a.k_test,
+    at_end=True,
+  )
   c.best_metric = "test/r_mean"
   return c

@@ -6,5 +6,7 @@ from configs.finetune import common, msrvtt_qa
 
 def get_config(arg=None):
   a = common.parse_arg(arg, model="base", res=224, frames=5, batch=64, root="gs://YOUR_BUCKET/msvd")
-  return msrvtt_qa.get_config(f"model={a.model},res={a.res},frames={a.frames},batch={a.batch},labels=1000,"
-                              f"dataset=msvd_qa,pattern={{id}}.json,root={a.root}")
+  return msrvtt_qa.get_config(
+    f"model={a.model},res={a.res},frames={a.frames},batch={a.batch},labels=1000,"
+    f"dataset=msvd_qa,pattern={{id}}.json,root={a.root}"
+  )

@@ -20,8 +20,16 @@ from configs.finetune import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="base", res=384, gpus=8, per_gpu=10, dev="gs://YOUR_BUCKET/finetune/nlvr_dev.json",
-                       test="gs://YOUR_BUCKET/finetune/nlvr_test.json", image_root="gs://YOUR_BUCKET/nlvr2")
+  a = common.parse_arg(
+    arg,
+    model="base",
+    res=384,
+    gpus=8,
+    per_gpu=10,
+    dev="gs://YOUR_BUCKET/finetune/nlvr_dev.json",
+    test="gs://YOUR_BUCKET/finetune/nlvr_test.json",
+    image_root="gs://YOUR_BUCKET/nlvr2",
+  )
   c = common.base_config(a.model, "nlvr2", a.res, a.gpus * a.per_gpu)
   c.model.heads.nlvr = True
   c.data.train = [("nlvr2", "train", 1.0)]
@@ -29,8 +37,15 @@ def get_config(arg=None):
   c.optim.lr = 3e-5
   c.optim.lr_mult = 2.0
   # Both splits every epoch, as NLVR.py does (`dev_acc`, `test_acc`, `dev_test_mean_acc`).
-  c.evals.nlvr2 = dict(type="nlvr2", annotations=f"{a.dev},{a.test}", splits="dev,test", image_root=a.image_root,
-                       batch_size=a.per_gpu, every=0, at_end=True)
+  c.evals.nlvr2 = dict(
+    type="nlvr2",
+    annotations=f"{a.dev},{a.test}",
+    splits="dev,test",
+    image_root=a.image_root,
+    batch_size=a.per_gpu,
+    every=0,
+    at_end=True,
+  )
   c.best_metric = "nlvr2/dev_acc"
   if a.model == "large":
     c.model.remat_vision = True

@@ -8,5 +8,6 @@ from configs.finetune import common, refcoco_grounding_large
 
 def get_config(arg=None):
   a = common.parse_arg(arg, res=384, gpus=8, per_gpu=20, lr=1e-5, drop_path=0.1)
-  return refcoco_grounding_large.get_config(f"model=base,res={a.res},gpus={a.gpus},per_gpu={a.per_gpu},"
-                                            f"lr={a.lr},drop_path={a.drop_path}")
+  return refcoco_grounding_large.get_config(
+    f"model=base,res={a.res},gpus={a.gpus},per_gpu={a.per_gpu},lr={a.lr},drop_path={a.drop_path}"
+  )

@@ -20,21 +20,36 @@ from configs.finetune import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="large", res=384, gpus=8, per_gpu=20, lr=1e-5, drop_path=0.1,
-                       val="gs://YOUR_BUCKET/finetune/refcoco+_val.json",
-                       test="gs://YOUR_BUCKET/finetune/refcoco+_test.json", image_root="gs://YOUR_BUCKET/coco/train2014")
+  a = common.parse_arg(
+    arg,
+    model="large",
+    res=384,
+    gpus=8,
+    per_gpu=20,
+    lr=1e-5,
+    drop_path=0.1,
+    val="gs://YOUR_BUCKET/finetune/refcoco+_val.json",
+    test="gs://YOUR_BUCKET/finetune/refcoco+_test.json",
+    image_root="gs://YOUR_BUCKET/coco/train2014",
+  )
   c = common.base_config(a.model, "grounding", a.res, a.gpus * a.per_gpu)
   c.model.text.drop_path_rate = a.drop_path
   c.model.text.cross_drop_path_rate = a.drop_path
   c.data.train = [("refcoco_plus", "train", 1.0)]
-  c.data.careful_hflip = True       # no flip when the expression says "left" or "right"
+  c.data.careful_hflip = True  # no flip when the expression says "left" or "right"
   c.num_epochs = 10
   c.optim.lr = a.lr
   c.optim.lr_mult = 2.0
   # The official test_file: [refcoco+_val.json, refcoco+_test.json]; splits val / testA / testB come
   # from the records (REFER's `split`).
-  c.evals.refcoco = dict(type="grounding", annotations=f"{a.val},{a.test}", image_root=a.image_root,
-                         batch_size=a.per_gpu, every=0, at_end=True)
+  c.evals.refcoco = dict(
+    type="grounding",
+    annotations=f"{a.val},{a.test}",
+    image_root=a.image_root,
+    batch_size=a.per_gpu,
+    every=0,
+    at_end=True,
+  )
   c.best_metric = "refcoco/val_d"
   if a.model == "large":
     c.model.remat_vision = True

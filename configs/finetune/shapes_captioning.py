@@ -29,7 +29,14 @@ def get_config(arg=None):
   c.optim.lr = a.lr
   c.checkpoint_every = 500
   c.evals.test = coco_captioning_large.captioning_eval(
-      annotations=f"{tasks}/captioning_test.json", image_root=tasks, gt_file=f"{tasks}/captioning_test_gt.json",
-      prompt=c.prompt, batch_size=64, min_length=3, max_length=20, at_start=True)
+    annotations=f"{tasks}/captioning_test.json",
+    image_root=tasks,
+    gt_file=f"{tasks}/captioning_test_gt.json",
+    prompt=c.prompt,
+    batch_size=64,
+    min_length=3,
+    max_length=20,
+    at_start=True,
+  )
   c.best_metric = "test/CIDEr"
   return c

@@ -24,7 +24,13 @@ def get_config(arg=None):
   c.data.train = [("shapes_grounding", "train", 1.0)]
   c.data.careful_hflip = True
   tasks = f"{a.data_dir}/shapes_tasks"
-  c.evals.grounding = dict(type="grounding", annotations=f"{tasks}/grounding_test.json", image_root=tasks,
-                           batch_size=64, at_start=True, at_end=True)
+  c.evals.grounding = dict(
+    type="grounding",
+    annotations=f"{tasks}/grounding_test.json",
+    image_root=tasks,
+    batch_size=64,
+    at_start=True,
+    at_end=True,
+  )
   c.best_metric = "grounding/val_d"
   return c

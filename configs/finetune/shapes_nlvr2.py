@@ -23,7 +23,14 @@ def get_config(arg=None):
   c.model.heads.nlvr = True
   c.data.train = [("shapes_nlvr2", "train", 1.0)]
   tasks = f"{a.data_dir}/shapes_tasks"
-  c.evals.nlvr2 = dict(type="nlvr2", annotations=f"{tasks}/nlvr_dev.json,{tasks}/nlvr_test.json", splits="dev,test",
-                       image_root=tasks, batch_size=64, at_start=True, at_end=True)
+  c.evals.nlvr2 = dict(
+    type="nlvr2",
+    annotations=f"{tasks}/nlvr_dev.json,{tasks}/nlvr_test.json",
+    splits="dev,test",
+    image_root=tasks,
+    batch_size=64,
+    at_start=True,
+    at_end=True,
+  )
   c.best_metric = "nlvr2/dev_acc"
   return c

@@ -20,7 +20,16 @@ def get_config(arg=None):
   c.data.train = [("shapes_retrieval", "train", 1.0)]
   c.itm_group_size = a.batch
   tasks = f"{a.data_dir}/shapes_tasks"
-  c.evals.test = dict(type="retrieval", annotations=f"{tasks}/retrieval_test.json", image_root=tasks, k_test=16,
-                      batch_size=64, rerank_pairs=256, max_tokens=16, at_start=True, at_end=True)
+  c.evals.test = dict(
+    type="retrieval",
+    annotations=f"{tasks}/retrieval_test.json",
+    image_root=tasks,
+    k_test=16,
+    batch_size=64,
+    rerank_pairs=256,
+    max_tokens=16,
+    at_start=True,
+    at_end=True,
+  )
   c.best_metric = "test/r_mean"
   return c

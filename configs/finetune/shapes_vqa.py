@@ -28,8 +28,15 @@ def get_config(arg=None):
   c.num_epochs = a.epochs
   c.optim.lr = a.lr
   c.checkpoint_every = 500
-  c.evals.test = vqa2_base.vqa_eval(annotations=f"{tasks}/vqa_test.json", image_root=tasks,
-                                    answer_list=f"{tasks}/answer_list.json", mode=a.mode, batch_size=64,
-                                    max_tokens=16, max_answer_tokens=4, at_start=True)
+  c.evals.test = vqa2_base.vqa_eval(
+    annotations=f"{tasks}/vqa_test.json",
+    image_root=tasks,
+    answer_list=f"{tasks}/answer_list.json",
+    mode=a.mode,
+    batch_size=64,
+    max_tokens=16,
+    max_answer_tokens=4,
+    at_start=True,
+  )
   c.best_metric = "test/acc"
   return c

@@ -25,26 +25,45 @@ def vqa_data(c, *, data_dir: str, train, max_answers: int = 10, max_answer_token
   d = c.data
   d.data_dir = data_dir
   d.train = list(train)
-  d.max_tokens = 40                  # official question max_tokens
-  d.max_words = 30                   # official pre_question word limit at training (50 at test)
-  d.max_answers = max_answers        # A answers per question (our choice, see the module doc)
+  d.max_tokens = 40  # official question max_tokens
+  d.max_words = 30  # official pre_question word limit at training (50 at test)
+  d.max_answers = max_answers  # A answers per question (our choice, see the module doc)
   d.max_answer_tokens = max_answer_tokens
 
 
 def vqa_eval(*, annotations: str, image_root: str, answer_list: str, **extra) -> ml_collections.ConfigDict:
-  e = dict(type="vqa", annotations=annotations, image_root=image_root, answer_list=answer_list, mode="rank",
-           k_test=128, batch_size=32, every=0, at_end=True)
+  e = dict(
+    type="vqa",
+    annotations=annotations,
+    image_root=image_root,
+    answer_list=answer_list,
+    mode="rank",
+    k_test=128,
+    batch_size=32,
+    every=0,
+    at_end=True,
+  )
   e.update(extra)
   return ml_collections.ConfigDict(e)
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="base", res=768, gpus=16, per_gpu=8, accum=1, decoder_layers=6,
-                       data_dir="gs://YOUR_BUCKET/tfds", annotations="gs://YOUR_BUCKET/finetune/vqa_test.json",
-                       answer_list="gs://YOUR_BUCKET/finetune/answer_list.json", image_root="gs://YOUR_BUCKET/coco")
+  a = common.parse_arg(
+    arg,
+    model="base",
+    res=768,
+    gpus=16,
+    per_gpu=8,
+    accum=1,
+    decoder_layers=6,
+    data_dir="gs://YOUR_BUCKET/tfds",
+    annotations="gs://YOUR_BUCKET/finetune/vqa_test.json",
+    answer_list="gs://YOUR_BUCKET/finetune/answer_list.json",
+    image_root="gs://YOUR_BUCKET/coco",
+  )
   c = common.base_config(a.model, "vqa", a.res, a.gpus * a.per_gpu)
   c.model.heads.decoder_layers = a.decoder_layers
-  c.large_lr_for_dec = True         # all decoder params at lr × lr_mult
+  c.large_lr_for_dec = True  # all decoder params at lr × lr_mult
   vqa_data(c, data_dir=a.data_dir, train=[("vqa_train", "train"), ("vqa_val", "train"), ("vg_qa", "train")])
   c.num_epochs = 5
   c.optim.lr = 4e-5

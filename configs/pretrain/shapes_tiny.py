@@ -10,8 +10,9 @@ from configs.pretrain import common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, steps=1500, batch=32, data_dir="artifacts/data", video=False, abs_pos=True,
-                       pos_init="sincos")
+  a = common.parse_arg(
+    arg, steps=1500, batch=32, data_dir="artifacts/data", video=False, abs_pos=True, pos_init="sincos"
+  )
   c = common.base_config("tiny")
   c.model.image_res = 64
   # BEiT's absolute position embedding (off in every released model): trained from scratch, the tower
@@ -28,10 +29,12 @@ def get_config(arg=None):
   c.data.mask_prob = 0.25
   c.data.randaug = False
   common.set_stream(c, "image", [("shapes", "train")], a.batch)
-  common.set_stream(c, "region", [("shapes", "train")], a.batch, num_images=a.batch // 2,
-                    group_images=a.batch // 2, group_texts=a.batch)
-  common.set_stream(c, "video", [("shapes_video", "train")] if a.video else [], a.batch // 4 if a.video else 0,
-                    num_frames=3)
+  common.set_stream(
+    c, "region", [("shapes", "train")], a.batch, num_images=a.batch // 2, group_images=a.batch // 2, group_texts=a.batch
+  )
+  common.set_stream(
+    c, "video", [("shapes_video", "train")] if a.video else [], a.batch // 4 if a.video else 0, num_frames=3
+  )
   if a.video:
     c.model.num_frames = 3
   c.itm_group_size.update(image=a.batch, region=a.batch, video=a.batch // 4)
@@ -46,12 +49,21 @@ def get_config(arg=None):
 
   # Zero-shot retrieval on held-out scenes in the official test format (x2vlm_jax/data/shapes_tasks.py).
   tasks = f"{a.data_dir}/shapes_tasks"
-  c.evals.retrieval = dict(type="retrieval", annotations=f"{tasks}/retrieval_test.json", image_root=tasks,
-                           k_test=16, batch_size=64, rerank_pairs=256, max_tokens=c.data.max_tokens, at_end=True)
+  c.evals.retrieval = dict(
+    type="retrieval",
+    annotations=f"{tasks}/retrieval_test.json",
+    image_root=tasks,
+    k_test=16,
+    batch_size=64,
+    rerank_pairs=256,
+    max_tokens=c.data.max_tokens,
+    at_end=True,
+  )
   # Zero-shot grounding: held-out referring expressions with unique referents, the official box
   # evaluation (acc@0.5 of the box scaled to the original image), next to constant-box references.
-  c.evals.grounding = dict(type="grounding", annotations=f"{tasks}/grounding_test.json", image_root=tasks,
-                           batch_size=64, at_end=True)
+  c.evals.grounding = dict(
+    type="grounding", annotations=f"{tasks}/grounding_test.json", image_root=tasks, batch_size=64, at_end=True
+  )
   return c
 
 

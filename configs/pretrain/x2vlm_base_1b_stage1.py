@@ -11,11 +11,24 @@ from configs.pretrain import common
 # files pooled, so ∝ size) with probability 0.15, else from LAION, and ITM runs only on aux steps.
 # Here: every example is LAION with probability 0.85, else aux ∝ size; ITM on every step until
 # stop_calc_itm (README, deviations).
-IMAGE_SETS_1B = [("laion_filtered", "train", 0.85), ("coco_caption", "train"), ("vg_caption", "train"),
-                 ("sbu", "train"), ("cc3m", "train"), ("cc12m", "train")]
-REGION_SETS_1B = [("coco_objects", "train"), ("vg_objects", "train"), ("vg_regions", "train"),
-                  ("refcoco_regions", "train"), ("gqa_objects", "train"), ("flickr_entities", "train"),
-                  ("openimages_v6", "train"), ("objects365", "train")]  # ∝ record count (official pooling)
+IMAGE_SETS_1B = [
+  ("laion_filtered", "train", 0.85),
+  ("coco_caption", "train"),
+  ("vg_caption", "train"),
+  ("sbu", "train"),
+  ("cc3m", "train"),
+  ("cc12m", "train"),
+]
+REGION_SETS_1B = [
+  ("coco_objects", "train"),
+  ("vg_objects", "train"),
+  ("vg_regions", "train"),
+  ("refcoco_regions", "train"),
+  ("gqa_objects", "train"),
+  ("flickr_entities", "train"),
+  ("openimages_v6", "train"),
+  ("objects365", "train"),
+]  # ∝ record count (official pooling)
 
 
 def get_config(arg=None):
@@ -26,8 +39,15 @@ def get_config(arg=None):
   c.data.max_tokens = 30
   c.data.max_masks = 12
   common.set_stream(c, "image", IMAGE_SETS_1B, a.gpus * a.per_gpu)
-  common.set_stream(c, "region", REGION_SETS_1B, a.gpus * a.per_gpu_regions, num_images=a.gpus * a.per_gpu_images,
-                    group_images=a.per_gpu_images, group_texts=a.per_gpu_regions)
+  common.set_stream(
+    c,
+    "region",
+    REGION_SETS_1B,
+    a.gpus * a.per_gpu_regions,
+    num_images=a.gpus * a.per_gpu_images,
+    group_images=a.per_gpu_images,
+    group_texts=a.per_gpu_regions,
+  )
   common.set_stream(c, "video", [], 0)
   c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu_regions)
   c.loss_weights.update(image=1.0, region=0.5)

@@ -13,17 +13,22 @@ VIDEO_SETS = [("webvid", "train", 0.35), ("howto100m", "train"), ("yt_temporal",
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="base", gpus=16, per_gpu=64, per_gpu_regions=64, per_gpu_images=26,
-                       per_gpu_videos=40)
+  a = common.parse_arg(arg, model="base", gpus=16, per_gpu=64, per_gpu_regions=64, per_gpu_images=26, per_gpu_videos=40)
   c = common.base_config(a.model)
   c.model.num_frames = 3
   c.data.data_dir = "gs://YOUR_BUCKET/tfds"
   c.data.vocab_file = "gs://YOUR_BUCKET/bert-base-uncased/vocab.txt"
   c.data.max_tokens = 40
   common.set_stream(c, "image", x2vlm_base_4m.IMAGE_SETS_4M, a.gpus * a.per_gpu)
-  common.set_stream(c, "region", x2vlm_base_1b_stage1.REGION_SETS_1B, a.gpus * a.per_gpu_regions,
-                    num_images=a.gpus * a.per_gpu_images, group_images=a.per_gpu_images,
-                    group_texts=a.per_gpu_regions)
+  common.set_stream(
+    c,
+    "region",
+    x2vlm_base_1b_stage1.REGION_SETS_1B,
+    a.gpus * a.per_gpu_regions,
+    num_images=a.gpus * a.per_gpu_images,
+    group_images=a.per_gpu_images,
+    group_texts=a.per_gpu_regions,
+  )
   common.set_stream(c, "video", VIDEO_SETS, a.gpus * a.per_gpu_videos, num_frames=3)
   c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu_regions, video=a.per_gpu_videos)
   c.loss_weights.update(image=1.0, region=1.0, video=1.0)

@@ -11,8 +11,14 @@ from configs.pretrain import common
 # No weights: each dataset is drawn ∝ its record count, as the official loader that pools and shuffles
 # all files of a stream.
 IMAGE_SETS_4M = [("coco_caption", "train"), ("vg_caption", "train"), ("sbu", "train"), ("cc3m", "train")]
-REGION_SETS_4M = [("coco_objects", "train"), ("vg_objects", "train"), ("vg_regions", "train"),
-                  ("refcoco_regions", "train"), ("gqa_objects", "train"), ("flickr_entities", "train")]
+REGION_SETS_4M = [
+  ("coco_objects", "train"),
+  ("vg_objects", "train"),
+  ("vg_regions", "train"),
+  ("refcoco_regions", "train"),
+  ("gqa_objects", "train"),
+  ("flickr_entities", "train"),
+]
 
 
 def get_config(arg=None):
@@ -24,8 +30,15 @@ def get_config(arg=None):
   c.data.max_masks = 12
   c.data.mask_prob = 0.5
   common.set_stream(c, "image", IMAGE_SETS_4M, a.gpus * a.per_gpu)
-  common.set_stream(c, "region", REGION_SETS_4M, a.gpus * a.per_gpu_regions, num_images=a.gpus * a.per_gpu_images,
-                    group_images=a.per_gpu_images, group_texts=a.per_gpu_regions)
+  common.set_stream(
+    c,
+    "region",
+    REGION_SETS_4M,
+    a.gpus * a.per_gpu_regions,
+    num_images=a.gpus * a.per_gpu_images,
+    group_images=a.per_gpu_images,
+    group_texts=a.per_gpu_regions,
+  )
   common.set_stream(c, "video", [], 0)
   c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu_regions)
   c.loss_weights.update(image=1.0, region=1.0)

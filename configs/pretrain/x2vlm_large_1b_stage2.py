@@ -7,7 +7,8 @@ from configs.pretrain import common, x2vlm_base_1b_stage2
 def get_config(arg=None):
   a = common.parse_arg(arg, gpus=32)
   c = x2vlm_base_1b_stage2.get_config(
-      f"model=large,gpus={a.gpus},per_gpu=32,per_gpu_regions=32,per_gpu_images=14,per_gpu_videos=20")
+    f"model=large,gpus={a.gpus},per_gpu=32,per_gpu_regions=32,per_gpu_images=14,per_gpu_videos=20"
+  )
   c.init_from = "gs://YOUR_BUCKET/x2vlm_large_1b_stage1_export"
   c.optim.lr = 3e-5
   c.model.remat_vision = True

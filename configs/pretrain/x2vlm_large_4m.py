@@ -9,8 +9,10 @@ from configs.pretrain import common, x2vlm_base_4m
 
 def get_config(arg=None):
   a = common.parse_arg(arg, gpus=16, per_gpu=64, per_gpu_regions=64, per_gpu_images=25)
-  c = x2vlm_base_4m.get_config(f"model=large,gpus={a.gpus},per_gpu={a.per_gpu},"
-                               f"per_gpu_regions={a.per_gpu_regions},per_gpu_images={a.per_gpu_images}")
+  c = x2vlm_base_4m.get_config(
+    f"model=large,gpus={a.gpus},per_gpu={a.per_gpu},"
+    f"per_gpu_regions={a.per_gpu_regions},per_gpu_images={a.per_gpu_images}"
+  )
   c.optim.lr = 5e-5
   c.model.remat_vision = True
   return c

@@ -11,8 +11,7 @@ def get_config(arg=None):
   c.data.max_masks = 4
   common.set_stream(c, "image", [("synthetic", "train", 1.0)], 8)
   common.set_stream(c, "region", [("synthetic", "train", 1.0)], 8, num_images=4)
-  common.set_stream(c, "video", [("synthetic", "train", 1.0)] if a.video else [], 4 if a.video else 0,
-                    num_frames=2)
+  common.set_stream(c, "video", [("synthetic", "train", 1.0)] if a.video else [], 4 if a.video else 0, num_frames=2)
   if a.video:
     c.model.num_frames = 2
   c.itm_group_size.update(image=4, region=4, video=2)

@@ -6,8 +6,10 @@ import pytest
 
 from x2vlm_jax.data import embedded
 
-SMALL = {embedded.SHAPES: dict(num_train=24, num_test=8, num_train_videos=4, num_test_videos=2, num_frames=3),
-         embedded.TASKS: dict(num_train=12, num_test=8, num_train_videos=8, num_test_videos=4)}
+SMALL = {
+  embedded.SHAPES: dict(num_train=24, num_test=8, num_train_videos=4, num_test_videos=2, num_frames=3),
+  embedded.TASKS: dict(num_train=12, num_test=8, num_train_videos=8, num_test_videos=4),
+}
 
 
 @contextlib.contextmanager

@@ -3,9 +3,9 @@
   python tests/helpers/fake_gcs.py --dump DIR [--seed DIR] [--block_tensorflow] [--ram] SCRIPT [ARGS...]
 
 Default: fsspec's in-memory filesystem is registered as the `gs`/`gcs` protocols (with gcsfs's path
-conventions, "bucket/key" without a leading slash, and its no-append semantics) and etils.epath must use its fsspec backend, which it does
-when tensorflow cannot be imported (`--block_tensorflow`: a GPU host) or when EPATH_USE_TF=0
-(tensorflow present for the data tools). `--ram`: tensorflow's own in-memory filesystem `ram://`
+conventions, "bucket/key" without a leading slash, and its no-append semantics) and etils.epath must use its
+fsspec backend, which it does when tensorflow cannot be imported (`--block_tensorflow`: a GPU host) or
+when EPATH_USE_TF=0 (tensorflow present for the data tools). `--ram`: tensorflow's own in-memory filesystem `ram://`
 is registered as an epath scheme on epath's tf.io.gfile backend, the backend gs:// uses wherever
 tensorflow is installed (etils knows no ram:// by itself, hence the registration into its tables).
 
@@ -23,6 +23,7 @@ import sys
 
 def install_ram(dump: str, seed: str = ""):
   from etils.epath import backend, gpath, register
+
   gpath._URI_SCHEMES = gpath._URI_SCHEMES | {"ram"}  # noqa: SLF001
   gpath._URI_MAP_ROOT["ram://"] = "/ram/"  # noqa: SLF001
   gpath._PREFIX_TO_BACKEND["ram"] = backend.tf_backend  # noqa: SLF001
@@ -42,7 +43,7 @@ def install_ram(dump: str, seed: str = ""):
       for root, _, files in tf.io.gfile.walk(top):
         for f in files:
           src = root.rstrip("/") + "/" + f
-          out = os.path.join(dump, src[len("ram://"):])
+          out = os.path.join(dump, src[len("ram://") :])
           os.makedirs(os.path.dirname(out), exist_ok=True)
           with tf.io.gfile.GFile(src, "rb") as fin, open(out, "wb") as fout:
             fout.write(fin.read())
@@ -68,7 +69,7 @@ def install(dump: str, seed: str = "", block_tensorflow: bool = False):
       path = fsspec.utils.stringify_path(path)
       for prefix in ("gs://", "gcs://"):
         if path.startswith(prefix):
-          path = path[len(prefix):]
+          path = path[len(prefix) :]
       return path.strip("/")
 
     def _open(self, path, mode="rb", **kwargs):
@@ -79,6 +80,7 @@ def install(dump: str, seed: str = "", block_tensorflow: bool = False):
   fsspec.register_implementation("gcs", FakeGCS, clobber=True)
 
   from etils import epath
+
   backend = epath.Path("gs://bucket/x")._backend  # noqa: SLF001
   assert type(backend).__name__ == "_FileSystemSpecBackend", f"epath would use {backend} for gs://"
 

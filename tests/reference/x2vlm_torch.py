@@ -27,9 +27,19 @@ def beit_relative_position_index(grid: int) -> torch.Tensor:
 
 
 class X2VLMReference:
-
-  def __init__(self, sd, *, vision_heads, text_heads, fusion_start, num_layers, patch_size=16,
-               vision_eps=1e-6, text_eps=1e-12, head_eps=1e-5):
+  def __init__(
+    self,
+    sd,
+    *,
+    vision_heads,
+    text_heads,
+    fusion_start,
+    num_layers,
+    patch_size=16,
+    vision_eps=1e-6,
+    text_eps=1e-12,
+    head_eps=1e-5,
+  ):
     self.sd = {k: torch.as_tensor(v) for k, v in sd.items()}
     self.vision_heads, self.text_heads = vision_heads, text_heads
     self.fusion_start, self.num_layers = fusion_start, num_layers
@@ -62,8 +72,9 @@ class X2VLMReference:
   def vision_tokens(self, images_nchw):
     """→ [B, 1+N, D] = [mean(fc_norm(patches)), fc_norm(patches)] (official pooling)."""
     v = "vision_encoder."
-    x = F.conv2d(images_nchw, self.w(v + "patch_embed.proj.weight"), self.w(v + "patch_embed.proj.bias"),
-                 stride=self.patch)
+    x = F.conv2d(
+      images_nchw, self.w(v + "patch_embed.proj.weight"), self.w(v + "patch_embed.proj.bias"), stride=self.patch
+    )
     grid = x.shape[-1]
     x = x.flatten(2).transpose(1, 2)
     x = torch.cat([self.w(v + "cls_token").expand(x.shape[0], -1, -1), x], dim=1)
@@ -105,8 +116,11 @@ class X2VLMReference:
   def embeddings(self, ids, positions=None, prefix="text_encoder.bert."):
     e = prefix + "embeddings."
     pos = torch.arange(ids.shape[1])[None] if positions is None else positions
-    x = (F.embedding(ids, self.w(e + "word_embeddings.weight")) + F.embedding(pos, self.w(e + "position_embeddings.weight"))
-         + F.embedding(torch.zeros_like(ids), self.w(e + "token_type_embeddings.weight")))
+    x = (
+      F.embedding(ids, self.w(e + "word_embeddings.weight"))
+      + F.embedding(pos, self.w(e + "position_embeddings.weight"))
+      + F.embedding(torch.zeros_like(ids), self.w(e + "token_type_embeddings.weight"))
+    )
     return self.ln(x, e + "LayerNorm", self.teps)
 
   def layers(self, x, mask, start, end, vision=None, vision_mask=None, prefix="text_encoder.bert.", cross_from=None):
@@ -117,10 +131,10 @@ class X2VLMReference:
       if vision_mask is None:
         vision_mask = torch.ones(vision.shape[:2])
       cross_bias = (1.0 - vision_mask[:, None, None, :].float()) * -1e9
-    for l in range(start, end):
-      k = f"{prefix}encoder.layer.{l}"
+    for layer in range(start, end):
+      k = f"{prefix}encoder.layer.{layer}"
       x = self._bert_attn(x, x, self_bias, k + ".attention")
-      if l >= cross_from and vision is not None:
+      if layer >= cross_from and vision is not None:
         x = self._bert_attn(x, vision, cross_bias, k + ".crossattention")
       y = self.linear(F.gelu(self.linear(x, k + ".intermediate.dense")), k + ".output.dense")
       x = self.ln(y + x, k + ".output.LayerNorm", self.teps)
@@ -140,8 +154,7 @@ class X2VLMReference:
     cross-attention to the question memory in every layer, head tied to its own word embeddings."""
     p = "text_decoder.bert."
     causal = torch.tril(torch.ones(ids.shape[1], ids.shape[1]))[None] * mask[:, None, :].float()
-    h = self.layers(self.embeddings(ids, prefix=p), causal, 0, num_layers, memory, memory_mask, prefix=p,
-                    cross_from=0)
+    h = self.layers(self.embeddings(ids, prefix=p), causal, 0, num_layers, memory, memory_mask, prefix=p, cross_from=0)
     return self._lm_head(h, "text_decoder.cls.predictions.", p + "embeddings.word_embeddings.weight")
 
   # --- heads (§1.5) ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ def flatten(params: Dict[str, Any]) -> Dict[str, np.ndarray]:
 def unflatten(cfg, flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
   """Nested pure dict with the model's exact key types (ints for list indices), values from `flat`."""
   from x2vlm_jax import params_io
+
   tree = traverse_util.flatten_dict(nnx.to_pure_dict(nnx.state(params_io.abstract_model(cfg), nnx.Param)))
   extra = set(flat)
   out = {}
@@ -38,6 +39,7 @@ def unflatten(cfg, flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 def fresh_flat(cfg, seed: int) -> Dict[str, np.ndarray]:
   """The model's own initialisers (spec §1.2, §1.5) with a given seed, as flat numpy arrays."""
   from x2vlm_jax.models import X2VLM
+
   model = X2VLM(cfg, rngs=nnx.Rngs(seed))
   params = jax.device_get(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   return flatten(params)

@@ -44,14 +44,15 @@ def bert_layer_map(n_src: int, fusion_start: int, num_layers: int) -> Dict[int, 
   return mapping
 
 
-def bert_to_official(bert: Dict[str, np.ndarray], fusion_start: int, num_layers: int
-                     ) -> Tuple[Dict[str, np.ndarray], dict]:
+def bert_to_official(
+  bert: Dict[str, np.ndarray], fusion_start: int, num_layers: int
+) -> Tuple[Dict[str, np.ndarray], dict]:
   """HF BERT (BertModel or BertForPreTraining/MaskedLM keys, legacy gamma/beta) → `text_encoder.bert.*`
   and `text_encoder.cls.*` of a stack with `num_layers` layers, fusion from `fusion_start`."""
   sd = {}
   for k, v in bert.items():
     k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
-    sd[k[len("bert."):] if k.startswith("bert.") else k] = v
+    sd[k[len("bert.") :] if k.startswith("bert.") else k] = v
   by_layer: Dict[int, Dict[str, np.ndarray]] = {}
   out, unused = {}, []
   for k, v in sd.items():
@@ -72,13 +73,16 @@ def bert_to_official(bert: Dict[str, np.ndarray], fusion_start: int, num_layers:
     for rest, v in by_layer[theirs].items():
       out[f"{L.MLM_LAYOUT_PREFIX}encoder.layer.{ours}.{rest}"] = v
   unused += [f"encoder.layer.{i}.*" for i in sorted(set(range(n_src)) - set(mapping.values()))]
-  return out, {"bert_layers": n_src, "layer_map": {str(k): v for k, v in sorted(mapping.items())},
-               "ignored_bert_keys": unused}
+  return out, {
+    "bert_layers": n_src,
+    "layer_map": {str(k): v for k, v in sorted(mapping.items())},
+    "ignored_bert_keys": unused,
+  }
 
 
 def new_param_prefixes(cfg, has_mlm: bool) -> List[str]:
   """Our params that pre-training init leaves fresh (spec §7.4: the lr×2 group)."""
-  out = [f"text/layers/{l}/cross_attn" for l in range(cfg.text.fusion_start, cfg.text.num_layers)]
+  out = [f"text/layers/{i}/cross_attn" for i in range(cfg.text.fusion_start, cfg.text.num_layers)]
   out += ["vision_proj", "text_proj", "temp", "itm_head", "bbox_head"]
   if cfg.num_frames > 0:
     out.append("frame_pos")
@@ -87,8 +91,9 @@ def new_param_prefixes(cfg, has_mlm: bool) -> List[str]:
   return out
 
 
-def init_from_pretrained(beit: Dict[str, np.ndarray], bert: Dict[str, np.ndarray], cfg, fresh
-                         ) -> Tuple[Dict[str, np.ndarray], dict]:
+def init_from_pretrained(
+  beit: Dict[str, np.ndarray], bert: Dict[str, np.ndarray], cfg, fresh
+) -> Tuple[Dict[str, np.ndarray], dict]:
   """→ (flat params for every model param, report with new_params, layer map, resized tables)."""
   vision = beit_to_official(beit, cfg.vision.depth)
   text, text_info = bert_to_official(bert, cfg.text.fusion_start, cfg.text.num_layers)
@@ -96,7 +101,6 @@ def init_from_pretrained(beit: Dict[str, np.ndarray], bert: Dict[str, np.ndarray
   if clash:
     raise ConversionError(f"BEiT and BERT files both provide {sorted(clash)}")
   has_mlm = any(k.startswith(L.CLS_PREFIX + "transform.") for k in text)
-  flat, report = convert_official({**vision, **text}, cfg, allow_missing=new_param_prefixes(cfg, has_mlm),
-                                  fresh=fresh)
+  flat, report = convert_official({**vision, **text}, cfg, allow_missing=new_param_prefixes(cfg, has_mlm), fresh=fresh)
   report.update(text_info)
   return flat, report

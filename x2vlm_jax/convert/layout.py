@@ -24,9 +24,9 @@ DECODER_CLS_PREFIX = "text_decoder.cls.predictions."
 
 
 class Entry(NamedTuple):
-  path: str   # our flat param path ("vision/blocks/0/attn/qkv/kernel")
-  key: str    # official state-dict key
-  kind: str   # copy | linear | conv | relpos | frames
+  path: str  # our flat param path ("vision/blocks/0/attn/qkv/kernel")
+  key: str  # official state-dict key
+  kind: str  # copy | linear | conv | relpos | frames
 
 
 def _linear(out: List[Entry], path: str, key: str) -> None:
@@ -76,10 +76,10 @@ def _bert(out: List[Entry], ours: str, prefix: str, cls_prefix: str, num_layers:
   out.append(Entry(f"{ours}/embeddings/position/embedding", e + "position_embeddings.weight", "copy"))
   out.append(Entry(f"{ours}/embeddings/token_type/embedding", e + "token_type_embeddings.weight", "copy"))
   _layer_norm(out, f"{ours}/embeddings/ln", e + "LayerNorm")
-  for l in range(num_layers):
-    p, k = f"{ours}/layers/{l}", f"{prefix}encoder.layer.{l}"
+  for layer in range(num_layers):
+    p, k = f"{ours}/layers/{layer}", f"{prefix}encoder.layer.{layer}"
     _attention(out, f"{p}/self_attn", f"{k}.attention")
-    if l >= fusion_start:
+    if layer >= fusion_start:
       _attention(out, f"{p}/cross_attn", f"{k}.crossattention")
     _linear(out, f"{p}/intermediate", f"{k}.intermediate.dense")
     _linear(out, f"{p}/output", f"{k}.output.dense")
@@ -132,6 +132,7 @@ def official_shape(entry: Entry, our_shape: Tuple[int, ...], cfg) -> Tuple[int, 
 def _param_shapes_cached(cfg_json: str):
   from x2vlm_jax import params_io
   from x2vlm_jax.models import presets
+
   cfg = presets.get_preset(json.loads(cfg_json)["name"])
   cfg.update(json.loads(cfg_json))
   return params_io.param_shapes(cfg)

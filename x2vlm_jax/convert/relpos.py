@@ -25,7 +25,7 @@ def grid_from_rows(rows: int) -> int:
 
 
 def _geometric_sum(q: float, n: int) -> float:
-  return (1.0 - q ** n) / (1.0 - q)
+  return (1.0 - q**n) / (1.0 - q)
 
 
 def geometric_ratio(src: int, dst: int) -> float:
@@ -58,20 +58,26 @@ def resize_rel_pos_table(table: np.ndarray, dst_grid: int) -> Tuple[np.ndarray, 
   table = np.asarray(table)
   src_grid = grid_from_rows(table.shape[0])
   src, dst = 2 * src_grid - 1, 2 * dst_grid - 1
-  info = {"src_grid": src_grid, "dst_grid": dst_grid, "src_rows": int(table.shape[0]),
-          "dst_rows": dst * dst + NUM_EXTRA_ROWS}
+  info = {
+    "src_grid": src_grid,
+    "dst_grid": dst_grid,
+    "src_rows": int(table.shape[0]),
+    "dst_rows": dst * dst + NUM_EXTRA_ROWS,
+  }
   if src == dst:
     return table, info
   if src < 4:
     # A bicubic spline needs ≥ 4 points per axis; the official code fails here too (scipy).
-    raise ValueError(f"relative position table: cannot resize from a {src_grid}x{src_grid} patch grid "
-                     f"({src} offsets per axis) with BEiT's bicubic method; it needs a grid of at least 3x3")
+    raise ValueError(
+      f"relative position table: cannot resize from a {src_grid}x{src_grid} patch grid "
+      f"({src} offsets per axis) with BEiT's bicubic method; it needs a grid of at least 3x3"
+    )
   q = geometric_ratio(src, dst)
   axis = source_axis(src, q)
   half = dst // 2
   target = np.arange(-half, half + 0.1, 1.0)
   grid_part = table[: src * src].astype(np.float64)
-  extra = table[src * src:]
+  extra = table[src * src :]
   heads = []
   for h in range(table.shape[1]):
     z = grid_part[:, h].reshape(src, src)  # rows = Δrow, cols = Δcol

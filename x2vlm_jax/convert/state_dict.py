@@ -42,6 +42,7 @@ def _to_numpy(value) -> np.ndarray:
 
 def _read_torch(path: str):
   import torch  # lazy: only pickled checkpoints need it
+
   return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -52,6 +53,7 @@ def _read_npz(path: str):
 
 def _read_safetensors(path: str):
   from safetensors.numpy import load_file
+
   return load_file(path)
 
 

@@ -17,10 +17,10 @@ from x2vlm_jax.progress import Progress
 
 FRAME_KEY = "absolute_frame_pos_embed"
 _TIED_DECODER = {  # duplicate tensor → the tensor it must equal (HF ties them, the file stores both)
-    L.CLS_PREFIX + "decoder.bias": L.CLS_PREFIX + "bias",
-    # The VQA answer decoder's head is tied to ITS OWN word embeddings (spec §5.2, §7.3).
-    L.DECODER_CLS_PREFIX + "decoder.bias": L.DECODER_CLS_PREFIX + "bias",
-    L.DECODER_CLS_PREFIX + "decoder.weight": L.DECODER_PREFIX + "embeddings.word_embeddings.weight",
+  L.CLS_PREFIX + "decoder.bias": L.CLS_PREFIX + "bias",
+  # The VQA answer decoder's head is tied to ITS OWN word embeddings (spec §5.2, §7.3).
+  L.DECODER_CLS_PREFIX + "decoder.bias": L.DECODER_CLS_PREFIX + "bias",
+  L.DECODER_CLS_PREFIX + "decoder.weight": L.DECODER_PREFIX + "embeddings.word_embeddings.weight",
 }
 _BUFFER_SUFFIXES = ("relative_position_index", "position_ids")
 
@@ -57,7 +57,7 @@ def checkpoint_num_frames(sd: Dict[str, np.ndarray]) -> int:
 def checkpoint_decoder_layers(sd: Dict[str, np.ndarray]) -> int:
   """Depth of a VQA file's answer decoder (`text_decoder.bert.encoder.layer.N.*`), 0 if it has none."""
   head = L.DECODER_PREFIX + "encoder.layer."
-  return len({k[len(head):].split(".")[0] for k in sd if k.startswith(head)})
+  return len({k[len(head) :].split(".")[0] for k in sd if k.startswith(head)})
 
 
 def _under(path: str, prefixes) -> bool:
@@ -107,26 +107,36 @@ def _preset_hint(sd: Dict[str, np.ndarray], cfg, prefix: str) -> str:
   return "this checkpoint is for another model size: " + ", ".join(facts) + "; pick the matching --model preset"
 
 
-def format_problems(cfg, missing: List[str], unexpected: List[str], misshaped: List[str],
-                    inconsistent: List[str], hint: str) -> str:
-  lines = [f"checkpoint does not fit model preset {cfg.name!r} (image_res {cfg.image_res}, "
-           f"num_frames {cfg.num_frames}): {len(missing)} missing, {len(unexpected)} unexpected, "
-           f"{len(misshaped)} mis-shaped, {len(inconsistent)} inconsistent"]
+def format_problems(
+  cfg, missing: List[str], unexpected: List[str], misshaped: List[str], inconsistent: List[str], hint: str
+) -> str:
+  lines = [
+    f"checkpoint does not fit model preset {cfg.name!r} (image_res {cfg.image_res}, "
+    f"num_frames {cfg.num_frames}): {len(missing)} missing, {len(unexpected)} unexpected, "
+    f"{len(misshaped)} mis-shaped, {len(inconsistent)} inconsistent"
+  ]
   if hint:  # first, because the lists below can be hundreds of lines for a wrong preset
     lines.append(f"  hint: {hint}")
-  for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                       ("mis-shaped keys (expected vs found)", misshaped),
-                       ("inconsistent tied tensors", inconsistent)):
+  for title, items in (
+    ("missing keys", missing),
+    ("unexpected keys", unexpected),
+    ("mis-shaped keys (expected vs found)", misshaped),
+    ("inconsistent tied tensors", inconsistent),
+  ):
     if items:
       lines.append(f"  {title} ({len(items)}):")
       lines.extend(f"    {s}" for s in items)
   return "\n".join(lines)
 
 
-def convert_official(sd: Dict[str, np.ndarray], cfg, *, allow_missing: Iterable[str] = (),
-                     ignore_prefixes: Iterable[str] = (),
-                     fresh: Optional[Callable[[], Dict[str, np.ndarray]]] = None
-                     ) -> Tuple[Dict[str, np.ndarray], dict]:
+def convert_official(
+  sd: Dict[str, np.ndarray],
+  cfg,
+  *,
+  allow_missing: Iterable[str] = (),
+  ignore_prefixes: Iterable[str] = (),
+  fresh: Optional[Callable[[], Dict[str, np.ndarray]]] = None,
+) -> Tuple[Dict[str, np.ndarray], dict]:
   """→ (flat {our path: float32 array} covering every model param, report).
 
   allow_missing: our-path prefixes that may be absent from the file; they keep `fresh()` values and
@@ -145,8 +155,13 @@ def convert_official(sd: Dict[str, np.ndarray], cfg, *, allow_missing: Iterable[
   missing, misshaped, inconsistent, new_params = [], [], [], []
   used = set()
   out: Dict[str, np.ndarray] = {}
-  report = {"text_layout": "BertForMaskedLM" if prefix == L.MLM_LAYOUT_PREFIX else "BertModel",
-            "resized_tables": [], "new_params": new_params, "ignored_keys": [], "frames": None}
+  report = {
+    "text_layout": "BertForMaskedLM" if prefix == L.MLM_LAYOUT_PREFIX else "BertModel",
+    "resized_tables": [],
+    "new_params": new_params,
+    "ignored_keys": [],
+    "frames": None,
+  }
   fresh_cache: Dict[str, Dict[str, np.ndarray]] = {}
 
   def fresh_value(path: str) -> np.ndarray:
@@ -176,8 +191,11 @@ def convert_official(sd: Dict[str, np.ndarray], cfg, *, allow_missing: Iterable[
         value = resized
       except ValueError:
         pass  # not a BEiT table at all: falls through to the shape check below
-    if e.kind == "frames" and value.ndim == 4 and (value.shape[0], value.shape[2], value.shape[3]) == (
-        want[0], want[2], want[3]):
+    if (
+      e.kind == "frames"
+      and value.ndim == 4
+      and (value.shape[0], value.shape[2], value.shape[3]) == (want[0], want[2], want[3])
+    ):
       n = min(value.shape[1], want[1])
       merged = fresh_value(e.path) if value.shape[1] < want[1] else np.zeros(want, np.float32)
       merged[:, :n] = value[:, :n]

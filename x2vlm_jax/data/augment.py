@@ -46,9 +46,15 @@ def normalize(image):
 
 def _crop_window(image_shape, seed, scale, ratio):
   begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-      image_shape, bounding_boxes=tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-      aspect_ratio_range=ratio, area_range=scale, max_attempts=10,
-      use_image_if_no_bounding_boxes=True)
+    image_shape,
+    bounding_boxes=tf.zeros([1, 0, 4]),
+    seed=seed,
+    min_object_covered=0.0,
+    aspect_ratio_range=ratio,
+    area_range=scale,
+    max_attempts=10,
+    use_image_if_no_bounding_boxes=True,
+  )
   return begin, extent
 
 
@@ -61,6 +67,7 @@ def decode_random_resized_crop(image_bytes, size, seed, scale=(0.2, 1.0), ratio=
   """`random_resized_crop(decode(bytes))` with the same window, but a JPEG is decoded only inside the
   crop (the window is sampled from the header): the crop covers 20–100% of the image, so this skips a
   large part of the decode, the most expensive step of the image stream."""
+
   def jpeg():
     shape = tf.io.extract_jpeg_shape(image_bytes)
     begin, extent = _crop_window(shape, seed, scale, ratio)
@@ -81,6 +88,7 @@ def random_flip(image, seed):
 
 
 # ---- RandAugment (ALBEF variant: N ops with replacement, each applied with p=0.5, magnitude M) ----
+
 
 def _autocontrast(x):
   lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
@@ -120,8 +128,13 @@ def _sharpness(x, factor):
 def _warp(x, transform):
   """transform: 8 coefficients mapping output (x, y) → input coordinates."""
   out = tf.raw_ops.ImageProjectiveTransformV3(
-      images=x[None], transforms=tf.cast(tf.reshape(transform, [1, 8]), tf.float32),
-      output_shape=tf.shape(x)[:2], fill_value=FILL, interpolation="BILINEAR", fill_mode="CONSTANT")
+    images=x[None],
+    transforms=tf.cast(tf.reshape(transform, [1, 8]), tf.float32),
+    output_shape=tf.shape(x)[:2],
+    fill_value=FILL,
+    interpolation="BILINEAR",
+    fill_mode="CONSTANT",
+  )
   return _u8(out[0])
 
 
@@ -151,18 +164,18 @@ ALL_OPS = PHOTOMETRIC_OPS + ("ShearX", "ShearY", "TranslateX", "TranslateY", "Ro
 
 def _op(name, x, sign, magnitude):
   level = magnitude / MAX_LEVEL
-  enhance = 0.1 + 1.8 * level        # 1.36 at M=7, always the same sign
+  enhance = 0.1 + 1.8 * level  # 1.36 at M=7, always the same sign
   return {
-      "Identity": lambda: x,
-      "AutoContrast": lambda: _autocontrast(x),
-      "Equalize": lambda: _equalize(x),
-      "Brightness": lambda: _brightness(x, enhance),
-      "Sharpness": lambda: _sharpness(x, enhance),
-      "ShearX": lambda: _shear(x, sign * 0.3 * level, 0),
-      "ShearY": lambda: _shear(x, sign * 0.3 * level, 1),
-      "TranslateX": lambda: _translate(x, sign * magnitude, 0),   # absolute pixels (±7 at M=7)
-      "TranslateY": lambda: _translate(x, sign * magnitude, 1),
-      "Rotate": lambda: _rotate(x, sign * 30.0 * level),
+    "Identity": lambda: x,
+    "AutoContrast": lambda: _autocontrast(x),
+    "Equalize": lambda: _equalize(x),
+    "Brightness": lambda: _brightness(x, enhance),
+    "Sharpness": lambda: _sharpness(x, enhance),
+    "ShearX": lambda: _shear(x, sign * 0.3 * level, 0),
+    "ShearY": lambda: _shear(x, sign * 0.3 * level, 1),
+    "TranslateX": lambda: _translate(x, sign * magnitude, 0),  # absolute pixels (±7 at M=7)
+    "TranslateY": lambda: _translate(x, sign * magnitude, 1),
+    "Rotate": lambda: _rotate(x, sign * 30.0 * level),
   }[name]()
 
 
@@ -198,8 +211,9 @@ def pretrain_transform_bytes(image_bytes, size, seed, randaug=True, scale=(0.2, 
   """`pretrain_transform(decode(bytes))` with the crop fused into the JPEG decode (same seeds).
   scale=(0.5, 1.0) is the fine-tuning "train" transform of retrieval, NLVR2 and captioning (§4.3)."""
   s_crop, s_flip, s_ra = _seeds(seed, 3)
-  return _flip_randaug_normalize(decode_random_resized_crop(image_bytes, size, s_crop, scale=scale), size,
-                                 s_flip, s_ra, randaug)
+  return _flip_randaug_normalize(
+    decode_random_resized_crop(image_bytes, size, s_crop, scale=scale), size, s_flip, s_ra, randaug
+  )
 
 
 def test_transform(image, size):

@@ -16,7 +16,7 @@ def _stream(datasets, batch_size):
   # [(name, split)] → drawn ∝ record count, as the official pooled loader; (name, split, w): explicit
   # weight (source.mixture_weights has the rules for mixing both).
   s.datasets = datasets
-  s.batch_size = batch_size      # global texts per batch
+  s.batch_size = batch_size  # global texts per batch
   return s
 
 
@@ -35,15 +35,15 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.mask_whole_word = True
   # A corrupt image is dropped and counted; strict=True raises instead.
   c.strict = False
-  c.randaug = True               # False only for debugging / box tests; the paper always augments
-  c.num_parallel_calls = -1      # tf.data.AUTOTUNE
-  c.prefetch = 2                 # batches per stream
-  c.threadpool_size = 0          # 0: tf.data default
+  c.randaug = True  # False only for debugging / box tests; the paper always augments
+  c.num_parallel_calls = -1  # tf.data.AUTOTUNE
+  c.prefetch = 2  # batches per stream
+  c.threadpool_size = 0  # 0: tf.data default
 
   c.image = _stream([(SHAPES, "train")], 64)
 
   c.region = _stream([(SHAPES, "train")], 64)
-  c.region.num_images = 16       # global images per region batch (Bi); batch_size is Bt
+  c.region.num_images = 16  # global images per region batch (Bi); batch_size is Bt
   # ITM groups: texts of a group come only from its own images and fill contiguous rows, as one
   # official GPU batch (e.g. base 4M: 128 texts from 50 images). Set group_texts equal to the
   # trainer's itm_group_size.region. 0/0: one group per host batch (then results depend on the
@@ -54,7 +54,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.region.min_perc_in_image = 0.5
 
   c.video = _stream([(SHAPES_VIDEO, "train")], 16)
-  c.video.enabled = False        # stage 2 only (spec §2.1)
+  c.video.enabled = False  # stage 2 only (spec §2.1)
   c.video.num_frames = 4
   return c
 

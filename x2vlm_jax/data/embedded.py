@@ -29,13 +29,13 @@ RETRIEVAL = "shapes_retrieval"
 # fine-tuning dataset → (tools/build_tfds.py --kind, training annotations and media root in shapes_tasks,
 # the builder's own options with paths relative to shapes_tasks)
 FINETUNE = {
-    RETRIEVAL: ("retrieval", "retrieval_train.json", "", {}),
-    "shapes_vqa": ("vqa", "vqa_train.json", "", {}),
-    "shapes_captioning": ("captioning", "captioning_train.json", "", {}),
-    "shapes_video_qa": ("video_qa", "video_qa_train.jsonl", "videos", {"ans2label": "video_qa_ans2label.json"}),
-    "shapes_video_retrieval": ("video_retrieval", "video_retrieval_train.json", "", {}),
-    "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
-    "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
+  RETRIEVAL: ("retrieval", "retrieval_train.json", "", {}),
+  "shapes_vqa": ("vqa", "vqa_train.json", "", {}),
+  "shapes_captioning": ("captioning", "captioning_train.json", "", {}),
+  "shapes_video_qa": ("video_qa", "video_qa_train.jsonl", "videos", {"ans2label": "video_qa_ans2label.json"}),
+  "shapes_video_retrieval": ("video_retrieval", "video_retrieval_train.json", "", {}),
+  "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
+  "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
 }
 NAMES = (SHAPES, SHAPES_VIDEO, TASKS, *FINETUNE)
 MARKER = "build_params.json"  # written last by every build below
@@ -54,6 +54,7 @@ def built(data_dir: str, name: str) -> bool:
     return False
   if name == TASKS:
     from x2vlm_jax.data.shapes_tasks import VERSION  # tf-free
+
     return marker.get("version") == VERSION
   if name in FINETUNE:
     return marker.get("tasks") == _marker(data_dir, TASKS)
@@ -62,28 +63,41 @@ def built(data_dir: str, name: str) -> bool:
 
 def _build_shapes(data_dir: str) -> None:
   from x2vlm_jax.data import shapes
+
   shapes.build(data_dir, **SIZES[SHAPES])
 
 
 def _build_tasks(data_dir: str) -> None:
   from x2vlm_jax.data import shapes_tasks
+
   shapes_tasks.build(data_dir, **SIZES[TASKS])
 
 
 def _build_finetune(data_dir: str, name: str) -> None:
   from x2vlm_jax.data.finetune import builder
+
   kind, annotations, media, options = FINETUNE[name]
   tasks = fs.path(data_dir) / TASKS
-  report = builder(kind)(str(tasks / annotations), str(tasks / media) if media else str(tasks), data_dir, name,
-                         **{k: str(tasks / v) for k, v in options.items()})
+  report = builder(kind)(
+    str(tasks / annotations),
+    str(tasks / media) if media else str(tasks),
+    data_dir,
+    name,
+    **{k: str(tasks / v) for k, v in options.items()},
+  )
   logging.info("%s: %s", name, ", ".join(report.lines(kind)))
-  (fs.path(data_dir) / name / MARKER).write_text(json.dumps(
-      {"source": f"{TASKS}/{annotations}", "written": report.written, "tasks": _marker(data_dir, TASKS)}))
+  (fs.path(data_dir) / name / MARKER).write_text(
+    json.dumps({"source": f"{TASKS}/{annotations}", "written": report.written, "tasks": _marker(data_dir, TASKS)})
+  )
 
 
 # name → (builder, names it reads)
-_BUILDERS = {SHAPES: (_build_shapes, ()), SHAPES_VIDEO: (_build_shapes, ()), TASKS: (_build_tasks, ()),
-             **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE}}
+_BUILDERS = {
+  SHAPES: (_build_shapes, ()),
+  SHAPES_VIDEO: (_build_shapes, ()),
+  TASKS: (_build_tasks, ()),
+  **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE},
+}
 
 
 def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
@@ -96,8 +110,10 @@ def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
     if built(data_dir, name) or name in done:
       return
     if "://" in data_dir:
-      raise ValueError(f"data_dir {data_dir!r}: the embedded dataset {name!r} is missing there and is built "
-                       "on local disk only; build it locally (python -m x2vlm_jax.data.embedded DIR) and copy it")
+      raise ValueError(
+        f"data_dir {data_dir!r}: the embedded dataset {name!r} is missing there and is built "
+        "on local disk only; build it locally (python -m x2vlm_jax.data.embedded DIR) and copy it"
+      )
     logging.info("building the embedded dataset %r in %s (first use only; later runs reuse it)", name, data_dir)
     fs.path(data_dir).mkdir(parents=True, exist_ok=True)
     _BUILDERS[name][0](data_dir)
@@ -130,7 +146,7 @@ def needed(config) -> Dict[str, Set[str]]:
     for key in ("annotations", "image_root"):
       parts = str(ecfg.get(key, "") or "").rstrip("/").split("/")
       if TASKS in parts:  # DATA_DIR/shapes_tasks/... → shapes_tasks of DATA_DIR
-        root = "/".join(parts[:parts.index(TASKS)]) or "."
+        root = "/".join(parts[: parts.index(TASKS)]) or "."
         out.setdefault(root, set()).add(TASKS)
   return out
 
@@ -144,5 +160,6 @@ def ensure_for_config(config) -> Set[str]:
 
 if __name__ == "__main__":
   import sys
+
   logging.set_verbosity(logging.INFO)
   print(sorted(ensure(sys.argv[1], sys.argv[2:] or NAMES)))

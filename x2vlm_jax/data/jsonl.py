@@ -22,7 +22,6 @@ TF_DECODABLE = {"JPEG", "PNG", "GIF", "BMP"}
 
 
 class BadRecord(Exception):
-
   def __init__(self, reason: str, detail: str = ""):
     super().__init__(f"{reason}: {detail}" if detail else reason)
     self.reason, self.detail = reason, detail
@@ -93,11 +92,14 @@ def convert_image_text(rec, *, image_key, caption_key, image_is_path, image_root
 
 def _box(bb):
   """The official reader's box: `int()` of each of x, y, w, h (truncation toward zero)."""
-  if not (isinstance(bb, (list, tuple)) and len(bb) == 4 and
-          all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bb)):
+  if not (
+    isinstance(bb, (list, tuple))
+    and len(bb) == 4
+    and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bb)
+  ):
     return None, "box_bad_type"
   # Stored as float32, exact for integers up to 2^24; anything larger is not a pixel box.
-  if any(abs(v) >= 2 ** 24 for v in bb):
+  if any(abs(v) >= 2**24 for v in bb):
     return None, "box_bad_type"
   return [int(v) for v in bb], None
 

@@ -18,11 +18,11 @@ from x2vlm_jax import batch as batch_contract
 from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.config import stream_enabled
+from x2vlm_jax.data.records import ALT_SEP
 from x2vlm_jax.data.region_stream import patch_masks, region_stream, transform_boxes
 from x2vlm_jax.data.source import StreamSource
 from x2vlm_jax.data.streams import STREAM_IDS, decode, image_stream, video_stream
 from x2vlm_jax.data.text import Tokenizer, pre_caption
-from x2vlm_jax.data.records import ALT_SEP
 from x2vlm_jax.data.textproc import TextStage
 
 STATE_FILE = "input_pipeline_state.json"
@@ -35,6 +35,8 @@ def _close_all():
   # process; dropping the iterators first cancels them cleanly.
   for it in list(_LIVE):
     it.close()
+
+
 STREAMS = ("image", "region", "video")
 
 
@@ -47,6 +49,7 @@ def _per_host(value: int, process_count: int, what: str) -> int:
 class StreamDef(NamedTuple):
   """One stream of a training iterator: where its records come from, how its batched tf.data graph
   is built from a (position, counts) reading state, and the batch contract it must satisfy."""
+
   source: StreamSource
   build: Callable[[int, List[int]], tf.data.Dataset]
   spec: Dict[str, tuple]
@@ -56,8 +59,17 @@ class TrainIterator:
   """`next(it)` → {stream: {field: np.ndarray}} with per-host batch sizes (batch.py contract), or the
   single stream's fields directly when `flat` (fine-tuning tasks have one stream)."""
 
-  def __init__(self, cfg, streams: Optional[Dict[str, StreamDef]] = None, *, seed: int, process_index: int = 0,
-               process_count: int = 1, keep_debug: bool = False, flat: bool = False):
+  def __init__(
+    self,
+    cfg,
+    streams: Optional[Dict[str, StreamDef]] = None,
+    *,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    keep_debug: bool = False,
+    flat: bool = False,
+  ):
     self._text = None
     if streams is None:  # the pre-training streams of a data config
       self._text = TextStage(cfg)
@@ -71,8 +83,7 @@ class TrainIterator:
       raise ValueError(f"flat iterator: expected one stream, got {sorted(streams)}")
     self._defs = dict(streams)
     self.streams = list(streams)
-    self._state = {s: {"position": 0, "counts": [0] * len(d.source.sources), "skipped": 0}
-                   for s, d in streams.items()}
+    self._state = {s: {"position": 0, "counts": [0] * len(d.source.sources), "skipped": 0} for s, d in streams.items()}
     self._stats = {s: {"batches": 0, "records": 0, "dropped_corrupt": 0} for s in self.streams}
     if "region" in self.streams:
       self._stats["region"]["skipped_invalid_anchor"] = 0
@@ -111,13 +122,15 @@ class TrainIterator:
         b = next(self._iters[s])
       except StopIteration:
         err = self._defs[s].source.error
-        raise RuntimeError(f"{s} stream ended unexpectedly (streams are infinite); "
-                           f"last read error: {err!r}") from err
+        raise RuntimeError(f"{s} stream ended unexpectedly (streams are infinite); last read error: {err!r}") from err
       pos, counts = b["_pos"], b["_counts"]
       last = int(np.argmax(pos))
       before = self._state[s]
-      self._state[s] = {"position": int(pos[last]) + 1, "counts": [int(x) for x in counts[last]],
-                        "skipped": int(b["_skipped"][last])}
+      self._state[s] = {
+        "position": int(pos[last]) + 1,
+        "counts": [int(x) for x in counts[last]],
+        "skipped": int(b["_skipped"][last]),
+      }
       st = self._stats[s]
       st["batches"] += 1
       st["records"] += len(pos)
@@ -135,15 +148,19 @@ class TrainIterator:
 
   # ------------------------------------------------------------------ state
   def get_state(self) -> Dict:
-    return {"version": 1, "seed": self.seed, "process_index": self.process_index,
-            "process_count": self.process_count, "streams": json.loads(json.dumps(self._state)),
-            "stats": json.loads(json.dumps(self._stats))}
+    return {
+      "version": 1,
+      "seed": self.seed,
+      "process_index": self.process_index,
+      "process_count": self.process_count,
+      "streams": json.loads(json.dumps(self._state)),
+      "stats": json.loads(json.dumps(self._stats)),
+    }
 
   def set_state(self, state: Dict) -> None:
     for key in ("seed", "process_index", "process_count"):
       if state.get(key) != getattr(self, key):
-        raise ValueError(f"input state: {key}={state.get(key)} was saved, this iterator has "
-                         f"{getattr(self, key)}")
+        raise ValueError(f"input state: {key}={state.get(key)} was saved, this iterator has {getattr(self, key)}")
     missing = set(self.streams) - set(state["streams"])
     if missing:
       raise ValueError(f"input state: no saved position for streams {sorted(missing)}")
@@ -178,9 +195,10 @@ def region_groups(c, process_count: int) -> int:
     return 1
   if gi <= 0 or gt <= 0 or bi % gi or bt % gt or bi // gi != bt // gt:
     raise ValueError(
-        f"region ITM groups: group_images={gi} / group_texts={gt} must both be set and cut this host's "
-        f"{bi} images / {bt} texts (num_images={r.num_images}, batch_size={r.batch_size} over "
-        f"{process_count} hosts) into the same number of groups")
+      f"region ITM groups: group_images={gi} / group_texts={gt} must both be set and cut this host's "
+      f"{bi} images / {bt} texts (num_images={r.num_images}, batch_size={r.batch_size} over "
+      f"{process_count} hosts) into the same number of groups"
+    )
   return bi // gi
 
 
@@ -189,13 +207,26 @@ def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text
   for s in STREAMS:
     if not stream_enabled(c, s):
       continue
-    source = StreamSource(c.data_dir, [tuple(d) for d in c[s].datasets], seed=seed, stream_id=STREAM_IDS[s],
-                          process_index=process_index, process_count=process_count)
+    source = StreamSource(
+      c.data_dir,
+      [tuple(d) for d in c[s].datasets],
+      seed=seed,
+      stream_id=STREAM_IDS[s],
+      process_index=process_index,
+      process_count=process_count,
+    )
     bt = _per_host(c[s].batch_size, process_count, f"{s}.batch_size")
     images = _per_host(c.region.num_images, process_count, "region.num_images") if s == "region" else 0
     spec = batch_contract.stream_spec(
-        s, batch_size=bt, image_res=c.image_res, patch_size=c.patch_size, max_tokens=c.max_tokens,
-        max_masks=c.max_masks, num_images=images, num_frames=c.video.num_frames if s == "video" else 0)
+      s,
+      batch_size=bt,
+      image_res=c.image_res,
+      patch_size=c.patch_size,
+      max_tokens=c.max_tokens,
+      max_masks=c.max_masks,
+      num_images=images,
+      num_frames=c.video.num_frames if s == "video" else 0,
+    )
 
     groups = region_groups(c, process_count) if s == "region" else 1
 
@@ -211,16 +242,19 @@ def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text
   return out
 
 
-def create_train_iterator(data_cfg, *, seed: int, process_index: int = 0, process_count: int = 1,
-                          keep_debug: bool = False) -> TrainIterator:
+def create_train_iterator(
+  data_cfg, *, seed: int, process_index: int = 0, process_count: int = 1, keep_debug: bool = False
+) -> TrainIterator:
   """The pre-training iterator over the enabled image / region / video streams."""
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} outside [0, process_count={process_count})")
-  return TrainIterator(data_cfg, seed=seed, process_index=process_index, process_count=process_count,
-                       keep_debug=keep_debug)
+  return TrainIterator(
+    data_cfg, seed=seed, process_index=process_index, process_count=process_count, keep_debug=keep_debug
+  )
 
 
 # ---------------------------------------------------------------------- evaluation
+
 
 def _first_alt(s: bytes) -> str:
   return s.decode("utf-8").split(ALT_SEP)[0]
@@ -239,16 +273,16 @@ def load_eval_split(data_cfg, name: str, split: str, max_examples: Optional[int]
   r = c.image_res
   tok = Tokenizer(c.vocab_file, c.max_tokens)
   # A fixed signature: called with Python bytes, a plain tf.function would retrace for every image.
-  resize = tf.function(lambda b: augment.test_transform(decode(b), r),
-                       input_signature=[tf.TensorSpec([], tf.string)])
+  resize = tf.function(lambda b: augment.test_transform(decode(b), r), input_signature=[tf.TensorSpec([], tf.string)])
   texts, text_image, boxes, is_image, pixels = [], [], [], [], []
   video = "frames" in src[0]
   for i in range(n):
     rec = src[i]
     if video:
       f, nf = c.video.num_frames, len(rec["frames"])
-      ids = [j % nf for j in range(f)] if nf <= f else [int(j * (nf // f) + min(j, nf - f * (nf // f)))
-                                                        for j in range(f)]
+      ids = (
+        [j % nf for j in range(f)] if nf <= f else [int(j * (nf // f) + min(j, nf - f * (nf // f))) for j in range(f)]
+      )
       pixels.append(np.stack([resize(rec["frames"][j]).numpy() for j in ids]))
     else:
       pixels.append(resize(rec["image"]).numpy())
@@ -259,21 +293,31 @@ def load_eval_split(data_cfg, name: str, split: str, max_examples: Optional[int]
       continue
     # The training stream's element rule with the whole image as the crop: stored boxes are not
     # clipped, and one less than min_perc_in_image inside the image gives no text.
-    kept, rboxes = transform_boxes(tf.constant(rec["boxes"]), (0, 0, int(rec["width"]), int(rec["height"])),
-                                   False, float(r), c.region.min_perc_in_image)
+    kept, rboxes = transform_boxes(
+      tf.constant(rec["boxes"]),
+      (0, 0, int(rec["width"]), int(rec["height"])),
+      False,
+      float(r),
+      c.region.min_perc_in_image,
+    )
     for j in np.nonzero(kept.numpy())[0]:
       attr, elem_cap = _first_alt(rec["elem_attrs"][j]), _first_alt(rec["elem_caption"][j])
       texts.append(f"{attr} {elem_cap}" if attr else elem_cap)
       text_image.append(i), boxes.append(rboxes[j].numpy()), is_image.append(0)
   ids, mask = tok(pre_caption(tf.constant(texts), c.max_tokens))
   bx = np.asarray(boxes, np.float64).reshape(-1, 4)
-  out = {"images" if not video else "frames": np.stack(pixels).astype(np.float32),
-         "text_ids": ids.numpy(), "text_mask": mask.numpy(),
-         "text_image": np.asarray(text_image, np.int32), "is_image": np.asarray(is_image, np.int32),
-         "texts": np.asarray(texts, dtype=object)}
+  out = {
+    "images" if not video else "frames": np.stack(pixels).astype(np.float32),
+    "text_ids": ids.numpy(),
+    "text_mask": mask.numpy(),
+    "text_image": np.asarray(text_image, np.int32),
+    "is_image": np.asarray(is_image, np.int32),
+    "texts": np.asarray(texts, dtype=object),
+  }
   if not video:
-    out["text_bbox"] = np.stack([(bx[:, 0] + bx[:, 2] / 2) / r, (bx[:, 1] + bx[:, 3] / 2) / r,
-                                 bx[:, 2] / r, bx[:, 3] / r], 1).astype(np.float32)
+    out["text_bbox"] = np.stack(
+      [(bx[:, 0] + bx[:, 2] / 2) / r, (bx[:, 1] + bx[:, 3] / 2) / r, bx[:, 2] / r, bx[:, 3] / r], 1
+    ).astype(np.float32)
     pm = patch_masks(tf.constant(bx), r, c.patch_size).numpy()
     pm[out["is_image"] == 1] = 1
     out["patch_mask"] = pm

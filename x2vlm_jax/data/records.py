@@ -21,34 +21,41 @@ ALT_SEP = "\x1f"
 VERSION = "1.0.0"
 
 # One schema for image–text and region records: an image–text record simply has no elements.
-IMAGE_FEATURES = tfds.features.FeaturesDict({
-    "image": tfds.features.Tensor(shape=(), dtype=np.object_),          # encoded bytes
-    "caption": tfds.features.Tensor(shape=(), dtype=np.object_),        # "" = none (region only)
-    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),   # x, y, w, h pixels
+IMAGE_FEATURES = tfds.features.FeaturesDict(
+  {
+    "image": tfds.features.Tensor(shape=(), dtype=np.object_),  # encoded bytes
+    "caption": tfds.features.Tensor(shape=(), dtype=np.object_),  # "" = none (region only)
+    "boxes": tfds.features.Tensor(shape=(None, 4), dtype=np.float32),  # x, y, w, h pixels
     "elem_caption": tfds.features.Tensor(shape=(None,), dtype=np.object_),
     "elem_attrs": tfds.features.Tensor(shape=(None,), dtype=np.object_),  # "" = no attribute
     "width": tfds.features.Tensor(shape=(), dtype=np.int32),
     "height": tfds.features.Tensor(shape=(), dtype=np.int32),
-})
+  }
+)
 
-VIDEO_FEATURES = tfds.features.FeaturesDict({
-    "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),    # encoded frames, in order
+VIDEO_FEATURES = tfds.features.FeaturesDict(
+  {
+    "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),  # encoded frames, in order
     "caption": tfds.features.Tensor(shape=(), dtype=np.object_),
-})
+  }
+)
 
 
 # Fine-tuning datasets store each image / video ONCE and keep the training rows (a caption, a
 # question with its label, ...) in a side table `<split>.rows.json` (data/finetune/common.py): COCO has
 # five captions per image, MSRVTT-QA ~24 questions per video.
-FINETUNE_IMAGE_FEATURES = tfds.features.FeaturesDict({
+FINETUNE_IMAGE_FEATURES = tfds.features.FeaturesDict(
+  {
     "image": tfds.features.Tensor(shape=(), dtype=np.object_),
     "width": tfds.features.Tensor(shape=(), dtype=np.int32),
     "height": tfds.features.Tensor(shape=(), dtype=np.int32),
-})
-FINETUNE_VIDEO_FEATURES = tfds.features.FeaturesDict({
-    "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),    # encoded frames, in order
-})
-
+  }
+)
+FINETUNE_VIDEO_FEATURES = tfds.features.FeaturesDict(
+  {
+    "frames": tfds.features.Tensor(shape=(None,), dtype=np.object_),  # encoded frames, in order
+  }
+)
 
 
 def features_for(kind: str) -> tfds.features.FeaturesDict:
@@ -71,12 +78,13 @@ def image_example(image: bytes, width: int, height: int, caption=(), elems=()) -
   """elems: iterable of (box_xywh, [captions], [attributes])."""
   elems = list(elems)
   return {
-      "image": image,
-      "caption": ALT_SEP.join(caption),
-      "boxes": np.asarray([e[0] for e in elems], np.float32).reshape(-1, 4),
-      "elem_caption": [ALT_SEP.join(e[1]) for e in elems],
-      "elem_attrs": [ALT_SEP.join(e[2]) for e in elems],
-      "width": np.int32(width), "height": np.int32(height),
+    "image": image,
+    "caption": ALT_SEP.join(caption),
+    "boxes": np.asarray([e[0] for e in elems], np.float32).reshape(-1, 4),
+    "elem_caption": [ALT_SEP.join(e[1]) for e in elems],
+    "elem_attrs": [ALT_SEP.join(e[2]) for e in elems],
+    "width": np.int32(width),
+    "height": np.int32(height),
   }
 
 
@@ -97,8 +105,12 @@ class DatasetWriter:
 
   def _template(self, split: str):
     return tfds.core.ShardedFileTemplate(
-        data_dir=self.root, template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-        dataset_name=self.name, split=split, filetype_suffix="array_record")
+      data_dir=self.root,
+      template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+      dataset_name=self.name,
+      split=split,
+      filetype_suffix="array_record",
+    )
 
   def write_split(self, split: str, examples, total: Optional[int] = None, unit: str = "records") -> int:
     """Writes one split; logs progress (count, rate and, given `total`, ETA) while it runs."""
@@ -135,8 +147,9 @@ class DatasetWriter:
     tmpl = self._template(split)
     for i, name in enumerate(tmp_names):
       (self.root / name).replace(tmpl.sharded_filepath(shard_index=i, num_shards=len(tmp_names)))
-    self._splits[split] = tfds.core.SplitInfo(name=split, shard_lengths=lengths, num_bytes=num_bytes,
-                                              filename_template=tmpl)
+    self._splits[split] = tfds.core.SplitInfo(
+      name=split, shard_lengths=lengths, num_bytes=num_bytes, filename_template=tmpl
+    )
     return sum(lengths)
 
   def finish(self) -> None:
@@ -145,13 +158,20 @@ class DatasetWriter:
     if (self.root / "dataset_info.json").exists():
       for name, info in tfds.builder_from_directory(self.root).info.splits.items():
         if name not in splits:
-          splits[name] = tfds.core.SplitInfo(name=name, shard_lengths=list(info.shard_lengths),
-                                             num_bytes=int(info.num_bytes),
-                                             filename_template=self._template(name))
+          splits[name] = tfds.core.SplitInfo(
+            name=name,
+            shard_lengths=list(info.shard_lengths),
+            num_bytes=int(info.num_bytes),
+            filename_template=self._template(name),
+          )
     tfds.folder_dataset.write_metadata(
-        data_dir=self.root, features=self.features, split_infos=list(splits.values()),
-        filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}", check_data=False,
-        version=VERSION)
+      data_dir=self.root,
+      features=self.features,
+      split_infos=list(splits.values()),
+      filename_template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
+      check_data=False,
+      version=VERSION,
+    )
 
 
 def valid_anchor(box, width: int, height: int) -> bool:
@@ -165,8 +185,9 @@ def open_source(data_dir: str, name: str, split: str):
   """Random-access view (`len`, `[i]`) of a stored split."""
   root = fs.path(dataset_dir(data_dir, name))
   if not (root / "dataset_info.json").exists():
-    raise FileNotFoundError(f"dataset {name!r}: no TFDS dataset at {root} (build it with "
-                            f"tools/build_tfds.py or x2vlm_jax.data.shapes.build)")
+    raise FileNotFoundError(
+      f"dataset {name!r}: no TFDS dataset at {root} (build it with tools/build_tfds.py or x2vlm_jax.data.shapes.build)"
+    )
   return tfds.builder_from_directory(root).as_data_source(split)
 
 

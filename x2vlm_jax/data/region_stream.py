@@ -4,8 +4,16 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
-from x2vlm_jax.data.streams import (BATCH_SEED_OFFSET, STREAM_IDS, decode, meta, pmap, example_seed, from_source,
-                                    image_signature)
+from x2vlm_jax.data.streams import (
+  BATCH_SEED_OFFSET,
+  STREAM_IDS,
+  decode,
+  example_seed,
+  from_source,
+  image_signature,
+  meta,
+  pmap,
+)
 from x2vlm_jax.data.text import pre_caption
 from x2vlm_jax.data.textproc import pick_alternative
 
@@ -23,7 +31,7 @@ def patch_masks(boxes, image_res, patch_size):
   row_min = tf.minimum(tf.floor(y / p), g - 1)
   row_max = tf.maximum(row_min + 1, tf.minimum(tf.math.ceil((y + h) / p), g))
   idx = tf.range(g, dtype=tf.float64)
-  cols = (idx[None] >= col_min[:, None]) & (idx[None] < col_max[:, None])   # [K, G]
+  cols = (idx[None] >= col_min[:, None]) & (idx[None] < col_max[:, None])  # [K, G]
   rows = (idx[None] >= row_min[:, None]) & (idx[None] < row_max[:, None])
   grid = rows[:, :, None] & cols[:, None, :]
   flat = tf.reshape(tf.cast(grid, tf.int32), [-1, g * g])
@@ -122,9 +130,17 @@ def region_example(ex, cfg, seed):
   # (x + w/2) / R in float64, then float32: the reference's order of operations.
   target = tf.cast(tf.stack([x + 0.5 * w, y + 0.5 * h, w, h], axis=-1) / r, tf.float32)
   target = tf.where(is_image[:, None], tf.constant(WHOLE_IMAGE_BOX), target)
-  return {"images": image, "text": pre_caption(texts, cfg.max_tokens), "valid": tf.cast(valid, tf.float32),
-          "is_image": tf.cast(is_image, tf.int32), "patch_mask": pm, "target_bbox": target,
-          "_box_px": bxs, "_crop": tf.stack(crop), "_flipped": flipped}
+  return {
+    "images": image,
+    "text": pre_caption(texts, cfg.max_tokens),
+    "valid": tf.cast(valid, tf.float32),
+    "is_image": tf.cast(is_image, tf.int32),
+    "patch_mask": pm,
+    "target_bbox": target,
+    "_box_px": bxs,
+    "_crop": tf.stack(crop),
+    "_flipped": flipped,
+  }
 
 
 def anchor_picker(base):
@@ -132,6 +148,7 @@ def anchor_picker(base):
   does (spec §2.2 step 1): one element drawn uniformly; a record without elements, or whose drawn
   element is not inside the image on the int box, yields nothing for that read. Drawn here, before
   decoding, so the stream can count skips apart from corrupt images."""
+
   def pick(position, rec):
     boxes = rec["boxes"]
     if len(boxes) == 0:
@@ -155,8 +172,11 @@ def select_texts(b, num_texts, seed, num_groups=1):
   bi, k = b["valid"].shape[0], b["valid"].shape[1]
   gi, gt = bi // num_groups, num_texts // num_groups
   n = gi * k  # candidates per group
-  flat = {key: tf.reshape(v, [num_groups, n] + v.shape[2:].as_list()) for key, v in b.items()
-          if key in ("text", "valid", "is_image", "patch_mask", "target_bbox", "_box_px")}
+  flat = {
+    key: tf.reshape(v, [num_groups, n] + v.shape[2:].as_list())
+    for key, v in b.items()
+    if key in ("text", "valid", "is_image", "patch_mask", "target_bbox", "_box_px")
+  }
   flat["image_index"] = tf.reshape(tf.repeat(tf.range(bi, dtype=tf.int32), k), [num_groups, n])
   keys = tf.random.stateless_uniform([num_groups, n], seed) + (1.0 - flat["valid"]) * 2.0
   order = tf.argsort(keys, axis=1, stable=True)
@@ -172,8 +192,7 @@ def select_texts(b, num_texts, seed, num_groups=1):
   return out
 
 
-def region_stream(source, cfg, text_stage, *, position, counts, skipped, seed, num_images, num_texts,
-                  num_groups=1):
+def region_stream(source, cfg, text_stage, *, position, counts, skipped, seed, num_images, num_texts, num_groups=1):
   base = seed * 8 + STREAM_IDS["region"]
   signature = {**image_signature(len(source.sources)), "anchor": tf.TensorSpec([], tf.int32)}
   ds = from_source(source, position, counts, signature, skipped=skipped, prepare=anchor_picker(base))
@@ -196,12 +215,19 @@ def region_stream(source, cfg, text_stage, *, position, counts, skipped, seed, n
   ds = ds.batch(num_images, drop_remainder=True)
 
   def per_batch(b):
-    s_sel, s_txt = tf.unstack(tf.random.experimental.stateless_split(
-        example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]), 2))
+    s_sel, s_txt = tf.unstack(
+      tf.random.experimental.stateless_split(example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]), 2)
+    )
     t = select_texts(b, num_texts, s_sel, num_groups)
-    out = {"images": b["images"], "image_index": t["image_index"], "patch_mask": t["patch_mask"],
-           "target_bbox": t["target_bbox"], "is_image": t["is_image"], "_box_px": t["_box_px"],
-           **{k: b[k] for k in ("_crop", "_flipped", "_anchor")}}
+    out = {
+      "images": b["images"],
+      "image_index": t["image_index"],
+      "patch_mask": t["patch_mask"],
+      "target_bbox": t["target_bbox"],
+      "is_image": t["is_image"],
+      "_box_px": t["_box_px"],
+      **{k: b[k] for k in ("_crop", "_flipped", "_anchor")},
+    }
     out.update(text_stage(t["text"], t["valid"], s_txt))
     out.update(meta(b))
     return out

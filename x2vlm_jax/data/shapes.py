@@ -18,17 +18,43 @@ from PIL import Image
 
 from x2vlm_jax import fs
 
-
 SIZE = 128
-COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 225), "yellow": (240, 215, 40),
-          "purple": (150, 60, 200), "orange": (245, 135, 25), "cyan": (40, 205, 215)}
+COLORS = {
+  "red": (220, 40, 40),
+  "green": (40, 170, 60),
+  "blue": (40, 80, 225),
+  "yellow": (240, 215, 40),
+  "purple": (150, 60, 200),
+  "orange": (245, 135, 25),
+  "cyan": (40, 205, 215),
+}
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = {"small": (18, 26), "large": (34, 46)}
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}
 RELATIONS = ("left of", "right of", "above", "below")
 # Words kept for later QA-style evaluation prompts; they cost nothing in a 200-entry vocab.
-EXTRA_WORDS = ("the", "is", "there", "what", "color", "shape", "how", "many", "one", "two", "three",
-               "yes", "no", "object", "objects", "image", "to", "in", "picture", "moving")
+EXTRA_WORDS = (
+  "the",
+  "is",
+  "there",
+  "what",
+  "color",
+  "shape",
+  "how",
+  "many",
+  "one",
+  "two",
+  "three",
+  "yes",
+  "no",
+  "object",
+  "objects",
+  "image",
+  "to",
+  "in",
+  "picture",
+  "moving",
+)
 # VQA counts are answered with digits (VQA v2's convention; its normaliser maps number words to them).
 DIGITS = tuple(str(i) for i in range(10))
 # Words of the NLVR2-style two-image statements (x2vlm_jax/data/shapes_tasks.py); appended, so the ids
@@ -57,6 +83,7 @@ def write_vocab(path: str = VOCAB_FILE) -> str:
 
 
 # ---------------------------------------------------------------- rendering
+
 
 def _background(rs):
   yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
@@ -158,6 +185,7 @@ def _image_examples(seed, n):
     img, objs, caption = render_scene(rs)
     elems = [(o["box"], [f"{o['color']} {o['shape']}"], [o["size"]]) for o in objs]
     from x2vlm_jax.data import records  # tensorflow-datasets: only when writing
+
     yield records.image_example(encode(img), SIZE, SIZE, caption=[caption], elems=elems)
 
 
@@ -168,15 +196,29 @@ def _video_examples(seed, n, num_frames):
     yield {"frames": frames, "caption": caption}
 
 
-def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_videos: int = 800,
-          num_test_videos: int = 100, num_frames: int = 8, seed: int = 0) -> Dict[str, str]:
+def build(
+  data_dir: str,
+  num_train: int = 8000,
+  num_test: int = 500,
+  num_train_videos: int = 800,
+  num_test_videos: int = 100,
+  num_frames: int = 8,
+  seed: int = 0,
+) -> Dict[str, str]:
   """Writes `shapes` and `shapes_video` under data_dir (skipped when already built with these args)."""
-  params = dict(num_train=num_train, num_test=num_test, num_train_videos=num_train_videos,
-                num_test_videos=num_test_videos, num_frames=num_frames, seed=seed)
+  params = dict(
+    num_train=num_train,
+    num_test=num_test,
+    num_train_videos=num_train_videos,
+    num_test_videos=num_test_videos,
+    num_frames=num_frames,
+    seed=seed,
+  )
   marker = fs.path(data_dir) / NAME / "build_params.json"
   if marker.exists() and json.loads(marker.read_text()) == params:
     return {"image": NAME, "video": VIDEO_NAME, "vocab_file": VOCAB_FILE}
   from x2vlm_jax.data import records  # tensorflow-datasets: only when writing (configs import this module)
+
   # Train and test use different seed streams, so no test scene is a train scene.
   w = records.DatasetWriter(data_dir, NAME, "image_text")
   w.write_split("train", _image_examples([seed, 0], num_train), num_train, "scenes")
@@ -192,4 +234,5 @@ def build(data_dir: str, num_train: int = 8000, num_test: int = 500, num_train_v
 
 if __name__ == "__main__":
   import sys
+
   print(build(sys.argv[1]))

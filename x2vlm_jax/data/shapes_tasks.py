@@ -66,10 +66,12 @@ def captions(objs: List[Dict]) -> List[str]:
   rel = shapes._relation(objs[0], objs[1])  # noqa: SLF001
   tail = [f" and {p(objs[2])}"] if len(objs) == 3 else [""]
   tail_short = [f" and {_short(objs[2])}"] if len(objs) == 3 else [""]
-  return [f"{p(objs[0])} {rel} {p(objs[1])}{tail[0]}",
-          f"{p(objs[1])} {_INVERSE[rel]} {p(objs[0])}{tail[0]}",
-          f"{_short(objs[0])} {rel} {_short(objs[1])}{tail_short[0]}",
-          f"{_short(objs[1])} {_INVERSE[rel]} {_short(objs[0])}{tail_short[0]}"]
+  return [
+    f"{p(objs[0])} {rel} {p(objs[1])}{tail[0]}",
+    f"{p(objs[1])} {_INVERSE[rel]} {p(objs[0])}{tail[0]}",
+    f"{_short(objs[0])} {rel} {_short(objs[1])}{tail_short[0]}",
+    f"{_short(objs[1])} {_INVERSE[rel]} {_short(objs[0])}{tail_short[0]}",
+  ]
 
 
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
@@ -100,8 +102,13 @@ def questions(objs: List[Dict], rs) -> List[Dict]:
     a, b = objs[i], objs[j]
     rel = shapes._relation(a, b)  # noqa: SLF001 — the relation the captions use
     asked, answer = (rel, "yes") if rs.rand() < 0.5 else (_INVERSE[rel], "no")
-    out.append(dict(kind="relation", question=f"Is the {a['color']} {a['shape']} {asked} the {b['color']} "
-                                              f"{b['shape']}?", answer=answer))
+    out.append(
+      dict(
+        kind="relation",
+        question=f"Is the {a['color']} {a['shape']} {asked} the {b['color']} {b['shape']}?",
+        answer=answer,
+      )
+    )
   return out
 
 
@@ -117,8 +124,11 @@ def vqa_records(scenes, seed, *, split: str) -> List[Dict]:
   for s_idx, (name, objs) in enumerate(scenes):
     vg = split == "train" and s_idx % 5 == 4
     for q_idx, q in enumerate(questions(objs, rs)):
-      rec = {"question_id": (0 if split == "train" else 1_000_000) + 10 * s_idx + q_idx, "image": name,
-             "question": q["question"]}
+      rec = {
+        "question_id": (0 if split == "train" else 1_000_000) + 10 * s_idx + q_idx,
+        "image": name,
+        "question": q["question"],
+      }
       if vg:
         rec.update(answer=q["answer"], dataset="vg")
       else:
@@ -132,7 +142,7 @@ def vqa_records(scenes, seed, *, split: str) -> List[Dict]:
 def answer_list(train_records) -> List[str]:
   counts: Dict[str, int] = {}
   for r in train_records:
-    for a in ([r["answer"]] if isinstance(r["answer"], str) else r["answer"]):
+    for a in [r["answer"]] if isinstance(r["answer"], str) else r["answer"]:
       counts[a] = counts.get(a, 0) + 1
   return sorted(counts, key=lambda a: (-counts[a], a))
 
@@ -148,13 +158,26 @@ def write_captioning(out, splits) -> None:
   """Karpathy format: train rows like retrieval's; test images with their captions; the COCO-format
   ground truth keyed by the image id the official reader parses from the file name."""
   from x2vlm_jax.data.text_clean import image_id_from_name
-  _write(out, "captioning_train.json", [{"image": name, "caption": cap, "image_id": i}
-                                          for i, (name, objs) in enumerate(splits["train"]) for cap in captions(objs)])
+
+  _write(
+    out,
+    "captioning_train.json",
+    [
+      {"image": name, "caption": cap, "image_id": i}
+      for i, (name, objs) in enumerate(splits["train"])
+      for cap in captions(objs)
+    ],
+  )
   _write(out, "captioning_test.json", [{"image": name, "caption": captions(objs)} for name, objs in splits["test"]])
   gt = [(image_id_from_name(name), cap) for name, objs in splits["test"] for cap in captions(objs)]
-  _write(out, "captioning_test_gt.json", {
+  _write(
+    out,
+    "captioning_test_gt.json",
+    {
       "images": [{"id": i} for i in sorted({i for i, _ in gt})],
-      "annotations": [{"image_id": i, "caption": c, "id": k} for k, (i, c) in enumerate(gt)]})
+      "annotations": [{"image_id": i, "caption": c, "id": k} for k, (i, c) in enumerate(gt)],
+    },
+  )
 
 
 def _scenes(seed, n: int):
@@ -164,12 +187,24 @@ def _scenes(seed, n: int):
     yield img, objs
 
 
-def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int = 0, num_train_videos: int = 600,
-          num_test_videos: int = 150) -> str:
+def build(
+  data_dir: str,
+  num_train: int = 2000,
+  num_test: int = 300,
+  seed: int = 0,
+  num_train_videos: int = 600,
+  num_test_videos: int = 150,
+) -> str:
   """Writes the task annotations and images (skipped when already built with these arguments)."""
   root = task_dir(data_dir)
-  params = dict(num_train=num_train, num_test=num_test, seed=seed, num_train_videos=num_train_videos,
-                num_test_videos=num_test_videos, version=VERSION)
+  params = dict(
+    num_train=num_train,
+    num_test=num_test,
+    seed=seed,
+    num_train_videos=num_train_videos,
+    num_test_videos=num_test_videos,
+    version=VERSION,
+  )
   out = fs.path(root)
   marker = out / "build_params.json"
   if marker.exists() and json.loads(marker.read_text()) == params:
@@ -187,11 +222,16 @@ def build(data_dir: str, num_train: int = 2000, num_test: int = 300, seed: int =
       scenes.append((name, objs))
     progress.done()
     splits[split] = scenes
-  _write(out, "retrieval_train.json", [{"image": name, "caption": cap, "image_id": i}
-                                         for i, (name, objs) in enumerate(splits["train"])
-                                         for cap in captions(objs)])
-  _write(out, "retrieval_test.json", [{"image": name, "caption": captions(objs)}
-                                        for name, objs in splits["test"]])
+  _write(
+    out,
+    "retrieval_train.json",
+    [
+      {"image": name, "caption": cap, "image_id": i}
+      for i, (name, objs) in enumerate(splits["train"])
+      for cap in captions(objs)
+    ],
+  )
+  _write(out, "retrieval_test.json", [{"image": name, "caption": captions(objs)} for name, objs in splits["test"]])
   write_vqa(out, splits, seed)
   write_captioning(out, splits)
   _write_video_tasks(out, seed, num_train_videos, num_test_videos)
@@ -207,9 +247,11 @@ VIDEO_FRAMES = 6
 def video_questions(rs, size: str, color: str, shape: str, direction: str):
   """Questions a clip determines (words of the shapes vocabulary): motion, colour, shape."""
   asked = rs.choice(list(shapes.DIRECTIONS))
-  return [(f"is the {color} {shape} moving {asked}", "yes" if asked == direction else "no"),
-          (f"what color is the object moving {direction}", color),
-          (f"what shape is the {size} {color} object", shape)]
+  return [
+    (f"is the {color} {shape} moving {asked}", "yes" if asked == direction else "no"),
+    (f"what color is the object moving {direction}", color),
+    (f"what shape is the {size} {color} object", shape),
+  ]
 
 
 def _write_video_tasks(out, seed: int, num_train: int, num_test: int) -> None:
@@ -242,6 +284,7 @@ def _write(out, name: str, obj) -> None:
 
 
 # ------------------------------------------------------------------------ grounding (RefCOCO+ format)
+
 
 def _referents(objs: List[Dict], shape=None, color=None, size=None, rel=None, anchor=None) -> List[int]:
   """Indices of the objects an expression's predicates select (the uniqueness check)."""
@@ -290,13 +333,13 @@ def _write_grounding(out, splits, seed: int) -> None:
         exprs = refer_expressions(objs, i)
         if split == "test" and len(exprs) > 3:  # a bounded evaluation set: 3 expressions per object
           exprs = [exprs[j] for j in sorted(rs.choice(len(exprs), 3, replace=False))]
-        rows += [{"image": name, "text": e, "ref_id": ref_id, "bbox": list(o["box"]), "split": part}
-                 for e in exprs]
+        rows += [{"image": name, "text": e, "ref_id": ref_id, "bbox": list(o["box"]), "split": part} for e in exprs]
         ref_id += 1
     _write(out, f"grounding_{split}.json", rows)
 
 
 # ------------------------------------------------------------------------ NLVR2-style statements
+
 
 def _statements(left: List[Dict], right: List[Dict]) -> Dict[str, List]:
   """{template family: [(statement, truth), ...]} about a pair of scenes (left, right)."""
@@ -304,11 +347,11 @@ def _statements(left: List[Dict], right: List[Dict]) -> Dict[str, List]:
   count = lambda objs, c: sum(o["color"] == c for o in objs)  # noqa: E731
   fam = {"more objects": [], "more colour": [], "colour in": [], "shape in": [], "how many": [], "both": []}
   for a, b in (("left", "right"), ("right", "left")):
-    fam["more objects"].append((f"the {a} image has more objects than the {b} image",
-                                len(sides[a]) > len(sides[b])))
+    fam["more objects"].append((f"the {a} image has more objects than the {b} image", len(sides[a]) > len(sides[b])))
     for c in shapes.COLORS:
-      fam["more colour"].append((f"the {a} image has more {c} objects than the {b} image",
-                                 count(sides[a], c) > count(sides[b], c)))
+      fam["more colour"].append(
+        (f"the {a} image has more {c} objects than the {b} image", count(sides[a], c) > count(sides[b], c))
+      )
   for side, objs in sides.items():
     for c in shapes.COLORS:
       fam["colour in"].append((f"there is a {c} object in the {side} image", count(objs, c) > 0))
@@ -317,8 +360,9 @@ def _statements(left: List[Dict], right: List[Dict]) -> Dict[str, List]:
     for n, words in ((1, "is one object"), (2, "are two objects"), (3, "are three objects")):
       fam["how many"].append((f"there {words} in the {side} image", len(objs) == n))
   for shp in shapes.SHAPES:
-    fam["both"].append((f"both images contain a {shp}",
-                        all(any(o["shape"] == shp for o in objs) for objs in (left, right))))
+    fam["both"].append(
+      (f"both images contain a {shp}", all(any(o["shape"] == shp for o in objs) for objs in (left, right)))
+    )
   return fam
 
 
@@ -341,10 +385,11 @@ def _write_nlvr(out, splits, seed: int, pairs_per_image: int = 2) -> None:
           break
       else:
         continue
-      rows.append({"images": [scenes[i][0], scenes[j][0]], "sentence": options[rs.randint(len(options))],
-                   "label": label})
+      rows.append(
+        {"images": [scenes[i][0], scenes[j][0]], "sentence": options[rs.randint(len(options))], "label": label}
+      )
     if split == "train":
       _write(out, "nlvr_train.json", rows)
     else:
-      _write(out, "nlvr_dev.json", rows[:len(rows) // 2])
-      _write(out, "nlvr_test.json", rows[len(rows) // 2:])
+      _write(out, "nlvr_dev.json", rows[: len(rows) // 2])
+      _write(out, "nlvr_test.json", rows[len(rows) // 2 :])

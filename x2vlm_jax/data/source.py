@@ -44,15 +44,25 @@ def mixture_weights(weights: Sequence[Optional[float]], sizes: Sequence[int]) ->
     return fixed / fixed.sum()
   rest = 1.0 - fixed.sum()
   if rest <= 0:
-    raise ValueError(f"datasets weights {list(weights)}: with size-proportional entries (None) the explicit "
-                     f"weights are probabilities and must sum to < 1, got {fixed.sum()}")
+    raise ValueError(
+      f"datasets weights {list(weights)}: with size-proportional entries (None) the explicit "
+      f"weights are probabilities and must sum to < 1, got {fixed.sum()}"
+    )
   return fixed + free * rest * sizes / sizes[free].sum()
 
 
 class StreamSource:
-
-  def __init__(self, data_dir: str, datasets: Sequence[Tuple], *, seed: int,
-               stream_id: int, process_index: int, process_count: int, opener=records.open_source):
+  def __init__(
+    self,
+    data_dir: str,
+    datasets: Sequence[Tuple],
+    *,
+    seed: int,
+    stream_id: int,
+    process_index: int,
+    process_count: int,
+    opener=records.open_source,
+  ):
     if not datasets:
       raise ValueError("datasets: empty list for an enabled stream")
     self.sources, weights = [], []
@@ -82,7 +92,7 @@ class StreamSource:
       if len(self._perm_cache) > 4:
         self._perm_cache.clear()
       perm = np.random.default_rng([self.seed, self.stream_id, d, epoch]).permutation(len(self.sources[d]))
-      self._perm_cache[key] = perm[self.process_index::self.process_count]
+      self._perm_cache[key] = perm[self.process_index :: self.process_count]
     return int(self._perm_cache[key][i])
 
   def dataset_at(self, p: int) -> int:

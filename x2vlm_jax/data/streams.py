@@ -18,8 +18,9 @@ BATCH_SEED_OFFSET = 1 << 30
 def pmap(ds, fn, cfg):
   """Ordered parallel map; autograph is skipped because every function here is plain graph code
   (tracing through autograph cost ~10 s per stream)."""
-  return ds.map(tf.autograph.experimental.do_not_convert(fn), num_parallel_calls=cfg.num_parallel_calls,
-                deterministic=True)
+  return ds.map(
+    tf.autograph.experimental.do_not_convert(fn), num_parallel_calls=cfg.num_parallel_calls, deterministic=True
+  )
 
 
 def example_seed(base, pos):
@@ -31,8 +32,12 @@ def meta_signature(num_datasets):
   # this record (the resume state) and (dataset, record index) for tests and debugging.
   # `_skipped` counts the records skipped before this one by a stream's record rule (region: invalid
   # crop anchor), so the iterator can tell them from corrupt images.
-  return {"_pos": tf.TensorSpec([], tf.int64), "_counts": tf.TensorSpec([num_datasets], tf.int64),
-          "_record": tf.TensorSpec([2], tf.int64), "_skipped": tf.TensorSpec([], tf.int64)}
+  return {
+    "_pos": tf.TensorSpec([], tf.int64),
+    "_counts": tf.TensorSpec([num_datasets], tf.int64),
+    "_record": tf.TensorSpec([2], tf.int64),
+    "_skipped": tf.TensorSpec([], tf.int64),
+  }
 
 
 META_KEYS = ("_pos", "_counts", "_record", "_skipped")
@@ -47,14 +52,21 @@ def meta(ex):
 
 def image_signature(num_datasets):
   return {
-      **meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string), "caption": tf.TensorSpec([], tf.string),
-      "boxes": tf.TensorSpec([None, 4], tf.float32), "elem_caption": tf.TensorSpec([None], tf.string),
-      "elem_attrs": tf.TensorSpec([None], tf.string),
+    **meta_signature(num_datasets),
+    "image": tf.TensorSpec([], tf.string),
+    "caption": tf.TensorSpec([], tf.string),
+    "boxes": tf.TensorSpec([None, 4], tf.float32),
+    "elem_caption": tf.TensorSpec([None], tf.string),
+    "elem_attrs": tf.TensorSpec([None], tf.string),
   }
 
 
 def video_signature(num_datasets):
-  return {**meta_signature(num_datasets), "frames": tf.TensorSpec([None], tf.string), "caption": tf.TensorSpec([], tf.string)}
+  return {
+    **meta_signature(num_datasets),
+    "frames": tf.TensorSpec([None], tf.string),
+    "caption": tf.TensorSpec([], tf.string),
+  }
 
 
 def from_source(source, position, counts, signature, *, skipped=0, prepare=None):
@@ -68,8 +80,9 @@ def from_source(source, position, counts, signature, *, skipped=0, prepare=None)
       if extra is None:
         n, run = n + 1, run + 1
         if run == MAX_SKIPPED_RUN:
-          source.error = ValueError(f"{run} records in a row rejected up to position {p} (dataset "
-                                    f"{d}): not a dataset of this stream's kind?")
+          source.error = ValueError(
+            f"{run} records in a row rejected up to position {p} (dataset {d}): not a dataset of this stream's kind?"
+          )
           raise source.error
         continue
       run = 0
@@ -83,6 +96,7 @@ def from_source(source, position, counts, signature, *, skipped=0, prepare=None)
 def decode(image_bytes):
   """RGB uint8 [H, W, 3] with PIL's pixels: tf decodes JPEGs with libjpeg's fast integer IDCT by
   default (0.5–2 levels off PIL on average); PIL uses the accurate one."""
+
   def jpeg():
     return tf.io.decode_jpeg(image_bytes, channels=3, dct_method=augment.JPEG_DCT)
 
@@ -114,9 +128,11 @@ def image_stream(source, cfg, text_stage, *, position, counts, skipped, seed, ba
     # Decode and crop are one op here (only the crop window of a JPEG is decoded), so a corrupt image
     # fails in this map and is dropped (and counted) right after it.
     s_img, s_txt = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 2))
-    return {**meta(ex),
-            "images": augment.pretrain_transform_bytes(ex["image"], cfg.image_res, s_img, cfg.randaug),
-            "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
+    return {
+      **meta(ex),
+      "images": augment.pretrain_transform_bytes(ex["image"], cfg.image_res, s_img, cfg.randaug),
+      "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens),
+    }
 
   ds = pmap(ds, transform, cfg)
   if not cfg.strict:
@@ -148,16 +164,16 @@ def video_stream(source, cfg, text_stage, *, position, counts, skipped, seed, ba
   ds = from_source(source, position, counts, video_signature(len(source.sources)), skipped=skipped)
 
   def transform(ex):
-    s_ids, s_frames, s_txt = tf.unstack(
-        tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 3))
+    s_ids, s_frames, s_txt = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 3))
     ids = sample_frame_ids(tf.size(ex["frames"]), f, s_ids)
     frame_seeds = tf.random.experimental.stateless_split(s_frames, f)
     # Every frame gets its own crop/flip/RandAugment (spec §2.4, §10 item 11).
     frames = tf.map_fn(
-        lambda a: augment.pretrain_transform(decode(tf.gather(ex["frames"], a[0])), r, a[1], cfg.randaug),
-        (ids, frame_seeds), fn_output_signature=tf.TensorSpec([r, r, 3], tf.float32))
-    return {**meta(ex), "frames": frames,
-            "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
+      lambda a: augment.pretrain_transform(decode(tf.gather(ex["frames"], a[0])), r, a[1], cfg.randaug),
+      (ids, frame_seeds),
+      fn_output_signature=tf.TensorSpec([r, r, 3], tf.float32),
+    )
+    return {**meta(ex), "frames": frames, "text": pre_caption(pick_alternative(ex["caption"], s_txt), cfg.max_tokens)}
 
   ds = pmap(ds, transform, cfg)
   if not cfg.strict:

@@ -12,7 +12,7 @@ import tensorflow_text as tf_text
 
 from x2vlm_jax import fs
 from x2vlm_jax.data.text_clean import PUNCT as _PUNCT
-from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py  # the Python twin, for builders
+from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py  # noqa: F401  (the Python twin, for builders)
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -59,11 +59,9 @@ class Tokenizer:
     self.max_tokens = max_tokens
     # Whole-word masking needs "is this id a ##continuation"; a constant gather table is cheapest.
     self.is_subword = np.array([t.startswith("##") for t in self.tokens], np.bool_)
-    init = tf.lookup.KeyValueTensorInitializer(
-        tf.constant(self.tokens), tf.range(len(self.tokens), dtype=tf.int64))
+    init = tf.lookup.KeyValueTensorInitializer(tf.constant(self.tokens), tf.range(len(self.tokens), dtype=tf.int64))
     self._table = tf.lookup.StaticHashTable(init, default_value=-1)
-    self._tok = tf_text.BertTokenizer(self._table, token_out_type=tf.int64, unknown_token="[UNK]",
-                                      lower_case=True)
+    self._tok = tf_text.BertTokenizer(self._table, token_out_type=tf.int64, unknown_token="[UNK]", lower_case=True)
 
   def pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """texts [B] → their wordpiece ids [B, (pieces)] int64 (no [CLS]/[SEP], no cut)."""

@@ -15,7 +15,6 @@ def pick_alternative(joined, seed):
 
 
 class TextStage:
-
   def __init__(self, cfg):
     self.cfg = cfg
     self.tok = Tokenizer(cfg.vocab_file, cfg.max_tokens)
@@ -26,13 +25,28 @@ class TextStage:
     valid = valid * tf.cast(tf.strings.length(texts) > 0, tf.float32)
     ids, mask = self.tok(texts)
     ids_m, pos, labels = masking.mask_tokens(
-        ids, mask, seed, is_subword=self.tok.is_subword, mask_id=self.tok.mask_id,
-        vocab_size=self.tok.vocab_size, mask_prob=c.mask_prob, max_masks=c.max_masks,
-        skipgram_prb=c.skipgram_prb, skipgram_size=c.skipgram_size, whole_word=c.mask_whole_word)
+      ids,
+      mask,
+      seed,
+      is_subword=self.tok.is_subword,
+      mask_id=self.tok.mask_id,
+      vocab_size=self.tok.vocab_size,
+      mask_prob=c.mask_prob,
+      max_masks=c.max_masks,
+      skipgram_prb=c.skipgram_prb,
+      skipgram_size=c.skipgram_size,
+      whole_word=c.mask_whole_word,
+    )
     # Padding rows keep "[CLS] [SEP]" (no degenerate all-masked attention) but nothing to predict.
     real = valid[:, None] > 0
     pos = tf.where(real, pos, 0)
     labels = tf.where(real, labels, masking.IGNORE_ID)
     ids_m = tf.where(real, ids_m, ids)
-    return {"text_ids": ids, "text_mask": mask, "text_ids_masked": ids_m, "masked_pos": pos,
-            "mlm_labels": labels, "valid": valid}
+    return {
+      "text_ids": ids,
+      "text_mask": mask,
+      "text_ids_masked": ids_m,
+      "masked_pos": pos,
+      "mlm_labels": labels,
+      "valid": valid,
+    }

@@ -27,8 +27,7 @@ def read_records(path: str) -> List[Dict[str, Any]]:
     except json.JSONDecodeError as e:
       raise ValueError(f"annotations {path!r}: neither a JSON array nor JSON lines ({e})") from e
   if isinstance(data, dict):
-    raise ValueError(f"annotations {path!r}: expected a list of records, got an object with keys "
-                     f"{sorted(data)[:5]}")
+    raise ValueError(f"annotations {path!r}: expected a list of records, got an object with keys {sorted(data)[:5]}")
   for i, rec in enumerate(data):
     if not isinstance(rec, dict):
       raise ValueError(f"annotations {path!r}: record {i} is {type(rec).__name__}, expected an object")
@@ -43,8 +42,10 @@ def require(path: str, records: Sequence[Dict[str, Any]], field: str, kinds, *, 
       raise ValueError(f"annotations {path!r}: record {i} has no field {field!r} (fields: {sorted(rec)})")
     value = rec[field]
     if not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds:
-      raise ValueError(f"annotations {path!r}: record {i}: {field!r} is {type(value).__name__}, expected "
-                       f"{' or '.join(k.__name__ for k in kinds)}")
+      raise ValueError(
+        f"annotations {path!r}: record {i}: {field!r} is {type(value).__name__}, expected "
+        f"{' or '.join(k.__name__ for k in kinds)}"
+      )
     if isinstance(value, list) and not all(isinstance(v, str) for v in value):
       raise ValueError(f"annotations {path!r}: record {i}: {field!r} must hold strings")
     if non_empty and not value:
@@ -68,8 +69,9 @@ def read_split_files(annotations: str, splits: str = "") -> List[Tuple[str, str,
   paths = [p.strip() for p in annotations.split(",") if p.strip()]
   if not paths:
     raise ValueError("annotations: no file given")
-  names = [n.strip() for n in splits.split(",")] if splits else [os.path.splitext(os.path.basename(p))[0]
-                                                                  for p in paths]
+  names = (
+    [n.strip() for n in splits.split(",")] if splits else [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  )
   if len(names) != len(paths):
     raise ValueError(f"splits {splits!r}: {len(names)} names for {len(paths)} annotation files")
   return [(name, path, read_records(path)) for name, path in zip(names, paths)]

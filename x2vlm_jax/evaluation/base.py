@@ -28,8 +28,9 @@ class Evaluator:
     merged = ml_collections.ConfigDict({**self.SCHEDULE, **self.DEFAULTS, "type": ""})
     unknown = sorted(set(ecfg) - set(merged))
     if unknown:
-      raise ValueError(f"evals.{name}: unknown field(s) {unknown} for type {ecfg.get('type')!r}; "
-                       f"known: {sorted(merged)}")
+      raise ValueError(
+        f"evals.{name}: unknown field(s) {unknown} for type {ecfg.get('type')!r}; known: {sorted(merged)}"
+      )
     merged.update(dict(ecfg))
     self.ecfg = merged
     self._ready = False
@@ -45,6 +46,7 @@ class Evaluator:
   # --- helpers -----------------------------------------------------------------------------------
   def tokenizer(self):
     from x2vlm_jax.inference.tokenizer import Tokenizer
+
     vocab = self.ecfg.get("vocab_file") or self.config.get("data", {}).get("vocab_file")
     if not vocab:
       raise ValueError(f"evals.{self.name}: no vocabulary (set config.data.vocab_file or evals.{self.name}.vocab_file)")
@@ -56,10 +58,13 @@ class Evaluator:
     tok = self.tokenizer()
     if not max_tokens:
       from x2vlm_jax.data.text_clean import pre_caption
+
       max_tokens = max([len(tok.pieces(pre_caption(t, max_words))) + 2 for t in texts] + [2])
       if max_tokens > self.model_cfg.text.max_positions:
-        raise ValueError(f"evals.{self.name}: the longest text has {max_tokens} tokens, more than the model's "
-                         f"{self.model_cfg.text.max_positions} positions; set max_tokens to truncate")
+        raise ValueError(
+          f"evals.{self.name}: the longest text has {max_tokens} tokens, more than the model's "
+          f"{self.model_cfg.text.max_positions} positions; set max_tokens to truncate"
+        )
     return tok(texts, max_tokens, clean=max_words)
 
   def jitted(self, graphdef, make):
@@ -70,13 +75,15 @@ class Evaluator:
       cache[id(graphdef)] = make()
     return cache[id(graphdef)]
 
-  def load_images(self, paths: Sequence[str], idx: np.ndarray, num_frames: int = 0,
-                  sizes: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+  def load_images(
+    self, paths: Sequence[str], idx: np.ndarray, num_frames: int = 0, sizes: Optional[np.ndarray] = None
+  ) -> Tuple[np.ndarray, np.ndarray]:
     """`load_images_parallel` at the model's resolution with the evaluator's `strict` (videos when
     num_frames > 0; `sizes` as there); unreadable files are collected in `self.bad_images` (reset by the caller for each
     evaluation)."""
-    pixels, valid, bad = load_images_parallel(paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict,
-                                              num_frames=num_frames, sizes=sizes)
+    pixels, valid, bad = load_images_parallel(
+      paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict, num_frames=num_frames, sizes=sizes
+    )
     self.bad_images.extend(bad)
     return pixels, valid
 
@@ -102,9 +109,16 @@ class Evaluator:
     return self.evaluate(graphdef, params)
 
 
-def load_images_parallel(paths: Sequence[str], idx: np.ndarray, image_res: int, *, strict: bool = False,
-                         threads: Optional[int] = None, num_frames: int = 0, sizes: Optional[np.ndarray] = None
-                         ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
+def load_images_parallel(
+  paths: Sequence[str],
+  idx: np.ndarray,
+  image_res: int,
+  *,
+  strict: bool = False,
+  threads: Optional[int] = None,
+  num_frames: int = 0,
+  sizes: Optional[np.ndarray] = None,
+) -> Tuple[np.ndarray, np.ndarray, List[str]]:
   """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files);
   with num_frames > 0 the paths are videos (official frames files) → [n,F,R,R,3].
 

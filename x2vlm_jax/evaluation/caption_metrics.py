@@ -23,15 +23,22 @@ import shutil
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 # pycocoevalcap's PTBTokenizer drops exactly these tokens after tokenising.
-PTB_PUNCTUATIONS = frozenset(["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-                              ".", "?", "!", ",", ":", "-", "--", "...", ";"])
+PTB_PUNCTUATIONS = frozenset(
+  ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
+)
 
 # With -lowerCase, PTBTokenizer's bracket tokens come out lower-cased and so SURVIVE the removal
 # above (whose entries are upper-case): "(red)" → "-lrb- red -rrb-". Reproduced.
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 _CLITICS = re.compile(r"^(.+?)('s|'m|'d|'ll|'re|'ve|n't)$")
-_SPLIT_WORDS = {"cannot": ["can", "not"], "gonna": ["gon", "na"], "gotta": ["got", "ta"],
-                "wanna": ["wan", "na"], "gimme": ["gim", "me"], "lemme": ["lem", "me"]}
+_SPLIT_WORDS = {
+  "cannot": ["can", "not"],
+  "gonna": ["gon", "na"],
+  "gotta": ["got", "ta"],
+  "wanna": ["wan", "na"],
+  "gimme": ["gim", "me"],
+  "lemme": ["lem", "me"],
+}
 _TITLES = frozenset(["mr", "mrs", "ms", "dr", "st", "jr", "sr", "prof", "vs", "etc", "inc", "co", "no"])
 
 
@@ -47,7 +54,7 @@ def _split_token(tok: str, last: bool) -> List[str]:
     if tok.endswith("..."):
       tail.insert(0, "...")
       tok = tok[:-3]
-    elif tok[-1] in "\"`,;!?":
+    elif tok[-1] in '"`,;!?':
       tail.insert(0, tok[-1])
       tok = tok[:-1]
     elif tok[-1] == ":" and not re.search(r"\d:$", tok):
@@ -75,7 +82,7 @@ def _split_token(tok: str, last: bool) -> List[str]:
           continue
         m = _CLITICS.match(p)
         if m and m.group(2) == "n't":
-          out.extend([m.group(1), "n't"])      # can't → ca n't, don't → do n't
+          out.extend([m.group(1), "n't"])  # can't → ca n't, don't → do n't
         elif m:
           out.extend([m.group(1), m.group(2)])
         else:
@@ -120,8 +127,9 @@ def _quiet(fn, *args):
     return fn(*args)
 
 
-def caption_scores(predictions, references: Mapping[object, Sequence[str]], *, tokenizer: str = "auto",
-                   meteor: str = "auto") -> Dict[str, object]:
+def caption_scores(
+  predictions, references: Mapping[object, Sequence[str]], *, tokenizer: str = "auto", meteor: str = "auto"
+) -> Dict[str, object]:
   """COCO caption metrics over the images that have a prediction (as COCOEvalCap does).
 
   predictions: list of {"image_id", "caption"} (duplicates per image id dropped, first kept) or a
@@ -145,6 +153,7 @@ def caption_scores(predictions, references: Mapping[object, Sequence[str]], *, t
   res_raw = {i: [{"caption": preds[i]}] for i in preds}
   if tokenizer == "ptb":
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
     gts = _quiet(PTBTokenizer().tokenize, gts_raw)
     res = _quiet(PTBTokenizer().tokenize, res_raw)
   elif tokenizer == "python":
@@ -172,6 +181,7 @@ def _meteor(gts, res, mode: str) -> Optional[float]:
   if mode not in ("auto", "on"):
     raise ValueError(f"meteor: expected 'auto', 'on' or 'off', got {mode!r}")
   from pycocoevalcap.meteor.meteor import Meteor
+
   scorer = Meteor()
   try:
     return float(scorer.compute_score(gts, res)[0])

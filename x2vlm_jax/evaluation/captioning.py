@@ -34,6 +34,7 @@ from x2vlm_jax.inference import generation
 @dataclasses.dataclass
 class CaptionSet:
   """Official Karpathy test format: [{"image": path, "caption"?: [...]}, ...]."""
+
   images: List[str]
   image_ids: List[int]
   captions: List[Optional[List[str]]]
@@ -47,8 +48,10 @@ class CaptionSet:
       try:
         image_id = ann.image_id_from_name(rec["image"])
       except ValueError:
-        raise ValueError(f"annotations {path!r}: record {i}: no image id in the file name {rec['image']!r} "
-                         "(the official rule reads the digits after its last '_')") from None
+        raise ValueError(
+          f"annotations {path!r}: record {i}: no image id in the file name {rec['image']!r} "
+          "(the official rule reads the digits after its last '_')"
+        ) from None
       out.images.append(ann.image_path(image_root, rec["image"]))
       out.image_ids.append(image_id)
       caps = rec.get("caption")
@@ -63,7 +66,7 @@ def read_references(gt_file: str) -> Dict[int, List[str]]:
     raise ValueError(f"gt_file {gt_file!r} does not exist")
   data = json.loads(p.read_text())
   if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-    raise ValueError(f"gt_file {gt_file!r}: expected the COCO caption format {{\"annotations\": [...]}}")
+    raise ValueError(f'gt_file {gt_file!r}: expected the COCO caption format {{"annotations": [...]}}')
   refs: Dict[int, List[str]] = {}
   for i, a in enumerate(data["annotations"]):
     if not isinstance(a, dict) or "image_id" not in a or not isinstance(a.get("caption"), str):
@@ -75,9 +78,21 @@ def read_references(gt_file: str) -> Dict[int, List[str]]:
 class CaptioningEvaluator(Evaluator):
   """config.evals.<name> = dict(type="captioning", annotations=..., image_root=..., gt_file=...)."""
 
-  DEFAULTS = dict(annotations="", image_root="", gt_file="", batch_size=20, prompt="a picture of ", num_beams=3,
-                  max_length=50, min_length=5, length_penalty=0.0, no_repeat_ngram=3, metrics_tokenizer="auto",
-                  meteor="auto", strict=False)
+  DEFAULTS = dict(
+    annotations="",
+    image_root="",
+    gt_file="",
+    batch_size=20,
+    prompt="a picture of ",
+    num_beams=3,
+    max_length=50,
+    min_length=5,
+    length_penalty=0.0,
+    no_repeat_ngram=3,
+    metrics_tokenizer="auto",
+    meteor="auto",
+    strict=False,
+  )
 
   def setup(self):
     e = self.ecfg
@@ -100,10 +115,18 @@ class CaptioningEvaluator(Evaluator):
 
     def run(params, b):
       tokens = generation.caption_batch(
-          nnx.merge(graphdef, params), b["images"], prompt_ids=self.prompt, mask_id=tok.mask_id,
-          eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams), max_len=int(e.max_length),
-          min_length=int(e.min_length), no_repeat_ngram=int(e.no_repeat_ngram),
-          length_penalty=float(e.length_penalty))
+        nnx.merge(graphdef, params),
+        b["images"],
+        prompt_ids=self.prompt,
+        mask_id=tok.mask_id,
+        eos_id=tok.sep_id,
+        pad_id=tok.pad_id,
+        num_beams=int(e.num_beams),
+        max_len=int(e.max_length),
+        min_length=int(e.min_length),
+        no_repeat_ngram=int(e.no_repeat_ngram),
+        length_penalty=float(e.length_penalty),
+      )
       return tokens, b["valid"]
 
     return self.jitted(graphdef, lambda: jax.jit(run))
@@ -119,16 +142,29 @@ class CaptioningEvaluator(Evaluator):
     tokens, valid = (to_host(x)[:n] for x in self.batches.concat(outs))
     ok = valid > 0
     captions = generation.decode_all(self.tok, tokens)
-    unique = dedupe_predictions({"image_id": self.data.image_ids[i], "caption": captions[i]} for i in np.flatnonzero(ok))
+    unique = dedupe_predictions(
+      {"image_id": self.data.image_ids[i], "caption": captions[i]} for i in np.flatnonzero(ok)
+    )
     predictions = [{"image_id": i, "caption": c} for i, c in unique.items()]
     metrics: Dict[str, float] = {"num_images": float(len(predictions)), "skipped_images": float(n - ok.sum())}
     if self.references is not None and predictions:
-      scores = caption_scores(predictions, self.references, tokenizer=self.ecfg.metrics_tokenizer,
-                              meteor=self.ecfg.meteor)
-      metrics.update({k: float(v) for k, v in scores.items()
-                      if k in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr") and v is not None})
+      scores = caption_scores(
+        predictions, self.references, tokenizer=self.ecfg.metrics_tokenizer, meteor=self.ecfg.meteor
+      )
+      metrics.update(
+        {
+          k: float(v)
+          for k, v in scores.items()
+          if k in ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr") and v is not None
+        }
+      )
       metrics["score"] = metrics["Bleu_4"] + metrics["CIDEr"]
     if not ok.all():
-      logging.warning("captioning %s: %d of %d images could not be read and were left out, e.g. %s",
-                      self.name, n - ok.sum(), n, self.bad_images[:3])
+      logging.warning(
+        "captioning %s: %d of %d images could not be read and were left out, e.g. %s",
+        self.name,
+        n - ok.sum(),
+        n,
+        self.bad_images[:3],
+      )
     return metrics, predictions

@@ -65,12 +65,12 @@ def to_image_xywh(pred_cxcywh: np.ndarray, sizes: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class GroundingSet:
-  images: List[str]          # full path per record
+  images: List[str]  # full path per record
   texts: List[str]
   ref_ids: List[object]
-  boxes: np.ndarray          # [n, 4] ground truth (x, y, w, h), original pixels
+  boxes: np.ndarray  # [n, 4] ground truth (x, y, w, h), original pixels
   splits: List[str]
-  sizes: np.ndarray          # [n, 2] original (width, height); 0 = read from the image
+  sizes: np.ndarray  # [n, 2] original (width, height); 0 = read from the image
 
   @classmethod
   def from_files(cls, annotations: str, image_root: str = "", splits: str = "") -> "GroundingSet":
@@ -83,10 +83,15 @@ class GroundingSet:
         if "ref_id" not in rec:
           raise ValueError(f"annotations {path!r}: record {i} has no field 'ref_id' (fields: {sorted(rec)})")
         box = rec.get("bbox")
-        if (not isinstance(box, (list, tuple)) or len(box) != 4 or
-            not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
-          raise ValueError(f"annotations {path!r}: record {i}: 'bbox' must be [x, y, w, h] numbers, got {box!r} "
-                           "(official files keep the box in REFER: convert them with tools/refer_to_grounding.py)")
+        if (
+          not isinstance(box, (list, tuple))
+          or len(box) != 4
+          or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+        ):
+          raise ValueError(
+            f"annotations {path!r}: record {i}: 'bbox' must be [x, y, w, h] numbers, got {box!r} "
+            "(official files keep the box in REFER: convert them with tools/refer_to_grounding.py)"
+          )
         if box[2] < 0 or box[3] < 0:
           raise ValueError(f"annotations {path!r}: record {i}: 'bbox' {box} has a negative size")
         size = [rec.get("width", 0), rec.get("height", 0)]
@@ -106,8 +111,9 @@ class GroundingSet:
     return out
 
 
-def split_metrics(iou: np.ndarray, splits: np.ndarray, ok: np.ndarray, threshold: float = THRESHOLD,
-                  suffix: str = "_d") -> Dict[str, float]:
+def split_metrics(
+  iou: np.ndarray, splits: np.ndarray, ok: np.ndarray, threshold: float = THRESHOLD, suffix: str = "_d"
+) -> Dict[str, float]:
   """{"<split>_d": fraction of the split's (readable) records with IoU ≥ threshold}."""
   out = {}
   for s in sorted(set(splits.tolist())):
@@ -126,8 +132,16 @@ class GroundingEvaluator(Evaluator):
   records: `<split>_whole_image_d` (the box is the whole image) and `<split>_mean_box_d` (the mean
   ground-truth box of the split, in image-relative units: the best a position prior alone can do)."""
 
-  DEFAULTS = dict(annotations="", image_root="", splits="", batch_size=32, max_tokens=0, max_words=30,
-                  threshold=THRESHOLD, strict=False)
+  DEFAULTS = dict(
+    annotations="",
+    image_root="",
+    splits="",
+    batch_size=32,
+    max_tokens=0,
+    max_words=30,
+    threshold=THRESHOLD,
+    strict=False,
+  )
 
   def setup(self):
     e = self.ecfg
@@ -152,8 +166,13 @@ class GroundingEvaluator(Evaluator):
     safe = np.maximum(idx, 0)
     given = self.data.sizes[safe]
     sizes = np.where(given > 0, given, sizes)  # a record's own width/height wins (the REFER values)
-    return {"images": pixels, "ids": self.text_ids[safe], "mask": self.text_mask[safe],
-            "sizes": sizes.astype(np.int32), "valid": valid}
+    return {
+      "images": pixels,
+      "ids": self.text_ids[safe],
+      "mask": self.text_mask[safe],
+      "sizes": sizes.astype(np.int32),
+      "valid": valid,
+    }
 
   def predict(self, graphdef, params) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(normalised (cx,cy,w,h) [n,4], original sizes [n,2], readable [n]) for every record."""
@@ -174,25 +193,44 @@ class GroundingEvaluator(Evaluator):
     splits = np.asarray(d.splits)
     metrics = split_metrics(iou, splits, ok, thr)
     # Constant-box references on the same records (image-relative boxes scaled like predictions).
-    rel = np.stack([(d.boxes[:, 0] + d.boxes[:, 2] / 2) / np.maximum(sizes[:, 0], 1),
-                    (d.boxes[:, 1] + d.boxes[:, 3] / 2) / np.maximum(sizes[:, 1], 1),
-                    d.boxes[:, 2] / np.maximum(sizes[:, 0], 1), d.boxes[:, 3] / np.maximum(sizes[:, 1], 1)], 1)
+    rel = np.stack(
+      [
+        (d.boxes[:, 0] + d.boxes[:, 2] / 2) / np.maximum(sizes[:, 0], 1),
+        (d.boxes[:, 1] + d.boxes[:, 3] / 2) / np.maximum(sizes[:, 1], 1),
+        d.boxes[:, 2] / np.maximum(sizes[:, 0], 1),
+        d.boxes[:, 3] / np.maximum(sizes[:, 1], 1),
+      ],
+      1,
+    )
     whole = official_iou(d.boxes, to_image_xywh(np.tile([0.5, 0.5, 1.0, 1.0], (len(iou), 1)), sizes))
     metrics.update(split_metrics(whole, splits, ok, thr, "_whole_image_d"))
     for s in sorted(set(d.splits)):
       sel = (splits == s) & ok
       if not sel.any():
         continue
-      mean_box = official_iou(d.boxes[sel], to_image_xywh(np.tile(rel[sel].mean(0), (int(sel.sum()), 1)),
-                                                          sizes[sel]))
+      mean_box = official_iou(d.boxes[sel], to_image_xywh(np.tile(rel[sel].mean(0), (int(sel.sum()), 1)), sizes[sel]))
       metrics[f"{s}_mean_box_d"] = float(np.mean(mean_box >= thr))
       metrics[f"{s}_mean_iou"] = float(np.mean(iou[sel]))
       metrics[f"num_{s}"] = float(sel.sum())
     metrics["skipped_records"] = float((~ok).sum())
     if not ok.all():
-      logging.warning("grounding %s: %d of %d records left out (unreadable images, e.g. %s)", self.name,
-                      int((~ok).sum()), len(ok), self.bad_images[:3])
-    predictions = [{"ref_id": d.ref_ids[i], "text": d.texts[i], "split": d.splits[i], "image": d.images[i],
-                    "pred_bbox": [round(float(v), 2) for v in boxes[i]], "bbox": d.boxes[i].tolist(),
-                    "iou": round(float(iou[i]), 4)} for i in np.flatnonzero(ok)]
+      logging.warning(
+        "grounding %s: %d of %d records left out (unreadable images, e.g. %s)",
+        self.name,
+        int((~ok).sum()),
+        len(ok),
+        self.bad_images[:3],
+      )
+    predictions = [
+      {
+        "ref_id": d.ref_ids[i],
+        "text": d.texts[i],
+        "split": d.splits[i],
+        "image": d.images[i],
+        "pred_bbox": [round(float(v), 2) for v in boxes[i]],
+        "bbox": d.boxes[i].tolist(),
+        "iou": round(float(iou[i]), 4),
+      }
+      for i in np.flatnonzero(ok)
+    ]
     return metrics, predictions

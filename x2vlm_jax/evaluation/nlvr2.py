@@ -28,15 +28,16 @@ def parse_label(value, path: str, i: int) -> int:
     return 1
   if value is False or value == "False":
     return 0
-  raise ValueError(f"annotations {path!r}: record {i}: unsupported label {value!r} (expected true/false or "
-                   "\"True\"/\"False\")")
+  raise ValueError(
+    f'annotations {path!r}: record {i}: unsupported label {value!r} (expected true/false or "True"/"False")'
+  )
 
 
 @dataclasses.dataclass
 class NLVR2Set:
-  pairs: List[Tuple[str, str]]   # full paths (left, right) per record
+  pairs: List[Tuple[str, str]]  # full paths (left, right) per record
   sentences: List[str]
-  labels: np.ndarray             # [n] int 0/1
+  labels: np.ndarray  # [n] int 0/1
   splits: List[str]
 
   @classmethod
@@ -62,8 +63,7 @@ class NLVR2Set:
 class NLVR2Evaluator(Evaluator):
   """config.evals.<name> = dict(type="nlvr2", annotations="dev.json,test.json", splits="dev,test", ...)."""
 
-  DEFAULTS = dict(annotations="", image_root="", splits="", batch_size=32, max_tokens=0, max_words=30,
-                  strict=False)
+  DEFAULTS = dict(annotations="", image_root="", splits="", batch_size=32, max_tokens=0, max_words=30, strict=False)
 
   def setup(self):
     e = self.ecfg
@@ -87,8 +87,12 @@ class NLVR2Evaluator(Evaluator):
     pixels, valid = self.load_images(self.paths, rows)
     r = self.model_cfg.image_res
     safe = np.maximum(idx, 0)
-    return {"images": pixels.reshape(len(idx), 2, r, r, 3), "ids": self.text_ids[safe],
-            "mask": self.text_mask[safe], "valid": valid.reshape(len(idx), 2).min(1)}
+    return {
+      "images": pixels.reshape(len(idx), 2, r, r, 3),
+      "ids": self.text_ids[safe],
+      "mask": self.text_mask[safe],
+      "valid": valid.reshape(len(idx), 2).min(1),
+    }
 
   def predict(self, graphdef, params) -> Tuple[np.ndarray, np.ndarray]:
     """(logits [n, 2], readable [n]) for every record."""
@@ -110,19 +114,32 @@ class NLVR2Evaluator(Evaluator):
     for s in dict.fromkeys(d.splits):
       sel = (splits == s) & ok
       metrics[f"{s}_acc"] = float(np.mean(pred[sel] == d.labels[sel])) if sel.any() else 0.0
-      metrics[f"{s}_majority_acc"] = (float(max(np.mean(d.labels[sel]), 1 - np.mean(d.labels[sel])))
-                                      if sel.any() else 0.0)
+      metrics[f"{s}_majority_acc"] = (
+        float(max(np.mean(d.labels[sel]), 1 - np.mean(d.labels[sel]))) if sel.any() else 0.0
+      )
       metrics[f"num_{s}"] = float(sel.sum())
     if "dev_acc" in metrics and "test_acc" in metrics:
       metrics["dev_test_mean_acc"] = (metrics["dev_acc"] + metrics["test_acc"]) / 2
     metrics["skipped_records"] = float((~ok).sum())
     if not ok.all():
-      logging.warning("nlvr2 %s: %d of %d records left out (unreadable images, e.g. %s)", self.name,
-                      int((~ok).sum()), len(ok), self.bad_images[:3])
+      logging.warning(
+        "nlvr2 %s: %d of %d records left out (unreadable images, e.g. %s)",
+        self.name,
+        int((~ok).sum()),
+        len(ok),
+        self.bad_images[:3],
+      )
     z = logits - logits.max(-1, keepdims=True)
     p_true = np.exp(z[:, 1]) / np.exp(z).sum(-1)
-    predictions = [{"images": list(d.pairs[i]), "sentence": d.sentences[i], "split": d.splits[i],
-                    "label": bool(d.labels[i]), "prediction": bool(pred[i]),
-                    "p_true": round(float(p_true[i]), 4)}
-                   for i in np.flatnonzero(ok)]
+    predictions = [
+      {
+        "images": list(d.pairs[i]),
+        "sentence": d.sentences[i],
+        "split": d.splits[i],
+        "label": bool(d.labels[i]),
+        "prediction": bool(pred[i]),
+        "p_true": round(float(p_true[i]), 4),
+      }
+      for i in np.flatnonzero(ok)
+    ]
     return metrics, predictions

@@ -15,12 +15,12 @@ from etils import epath
 
 # type → "module:Class"; task issues add theirs here.
 TYPES = {
-    "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
-    "grounding": "x2vlm_jax.evaluation.grounding:GroundingEvaluator",
-    "nlvr2": "x2vlm_jax.evaluation.nlvr2:NLVR2Evaluator",
-    "video_qa": "x2vlm_jax.evaluation.video_qa:VideoQAEvaluator",
-    "vqa": "x2vlm_jax.evaluation.vqa:VQAEvaluator",
-    "captioning": "x2vlm_jax.evaluation.captioning:CaptioningEvaluator",
+  "retrieval": "x2vlm_jax.evaluation.retrieval:RetrievalEvaluator",
+  "grounding": "x2vlm_jax.evaluation.grounding:GroundingEvaluator",
+  "nlvr2": "x2vlm_jax.evaluation.nlvr2:NLVR2Evaluator",
+  "video_qa": "x2vlm_jax.evaluation.video_qa:VideoQAEvaluator",
+  "vqa": "x2vlm_jax.evaluation.vqa:VQAEvaluator",
+  "captioning": "x2vlm_jax.evaluation.captioning:CaptioningEvaluator",
 }
 
 

@@ -36,8 +36,14 @@ RECALL_AT = (1, 5, 10)
 # ------------------------------------------------------------------------------------------------
 # Metrics (host numpy; shared by the evaluator, the notebook API and the tests' references)
 # ------------------------------------------------------------------------------------------------
-def candidate_ranks(cands: np.ndarray, scores: np.ndarray, positives: Sequence[Sequence[int]], n: int,
-                    fill: float = -100.0, valid: Optional[np.ndarray] = None) -> np.ndarray:
+def candidate_ranks(
+  cands: np.ndarray,
+  scores: np.ndarray,
+  positives: Sequence[Sequence[int]],
+  n: int,
+  fill: float = -100.0,
+  valid: Optional[np.ndarray] = None,
+) -> np.ndarray:
   """Official ranks (X2-VLM Retrieval.py `itm_eval`) from the candidates alone.
 
   Each query's row of n scores is `fill` everywhere except its candidates, then sorted with the
@@ -75,9 +81,10 @@ def recall_metrics(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray) -> Dict[str, fl
 @dataclasses.dataclass
 class RetrievalSet:
   """Official test/val format: [{"image": path, "caption": [..] or str}, ...] (spec §4.2)."""
-  images: List[str]             # full paths
+
+  images: List[str]  # full paths
   texts: List[str]
-  txt2img: np.ndarray           # [T]
+  txt2img: np.ndarray  # [T]
   img2txt: List[List[int]]
 
   @classmethod
@@ -102,9 +109,20 @@ class RetrievalSet:
 class RetrievalEvaluator(Evaluator):
   """config.evals.<name> = dict(type="retrieval", annotations=..., image_root=..., k_test=..., every=N)."""
 
-  DEFAULTS = dict(annotations="", image_root="", k_test=256, batch_size=32, rerank_pairs=256,
-                  max_tokens=40, max_words=30, strict=False, predictions_top=10, video=False, vision_key="image",
-                  num_frames=0)
+  DEFAULTS = dict(
+    annotations="",
+    image_root="",
+    k_test=256,
+    batch_size=32,
+    rerank_pairs=256,
+    max_tokens=40,
+    max_words=30,
+    strict=False,
+    predictions_top=10,
+    video=False,
+    vision_key="image",
+    num_frames=0,
+  )
 
   def setup(self):
     e = self.ecfg
@@ -142,16 +160,22 @@ class RetrievalEvaluator(Evaluator):
       model = nnx.merge(graphdef, params)
       n, k = cand.shape
       flat = cand.reshape(-1)
-      if image_is_query:   # i2t: one image against its k candidate texts, its keys/values shared
+      if image_is_query:  # i2t: one image against its k candidate texts, its keys/values shared
         vis, txt, txt_mask = q_embeds[q], c_embeds[flat], c_mask[flat]
-      else:                # t2i: one text against its k candidate images
+      else:  # t2i: one text against its k candidate images
         vis, txt, txt_mask = c_embeds[flat], jnp.repeat(q_embeds[q], k, axis=0), jnp.repeat(q_mask[q], k, axis=0)
       logits = model.itm_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
       return logits[:, 1].reshape(n, k)
 
-    return self.jitted(graphdef, lambda: dict(
-        encode_image=jax.jit(encode_image), encode_text=jax.jit(encode_text),
-        topk=jax.jit(topk, static_argnums=3), rerank=jax.jit(rerank, static_argnums=7)))
+    return self.jitted(
+      graphdef,
+      lambda: dict(
+        encode_image=jax.jit(encode_image),
+        encode_text=jax.jit(encode_text),
+        topk=jax.jit(topk, static_argnums=3),
+        rerank=jax.jit(rerank, static_argnums=7),
+      ),
+    )
 
   def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
     """Encoders on one evaluation batch, the ITC top-k and both rerank programs over a whole set of
@@ -159,7 +183,7 @@ class RetrievalEvaluator(Evaluator):
     with `video`, the images are clips of num_frames frames."""
     fns, e, m = self._fns(graphdef), self.ecfg, self.model_cfg
     enc = EvalBatches(self.mesh, int(e.batch_size))
-    g, r, l = enc.global_batch, int(m.image_res), int(e.max_tokens)
+    g, r, length = enc.global_batch, int(m.image_res), int(e.max_tokens)
 
     def batch(shape, dtype):
       return jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(self.mesh, len(shape)))
@@ -169,22 +193,22 @@ class RetrievalEvaluator(Evaluator):
 
     frames = self._frames()
     images = {"images": batch((g,) + ((frames,) if frames else ()) + (r, r, 3), jnp.float32)}
-    texts = {"ids": batch((g, l), jnp.int32), "mask": batch((g, l), jnp.int32)}
+    texts = {"ids": batch((g, length), jnp.int32), "mask": batch((g, length), jnp.int32)}
     img_out = jax.eval_shape(fns["encode_image"], params, images)
     txt_out = jax.eval_shape(fns["encode_text"], params, texts)
     n_img, n_txt = enc.padded(num_images), enc.padded(num_texts)
     img_embeds, img_feat = (replicated((n_img,) + x.shape[1:], x.dtype) for x in img_out)
     txt_embeds, txt_feat = (replicated((n_txt,) + x.shape[1:], x.dtype) for x in txt_out)
-    txt_mask = replicated((n_txt, l), jnp.int32)
+    txt_mask = replicated((n_txt, length), jnp.int32)
     k = min(int(e.k_test), num_images, num_texts)
     calls = EvalBatches(self.mesh, max(1, int(e.rerank_pairs) // k))
     q, cand = batch((calls.global_batch,), jnp.int32), batch((calls.global_batch, k), jnp.int32)
     return [
-        (f"{self.name}/encode_image", fns["encode_image"], (params, images)),
-        (f"{self.name}/encode_text", fns["encode_text"], (params, texts)),
-        (f"{self.name}/itc_topk_i2t", fns["topk"], (img_feat, txt_feat, replicated((n_txt,), jnp.float32), k)),
-        (f"{self.name}/rerank_i2t", fns["rerank"], (params, img_embeds, txt_embeds, txt_mask, txt_mask, q, cand, True)),
-        (f"{self.name}/rerank_t2i", fns["rerank"], (params, txt_embeds, img_embeds, None, txt_mask, q, cand, False)),
+      (f"{self.name}/encode_image", fns["encode_image"], (params, images)),
+      (f"{self.name}/encode_text", fns["encode_text"], (params, texts)),
+      (f"{self.name}/itc_topk_i2t", fns["topk"], (img_feat, txt_feat, replicated((n_txt,), jnp.float32), k)),
+      (f"{self.name}/rerank_i2t", fns["rerank"], (params, img_embeds, txt_embeds, txt_mask, txt_mask, q, cand, True)),
+      (f"{self.name}/rerank_t2i", fns["rerank"], (params, txt_embeds, img_embeds, None, txt_mask, q, cand, False)),
     ]
 
   # --- the protocol --------------------------------------------------------------------------------
@@ -198,8 +222,13 @@ class RetrievalEvaluator(Evaluator):
 
   def _encode(self, fn, params, n, load, unit):
     b = self.batches
-    outs = b.map(lambda batch: (*fn(params, {k: v for k, v in batch.items() if k != "valid"}), batch["valid"]),
-                 n, load, what=f"{self.name}: encode", unit=unit)
+    outs = b.map(
+      lambda batch: (*fn(params, {k: v for k, v in batch.items() if k != "valid"}), batch["valid"]),
+      n,
+      load,
+      what=f"{self.name}: encode",
+      unit=unit,
+    )
     return b.concat(outs, replicate=True)
 
   def _rerank(self, fn, params, q_embeds, c_embeds, c_mask, q_mask, cands, image_is_query):
@@ -208,8 +237,12 @@ class RetrievalEvaluator(Evaluator):
     q_per_device = max(1, int(self.ecfg.rerank_pairs) // k)
     calls = EvalBatches(self.mesh, q_per_device)
     outs = []
-    progress = Progress(f"{self.name}: ITM rerank {'image' if image_is_query else 'text'} queries", n,
-                        unit="queries", enabled=jax.process_index() == 0)
+    progress = Progress(
+      f"{self.name}: ITM rerank {'image' if image_is_query else 'text'} queries",
+      n,
+      unit="queries",
+      enabled=jax.process_index() == 0,
+    )
     for c in range(calls.num_batches(n)):
       local = calls.local_indices(c, n)
       q = np.maximum(local, 0)
@@ -231,17 +264,22 @@ class RetrievalEvaluator(Evaluator):
     def lap():
       clock.append(time.perf_counter())
       return clock[-1] - clock[-2]
+
     img_embeds, img_feat, img_valid = self._encode(fns["encode_image"], params, n_img, self._load_images, "images")
     txt_embeds, txt_feat, txt_valid = self._encode(fns["encode_text"], params, n_txt, self._load_texts, "texts")
     jax.block_until_ready(txt_embeds)
     t_encode = lap()
-    txt_mask = jax.device_put(np.concatenate([self.text_mask, np.zeros(
-        (len(txt_valid) - n_txt, self.text_mask.shape[1]), np.int32)]), self.batches.replicated())
+    txt_mask = jax.device_put(
+      np.concatenate([self.text_mask, np.zeros((len(txt_valid) - n_txt, self.text_mask.shape[1]), np.int32)]),
+      self.batches.replicated(),
+    )
     img_ok = to_host(img_valid)[:n_img] > 0
     # A text whose image was skipped has no correct answer: it leaves the evaluation too.
     txt_ok = img_ok[d.txt2img]
-    txt_valid = jax.device_put(np.concatenate([txt_ok, np.zeros(len(to_host(txt_valid)) - n_txt, bool)]).astype(
-        np.float32), self.batches.replicated())
+    txt_valid = jax.device_put(
+      np.concatenate([txt_ok, np.zeros(len(to_host(txt_valid)) - n_txt, bool)]).astype(np.float32),
+      self.batches.replicated(),
+    )
     n_img_ok, n_txt_ok = int(img_ok.sum()), int(txt_ok.sum())
     if n_img_ok == 0:
       raise ValueError(f"retrieval evaluation {self.name!r}: no image of {self.ecfg.annotations} could be read")
@@ -257,19 +295,36 @@ class RetrievalEvaluator(Evaluator):
 
     i2t_pos = [d.img2txt[i] for i in range(n_img)]
     t2i_pos = [[int(d.txt2img[t])] for t in range(n_txt)]
-    metrics = recall_metrics(candidate_ranks(cand_i2t, score_i2t, i2t_pos, n_txt, valid=txt_ok)[img_ok],
-                             candidate_ranks(cand_t2i, score_t2i, t2i_pos, n_img, valid=img_ok)[txt_ok])
+    metrics = recall_metrics(
+      candidate_ranks(cand_i2t, score_i2t, i2t_pos, n_txt, valid=txt_ok)[img_ok],
+      candidate_ranks(cand_t2i, score_t2i, t2i_pos, n_img, valid=img_ok)[txt_ok],
+    )
     # First stage alone (ITC similarity), for reference: non-candidates rank last.
-    itc = recall_metrics(candidate_ranks(cand_i2t, sim_i2t, i2t_pos, n_txt, -np.inf)[img_ok],
-                         candidate_ranks(cand_t2i, sim_t2i, t2i_pos, n_img, -np.inf)[txt_ok])
+    itc = recall_metrics(
+      candidate_ranks(cand_i2t, sim_i2t, i2t_pos, n_txt, -np.inf)[img_ok],
+      candidate_ranks(cand_t2i, sim_t2i, t2i_pos, n_img, -np.inf)[txt_ok],
+    )
     metrics.update({f"itc_{k}": v for k, v in itc.items()})
-    metrics.update(num_images=float(n_img_ok), num_texts=float(n_txt_ok),
-                   skipped_images=float(n_img - n_img_ok), chance_r1=100.0 / max(n_img_ok, 1),
-                   pairs_fused=float(cand_i2t.size + cand_t2i.size), seconds_encode=t_encode, seconds_topk=t_topk,
-                   seconds_rerank_i2t=t_i2t, seconds_rerank_t2i=t_t2i, seconds_ranks=lap())
+    metrics.update(
+      num_images=float(n_img_ok),
+      num_texts=float(n_txt_ok),
+      skipped_images=float(n_img - n_img_ok),
+      chance_r1=100.0 / max(n_img_ok, 1),
+      pairs_fused=float(cand_i2t.size + cand_t2i.size),
+      seconds_encode=t_encode,
+      seconds_topk=t_topk,
+      seconds_rerank_i2t=t_i2t,
+      seconds_rerank_t2i=t_t2i,
+      seconds_ranks=lap(),
+    )
     if n_img_ok < n_img:
-      logging.warning("retrieval %s: %d of %d images could not be read and were left out with their "
-                      "captions, e.g. %s", self.name, n_img - n_img_ok, n_img, self.bad_images[:3])
+      logging.warning(
+        "retrieval %s: %d of %d images could not be read and were left out with their captions, e.g. %s",
+        self.name,
+        n_img - n_img_ok,
+        n_img,
+        self.bad_images[:3],
+      )
     return metrics, self._predictions(cand_i2t, score_i2t, cand_t2i, score_t2i, img_ok, txt_ok)
 
   def _predictions(self, cand_i2t, score_i2t, cand_t2i, score_t2i, img_ok, txt_ok):
@@ -279,8 +334,12 @@ class RetrievalEvaluator(Evaluator):
       order = np.argsort(-scores[q], kind="stable")[:top]
       return [int(x) for x in cands[q][order]], [float(x) for x in scores[q][order]]
 
-    i2t = [dict(zip(("texts", "scores"), best(cand_i2t, score_i2t, i)), image=self.data.images[i])
-           for i in np.flatnonzero(img_ok)]
-    t2i = [dict(zip(("images", "scores"), best(cand_t2i, score_t2i, t)), text=self.data.texts[t])
-           for t in np.flatnonzero(txt_ok)]
+    i2t = [
+      dict(zip(("texts", "scores"), best(cand_i2t, score_i2t, i)), image=self.data.images[i])
+      for i in np.flatnonzero(img_ok)
+    ]
+    t2i = [
+      dict(zip(("images", "scores"), best(cand_t2i, score_t2i, t)), text=self.data.texts[t])
+      for t in np.flatnonzero(txt_ok)
+    ]
     return {"i2t": i2t, "t2i": t2i}

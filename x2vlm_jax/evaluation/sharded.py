@@ -12,14 +12,14 @@ from typing import Callable, Dict, List
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from x2vlm_jax.progress import Progress
 from x2vlm_jax.training import sharding as shd
 
 
 class EvalBatches:
-
   def __init__(self, mesh, per_device: int):
     if per_device <= 0:
       raise ValueError(f"evaluation batch per device: expected > 0, got {per_device}")
@@ -56,8 +56,9 @@ class EvalBatches:
 
     return jax.make_array_from_callback((self.global_batch,) + local.shape[1:], sharding, piece)
 
-  def map(self, fn: Callable, n: int, load: Callable[[np.ndarray], Dict[str, np.ndarray]], what: str = "",
-          unit: str = "rows") -> List:
+  def map(
+    self, fn: Callable, n: int, load: Callable[[np.ndarray], Dict[str, np.ndarray]], what: str = "", unit: str = "rows"
+  ) -> List:
     """Runs fn(global batch dict) over every batch → list of fn's outputs (global arrays).
 
     load(indices) gets this host's dataset indices (-1 = padding) and returns {name: [rows, ...]}.
@@ -82,8 +83,9 @@ class EvalBatches:
     """Batch outputs (a list of pytrees of global arrays) → one pytree, rows in dataset order
     (padding rows at the end), batch-sharded or replicated on every device."""
     out_sharding = self.replicated() if replicate else None
-    return jax.jit(lambda xs: jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *xs),
-                   out_shardings=out_sharding)(outs)
+    return jax.jit(lambda xs: jax.tree.map(lambda *a: jnp.concatenate(a, axis=0), *xs), out_shardings=out_sharding)(
+      outs
+    )
 
 
 def to_host(x) -> np.ndarray:
@@ -93,4 +95,5 @@ def to_host(x) -> np.ndarray:
   if jax.process_count() == 1:
     return np.asarray(jax.device_get(x))
   from jax.experimental import multihost_utils
+
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))

@@ -27,8 +27,17 @@ from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 class VideoQAEvaluator(Evaluator):
   """config.evals.<name> = dict(type="video_qa", annotations=..., image_root=..., ans2label=...)."""
 
-  DEFAULTS = dict(annotations="", image_root="", ans2label="", video_pattern="{id}.json", num_frames=0,
-                  batch_size=8, max_tokens=40, max_words=50, strict=False)
+  DEFAULTS = dict(
+    annotations="",
+    image_root="",
+    ans2label="",
+    video_pattern="{id}.json",
+    num_frames=0,
+    batch_size=8,
+    max_tokens=40,
+    max_words=50,
+    strict=False,
+  )
 
   def setup(self):
     e = self.ecfg
@@ -38,16 +47,20 @@ class VideoQAEvaluator(Evaluator):
     if not e.ans2label:
       raise ValueError(f"evals.{self.name}: ans2label is required (the training answer vocabulary)")
     import json
+
     self.ans2label: Dict[str, int] = json.loads(epath.Path(e.ans2label).read_text())
     if self.model_cfg.heads.num_labels != len(self.ans2label):
-      raise ValueError(f"evals.{self.name}: ans2label has {len(self.ans2label)} answers, the model's cls_head "
-                       f"{self.model_cfg.heads.num_labels}")
+      raise ValueError(
+        f"evals.{self.name}: ans2label has {len(self.ans2label)} answers, the model's cls_head "
+        f"{self.model_cfg.heads.num_labels}"
+      )
     self.label2ans = {v: k for k, v in self.ans2label.items()}
     self.records = records
     self.labels = np.asarray([self.ans2label.get(r["answer"], -100) for r in records], np.int64)
     # Each question's video; a video's frames are read once per batch even when asked about twice.
-    self.videos: List[str] = [ann.image_path(e.image_root, video_file_name(r["video_id"], e.video_pattern))
-                              for r in records]
+    self.videos: List[str] = [
+      ann.image_path(e.image_root, video_file_name(r["video_id"], e.video_pattern)) for r in records
+    ]
     self.num_frames = int(e.num_frames or self.model_cfg.num_frames)
     if not self.num_frames:
       raise ValueError(f"evals.{self.name}: set num_frames (or config.model.num_frames)")
@@ -78,10 +91,21 @@ class VideoQAEvaluator(Evaluator):
     if not ok.any():
       raise ValueError(f"video_qa evaluation {self.name!r}: no video of {self.ecfg.annotations} could be read")
     correct = (pred == self.labels) & ok
-    metrics = {"acc": 100.0 * float(correct[ok].mean()), "num_questions": float(ok.sum()),
-               "skipped_questions": float(n - ok.sum()), "oov_answers": float(np.sum(self.labels[ok] == -100)),
-               "seconds": time.perf_counter() - t0}
-    predictions = [{**({"question_id": r["question_id"]} if "question_id" in r else {}), "video_id": r["video_id"],
-                    "question": r["question"], "answer": self.label2ans[int(p)]}
-                   for r, p, v in zip(self.records, pred, ok) if v]
+    metrics = {
+      "acc": 100.0 * float(correct[ok].mean()),
+      "num_questions": float(ok.sum()),
+      "skipped_questions": float(n - ok.sum()),
+      "oov_answers": float(np.sum(self.labels[ok] == -100)),
+      "seconds": time.perf_counter() - t0,
+    }
+    predictions = [
+      {
+        **({"question_id": r["question_id"]} if "question_id" in r else {}),
+        "video_id": r["video_id"],
+        "question": r["question"],
+        "answer": self.label2ans[int(p)],
+      }
+      for r, p, v in zip(self.records, pred, ok)
+      if v
+    ]
     return metrics, predictions

@@ -38,10 +38,11 @@ MODES = ("rank", "generate")
 @dataclasses.dataclass
 class VQASet:
   """Official test/val format: [{"question_id", "image", "question", "answer"?, "dataset"?}, ...]."""
+
   images: List[str]
   questions: List[str]
   question_ids: List[object]
-  answers: List[object]          # list of human answers, one str, or None (test-dev/test-std)
+  answers: List[object]  # list of human answers, one str, or None (test-dev/test-std)
   answer_types: List[Optional[str]]
 
   @classmethod
@@ -53,8 +54,10 @@ class VQASet:
     for i, rec in enumerate(records):
       a = rec.get("answer")
       if a is not None and not (isinstance(a, str) or isinstance(a, list) and all(isinstance(x, str) for x in a)):
-        raise ValueError(f"annotations {path!r}: record {i}: 'answer' is {type(a).__name__}, expected a list "
-                         "of the annotators' answers or one string")
+        raise ValueError(
+          f"annotations {path!r}: record {i}: 'answer' is {type(a).__name__}, expected a list "
+          "of the annotators' answers or one string"
+        )
     out = cls([], [], [], [], [])
     for i, rec in enumerate(records):
       dataset = rec.get("dataset", "vqa")
@@ -76,8 +79,9 @@ def accuracy_metrics(predictions: Dict[object, str], data: VQASet) -> Dict[str, 
   if lists:
     types = dict(zip(data.question_ids, data.answer_types))
     with_types = all(types[q] for q in lists)
-    scores = vqa_metrics.vqa_scores({q: predictions[q] for q in lists}, lists,
-                                    {q: types[q] for q in lists} if with_types else None)
+    scores = vqa_metrics.vqa_scores(
+      {q: predictions[q] for q in lists}, lists, {q: types[q] for q in lists} if with_types else None
+    )
     out["acc"] = float(scores["overall"])
     for t, v in scores.get("per_answer_type", {}).items():
       out["acc_" + re.sub(r"\W+", "_", t).strip("_")] = float(v)
@@ -89,9 +93,21 @@ def accuracy_metrics(predictions: Dict[object, str], data: VQASet) -> Dict[str, 
 class VQAEvaluator(Evaluator):
   """config.evals.<name> = dict(type="vqa", annotations=..., image_root=..., answer_list=..., mode="rank")."""
 
-  DEFAULTS = dict(annotations="", image_root="", answer_list="", mode="rank", k_test=128, double_count_first=True,
-                  batch_size=32, max_tokens=64, max_words=50, num_beams=3, search="beam", max_answer_tokens=10,
-                  strict=False)
+  DEFAULTS = dict(
+    annotations="",
+    image_root="",
+    answer_list="",
+    mode="rank",
+    k_test=128,
+    double_count_first=True,
+    batch_size=32,
+    max_tokens=64,
+    max_words=50,
+    num_beams=3,
+    search="beam",
+    max_answer_tokens=10,
+    strict=False,
+  )
 
   def setup(self):
     e = self.ecfg
@@ -116,18 +132,38 @@ class VQAEvaluator(Evaluator):
   def _fn(self, graphdef):
     e, tok = self.ecfg, self.tok
     if e.mode == "rank":
+
       def run(params, b, answer_ids, answer_mask):
         model = nnx.merge(graphdef, params)
-        idx, _ = generation.rank_batch(model, b["images"], b["ids"], b["mask"], answer_ids, answer_mask,
-                                       k=self.k, double_count_first=bool(e.double_count_first))
+        idx, _ = generation.rank_batch(
+          model,
+          b["images"],
+          b["ids"],
+          b["mask"],
+          answer_ids,
+          answer_mask,
+          k=self.k,
+          double_count_first=bool(e.double_count_first),
+        )
         return idx, b["valid"]
     else:
+
       def run(params, b):
         model = nnx.merge(graphdef, params)
-        tokens = generation.answer_batch(model, b["images"], b["ids"], b["mask"], bos_id=tok.cls_id,
-                                         eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(e.num_beams),
-                                         max_len=int(e.max_answer_tokens), search=e.search)
+        tokens = generation.answer_batch(
+          model,
+          b["images"],
+          b["ids"],
+          b["mask"],
+          bos_id=tok.cls_id,
+          eos_id=tok.sep_id,
+          pad_id=tok.pad_id,
+          num_beams=int(e.num_beams),
+          max_len=int(e.max_answer_tokens),
+          search=e.search,
+        )
         return tokens, b["valid"]
+
     return self.jitted(graphdef, lambda: jax.jit(run))
 
   def _load(self, idx: np.ndarray):
@@ -150,9 +186,15 @@ class VQAEvaluator(Evaluator):
       answers = generation.decode_all(self.tok, result)
     predictions = [{"question_id": self.data.question_ids[i], "answer": answers[i]} for i in np.flatnonzero(ok)]
     metrics = accuracy_metrics({p["question_id"]: p["answer"] for p in predictions}, self.data)
-    metrics.update(num_questions=float(ok.sum()), skipped_images=float(n - ok.sum()),
-                   questions_truncated=float(self.truncated))
+    metrics.update(
+      num_questions=float(ok.sum()), skipped_images=float(n - ok.sum()), questions_truncated=float(self.truncated)
+    )
     if not ok.all():
-      logging.warning("vqa %s: %d of %d questions left out (their image could not be read), e.g. %s",
-                      self.name, n - ok.sum(), n, self.bad_images[:3])
+      logging.warning(
+        "vqa %s: %d of %d questions left out (their image could not be read), e.g. %s",
+        self.name,
+        n - ok.sum(),
+        n,
+        self.bad_images[:3],
+      )
     return metrics, predictions

@@ -27,6 +27,7 @@ def preprocess_images(images, image_res: int) -> np.ndarray:
   resize to R×R, aspect not kept, spec §4.3). `images`: a uint8 array [B,H,W,3] or [H,W,3], or a list
   whose items are uint8 [H,W,3] arrays of any size, PIL images or file paths (local or gs://)."""
   from PIL import Image
+
   if isinstance(images, np.ndarray) and images.ndim in (3, 4):
     arr = images[None] if images.ndim == 3 else images
     if arr.shape[-1] != 3:
@@ -107,8 +108,9 @@ class X2VLMInference:
     if m.shape != tuple(shape):
       raise ValueError(f"{name}: expected shape {tuple(shape)}, got {m.shape}")
     if not (np.issubdtype(m.dtype, np.integer) or m.dtype == bool) or ((m != 0) & (m != 1)).any():
-      raise ValueError(f"{name}: expected a 0/1 integer mask, got dtype {m.dtype} with values "
-                       f"{np.unique(m)[:5].tolist()}")
+      raise ValueError(
+        f"{name}: expected a 0/1 integer mask, got dtype {m.dtype} with values {np.unique(m)[:5].tolist()}"
+      )
     return jnp.asarray(m, jnp.int32)
 
   def _ids(self, ids, mask, ids_name="ids", mask_name="mask"):
@@ -119,27 +121,29 @@ class X2VLMInference:
     if a.shape[1] > t.max_positions or a.shape[1] == 0:
       raise ValueError(f"{ids_name}: expected length 1..{t.max_positions}, got {a.shape[1]}")
     if a.size and (a.min() < 0 or a.max() >= t.vocab_size):
-      raise ValueError(f"{ids_name}: expected ids in [0, {t.vocab_size}), got range "
-                       f"[{a.min()}, {a.max()}]")
+      raise ValueError(f"{ids_name}: expected ids in [0, {t.vocab_size}), got range [{a.min()}, {a.max()}]")
     if mask is None:
       raise ValueError(f"{mask_name}: expected a 0/1 mask of shape {a.shape}, got None")
     return jnp.asarray(a, jnp.int32), self._mask(mask_name, mask, a.shape)
 
   def _text_embeds(self, text_embeds, text_mask, batch):
-    b, l, _ = self._dims("text_embeds", text_embeds, 3)
+    b, length, _ = self._dims("text_embeds", text_embeds, 3)
     if b != batch:
       raise ValueError(f"text_embeds: expected batch {batch} (as image_embeds), got {b}")
-    x = self._float("text_embeds", text_embeds, (b, l, self.config.text.hidden))
+    x = self._float("text_embeds", text_embeds, (b, length, self.config.text.hidden))
     if text_mask is None:
-      raise ValueError(f"text_mask: expected a 0/1 mask of shape {(b, l)}, got None")
-    return x, self._mask("text_mask", text_mask, (b, l))
+      raise ValueError(f"text_mask: expected a 0/1 mask of shape {(b, length)}, got None")
+    return x, self._mask("text_mask", text_mask, (b, length))
 
   def _tok(self, what: str = "tokenize"):
     if self._tokenizer is None:
       if not self.vocab_file:
-        raise ValueError(f"{what}: this model has no vocabulary (the checkpoint directory has no vocab.txt); "
-                         "pass vocab_file= to inference.load")
+        raise ValueError(
+          f"{what}: this model has no vocabulary (the checkpoint directory has no vocab.txt); "
+          "pass vocab_file= to inference.load"
+        )
       from x2vlm_jax.inference.tokenizer import Tokenizer
+
       self._tokenizer = Tokenizer(self.vocab_file, 40)
     return self._tokenizer
 
@@ -163,9 +167,20 @@ class X2VLMInference:
     ids of the data pipeline. `clean`: the official pre_caption word limit (None: texts as given)."""
     return self._tok()(list(texts), max_tokens, clean=clean)
 
-  def answer(self, images, questions, answer_list=None, *, k: int = 128, double_count_first: bool = True,
-             num_beams: int = 3, search: str = "beam", max_answer_tokens: int = 10, max_tokens: int = 64,
-             max_words: int = 50) -> List[str]:
+  def answer(
+    self,
+    images,
+    questions,
+    answer_list=None,
+    *,
+    k: int = 128,
+    double_count_first: bool = True,
+    num_beams: int = 3,
+    search: str = "beam",
+    max_answer_tokens: int = 10,
+    max_tokens: int = 64,
+    max_words: int = 50,
+  ) -> List[str]:
     """VQA (spec §5.2): one answer per (image, question). With `answer_list` the official ranking
     (first-token top-k, teacher-forced re-scoring, `double_count_first` as officially); without it a
     free-form answer (greedy or beam search over at most max_answer_tokens tokens). images: float
@@ -173,9 +188,12 @@ class X2VLMInference:
     (`pre_question`-ed with max_words, as at the official test)."""
     from x2vlm_jax.data.text_clean import pre_question
     from x2vlm_jax.inference import generation
+
     if not self.config.heads.decoder_layers:
-      raise ValueError("answer: this checkpoint has no VQA answer decoder (heads.decoder_layers = 0); "
-                       "fine-tune with configs/finetune/vqa2_base.py first")
+      raise ValueError(
+        "answer: this checkpoint has no VQA answer decoder (heads.decoder_layers = 0); "
+        "fine-tune with configs/finetune/vqa2_base.py first"
+      )
     pixels = self._pixels(images)
     if isinstance(questions, str) or not all(isinstance(q, str) for q in questions):
       raise ValueError("questions: expected a list of strings")
@@ -188,27 +206,54 @@ class X2VLMInference:
       generation.check_answer_list(answer_list)
       a_ids, a_mask = generation.tokenize_answers(tok, answer_list)
       k = min(int(k), len(answer_list))
-      fn = self._jitted(("rank", k, bool(double_count_first)), lambda m, *a: generation.rank_batch(
-          m, *a, k=k, double_count_first=bool(double_count_first)))
+      fn = self._jitted(
+        ("rank", k, bool(double_count_first)),
+        lambda m, *a: generation.rank_batch(m, *a, k=k, double_count_first=bool(double_count_first)),
+      )
       idx, _ = fn(self._state, pixels, ids, mask, a_ids, a_mask)
       return [answer_list[int(i)] for i in np.asarray(idx)]
-    spec = dict(bos_id=tok.cls_id, eos_id=tok.sep_id, pad_id=tok.pad_id, num_beams=int(num_beams),
-                max_len=int(max_answer_tokens), search=search)
-    fn = self._jitted(("generate_answer",) + tuple(sorted(spec.items())),
-                      lambda m, *a: generation.answer_batch(m, *a, **spec))
+    spec = dict(
+      bos_id=tok.cls_id,
+      eos_id=tok.sep_id,
+      pad_id=tok.pad_id,
+      num_beams=int(num_beams),
+      max_len=int(max_answer_tokens),
+      search=search,
+    )
+    fn = self._jitted(
+      ("generate_answer",) + tuple(sorted(spec.items())), lambda m, *a: generation.answer_batch(m, *a, **spec)
+    )
     return generation.decode_all(tok, fn(self._state, pixels, ids, mask))
 
-  def caption(self, images, *, prompt: str = "a picture of ", num_beams: int = 3, max_length: int = 50,
-              min_length: int = 5, length_penalty: float = 0.0, no_repeat_ngram: int = 3) -> List[str]:
+  def caption(
+    self,
+    images,
+    *,
+    prompt: str = "a picture of ",
+    num_beams: int = 3,
+    max_length: int = 50,
+    min_length: int = 5,
+    length_penalty: float = 0.0,
+    no_repeat_ngram: int = 3,
+  ) -> List[str]:
     """Captions (spec §5.5, the released generation config by default) with the MLM head: beam search
     from [CLS] + prompt; the prompt is not part of the output."""
     from x2vlm_jax.inference import generation
+
     pixels = self._pixels(images)
     tok = self._tok("caption")
     generation.check_vocab(tok, self.config, "caption")
-    spec = dict(prompt_ids=generation.prompt_ids(tok, prompt), mask_id=tok.mask_id, eos_id=tok.sep_id,
-                pad_id=tok.pad_id, num_beams=int(num_beams), max_len=int(max_length), min_length=int(min_length),
-                no_repeat_ngram=int(no_repeat_ngram), length_penalty=float(length_penalty))
+    spec = dict(
+      prompt_ids=generation.prompt_ids(tok, prompt),
+      mask_id=tok.mask_id,
+      eos_id=tok.sep_id,
+      pad_id=tok.pad_id,
+      num_beams=int(num_beams),
+      max_len=int(max_length),
+      min_length=int(min_length),
+      no_repeat_ngram=int(no_repeat_ngram),
+      length_penalty=float(length_penalty),
+    )
     fn = self._jitted(("caption",) + tuple(sorted(spec.items())), lambda m, x: generation.caption_batch(m, x, **spec))
     return generation.decode_all(tok, fn(self._state, pixels))
 
@@ -217,8 +262,10 @@ class X2VLMInference:
     r = self.config.image_res
     shape = tuple(np.shape(images))
     if len(shape) == 4 and shape[1:3] != (r, r) and shape[-1] == 3:
-      raise ValueError(f"images: expected resolution {r}x{r} for this checkpoint (use preprocess_images or "
-                       f"convert the checkpoint with --image_res), got {shape[1]}x{shape[2]}")
+      raise ValueError(
+        f"images: expected resolution {r}x{r} for this checkpoint (use preprocess_images or "
+        f"convert the checkpoint with --image_res), got {shape[1]}x{shape[2]}"
+      )
     if hasattr(images, "dtype") and np.dtype(images.dtype) == np.uint8:
       raise ValueError("images: expected float32 CLIP-normalised images, got uint8 (use preprocess_images)")
     x = self._float("images", images, (shape[0] if shape else 0, r, r, 3))
@@ -295,12 +342,20 @@ def from_params(cfg, params=None, *, seed: int = 0, vocab_file: Optional[str] = 
   return X2VLMInference(model, cfg, vocab_file)
 
 
-def save_random(directory: str, preset: str = "tiny", *, image_res: Optional[int] = None, vocab_file: Optional[str] = None,
-                seed: int = 0, decoder_layers: int = 0) -> str:
+def save_random(
+  directory: str,
+  preset: str = "tiny",
+  *,
+  image_res: Optional[int] = None,
+  vocab_file: Optional[str] = None,
+  seed: int = 0,
+  decoder_layers: int = 0,
+) -> str:
   """Writes a randomly initialised checkpoint (with a vocabulary: default the embedded `shapes` one)
   that `load` reads: for trying the API, CI and notebooks without weights at hand → `directory`.
   decoder_layers > 0 adds a VQA answer decoder (`answer` needs one)."""
   from x2vlm_jax.data.config import SHAPES_VOCAB  # tf-free
+
   cfg = presets.get_preset(preset, **({"image_res": image_res} if image_res else {}))
   cfg.heads.decoder_layers = int(decoder_layers)
   params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(seed)), nnx.Param))
@@ -308,8 +363,13 @@ def save_random(directory: str, preset: str = "tiny", *, image_res: Optional[int
   return directory
 
 
-def load(checkpoint_dir: str, *, dtype: Optional[str] = None, attention_impl: Optional[str] = None,
-         vocab_file: Optional[str] = None):
+def load(
+  checkpoint_dir: str,
+  *,
+  dtype: Optional[str] = None,
+  attention_impl: Optional[str] = None,
+  vocab_file: Optional[str] = None,
+):
   """Loads a directory written by tools/convert_checkpoint.py or the trainer's export (with its
   vocab.txt, unless `vocab_file` names another)."""
   cfg = params_io.load_config(checkpoint_dir)

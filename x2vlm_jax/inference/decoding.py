@@ -15,7 +15,7 @@ hand-made distributions; `answer_steps` / `caption_steps` build the model-backed
 """
 
 import functools
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,7 @@ class Generated(NamedTuple):
   """tokens [B, max_len]: the generated ids, [SEP] and everything after it replaced by pad;
   lengths [B]: tokens before [SEP]; scores [B]: summed (penalised) log-probabilities of the returned
   hypothesis including its [SEP], divided by the length penalty if one is used."""
+
   tokens: jax.Array
   lengths: jax.Array
   scores: jax.Array
@@ -47,11 +48,11 @@ def repeated_ngram_mask(seqs, length, n: int, vocab_size: int):
     return jnp.zeros((nrows, vocab_size), bool)
   tail = [jnp.take(seqs, jnp.maximum(length - (n - 1) + j, 0), axis=1) for j in range(n - 1)]
   starts = jnp.arange(tmax - n + 1)
-  match = starts[None, :] + n - 1 < length                         # the whole n-gram is generated
+  match = starts[None, :] + n - 1 < length  # the whole n-gram is generated
   for j in range(n - 1):
-    match &= seqs[:, j: j + tmax - n + 1] == tail[j][:, None]
+    match &= seqs[:, j : j + tmax - n + 1] == tail[j][:, None]
   rows = jnp.broadcast_to(jnp.arange(nrows)[:, None], match.shape)
-  hits = jnp.zeros((nrows, vocab_size), jnp.int32).at[rows, seqs[:, n - 1:]].add(match.astype(jnp.int32))
+  hits = jnp.zeros((nrows, vocab_size), jnp.int32).at[rows, seqs[:, n - 1 :]].add(match.astype(jnp.int32))
   return hits > 0
 
 
@@ -79,8 +80,17 @@ def _finish(seqs, ends, eos_id: int, pad_id: int):
 StepFn = Callable[[jax.Array, jax.Array, object], tuple]
 
 
-def greedy_search(step_fn: StepFn, first_logp, state, *, max_len: int, eos_id: int, pad_id: int,
-                  min_length: int = 0, no_repeat_ngram: int = 0) -> Generated:
+def greedy_search(
+  step_fn: StepFn,
+  first_logp,
+  state,
+  *,
+  max_len: int,
+  eos_id: int,
+  pad_id: int,
+  min_length: int = 0,
+  no_repeat_ngram: int = 0,
+) -> Generated:
   """Arg-max decoding until [SEP] or `max_len` tokens, with the same rules as `beam_search`.
 
   first_logp [B, V]: log-probabilities of the first token (from the prefix pass); state: what
@@ -112,7 +122,8 @@ def greedy_search(step_fn: StepFn, first_logp, state, *, max_len: int, eos_id: i
     return t + 1, seqs, new, score, done | (new == eos_id), ends, state
 
   _, seqs, _, score, _, ends, _ = jax.lax.while_loop(
-      cond, body, (jnp.asarray(1, jnp.int32), seqs, tok, score, done, ends, state))
+    cond, body, (jnp.asarray(1, jnp.int32), seqs, tok, score, done, ends, state)
+  )
   tokens, lengths = _finish(seqs, ends, eos_id, pad_id)
   return Generated(tokens, lengths, score)
 
@@ -126,9 +137,19 @@ def _select(tree, rows):
   return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), tree)
 
 
-def beam_search(step_fn: StepFn, first_logp, state, *, num_beams: int, max_len: int, eos_id: int,
-                pad_id: int, min_length: int = 0, no_repeat_ngram: int = 0,
-                length_penalty: float = 0.0) -> Generated:
+def beam_search(
+  step_fn: StepFn,
+  first_logp,
+  state,
+  *,
+  num_beams: int,
+  max_len: int,
+  eos_id: int,
+  pad_id: int,
+  min_length: int = 0,
+  no_repeat_ngram: int = 0,
+  length_penalty: float = 0.0,
+) -> Generated:
   """The beam search of UniLM s2s-ft as used by the official captioner (spec §5.5).
 
   K beams; at each step every beam proposes its top-K tokens (after `adjust_log_probs`), a beam whose
@@ -156,12 +177,15 @@ def beam_search(step_fn: StepFn, first_logp, state, *, num_beams: int, max_len: 
     best_score, best_seq, best_end = best
     cand = (tok == eos_id) | (frame == max_len - 1)
     s = jnp.where(cand & ~done[:, None], lp_norm(score, frame), _NEG)
-    j = jnp.argmax(s, axis=1)                          # first beam on ties
+    j = jnp.argmax(s, axis=1)  # first beam on ties
     s_j = jnp.take_along_axis(s, j[:, None], 1)[:, 0]
-    better = s_j > best_score                          # strict: the earliest frame keeps a tie
+    better = s_j > best_score  # strict: the earliest frame keeps a tie
     seq_j = jnp.take_along_axis(seqs, j[:, None, None], 1)[:, 0]
-    return (jnp.where(better, s_j, best_score), jnp.where(better[:, None], seq_j, best_seq),
-            jnp.where(better, frame, best_end))
+    return (
+      jnp.where(better, s_j, best_score),
+      jnp.where(better[:, None], seq_j, best_seq),
+      jnp.where(better, frame, best_end),
+    )
 
   # Frame 0: the K best first tokens of the single prefix distribution.
   seqs0 = jnp.full((b, max_len), pad_id, jnp.int32)
@@ -170,8 +194,7 @@ def beam_search(step_fn: StepFn, first_logp, state, *, num_beams: int, max_len: 
   tok = tok.astype(jnp.int32)
   seqs = jnp.full((b, k, max_len), pad_id, jnp.int32).at[:, :, 0].set(tok)
   done = jnp.zeros((b,), bool)
-  best = (jnp.full((b,), _NEG, jnp.float32), jnp.full((b, max_len), pad_id, jnp.int32),
-          jnp.zeros((b,), jnp.int32))
+  best = (jnp.full((b,), _NEG, jnp.float32), jnp.full((b, max_len), pad_id, jnp.int32), jnp.zeros((b,), jnp.int32))
   frame0 = jnp.asarray(0, jnp.int32)
   best = record(best, seqs, tok, score, frame0, done)
   done = jnp.all(tok == eos_id, axis=1)
@@ -184,7 +207,7 @@ def beam_search(step_fn: StepFn, first_logp, state, *, num_beams: int, max_len: 
     t, seqs, tok, score, done, best, state = c
     logp, state = step_fn(tok.reshape(b * k), t, state)
     logp = adjust_log_probs(logp.astype(jnp.float32), seqs.reshape(b * k, max_len), t, **rules)
-    kk_score, kk_tok = jax.lax.top_k(logp.reshape(b, k, v), k)            # [B, K, K]
+    kk_score, kk_tok = jax.lax.top_k(logp.reshape(b, k, v), k)  # [B, K, K]
     kk_score = kk_score + (PENALTY * (tok == eos_id) + score)[:, :, None]
     new_score, flat = jax.lax.top_k(kk_score.reshape(b, k * k), k)
     back = flat // k
@@ -197,7 +220,8 @@ def beam_search(step_fn: StepFn, first_logp, state, *, num_beams: int, max_len: 
     return t + 1, seqs, new_tok, new_score, done, best, state
 
   _, _, _, _, _, best, _ = jax.lax.while_loop(
-      cond, body, (jnp.asarray(1, jnp.int32), seqs, tok, score, done, best, state))
+    cond, body, (jnp.asarray(1, jnp.int32), seqs, tok, score, done, best, state)
+  )
   best_score, best_seq, best_end = best
   tokens, lengths = _finish(best_seq, best_end, eos_id, pad_id)
   return Generated(tokens, lengths, best_score)
@@ -224,8 +248,7 @@ def _log_softmax(logits):
 # ----------------------------------------------------------------------------------------------------
 # VQA (spec §5.2)
 # ----------------------------------------------------------------------------------------------------
-def rank_answers(model, memory, memory_mask, answer_ids, answer_mask, k: int, *,
-                 double_count_first: bool = True):
+def rank_answers(model, memory, memory_mask, answer_ids, answer_mask, k: int, *, double_count_first: bool = True):
   """The official `rank_answer`: → (answer indices [B, k], probabilities [B, k]), best first.
 
   memory/memory_mask [B, Lq, H] / [B, Lq]: `model.vqa_memory(...)` and the question mask.
@@ -239,7 +262,7 @@ def rank_answers(model, memory, memory_mask, answer_ids, answer_mask, k: int, *,
   b = memory.shape[0]
   bos = jnp.broadcast_to(answer_ids[0, 0], (b, 1)).astype(jnp.int32)
   first = _log_softmax(dec(bos, jnp.ones((b, 1), jnp.int32), memory, memory_mask)[:, 0])
-  first = jnp.take(first, answer_ids[:, 1], axis=1)                        # [B, Na]
+  first = jnp.take(first, answer_ids[:, 1], axis=1)  # [B, Na]
   first_k, idx = jax.lax.top_k(first, k)
   cand = jnp.take(answer_ids, idx, axis=0).reshape(b * k, -1)
   cand_mask = jnp.take(answer_mask, idx, axis=0).reshape(b * k, -1)
@@ -259,28 +282,52 @@ def answer_steps(model, memory, memory_mask, *, bos_id: int, max_len: int):
   cross = dec.cross_kv(memory)
   cache = dec.init_cache(b, slots)
   pos0 = jnp.zeros((1,), jnp.int32)
-  h, cache = dec.decode(jnp.full((b, 1), bos_id, jnp.int32), pos0[None], cache, 0,
-                        _causal_over_slots(pos0, slots), cross, memory_mask)
+  h, cache = dec.decode(
+    jnp.full((b, 1), bos_id, jnp.int32), pos0[None], cache, 0, _causal_over_slots(pos0, slots), cross, memory_mask
+  )
   first = _log_softmax(dec.mlm_logits(h[:, -1]))
 
   def step(tok, t, cache):
-    pos = t[None]                                      # the token chosen at step t−1 sits at t
+    pos = t[None]  # the token chosen at step t−1 sits at t
     h, cache = dec.decode(tok[:, None], pos[None], cache, t, _causal_over_slots(pos, slots), cross, memory_mask)
     return _log_softmax(dec.mlm_logits(h[:, -1])), cache
 
   return first, cache, step
 
 
-@functools.partial(nnx.jit, static_argnames=("bos_id", "eos_id", "pad_id", "num_beams", "max_len",
-                                             "min_length", "search", "length_penalty"))
-def generate_answers(model, memory, memory_mask, *, bos_id: int, eos_id: int, pad_id: int = 0,
-                     num_beams: int = 3, max_len: int = 10, min_length: int = 0, search: str = "beam",
-                     length_penalty: float = 0.0) -> Generated:
+@functools.partial(
+  nnx.jit,
+  static_argnames=("bos_id", "eos_id", "pad_id", "num_beams", "max_len", "min_length", "search", "length_penalty"),
+)
+def generate_answers(
+  model,
+  memory,
+  memory_mask,
+  *,
+  bos_id: int,
+  eos_id: int,
+  pad_id: int = 0,
+  num_beams: int = 3,
+  max_len: int = 10,
+  min_length: int = 0,
+  search: str = "beam",
+  length_penalty: float = 0.0,
+) -> Generated:
   """Free-form answers from the VQA decoder (the release only ranks a list; its issue #11).
   memory [B, Lq, H] from `model.vqa_memory`, memory_mask [B, Lq]. No n-gram blocking (answers are short)."""
   first, cache, step = answer_steps(model, memory, memory_mask, bos_id=bos_id, max_len=max_len)
-  return _search(step, first, cache, num_beams=num_beams, search=search, max_len=max_len, eos_id=eos_id,
-                 pad_id=pad_id, min_length=min_length, length_penalty=length_penalty)
+  return _search(
+    step,
+    first,
+    cache,
+    num_beams=num_beams,
+    search=search,
+    max_len=max_len,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    min_length=min_length,
+    length_penalty=length_penalty,
+  )
 
 
 rank_answers_jit = nnx.jit(rank_answers, static_argnames=("k", "double_count_first"))
@@ -289,8 +336,9 @@ rank_answers_jit = nnx.jit(rank_answers, static_argnames=("k", "double_count_fir
 # ----------------------------------------------------------------------------------------------------
 # MLM captioning (spec §5.5)
 # ----------------------------------------------------------------------------------------------------
-def caption_steps(model, image_embeds, image_mask, prompt_ids: Sequence[int], *, mask_id: int, max_len: int,
-                  use_cache: bool = True):
+def caption_steps(
+  model, image_embeds, image_mask, prompt_ids: Sequence[int], *, mask_id: int, max_len: int, use_cache: bool = True
+):
   """(first_logp [B, V], state, step_fn) of the MLM captioner.
 
   The sequence is [CLS] + prompt (P tokens, positions 0 … P−1), then generated token t at position
@@ -342,13 +390,39 @@ def caption_steps(model, image_embeds, image_mask, prompt_ids: Sequence[int], *,
   return first, seq, step_nocache
 
 
-@functools.partial(nnx.jit, static_argnames=("prompt_ids", "mask_id", "eos_id", "pad_id", "num_beams",
-                                             "max_len", "min_length", "no_repeat_ngram", "length_penalty",
-                                             "search", "use_cache"))
-def generate_captions(model, image_embeds, image_mask=None, *, prompt_ids: tuple, mask_id: int, eos_id: int,
-                      pad_id: int = 0, num_beams: int = 3, max_len: int = 50, min_length: int = 5,
-                      no_repeat_ngram: int = 3, length_penalty: float = 0.0, search: str = "beam",
-                      use_cache: bool = True) -> Generated:
+@functools.partial(
+  nnx.jit,
+  static_argnames=(
+    "prompt_ids",
+    "mask_id",
+    "eos_id",
+    "pad_id",
+    "num_beams",
+    "max_len",
+    "min_length",
+    "no_repeat_ngram",
+    "length_penalty",
+    "search",
+    "use_cache",
+  ),
+)
+def generate_captions(
+  model,
+  image_embeds,
+  image_mask=None,
+  *,
+  prompt_ids: tuple,
+  mask_id: int,
+  eos_id: int,
+  pad_id: int = 0,
+  num_beams: int = 3,
+  max_len: int = 50,
+  min_length: int = 5,
+  no_repeat_ngram: int = 3,
+  length_penalty: float = 0.0,
+  search: str = "beam",
+  use_cache: bool = True,
+) -> Generated:
   """Captions for image_embeds [B, 1+N, D] with the MLM head (spec §5.5; released config: prompt
   "a picture of ", 3 beams, min_length 5, max_length 50, trigram blocking, length_penalty 0).
 
@@ -358,8 +432,19 @@ def generate_captions(model, image_embeds, image_mask=None, *, prompt_ids: tuple
   §10 item 14: the caption budget then depends on the test batch size); that bug is deliberately
   not reproduced.
   """
-  first, state, step = caption_steps(model, image_embeds, image_mask, prompt_ids, mask_id=mask_id,
-                                     max_len=max_len, use_cache=use_cache)
-  return _search(step, first, state, num_beams=num_beams, search=search, max_len=max_len, eos_id=eos_id,
-                 pad_id=pad_id, min_length=min_length, no_repeat_ngram=no_repeat_ngram,
-                 length_penalty=length_penalty)
+  first, state, step = caption_steps(
+    model, image_embeds, image_mask, prompt_ids, mask_id=mask_id, max_len=max_len, use_cache=use_cache
+  )
+  return _search(
+    step,
+    first,
+    state,
+    num_beams=num_beams,
+    search=search,
+    max_len=max_len,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    min_length=min_length,
+    no_repeat_ngram=no_repeat_ngram,
+    length_penalty=length_penalty,
+  )

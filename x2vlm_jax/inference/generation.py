@@ -23,27 +23,59 @@ def _memory(model, images, ids, mask):
 
 def rank_batch(model, images, ids, mask, answer_ids, answer_mask, *, k: int, double_count_first: bool = True):
   """→ (index of the chosen answer [B], its probability among the k re-scored candidates [B])."""
-  idx, probs = decoding.rank_answers(model, _memory(model, images, ids, mask), mask, answer_ids, answer_mask, k,
-                                     double_count_first=double_count_first)
+  idx, probs = decoding.rank_answers(
+    model, _memory(model, images, ids, mask), mask, answer_ids, answer_mask, k, double_count_first=double_count_first
+  )
   return idx[:, 0], probs[:, 0]
 
 
-def answer_batch(model, images, ids, mask, *, bos_id: int, eos_id: int, pad_id: int, num_beams: int,
-                 max_len: int, search: str):
+def answer_batch(
+  model, images, ids, mask, *, bos_id: int, eos_id: int, pad_id: int, num_beams: int, max_len: int, search: str
+):
   """→ answer tokens [B, max_len] ([SEP] and after → pad)."""
-  out = decoding.generate_answers(model, _memory(model, images, ids, mask), mask, bos_id=bos_id, eos_id=eos_id,
-                                  pad_id=pad_id, num_beams=num_beams, max_len=max_len, search=search)
+  out = decoding.generate_answers(
+    model,
+    _memory(model, images, ids, mask),
+    mask,
+    bos_id=bos_id,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    num_beams=num_beams,
+    max_len=max_len,
+    search=search,
+  )
   return out.tokens
 
 
-def caption_batch(model, images, *, prompt_ids: Tuple[int, ...], mask_id: int, eos_id: int, pad_id: int,
-                  num_beams: int, max_len: int, min_length: int, no_repeat_ngram: int = 3,
-                  length_penalty: float = 0.0):
+def caption_batch(
+  model,
+  images,
+  *,
+  prompt_ids: Tuple[int, ...],
+  mask_id: int,
+  eos_id: int,
+  pad_id: int,
+  num_beams: int,
+  max_len: int,
+  min_length: int,
+  no_repeat_ngram: int = 3,
+  length_penalty: float = 0.0,
+):
   """→ caption tokens [B, max_len] (the prompt not included)."""
-  out = decoding.generate_captions(model, model.vision(images), None, prompt_ids=tuple(prompt_ids),
-                                   mask_id=mask_id, eos_id=eos_id, pad_id=pad_id, num_beams=num_beams,
-                                   max_len=max_len, min_length=min_length, no_repeat_ngram=no_repeat_ngram,
-                                   length_penalty=length_penalty)
+  out = decoding.generate_captions(
+    model,
+    model.vision(images),
+    None,
+    prompt_ids=tuple(prompt_ids),
+    mask_id=mask_id,
+    eos_id=eos_id,
+    pad_id=pad_id,
+    num_beams=num_beams,
+    max_len=max_len,
+    min_length=min_length,
+    no_repeat_ngram=no_repeat_ngram,
+    length_penalty=length_penalty,
+  )
   return out.tokens
 
 
@@ -53,8 +85,10 @@ def caption_batch(model, images, *, prompt_ids: Tuple[int, ...], mask_id: int, e
 def check_vocab(tok: Tokenizer, model_cfg, where: str) -> None:
   """Generated ids index the vocabulary: a vocabulary of another size than the model's is refused."""
   if tok.vocab_size != model_cfg.text.vocab_size:
-    raise ValueError(f"{where}: the vocabulary has {tok.vocab_size} tokens but the model {model_cfg.text.vocab_size} "
-                     "(use the checkpoint's own vocab.txt)")
+    raise ValueError(
+      f"{where}: the vocabulary has {tok.vocab_size} tokens but the model {model_cfg.text.vocab_size} "
+      "(use the checkpoint's own vocab.txt)"
+    )
 
 
 def read_answer_list(path: str) -> List[str]:
@@ -62,6 +96,7 @@ def read_answer_list(path: str) -> List[str]:
   import json
 
   from etils import epath
+
   p = epath.Path(path) if path else None
   if p is None or not p.exists():
     raise ValueError(f"answer_list {path!r}: no such file (the ranking mode needs the official answer_list.json)")

@@ -62,6 +62,7 @@ def read_video(source, num_frames: int, image_res: int) -> np.ndarray:
   list itself → uint8 [F, R, R, 3]: the official evaluation frames, each with the test transform."""
   import base64
   import json
+
   frames = source
   if isinstance(source, str):
     try:
@@ -71,7 +72,8 @@ def read_video(source, num_frames: int, image_res: int) -> np.ndarray:
   if not isinstance(frames, list) or not frames:
     raise BadImage(f"video {source if isinstance(source, str) else '<frames>'}: expected a non-empty list of frames")
   try:
-    return np.stack([read_image(base64.b64decode(frames[i]), image_res)
-                     for i in eval_frame_ids(len(frames), num_frames)])
+    return np.stack(
+      [read_image(base64.b64decode(frames[i]), image_res) for i in eval_frame_ids(len(frames), num_frames)]
+    )
   except (ValueError, TypeError) as e:
     raise BadImage(f"video {source if isinstance(source, str) else '<frames>'}: {e}") from e

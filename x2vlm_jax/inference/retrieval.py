@@ -20,16 +20,16 @@ from x2vlm_jax.inference.api import X2VLMInference, preprocess_images
 
 @dataclasses.dataclass
 class Match:
-  index: int      # the candidate (caption for i2t, image for t2i)
-  itm: float      # rerank score: the ITM "match" logit (higher = better)
-  itc: float      # first-stage cosine similarity
+  index: int  # the candidate (caption for i2t, image for t2i)
+  itm: float  # rerank score: the ITM "match" logit (higher = better)
+  itc: float  # first-stage cosine similarity
 
 
 @dataclasses.dataclass
 class Ranking:
-  similarity: np.ndarray            # [N_img, N_txt]
-  i2t: List[List[Match]]            # per image, its top-k captions by ITM
-  t2i: List[List[Match]]            # per caption, its top-k images by ITM
+  similarity: np.ndarray  # [N_img, N_txt]
+  i2t: List[List[Match]]  # per image, its top-k captions by ITM
+  t2i: List[List[Match]]  # per caption, its top-k images by ITM
   image_embeds: np.ndarray
   text_embeds: np.ndarray
   text_mask: np.ndarray
@@ -39,18 +39,19 @@ def _batched(fn, n: int, batch: int, *arrays):
   """fn over fixed-size batches (the last one padded, so one compiled shape serves every call)."""
   outs = []
   for i in range(0, n, batch):
-    chunk = [a[i:i + batch] for a in arrays]
+    chunk = [a[i : i + batch] for a in arrays]
     pad = batch - len(chunk[0])
     if pad:
       chunk = [np.concatenate([c, np.repeat(c[-1:], pad, axis=0)]) for c in chunk]
     res = fn(*chunk)
     res = res if isinstance(res, tuple) else (res,)
-    outs.append([np.asarray(r)[:batch - pad] for r in res])
+    outs.append([np.asarray(r)[: batch - pad] for r in res])
   return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
 
 
-def rank(model: X2VLMInference, images, texts: Sequence[str], *, k: int = 10, batch: int = 16,
-         max_tokens: int = 40) -> Ranking:
+def rank(
+  model: X2VLMInference, images, texts: Sequence[str], *, k: int = 10, batch: int = 16, max_tokens: int = 40
+) -> Ranking:
   """images: as `preprocess_images` takes them (uint8 arrays of any size, PIL images or paths)."""
   if not len(texts):
     raise ValueError("texts: expected at least one caption")
@@ -66,13 +67,19 @@ def rank(model: X2VLMInference, images, texts: Sequence[str], *, k: int = 10, ba
     for q in range(scores.shape[0]):
       top = np.argsort(-scores[q], kind="stable")[:kk]
       if image_is_query:  # image q against its top captions
-        args = (np.repeat(img_embeds[q:q + 1], kk, 0), txt_embeds[top], mask[top])
-      else:               # caption q against its top images
-        args = (img_embeds[top], np.repeat(txt_embeds[q:q + 1], kk, 0), np.repeat(mask[q:q + 1], kk, 0))
+        args = (np.repeat(img_embeds[q : q + 1], kk, 0), txt_embeds[top], mask[top])
+      else:  # caption q against its top images
+        args = (img_embeds[top], np.repeat(txt_embeds[q : q + 1], kk, 0), np.repeat(mask[q : q + 1], kk, 0))
       itm = _batched(lambda v, t, m: model.itm_logits(v, None, t, m)[:, 1], kk, kk, *args)[0]
       order = np.argsort(-itm, kind="stable")
       out.append([Match(int(top[j]), float(itm[j]), float(scores[q, top[j]])) for j in order])
     return out
 
-  return Ranking(similarity=sims, i2t=rerank(sims, True), t2i=rerank(sims.T, False), image_embeds=img_embeds,
-                 text_embeds=txt_embeds, text_mask=mask)
+  return Ranking(
+    similarity=sims,
+    i2t=rerank(sims, True),
+    t2i=rerank(sims.T, False),
+    image_embeds=img_embeds,
+    text_embeds=txt_embeds,
+    text_mask=mask,
+  )

@@ -18,7 +18,6 @@ SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 class Tokenizer:
-
   def __init__(self, vocab_file: str, max_tokens: int = 40):
     tokens = epath.Path(vocab_file).read_text().splitlines()
     if not tokens:
@@ -33,15 +32,16 @@ class Tokenizer:
     self.pad_id, self.unk_id = self.vocab["[PAD]"], self.vocab["[UNK]"]
     self.cls_id, self.sep_id, self.mask_id = self.vocab["[CLS]"], self.vocab["[SEP]"], self.vocab["[MASK]"]
     from tokenizers import BertWordPieceTokenizer
+
     # lowercase=True with strip_accents=None strips accents too, like HF BertTokenizer (uncased).
-    self._wordpiece = BertWordPieceTokenizer(self.vocab, lowercase=True, clean_text=True,
-                                             handle_chinese_chars=True)
+    self._wordpiece = BertWordPieceTokenizer(self.vocab, lowercase=True, clean_text=True, handle_chinese_chars=True)
 
   def pieces(self, text: str) -> Sequence[int]:
     return self._wordpiece.encode(text, add_special_tokens=False).ids
 
-  def __call__(self, texts: Sequence[str], max_tokens: Optional[int] = None, *,
-               clean: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+  def __call__(
+    self, texts: Sequence[str], max_tokens: Optional[int] = None, *, clean: Optional[int] = None
+  ) -> Tuple[np.ndarray, np.ndarray]:
     """texts → (ids [B, L] int32, mask [B, L] int32), L = max_tokens.
 
     clean: apply the official `pre_caption` with this many words first (retrieval/grounding use 30,
@@ -60,8 +60,8 @@ class Tokenizer:
       if clean is not None:
         t = pre_caption(t, clean)
       row = [self.cls_id] + list(self.pieces(t))[: length - 2] + [self.sep_id]
-      ids[i, :len(row)] = row
-      mask[i, :len(row)] = 1
+      ids[i, : len(row)] = row
+      mask[i, : len(row)] = 1
     return ids, mask
 
   def decode(self, ids: Sequence[int], skip_special: bool = True, clean_up: bool = False) -> str:
@@ -85,7 +85,17 @@ class Tokenizer:
 def clean_up_tokenization(text: str) -> str:
   """transformers' `clean_up_tokenization` (BertTokenizer.decode's default): no space before
   . ? ! , and English clitics ("don ' t" → "don't")."""
-  for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-               (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+  for a, b in (
+    (" .", "."),
+    (" ?", "?"),
+    (" !", "!"),
+    (" ,", ","),
+    (" ' ", "'"),
+    (" n't", "n't"),
+    (" 'm", "'m"),
+    (" 's", "'s"),
+    (" 've", "'ve"),
+    (" 're", "'re"),
+  ):
     text = text.replace(a, b)
   return text

@@ -1,7 +1,7 @@
 """Grounding boxes on images (notebooks). matplotlib is imported only when drawing.
 
-    boxes = m.predict_box(image_embeds, text_embeds, text_mask)      # (cx, cy, w, h) in [0, 1]
-    draw_boxes(images, boxes, phrases)                               # one panel per image
+boxes = m.predict_box(image_embeds, text_embeds, text_mask)      # (cx, cy, w, h) in [0, 1]
+draw_boxes(images, boxes, phrases)                               # one panel per image
 """
 
 from typing import Optional, Sequence
@@ -19,19 +19,30 @@ def boxes_to_pixels(boxes, width: int, height: int) -> np.ndarray:
 
 def _as_array(image) -> np.ndarray:
   from PIL import Image
+
   if isinstance(image, str):  # local or gs://
     import io
+
     from etils import epath
+
     image = Image.open(io.BytesIO(epath.Path(image).read_bytes()))
   return np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image)
 
 
-def draw_boxes(images: Sequence, boxes, labels: Optional[Sequence[str]] = None, *, columns: int = 4,
-               size: float = 3.0, color: str = "lime"):
+def draw_boxes(
+  images: Sequence,
+  boxes,
+  labels: Optional[Sequence[str]] = None,
+  *,
+  columns: int = 4,
+  size: float = 3.0,
+  color: str = "lime",
+):
   """One panel per image (uint8 arrays, PIL images or paths) with its predicted box and label;
   → the matplotlib figure."""
   import matplotlib.pyplot as plt
   from matplotlib import patches
+
   n = len(images)
   boxes = np.asarray(boxes).reshape(n, 4)
   cols = min(columns, n)

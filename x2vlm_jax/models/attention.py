@@ -28,8 +28,16 @@ def additive_mask(mask: jax.Array, value: float) -> jax.Array:
   return (1.0 - mask) * value
 
 
-def dot_product_attention(q, k, v, bias: Optional[jax.Array] = None, *, implementation: str = "xla",
-                          dropout_rate: float = 0.0, rng: Optional[jax.Array] = None):
+def dot_product_attention(
+  q,
+  k,
+  v,
+  bias: Optional[jax.Array] = None,
+  *,
+  implementation: str = "xla",
+  dropout_rate: float = 0.0,
+  rng: Optional[jax.Array] = None,
+):
   """q [B,Lq,N,Dh], k/v [B,Lk,N,Dh], additive `bias` broadcastable to [B,N,Lq,Lk] → [B,Lq,N,Dh]."""
   scale = q.shape[-1] ** -0.5
   if rng is not None and dropout_rate > 0.0:

@@ -26,8 +26,8 @@ IGNORE_ID = -100
 def causal_mask(mask):
   """HF decoder self-attention mask: [B, L] padding mask → [B, L, L] (query i sees keys j ≤ i that
   are not padding)."""
-  l = mask.shape[1]
-  tril = jnp.tril(jnp.ones((l, l), mask.dtype))
+  length = mask.shape[1]
+  tril = jnp.tril(jnp.ones((length, length), mask.dtype))
   return tril[None] * mask[:, None, :]
 
 
@@ -51,8 +51,7 @@ class AnswerDecoder(TextStack):
   """`decoder_layers` layers, all with cross-attention of width H (spec §5.2)."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
-    super().__init__(cfg, rngs=rngs, num_layers=cfg.heads.decoder_layers, fusion_start=0,
-                     cross_width=cfg.text.hidden)
+    super().__init__(cfg, rngs=rngs, num_layers=cfg.heads.decoder_layers, fusion_start=0, cross_width=cfg.text.hidden)
     self.pad_id = cfg.text.pad_token_id
 
   def __call__(self, ids, mask, memory, memory_mask=None, rng=None):
@@ -85,8 +84,10 @@ def decoder_source_layers(num_layers: int, fusion_start: int, decoder_layers: in
     return [fusion_start + j for j in range(decoder_layers)]
   if decoder_layers == f // 2 and decoder_layers > 0:
     return [fusion_start + 2 * j + 1 for j in range(decoder_layers)]
-  raise ValueError(f"decoder_from_fusion: no official initialisation for {decoder_layers} decoder layers "
-                   f"from {f} fusion layers (expected {f} or {f // 2})")
+  raise ValueError(
+    f"decoder_from_fusion: no official initialisation for {decoder_layers} decoder layers "
+    f"from {f} fusion layers (expected {f} or {f // 2})"
+  )
 
 
 def decoder_from_fusion(flat_params: Dict[str, np.ndarray], cfg) -> Dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ LOGICAL_AXES = ("embed", "mlp", "heads", "vocab", "joint", "norm")
 # otherwise try to read the logical names as mesh axes.
 REPLICATED_RULES = tuple((name, None) for name in LOGICAL_AXES)
 
-bert_normal = nnx.initializers.normal(0.02)          # HF BERT init (cross-attention is new in X²-VLM)
+bert_normal = nnx.initializers.normal(0.02)  # HF BERT init (cross-attention is new in X²-VLM)
 trunc_normal = nnx.initializers.truncated_normal(0.02)  # timm/BEiT init
 
 
@@ -33,8 +33,17 @@ def annotate(init, axes: Axes):
   return nnx.with_partitioning(init, tuple(axes), eager_sharding=False)
 
 
-def dense(in_features: int, out_features: int, axes: Axes, *, rngs: nnx.Rngs, dtype,
-          use_bias: bool = True, kernel_init=bert_normal, torch_bias: bool = False) -> nnx.Linear:
+def dense(
+  in_features: int,
+  out_features: int,
+  axes: Axes,
+  *,
+  rngs: nnx.Rngs,
+  dtype,
+  use_bias: bool = True,
+  kernel_init=bert_normal,
+  torch_bias: bool = False,
+) -> nnx.Linear:
   """Linear y = x·W + b with logical axes `axes` = (in_axis, out_axis) on W and (out_axis,) on b."""
   if torch_bias:
     bound = 1.0 / float(in_features) ** 0.5
@@ -42,15 +51,27 @@ def dense(in_features: int, out_features: int, axes: Axes, *, rngs: nnx.Rngs, dt
   else:
     bias_init = nnx.initializers.zeros_init()
   return nnx.Linear(
-      in_features, out_features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
-      kernel_init=annotate(kernel_init, axes), bias_init=annotate(bias_init, (axes[1],)), rngs=rngs)
+    in_features,
+    out_features,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    kernel_init=annotate(kernel_init, axes),
+    bias_init=annotate(bias_init, (axes[1],)),
+    rngs=rngs,
+  )
 
 
 def layer_norm(features: int, eps: float, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
   return nnx.LayerNorm(
-      features, epsilon=eps, dtype=dtype, param_dtype=jnp.float32,
-      scale_init=annotate(nnx.initializers.ones_init(), ("norm",)),
-      bias_init=annotate(nnx.initializers.zeros_init(), ("norm",)), rngs=rngs)
+    features,
+    epsilon=eps,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    scale_init=annotate(nnx.initializers.ones_init(), ("norm",)),
+    bias_init=annotate(nnx.initializers.zeros_init(), ("norm",)),
+    rngs=rngs,
+  )
 
 
 def gelu(x):
@@ -86,14 +107,17 @@ class MLPHead(nnx.Module):
   Parameter names fc0 / ln / fc1 stand for the PyTorch Sequential indices 0 / 1 / 3.
   """
 
-  def __init__(self, in_features: int, out_features: int, *, eps: float, rngs: nnx.Rngs, dtype,
-               hidden: Optional[int] = None):
+  def __init__(
+    self, in_features: int, out_features: int, *, eps: float, rngs: nnx.Rngs, dtype, hidden: Optional[int] = None
+  ):
     hidden = hidden or 2 * in_features
-    self.fc0 = dense(in_features, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype,
-                     kernel_init=torch_default_kernel, torch_bias=True)
+    self.fc0 = dense(
+      in_features, hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype, kernel_init=torch_default_kernel, torch_bias=True
+    )
     self.ln = layer_norm(hidden, eps, rngs=rngs, dtype=dtype)
-    self.fc1 = dense(hidden, out_features, ("mlp", None), rngs=rngs, dtype=dtype,
-                     kernel_init=torch_default_kernel, torch_bias=True)
+    self.fc1 = dense(
+      hidden, out_features, ("mlp", None), rngs=rngs, dtype=dtype, kernel_init=torch_default_kernel, torch_bias=True
+    )
 
   def __call__(self, x):
     return self.fc1(gelu(self.ln(self.fc0(x))))

@@ -62,8 +62,8 @@ def _common() -> ml_collections.ConfigDict:
   # Task heads beyond pre-training (spec §1.5, §5.3, §5.6); a fine-tuning config switches on the
   # one its task needs. Absent heads have no parameters, so pre-training checkpoints stay unchanged.
   c.heads = ml_collections.ConfigDict()
-  c.heads.nlvr = False        # NLVR2 `cls_head`: MLP(2H → 4H → LN → GELU → 2) over two fused [CLS]
-  c.heads.num_labels = 0      # classification `cls_head`: MLP(H → 2H → LN → GELU → num_labels)
+  c.heads.nlvr = False  # NLVR2 `cls_head`: MLP(2H → 4H → LN → GELU → 2) over two fused [CLS]
+  c.heads.num_labels = 0  # classification `cls_head`: MLP(H → 2H → LN → GELU → num_labels)
   # VQA answer decoder `text_decoder` (spec §5.2): 6 (released configs) or 3 layers; 0 = none.
   c.heads.decoder_layers = 0
   return c
@@ -90,8 +90,16 @@ def tiny() -> ml_collections.ConfigDict:
   c.image_res = 32
   c.embed_dim = 32
   c.vision.update(width=64, depth=2, num_heads=4, mlp_dim=256, layer_norm_eps=1e-6)
-  c.text.update(hidden=64, num_heads=4, ffn_dim=256, num_layers=3, fusion_start=2,
-                vocab_size=200, max_positions=64, layer_norm_eps=1e-12)
+  c.text.update(
+    hidden=64,
+    num_heads=4,
+    ffn_dim=256,
+    num_layers=3,
+    fusion_start=2,
+    vocab_size=200,
+    max_positions=64,
+    layer_norm_eps=1e-12,
+  )
   return c
 
 

@@ -22,20 +22,34 @@ import numpy as np
 from flax import nnx
 
 from x2vlm_jax.models import layers
-from x2vlm_jax.models.attention import (CROSS_ATTENTION_MASK_VALUE, SELF_ATTENTION_MASK_VALUE,
-                                        additive_mask, dot_product_attention)
+from x2vlm_jax.models.attention import (
+  CROSS_ATTENTION_MASK_VALUE,
+  SELF_ATTENTION_MASK_VALUE,
+  additive_mask,
+  dot_product_attention,
+)
 
 
 class BertEmbeddings(nnx.Module):
-
   def __init__(self, t, *, rngs: nnx.Rngs, dtype, hidden_dropout: float):
     init = layers.annotate(layers.bert_normal, ("vocab", "embed"))
-    self.word = nnx.Embed(t.vocab_size, t.hidden, dtype=dtype, param_dtype=jnp.float32,
-                          embedding_init=init, rngs=rngs)
-    self.position = nnx.Embed(t.max_positions, t.hidden, dtype=dtype, param_dtype=jnp.float32,
-                              embedding_init=layers.annotate(layers.bert_normal, (None, "embed")), rngs=rngs)
-    self.token_type = nnx.Embed(t.type_vocab_size, t.hidden, dtype=dtype, param_dtype=jnp.float32,
-                                embedding_init=layers.annotate(layers.bert_normal, (None, "embed")), rngs=rngs)
+    self.word = nnx.Embed(t.vocab_size, t.hidden, dtype=dtype, param_dtype=jnp.float32, embedding_init=init, rngs=rngs)
+    self.position = nnx.Embed(
+      t.max_positions,
+      t.hidden,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      embedding_init=layers.annotate(layers.bert_normal, (None, "embed")),
+      rngs=rngs,
+    )
+    self.token_type = nnx.Embed(
+      t.type_vocab_size,
+      t.hidden,
+      dtype=dtype,
+      param_dtype=jnp.float32,
+      embedding_init=layers.annotate(layers.bert_normal, (None, "embed")),
+      rngs=rngs,
+    )
     self.ln = layers.layer_norm(t.hidden, t.layer_norm_eps, rngs=rngs, dtype=dtype)
     self.hidden_dropout = hidden_dropout
 
@@ -51,8 +65,9 @@ class BertEmbeddings(nnx.Module):
 class BertAttention(nnx.Module):
   """Self- or cross-attention sub-layer, post-LN: LN(x + Dropout(Out(Attn(Q(x), K(kv), V(kv)))))."""
 
-  def __init__(self, t, kv_width: int, *, rngs: nnx.Rngs, dtype, implementation: str,
-               hidden_dropout: float, drop_path: float):
+  def __init__(
+    self, t, kv_width: int, *, rngs: nnx.Rngs, dtype, implementation: str, hidden_dropout: float, drop_path: float
+  ):
     h = t.hidden
     self.num_heads = t.num_heads
     self.implementation = implementation
@@ -67,9 +82,9 @@ class BertAttention(nnx.Module):
 
   def project_kv(self, kv) -> Tuple[jax.Array, jax.Array]:
     """kv [B, L, W] → keys, values [B, L, heads, head_dim]."""
-    b, l, _ = kv.shape
+    b, length, _ = kv.shape
     n = self.num_heads
-    return (self.key(kv).reshape(b, l, n, -1), self.value(kv).reshape(b, l, n, -1))
+    return (self.key(kv).reshape(b, length, n, -1), self.value(kv).reshape(b, length, n, -1))
 
   def attend(self, x, k, v, bias, rng=None):
     """Queries from x [Bq, Lq, H] against projected k/v [Bk, Lk, heads, head_dim].
@@ -83,12 +98,15 @@ class BertAttention(nnx.Module):
     q = self.query(x).reshape(b, lq, n, h // n)
     if b != k.shape[0]:
       if b % k.shape[0] or (bias is not None and bias.shape[2] != 1):
-        raise ValueError(f"attention: {b} query rows cannot share {k.shape[0]} memory rows with bias "
-                         f"{None if bias is None else bias.shape}")
+        raise ValueError(
+          f"attention: {b} query rows cannot share {k.shape[0]} memory rows with bias "
+          f"{None if bias is None else bias.shape}"
+        )
       q = q.reshape(k.shape[0], (b // k.shape[0]) * lq, n, h // n)
     r_attn, r_hidden, r_path = layers.split_rng(rng, 3)
-    ctx = dot_product_attention(q, k, v, bias, implementation=self.implementation,
-                                dropout_rate=self.attention_dropout, rng=r_attn)
+    ctx = dot_product_attention(
+      q, k, v, bias, implementation=self.implementation, dropout_rate=self.attention_dropout, rng=r_attn
+    )
     y = layers.dropout(self.out(ctx.reshape(b, lq, h)), self.hidden_dropout, r_hidden)
     # Official text DropPath drops whole token positions across the batch: mask shape (1, L, 1).
     y = layers.drop_path(y, self.drop_path, r_path, (1, lq, 1))
@@ -99,11 +117,19 @@ class BertAttention(nnx.Module):
 
 
 class BertLayer(nnx.Module):
-
-  def __init__(self, t, *, has_cross: bool, vision_width: int, drop_path: float, rngs: nnx.Rngs, dtype,
-               implementation: str, hidden_dropout: float):
-    kw = dict(rngs=rngs, dtype=dtype, implementation=implementation, hidden_dropout=hidden_dropout,
-              drop_path=drop_path)
+  def __init__(
+    self,
+    t,
+    *,
+    has_cross: bool,
+    vision_width: int,
+    drop_path: float,
+    rngs: nnx.Rngs,
+    dtype,
+    implementation: str,
+    hidden_dropout: float,
+  ):
+    kw = dict(rngs=rngs, dtype=dtype, implementation=implementation, hidden_dropout=hidden_dropout, drop_path=drop_path)
     self.self_attn = BertAttention(t, t.hidden, **kw)
     self.cross_attn = BertAttention(t, vision_width, **kw) if has_cross else None
     self.intermediate = layers.dense(t.hidden, t.ffn_dim, ("embed", "mlp"), rngs=rngs, dtype=dtype)
@@ -129,8 +155,7 @@ class BertLayer(nnx.Module):
     y = layers.drop_path(y, self.drop_path, r_path, (1, x.shape[1], 1))
     return self.ln(x + y)
 
-  def decode(self, x, self_bias, cache: Tuple[jax.Array, jax.Array], index, cross_kv=None,
-             cross_bias=None):
+  def decode(self, x, self_bias, cache: Tuple[jax.Array, jax.Array], index, cross_kv=None, cross_bias=None):
     """Deterministic incremental step: x [B, L_new, H] are the positions index … index+L_new−1;
     their keys/values go into cache slots of the same numbers, then they attend to all T slots
     (self_bias [B, 1, L_new, T] hides the future and the unused ones). → (x, new cache)."""
@@ -162,8 +187,15 @@ class TextStack(nnx.Module):
   and memory width H, hence the overrides.
   """
 
-  def __init__(self, cfg, *, rngs: nnx.Rngs, num_layers: Optional[int] = None,
-               fusion_start: Optional[int] = None, cross_width: Optional[int] = None):
+  def __init__(
+    self,
+    cfg,
+    *,
+    rngs: nnx.Rngs,
+    num_layers: Optional[int] = None,
+    fusion_start: Optional[int] = None,
+    cross_width: Optional[int] = None,
+  ):
     t = cfg.text
     dtype = jnp.dtype(cfg.dtype)
     num_layers = t.num_layers if num_layers is None else num_layers
@@ -175,12 +207,24 @@ class TextStack(nnx.Module):
     # Official rule: a positive text drop-path rate forces hidden dropout to 0.
     hidden_dropout = 0.0 if t.drop_path_rate > 0 else t.hidden_dropout
     rates = list(np.linspace(0.0, t.drop_path_rate, self.fusion_start)) + list(
-        np.linspace(0.0, t.cross_drop_path_rate, num_layers - self.fusion_start))
+      np.linspace(0.0, t.cross_drop_path_rate, num_layers - self.fusion_start)
+    )
     self.embeddings = BertEmbeddings(t, rngs=rngs, dtype=dtype, hidden_dropout=hidden_dropout)
-    self.layers = nnx.List([
-        BertLayer(t, has_cross=i >= self.fusion_start, vision_width=cross_width, drop_path=float(rates[i]),
-                  rngs=rngs, dtype=dtype, implementation=cfg.attention_impl, hidden_dropout=hidden_dropout)
-        for i in range(num_layers)])
+    self.layers = nnx.List(
+      [
+        BertLayer(
+          t,
+          has_cross=i >= self.fusion_start,
+          vision_width=cross_width,
+          drop_path=float(rates[i]),
+          rngs=rngs,
+          dtype=dtype,
+          implementation=cfg.attention_impl,
+          hidden_dropout=hidden_dropout,
+        )
+        for i in range(num_layers)
+      ]
+    )
     self.mlm = MLMHead(t, rngs=rngs, dtype=dtype)
 
   def _run(self, x, mask, start: int, end: int, vision=None, vision_mask=None, rng=None):
@@ -202,7 +246,7 @@ class TextStack(nnx.Module):
       lyr = self.layers[i]
       kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
       args = (x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv)
-      x = nnx.remat(lambda l, *a: l(*a))(lyr, *args) if self.remat else lyr(*args)
+      x = nnx.remat(lambda layer, *a: layer(*a))(lyr, *args) if self.remat else lyr(*args)
     return x
 
   def text(self, ids, mask, rng=None, positions=None):
@@ -216,8 +260,7 @@ class TextStack(nnx.Module):
     """mask: [B, L] padding mask or a 3-D [B, L, L] attention mask (captioning, causal decoders);
     positions: [B, L] or [1, L] position ids (default 0 … L−1)."""
     r_emb, r_layers = layers.split_rng(rng, 2)
-    return self._run(self.embeddings(ids, r_emb, positions), mask, 0, len(self.layers), vision, vision_mask,
-                     r_layers)
+    return self._run(self.embeddings(ids, r_emb, positions), mask, 0, len(self.layers), vision, vision_mask, r_layers)
 
   def mlm_logits(self, hidden):
     return self.mlm(hidden, self.embeddings.word)
@@ -235,8 +278,7 @@ class TextStack(nnx.Module):
   def cross_kv(self, memory) -> Tuple[Optional[Tuple[jax.Array, jax.Array]], ...]:
     """Cross-attention keys/values of `memory` [Bm, Lm, W] for every layer that has cross-attention
     (None for the others), projected once per generation instead of once per step."""
-    return tuple(None if lyr.cross_attn is None else lyr.cross_attn.project_kv(memory)
-                 for lyr in self.layers)
+    return tuple(None if lyr.cross_attn is None else lyr.cross_attn.project_kv(memory) for lyr in self.layers)
 
   def decode(self, ids, positions, cache, index, self_mask, cross_kv: Sequence = (), memory_mask=None):
     """Runs the new tokens ids [B, L_new] (position ids `positions`) through every layer.

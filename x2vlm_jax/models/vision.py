@@ -27,9 +27,9 @@ def relative_position_index(grid: int) -> np.ndarray:
   num_grid = (2 * grid - 1) ** 2
   index = np.zeros((grid * grid + 1,) * 2, dtype=np.int32)
   index[1:, 1:] = rel_r * (2 * grid - 1) + rel_c
-  index[0, :] = num_grid        # cls → token
-  index[:, 0] = num_grid + 1    # token → cls
-  index[0, 0] = num_grid + 2    # cls → cls
+  index[0, :] = num_grid  # cls → token
+  index[:, 0] = num_grid + 1  # token → cls
+  index[0, 0] = num_grid + 2  # cls → cls
   return index
 
 
@@ -62,53 +62,55 @@ def patchify(images: jax.Array, patch: int) -> jax.Array:
 
 
 class VisionAttention(nnx.Module):
-
   def __init__(self, width: int, num_heads: int, grid: int, *, rngs: nnx.Rngs, dtype, implementation: str):
     self.num_heads = num_heads
     self.implementation = implementation
-    self.qkv = layers.dense(width, 3 * width, ("embed", "heads"), use_bias=False, rngs=rngs, dtype=dtype,
-                            kernel_init=layers.trunc_normal)
+    self.qkv = layers.dense(
+      width, 3 * width, ("embed", "heads"), use_bias=False, rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal
+    )
     self.q_bias = nnx.Param(jnp.zeros((width,)), out_sharding=("heads",), eager_sharding=False)
     self.v_bias = nnx.Param(jnp.zeros((width,)), out_sharding=("heads",), eager_sharding=False)
-    self.rel_pos_table = nnx.Param(jnp.zeros((relative_position_table_rows(grid), num_heads)),
-                                   out_sharding=(None, None), eager_sharding=False)
-    self.proj = layers.dense(width, width, ("heads", "embed"), rngs=rngs, dtype=dtype,
-                             kernel_init=layers.trunc_normal)
+    self.rel_pos_table = nnx.Param(
+      jnp.zeros((relative_position_table_rows(grid), num_heads)), out_sharding=(None, None), eager_sharding=False
+    )
+    self.proj = layers.dense(width, width, ("heads", "embed"), rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal)
     self.grid = grid
 
   def __call__(self, x):
-    b, l, d = x.shape
+    b, length, d = x.shape
     bias = jnp.concatenate([self.q_bias[...], jnp.zeros_like(self.v_bias[...]), self.v_bias[...]])
     qkv = self.qkv(x) + bias.astype(x.dtype)
-    qkv = qkv.reshape(b, l, 3, self.num_heads, d // self.num_heads)
+    qkv = qkv.reshape(b, length, 3, self.num_heads, d // self.num_heads)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     index = relative_position_index(self.grid)
-    if index.shape[0] != l:
-      raise ValueError(f"vision tokens: expected {index.shape[0]} (grid {self.grid}), got {l}")
+    if index.shape[0] != length:
+      raise ValueError(f"vision tokens: expected {index.shape[0]} (grid {self.grid}), got {length}")
     rel = self.rel_pos_table[...][index]  # [L, L, heads]
     rel = jnp.transpose(rel, (2, 0, 1))[None]
     out = dot_product_attention(q, k, v, rel, implementation=self.implementation)
-    return self.proj(out.reshape(b, l, d))
+    return self.proj(out.reshape(b, length, d))
 
 
 class VisionBlock(nnx.Module):
-
   def __init__(self, cfg, drop_path: float, *, rngs: nnx.Rngs, dtype):
     v = cfg.vision
     grid = cfg.image_res // cfg.patch_size
     self.drop_path = drop_path
     self.norm1 = layers.layer_norm(v.width, v.layer_norm_eps, rngs=rngs, dtype=dtype)
-    self.attn = VisionAttention(v.width, v.num_heads, grid, rngs=rngs, dtype=dtype,
-                                implementation=cfg.attention_impl)
-    self.gamma_1 = nnx.Param(jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",),
-                             eager_sharding=False)
+    self.attn = VisionAttention(v.width, v.num_heads, grid, rngs=rngs, dtype=dtype, implementation=cfg.attention_impl)
+    self.gamma_1 = nnx.Param(
+      jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",), eager_sharding=False
+    )
     self.norm2 = layers.layer_norm(v.width, v.layer_norm_eps, rngs=rngs, dtype=dtype)
-    self.fc1 = layers.dense(v.width, v.mlp_dim, ("embed", "mlp"), rngs=rngs, dtype=dtype,
-                            kernel_init=layers.trunc_normal)
-    self.fc2 = layers.dense(v.mlp_dim, v.width, ("mlp", "embed"), rngs=rngs, dtype=dtype,
-                            kernel_init=layers.trunc_normal)
-    self.gamma_2 = nnx.Param(jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",),
-                             eager_sharding=False)
+    self.fc1 = layers.dense(
+      v.width, v.mlp_dim, ("embed", "mlp"), rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal
+    )
+    self.fc2 = layers.dense(
+      v.mlp_dim, v.width, ("mlp", "embed"), rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal
+    )
+    self.gamma_2 = nnx.Param(
+      jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",), eager_sharding=False
+    )
 
   def __call__(self, x, rng=None):
     r1, r2 = layers.split_rng(rng, 2)
@@ -128,10 +130,12 @@ class VisionTower(nnx.Module):
     self.patch_size = cfg.patch_size
     self.image_res = cfg.image_res
     self.remat = bool(cfg.remat_vision)
-    self.patch_embed = layers.dense(cfg.patch_size ** 2 * 3, v.width, (None, "embed"), rngs=rngs,
-                                    dtype=dtype, kernel_init=layers.trunc_normal)
-    self.cls_token = nnx.Param(layers.trunc_normal(rngs.params(), (1, 1, v.width)),
-                               out_sharding=(None, None, "embed"), eager_sharding=False)
+    self.patch_embed = layers.dense(
+      cfg.patch_size**2 * 3, v.width, (None, "embed"), rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal
+    )
+    self.cls_token = nnx.Param(
+      layers.trunc_normal(rngs.params(), (1, 1, v.width)), out_sharding=(None, None, "embed"), eager_sharding=False
+    )
     # BEiT's optional absolute position embedding (`use_abs_pos_emb`): a learned [1, 1+N, D] table,
     # trunc-normal 0.02, added right after the cls token is prepended. Every released X²-VLM model has
     # it off (spec §1.2); a tower trained from scratch on a small budget needs it to know where things

@@ -33,16 +33,23 @@ class X2VLM(nnx.Module):
     self.itm_head = layers.MLPHead(h, 2, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
     self.bbox_head = layers.MLPHead(h, 4, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
     if cfg.num_frames > 0:
-      self.frame_pos = nnx.Param(layers.trunc_normal(rngs.params(), (1, cfg.num_frames, 1, d)),
-                                 out_sharding=(None, None, None, "embed"), eager_sharding=False)
+      self.frame_pos = nnx.Param(
+        layers.trunc_normal(rngs.params(), (1, cfg.num_frames, 1, d)),
+        out_sharding=(None, None, None, "embed"),
+        eager_sharding=False,
+      )
     else:
       self.frame_pos = None
     # Task heads (spec §5.3, §5.6): new parameters of fine-tuning, official init = PyTorch default.
     heads = cfg.heads
-    self.nlvr_head = (layers.MLPHead(2 * h, 2, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
-                      if heads.nlvr else None)
-    self.cls_head = (layers.MLPHead(h, heads.num_labels, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
-                     if heads.num_labels else None)
+    self.nlvr_head = (
+      layers.MLPHead(2 * h, 2, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype) if heads.nlvr else None
+    )
+    self.cls_head = (
+      layers.MLPHead(h, heads.num_labels, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype)
+      if heads.num_labels
+      else None
+    )
     # VQA (spec §5.2): new BERT-init parameters; `decoder_from_fusion` gives the official init.
     self.decoder = AnswerDecoder(cfg, rngs=rngs) if heads.decoder_layers else None
 
@@ -109,8 +116,13 @@ class X2VLM(nnx.Module):
     keeps the official independent dropout per pass (the token-position DropPath of spec §1.4, off in
     NLVR2, would be shared between the halves)."""
     b = ids.shape[0]
-    fused = self.text.multi_modal(jnp.concatenate([ids, ids]), jnp.concatenate([mask, mask]),
-                                  jnp.concatenate([image0_embeds, image1_embeds]), None, rng)[:, 0]
+    fused = self.text.multi_modal(
+      jnp.concatenate([ids, ids]),
+      jnp.concatenate([mask, mask]),
+      jnp.concatenate([image0_embeds, image1_embeds]),
+      None,
+      rng,
+    )[:, 0]
     return self.nlvr_head(jnp.concatenate([fused[:b], fused[b:]], axis=-1)).astype(jnp.float32)
 
   def similarity(self, image_feat, text_feat):
@@ -134,6 +146,7 @@ class X2VLM(nnx.Module):
     [B, Lq, H] is shared by its A answers inside the cross-attention instead of being repeated A times
     (the official `question_states += [state] * n`)."""
     b, a, la = answer_ids.shape
-    nll = self.decoder.answer_nll(answer_ids.reshape(b * a, la), answer_mask.reshape(b * a, la), memory,
-                                  memory_mask, rng)
+    nll = self.decoder.answer_nll(
+      answer_ids.reshape(b * a, la), answer_mask.reshape(b * a, la), memory, memory_mask, rng
+    )
     return jnp.sum(answer_weights.astype(jnp.float32) * nll.reshape(b, a)) / b

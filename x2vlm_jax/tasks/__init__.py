@@ -10,13 +10,13 @@ import importlib
 
 # name → (module, class)
 _TASKS = {
-    "pretrain": ("x2vlm_jax.tasks.pretrain", "PretrainTask"),
-    "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
-    "nlvr2": ("x2vlm_jax.tasks.nlvr2", "NLVR2Task"),
-    "grounding": ("x2vlm_jax.tasks.grounding", "GroundingTask"),
-    "video_qa": ("x2vlm_jax.tasks.video_qa", "VideoQATask"),
-    "vqa": ("x2vlm_jax.tasks.vqa", "VQATask"),
-    "captioning": ("x2vlm_jax.tasks.captioning", "CaptioningTask"),
+  "pretrain": ("x2vlm_jax.tasks.pretrain", "PretrainTask"),
+  "retrieval": ("x2vlm_jax.tasks.retrieval", "RetrievalTask"),
+  "nlvr2": ("x2vlm_jax.tasks.nlvr2", "NLVR2Task"),
+  "grounding": ("x2vlm_jax.tasks.grounding", "GroundingTask"),
+  "video_qa": ("x2vlm_jax.tasks.video_qa", "VideoQATask"),
+  "vqa": ("x2vlm_jax.tasks.vqa", "VQATask"),
+  "captioning": ("x2vlm_jax.tasks.captioning", "CaptioningTask"),
 }
 
 

@@ -68,7 +68,6 @@ class Task:
     return {}
 
 
-
 class FinetuneTask(Task):
   """A single-stream fine-tuning task: `config.data` is one stream with a GLOBAL `batch_size`, read
   from TFDS by `DATA_MODULE` (its `create_iterator` / `train_size`, imported lazily: tensorflow lives
@@ -90,8 +89,7 @@ class FinetuneTask(Task):
     return type(self).synthetic(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size)
 
   def create_iterator(self, module, seed, process_index, process_count):
-    return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
-                                  process_count=process_count)
+    return module.create_iterator(self.config.data, seed=seed, process_index=process_index, process_count=process_count)
 
   def _synthetic(self) -> bool:
     return self.config.data.get("source", "tfds") == "synthetic"
@@ -99,6 +97,7 @@ class FinetuneTask(Task):
   def train_iterator(self, seed, process_index, process_count):
     if self._synthetic():
       from x2vlm_jax.training.synthetic import SyntheticBatches
+
       per_host = int(self.config.data.batch_size) // process_count
       return SyntheticBatches(lambda s: self.synthetic_batch(s, per_host), seed=seed, process_index=process_index)
     return self.create_iterator(importlib.import_module(self.DATA_MODULE), seed, process_index, process_count)
@@ -108,6 +107,7 @@ class FinetuneTask(Task):
 
   def batch_spec(self):
     from x2vlm_jax.data.finetune import specs  # tf-free
+
     return getattr(specs, self.SPEC)(self.config.data, int(self.config.data.batch_size))
 
   def train_size(self) -> Optional[int]:

@@ -24,6 +24,7 @@ class CaptioningTask(FinetuneTask):
   def __init__(self, config):
     super().__init__(config)
     from x2vlm_jax.inference.tokenizer import Tokenizer
+
     tok = Tokenizer(config.data.vocab_file, config.data.max_tokens)
     self.cls_id, self.mask_id = tok.cls_id, tok.mask_id
     self.label_smoothing = float(config.get("label_smoothing", 0.1))
@@ -32,27 +33,39 @@ class CaptioningTask(FinetuneTask):
     del step
     r_vis, r_txt = jax.random.split(rng)
     image = model.vision(batch["images"], r_vis)
-    hidden = model.text.multi_modal(batch["text_ids"], batch["attention"], image, None, r_txt,
-                                    positions=batch["positions"])
+    hidden = model.text.multi_modal(
+      batch["text_ids"], batch["attention"], image, None, r_txt, positions=batch["positions"]
+    )
     # The head runs only at the [MASK]s (as the official `masked_pos` gather before the head).
     at_masks = jnp.take_along_axis(hidden, batch["masked_pos"][..., None], axis=1)
     logits = model.text.mlm_logits(at_masks)
-    loss = caption_mlm_loss(logits, batch["masked_ids"], batch["masked_weight"], ignore_id=self.cls_id,
-                            label_smoothing=self.label_smoothing)
+    loss = caption_mlm_loss(
+      logits, batch["masked_ids"], batch["masked_weight"], ignore_id=self.cls_id, label_smoothing=self.label_smoothing
+    )
     return loss, {"train/caption": loss}
 
   def synthetic_batch(self, seed, batch_size):
     d = self.config.data
-    return synthetic_batch(seed, batch_size, d.image_res, d.max_tokens, d.max_masks, self.config.model.text.vocab_size,
-                           self.cls_id, self.mask_id)
+    return synthetic_batch(
+      seed,
+      batch_size,
+      d.image_res,
+      d.max_tokens,
+      d.max_masks,
+      self.config.model.text.vocab_size,
+      self.cls_id,
+      self.mask_id,
+    )
 
   def create_iterator(self, module, seed, process_index, process_count):
-    return module.create_iterator(self.config.data, self.config.prompt, seed=seed, process_index=process_index,
-                                  process_count=process_count)
+    return module.create_iterator(
+      self.config.data, self.config.prompt, seed=seed, process_index=process_index, process_count=process_count
+    )
 
 
-def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, max_masks: int, vocab_size: int,
-                    cls_id: int, mask_id: int):
+def synthetic_batch(
+  seed: int, b: int, image_res: int, max_tokens: int, max_masks: int, vocab_size: int, cls_id: int, mask_id: int
+):
   """A captioning batch of the contract: random tokens with every third position of the first
   max_masks real ones preceded by an inserted [MASK] (causal mask, [MASK] columns hidden)."""
   rs = np.random.RandomState(seed)
@@ -66,7 +79,12 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, max_mask
   for r in range(b):
     attention[r][:, masked_pos[r]] = 0
     attention[r][masked_pos[r], masked_pos[r]] = 1
-  return {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32), "text_ids": ids,
-          "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)), "attention": attention,
-          "masked_pos": masked_pos, "masked_ids": ids[np.arange(b)[:, None], masked_pos + 1],
-          "masked_weight": np.ones((b, max_masks), np.float32)}
+  return {
+    "images": rs.randn(b, image_res, image_res, 3).astype(np.float32),
+    "text_ids": ids,
+    "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+    "attention": attention,
+    "masked_pos": masked_pos,
+    "masked_ids": ids[np.arange(b)[:, None], masked_pos + 1],
+    "masked_weight": np.ones((b, max_masks), np.float32),
+  }

@@ -19,8 +19,13 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
   ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
   wh = rs.uniform(0.1, 0.6, size=(b, 2))
   centre = rs.uniform(wh / 2, 1 - wh / 2)
-  return {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32), "text_ids": ids, "text_mask": mask,
-          "target_bbox": np.concatenate([centre, wh], 1).astype(np.float32), "valid": np.ones((b,), np.float32)}
+  return {
+    "images": rs.randn(b, image_res, image_res, 3).astype(np.float32),
+    "text_ids": ids,
+    "text_mask": mask,
+    "target_bbox": np.concatenate([centre, wh], 1).astype(np.float32),
+    "valid": np.ones((b,), np.float32),
+  }
 
 
 class GroundingTask(FinetuneTask):

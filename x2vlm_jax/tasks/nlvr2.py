@@ -27,9 +27,13 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
   """An NLVR2 batch of the contract (images [B,2,R,R,3], text_ids, text_mask, labels, valid)."""
   rs = np.random.RandomState(seed)
   ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
-  return {"images": rs.randn(b, 2, image_res, image_res, 3).astype(np.float32), "text_ids": ids,
-          "text_mask": mask, "labels": rs.randint(0, 2, size=b).astype(np.int32),
-          "valid": np.ones((b,), np.float32)}
+  return {
+    "images": rs.randn(b, 2, image_res, image_res, 3).astype(np.float32),
+    "text_ids": ids,
+    "text_mask": mask,
+    "labels": rs.randint(0, 2, size=b).astype(np.int32),
+    "valid": np.ones((b,), np.float32),
+  }
 
 
 class NLVR2Task(FinetuneTask):

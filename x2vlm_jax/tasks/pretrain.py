@@ -10,8 +10,14 @@ STREAMS = ("image", "region", "video")
 
 
 def enabled_streams(data_cfg):
-  return [s for s in STREAMS if s in data_cfg and data_cfg[s].get("enabled", True)
-          and data_cfg[s].get("batch_size", 0) > 0 and len(data_cfg[s].get("datasets", ())) > 0]
+  return [
+    s
+    for s in STREAMS
+    if s in data_cfg
+    and data_cfg[s].get("enabled", True)
+    and data_cfg[s].get("batch_size", 0) > 0
+    and len(data_cfg[s].get("datasets", ())) > 0
+  ]
 
 
 class PretrainTask(Task):
@@ -32,9 +38,14 @@ class PretrainTask(Task):
     for i, (stream, fields) in enumerate(sorted(batch.items())):
       rows = int(fields["text_ids"].shape[0])
       per_stream[stream] = objectives.stream_losses(
-          model, stream, fields, jax.random.fold_in(rng, i),
-          group_size=min(int(self.group_sizes.get(stream, rows)), rows),
-          itc_grad_scale=self.itc_grad_scale, itm_on=itm_on)
+        model,
+        stream,
+        fields,
+        jax.random.fold_in(rng, i),
+        group_size=min(int(self.group_sizes.get(stream, rows)), rows),
+        itc_grad_scale=self.itc_grad_scale,
+        itm_on=itm_on,
+      )
     metrics = {f"{stream}/{k}": v for stream, terms in per_stream.items() for k, v in terms.items()}
     return objectives.total_loss(per_stream, self.weights), metrics
 
@@ -42,11 +53,11 @@ class PretrainTask(Task):
     c = self.config
     if c.data.get("source", "tfds") == "synthetic":
       from x2vlm_jax.training.synthetic import SyntheticIterator
-      return SyntheticIterator(c.data, c.model, seed=seed, process_index=process_index,
-                               process_count=process_count)
+
+      return SyntheticIterator(c.data, c.model, seed=seed, process_index=process_index, process_count=process_count)
     from x2vlm_jax.data import pipeline  # tensorflow lives only behind this import
-    return pipeline.create_train_iterator(c.data, seed=seed, process_index=process_index,
-                                          process_count=process_count)
+
+    return pipeline.create_train_iterator(c.data, seed=seed, process_index=process_index, process_count=process_count)
 
   def global_batch(self, mesh, host_batch):
     if "region" in host_batch and jax.process_count() > 1:
@@ -58,8 +69,8 @@ class PretrainTask(Task):
 
   def batch_spec(self):
     from x2vlm_jax.training.synthetic import SyntheticIterator  # the contract's shapes, no data
+
     return SyntheticIterator(self.config.data, self.config.model, seed=0, process_count=1).specs
 
   def examples_per_step(self) -> int:
     return sum(int(self.config.data[s].batch_size) for s in enabled_streams(self.config.data))
-

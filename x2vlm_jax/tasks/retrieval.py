@@ -20,9 +20,13 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
   rs = np.random.RandomState(seed)
   ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
   vision = ("frames", (b, num_frames)) if num_frames else ("images", (b,))
-  return {vision[0]: rs.randn(*vision[1], image_res, image_res, 3).astype(np.float32), "text_ids": ids,
-          "text_mask": mask, "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
-          "valid": np.ones((b,), np.float32)}
+  return {
+    vision[0]: rs.randn(*vision[1], image_res, image_res, 3).astype(np.float32),
+    "text_ids": ids,
+    "text_mask": mask,
+    "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
+    "valid": np.ones((b,), np.float32),
+  }
 
 
 class RetrievalTask(FinetuneTask):
@@ -47,18 +51,35 @@ class RetrievalTask(FinetuneTask):
     txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
     rows = batch["text_ids"].shape[0]
     out = objectives.contrastive_and_matching(
-        model, r_match, vis, jnp.ones(vis.shape[:2], jnp.int32), vis_feat, txt, batch["text_mask"], txt_feat,
-        batch["valid"], group_size=min(self.group_size, rows), ids=batch["image_ids"],
-        itc_grad_scale=self.itc_grad_scale)
+      model,
+      r_match,
+      vis,
+      jnp.ones(vis.shape[:2], jnp.int32),
+      vis_feat,
+      txt,
+      batch["text_mask"],
+      txt_feat,
+      batch["valid"],
+      group_size=min(self.group_size, rows),
+      ids=batch["image_ids"],
+      itc_grad_scale=self.itc_grad_scale,
+    )
     return out["itc"] + out["itm"], {"train/itc": out["itc"], "train/itm": out["itm"]}
 
   def create_iterator(self, module, seed, process_index, process_count):
     if self.config.data.get("video", False):
-      return module.create_iterator(self.config.data, seed=seed, process_index=process_index,
-                                    process_count=process_count, qa=False)
+      return module.create_iterator(
+        self.config.data, seed=seed, process_index=process_index, process_count=process_count, qa=False
+      )
     return super().create_iterator(module, seed, process_index, process_count)
 
   def synthetic_batch(self, seed, batch_size):
     d = self.config.data
-    return synthetic_batch(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size,
-                           num_frames=int(d.num_frames) if d.get("video", False) else 0)
+    return synthetic_batch(
+      seed,
+      batch_size,
+      d.image_res,
+      d.max_tokens,
+      self.config.model.text.vocab_size,
+      num_frames=int(d.num_frames) if d.get("video", False) else 0,
+    )

@@ -34,8 +34,9 @@ class VideoQATask(FinetuneTask):
 
   def synthetic_batch(self, seed, batch_size):
     d, m = self.config.data, self.config.model
-    return synthetic_batch(seed, batch_size, d.num_frames, d.image_res, d.max_tokens, m.text.vocab_size,
-                           m.heads.num_labels)
+    return synthetic_batch(
+      seed, batch_size, d.num_frames, d.image_res, d.max_tokens, m.text.vocab_size, m.heads.num_labels
+    )
 
 
 def synthetic_batch(seed, b, f, image_res, max_tokens, vocab_size, num_labels):
@@ -43,6 +44,10 @@ def synthetic_batch(seed, b, f, image_res, max_tokens, vocab_size, num_labels):
   ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
   labels = rs.randint(0, num_labels, size=b).astype(np.int32)
   labels[::4] = -100  # an out-of-vocabulary answer now and then
-  return {"frames": rs.randn(b, f, image_res, image_res, 3).astype(np.float32),
-          "text_ids": ids, "text_mask": mask,
-          "labels": labels, "valid": np.ones((b,), np.float32)}
+  return {
+    "frames": rs.randn(b, f, image_res, image_res, 3).astype(np.float32),
+    "text_ids": ids,
+    "text_mask": mask,
+    "labels": labels,
+    "valid": np.ones((b,), np.float32),
+  }

@@ -29,8 +29,10 @@ class VQATask(FinetuneTask):
   def __init__(self, config):
     super().__init__(config)
     if not config.model.heads.decoder_layers:
-      raise ValueError("task vqa: the model has no answer decoder; set config.model.heads.decoder_layers "
-                       "(6 in the released configs, or 3)")
+      raise ValueError(
+        "task vqa: the model has no answer decoder; set config.model.heads.decoder_layers "
+        "(6 in the released configs, or 3)"
+      )
     self.large_lr_for_dec = bool(config.get("large_lr_for_dec", True))
 
   def loss(self, model, batch, rng, step):
@@ -38,8 +40,9 @@ class VQATask(FinetuneTask):
     r_vis, r_enc, r_dec = jax.random.split(rng, 3)
     image = model.vision(batch["images"], r_vis)
     memory = model.vqa_memory(batch["text_ids"], batch["text_mask"], image, None, r_enc)
-    loss = model.vqa_loss(batch["answer_ids"], batch["answer_mask"], batch["answer_weights"], memory,
-                          batch["text_mask"], r_dec)
+    loss = model.vqa_loss(
+      batch["answer_ids"], batch["answer_mask"], batch["answer_weights"], memory, batch["text_mask"], r_dec
+    )
     metrics = {"train/vqa": loss}
     if "answers_cut" in batch:
       metrics["train/answers_cut"] = batch["answers_cut"].sum()
@@ -47,8 +50,9 @@ class VQATask(FinetuneTask):
 
   def synthetic_batch(self, seed, batch_size):
     d = self.config.data
-    return synthetic_batch(seed, batch_size, d.image_res, d.max_tokens, d.max_answers, d.max_answer_tokens,
-                           self.config.model.text.vocab_size)
+    return synthetic_batch(
+      seed, batch_size, d.image_res, d.max_tokens, d.max_answers, d.max_answer_tokens, self.config.model.text.vocab_size
+    )
 
   # --- the decoder from the checkpoint (spec §5.2) -------------------------------------------------
   def init_additions_plan(self, model_cfg, actions):
@@ -68,8 +72,9 @@ class VQATask(FinetuneTask):
     return decoder_from_fusion(flat, model_cfg)
 
 
-def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, max_answers: int, answer_tokens: int,
-                    vocab_size: int):
+def synthetic_batch(
+  seed: int, b: int, image_res: int, max_tokens: int, max_answers: int, answer_tokens: int, vocab_size: int
+):
   """A VQA batch of the contract: questions of random length, 1..A answers per question with weights
   summing to 1 (padding answers weigh 0)."""
   rs = np.random.RandomState(seed)
@@ -87,6 +92,12 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, max_answ
   n = rs.randint(1, max_answers + 1, size=b)
   weights = rs.rand(b, max_answers).astype(np.float32) * (np.arange(max_answers)[None] < n[:, None])
   weights /= weights.sum(1, keepdims=True)
-  return {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32), "text_ids": q_ids, "text_mask": q_mask,
-          "answer_ids": a_ids.reshape(b, max_answers, -1), "answer_mask": a_mask.reshape(b, max_answers, -1),
-          "answer_weights": weights, "answers_cut": np.zeros((b,), np.int32)}
+  return {
+    "images": rs.randn(b, image_res, image_res, 3).astype(np.float32),
+    "text_ids": q_ids,
+    "text_mask": q_mask,
+    "answer_ids": a_ids.reshape(b, max_answers, -1),
+    "answer_mask": a_mask.reshape(b, max_answers, -1),
+    "answer_weights": weights,
+    "answers_cut": np.zeros((b,), np.int32),
+  }

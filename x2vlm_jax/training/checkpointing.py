@@ -26,19 +26,25 @@ def gather_host_states(local: Optional[Dict[str, Any]]) -> Dict[str, Any]:
   if jax.process_count() == 1:
     return {"process_0": local}
   from jax.experimental import multihost_utils
+
   data = np.frombuffer(json.dumps(local).encode(), np.uint8)
   sizes = multihost_utils.process_allgather(np.asarray([data.size], np.int32))
   padded = np.zeros((int(np.max(sizes)),), np.uint8)
-  padded[:data.size] = data
+  padded[: data.size] = data
   blobs = multihost_utils.process_allgather(padded)
-  return {f"process_{i}": json.loads(bytes(blobs[i][:int(sizes[i][0])]).decode())
-          for i in range(jax.process_count())}
+  return {f"process_{i}": json.loads(bytes(blobs[i][: int(sizes[i][0])]).decode()) for i in range(jax.process_count())}
 
 
 class Checkpointer:
-
-  def __init__(self, workdir: str, *, keep: int = 3, async_save: bool = True,
-               best_metric: Optional[str] = None, best_mode: str = "max"):
+  def __init__(
+    self,
+    workdir: str,
+    *,
+    keep: int = 3,
+    async_save: bool = True,
+    best_metric: Optional[str] = None,
+    best_mode: str = "max",
+  ):
     if best_mode not in ("max", "min"):
       raise ValueError(f"best_mode: expected 'max' or 'min', got {best_mode!r}")
     self.best_metric = best_metric or None
@@ -47,13 +53,19 @@ class Checkpointer:
     if self.best_metric:
       metric = self.best_metric
       best_fn = lambda m: float(m[metric])  # noqa: E731
-      policies.append(cm.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1,
-                               keep_checkpoints_without_metrics=False))
+      policies.append(
+        cm.BestN(get_metric_fn=best_fn, reverse=best_mode == "min", n=1, keep_checkpoints_without_metrics=False)
+      )
       extra = dict(best_fn=best_fn, best_mode=best_mode)
-    options = ocp.CheckpointManagerOptions(create=True, enable_async_checkpointing=async_save,
-                                           preservation_policy=cm.AnyPreservationPolicy(policies), **extra)
-    self._mngr = ocp.CheckpointManager(fs.path(workdir) / "checkpoints", options=options,
-                                       item_names=("state", "meta", "input"))
+    options = ocp.CheckpointManagerOptions(
+      create=True,
+      enable_async_checkpointing=async_save,
+      preservation_policy=cm.AnyPreservationPolicy(policies),
+      **extra,
+    )
+    self._mngr = ocp.CheckpointManager(
+      fs.path(workdir) / "checkpoints", options=options, item_names=("state", "meta", "input")
+    )
 
   def latest_step(self) -> Optional[int]:
     return self._mngr.latest_step()
@@ -62,8 +74,7 @@ class Checkpointer:
     """The kept step with the best `best_metric` (None without evaluated checkpoints)."""
     if not self.best_metric:
       return None
-    return self._mngr.best_step() if any(
-        self._mngr.metrics(s) is not None for s in self._mngr.all_steps()) else None
+    return self._mngr.best_step() if any(self._mngr.metrics(s) is not None for s in self._mngr.all_steps()) else None
 
   def all_steps(self) -> List[int]:
     return list(self._mngr.all_steps())
@@ -73,28 +84,43 @@ class Checkpointer:
     JAX's preemption sync point, fed by SIGTERM through the coordination service)."""
     return self._mngr.reached_preemption(step)
 
-  def save(self, step: int, state, meta: Dict[str, Any], input_state: Optional[Dict[str, Any]] = None, *,
-           metrics: Optional[Dict[str, float]] = None, force: bool = False) -> bool:
+  def save(
+    self,
+    step: int,
+    state,
+    meta: Dict[str, Any],
+    input_state: Optional[Dict[str, Any]] = None,
+    *,
+    metrics: Optional[Dict[str, float]] = None,
+    force: bool = False,
+  ) -> bool:
     """Collective: every host calls it. `input_state` is this host's iterator state."""
     inputs = gather_host_states(input_state)
     if metrics is not None and self.best_metric and self.best_metric not in metrics:
-      raise ValueError(f"best_metric {self.best_metric!r} is not among the evaluation results "
-                       f"{sorted(metrics)}; name one of them")
-    args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta),
-                              input=ocp.args.JsonSave(inputs))
+      raise ValueError(
+        f"best_metric {self.best_metric!r} is not among the evaluation results {sorted(metrics)}; name one of them"
+      )
+    args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta), input=ocp.args.JsonSave(inputs)
+    )
     return self._mngr.save(step, args=args, metrics=metrics if self.best_metric else None, force=force)
 
   def restore(self, step: int, abstract_state):
     """→ (state, meta, this host's input state or None)."""
-    restored = self._mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore(),
-        input=ocp.args.JsonRestore()))
+    restored = self._mngr.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore(), input=ocp.args.JsonRestore()
+      ),
+    )
     inputs = restored["input"] or {}
     key = f"process_{jax.process_index()}"
     if inputs and key not in inputs:
-      raise ValueError(f"checkpoint step {step}: no input-pipeline state for {key} (saved by "
-                       f"{len(inputs)} processes, {jax.process_count()} now): resume with the same "
-                       "number of processes")
+      raise ValueError(
+        f"checkpoint step {step}: no input-pipeline state for {key} (saved by "
+        f"{len(inputs)} processes, {jax.process_count()} now): resume with the same "
+        "number of processes"
+      )
     return restored["state"], restored["meta"], inputs.get(key)
 
   def metrics(self, step: int) -> Optional[Dict[str, Any]]:

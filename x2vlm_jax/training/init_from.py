@@ -31,9 +31,21 @@ from x2vlm_jax.convert.assemble import flatten
 from x2vlm_jax.convert.relpos import resize_rel_pos_table
 
 # Geometry that must agree between the checkpoint and the model; the rest may differ.
-_SAME_GEOMETRY = ("patch_size", "embed_dim", "vision.width", "vision.depth", "vision.num_heads",
-                  "vision.mlp_dim", "text.hidden", "text.num_layers", "text.fusion_start",
-                  "text.vocab_size", "text.num_heads", "text.ffn_dim", "vision.abs_pos_emb")
+_SAME_GEOMETRY = (
+  "patch_size",
+  "embed_dim",
+  "vision.width",
+  "vision.depth",
+  "vision.num_heads",
+  "vision.mlp_dim",
+  "text.hidden",
+  "text.num_layers",
+  "text.fusion_start",
+  "text.vocab_size",
+  "text.num_heads",
+  "text.ffn_dim",
+  "vision.abs_pos_emb",
+)
 
 
 def _get(cfg, dotted: str):
@@ -44,19 +56,24 @@ def _get(cfg, dotted: str):
 
 class InitPlan(NamedTuple):
   source: str
-  actions: Dict[str, str]        # our param path → load | resize | frames | fresh | derived
+  actions: Dict[str, str]  # our param path → load | resize | frames | fresh | derived
   new_params: List[str]
-  dropped: List[str]             # checkpoint params the model does not have
+  dropped: List[str]  # checkpoint params the model does not have
 
 
 def plan(init_from: str, model_cfg, task=None) -> InitPlan:
   """What `apply` will do, from shapes only (cheap; no parameter value is read)."""
   stored = params_io.load_config(init_from)
-  bad = [f"{k}: checkpoint {_get(stored, k)}, model {_get(model_cfg, k)}" for k in _SAME_GEOMETRY
-         if _get(stored, k) != _get(model_cfg, k)]
+  bad = [
+    f"{k}: checkpoint {_get(stored, k)}, model {_get(model_cfg, k)}"
+    for k in _SAME_GEOMETRY
+    if _get(stored, k) != _get(model_cfg, k)
+  ]
   if bad:
-    raise ValueError(f"init_from {init_from!r}: the checkpoint is for another model (preset "
-                     f"{stored.name!r}, the run uses {model_cfg.name!r}):\n  " + "\n  ".join(bad))
+    raise ValueError(
+      f"init_from {init_from!r}: the checkpoint is for another model (preset "
+      f"{stored.name!r}, the run uses {model_cfg.name!r}):\n  " + "\n  ".join(bad)
+    )
   src = params_io.param_shapes(stored)
   dst = params_io.param_shapes(model_cfg)
   actions, problems = {}, []
@@ -74,16 +91,18 @@ def plan(init_from: str, model_cfg, task=None) -> InitPlan:
     else:
       problems.append(f"{path}: checkpoint {src[path][0]}, model {shape}")
   if problems:
-    raise ValueError(f"init_from {init_from!r}: {len(problems)} parameter(s) cannot be loaded:\n  "
-                     + "\n  ".join(problems))
+    raise ValueError(
+      f"init_from {init_from!r}: {len(problems)} parameter(s) cannot be loaded:\n  " + "\n  ".join(problems)
+    )
   derived, task_new = [], []
   if task is not None:
     derived, task_new = task.init_additions_plan(model_cfg, actions)
   for path in derived:
     actions[path] = "derived"
   fresh_in_source = set(_conversion_new_params(init_from))
-  new = sorted({p for p, a in actions.items() if a == "fresh"} | set(task_new) |
-               {p for p in actions if _under(p, fresh_in_source)})
+  new = sorted(
+    {p for p, a in actions.items() if a == "fresh"} | set(task_new) | {p for p in actions if _under(p, fresh_in_source)}
+  )
   dropped = sorted(set(src) - set(dst))
   return InitPlan(init_from, actions, new, dropped)
 
@@ -152,8 +171,14 @@ def apply(p: InitPlan, state, shardings, model_cfg, task=None):
     value = np.asarray(value, np.float32)
     flat_params[path] = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
   counts = {a: sum(1 for x in p.actions.values() if x == a) for a in sorted(set(p.actions.values()))}
-  logging.info("init_from %s: %s; %d new params (lr × lr_mult), %d checkpoint params dropped%s", p.source,
-               counts, len(p.new_params), len(p.dropped), f" (e.g. {p.dropped[:3]})" if p.dropped else "")
+  logging.info(
+    "init_from %s: %s; %d new params (lr × lr_mult), %d checkpoint params dropped%s",
+    p.source,
+    counts,
+    len(p.new_params),
+    len(p.dropped),
+    f" (e.g. {p.dropped[:3]})" if p.dropped else "",
+  )
   return {**state, "params": unflatten_like(params, flat_params)}
 
 
@@ -165,6 +190,8 @@ def flatten_tree(tree) -> Dict[str, Any]:
 
 
 def unflatten_like(tree, flat: Dict[str, Any]):
-  paths = [("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path))
-           for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+  paths = [
+    ("/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path))
+    for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]
+  ]
   return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(tree), [flat[p] for p in paths])

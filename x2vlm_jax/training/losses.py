@@ -206,8 +206,7 @@ def _hard_cross_entropy(logits, labels):
   return -jnp.take_along_axis(logp, safe[..., None].astype(jnp.int32), axis=-1)[..., 0]
 
 
-def itm_loss(logits_pos, logits_neg_img, logits_neg_txt, valid=None, neg_valid_img=None,
-             neg_valid_txt=None):
+def itm_loss(logits_pos, logits_neg_img, logits_neg_txt, valid=None, neg_valid_img=None, neg_valid_txt=None):
   """Image–text matching CE (spec §3.2 step 4).
 
   logits_*: [B,2] ITM head logits of the positive pairs, the (negative image, text b) pairs and the

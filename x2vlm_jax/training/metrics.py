@@ -35,7 +35,6 @@ def _create_writer(workdir: str, primary: bool):
 
 
 class _NullWriter:
-
   def write_scalars(self, step, scalars):
     pass
 
@@ -47,7 +46,6 @@ class _NullWriter:
 
 
 class MetricsLogger:
-
   def __init__(self, workdir: str, *, total_steps: int, examples_per_step: int):
     self.primary = jax.process_index() == 0
     self.writer = _create_writer(workdir, self.primary)
@@ -112,8 +110,13 @@ def all_finite(scalars: Dict[str, float]) -> bool:
 def progress_line(step: int, total: int, s: Dict[str, float]) -> str:
   """One console line: total loss, each stream's terms, throughput and ETA (or evaluation results)."""
   if "train/loss" not in s:
-    shown = {k: v for k, v in s.items() if not k.startswith("perf/") and "/seconds_" not in k and not k.endswith(
-        ("/num_images", "/num_texts", "/skipped_images", "/pairs_fused"))}
+    shown = {
+      k: v
+      for k, v in s.items()
+      if not k.startswith("perf/")
+      and "/seconds_" not in k
+      and not k.endswith(("/num_images", "/num_texts", "/skipped_images", "/pairs_fused"))
+    }
     return f"step {step}/{total} | eval " + " ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
   streams = sorted({k.split("/")[0] for k in s if k.split("/")[0] in ("image", "region", "video")})
   parts = [f"step {step}/{total}", f"loss {s.get('train/loss', float('nan')):.4f}"]
@@ -121,6 +124,7 @@ def progress_line(step: int, total: int, s: Dict[str, float]) -> str:
     terms = " ".join(f"{t} {s[f'{st}/{t}']:.3f}" for t in ("itc", "itm", "mlm", "bbox", "giou") if f"{st}/{t}" in s)
     parts.append(f"{st}[{terms}]")
   if "perf/steps_per_s" in s:
-    parts.append(f"{s['perf/steps_per_s']:.2f} steps/s, {s['perf/examples_per_s']:.0f} ex/s, "
-                 f"ETA {s['perf/eta_min']:.1f} min")
+    parts.append(
+      f"{s['perf/steps_per_s']:.2f} steps/s, {s['perf/examples_per_s']:.0f} ex/s, ETA {s['perf/eta_min']:.1f} min"
+    )
   return " | ".join(parts)

@@ -17,7 +17,8 @@ from x2vlm_jax.training import losses
 def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids):
   r_sample, r_fuse = jax.random.split(rng)
   neg_img, neg_txt, ok_img, ok_txt = losses.sample_itm_negatives(
-      r_sample, vis_feat, txt_feat, temp, valid, group_size, ids)
+    r_sample, vis_feat, txt_feat, temp, valid, group_size, ids
+  )
   b = vis.shape[0]
   # 3B pairs: positives, (negative image, text b), (image b, negative text). A negative image
   # brings its own tokens AND its own mask (region masks in region batches).
@@ -26,12 +27,25 @@ def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, val
   txt_all = jnp.concatenate([txt, txt, txt[neg_txt]], axis=0)
   txt_mask_all = jnp.concatenate([txt_mask, txt_mask, txt_mask[neg_txt]], axis=0)
   logits = model.itm_logits(vis_all, vis_mask_all, txt_all, txt_mask_all, r_fuse)
-  return losses.itm_loss(logits[:b], logits[b:2 * b], logits[2 * b:], valid, ok_img, ok_txt)
+  return losses.itm_loss(logits[:b], logits[b : 2 * b], logits[2 * b :], valid, ok_img, ok_txt)
 
 
-def contrastive_and_matching(model, rng, vis, vis_mask, vis_feat, txt, txt_mask, txt_feat, valid, *,
-                             group_size: int, ids=None, itc_grad_scale: float = 1.0,
-                             itm_on=True) -> Dict[str, jax.Array]:
+def contrastive_and_matching(
+  model,
+  rng,
+  vis,
+  vis_mask,
+  vis_feat,
+  txt,
+  txt_mask,
+  txt_feat,
+  valid,
+  *,
+  group_size: int,
+  ids=None,
+  itc_grad_scale: float = 1.0,
+  itm_on=True,
+) -> Dict[str, jax.Array]:
   """{"itc", "itm"} of one batch (spec §3.1–§3.2; with `ids`, the retrieval variant of §5.1).
 
   `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, spec §3.6): the ITM fusion of the
@@ -56,8 +70,9 @@ def _mlm(model, rng, batch, vis, vis_mask):
   return losses.mlm_loss(logits, batch["mlm_labels"], batch["valid"])
 
 
-def stream_losses(model, stream: str, batch: Dict[str, jax.Array], rng, *, group_size: int,
-                  itc_grad_scale: float = 1.0, itm_on=True) -> Dict[str, jax.Array]:
+def stream_losses(
+  model, stream: str, batch: Dict[str, jax.Array], rng, *, group_size: int, itc_grad_scale: float = 1.0, itm_on=True
+) -> Dict[str, jax.Array]:
   """Losses of one pre-training stream: {"itc", "itm", "mlm", "mlm_acc"} (+ {"bbox", "giou"} for regions)."""
   r_vis, r_txt, r_itm, r_mlm, r_box = jax.random.split(rng, 5)
   valid = batch["valid"]
@@ -77,8 +92,20 @@ def stream_losses(model, stream: str, batch: Dict[str, jax.Array], rng, *, group
     raise ValueError(f"stream: expected image/region/video, got {stream!r}")
 
   txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
-  out = contrastive_and_matching(model, r_itm, vis, vis_mask, vis_feat, txt, batch["text_mask"], txt_feat,
-                                 valid, group_size=group_size, itc_grad_scale=itc_grad_scale, itm_on=itm_on)
+  out = contrastive_and_matching(
+    model,
+    r_itm,
+    vis,
+    vis_mask,
+    vis_feat,
+    txt,
+    batch["text_mask"],
+    txt_feat,
+    valid,
+    group_size=group_size,
+    itc_grad_scale=itc_grad_scale,
+    itm_on=itm_on,
+  )
   out["mlm"], out["mlm_acc"] = _mlm(model, r_mlm, batch, vis, vis_mask)
   if stream == "region":
     box = model.predict_box(full, txt, batch["text_mask"], r_box)

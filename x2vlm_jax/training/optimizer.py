@@ -105,54 +105,54 @@ def _bert_rules(ours: str, bert: str, cls: str):
   MLM-head prefix (spec §7.2, §7.3)."""
   layer = bert + r"encoder.layer.\1"
   return [
-      (ours + r"/embeddings/word", bert + "embeddings.word_embeddings"),
-      (ours + r"/embeddings/position", bert + "embeddings.position_embeddings"),
-      (ours + r"/embeddings/token_type", bert + "embeddings.token_type_embeddings"),
-      (ours + r"/embeddings/ln", bert + "embeddings.LayerNorm"),
-      (ours + r"/layers/(\d+)/self_attn/(query|key|value)", layer + r".attention.self.\2"),
-      (ours + r"/layers/(\d+)/self_attn/out", layer + ".attention.output.dense"),
-      (ours + r"/layers/(\d+)/self_attn/ln", layer + ".attention.output.LayerNorm"),
-      (ours + r"/layers/(\d+)/cross_attn/(query|key|value)", layer + r".crossattention.self.\2"),
-      (ours + r"/layers/(\d+)/cross_attn/out", layer + ".crossattention.output.dense"),
-      (ours + r"/layers/(\d+)/cross_attn/ln", layer + ".crossattention.output.LayerNorm"),
-      (ours + r"/layers/(\d+)/intermediate", layer + ".intermediate.dense"),
-      (ours + r"/layers/(\d+)/output", layer + ".output.dense"),
-      (ours + r"/layers/(\d+)/ln", layer + ".output.LayerNorm"),
-      (ours + r"/mlm/dense", cls + "transform.dense"),
-      (ours + r"/mlm/ln", cls + "transform.LayerNorm"),
+    (ours + r"/embeddings/word", bert + "embeddings.word_embeddings"),
+    (ours + r"/embeddings/position", bert + "embeddings.position_embeddings"),
+    (ours + r"/embeddings/token_type", bert + "embeddings.token_type_embeddings"),
+    (ours + r"/embeddings/ln", bert + "embeddings.LayerNorm"),
+    (ours + r"/layers/(\d+)/self_attn/(query|key|value)", layer + r".attention.self.\2"),
+    (ours + r"/layers/(\d+)/self_attn/out", layer + ".attention.output.dense"),
+    (ours + r"/layers/(\d+)/self_attn/ln", layer + ".attention.output.LayerNorm"),
+    (ours + r"/layers/(\d+)/cross_attn/(query|key|value)", layer + r".crossattention.self.\2"),
+    (ours + r"/layers/(\d+)/cross_attn/out", layer + ".crossattention.output.dense"),
+    (ours + r"/layers/(\d+)/cross_attn/ln", layer + ".crossattention.output.LayerNorm"),
+    (ours + r"/layers/(\d+)/intermediate", layer + ".intermediate.dense"),
+    (ours + r"/layers/(\d+)/output", layer + ".output.dense"),
+    (ours + r"/layers/(\d+)/ln", layer + ".output.LayerNorm"),
+    (ours + r"/mlm/dense", cls + "transform.dense"),
+    (ours + r"/mlm/ln", cls + "transform.LayerNorm"),
   ]
 
 
 # Whole-path rules: parameters that are not the weight/bias of a sub-module.
 _PARAM_RULES = [
-    (r"temp", "temp"),
-    (r"frame_pos", "absolute_frame_pos_embed"),
-    (r"vision/cls_token", "vision_encoder.cls_token"),
-    (r"vision/pos_embed", "vision_encoder.pos_embed"),  # BEiT use_abs_pos_emb (the shapes demo only)
-    (r"vision/blocks/(\d+)/(gamma_[12])", r"vision_encoder.blocks.\1.\2"),
-    (r"vision/blocks/(\d+)/attn/([qv]_bias)", r"vision_encoder.blocks.\1.attn.\2"),
-    (r"vision/blocks/(\d+)/attn/rel_pos_table", r"vision_encoder.blocks.\1.attn.relative_position_bias_table"),
-    (r"text/mlm/bias", "text_encoder.cls.predictions.bias"),
-    (r"decoder/mlm/bias", "text_decoder.cls.predictions.bias"),
+  (r"temp", "temp"),
+  (r"frame_pos", "absolute_frame_pos_embed"),
+  (r"vision/cls_token", "vision_encoder.cls_token"),
+  (r"vision/pos_embed", "vision_encoder.pos_embed"),  # BEiT use_abs_pos_emb (the shapes demo only)
+  (r"vision/blocks/(\d+)/(gamma_[12])", r"vision_encoder.blocks.\1.\2"),
+  (r"vision/blocks/(\d+)/attn/([qv]_bias)", r"vision_encoder.blocks.\1.attn.\2"),
+  (r"vision/blocks/(\d+)/attn/rel_pos_table", r"vision_encoder.blocks.\1.attn.relative_position_bias_table"),
+  (r"text/mlm/bias", "text_encoder.cls.predictions.bias"),
+  (r"decoder/mlm/bias", "text_decoder.cls.predictions.bias"),
 ]
 # Module rules: our module path → official module name; the leaf maps kernel/scale/embedding → weight.
 _MODULE_RULES = [
-    (r"vision/patch_embed", "vision_encoder.patch_embed.proj"),
-    (r"vision/blocks/(\d+)/(norm[12])", r"vision_encoder.blocks.\1.\2"),
-    (r"vision/blocks/(\d+)/attn/(qkv|proj)", r"vision_encoder.blocks.\1.attn.\2"),
-    (r"vision/blocks/(\d+)/(fc[12])", r"vision_encoder.blocks.\1.mlp.\2"),
-    (r"vision/fc_norm", "vision_encoder.fc_norm"),
-    *_bert_rules("text", "text_encoder.bert.", "text_encoder.cls.predictions."),
-    # VQA answer decoder (spec §7.3): a BertLMHeadModel under `text_decoder`.
-    *_bert_rules("decoder", "text_decoder.bert.", "text_decoder.cls.predictions."),
-    (r"(vision_proj|text_proj)", r"\1"),
-    (r"(itm_head|bbox_head)/fc0", r"\1.0"),
-    (r"(itm_head|bbox_head)/ln", r"\1.1"),
-    (r"(itm_head|bbox_head)/fc1", r"\1.3"),
-    # Fine-tuning heads: NLVR2 and classification both call theirs `cls_head` (spec §7.3).
-    (r"(?:nlvr_head|cls_head)/fc0", "cls_head.0"),
-    (r"(?:nlvr_head|cls_head)/ln", "cls_head.1"),
-    (r"(?:nlvr_head|cls_head)/fc1", "cls_head.3"),
+  (r"vision/patch_embed", "vision_encoder.patch_embed.proj"),
+  (r"vision/blocks/(\d+)/(norm[12])", r"vision_encoder.blocks.\1.\2"),
+  (r"vision/blocks/(\d+)/attn/(qkv|proj)", r"vision_encoder.blocks.\1.attn.\2"),
+  (r"vision/blocks/(\d+)/(fc[12])", r"vision_encoder.blocks.\1.mlp.\2"),
+  (r"vision/fc_norm", "vision_encoder.fc_norm"),
+  *_bert_rules("text", "text_encoder.bert.", "text_encoder.cls.predictions."),
+  # VQA answer decoder (spec §7.3): a BertLMHeadModel under `text_decoder`.
+  *_bert_rules("decoder", "text_decoder.bert.", "text_decoder.cls.predictions."),
+  (r"(vision_proj|text_proj)", r"\1"),
+  (r"(itm_head|bbox_head)/fc0", r"\1.0"),
+  (r"(itm_head|bbox_head)/ln", r"\1.1"),
+  (r"(itm_head|bbox_head)/fc1", r"\1.3"),
+  # Fine-tuning heads: NLVR2 and classification both call theirs `cls_head` (spec §7.3).
+  (r"(?:nlvr_head|cls_head)/fc0", "cls_head.0"),
+  (r"(?:nlvr_head|cls_head)/ln", "cls_head.1"),
+  (r"(?:nlvr_head|cls_head)/fc1", "cls_head.3"),
 ]
 _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
 
@@ -172,13 +172,24 @@ def official_name(path) -> str:
       m = re.fullmatch(pattern, module)
       if m:
         return m.expand(repl) + "." + _LEAF_NAMES[leaf]
-  raise ValueError(f"official_name: no official PyTorch name known for parameter {s!r}; "
-                   "extend the tables in x2vlm_jax/training/optimizer.py")
+  raise ValueError(
+    f"official_name: no official PyTorch name known for parameter {s!r}; "
+    "extend the tables in x2vlm_jax/training/optimizer.py"
+  )
 
 
 # Substrings of the official no-decay rule (spec §6.1), kept verbatim, redundancies included.
-NO_DECAY_SUBSTRINGS = ("bias", "LayerNorm.bias", "LayerNorm.weight", "norm.bias", "norm.weight",
-                       "norm1.bias", "norm1.weight", "norm2.bias", "norm2.weight")
+NO_DECAY_SUBSTRINGS = (
+  "bias",
+  "LayerNorm.bias",
+  "LayerNorm.weight",
+  "norm.bias",
+  "norm.weight",
+  "norm1.bias",
+  "norm1.weight",
+  "norm2.bias",
+  "norm2.weight",
+)
 
 
 def decays(path) -> bool:
@@ -232,10 +243,13 @@ def _cross_lr(optim):
 def peak_learning_rates(optim) -> Dict[str, float]:
   lr = float(_field(optim, "lr"))
   vision_lr, text_lr, cross_lr = _field(optim, "vision_lr"), _field(optim, "text_lr"), _cross_lr(optim)
-  return {"base": lr, "new": lr * float(_field(optim, "lr_mult", 1.0)),
-          "vision": float(vision_lr) if vision_lr is not None else lr,
-          "text": float(text_lr) if text_lr is not None else lr,
-          "cross": float(cross_lr) if cross_lr is not None else lr}
+  return {
+    "base": lr,
+    "new": lr * float(_field(optim, "lr_mult", 1.0)),
+    "vision": float(vision_lr) if vision_lr is not None else lr,
+    "text": float(text_lr) if text_lr is not None else lr,
+    "cross": float(cross_lr) if cross_lr is not None else lr,
+  }
 
 
 def resolve_warmup(warmup_steps, total_steps: int) -> int:
@@ -289,9 +303,12 @@ def scale_by_hf_adam(b1: float, b2: float, eps: float) -> optax.GradientTransfor
   u = √(1−b2ᵗ)/(1−b1ᵗ) · m / (√v + ε). State is optax.ScaleByAdamState (count, mu, nu), float32."""
 
   def init(params):
-    zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.float32)
-    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=jax.tree.map(zeros, params),
-                                  nu=jax.tree.map(zeros, params))
+    def zeros(p):
+      return jnp.zeros(jnp.shape(p), jnp.float32)
+
+    return optax.ScaleByAdamState(
+      count=jnp.zeros([], jnp.int32), mu=jax.tree.map(zeros, params), nu=jax.tree.map(zeros, params)
+    )
 
   def update(updates, state, params=None):
     del params
@@ -300,15 +317,16 @@ def scale_by_hf_adam(b1: float, b2: float, eps: float) -> optax.GradientTransfor
     nu = jax.tree.map(lambda v, g: b2 * v + (1.0 - b2) * g * g, state.nu, g32)
     count = optax.safe_increment(state.count)
     t = count.astype(jnp.float32)
-    step_size = jnp.sqrt(1.0 - b2 ** t) / (1.0 - b1 ** t)
+    step_size = jnp.sqrt(1.0 - b2**t) / (1.0 - b1**t)
     out = jax.tree.map(lambda m, v: step_size * m / (jnp.sqrt(v) + eps), mu, nu)
     return out, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init, update)
 
 
-def _apply_groups(optim, new_params: frozenset, schedules: Dict[str, Callable],
-                  weight_decay: float) -> optax.GradientTransformation:
+def _apply_groups(
+  optim, new_params: frozenset, schedules: Dict[str, Callable], weight_decay: float
+) -> optax.GradientTransformation:
   """Adam direction u → parameter delta with the group's scheduled lr and decoupled decay:
   p' = p − lr·u; p'' = p' − lr·wd·p' (decay only where `decays`), returned as p'' − p."""
 
@@ -316,8 +334,9 @@ def _apply_groups(optim, new_params: frozenset, schedules: Dict[str, Callable],
     paths = [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
     unknown = sorted(new_params - set(paths))
     if unknown:
-      raise ValueError(f"optimizer new_params: {len(unknown)} path(s) are not parameters of the model, "
-                       f"e.g. {unknown[:5]}")
+      raise ValueError(
+        f"optimizer new_params: {len(unknown)} path(s) are not parameters of the model, e.g. {unknown[:5]}"
+      )
     # Training from scratch every parameter is "new"; the official code then has no init_params
     # (nothing was loaded), so nobody gets lr_mult.
     effective = frozenset() if new_params and new_params >= set(paths) else new_params
@@ -346,8 +365,9 @@ def _apply_groups(optim, new_params: frozenset, schedules: Dict[str, Callable],
   return optax.GradientTransformation(init, update)
 
 
-def build_optimizer(optim, new_params: Optional[Iterable[Union[str, tuple]]] = None,
-                    total_steps: Optional[int] = None) -> Tuple[optax.GradientTransformation, Callable]:
+def build_optimizer(
+  optim, new_params: Optional[Iterable[Union[str, tuple]]] = None, total_steps: Optional[int] = None
+) -> Tuple[optax.GradientTransformation, Callable]:
   """→ (tx, learning_rate_fn).
 
   optim: the config described in the module docstring (ConfigDict or dict).
@@ -373,10 +393,14 @@ def build_optimizer(optim, new_params: Optional[Iterable[Union[str, tuple]]] = N
   clip = _field(optim, "clip_norm")
   if clip:
     chain.append(clip_by_global_norm_torch(float(clip)))
-  chain.append(scale_by_hf_adam(float(_field(optim, "b1", 0.9)), float(_field(optim, "b2", 0.98)),
-                                float(_field(optim, "eps", 1e-8))))
-  chain.append(_apply_groups(optim, _normalise_new_params(new_params), schedules,
-                             float(_field(optim, "weight_decay", 0.0))))
+  chain.append(
+    scale_by_hf_adam(
+      float(_field(optim, "b1", 0.9)), float(_field(optim, "b2", 0.98)), float(_field(optim, "eps", 1e-8))
+    )
+  )
+  chain.append(
+    _apply_groups(optim, _normalise_new_params(new_params), schedules, float(_field(optim, "weight_decay", 0.0)))
+  )
   tx = optax.chain(*chain)
 
   accum = int(_field(optim, "grad_accum_steps", 1) or 1)

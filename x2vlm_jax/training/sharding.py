@@ -13,19 +13,20 @@ import jax
 import numpy as np
 from absl import logging
 from flax import nnx
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
 # The default mapping; a config may override it (`config.sharding_rules`).
 DEFAULT_RULES = (
-    ("embed", "fsdp"),
-    ("mlp", "tensor"),
-    ("heads", "tensor"),
-    ("vocab", "tensor"),
-    ("joint", None),
-    ("norm", None),
+  ("embed", "fsdp"),
+  ("mlp", "tensor"),
+  ("heads", "tensor"),
+  ("vocab", "tensor"),
+  ("joint", None),
+  ("norm", None),
 )
 
 
@@ -124,5 +125,5 @@ def global_batch(mesh, host_batch):
   host's own rows must be offset by the task (e.g. pre-training's region `image_index`).
   """
   return jax.tree.map(
-      lambda v: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v)),
-      host_batch)
+    lambda v: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), np.asarray(v)), host_batch
+  )

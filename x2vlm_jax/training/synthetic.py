@@ -12,7 +12,6 @@ from x2vlm_jax.batch import stream_spec, synthetic_stream
 
 
 class SyntheticIterator:
-
   def __init__(self, data_cfg, model_cfg, *, seed: int, process_index: int = 0, process_count: int = 1):
     self.seed, self.process_index, self.position = seed, process_index, 0
     self.vocab_size = model_cfg.text.vocab_size
@@ -23,10 +22,15 @@ class SyntheticIterator:
         continue
       per_host = lambda n: _per_host(n, process_count, f"data.{stream}")  # noqa: E731
       self.specs[stream] = stream_spec(
-          stream, batch_size=per_host(s.batch_size), image_res=model_cfg.image_res,
-          patch_size=model_cfg.patch_size, max_tokens=data_cfg.max_tokens, max_masks=data_cfg.max_masks,
-          num_images=per_host(s.get("num_images", 0)) if stream == "region" else 0,
-          num_frames=s.get("num_frames", 0))
+        stream,
+        batch_size=per_host(s.batch_size),
+        image_res=model_cfg.image_res,
+        patch_size=model_cfg.patch_size,
+        max_tokens=data_cfg.max_tokens,
+        max_masks=data_cfg.max_masks,
+        num_images=per_host(s.get("num_images", 0)) if stream == "region" else 0,
+        num_frames=s.get("num_frames", 0),
+      )
 
   def __iter__(self):
     return self
@@ -34,9 +38,12 @@ class SyntheticIterator:
   def __next__(self):
     k = self.position
     self.position += 1
-    return {stream: synthetic_stream(stream, spec, vocab_size=self.vocab_size,
-                                     seed=_seed(self.seed, k, self.process_index, i))
-            for i, (stream, spec) in enumerate(self.specs.items())}
+    return {
+      stream: synthetic_stream(
+        stream, spec, vocab_size=self.vocab_size, seed=_seed(self.seed, k, self.process_index, i)
+      )
+      for i, (stream, spec) in enumerate(self.specs.items())
+    }
 
   def get_state(self):
     return {"position": self.position}
@@ -63,7 +70,7 @@ class SyntheticBatches(SyntheticIterator):
 
 def _seed(*ints) -> int:
   # Not hash(): string hashing is randomised per process, which would break exact resume.
-  return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1)[0] % (2 ** 31))
+  return int(np.random.SeedSequence([int(i) for i in ints]).generate_state(1)[0] % (2**31))
 
 
 def _per_host(n: int, process_count: int, name: str) -> int:

@@ -9,7 +9,8 @@ from typing import Any, Dict, Tuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from x2vlm_jax import params_io
 from x2vlm_jax.models import X2VLM
@@ -27,8 +28,8 @@ def _init_fn(model_cfg, tx):
     # would make the second step's jit cache key differ from the first's, compiling the whole step
     # twice. Strong types from the start, whatever a future initialiser returns.
     params = jax.tree.map(lambda x: jax.lax.convert_element_type(x, x.dtype), params)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params),
-            "rng": step_key}
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": tx.init(params), "rng": step_key}
+
   return init
 
 
@@ -38,9 +39,12 @@ def abstract(model_cfg, tx, mesh, rules, seed: int) -> Tuple[TrainState, Dict[st
   param_shardings = shd.named(mesh, shd.param_specs(abstract_model, rules, mesh))
   state = jax.eval_shape(_init_fn(model_cfg, tx), jax.random.PRNGKey(seed))
   replicated = NamedSharding(mesh, P())
-  shardings = {"step": replicated, "params": param_shardings,
-               "opt_state": shd.mirror_param_shardings(state["opt_state"], param_shardings, mesh),
-               "rng": replicated}
+  shardings = {
+    "step": replicated,
+    "params": param_shardings,
+    "opt_state": shd.mirror_param_shardings(state["opt_state"], param_shardings, mesh),
+    "rng": replicated,
+  }
   return state, shardings
 
 

@@ -29,9 +29,14 @@ def make_train_step(graphdef, tx, learning_rate_fn, task, config):
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     params = optax.apply_updates(params, updates)
     params["temp"] = losses.clamp_temperature(params["temp"])
-    metrics = {"train/loss": loss, "train/lr": learning_rate_fn(opt_step),
-               "train/grad_norm": optax.global_norm(grads), "train/param_norm": param_norm(params),
-               "train/temp": params["temp"], **task_metrics}
+    metrics = {
+      "train/loss": loss,
+      "train/lr": learning_rate_fn(opt_step),
+      "train/grad_norm": optax.global_norm(grads),
+      "train/param_norm": param_norm(params),
+      "train/temp": params["temp"],
+      **task_metrics,
+    }
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "rng": state["rng"]}
     return new_state, metrics
 

@@ -32,7 +32,8 @@ from absl import logging
 from etils import epath
 
 from x2vlm_jax import fs, params_io
-from x2vlm_jax.training import checkpointing, init_from, metrics as metrics_lib, optimizer, train_state
+from x2vlm_jax.training import checkpointing, init_from, optimizer, train_state
+from x2vlm_jax.training import metrics as metrics_lib
 from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.train_step import make_train_step
 
@@ -53,13 +54,16 @@ class _Preemption:
   def __enter__(self):
     if jax.process_count() > 1:
       if not jax.config.jax_enable_preemption_service:
-        logging.warning("jax_enable_preemption_service is off: SIGTERM will end this process without "
-                        "a checkpoint (multi-process runs save on preemption through that service)")
+        logging.warning(
+          "jax_enable_preemption_service is off: SIGTERM will end this process without "
+          "a checkpoint (multi-process runs save on preemption through that service)"
+        )
       return self
 
     def handler(signum, frame):
       logging.warning("SIGTERM received: saving a checkpoint at the current step and stopping.")
       self.requested = True
+
     try:
       self._previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. a notebook worker): no handler
@@ -98,8 +102,9 @@ def resolve_total_steps(config, task) -> int:
     return int(config.total_steps)
   size = task.train_size()
   if not size:
-    raise ValueError(f"num_epochs={epochs}: task {task.name!r} does not know its training set size; "
-                     "set config.total_steps instead")
+    raise ValueError(
+      f"num_epochs={epochs}: task {task.name!r} does not know its training set size; set config.total_steps instead"
+    )
   accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
   return int(math.ceil(epochs * math.ceil(size / task.examples_per_step() / accum)))
 
@@ -118,14 +123,30 @@ def _init_plan(config, task, workdir: epath.Path, resuming: bool):
   if not config.init_from:
     return None, []
   p = init_from.plan(config.init_from, config.model, task)
-  _write_json(record, {"source": p.source, "new_params": p.new_params, "dropped": p.dropped,
-                       "actions": {a: sorted(k for k, v in p.actions.items() if v == a)
-                                   for a in sorted(set(p.actions.values())) if a != "load"}})
+  _write_json(
+    record,
+    {
+      "source": p.source,
+      "new_params": p.new_params,
+      "dropped": p.dropped,
+      "actions": {
+        a: sorted(k for k, v in p.actions.items() if v == a) for a in sorted(set(p.actions.values())) if a != "load"
+      },
+    },
+  )
   return p, p.new_params
 
 
-def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, mesh=None, input_iter=None,
-          max_steps: Optional[int] = None):
+def train(
+  config,
+  workdir: str,
+  task,
+  *,
+  evaluate: Optional[Callable] = None,
+  mesh=None,
+  input_iter=None,
+  max_steps: Optional[int] = None,
+):
   """Runs (or resumes) the experiment. Returns (state, graphdef, last logged metrics).
 
   evaluate(step, graphdef, params, total_steps, start_step) → {"<name>/<metric>": value} of the
@@ -139,20 +160,32 @@ def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, me
   rules = [tuple(r) for r in config.sharding_rules]
   total_steps = resolve_total_steps(config, task)
   accum = max(1, int(config.optim.get("grad_accum_steps", 1)))
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints,
-                                    async_save=config.get("async_checkpoints", True),
-                                    best_metric=config.get("best_metric", "") or None,
-                                    best_mode=config.get("best_mode", "max"))
+  ckpt = checkpointing.Checkpointer(
+    workdir,
+    keep=config.keep_checkpoints,
+    async_save=config.get("async_checkpoints", True),
+    best_metric=config.get("best_metric", "") or None,
+    best_mode=config.get("best_mode", "max"),
+  )
   start = ckpt.latest_step()
   plan, new_params = _init_plan(config, task, root, resuming=start is not None)
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=new_params, total_steps=total_steps)
-  logging.info("task %s, %d optimizer steps, mesh %s on %d devices (%d processes)", task.name, total_steps,
-               dict(mesh.shape), mesh.size, jax.process_count())
+  logging.info(
+    "task %s, %d optimizer steps, mesh %s on %d devices (%d processes)",
+    task.name,
+    total_steps,
+    dict(mesh.shape),
+    mesh.size,
+    jax.process_count(),
+  )
 
   with jax.set_mesh(mesh):
     graphdef, state, shardings = train_state.create(config.model, tx, mesh, rules, config.seed)
-    input_iter = input_iter if input_iter is not None else task.train_iterator(
-        config.seed, jax.process_index(), jax.process_count())
+    input_iter = (
+      input_iter
+      if input_iter is not None
+      else task.train_iterator(config.seed, jax.process_index(), jax.process_count())
+    )
     if start is not None:
       state, meta, input_state = ckpt.restore(start, train_state.abstract_like(state, shardings))
       if input_state is not None:
@@ -162,13 +195,13 @@ def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, me
       state = init_from.apply(plan, state, shardings, config.model, task)
     start = int(jax.device_get(state["step"]))
 
-    step_fn = jax.jit(make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,),
-                      out_shardings=(shardings, None))
+    step_fn = jax.jit(
+      make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,), out_shardings=(shardings, None)
+    )
     # The loop counts micro-steps (= optimizer steps without accumulation); so do log_every,
     # checkpoint_every, evals' `every` and `step` in metrics.jsonl.
     total_micro = total_steps * accum
-    logger = metrics_lib.MetricsLogger(workdir, total_steps=total_micro,
-                                       examples_per_step=task.examples_per_step())
+    logger = metrics_lib.MetricsLogger(workdir, total_steps=total_micro, examples_per_step=task.examples_per_step())
     last = {}
     end = total_micro if max_steps is None else min(total_micro, start + max_steps)
     profile = config.get("profile", False)
@@ -181,9 +214,14 @@ def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, me
       return results
 
     def save(step, *, metrics=None, force=False):
-      ckpt.save(step, state, {"step": step, "time": time.time()},
-                input_iter.get_state() if hasattr(input_iter, "get_state") else None,
-                metrics=metrics, force=force)
+      ckpt.save(
+        step,
+        state,
+        {"step": step, "time": time.time()},
+        input_iter.get_state() if hasattr(input_iter, "get_state") else None,
+        metrics=metrics,
+        force=force,
+      )
 
     with _Preemption() as preempt:
       step = start
@@ -206,8 +244,9 @@ def train(config, workdir: str, task, *, evaluate: Optional[Callable] = None, me
             if not metrics_lib.all_finite({k: np.asarray(v) for k, v in scalars.items()}):
               bad = sorted(k for k, v in scalars.items() if not np.all(np.isfinite(v)))
               raise NonFiniteLossError(
-                  f"non-finite values at step {step}: {bad}; stopping without saving (the newest "
-                  f"checkpoint in {workdir} is the last good one: step {ckpt.latest_step()})")
+                f"non-finite values at step {step}: {bad}; stopping without saving (the newest "
+                f"checkpoint in {workdir} is the last good one: step {ckpt.latest_step()})"
+              )
             extra = metrics_lib.flatten(getattr(input_iter, "stats", dict)(), "input")
             last = logger.log(step, {**scalars, **extra})
           elif jax.default_backend() == "cpu":
@@ -239,6 +278,7 @@ def export(config, params, workdir: str, name: str = "export") -> str:
   `inference.load(...)` reads it, and `--config.init_from` of a follow-up run (a fine-tuning, stage 2)
   starts from it. Every process calls it (a collective)."""
   from jax.experimental import multihost_utils
+
   params = multihost_utils.process_allgather(params, tiled=True)
   path = str(fs.path(workdir) / name)
   vocab = config.get("data", {}).get("vocab_file") if "data" in config else None
@@ -250,8 +290,13 @@ def best_params(config, workdir: str, task):
   """Params of the best step by `config.best_metric` (None when no evaluated step is kept)."""
   if not config.get("best_metric"):
     return None, None
-  ckpt = checkpointing.Checkpointer(workdir, keep=config.keep_checkpoints, async_save=False,
-                                    best_metric=config.best_metric, best_mode=config.get("best_mode", "max"))
+  ckpt = checkpointing.Checkpointer(
+    workdir,
+    keep=config.keep_checkpoints,
+    async_save=False,
+    best_metric=config.best_metric,
+    best_mode=config.get("best_mode", "max"),
+  )
   try:
     step = ckpt.best_step()
     if step is None:
@@ -260,8 +305,9 @@ def best_params(config, workdir: str, task):
     # The optimizer only shapes the abstract state here; its groups and schedule do not matter.
     tx, _ = optimizer.build_optimizer(config.optim, total_steps=resolve_total_steps(config, task))
     with jax.set_mesh(mesh):
-      abstract, shardings = train_state.abstract(config.model, tx, mesh,
-                                                 [tuple(r) for r in config.sharding_rules], config.seed)
+      abstract, shardings = train_state.abstract(
+        config.model, tx, mesh, [tuple(r) for r in config.sharding_rules], config.seed
+      )
       state, _, _ = ckpt.restore(step, train_state.abstract_like(abstract, shardings))
     return state["params"], step
   finally:

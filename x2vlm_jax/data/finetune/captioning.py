@@ -22,12 +22,21 @@ from x2vlm_jax.data.text import Tokenizer
 STREAM_ID = 6  # distinct from the other streams' seeds
 
 
-def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 40):
+def build(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 40,
+):
   """As `retrieval.build`; a caption is skipped (`empty_caption`) only when it has no text at all."""
   del max_words
-  return retrieval.build(annotations, image_root, data_dir, name, split=split, strict=strict,
-                         keep=lambda caption: bool(caption.strip()))
+  return retrieval.build(
+    annotations, image_root, data_dir, name, split=split, strict=strict, keep=lambda caption: bool(caption.strip())
+  )
 
 
 def prompt_pieces(tokenizer: Tokenizer, prompt: str) -> Sequence[int]:
@@ -37,30 +46,54 @@ def prompt_pieces(tokenizer: Tokenizer, prompt: str) -> Sequence[int]:
   return tuple(int(i) for i in tokenizer.pieces(tf.constant([prompt.strip()]))[0].numpy())
 
 
-def captioning_stream(source, cfg, tokenizer: Tokenizer, prompt: Sequence[int], *, position, counts, skipped,
-                      seed, batch_size):
+def captioning_stream(
+  source, cfg, tokenizer: Tokenizer, prompt: Sequence[int], *, position, counts, skipped, seed, batch_size
+):
   base = seed * 8 + STREAM_ID
   ds = from_source(source, position, counts, retrieval.retrieval_signature(len(source.sources)), skipped=skipped)
 
   def transform(ex):
-    image = augment.pretrain_transform_bytes(ex["image"], cfg.image_res, example_seed(base, ex["_pos"]),
-                                             cfg.randaug, scale=tuple(cfg.crop_scale))
+    image = augment.pretrain_transform_bytes(
+      ex["image"], cfg.image_res, example_seed(base, ex["_pos"]), cfg.randaug, scale=tuple(cfg.crop_scale)
+    )
     return {**meta(ex), "images": image, "caption": ex["caption"]}
 
   ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
-    ids, mask = caption_masking.caption_ids(tokenizer.pieces(b["caption"]), prompt, cls_id=tokenizer.cls_id,
-                                            sep_id=tokenizer.sep_id, pad_id=tokenizer.pad_id,
-                                            max_tokens=cfg.max_tokens)
+    ids, mask = caption_masking.caption_ids(
+      tokenizer.pieces(b["caption"]),
+      prompt,
+      cls_id=tokenizer.cls_id,
+      sep_id=tokenizer.sep_id,
+      pad_id=tokenizer.pad_id,
+      max_tokens=cfg.max_tokens,
+    )
     out = caption_masking.fg_free_inputs(
-        ids, mask, example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]), num_prompt_tokens=len(prompt),
-        is_subword=tokenizer.is_subword, mask_id=tokenizer.mask_id, pad_id=tokenizer.pad_id,
-        ignore_id=tokenizer.cls_id, mask_prob=cfg.mask_prob, max_masks=cfg.max_masks,
-        skipgram_prb=cfg.skipgram_prb, skipgram_size=cfg.skipgram_size, whole_word=cfg.mask_whole_word)
-    return {**meta(b), "images": b["images"], "text_ids": out["ids"], "positions": out["positions"],
-            "attention": out["attention"], "masked_pos": out["masked_pos"], "masked_ids": out["masked_ids"],
-            "masked_weight": tf.cast(out["masked_weight"], tf.float32)}
+      ids,
+      mask,
+      example_seed(base + BATCH_SEED_OFFSET, b["_pos"][0]),
+      num_prompt_tokens=len(prompt),
+      is_subword=tokenizer.is_subword,
+      mask_id=tokenizer.mask_id,
+      pad_id=tokenizer.pad_id,
+      ignore_id=tokenizer.cls_id,
+      mask_prob=cfg.mask_prob,
+      max_masks=cfg.max_masks,
+      skipgram_prb=cfg.skipgram_prb,
+      skipgram_size=cfg.skipgram_size,
+      whole_word=cfg.mask_whole_word,
+    )
+    return {
+      **meta(b),
+      "images": b["images"],
+      "text_ids": out["ids"],
+      "positions": out["positions"],
+      "attention": out["attention"],
+      "masked_pos": out["masked_pos"],
+      "masked_ids": out["masked_ids"],
+      "masked_weight": tf.cast(out["masked_weight"], tf.float32),
+    }
 
   return pmap(ds, per_batch, cfg)
 
@@ -71,13 +104,29 @@ def create_iterator(cfg, prompt: str, *, seed: int, process_index: int, process_
   pieces = prompt_pieces(tokenizer, prompt)
 
   def build_stream(source, position, counts, skipped, batch_size):
-    return captioning_stream(source, cfg, tokenizer, pieces, position=position, counts=counts, skipped=skipped,
-                             seed=seed, batch_size=batch_size)
+    return captioning_stream(
+      source,
+      cfg,
+      tokenizer,
+      pieces,
+      position=position,
+      counts=counts,
+      skipped=skipped,
+      seed=seed,
+      batch_size=batch_size,
+    )
 
-  return single_stream_iterator(cfg, "captioning", stream_id=STREAM_ID, opener=RowsSource,
-                                build=build_stream,
-                                spec=specs.captioning,
-                                seed=seed, process_index=process_index, process_count=process_count)
+  return single_stream_iterator(
+    cfg,
+    "captioning",
+    stream_id=STREAM_ID,
+    opener=RowsSource,
+    build=build_stream,
+    spec=specs.captioning,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def train_size(cfg) -> int:

@@ -15,8 +15,8 @@ from x2vlm_jax import fs
 from x2vlm_jax.data import records
 from x2vlm_jax.data.jsonl import BadRecord, load_image
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
-from x2vlm_jax.data.streams import pmap
 from x2vlm_jax.data.source import StreamSource
+from x2vlm_jax.data.streams import pmap
 from x2vlm_jax.data.text import Tokenizer
 
 
@@ -54,8 +54,16 @@ def rows_path(data_dir: str, name: str, split: str) -> str:
   return os.path.join(records.dataset_dir(data_dir, name), f"{split}.rows.json")
 
 
-def write_split(data_dir: str, name: str, kind: str, split: str, examples: Iterable[Dict],
-                rows: List[Dict], total: Optional[int] = None, unit: str = "records") -> None:
+def write_split(
+  data_dir: str,
+  name: str,
+  kind: str,
+  split: str,
+  examples: Iterable[Dict],
+  rows: List[Dict],
+  total: Optional[int] = None,
+  unit: str = "records",
+) -> None:
   """Stores the split's media records (images or videos, once each) and its training rows, each
   row {"record": index of its media record, ...fields}; `rows` is filled while `examples` is read.
   `total` / `unit`: for the progress lines."""
@@ -93,9 +101,21 @@ class RowsSource:
     return rec
 
 
-def write_media_groups(annotations: str, data_dir: str, name: str, kind: str, split: str,
-                       groups: Dict[object, Tuple[str, List]], *, load: Callable, example: Callable,
-                       rows: Callable, report: records.BuildReport, strict: bool, what: str = "image") -> None:
+def write_media_groups(
+  annotations: str,
+  data_dir: str,
+  name: str,
+  kind: str,
+  split: str,
+  groups: Dict[object, Tuple[str, List]],
+  *,
+  load: Callable,
+  example: Callable,
+  rows: Callable,
+  report: records.BuildReport,
+  strict: bool,
+  what: str = "image",
+) -> None:
   """One record per image/video of `groups` ({key: (path, [items])}, in order), so media shared by
   many annotation rows is stored once. load(path) → the media (BadRecord when missing or corrupt:
   all its items are skipped and counted, or `strict` raises); example(loaded) → the record;
@@ -122,9 +142,17 @@ def write_media_groups(annotations: str, data_dir: str, name: str, kind: str, sp
   report.extra[f"{what}s"] = written[0]
 
 
-def write_image_rows(annotations: str, image_root: str, data_dir: str, name: str, split: str,
-                     rows: Sequence[Tuple[int, Tuple[str, ...], Dict]], report: records.BuildReport, strict: bool,
-                     check: Callable = None) -> None:
+def write_image_rows(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  split: str,
+  rows: Sequence[Tuple[int, Tuple[str, ...], Dict]],
+  report: records.BuildReport,
+  strict: bool,
+  check: Callable = None,
+) -> None:
   """Rows that name their images themselves (NLVR2: two per row; grounding: the image and its box):
   rows = (annotation record number, the row's image paths, the row's fields). Every distinct image is
   stored once; a row with a missing or corrupt image is skipped and counted (once per row), as is one
@@ -171,9 +199,11 @@ def write_image_rows(annotations: str, image_root: str, data_dir: str, name: str
 
 def load_image_record(image_root: str):
   """`load` for images: path (relative to image_root) → the record of FINETUNE_IMAGE_FEATURES."""
+
   def load(path):
     data, w, h = load_image({"image": path}, "image", True, image_root)
     return {"image": data, "width": np.int32(w), "height": np.int32(h)}
+
   return load
 
 
@@ -186,38 +216,90 @@ def transform_and_batch(ds, transform: Callable, cfg, batch_size: int):
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def single_stream_iterator(cfg, name: str, *, stream_id: int, opener, build: Callable, spec: Callable,
-                           seed: int, process_index: int, process_count: int) -> TrainIterator:
+def single_stream_iterator(
+  cfg,
+  name: str,
+  *,
+  stream_id: int,
+  opener,
+  build: Callable,
+  spec: Callable,
+  seed: int,
+  process_index: int,
+  process_count: int,
+) -> TrainIterator:
   """A resumable iterator over one fine-tuning stream: `cfg.train` datasets opened with `opener`,
   `build(source, position, counts, skipped, per_host_batch)` → batched tf.data graph,
   `spec(cfg, per_host_batch)` → the batch contract (a function of `specs`, which the task's
   `batch_spec` uses too). Batches come out flat ({field: array})."""
   bt = _per_host(int(cfg.batch_size), process_count, "data.batch_size")
-  source = StreamSource(cfg.data_dir, [tuple(d) for d in cfg.train], seed=seed, stream_id=stream_id,
-                        process_index=process_index, process_count=process_count, opener=opener)
-  return TrainIterator(cfg, {name: StreamDef(source, lambda p, c, s: build(source, p, c, s, bt), spec(cfg, bt))},
-                       seed=seed, process_index=process_index, process_count=process_count, flat=True)
+  source = StreamSource(
+    cfg.data_dir,
+    [tuple(d) for d in cfg.train],
+    seed=seed,
+    stream_id=stream_id,
+    process_index=process_index,
+    process_count=process_count,
+    opener=opener,
+  )
+  return TrainIterator(
+    cfg,
+    {name: StreamDef(source, lambda p, c, s: build(source, p, c, s, bt), spec(cfg, bt))},
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    flat=True,
+  )
 
 
-def task_iterator(cfg, kind: str, *, stream_id: int, opener, stream: Callable, spec: Callable, seed: int,
-                  process_index: int, process_count: int, **stream_kw) -> TrainIterator:
+def task_iterator(
+  cfg,
+  kind: str,
+  *,
+  stream_id: int,
+  opener,
+  stream: Callable,
+  spec: Callable,
+  seed: int,
+  process_index: int,
+  process_count: int,
+  **stream_kw,
+) -> TrainIterator:
   """`single_stream_iterator` for a task module: `stream(source, cfg, tokenizer, position=, counts=,
   skipped=, seed=, batch_size=, **stream_kw)` → its tf.data graph, `spec` its contract (data/finetune/specs.py)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
 
   def build(source, position, counts, skipped, batch_size):
-    return stream(source, cfg, tokenizer, position=position, counts=counts, skipped=skipped, seed=seed,
-                  batch_size=batch_size, **stream_kw)
+    return stream(
+      source,
+      cfg,
+      tokenizer,
+      position=position,
+      counts=counts,
+      skipped=skipped,
+      seed=seed,
+      batch_size=batch_size,
+      **stream_kw,
+    )
 
-  return single_stream_iterator(cfg, kind, stream_id=stream_id, opener=opener, build=build,
-                                spec=spec, seed=seed,
-                                process_index=process_index, process_count=process_count)
+  return single_stream_iterator(
+    cfg,
+    kind,
+    stream_id=stream_id,
+    opener=opener,
+    build=build,
+    spec=spec,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def batch_and_tokenize(ds, transform: Callable, cfg, tokenizer: Tokenizer, batch_size: int):
   """`transform_and_batch`, then the batch's cleaned `text` becomes text_ids/text_mask and `valid`
   (0 for an empty text)."""
   import tensorflow as tf
+
   ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):

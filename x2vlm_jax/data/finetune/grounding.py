@@ -16,13 +16,20 @@ truncation to max_tokens; the padding is masked either way).
 """
 
 import math
-import numpy as np
+
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune import specs
-from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, read_annotations,
-                                            skip_or_raise, task_iterator, write_image_rows)
+from x2vlm_jax.data.finetune.common import (
+  RowsSource,
+  batch_and_tokenize,
+  field,
+  read_annotations,
+  skip_or_raise,
+  task_iterator,
+  write_image_rows,
+)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.region_stream import box_safe_crop
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature
@@ -37,16 +44,27 @@ def _bbox(rec):
   box = rec.get("bbox") if isinstance(rec, dict) else None
   if box is None:
     raise BadRecord("missing_field", "no field 'bbox' (convert REFER files with tools/refer_to_grounding.py)")
-  if (not isinstance(box, (list, tuple)) or len(box) != 4
-      or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+  if (
+    not isinstance(box, (list, tuple))
+    or len(box) != 4
+    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
+  ):
     raise BadRecord("bad_field_type", f"bbox must be [x, y, w, h] numbers, got {box!r}")
   if not all(math.isfinite(v) for v in box):
     raise BadRecord("bad_box", f"bbox {box}")
   return [float(v) for v in box]
 
 
-def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30) -> records.BuildReport:
+def build(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 30,
+) -> records.BuildReport:
   """Skips (counted by reason): missing or mistyped fields, texts empty after `pre_caption`, boxes not
   inside their image with a positive size (`box_outside_image`: the official reader asserts on them),
   unreadable images."""
@@ -72,8 +90,12 @@ def _box_inside(fields, sizes):
 
 
 def signature(num_datasets: int):
-  return {**meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string),
-          "text": tf.TensorSpec([], tf.string), "bbox": tf.TensorSpec([4], tf.float64)}
+  return {
+    **meta_signature(num_datasets),
+    "image": tf.TensorSpec([], tf.string),
+    "text": tf.TensorSpec([], tf.string),
+    "bbox": tf.TensorSpec([4], tf.float64),
+  }
 
 
 def mentions_left_or_right(text):
@@ -108,15 +130,17 @@ def grounding_example(image, text, box, cfg, seed):
   return augment.normalize(patch), target, flipped, tf.stack([x0, y0, x1, y1])
 
 
-def grounding_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size,
-                     keep_debug=False):
+def grounding_stream(
+  source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size, keep_debug=False
+):
   base = seed * 8 + STREAM_ID
   ds = from_source(source, position, counts, signature(len(source.sources)), skipped=skipped)
 
   def transform(ex):
     text = pre_caption(ex["text"], cfg.max_words)
-    image, target, flipped, crop = grounding_example(decode(ex["image"]), text, ex["bbox"], cfg,
-                                                     example_seed(base, ex["_pos"]))
+    image, target, flipped, crop = grounding_example(
+      decode(ex["image"]), text, ex["bbox"], cfg, example_seed(base, ex["_pos"])
+    )
     out = {**meta(ex), "images": image, "text": text, "target_bbox": target}
     if keep_debug:
       out.update(_flipped=flipped, _crop=crop)
@@ -127,9 +151,18 @@ def grounding_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, keep_debug: bool = False):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + careful_hflip)."""
-  it = task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=grounding_stream,
-                     spec=specs.grounding, seed=seed, process_index=process_index, process_count=process_count,
-                     keep_debug=keep_debug)
+  it = task_iterator(
+    cfg,
+    KIND,
+    stream_id=STREAM_ID,
+    opener=RowsSource,
+    stream=grounding_stream,
+    spec=specs.grounding,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    keep_debug=keep_debug,
+  )
   it.keep_debug = keep_debug
   return it
 

@@ -9,13 +9,19 @@ Batch contract: images [B, 2, R, R, 3] (image 0 = "left"), text_ids/text_mask [B
 (1 = True), valid [B].
 """
 
-import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune import specs
-from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, read_annotations,
-                                            skip_or_raise, task_iterator, write_image_rows)
+from x2vlm_jax.data.finetune.common import (
+  RowsSource,
+  batch_and_tokenize,
+  field,
+  read_annotations,
+  skip_or_raise,
+  task_iterator,
+  write_image_rows,
+)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
@@ -31,7 +37,7 @@ def parse_label(value) -> int:
     return 1
   if value is False or value == "False":
     return 0
-  raise BadRecord("bad_label", f"label {value!r} (expected true/false or \"True\"/\"False\")")
+  raise BadRecord("bad_label", f'label {value!r} (expected true/false or "True"/"False")')
 
 
 def parse_record(rec):
@@ -45,8 +51,16 @@ def parse_record(rec):
   return tuple(images), sentence, parse_label(rec["label"])
 
 
-def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30) -> records.BuildReport:
+def build(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 30,
+) -> records.BuildReport:
   """Skips (counted by reason): missing or mistyped fields, labels other than true/false, sentences
   empty after `pre_caption`, pairs with a missing or corrupt image."""
   report = records.BuildReport()
@@ -64,9 +78,13 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
 
 
 def signature(num_datasets: int):
-  return {**meta_signature(num_datasets), "image0": tf.TensorSpec([], tf.string),
-          "image1": tf.TensorSpec([], tf.string), "sentence": tf.TensorSpec([], tf.string),
-          "label": tf.TensorSpec([], tf.int32)}
+  return {
+    **meta_signature(num_datasets),
+    "image0": tf.TensorSpec([], tf.string),
+    "image1": tf.TensorSpec([], tf.string),
+    "sentence": tf.TensorSpec([], tf.string),
+    "label": tf.TensorSpec([], tf.int32),
+  }
 
 
 def nlvr2_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size):
@@ -75,18 +93,33 @@ def nlvr2_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped
 
   def transform(ex):
     s0, s1 = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 2))
-    pair = [augment.pretrain_transform_bytes(ex[k], cfg.image_res, s, cfg.randaug, scale=tuple(cfg.crop_scale))
-            for k, s in (("image0", s0), ("image1", s1))]
-    return {**meta(ex), "images": tf.stack(pair), "text": pre_caption(ex["sentence"], cfg.max_words),
-            "labels": ex["label"]}
+    pair = [
+      augment.pretrain_transform_bytes(ex[k], cfg.image_res, s, cfg.randaug, scale=tuple(cfg.crop_scale))
+      for k, s in (("image0", s0), ("image1", s1))
+    ]
+    return {
+      **meta(ex),
+      "images": tf.stack(pair),
+      "text": pre_caption(ex["sentence"], cfg.max_words),
+      "labels": ex["label"],
+    }
 
   return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
 
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
-  return task_iterator(cfg, KIND, stream_id=STREAM_ID, opener=RowsSource, stream=nlvr2_stream,
-                       spec=specs.nlvr2, seed=seed, process_index=process_index, process_count=process_count)
+  return task_iterator(
+    cfg,
+    KIND,
+    stream_id=STREAM_ID,
+    opener=RowsSource,
+    stream=nlvr2_stream,
+    spec=specs.nlvr2,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def train_size(cfg) -> int:

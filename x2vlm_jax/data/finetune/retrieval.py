@@ -12,8 +12,16 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune import specs
-from x2vlm_jax.data.finetune.common import (RowsSource, batch_and_tokenize, field, load_image_record,
-                                            read_annotations, skip_or_raise, task_iterator, write_media_groups)
+from x2vlm_jax.data.finetune.common import (
+  RowsSource,
+  batch_and_tokenize,
+  field,
+  load_image_record,
+  read_annotations,
+  skip_or_raise,
+  task_iterator,
+  write_media_groups,
+)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
@@ -22,19 +30,35 @@ from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
 STREAM_ID = 4  # distinct from the pre-training streams' seeds
 
 
-def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30, keep: Optional[Callable[[str], bool]] = None
-          ) -> records.BuildReport:
+def build(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 30,
+  keep: Optional[Callable[[str], bool]] = None,
+) -> records.BuildReport:
   """The dense image id follows the official first-appearance order of `image_id`; captions that are
   empty after `pre_caption` are skipped (`empty_caption`), like an image that cannot be read (its
   rows are all skipped, `image_not_found` / `corrupt_image`). `keep` replaces the emptiness test
   (captioning trains on the raw caption)."""
-  return build_rows(annotations, data_dir, name, split=split, strict=strict, max_words=max_words,
-                    load=load_image_record(image_root), kind="finetune_image", keep=keep)
+  return build_rows(
+    annotations,
+    data_dir,
+    name,
+    split=split,
+    strict=strict,
+    max_words=max_words,
+    load=load_image_record(image_root),
+    kind="finetune_image",
+    keep=keep,
+  )
 
 
-def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, kind, vision_key="image",
-               keep=None):
+def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, kind, vision_key="image", keep=None):
   """Official retrieval rows {<vision_key>, caption, image_id} → media records + caption rows; shared by
   image and video retrieval and captioning (`load(path)` reads one image or one video's frames)."""
   keep = keep or (lambda caption: bool(pre_caption_py(caption, max_words)))
@@ -54,15 +78,30 @@ def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, k
       continue
     by_id.setdefault(media_id, (media, []))[1].append(caption)
   # The dense id is the record's index: captions of one image share it (ITC/ITM positives).
-  write_media_groups(annotations, data_dir, name, kind, split, by_id, load=load, example=lambda m: m,
-                     rows=lambda record, caps: [{"caption": c, "image_id": record} for c in caps],
-                     report=report, strict=strict, what=vision_key)
+  write_media_groups(
+    annotations,
+    data_dir,
+    name,
+    kind,
+    split,
+    by_id,
+    load=load,
+    example=lambda m: m,
+    rows=lambda record, caps: [{"caption": c, "image_id": record} for c in caps],
+    report=report,
+    strict=strict,
+    what=vision_key,
+  )
   return report
 
 
 def retrieval_signature(num_datasets: int):
-  return {**meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string),
-          "caption": tf.TensorSpec([], tf.string), "image_id": tf.TensorSpec([], tf.int32)}
+  return {
+    **meta_signature(num_datasets),
+    "image": tf.TensorSpec([], tf.string),
+    "caption": tf.TensorSpec([], tf.string),
+    "image_id": tf.TensorSpec([], tf.int32),
+  }
 
 
 def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, skipped, seed, batch_size):
@@ -71,21 +110,29 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
 
   def transform(ex):
     s_img = example_seed(base, ex["_pos"])
-    image = augment.pretrain_transform_bytes(ex["image"], cfg.image_res, s_img, cfg.randaug,
-                                             scale=tuple(cfg.crop_scale))
-    return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words),
-            "image_ids": ex["image_id"]}
+    image = augment.pretrain_transform_bytes(
+      ex["image"], cfg.image_res, s_img, cfg.randaug, scale=tuple(cfg.crop_scale)
+    )
+    return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words), "image_ids": ex["image_id"]}
 
   return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
 
 
 def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
-  return task_iterator(cfg, "retrieval", stream_id=STREAM_ID, opener=RowsSource, stream=retrieval_stream,
-                       spec=specs.retrieval, seed=seed, process_index=process_index, process_count=process_count)
+  return task_iterator(
+    cfg,
+    "retrieval",
+    stream_id=STREAM_ID,
+    opener=RowsSource,
+    stream=retrieval_stream,
+    spec=specs.retrieval,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def train_size(cfg) -> int:
   """Caption rows of the training datasets (an official epoch)."""
   return sum(len(RowsSource(cfg.data_dir, name, split)) for name, split, *_ in cfg.train)
-

@@ -24,8 +24,15 @@ import tensorflow as tf
 from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune import specs
-from x2vlm_jax.data.finetune.common import (RowsSource, field, read_annotations, single_stream_iterator,
-                                            skip_or_raise, transform_and_batch, write_media_groups)
+from x2vlm_jax.data.finetune.common import (
+  RowsSource,
+  field,
+  read_annotations,
+  single_stream_iterator,
+  skip_or_raise,
+  transform_and_batch,
+  write_media_groups,
+)
 from x2vlm_jax.data.finetune.retrieval import build_rows
 from x2vlm_jax.data.jsonl import BadRecord, check_image
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature, pmap, sample_frame_ids
@@ -61,9 +68,18 @@ def load_frames(path: str) -> List[bytes]:
 # ------------------------------------------------------------------------------------------------
 # Builders
 # ------------------------------------------------------------------------------------------------
-def build_qa(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-             strict: bool = False, max_words: int = 40, ans2label: str = "", video_pattern: str = "{id}.json"
-             ) -> records.BuildReport:
+def build_qa(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 40,
+  ans2label: str = "",
+  video_pattern: str = "{id}.json",
+) -> records.BuildReport:
   """JSON lines {video_id, question, answer} + ans2label → videos + rows {question, answer, label};
   an answer outside ans2label gets label −100 (counted as `oov_answers`), as officially."""
   del max_words
@@ -83,20 +99,49 @@ def build_qa(annotations: str, image_root: str, data_dir: str, name: str, *, spl
       skip_or_raise(report, annotations, i, e, strict)
       continue
     by_video.setdefault(vid, (video_file(image_root, vid, video_pattern), []))[1].append(
-        {"question": question, "answer": answer, "label": int(labels.get(answer, IGNORE_LABEL))})
-  write_media_groups(annotations, data_dir, name, "finetune_video", split, by_video,
-                     load=lambda path: {"frames": load_frames(path)}, example=lambda m: m,
-                     rows=lambda record, qs: qs, report=report, strict=strict, what="video")
+      {"question": question, "answer": answer, "label": int(labels.get(answer, IGNORE_LABEL))}
+    )
+  write_media_groups(
+    annotations,
+    data_dir,
+    name,
+    "finetune_video",
+    split,
+    by_video,
+    load=lambda path: {"frames": load_frames(path)},
+    example=lambda m: m,
+    rows=lambda record, qs: qs,
+    report=report,
+    strict=strict,
+    what="video",
+  )
   report.extra["oov_answers"] = sum(q["label"] == IGNORE_LABEL for _, qs in by_video.values() for q in qs)
   return report
 
 
-def build_retrieval(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-                    strict: bool = False, max_words: int = 30, vision_key: str = "video") -> records.BuildReport:
+def build_retrieval(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 30,
+  vision_key: str = "video",
+) -> records.BuildReport:
   """Retrieval rows {<vision_key>: frames file, caption, image_id} → videos + caption rows."""
-  return build_rows(annotations, data_dir, name, split=split, strict=strict, max_words=max_words,
-                    load=lambda path: {"frames": load_frames(video_file(image_root, path, "{id}"))},
-                    kind="finetune_video", vision_key=vision_key)
+  return build_rows(
+    annotations,
+    data_dir,
+    name,
+    split=split,
+    strict=strict,
+    max_words=max_words,
+    load=lambda path: {"frames": load_frames(video_file(image_root, path, "{id}"))},
+    kind="finetune_video",
+    vision_key=vision_key,
+  )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,9 +177,15 @@ def _frames(ex, cfg, seed, careful_flip: bool, text_for_flip=None):
 
 def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size, *, qa: bool):
   base = seed * 8 + (QA_STREAM_ID if qa else RETRIEVAL_STREAM_ID)
-  fields = ({"question": tf.TensorSpec([], tf.string), "answer": tf.TensorSpec([], tf.string),
-             "label": tf.TensorSpec([], tf.int64)} if qa else
-            {"caption": tf.TensorSpec([], tf.string), "image_id": tf.TensorSpec([], tf.int64)})
+  fields = (
+    {
+      "question": tf.TensorSpec([], tf.string),
+      "answer": tf.TensorSpec([], tf.string),
+      "label": tf.TensorSpec([], tf.int64),
+    }
+    if qa
+    else {"caption": tf.TensorSpec([], tf.string), "image_id": tf.TensorSpec([], tf.int64)}
+  )
   signature = {**meta_signature(len(source.sources)), "frames": tf.TensorSpec([None], tf.string), **fields}
   ds = from_source(source, position, counts, signature, skipped=skipped)
 
@@ -142,10 +193,18 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
     s = example_seed(base, ex["_pos"])
     if qa:
       frames = _frames(ex, cfg, s, True, tf.stack([ex["question"], ex["answer"]]))
-      return {**meta(ex), "frames": frames, "text": pre_question(ex["question"], cfg.max_words),
-              "labels": tf.cast(ex["label"], tf.int32)}
-    return {**meta(ex), "frames": _frames(ex, cfg, s, False), "text": pre_caption(ex["caption"], cfg.max_words),
-            "image_ids": tf.cast(ex["image_id"], tf.int32)}
+      return {
+        **meta(ex),
+        "frames": frames,
+        "text": pre_question(ex["question"], cfg.max_words),
+        "labels": tf.cast(ex["label"], tf.int32),
+      }
+    return {
+      **meta(ex),
+      "frames": _frames(ex, cfg, s, False),
+      "text": pre_caption(ex["caption"], cfg.max_words),
+      "image_ids": tf.cast(ex["image_id"], tf.int32),
+    }
 
   # A frame that fails to decode drops the video (counted by the iterator).
   ds = transform_and_batch(ds, transform, cfg, batch_size)
@@ -166,10 +225,17 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, q
   def build_stream(source, position, counts, skipped, batch_size):
     return _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size, qa=qa)
 
-  return single_stream_iterator(cfg, "video_qa" if qa else "video_retrieval",
-                                stream_id=QA_STREAM_ID if qa else RETRIEVAL_STREAM_ID, opener=RowsSource,
-                                build=build_stream, spec=specs.video_qa if qa else specs.video_retrieval,
-                                seed=seed, process_index=process_index, process_count=process_count)
+  return single_stream_iterator(
+    cfg,
+    "video_qa" if qa else "video_retrieval",
+    stream_id=QA_STREAM_ID if qa else RETRIEVAL_STREAM_ID,
+    opener=RowsSource,
+    build=build_stream,
+    spec=specs.video_qa if qa else specs.video_retrieval,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def train_size(cfg) -> int:

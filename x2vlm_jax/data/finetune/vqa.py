@@ -25,17 +25,24 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.finetune import specs
-from x2vlm_jax.data.finetune.common import (RowsSource, field, load_image_record, read_annotations,
-                                            single_stream_iterator, skip_or_raise, transform_and_batch,
-                                            write_media_groups)
+from x2vlm_jax.data.finetune.common import (
+  RowsSource,
+  field,
+  load_image_record,
+  read_annotations,
+  single_stream_iterator,
+  skip_or_raise,
+  transform_and_batch,
+  write_media_groups,
+)
 from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer
 from x2vlm_jax.data.text_clean import left_or_right_in, pre_question
 
-STREAM_ID = 5           # distinct from the pre-training and retrieval streams' seeds
+STREAM_ID = 5  # distinct from the pre-training and retrieval streams' seeds
 DATASETS = ("vqa", "vg", "gqa")
-VG_WEIGHT = 0.5         # official weight of the single Visual Genome answer
+VG_WEIGHT = 0.5  # official weight of the single Visual Genome answer
 
 
 def answer_weights(answer, dataset: str) -> Tuple[List[str], List[float]]:
@@ -59,8 +66,16 @@ def answer_weights(answer, dataset: str) -> Tuple[List[str], List[float]]:
   return list(counts), [c / len(answers) for c in counts.values()]
 
 
-def build(annotations: str, image_root: str, data_dir: str, name: str, *, split: str = "train",
-          strict: bool = False, max_words: int = 30) -> records.BuildReport:
+def build(
+  annotations: str,
+  image_root: str,
+  data_dir: str,
+  name: str,
+  *,
+  split: str = "train",
+  strict: bool = False,
+  max_words: int = 30,
+) -> records.BuildReport:
   """Records without `image`/`question`/`question_id`/`answer` (or of the wrong type) are skipped
   (`missing_field`, `bad_field_type`), like an unknown `dataset` (`unknown_dataset`), an empty answer
   list (`no_answer`) and unreadable images (`image_not_found`, `corrupt_image`; all their questions).
@@ -83,15 +98,29 @@ def build(annotations: str, image_root: str, data_dir: str, name: str, *, split:
     except BadRecord as e:
       skip_or_raise(report, annotations, i, e, strict)
       continue
-    path = image if dataset == "gqa" or not image_root or "://" in image or os.path.isabs(image) else \
-        os.path.join(image_root, image)
+    path = (
+      image
+      if dataset == "gqa" or not image_root or "://" in image or os.path.isabs(image)
+      else os.path.join(image_root, image)
+    )
     may_flip = not left_or_right_in(question, answer)
     by_image.setdefault(path, (path, []))[1].append((str(qid), question, answers, weights, may_flip))
 
-  write_media_groups(annotations, data_dir, name, "finetune_image", split, by_image, load=load_image_record(""),
-                     example=lambda m: m, report=report, strict=strict,
-                     rows=lambda record, items: [{"question_id": qid, "question": q, "answers": a, "weights": w,
-                                                  "may_flip": int(f)} for qid, q, a, w, f in items])
+  write_media_groups(
+    annotations,
+    data_dir,
+    name,
+    "finetune_image",
+    split,
+    by_image,
+    load=load_image_record(""),
+    example=lambda m: m,
+    report=report,
+    strict=strict,
+    rows=lambda record, items: [
+      {"question_id": qid, "question": q, "answers": a, "weights": w, "may_flip": int(f)} for qid, q, a, w, f in items
+    ],
+  )
   report.extra["max_unique_answers"] = max((len(it[2]) for _, its in by_image.values() for it in its), default=0)
   return report
 
@@ -106,8 +135,10 @@ class QuestionRows(RowsSource):
     self.max_answers, self.max_words = int(max_answers), int(max_words)
     most = max((len(row["answers"]) for row in self.rows), default=0)
     if most > self.max_answers:
-      raise ValueError(f"dataset {name}/{split}: a question has {most} unique answers, more than "
-                       f"data.max_answers={self.max_answers}; raise max_answers (no answer is dropped)")
+      raise ValueError(
+        f"dataset {name}/{split}: a question has {most} unique answers, more than "
+        f"data.max_answers={self.max_answers}; raise max_answers (no answer is dropped)"
+      )
 
   def __getitem__(self, r):
     rec = super().__getitem__(r)
@@ -116,16 +147,25 @@ class QuestionRows(RowsSource):
     answers[:n] = rec["answers"]
     weights = np.zeros((self.max_answers,), np.float32)
     weights[:n] = rec["weights"]
-    return {"image": rec["image"], "question": pre_question(rec["question"], self.max_words),
-            "question_id": str(rec["question_id"]), "answers": answers, "weights": weights,
-            "may_flip": np.int32(rec["may_flip"])}
+    return {
+      "image": rec["image"],
+      "question": pre_question(rec["question"], self.max_words),
+      "question_id": str(rec["question_id"]),
+      "answers": answers,
+      "weights": weights,
+      "may_flip": np.int32(rec["may_flip"]),
+    }
 
 
 def vqa_signature(num_datasets: int, max_answers: int):
-  return {**meta_signature(num_datasets), "image": tf.TensorSpec([], tf.string),
-          "question": tf.TensorSpec([], tf.string),
-          "answers": tf.TensorSpec([max_answers], tf.string), "weights": tf.TensorSpec([max_answers], tf.float32),
-          "may_flip": tf.TensorSpec([], tf.int32)}
+  return {
+    **meta_signature(num_datasets),
+    "image": tf.TensorSpec([], tf.string),
+    "question": tf.TensorSpec([], tf.string),
+    "answers": tf.TensorSpec([max_answers], tf.string),
+    "weights": tf.TensorSpec([max_answers], tf.float32),
+    "may_flip": tf.TensorSpec([], tf.int32),
+  }
 
 
 def train_wo_flip(image_bytes, may_flip, size: int, seed, *, randaug: bool, scale):
@@ -145,10 +185,15 @@ def vqa_stream(source, cfg, q_tok: Tokenizer, a_tok: Tokenizer, *, position, cou
   ds = from_source(source, position, counts, vqa_signature(len(source.sources), a), skipped=skipped)
 
   def transform(ex):
-    image = train_wo_flip(ex["image"], ex["may_flip"], cfg.image_res, example_seed(base, ex["_pos"]),
-                          randaug=cfg.randaug, scale=tuple(cfg.crop_scale))
-    return {**meta(ex), "images": image, "question": ex["question"], "answers": ex["answers"],
-            "weights": ex["weights"]}
+    image = train_wo_flip(
+      ex["image"],
+      ex["may_flip"],
+      cfg.image_res,
+      example_seed(base, ex["_pos"]),
+      randaug=cfg.randaug,
+      scale=tuple(cfg.crop_scale),
+    )
+    return {**meta(ex), "images": image, "question": ex["question"], "answers": ex["answers"], "weights": ex["weights"]}
 
   ds = transform_and_batch(ds, transform, cfg, batch_size)
 
@@ -160,9 +205,16 @@ def vqa_stream(source, cfg, q_tok: Tokenizer, a_tok: Tokenizer, *, position, cou
     # Answers longer than max_answer_tokens lose their tail (counted per question, logged as a metric).
     pieces = a_tok.pieces(flat).row_lengths()
     cut = tf.reshape(tf.cast(pieces > la - 2, tf.int32), [batch_size, a]) * tf.cast(b["weights"] > 0, tf.int32)
-    return {**meta(b), "images": b["images"], "text_ids": ids, "text_mask": mask,
-            "answer_ids": tf.reshape(a_ids, [batch_size, a, la]), "answer_mask": tf.reshape(a_mask, [batch_size, a, la]),
-            "answer_weights": b["weights"], "answers_cut": tf.reduce_sum(cut, axis=1)}
+    return {
+      **meta(b),
+      "images": b["images"],
+      "text_ids": ids,
+      "text_mask": mask,
+      "answer_ids": tf.reshape(a_ids, [batch_size, a, la]),
+      "answer_mask": tf.reshape(a_mask, [batch_size, a, la]),
+      "answer_weights": b["weights"],
+      "answers_cut": tf.reduce_sum(cut, axis=1),
+    }
 
   return pmap(ds, per_batch, cfg)
 
@@ -173,13 +225,21 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
   a_tok = Tokenizer(cfg.vocab_file, cfg.max_answer_tokens)
 
   def build_stream(source, position, counts, skipped, batch_size):
-    return vqa_stream(source, cfg, q_tok, a_tok, position=position, counts=counts, skipped=skipped, seed=seed,
-                      batch_size=batch_size)
+    return vqa_stream(
+      source, cfg, q_tok, a_tok, position=position, counts=counts, skipped=skipped, seed=seed, batch_size=batch_size
+    )
 
   return single_stream_iterator(
-      cfg, "vqa", stream_id=STREAM_ID, opener=_opener(cfg), build=build_stream,
-      spec=specs.vqa,
-      seed=seed, process_index=process_index, process_count=process_count)
+    cfg,
+    "vqa",
+    stream_id=STREAM_ID,
+    opener=_opener(cfg),
+    build=build_stream,
+    spec=specs.vqa,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+  )
 
 
 def _opener(cfg):

@@ -6,7 +6,7 @@ from x2vlm_jax.convert import layout as L
 
 
 def random_official_state_dict(cfg, seed: int = 0, with_buffers: bool = True):
-  """A random pre-training checkpoint for `cfg` in the official key layout (spec §7.2), including the
+  """A random pre-training checkpoint for `cfg` in the official key layout (docs/reference.md §7.2), including the
   buffers and tied duplicates a released `.th` file stores."""
   rng = np.random.default_rng(seed)
   sd = {}

@@ -1,4 +1,4 @@
-"""Captioning training input (spec §5.5): [MASK] insertion, position ids and the 3-D attention mask
+"""Captioning training input (docs/reference.md §5.5): [MASK] insertion, position ids and the 3-D attention mask
 against an independent numpy construction of the official `preprocess_fg_free`; the masked-position
 choice with the prompt excluded; the label-smoothed KL loss against a numpy formula."""
 

@@ -1,4 +1,4 @@
-"""COCO captioning (spec §4.2, §5.5) end to end:
+"""COCO captioning (docs/reference.md §4.2, §5.5) end to end:
 
 * the training stream's batches are the official FG-free input of THEIR caption: removing the
   [MASK]s gives [CLS] + prompt + the raw caption's wordpieces (no pre_caption) + [SEP], and every

@@ -1,4 +1,4 @@
-"""Converter behaviour: strictness messages, other-preset files, rel-pos resize (spec §12 figures),
+"""Converter behaviour: strictness messages, other-preset files, rel-pos resize (docs/reference.md §12 figures),
 frame-embedding copy, containers (.npz, {'model': ...}, torch.save .th with weights_only loading), CLI."""
 
 import importlib.util
@@ -37,7 +37,7 @@ def tiny_sd(tiny_cfg):
   return random_official_state_dict(tiny_cfg, seed=2)
 
 
-# --- rel-pos resize (spec §7.5, §12) --------------------------------------------------------------
+# --- rel-pos resize (docs/reference.md §7.5, §12) --------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dst_grid,q,outer", [(24, 1.090307, 23.0), (48, 1.195487, 47.0), (16, 1.023493, None)])
@@ -129,7 +129,7 @@ def test_other_preset_checkpoint_gives_clear_error(tiny_cfg):
 
 
 def test_bertmodel_layout_needs_explicit_allow_missing(tiny_sd, tiny_cfg):
-  """Fine-tuned task files have `text_encoder.{embeddings,encoder}` and no MLM head (spec §7.3)."""
+  """Fine-tuned task files have `text_encoder.{embeddings,encoder}` and no MLM head (docs/reference.md §7.3)."""
   sd = {}
   for k, v in tiny_sd.items():
     if k.startswith("text_encoder.cls."):

@@ -1,4 +1,4 @@
-"""Image transforms against PIL itself (spec §4.3: the official transforms are torchvision on PIL)."""
+"""Image transforms against PIL itself (docs/reference.md §4.3: the official transforms are torchvision on PIL)."""
 
 import io
 

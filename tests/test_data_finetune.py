@@ -1,4 +1,4 @@
-"""Retrieval fine-tuning data (spec §4.2, §5.1): the builder from the official JSON counts bad records
+"""Retrieval fine-tuning data (docs/reference.md §4.2, §5.1): the builder from the official JSON counts bad records
 by reason, and the training stream pairs every caption with ITS image and dense image id, covers every
 caption row once per epoch, and resumes exactly."""
 

@@ -1,4 +1,4 @@
-"""Region stream (spec §2.2) against a plain-Python re-implementation of the reference reader:
+"""Region stream (docs/reference.md §2.2) against a plain-Python re-implementation of the reference reader:
 int boxes, crop around a valid anchor, >50%-of-the-ORIGINAL-box visibility, flip, float64 scaling,
 patch masks, targets, pixels (PIL), skipped records, and ITM groups."""
 
@@ -14,7 +14,7 @@ tf = pytest.importorskip("tensorflow")
 from x2vlm_jax.data.region_stream import patch_masks, transform_boxes  # noqa: E402
 from x2vlm_jax.models.presets import CLIP_MEAN, CLIP_STD  # noqa: E402
 
-# ------------------------------------------------------------------ reference (spec §2.2 steps 1, 4, 5)
+# ------------------------------------------------------------------ reference (docs/reference.md §2.2 steps 1, 4, 5)
 
 
 def _ref_valid_anchor(bb, width, height):
@@ -299,7 +299,7 @@ def test_itm_groups_hold_their_own_images(small_data_cfg):
   ],
 )
 def test_pretrain_configs_region_groups_are_the_official_gpu_batches(name):
-  """Spec §6.4 per-GPU region batches; the trainer's ITM groups must be the data's groups."""
+  """docs/reference.md §6.4 per-GPU region batches; the trainer's ITM groups must be the data's groups."""
   import importlib
 
   c = importlib.import_module(f"configs.pretrain.{name}").get_config()

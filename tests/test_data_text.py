@@ -1,4 +1,4 @@
-"""Tokenisation parity with HF BertTokenizer and MLM masking statistics (spec §3.3, §4.4)."""
+"""Tokenisation parity with HF BertTokenizer and MLM masking statistics (docs/reference.md §3.3, §4.4)."""
 
 import random
 
@@ -116,7 +116,7 @@ def test_shapes_vocab_specials():
 
 
 def _reference_mask(tokens, rs, *, mask_prob=0.5, max_masks=12, skipgram_prb=0.2, skipgram_size=3):
-  """The official generator of spec §3.3, written from the spec, on wordpiece strings."""
+  """The official generator of docs/reference.md §3.3, written from the spec, on wordpiece strings."""
   n = len(tokens)
   n_pred = min(max_masks, max(1, int(round(n * mask_prob))))
   cand = list(range(1, n))
@@ -220,7 +220,7 @@ def test_masking_statistics(bert_vocab_file):
   # final [SEP] is a candidate: masked in about the reference's share of captions
   sep_masked = m[np.arange(len(ids)), n - 1].mean()
 
-  # Spans and whole words: distributions match the reference algorithm (spec §3.3) on the same pieces.
+  # Spans and whole words: distributions match the reference algorithm (docs/reference.md §3.3) on the same pieces.
   pieces = [tok.tokens_of(r[:k]) for r, k in zip(ids, n)]
   rs = random.Random(0)
   ref = [_reference_mask(p, rs) for p in pieces]

@@ -1,4 +1,4 @@
-"""VQA fine-tuning data (spec §4.2, §4.4, §5.2): the official `pre_question` on hand cases, the builder
+"""VQA fine-tuning data (docs/reference.md §4.2, §4.4, §5.2): the official `pre_question` on hand cases, the builder
 from the official JSON counting bad records by reason, and the training stream pairing every question
 with ITS image and ITS answers and weights (VQA shares, VG 0.5, padding 0), flipping an image only
 when neither the question nor an answer says "left"/"right"."""

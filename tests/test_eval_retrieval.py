@@ -1,4 +1,4 @@
-"""The retrieval evaluator against independent references of the official protocol (spec §5.1):
+"""The retrieval evaluator against independent references of the official protocol (docs/reference.md §5.1):
 
 * k ≥ N: equals a brute-force computation (every image–text pair fused, official rank code);
 * k < N: equals an independent implementation of top-k by ITC + −100 fill + official ranks;

@@ -1,4 +1,4 @@
-"""The VQA evaluator against independent references (spec §5.2):
+"""The VQA evaluator against independent references (docs/reference.md §5.2):
 
 * rank mode with k ≥ |answer list| equals brute-force scoring of every candidate (each decoded
   teacher-forced on its own, log-probabilities summed in numpy, the first token counted twice as

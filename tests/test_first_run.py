@@ -1,4 +1,4 @@
-"""A first run that just works (issue #11): a config naming the embedded `shapes` data builds it on
+"""A first run that just works: a config naming the embedded `shapes` data builds it on
 first use, once, and trains; the expected CPU-machine noise of the CLI tools is filtered, not errors."""
 
 import json

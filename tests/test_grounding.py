@@ -1,4 +1,4 @@
-"""RefCOCO+ grounding (spec §5.4) against independent references:
+"""RefCOCO+ grounding (docs/reference.md §5.4) against independent references:
 
 * the IoU is the official `computeIoU` (a plain-Python port of dataset/utils.py) on hand cases —
   boxes at the image border, one-pixel overlaps, degenerate boxes — and on random boxes;

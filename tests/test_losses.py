@@ -274,7 +274,7 @@ def test_itm_negatives_group_size_must_divide():
 
 # --- ITM loss ------------------------------------------------------------------------------------------
 def _np_itm(lp, li, lt, valid=None, neg_valid_img=None, neg_valid_txt=None):
-  """Spec §3.2 step 4 as written: the positive pairs (label 1), the (negative image, text) pairs and the
+  """docs/reference.md §3.2 step 4 as written: the positive pairs (label 1), the (negative image, text) pairs and the
   (image, negative text) pairs (label 0), cross-entropy averaged over the entries that exist."""
   b = len(lp)
   valid, nvi, nvt = (np.ones(b) if m is None else np.asarray(m) for m in (valid, neg_valid_img, neg_valid_txt))

@@ -1,4 +1,4 @@
-"""Model-core invariants (spec §12) and the inference API contract (issue #2)."""
+"""Model-core invariants (docs/reference.md §12) and the inference API contract (README "Inference")."""
 
 import subprocess
 import sys

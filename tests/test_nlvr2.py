@@ -1,4 +1,4 @@
-"""NLVR2 (spec §5.3) against independent recomputations:
+"""NLVR2 (docs/reference.md §5.3) against independent recomputations:
 
 * head wiring: each image's fused [CLS] is the multi_modal pass of the sentence against THAT image
   alone, the head reads [CLS(image 0) ; CLS(image 1)], and swapping the images changes the logits

@@ -28,7 +28,7 @@ def base_paths():
 
 
 def _official_base_keys(depth=12, layers=18, fusion_start=12):
-  """Trainable keys of the official base state dict, spelled out from spec §7.2 (buffers and the
+  """Trainable keys of the official base state dict, spelled out from docs/reference.md §7.2 (buffers and the
   tied duplicates cls.predictions.decoder.{weight,bias} left out)."""
 
   def wb(p):
@@ -178,7 +178,7 @@ def test_decay_mask_tiny(tiny_paths):
   assert decay and no_decay
 
 
-# Spec §6.1's consequences, one parameter at a time (not its substring rule): the official names
+# docs/reference.md §6.1's consequences, one parameter at a time (not its substring rule): the official names
 # decay unless they are a bias of some kind or a BERT LayerNorm / vision norm1, norm2, fc_norm; the
 # heads' LayerNorm weights are called "<head>.1.weight" and so DO decay, as do temp, γ and cls_token.
 DECAY_DECISIONS = [
@@ -230,7 +230,7 @@ def test_decay_decision_on_named_parameters(path, expected):
 
 
 def test_decay_mask_base_matches_official_names(base_paths):
-  """Every base parameter, decided on the official key list spelled out from spec §7.2, by category."""
+  """Every base parameter, decided on the official key list spelled out from docs/reference.md §7.2, by category."""
 
   def spec_decays(name):
     leaf = name.rsplit(".", 1)[-1]

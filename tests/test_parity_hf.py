@@ -70,7 +70,7 @@ def bert_setup(tiny_cfg):
     attn_implementation="eager",
   )
   hf = randomize_(BertForMaskedLM(hf_cfg), seed=3)
-  # Official layout: BertForMaskedLM lives under `text_encoder.` (spec §7.2), tied tensors stored twice.
+  # Official layout: BertForMaskedLM lives under `text_encoder.` (docs/reference.md §7.2), tied tensors stored twice.
   sd = {"text_encoder." + k: v.numpy() for k, v in hf.state_dict().items()}
   allow = [p for p in non_prefixes(tiny_cfg, "text") if p != "text/mlm"] + [
     f"text/layers/{i}/cross_attn" for i in range(t.fusion_start, t.num_layers)
@@ -118,7 +118,7 @@ def test_mlm_head_matches_hf(bert_setup):
 
 
 def hf_beit_to_beit_checkpoint(hf_sd):
-  """HF BeitModel keys → the BEiT-v2 release layout the official loader reads (spec §7.4)."""
+  """HF BeitModel keys → the BEiT-v2 release layout the official loader reads (docs/reference.md §7.4)."""
   out = {
     "cls_token": hf_sd["embeddings.cls_token"],
     "patch_embed.proj.weight": hf_sd["embeddings.patch_embeddings.projection.weight"],

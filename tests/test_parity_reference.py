@@ -1,6 +1,6 @@
 """Whole-model parity: random tiny official-format weights → .npz → tools/convert_checkpoint.py →
 `inference.load` agrees with the PyTorch reference (tests/reference, written from the spec) on every
-output of spec §12's converter round-trip list. float32, CPU, 1e-5 absolute."""
+output of docs/reference.md §12's converter round-trip list. float32, CPU, 1e-5 absolute."""
 
 import importlib.util
 import os
@@ -116,7 +116,7 @@ def test_region_embeds(setup):
   patch_masks[:, 0] = 1
   patch_masks[0, [1, 2, 4]] = 1
   patch_masks[1, 9] = 1
-  patch_masks[2, 1:] = 1  # whole image: region cls == image cls (spec §12)
+  patch_masks[2, 1:] = 1  # whole image: region cls == image cls (docs/reference.md §12)
   index = np.array([0, 1, 1], np.int32)
   embeds, feat = s["model"].region_embeds(v, patch_masks, index)
   r = ref.region_tokens(ref.vision_tokens(s["t_images"]), torch.from_numpy(patch_masks), torch.from_numpy(index).long())

@@ -1,4 +1,4 @@
-"""Workdirs, data dirs and evaluation outputs on a non-local filesystem (gs://, audit #8).
+"""Workdirs, data dirs and evaluation outputs on a non-local filesystem (gs://).
 
 Each scenario runs in a subprocess under tests/helpers/fake_gcs.py: gs:// is fsspec's in-memory
 filesystem behind etils.epath's fsspec backend (what a GPU host without tensorflow uses, with gcsfs's

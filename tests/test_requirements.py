@@ -1,4 +1,4 @@
-"""requirements.txt against the code (audit #8, item 12), both directions:
+"""requirements.txt against the code, both directions:
 
 * every runtime requirement is imported by the package, its tools, main.py or the configs, or is
   declared for a reason checked here (jaxlib: jax's own backend; gcsfs: fsspec's gs:// filesystem);

@@ -1,4 +1,4 @@
-"""The VQA and captioning tasks on the one trainer (spec §5.2, §5.5):
+"""The VQA and captioning tasks on the one trainer (docs/reference.md §5.2, §5.5):
 
 * the VQA task loss equals a brute-force reference: every (question, answer) pair decoded on its
   own against its own question's memory, token cross-entropies summed in numpy, weighted, / #questions;

@@ -1,5 +1,5 @@
 """The tensorflow-free tokenizer of the inference API gives the ids of HF BertTokenizer and of the
-tf-text tokenizer of the input pipeline (spec §4.4), and reads a checkpoint directory's vocabulary."""
+tf-text tokenizer of the input pipeline (docs/reference.md §4.4), and reads a checkpoint directory's vocabulary."""
 
 import subprocess
 import sys

@@ -153,7 +153,7 @@ def _batches(n, seed, scale=1.0, b_scale=1.0):
 
 
 class _SpecAdamW:
-  """Spec §6.1–§6.3 in float64 numpy for the watched params (others have zero gradient here)."""
+  """docs/reference.md §6.1–§6.3 in float64 numpy for the watched params (others have zero gradient here)."""
 
   def __init__(self, flat):
     self.p = {k: flat[k].copy() for k in WATCHED}
@@ -246,8 +246,8 @@ def test_gradient_accumulation_update_is_spec_adamw_on_the_mean_gradient():
 
 
 def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(monkeypatch):
-  """PretrainTask.loss: L = Σ_s w_s·Σ terms (spec §3.5) with each stream's own weight, ITM group size
-  and the ITC feature-gradient scale (spec §3.1) applied to every stream, τ's gradient unscaled."""
+  """PretrainTask.loss: L = Σ_s w_s·Σ terms (docs/reference.md §3.5) with each stream's own weight, ITM group size
+  and the ITC feature-gradient scale (docs/reference.md §3.1) applied to every stream, τ's gradient unscaled."""
   from x2vlm_jax.training import losses
 
   config = synthetic_tiny.get_config("steps=6")
@@ -301,5 +301,5 @@ def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(
   for s in terms:
     # The scale reaches this stream's encoders (ITC is their only gradient source that it changes)…
     assert not np.allclose(flat[s][0]["vision_proj/kernel"], flat[s][1]["vision_proj/kernel"]), s
-    # …but not τ, which receives the full ITC gradient (spec §3.1).
+    # …but not τ, which receives the full ITC gradient (docs/reference.md §3.1).
     np.testing.assert_allclose(flat[s][0]["temp"], flat[s][1]["temp"], rtol=1e-5, err_msg=s)

@@ -1,4 +1,4 @@
-"""Video tasks (spec §5.6, §1.7, §2.4): video encoding reduces to image encoding for identical frames,
+"""Video tasks (docs/reference.md §5.6, §1.7, §2.4): video encoding reduces to image encoding for identical frames,
 video QA ignores out-of-vocabulary answers in training and counts them wrong in evaluation, the
 video-QA data keeps questions with their video and label and never flips a "left"/"right" question."""
 

@@ -1,4 +1,4 @@
-"""VQA answer decoder (spec §5.2, §7.3): official names and layout, conversion of a fabricated VQA
+"""VQA answer decoder (docs/reference.md §5.2, §7.3): official names and layout, conversion of a fabricated VQA
 checkpoint (BertModel `text_encoder.*` + `text_decoder.*`), parity with the PyTorch reference, the
 answer loss against a numpy formula, the official decoder initialisation, memory sharing."""
 
@@ -86,7 +86,7 @@ def test_decoder_layout_agrees_with_optimizer_names_and_model():
   entries = [e for e in L.layout(cfg) if e.path.startswith("decoder/")]
   assert {e.path for e in entries} == {p for p in L.param_shapes(cfg) if p.startswith("decoder/")}
   assert all(O.official_name(e.path) == e.key for e in entries)
-  # Every decoder layer has cross-attention whose K/V read width H (spec §7.3).
+  # Every decoder layer has cross-attention whose K/V read width H (docs/reference.md §7.3).
   shapes = L.official_shapes(cfg)
   for j in range(cfg.heads.decoder_layers):
     assert shapes[f"text_decoder.bert.encoder.layer.{j}.crossattention.self.key.weight"] == (64, 64)
@@ -196,7 +196,7 @@ def test_decoder_logits_match_reference(converted, vqa_batch):
 
 
 def test_vqa_loss_matches_numpy_formula(converted, vqa_batch):
-  """L = Σ_answers w · Σ_t CE(logits_t, ids_{t+1}) / #questions, pads ignored (spec §5.2),
+  """L = Σ_answers w · Σ_t CE(logits_t, ids_{t+1}) / #questions, pads ignored (docs/reference.md §5.2),
   computed from the PyTorch reference's logits of each answer on its own (unpadded)."""
   model, ref, cfg = converted["model"], converted["ref"], converted["cfg"]
   q, qm, image, ans, am, weights = vqa_batch
@@ -254,7 +254,7 @@ def test_memory_is_shared_not_copied_and_misfits_raise(converted, vqa_batch):
 
 def test_decoder_source_layers_rule():
   assert decoder_source_layers(18, 12, 6) == [12, 13, 14, 15, 16, 17]
-  assert decoder_source_layers(18, 12, 3) == [13, 15, 17]  # the odd fusion layers (spec §5.2)
+  assert decoder_source_layers(18, 12, 3) == [13, 15, 17]  # the odd fusion layers (docs/reference.md §5.2)
   with pytest.raises(ValueError, match="no official initialisation"):
     decoder_source_layers(18, 12, 4)
 

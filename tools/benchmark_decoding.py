@@ -3,9 +3,9 @@
   python tools/benchmark_decoding.py --model base --batch 4 --max_len 20
 
 Reports, each as the median of --iters timed calls after compile + warm-up:
-  caption_cache     captions/s of the MLM-caption beam search (spec §5.5) with the KV cache
+  caption_cache     captions/s of the MLM-caption beam search (docs/reference.md §5.5) with the KV cache
   caption_nocache   the same search recomputing the whole fixed-length sequence every step
-  vqa_rank          questions/s of answer-list ranking (spec §5.2, k of --num_answers candidates)
+  vqa_rank          questions/s of answer-list ranking (docs/reference.md §5.2, k of --num_answers candidates)
   vqa_loss_fold     VQA loss forward+backward with the question memory shared by its answers
   vqa_loss_repeat   the same with the memory materialised once per answer (the official repeat)
 Captioning starts from precomputed image tokens (the vision tower is not timed). [SEP] is forbidden

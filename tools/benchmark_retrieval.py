@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time the retrieval evaluator (the official two-stage protocol, spec §5.1) at a chosen size, with
+"""Time the retrieval evaluator (the official two-stage protocol, docs/reference.md §5.1) at a chosen size, with
 random weights, and project it to COCO-5K (5,000 images, 25,000 captions, k = 128).
 
   python tools/benchmark_retrieval.py --model base --res 384 --images 32 --k 16 [--dtype bfloat16]

@@ -1,8 +1,8 @@
 """Official annotation files → a sharded ArrayRecord TFDS dataset.
 
-Pre-training JSON-lines shards (spec §4.1):
+Pre-training JSON-lines shards (docs/reference.md §4.1):
   python tools/build_tfds.py --kind region --input 'gs://bucket/vg/*.json' --data_dir data --name vg_region
-Fine-tuning JSON arrays (spec §4.2), images read from --image_root:
+Fine-tuning JSON arrays (docs/reference.md §4.2), images read from --image_root:
   python tools/build_tfds.py --kind retrieval --input coco_train.json --image_root coco/ --data_dir data \
       --name coco_retrieval
 

@@ -2,7 +2,7 @@
 
 A training batch is `{stream: {field: np.ndarray}}` with `stream ∈ {"image", "region", "video"}`;
 only the streams a config enables are present. All shapes are fixed by the config; padding rows
-carry `valid == 0` and are masked out of every loss (never duplicated, cf. spec §10 item 7).
+carry `valid == 0` and are masked out of every loss (never duplicated, cf. docs/reference.md §10 item 7).
 
 Per-host arrays have the per-host batch size; `x2vlm_jax.training` turns them into global arrays.
 
@@ -10,7 +10,7 @@ image stream  (B = batch_size)
   images           [B, R, R, 3]   float32  CLIP-normalised NHWC
   text_ids         [B, L]         int32    [CLS] wordpieces [SEP] 0-padded
   text_mask        [B, L]         int32    1 for real tokens
-  text_ids_masked  [B, L]         int32    MLM input (spec §3.3)
+  text_ids_masked  [B, L]         int32    MLM input (docs/reference.md §3.3)
   masked_pos       [B, M]         int32    positions of masked tokens (0-padded)
   mlm_labels       [B, M]         int32    gold ids at masked_pos, -100 on padding
   valid            [B]            float32  1 real example, 0 padding

@@ -1,4 +1,4 @@
-"""COCO captioning with the MLM head, base model (spec §5.5).
+"""COCO captioning with the MLM head, base model (docs/reference.md §5.5).
 
 X²-VLM released only the large captioning config; this base variant keeps every hyper-parameter of
 `coco_captioning_large.py` (released values: 384 px, FG-free masking, lr 5e-6 / vision 1e-5 / text

@@ -1,4 +1,4 @@
-"""COCO captioning (Karpathy splits) with the MLM head, large model (spec §5.5).
+"""COCO captioning (Karpathy splits) with the MLM head, large model (docs/reference.md §5.5).
 
 Released X²-VLM config `configs/finetune/coco_captioning_large.yaml` [x2vlm]: 384 px, apply_FG_free,
 16 per GPU, max_tokens 40, max_masks 18, mask_prob 0.6, whole-word masking, skipgram 0.2 / 3, label
@@ -6,7 +6,7 @@ smoothing 0.1, prompt "a picture of ", AdamW lr 5e-6, vision_lr 1e-5, text_lr 5e
 MLM head), wd 0.01, lr_mult 2, 5 epochs, 5% warm-up; generation: 3 beams, min_length 5, max_length 50,
 length_penalty 0, test batch 20 per GPU; evaluation every epoch from epoch 0, the best by
 Bleu_4 + CIDEr kept. The GPU count is not stated ("8 or 16 A100s"): 8 here (global 128), our choice.
-The official output-length bug (spec §10 item 14) is not reproduced: captions get max_length tokens.
+The official output-length bug (docs/reference.md §10 item 14) is not reproduced: captions get max_length tokens.
 
   python tools/build_tfds.py --kind captioning --input coco_karpathy_train.json --image_root coco/ \
       --data_dir D --name coco_captioning

@@ -1,4 +1,4 @@
-"""Image–text retrieval on COCO (Karpathy 5K test), spec §5.1.
+"""Image–text retrieval on COCO (Karpathy 5K test), docs/reference.md §5.1.
 
 X²-VLM never released its retrieval config (official issues #7, #20), so the hyper-parameters are
 X-VLM's `configs/Retrieval_coco.yaml` [x-vlm]: 384 px, 20 pairs per GPU on one 8-GPU node (global

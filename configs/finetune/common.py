@@ -1,7 +1,7 @@
 """Shared skeleton of the fine-tuning configs. Each task file states its hyper-parameters and where
 each comes from: the released X²-VLM config, X-VLM's (when X²-VLM never released one), or our choice.
 
-General rules of the official fine-tuning scripts (spec §5 general, §6): fp32, no gradient clipping,
+General rules of the official fine-tuning scripts (docs/reference.md §5 general, §6): fp32, no gradient clipping,
 AdamW (β 0.9/0.98, wd 0.01) with linear warm-up and decay per step over `num_epochs`, freshly created
 parameters at lr × lr_mult, dropout as in pre-training.
 """
@@ -24,7 +24,7 @@ def finetune_data(image_res_ref, batch_size: int) -> ml_collections.ConfigDict:
   d.max_tokens = 40  # official fine-tuning `max_tokens`
   d.max_words = 30  # official pre_caption word limit of retrieval/NLVR2/grounding
   d.randaug = True
-  d.crop_scale = (0.5, 1.0)  # the official fine-tuning "train" transform (spec §4.3)
+  d.crop_scale = (0.5, 1.0)  # the official fine-tuning "train" transform (docs/reference.md §4.3)
   d.strict = False  # a corrupt image is dropped and counted; True raises
   d.num_parallel_calls = -1
   d.prefetch = 2
@@ -56,7 +56,7 @@ def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_co
   c.optim.weight_decay = 0.01
   c.optim.lr_mult = 2.0
   c.optim.warmup_fraction = 0.1  # official `num_warmup_steps: 0.1` (10% of the run)
-  c.optim.clip_norm = 0.0  # fine-tuning scripts do not clip (spec §6.3)
+  c.optim.clip_norm = 0.0  # fine-tuning scripts do not clip (docs/reference.md §6.3)
 
   c.mesh = (-1, 1, 1)
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]

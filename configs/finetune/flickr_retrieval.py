@@ -1,4 +1,4 @@
-"""Image–text retrieval on Flickr30K (1K test), spec §5.1: as COCO with X-VLM's
+"""Image–text retrieval on Flickr30K (1K test), docs/reference.md §5.1: as COCO with X-VLM's
 `configs/Retrieval_flickr.yaml` [x-vlm] — identical except k_test 128."""
 
 from configs.finetune import coco_retrieval, common

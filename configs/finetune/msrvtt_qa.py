@@ -1,6 +1,6 @@
-"""Video QA on MSRVTT-QA (1,500 answers, ClipBERT's protocol), spec §5.6.
+"""Video QA on MSRVTT-QA (1,500 answers, ClipBERT's protocol), docs/reference.md §5.6.
 
-X²-VLM released no video fine-tuning config (spec §5.6 [UNVERIFIED]); the fixed parts are the official
+X²-VLM released no video fine-tuning config (docs/reference.md §5.6 [UNVERIFIED]); the fixed parts are the official
 code's: `XVLMForClassification` (frame-pooled video → multi_modal fusion → cls_head), the "train w/o
 flip" transform, pre_question (40 words in training, 50 at test), answers outside ans2label ignored in
 training and wrong at test. Our choices, stated as such: 5 frames per video (the dataset code's

@@ -1,9 +1,10 @@
-"""Video–text retrieval on MSRVTT (1k-A test), spec §5.6: the retrieval task (ITC with id-aware
+"""Video–text retrieval on MSRVTT (1k-A test), docs/reference.md §5.6: the retrieval task (ITC with id-aware
 targets + ITM with hard negatives; two-stage evaluation) on frame-pooled video tokens — no separate
 model class: the official `--text2video` path imports a class that does not exist (§10 item 16), the
 normal retrieval path accepts frames.
 
-Not released (official issue #13); our choices: 5 frames (dataset default), 224 px, X-VLM's retrieval
+Not released (github.com/zengyan-97/X2-VLM/issues/13);
+our choices: 5 frames (dataset default), 224 px, X-VLM's retrieval
 recipe otherwise (coco_retrieval.py: lr 3e-5, wd 0.01, lr_mult 2, 10% warm-up), 5 epochs, global batch
 64 (ITM negatives within groups of 16), k_test 128.
 

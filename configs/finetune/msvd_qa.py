@@ -1,4 +1,4 @@
-"""Video QA on MSVD-QA (1,000 answers), spec §5.6: as msrvtt_qa.py (same code path and choices), with
+"""Video QA on MSVD-QA (1,000 answers), docs/reference.md §5.6: as msrvtt_qa.py (same code path and choices), with
 MSVD's frame files `<id>.json` (official VQA_msvd.py)."""
 
 from configs.finetune import common, msrvtt_qa

@@ -1,5 +1,5 @@
 """NLVR2 with the large model: nlvr2_base.py's X-VLM hyper-parameters [x-vlm] on the large geometry
-(X²-VLM released no NLVR2 config, official issue #14; X-VLM has no large model either)."""
+(X²-VLM released no NLVR2 config, github.com/zengyan-97/X2-VLM/issues/14; X-VLM has no large model either)."""
 
 from configs.finetune import common, nlvr2_base
 

@@ -1,4 +1,4 @@
-"""VQA v2 with the generative answer decoder, base model (spec §5.2).
+"""VQA v2 with the generative answer decoder, base model (docs/reference.md §5.2).
 
 Released X²-VLM config `configs/finetune/vqa2_base.yaml` [x2vlm]: 768 px (for base AND large), train
 on vqa_train + vqa_val + vg_qa, 6 decoder layers initialised from the fusion layers,

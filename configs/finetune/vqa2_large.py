@@ -1,4 +1,4 @@
-"""VQA v2 with the generative answer decoder, large model (spec §5.2).
+"""VQA v2 with the generative answer decoder, large model (docs/reference.md §5.2).
 
 Released X²-VLM config `configs/finetune/vqa2_large.yaml` [x2vlm]: as vqa2_base (768 px, 6 decoder
 layers, large_lr_for_dec, lr 4e-5, vision_lr 2e-5, wd 0.01, 5 epochs, k_test 128) except 2 per GPU ×

@@ -1,4 +1,4 @@
-"""Shared skeleton of the pre-training configs. Each experiment file reads like its run (spec §6.4)."""
+"""Shared skeleton of the pre-training configs. Each experiment file reads like its run (docs/reference.md §6.4)."""
 
 import ml_collections
 
@@ -47,11 +47,11 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.mesh = (-1, 1, 1)  # (data, fsdp, tensor); -1 fills the remaining devices
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]
 
-  c.loss_weights = ml_collections.ConfigDict(dict(image=1.0, region=1.0, video=1.0))  # spec §3.5
+  c.loss_weights = ml_collections.ConfigDict(dict(image=1.0, region=1.0, video=1.0))  # docs/reference.md §3.5
   # ITM hard negatives are drawn within contiguous groups of the global batch; the official recipe
   # draws them from each GPU's local batch, so the defaults are the per-GPU batch of each stream.
   c.itm_group_size = ml_collections.ConfigDict(dict(image=128, region=128, video=40))
-  # Official ITC gradients reach the encoders scaled by 1/W (spec §3.1 quirk). We train the clean
+  # Official ITC gradients reach the encoders scaled by 1/W (docs/reference.md §3.1 quirk). We train the clean
   # global loss (1.0) by default; set 1/W_official to reproduce the original dynamics exactly.
   c.itc_grad_scale = 1.0
   c.stop_calc_itm = -1  # step after which L_itm is a constant 0 (1B stage 1: 200k); -1 = never

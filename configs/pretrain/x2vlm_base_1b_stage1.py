@@ -1,4 +1,4 @@
-"""X²-VLM base, 1B stage 1 (filtered LAION-400M + LAION-2B, plus a clean aux image set): spec §6.4, §3.6.
+"""X²-VLM base, 1B stage 1 (filtered LAION-400M + LAION-2B, plus a clean aux image set): docs/reference.md §6.4, §3.6.
 
 24 GPUs × (128 image–caption pairs + 64 region texts from ≤ 26 images) → global 3072 + 1536 (624 images).
 Regions weighted 0.5; max_tokens 30; lr 1e-4, 2,500 warm-up, 3 × 430,678 = 1,292,034 scheduled steps;
@@ -7,7 +7,7 @@ ITM only for the first 200k steps (`stop_calc_itm`).
 
 from configs.pretrain import common
 
-# Official (spec §3.6): a whole step's image batch comes from the clean aux set (COCO/VG/SBU/CC3M/CC12M,
+# Official (docs/reference.md §3.6): a whole step's image batch comes from the clean aux set (COCO/VG/SBU/CC3M/CC12M,
 # files pooled, so ∝ size) with probability 0.15, else from LAION, and ITM runs only on aux steps.
 # Here: every example is LAION with probability 0.85, else aux ∝ size; ITM on every step until
 # stop_calc_itm (README, deviations).

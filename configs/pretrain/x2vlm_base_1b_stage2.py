@@ -1,4 +1,4 @@
-"""X²-VLM base, stage 2 with video (spec §6.4, §2.4): continues from the stage-1 checkpoint.
+"""X²-VLM base, stage 2 with video (docs/reference.md §6.4, §2.4): continues from the stage-1 checkpoint.
 
 16 GPUs × (64 image–caption pairs + 64 region texts from ≤ 26 images + 40 videos × 3 frames) →
 global 1024 + 1024 (416 images) + 640 videos. All streams weighted 1.0; lr 6e-5 (new params such as the

@@ -1,4 +1,4 @@
-"""X²-VLM base on the 4M set (COCO + VG + SBU + CC3M): x2vlm_base_4m.yaml, spec §6.4.
+"""X²-VLM base on the 4M set (COCO + VG + SBU + CC3M): x2vlm_base_4m.yaml, docs/reference.md §6.4.
 
 8 GPUs × (128 image–caption pairs + 128 region texts from ≤ 50 images) → global 1024 + 1024 (400 images).
 AdamW lr 1e-4 (new params ×2), 2,500 warm-up steps, linear decay over 101 × 4,995 = 504,495 steps.

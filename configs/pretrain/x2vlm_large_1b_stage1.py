@@ -1,5 +1,5 @@
 """X²-VLM large, 1B stage 1: as the base run with 64 image + 32 region texts (≤ 14 images) per GPU and
-lr 5e-5 (spec §6.4). The GPU count is not recorded in the release ([UNVERIFIED]); 24 is assumed."""
+lr 5e-5 (docs/reference.md §6.4). The GPU count is not recorded in the release ([UNVERIFIED]); 24 is assumed."""
 
 from configs.pretrain import common, x2vlm_base_1b_stage1
 

@@ -1,5 +1,5 @@
 """X²-VLM large, stage 2 with video: 32 GPUs × (32 + 32 region texts (≤ 14 images) + 20 videos × 3 frames)
-→ global 1024 + 1024 (448 images) + 640 videos, lr 3e-5, 1,000 warm-up, 404,595 steps (spec §6.4)."""
+→ global 1024 + 1024 (448 images) + 640 videos, lr 3e-5, 1,000 warm-up, 404,595 steps (docs/reference.md §6.4)."""
 
 from configs.pretrain import common, x2vlm_base_1b_stage2
 

@@ -1,4 +1,4 @@
-"""X²-VLM large on the 4M set: x2vlm_large_4m.yaml, spec §6.4.
+"""X²-VLM large on the 4M set: x2vlm_large_4m.yaml, docs/reference.md §6.4.
 
 16 GPUs × (64 image–caption pairs + 64 region texts from ≤ 25 images) → global 1024 + 1024 (400 images).
 AdamW lr 5e-5 (new params ×2), 2,500 warm-up, 504,495 scheduled steps (the config comment: "we use 250k").

@@ -1,6 +1,6 @@
 """A small PyTorch reference of the official X²-VLM forward pass, written from the spec (§1.2–§1.7).
 
-It takes an OFFICIAL-key state dict (as in the released `.th` files, spec §7.2) and evaluates it
+It takes an OFFICIAL-key state dict (as in the released `.th` files, docs/reference.md §7.2) and evaluates it
 functionally in float32, eval mode (no dropout / drop-path). Used only by the parity tests.
 """
 
@@ -150,7 +150,7 @@ class X2VLMReference:
     return self.layers(self.embeddings(ids, positions), mask, 0, self.num_layers, vision, vision_mask)
 
   def answer_decoder_logits(self, ids, mask, memory, memory_mask, num_layers):
-    """The VQA `text_decoder` (BertLMHeadModel, spec §5.2): causal × padding self-attention mask,
+    """The VQA `text_decoder` (BertLMHeadModel, docs/reference.md §5.2): causal × padding self-attention mask,
     cross-attention to the question memory in every layer, head tied to its own word embeddings."""
     p = "text_decoder.bert."
     causal = torch.tril(torch.ones(ids.shape[1], ids.shape[1]))[None] * mask[:, None, :].float()

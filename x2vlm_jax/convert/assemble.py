@@ -37,7 +37,7 @@ def unflatten(cfg, flat: Dict[str, np.ndarray]) -> Dict[str, Any]:
 
 
 def fresh_flat(cfg, seed: int) -> Dict[str, np.ndarray]:
-  """The model's own initialisers (spec §1.2, §1.5) with a given seed, as flat numpy arrays."""
+  """The model's own initialisers (docs/reference.md §1.2, §1.5) with a given seed, as flat numpy arrays."""
   from x2vlm_jax.models import X2VLM
 
   model = X2VLM(cfg, rngs=nnx.Rngs(seed))

@@ -1,4 +1,4 @@
-"""Pre-training initialisation (spec §7.4): BEiT-v2 → vision tower, HF BERT → text stack.
+"""Pre-training initialisation (docs/reference.md §7.4): BEiT-v2 → vision tower, HF BERT → text stack.
 
 Both source files are rewritten into the official X²-VLM key layout and then go through the same
 strict converter as a released checkpoint; what neither provides (cross-attention sub-layers,
@@ -81,7 +81,7 @@ def bert_to_official(
 
 
 def new_param_prefixes(cfg, has_mlm: bool) -> List[str]:
-  """Our params that pre-training init leaves fresh (spec §7.4: the lr×2 group)."""
+  """Our params that pre-training init leaves fresh (docs/reference.md §7.4: the lr×2 group)."""
   out = [f"text/layers/{i}/cross_attn" for i in range(cfg.text.fusion_start, cfg.text.num_layers)]
   out += ["vision_proj", "text_proj", "temp", "itm_head", "bbox_head"]
   if cfg.num_frames > 0:

@@ -1,4 +1,4 @@
-"""The official X²-VLM key layout (spec §7.2) expressed against our parameter paths.
+"""The official X²-VLM key layout (docs/reference.md §7.2) expressed against our parameter paths.
 
 Every parameter of our model comes from exactly ONE official tensor; `kind` says how to turn it
 into our layout:
@@ -14,11 +14,11 @@ import json
 from typing import Dict, List, NamedTuple, Tuple
 
 # Prefixes of the two text-stack layouts: the pre-training BertForMaskedLM and the BertModel that the
-# fine-tuned task models (retrieval, grounding, NLVR, VQA encoder) use (spec §7.3).
+# fine-tuned task models (retrieval, grounding, NLVR, VQA encoder) use (docs/reference.md §7.3).
 MLM_LAYOUT_PREFIX = "text_encoder.bert."
 BERTMODEL_LAYOUT_PREFIX = "text_encoder."
 CLS_PREFIX = "text_encoder.cls.predictions."
-# The VQA answer decoder of a fine-tuned VQA file (spec §7.3): a BertLMHeadModel `text_decoder`.
+# The VQA answer decoder of a fine-tuned VQA file (docs/reference.md §7.3): a BertLMHeadModel `text_decoder`.
 DECODER_PREFIX = "text_decoder.bert."
 DECODER_CLS_PREFIX = "text_decoder.cls.predictions."
 
@@ -98,7 +98,7 @@ def _heads(cfg, out: List[Entry]) -> None:
     _linear(out, f"{head}/fc0", f"{head}.0")
     _layer_norm(out, f"{head}/ln", f"{head}.1")
     _linear(out, f"{head}/fc1", f"{head}.3")
-  for head in ("nlvr_head", "cls_head"):  # fine-tuned NLVR2 / classification files (spec §7.3)
+  for head in ("nlvr_head", "cls_head"):  # fine-tuned NLVR2 / classification files (docs/reference.md §7.3)
     if (head == "nlvr_head" and cfg.heads.nlvr) or (head == "cls_head" and cfg.heads.num_labels):
       _linear(out, f"{head}/fc0", "cls_head.0")
       _layer_norm(out, f"{head}/ln", "cls_head.1")

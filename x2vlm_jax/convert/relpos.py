@@ -1,4 +1,4 @@
-"""BEiT's "geometric" resize of relative-position-bias tables to another patch grid (spec §7.5).
+"""BEiT's "geometric" resize of relative-position-bias tables to another patch grid (docs/reference.md §7.5).
 
 A table has (2G−1)² grid rows (one per relative offset, row-major over (Δrow, Δcol)) plus 3 extra rows
 for the cls slot. Resizing maps the source offsets onto a geometric progression of coordinates whose

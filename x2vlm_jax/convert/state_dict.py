@@ -15,7 +15,7 @@ from typing import Dict
 
 import numpy as np
 
-# Wrapper keys under which the official scripts nest the real state dict (spec §7.1, §7.4).
+# Wrapper keys under which the official scripts nest the real state dict (docs/reference.md §7.1, §7.4).
 _WRAPPERS = ("model", "module", "state_dict")
 
 

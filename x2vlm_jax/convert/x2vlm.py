@@ -1,4 +1,4 @@
-"""Official X²-VLM state dict (spec §7.2/§7.3) → flat {our param path: np.ndarray}, strictly.
+"""Official X²-VLM state dict (docs/reference.md §7.2/§7.3) → flat {our param path: np.ndarray}, strictly.
 
 Strict means: every parameter of our model must come from the file (unless the caller names it in
 `allow_missing`, e.g. the heads a fine-tuned file lacks or the new params of pre-training init),
@@ -18,7 +18,7 @@ from x2vlm_jax.progress import Progress
 FRAME_KEY = "absolute_frame_pos_embed"
 _TIED_DECODER = {  # duplicate tensor → the tensor it must equal (HF ties them, the file stores both)
   L.CLS_PREFIX + "decoder.bias": L.CLS_PREFIX + "bias",
-  # The VQA answer decoder's head is tied to ITS OWN word embeddings (spec §5.2, §7.3).
+  # The VQA answer decoder's head is tied to ITS OWN word embeddings (docs/reference.md §5.2, §7.3).
   L.DECODER_CLS_PREFIX + "decoder.bias": L.DECODER_CLS_PREFIX + "bias",
   L.DECODER_CLS_PREFIX + "decoder.weight": L.DECODER_PREFIX + "embeddings.word_embeddings.weight",
 }
@@ -31,7 +31,7 @@ class ConversionError(ValueError):
 
 def text_prefix_of(sd: Dict[str, np.ndarray]) -> str:
   """Pre-training files use BertForMaskedLM keys (`text_encoder.bert.`); fine-tuned task models a
-  BertModel without `bert.` (spec §7.3)."""
+  BertModel without `bert.` (docs/reference.md §7.3)."""
   if any(k.startswith(L.MLM_LAYOUT_PREFIX) for k in sd):
     return L.MLM_LAYOUT_PREFIX
   if any(k.startswith(L.BERTMODEL_LAYOUT_PREFIX + p) for k in sd for p in ("embeddings.", "encoder.")):

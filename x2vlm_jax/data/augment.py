@@ -1,4 +1,4 @@
-"""Image transforms of spec §4.3 in the tf graph, driven by stateless seeds (reproducible per example).
+"""Image transforms of docs/reference.md §4.3 in the tf graph, driven by stateless seeds (reproducible per example).
 
 Pixels are float32 in [0, 255] and are clipped/rounded after each op, which mirrors the uint8
 arithmetic of the reference (PIL / cv2) implementation.

@@ -1,4 +1,4 @@
-"""Training input of the MLM captioner (spec §5.5, `apply_FG_free`), in the tf graph.
+"""Training input of the MLM captioner (docs/reference.md §5.5, `apply_FG_free`), in the tf graph.
 
 Official `coco_karpathy_train_mlm.preprocess_fg_free` (after "An Investigation of Suitability of
 Pre-Trained Language Models for Dialogue Generation"): tokens = [CLS] + prompt + caption + [SEP] cut to
@@ -25,7 +25,7 @@ def caption_ids(
 
   Cut like the official `tokens[:max_tokens]` AFTER appending [SEP], so an over-long caption loses its
   [SEP] (the model then never learns to stop on it; kept for fidelity). Captioning does not apply
-  pre_caption (spec §4.4): `pieces` are the raw caption's wordpieces.
+  pre_caption (docs/reference.md §4.4): `pieces` are the raw caption's wordpieces.
   """
   b = pieces.nrows()
   pieces = tf.cast(pieces, tf.int32)
@@ -111,7 +111,7 @@ def fg_free_inputs(
 ) -> Dict[str, tf.Tensor]:
   """ids/mask [B, max_tokens] from `caption_ids` → the captioner's training input (`insert_masks`).
 
-  Chosen positions: spec §3.3 with the released captioning values (mask_prob 0.6, max_masks 18,
+  Chosen positions: docs/reference.md §3.3 with the released captioning values (mask_prob 0.6, max_masks 18,
   whole-word, skipgram 0.2 / 3), never [CLS] or the `num_prompt_tokens` prompt tokens; the 80/10/10
   replacement is not used. ignore_id: the [CLS] id (the label-smoothing loss ignores it).
   """

@@ -26,7 +26,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.vocab_file = SHAPES_VOCAB
   c.image_res = 224
   c.patch_size = 16
-  # Text (spec §3.3 / §4.4): pre_caption keeps max_tokens words; sequences are max_tokens long.
+  # Text (docs/reference.md §3.3 / §4.4): pre_caption keeps max_tokens words; sequences are max_tokens long.
   c.max_tokens = 40
   c.max_masks = 12
   c.mask_prob = 0.5
@@ -54,7 +54,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.region.min_perc_in_image = 0.5
 
   c.video = _stream([(SHAPES_VIDEO, "train")], 16)
-  c.video.enabled = False  # stage 2 only (spec §2.1)
+  c.video.enabled = False  # stage 2 only (docs/reference.md §2.1)
   c.video.num_frames = 4
   return c
 

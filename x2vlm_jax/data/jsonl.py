@@ -1,4 +1,4 @@
-"""Validation of the official JSON-lines pretraining records (spec §4.1) into stored examples.
+"""Validation of the official JSON-lines pretraining records (docs/reference.md §4.1) into stored examples.
 
 `convert_*` return (example, box_drops) or raise BadRecord(reason, detail); the builder counts
 reasons, or re-raises with file and line in --strict mode.
@@ -110,7 +110,7 @@ def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, ma
   drawn as the crop anchor, which skips that read (the pipeline counts it). A record with no element
   that can be an anchor (caption-only records included) is never used by the official region reader
   (`random.choice(elems)` raises or the anchor check fails every time) and is skipped here."""
-  del caption_key  # region records always use `caption` (spec §4.1)
+  del caption_key  # region records always use `caption` (docs/reference.md §4.1)
   caps = _texts(rec["caption"], "caption", max_words) if "caption" in rec else []
   elems = rec.get("elems", [])
   if not isinstance(elems, list):
@@ -163,7 +163,7 @@ def convert_video(rec, *, image_key, caption_key, image_is_path, image_root, max
 
 def split_clips(rec):
   """A multi-clip video record (list of clips + per-clip captions) → one record per clip;
-  "[Music]" clips are dropped (spec §2.4)."""
+  "[Music]" clips are dropped (docs/reference.md §2.4)."""
   frames = rec.get("video_frames")
   if isinstance(frames, list) and frames and isinstance(frames[0], list):
     texts = rec.get("text")

@@ -1,4 +1,4 @@
-"""MLM masking of spec §3.3 (`TextMaskingGenerator`), vectorised over a batch in the tf graph.
+"""MLM masking of docs/reference.md §3.3 (`TextMaskingGenerator`), vectorised over a batch in the tf graph.
 
 The official generator walks shuffled candidate positions one at a time. Here the walk is a
 `tf.while_loop` over the rank t of the candidate (≤ max_tokens steps) with every row of the batch
@@ -30,7 +30,7 @@ def choose_masked_positions(
   """The position choice of `TextMaskingGenerator` → bool [B, L] (True = chosen).
 
   seeds: 4 stateless seeds (order, span use, span length, overshoot cut). num_source_tokens = P:
-  tokens 1 … P after [CLS] (the captioning prompt, spec §5.5) are never chosen and do not count:
+  tokens 1 … P after [CLS] (the captioning prompt, docs/reference.md §5.5) are never chosen and do not count:
   n_pred = min(max_masks, max(1, round((n − P)·mask_prob))), candidates P+1 … n−1, and a span that
   starts at or before P adds nothing (the official loop stops at its first special position).
   """

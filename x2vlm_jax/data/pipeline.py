@@ -265,7 +265,7 @@ def load_eval_split(data_cfg, name: str, split: str, max_examples: Optional[int]
 
   Image datasets → images [N,R,R,3]; texts = every whole-image caption (is_image=1) then every element
   text (attribute + caption, is_image=0) with text_image [T], text_bbox [T,4] (cx,cy,w,h)/R and
-  patch_mask [T,1+N]. Video datasets → frames [N,F,R,R,3] (eval frame choice of spec §2.4).
+  patch_mask [T,1+N]. Video datasets → frames [N,F,R,R,3] (eval frame choice of docs/reference.md §2.4).
   """
   c = data_cfg
   src = records.open_source(c.data_dir, name, split)

@@ -175,7 +175,7 @@ class DatasetWriter:
 
 
 def valid_anchor(box, width: int, height: int) -> bool:
-  """Spec §2.2 step 1 on the int box (x, y, w, h): the element drawn for the region crop must lie
+  """docs/reference.md §2.2 step 1 on the int box (x, y, w, h): the element drawn for the region crop must lie
   inside the image with a positive area, else the official reader skips the record for that read."""
   x, y, w, h = box
   return x >= 0 and y >= 0 and x + w <= width and y + h <= height and w > 0 and h > 0

@@ -1,4 +1,4 @@
-"""Region stream (spec §2.2): box-safe crop, box clipping/rescaling, patch masks, fixed Bi/Bt batches."""
+"""Region stream (docs/reference.md §2.2): box-safe crop, box clipping/rescaling, patch masks, fixed Bi/Bt batches."""
 
 import numpy as np
 import tensorflow as tf
@@ -39,7 +39,7 @@ def patch_masks(boxes, image_res, patch_size):
 
 
 def box_safe_crop(height, width, box, seed):
-  """Crop [x0,x1)×[y0,y1) that contains the int anchor box (x, y, w, h): spec §2.2 step 1."""
+  """Crop [x0,x1)×[y0,y1) that contains the int anchor box (x, y, w, h): docs/reference.md §2.2 step 1."""
   sx0, sy0, sx1, sy1 = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
   x, y, w, h = tf.unstack(box)
 
@@ -55,7 +55,7 @@ def box_safe_crop(height, width, box, seed):
 def transform_boxes(boxes, crop, flipped, image_res, min_perc):
   """Element boxes → (kept [E], float64 boxes in R-pixel xywh [E, 4]) after crop, flip and resize.
 
-  The reference's arithmetic exactly (spec §2.2 step 4): int boxes; an element is kept when its
+  The reference's arithmetic exactly (docs/reference.md §2.2 step 4): int boxes; an element is kept when its
   intersection with the crop is non-empty and covers > min_perc of its ORIGINAL area (a box partly
   outside the image keeps counting the outside part); the scaling is float64 in the reference's
   operation order (R / W_crop) · v, since float32 put ~0.8% of random boxes a patch row/column off.
@@ -88,7 +88,7 @@ def region_example(ex, cfg, seed):
   crop = box_safe_crop(height, width, tf.cast(boxes[ex["anchor"]], tf.int32), s_crop)
   x0, y0, x1, y1 = crop
   patch = img[y0:y1, x0:x1]
-  # English pretraining flips unconditionally, captions untouched (spec §2.2 step 2, §10 item 6).
+  # English pretraining flips unconditionally, captions untouched (docs/reference.md §2.2 step 2, §10 item 6).
   patch, flipped = augment.random_flip(patch, s_flip)
   patch = tf.ensure_shape(augment.resize(patch, r), [r, r, 3])
   if cfg.randaug:
@@ -145,7 +145,7 @@ def region_example(ex, cfg, seed):
 
 def anchor_picker(base):
   """(position, record) → {"anchor": element index} or None to skip the record, as the reference reader
-  does (spec §2.2 step 1): one element drawn uniformly; a record without elements, or whose drawn
+  does (docs/reference.md §2.2 step 1): one element drawn uniformly; a record without elements, or whose drawn
   element is not inside the image on the int box, yields nothing for that read. Drawn here, before
   decoding, so the stream can count skips apart from corrupt images."""
 
@@ -162,7 +162,7 @@ def anchor_picker(base):
 
 
 def select_texts(b, num_texts, seed, num_groups=1):
-  """[Bi, K] per-image texts → Bt texts in `num_groups` ITM groups (spec §2.2 step 6, per group).
+  """[Bi, K] per-image texts → Bt texts in `num_groups` ITM groups (docs/reference.md §2.2 step 6, per group).
 
   Officially each GPU's region batch of `batch_size` texts comes from its own `max_images` images,
   and ITM hard negatives are drawn inside that batch, so regions of one image are each other's hard

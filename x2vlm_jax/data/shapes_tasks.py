@@ -1,5 +1,5 @@
 """Fine-tuning tasks on the embedded `shapes` scenes, written in the OFFICIAL annotation formats
-(spec §4.2), so the demo and the tests exercise exactly the path a user takes with COCO & co.:
+(docs/reference.md §4.2), so the demo and the tests exercise exactly the path a user takes with COCO & co.:
 official JSON → tools/build_tfds.py (training) and → tools/evaluate.py / evaluators (evaluation).
 
     DATA_DIR/shapes_tasks/images/{train,test}_NNNNN.jpg

@@ -141,7 +141,7 @@ def image_stream(source, cfg, text_stage, *, position, counts, skipped, seed, ba
 
 
 def sample_frame_ids(n, num_frames, seed):
-  """Training frame selection of spec §2.4 for a clip of n frames → [num_frames] indices."""
+  """Training frame selection of docs/reference.md §2.4 for a clip of n frames → [num_frames] indices."""
   f = num_frames
   s_rep, s_seg, s_off = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
   # n ≤ F: every frame once plus F − n random repeats, sorted.
@@ -167,7 +167,7 @@ def video_stream(source, cfg, text_stage, *, position, counts, skipped, seed, ba
     s_ids, s_frames, s_txt = tf.unstack(tf.random.experimental.stateless_split(example_seed(base, ex["_pos"]), 3))
     ids = sample_frame_ids(tf.size(ex["frames"]), f, s_ids)
     frame_seeds = tf.random.experimental.stateless_split(s_frames, f)
-    # Every frame gets its own crop/flip/RandAugment (spec §2.4, §10 item 11).
+    # Every frame gets its own crop/flip/RandAugment (docs/reference.md §2.4, §10 item 11).
     frames = tf.map_fn(
       lambda a: augment.pretrain_transform(decode(tf.gather(ex["frames"], a[0])), r, a[1], cfg.randaug),
       (ids, frame_seeds),

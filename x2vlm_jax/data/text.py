@@ -1,4 +1,4 @@
-"""Caption cleaning (`pre_caption`, spec §4.4) and BERT WordPiece tokenisation with tensorflow-text.
+"""Caption cleaning (`pre_caption`, docs/reference.md §4.4) and BERT WordPiece tokenisation with tensorflow-text.
 
 Special ids are looked up in the vocab, never hard-coded: the real uncased vocab has [CLS]=101,
 the 200-entry shapes vocab has [CLS]=2.

@@ -1,4 +1,4 @@
-"""Official caption/question cleaning (spec §4.4) in plain Python: no tensorflow, so the tokenizer of
+"""Official caption/question cleaning (docs/reference.md §4.4) in plain Python: no tensorflow, so the tokenizer of
 the inference API, the dataset builders and the evaluators share it with the tf graph's twin
 (`data/text.py: pre_caption`); and the captioning test reader's image id, which the evaluator and the
 embedded captioning files (shapes_tasks.py) must agree on."""

@@ -8,7 +8,7 @@ from x2vlm_jax.data.text import Tokenizer
 
 
 def pick_alternative(joined, seed):
-  """One of the ALT_SEP-joined alternatives of a caption, uniformly (spec §4.1: sampled per use)."""
+  """One of the ALT_SEP-joined alternatives of a caption, uniformly (docs/reference.md §4.1: sampled per use)."""
   alts = tf.strings.split(joined, ALT_SEP)
   i = tf.random.stateless_uniform([], seed, 0, tf.maximum(tf.size(alts), 1), dtype=tf.int32)
   return tf.cond(tf.size(alts) > 0, lambda: alts[tf.minimum(i, tf.size(alts) - 1)], lambda: tf.constant(""))

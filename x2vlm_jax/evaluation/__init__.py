@@ -5,7 +5,7 @@ the host-side, framework-free metrics of the benchmarks.
   base             the Evaluator class (config, schedule, tokenizer, image loading)
   sharded          evaluation batches split over the mesh and the hosts
   annotations      reading and checking the official annotation files
-  retrieval        the two-stage ITC → ITM-rerank protocol (spec §5.1)
-  caption_metrics  COCO captioning: BLEU-1..4, METEOR (when Java is present), ROUGE-L, CIDEr-D (spec §5.5)
-  vqa_metrics      VQA v2 accuracy with the official answer normalisation (spec §5.2)
+  retrieval        the two-stage ITC → ITM-rerank protocol (docs/reference.md §5.1)
+  caption_metrics  COCO captioning: BLEU-1..4, METEOR (when Java is present), ROUGE-L, CIDEr-D (docs/reference.md §5.5)
+  vqa_metrics      VQA v2 accuracy with the official answer normalisation (docs/reference.md §5.2)
 """

@@ -1,4 +1,4 @@
-"""Reading the official fine-tuning annotation files (spec §4.2) for evaluation, without tensorflow.
+"""Reading the official fine-tuning annotation files (docs/reference.md §4.2) for evaluation, without tensorflow.
 
 Files are JSON arrays (JSON lines are accepted too), local or gs:// (through epath). Every record is
 checked up front: a missing or mistyped field is a ValueError naming the file, the record number and

@@ -1,4 +1,4 @@
-"""COCO caption metrics as the official evaluation computes them (spec §5.5: pycocoevalcap on the
+"""COCO caption metrics as the official evaluation computes them (docs/reference.md §5.5: pycocoevalcap on the
 Karpathy test split, one caption per image id — later duplicates from distributed sampling dropped).
 
     scores = caption_scores([{"image_id": 1, "caption": "a dog on a couch"}, ...],

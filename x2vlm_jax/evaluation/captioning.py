@@ -1,9 +1,9 @@
-"""COCO captioning evaluation (spec §5.5): a caption for every image of the official Karpathy test
+"""COCO captioning evaluation (docs/reference.md §5.5): a caption for every image of the official Karpathy test
 file, sharded over the mesh and the hosts, and the COCO caption metrics.
 
 Images use the official test transform; captions come from the MLM beam search of
 `decoding.generate_captions` (K = num_beams, [SEP] forbidden for min_length steps, trigram blocking,
-length_penalty 0, at most max_length tokens after the prompt: the official length bug, spec §10
+length_penalty 0, at most max_length tokens after the prompt: the official length bug, docs/reference.md §10
 item 14, is not reproduced) and are decoded like the official `tokenizer.decode(...,
 skip_special_tokens=True)`. The image id of a record is parsed from its file name exactly as the
 official reader does (`name.strip('.jpg').split('_')[-1]`); predictions.json is [{"image_id",

@@ -1,4 +1,4 @@
-"""Referring-expression grounding (RefCOCO+), the official box evaluation (spec §5.4).
+"""Referring-expression grounding (RefCOCO+), the official box evaluation (docs/reference.md §5.4).
 
 Per record: the image through the test transform (R×R), the expression (`pre_caption` 30 words,
 padded to the longest, no truncation) in text mode, fusion with the full image, `bbox_head` → sigmoid

@@ -1,4 +1,4 @@
-"""NLVR2 evaluation (spec §5.3): accuracy of the True/False prediction on dev and test-P.
+"""NLVR2 evaluation (docs/reference.md §5.3): accuracy of the True/False prediction on dev and test-P.
 
 Per record: both images through the test transform, the sentence (`pre_caption` 30 words, padded to
 the longest, no truncation, as the official evaluation), `nlvr_logits` → argmax. One evaluator can

@@ -1,5 +1,5 @@
 """Image–text (and video–text, `video=True`) retrieval evaluation, the official two-stage protocol
-(spec §5.1, §5.6).
+(docs/reference.md §5.1, §5.6).
 
 1. Encode every image and every text (sharded over the mesh and the hosts).
 2. S = v̂·t̂ᵀ (cosine, no temperature). i2t: each image's top-k texts by S; t2i: each text's top-k images.
@@ -80,7 +80,7 @@ def recall_metrics(i2t_ranks: np.ndarray, t2i_ranks: np.ndarray) -> Dict[str, fl
 # ------------------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class RetrievalSet:
-  """Official test/val format: [{"image": path, "caption": [..] or str}, ...] (spec §4.2)."""
+  """Official test/val format: [{"image": path, "caption": [..] or str}, ...] (docs/reference.md §4.2)."""
 
   images: List[str]  # full paths
   texts: List[str]

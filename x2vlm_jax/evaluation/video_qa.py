@@ -1,4 +1,4 @@
-"""Video QA evaluation (MSRVTT-QA, MSVD-QA; spec §5.6): accuracy of the arg-max class over ALL test
+"""Video QA evaluation (MSRVTT-QA, MSVD-QA; docs/reference.md §5.6): accuracy of the arg-max class over ALL test
 questions, an answer outside the answer vocabulary counting as wrong (the official label −100 never
 equals a prediction).
 

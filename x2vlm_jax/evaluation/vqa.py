@@ -1,11 +1,12 @@
-"""VQA evaluation (spec §5.2): answers for every question of an official VQA file, sharded over the
+"""VQA evaluation (docs/reference.md §5.2): answers for every question of an official VQA file, sharded over the
 mesh and the hosts, as the official server wants them, plus the local accuracy when the file has
 answers.
 
   mode "rank"      the official `rank_answer` over `answer_list.json`: first-token top-k (k_test),
                    teacher-forced re-scoring (the first token counted twice unless
                    double_count_first=False), softmax, argmax.
-  mode "generate"  free-form answers from the decoder, greedy or beam (not in the release, issue #11).
+  mode "generate"  free-form answers from the decoder, greedy or beam (not in the release; asked for in
+                   github.com/zengyan-97/X2-VLM/issues/11).
 
 Questions go through `pre_question` (50 words at test, as officially) and are tokenised at
 `max_tokens` (the official test pads to the longest question; questions cut here are counted,

@@ -1,5 +1,5 @@
 """VQA v2 accuracy exactly as the official evaluation script computes it (`vqaTools/vqaEval.py` of
-the release, the VQA team's `VQAEval`), spec §5.2.
+the release, the VQA team's `VQAEval`), docs/reference.md §5.2.
 
 For one question with 10 human answers: the prediction is normalised (punctuation, number words →
 digits, articles dropped, contractions restored); the human answers only get the punctuation step,

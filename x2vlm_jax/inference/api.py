@@ -1,4 +1,4 @@
-"""Inference API for notebooks and evaluation (names fixed by issue #2).
+"""Inference API for notebooks and evaluation (its method names are a public contract: README "Inference").
 
     m = load(checkpoint_dir)
     image_embeds, image_feat = m.encode_image(preprocess_images(uint8_images, m.config.image_res))
@@ -24,7 +24,7 @@ from x2vlm_jax.models import X2VLM, presets
 
 def preprocess_images(images, image_res: int) -> np.ndarray:
   """Images → float32 NHWC at image_res, CLIP-normalised: the official test transform (PIL bicubic
-  resize to R×R, aspect not kept, spec §4.3). `images`: a uint8 array [B,H,W,3] or [H,W,3], or a list
+  resize to R×R, aspect not kept, docs/reference.md §4.3). `images`: a uint8 array [B,H,W,3] or [H,W,3], or a list
   whose items are uint8 [H,W,3] arrays of any size, PIL images or file paths (local or gs://)."""
   from PIL import Image
 
@@ -181,7 +181,7 @@ class X2VLMInference:
     max_tokens: int = 64,
     max_words: int = 50,
   ) -> List[str]:
-    """VQA (spec §5.2): one answer per (image, question). With `answer_list` the official ranking
+    """VQA (docs/reference.md §5.2): one answer per (image, question). With `answer_list` the official ranking
     (first-token top-k, teacher-forced re-scoring, `double_count_first` as officially); without it a
     free-form answer (greedy or beam search over at most max_answer_tokens tokens). images: float
     CLIP-normalised [B,R,R,3] or anything `preprocess_images` takes; questions: B strings
@@ -236,7 +236,7 @@ class X2VLMInference:
     length_penalty: float = 0.0,
     no_repeat_ngram: int = 3,
   ) -> List[str]:
-    """Captions (spec §5.5, the released generation config by default) with the MLM head: beam search
+    """Captions (docs/reference.md §5.5, the released generation config by default) with the MLM head: beam search
     from [CLS] + prompt; the prompt is not part of the output."""
     from x2vlm_jax.inference import generation
 

@@ -5,9 +5,10 @@ fixed-size key/value cache (`TextStack.init_cache`), the vision / question memor
 cross-attention keys/values once, and beams share that memory by folding into the query axis
 (`BertAttention.attend`) instead of being copied. Shapes are static: `max_len` steps at most.
 
-  rank_answers        spec §5.2 `rank_answer` (ALBEF): first-token top-k, teacher-forced re-scoring.
-  generate_answers    free-form VQA answers, greedy or beam search (not in the release, issue #11).
-  generate_captions   spec §5.5: UniLM s2s-ft beam search with the MLM head ([MASK] at the next position).
+  rank_answers        docs/reference.md §5.2 `rank_answer` (ALBEF): first-token top-k, teacher-forced re-scoring.
+  generate_answers    free-form VQA answers, greedy or beam search (not in the release; asked for
+                      in github.com/zengyan-97/X2-VLM/issues/11).
+  generate_captions   docs/reference.md §5.5: UniLM s2s-ft beam search with the MLM head ([MASK] at the next position).
 
 The search engines `greedy_search` / `beam_search` take a `step_fn(tokens, t, state) → (logp, state)`
 so that the scoring rules (min length, n-gram blocking, frozen finished beams) can be unit-tested on
@@ -150,7 +151,7 @@ def beam_search(
   no_repeat_ngram: int = 0,
   length_penalty: float = 0.0,
 ) -> Generated:
-  """The beam search of UniLM s2s-ft as used by the official captioner (spec §5.5).
+  """The beam search of UniLM s2s-ft as used by the official captioner (docs/reference.md §5.5).
 
   K beams; at each step every beam proposes its top-K tokens (after `adjust_log_probs`), a beam whose
   last token was [SEP] is finished and its continuations get +PENALTY (it is frozen: it survives only
@@ -246,7 +247,7 @@ def _log_softmax(logits):
 
 
 # ----------------------------------------------------------------------------------------------------
-# VQA (spec §5.2)
+# VQA (docs/reference.md §5.2)
 # ----------------------------------------------------------------------------------------------------
 def rank_answers(model, memory, memory_mask, answer_ids, answer_mask, k: int, *, double_count_first: bool = True):
   """The official `rank_answer`: → (answer indices [B, k], probabilities [B, k]), best first.
@@ -313,7 +314,7 @@ def generate_answers(
   search: str = "beam",
   length_penalty: float = 0.0,
 ) -> Generated:
-  """Free-form answers from the VQA decoder (the release only ranks a list; its issue #11).
+  """Free-form answers from the VQA decoder (the release only ranks a list; github.com/zengyan-97/X2-VLM/issues/11).
   memory [B, Lq, H] from `model.vqa_memory`, memory_mask [B, Lq]. No n-gram blocking (answers are short)."""
   first, cache, step = answer_steps(model, memory, memory_mask, bos_id=bos_id, max_len=max_len)
   return _search(
@@ -334,7 +335,7 @@ rank_answers_jit = nnx.jit(rank_answers, static_argnames=("k", "double_count_fir
 
 
 # ----------------------------------------------------------------------------------------------------
-# MLM captioning (spec §5.5)
+# MLM captioning (docs/reference.md §5.5)
 # ----------------------------------------------------------------------------------------------------
 def caption_steps(
   model, image_embeds, image_mask, prompt_ids: Sequence[int], *, mask_id: int, max_len: int, use_cache: bool = True
@@ -344,7 +345,7 @@ def caption_steps(
   The sequence is [CLS] + prompt (P tokens, positions 0 … P−1), then generated token t at position
   P + t. To predict token t a [MASK] is placed at position P + t; it sees every earlier real token
   and itself (causal mask), and the MLM head is read at the [MASK]. With the cache (UniLM's history
-  states, spec §5.5) a step runs only [token t−1, MASK] through the 18 layers: the token's keys/values
+  states, docs/reference.md §5.5) a step runs only [token t−1, MASK] through the 18 layers: the token's keys/values
   are written into its slot, the [MASK]'s slot is overwritten by the real token one step later.
   `use_cache=False` is the reference/benchmark variant: the whole fixed-length sequence is recomputed
   every step (same search, same numbers up to float rounding).
@@ -423,7 +424,7 @@ def generate_captions(
   search: str = "beam",
   use_cache: bool = True,
 ) -> Generated:
-  """Captions for image_embeds [B, 1+N, D] with the MLM head (spec §5.5; released config: prompt
+  """Captions for image_embeds [B, 1+N, D] with the MLM head (docs/reference.md §5.5; released config: prompt
   "a picture of ", 3 beams, min_length 5, max_length 50, trigram blocking, length_penalty 0).
 
   prompt_ids: ([CLS],) + the prompt's wordpieces, a tuple (static); the output holds only the

@@ -1,9 +1,9 @@
 """VQA answers and captions from images, batch by batch: what the `vqa` / `captioning` evaluators jit
 over the mesh and what the notebook API (`X2VLMInference.answer`, `.caption`) calls.
 
-  rank_batch      images + questions → the best answer of a tokenised answer list (spec §5.2 ranking)
-  answer_batch    images + questions → free-form answer tokens (greedy or beam; release issue #11)
-  caption_batch   images → caption tokens (spec §5.5 beam search)
+  rank_batch      images + questions → the best answer of a tokenised answer list (docs/reference.md §5.2 ranking)
+  answer_batch    images + questions → free-form answer tokens (greedy or beam; github.com/zengyan-97/X2-VLM/issues/11)
+  caption_batch   images → caption tokens (docs/reference.md §5.5 beam search)
 
 Every function takes the model and float images (the official test transform already applied) and
 is pure; tokenising and decoding happen on the host with the checkpoint's vocabulary (`Tokenizer`).

@@ -1,4 +1,4 @@
-"""The official test transform with PIL (spec §4.3): RGB, bicubic resize to R×R (aspect not kept),
+"""The official test transform with PIL (docs/reference.md §4.3): RGB, bicubic resize to R×R (aspect not kept),
 CLIP normalisation. torchvision's Resize on a PIL image is PIL's bicubic resize, antialiased when
 shrinking, so this is the official evaluation input bit for bit (the uint8 result)."""
 
@@ -46,7 +46,7 @@ def read_image(source: Union[str, bytes], image_res: int, return_size: bool = Fa
 
 
 def eval_frame_ids(n: int, num_frames: int):
-  """The official evaluation frame choice (`sample_frame_ids(n, F, training=False)`, spec §2.4):
+  """The official evaluation frame choice (`sample_frame_ids(n, F, training=False)`, docs/reference.md §2.4):
   n ≤ F: i mod n, sorted; n > F: the first frame of each of F contiguous segments, the first
   n − F·⌊n/F⌋ segments one frame longer."""
   if n <= 0:

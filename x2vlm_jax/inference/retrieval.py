@@ -5,7 +5,7 @@
     r.i2t[0]        # the best captions of image 0: Match(index, itm, itc), best first
     r.similarity    # [N_img, N_txt] ITC cosine similarities
 
-The protocol of the paper's evaluation (spec §5.1): ITC similarity picks each query's top-k
+The protocol of the paper's evaluation (docs/reference.md §5.1): ITC similarity picks each query's top-k
 candidates, the ITM head of the fusion layers rescores them (raw "match" logit), and candidates are
 ordered by that score. Single host; `tools/evaluate.py` is the sharded version for benchmarks.
 """

@@ -11,7 +11,7 @@ import numpy as np
 
 def boxes_to_pixels(boxes, width: int, height: int) -> np.ndarray:
   """Normalised (cx, cy, w, h) → pixel (x, y, w, h) of an image of the ORIGINAL size (the official
-  grounding evaluation scales by the original width and height, spec §5.4)."""
+  grounding evaluation scales by the original width and height, docs/reference.md §5.4)."""
   b = np.asarray(boxes, np.float64).reshape(-1, 4)
   w, h = b[:, 2] * width, b[:, 3] * height
   return np.stack([b[:, 0] * width - w / 2, b[:, 1] * height - h / 2, w, h], axis=1)

@@ -10,7 +10,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-# Official mask constants (spec §1.4, §10 item 18): self-attention adds (1-m)·(-10000), cross-attention
+# Official mask constants (docs/reference.md §1.4, §10 item 18): self-attention adds (1-m)·(-10000), cross-attention
 # uses HF's invert_attention_mask, (1-m)·(-1e9) in fp32.
 SELF_ATTENTION_MASK_VALUE = -10000.0
 CROSS_ATTENTION_MASK_VALUE = -1e9

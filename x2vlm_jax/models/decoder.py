@@ -1,4 +1,4 @@
-"""The VQA answer decoder of X²-VLM (spec §5.2, official `text_decoder`, a BertLMHeadModel).
+"""The VQA answer decoder of X²-VLM (docs/reference.md §5.2, official `text_decoder`, a BertLMHeadModel).
 
 Its own word/position/type embeddings, `cfg.heads.decoder_layers` BERT layers (post-LN), each =
 causal self-attention + cross-attention to the question memory (the 18-layer stack's multi_modal
@@ -48,7 +48,7 @@ def sequence_nll(logits, targets):
 
 
 class AnswerDecoder(TextStack):
-  """`decoder_layers` layers, all with cross-attention of width H (spec §5.2)."""
+  """`decoder_layers` layers, all with cross-attention of width H (docs/reference.md §5.2)."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     super().__init__(cfg, rngs=rngs, num_layers=cfg.heads.decoder_layers, fusion_start=0, cross_width=cfg.text.hidden)
@@ -91,7 +91,7 @@ def decoder_source_layers(num_layers: int, fusion_start: int, decoder_layers: in
 
 
 def decoder_from_fusion(flat_params: Dict[str, np.ndarray], cfg) -> Dict[str, np.ndarray]:
-  """Decoder parameters initialised from a pre-trained model's flat params (spec §5.2).
+  """Decoder parameters initialised from a pre-trained model's flat params (docs/reference.md §5.2).
 
   flat_params: {"text/layers/13/self_attn/query/kernel": array, ...} (at least text/*).
   → {"decoder/...": array} for: embeddings ← text embeddings; layer j ← text layer

@@ -1,11 +1,11 @@
-"""Model presets (ml_collections) with the official sizes (spec §1.1) and a tiny one for tests.
+"""Model presets (ml_collections) with the official sizes (docs/reference.md §1.1) and a tiny one for tests.
 
 A preset describes the *architecture*; training hyper-parameters live in `configs/`.
 """
 
 import ml_collections
 
-# CLIP normalisation constants used by every official transform (spec §4.3).
+# CLIP normalisation constants used by every official transform (docs/reference.md §4.3).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -16,7 +16,7 @@ def _common() -> ml_collections.ConfigDict:
   c.image_res = 224
   c.patch_size = 16
   c.embed_dim = 256  # joint ITC space E
-  # Video (spec §1.7): number of learned frame embeddings; 0 means "no frame embedding" (image-only
+  # Video (docs/reference.md §1.7): number of learned frame embeddings; 0 means "no frame embedding" (image-only
   # checkpoints such as x2vlm_base_4m.th do not carry `absolute_frame_pos_embed`).
   c.num_frames = 0
   c.dtype = "float32"  # compute dtype; parameters are always float32
@@ -32,7 +32,7 @@ def _common() -> ml_collections.ConfigDict:
   c.vision.layer_norm_eps = 1e-6
   c.vision.layer_scale_init = 0.1
   c.vision.drop_path_rate = 0.1
-  # BEiT `use_abs_pos_emb`: False in every released model (spec §1.2); only the from-scratch `shapes`
+  # BEiT `use_abs_pos_emb`: False in every released model (docs/reference.md §1.2); only the from-scratch `shapes`
   # demo turns it on (configs/pretrain/shapes_tiny.py, docs/grounding.md).
   c.vision.abs_pos_emb = False
   # Its initial value: BEiT's "trunc_normal" (std 0.02), or "sincos" (MAE's fixed 2-D sin-cos table,
@@ -51,7 +51,7 @@ def _common() -> ml_collections.ConfigDict:
   c.text.layer_norm_eps = 1e-12
   c.text.hidden_dropout = 0.1
   c.text.attention_dropout = 0.1
-  # Token-position DropPath of the official BERT (spec §1.4); only RefCOCO+ large uses it.
+  # Token-position DropPath of the official BERT (docs/reference.md §1.4); only RefCOCO+ large uses it.
   c.text.drop_path_rate = 0.0
   c.text.cross_drop_path_rate = 0.0
   c.text.pad_token_id = 0
@@ -59,12 +59,12 @@ def _common() -> ml_collections.ConfigDict:
   c.head_layer_norm_eps = 1e-5  # itm_head / bbox_head LayerNorm
   c.temp_init = 0.07
 
-  # Task heads beyond pre-training (spec §1.5, §5.3, §5.6); a fine-tuning config switches on the
+  # Task heads beyond pre-training (docs/reference.md §1.5, §5.3, §5.6); a fine-tuning config switches on the
   # one its task needs. Absent heads have no parameters, so pre-training checkpoints stay unchanged.
   c.heads = ml_collections.ConfigDict()
   c.heads.nlvr = False  # NLVR2 `cls_head`: MLP(2H → 4H → LN → GELU → 2) over two fused [CLS]
   c.heads.num_labels = 0  # classification `cls_head`: MLP(H → 2H → LN → GELU → num_labels)
-  # VQA answer decoder `text_decoder` (spec §5.2): 6 (released configs) or 3 layers; 0 = none.
+  # VQA answer decoder `text_decoder` (docs/reference.md §5.2): 6 (released configs) or 3 layers; 0 = none.
   c.heads.decoder_layers = 0
   return c
 
@@ -84,7 +84,7 @@ def large() -> ml_collections.ConfigDict:
 
 
 def tiny() -> ml_collections.ConfigDict:
-  """Exact tiny geometry required by tests and the acceptance check (issue #2)."""
+  """A tiny geometry for tests and CPU demos (every dimension small, every structural feature kept)."""
   c = _common()
   c.name = "tiny"
   c.image_res = 32

@@ -1,4 +1,4 @@
-"""Region and video mechanics on top of the vision tokens (spec §1.2 step 7, §1.7, §2.2 step 5).
+"""Region and video mechanics on top of the vision tokens (docs/reference.md §1.2 step 7, §1.7, §2.2 step 5).
 
 The vision tower never sees a region: regions only restrict pooling (slot 0) and cross-attention.
 """

@@ -1,4 +1,4 @@
-"""The single 18-layer BERT stack of X²-VLM: 12 text-only layers + 6 fusion layers (spec §1.4, §1.5).
+"""The single 18-layer BERT stack of X²-VLM: 12 text-only layers + 6 fusion layers (docs/reference.md §1.4, §1.5).
 
 Three execution modes share one set of weights:
   text        embeddings + layers [0, fusion_start)                    → unimodal text_embeds
@@ -6,7 +6,7 @@ Three execution modes share one set of weights:
   multi_modal embeddings + all layers (cross-attention iff vision given) → MLM / VQA / NLVR encoders
 `fusion(text(ids)) == multi_modal(ids)` exactly; tested.
 
-Incremental decoding (captioning, spec §5.5; the VQA answer decoder, §5.2, is the same stack with
+Incremental decoding (captioning, docs/reference.md §5.5; the VQA answer decoder, §5.2, is the same stack with
 cross-attention in every layer): `init_cache` gives every layer a fixed-size [B, T, heads, head_dim]
 buffer of self-attention keys/values, `cross_kv` projects the cross-attention memory once, and
 `decode` runs only the new positions, writes their keys/values into the cache at `index` and lets them
@@ -57,7 +57,7 @@ class BertEmbeddings(nnx.Module):
     # Explicit positions: captioning gives an inserted [MASK] the position of the token it precedes.
     if positions is None:
       positions = jnp.arange(ids.shape[1])[None]
-    # Token types are always 0 in X²-VLM (spec §10 item 19).
+    # Token types are always 0 in X²-VLM (docs/reference.md §10 item 19).
     x = self.word(ids) + self.position(positions) + self.token_type(jnp.zeros_like(ids))
     return layers.dropout(self.ln(x), self.hidden_dropout, rng)
 
@@ -167,7 +167,7 @@ class BertLayer(nnx.Module):
 
 
 class MLMHead(nnx.Module):
-  """dense → GELU → LayerNorm → (word embedding)ᵀ + bias. The decoder weight is tied (spec §1.5)."""
+  """dense → GELU → LayerNorm → (word embedding)ᵀ + bias. The decoder weight is tied (docs/reference.md §1.5)."""
 
   def __init__(self, t, *, rngs: nnx.Rngs, dtype):
     self.dense = layers.dense(t.hidden, t.hidden, ("embed", "mlp"), rngs=rngs, dtype=dtype)
@@ -182,7 +182,7 @@ class MLMHead(nnx.Module):
 class TextStack(nnx.Module):
   """Embeddings + BERT layers + tied MLM head.
 
-  The defaults build the 18-layer X²-VLM stack from `cfg.text`; the VQA answer decoder (spec §5.2,
+  The defaults build the 18-layer X²-VLM stack from `cfg.text`; the VQA answer decoder (docs/reference.md §5.2,
   `models/decoder.py`) is the same BertLMHeadModel with its own depth, cross-attention from layer 0
   and memory width H, hence the overrides.
   """

@@ -1,4 +1,4 @@
-"""BEiT-v2 ViT vision tower with the official X²-VLM output convention (spec §1.2).
+"""BEiT-v2 ViT vision tower with the official X²-VLM output convention (docs/reference.md §1.2).
 
 Differences from a textbook ViT that matter for parity:
   * per-block relative position bias in BEiT's index layout (3 extra rows for the cls slot);
@@ -19,7 +19,7 @@ from x2vlm_jax.models.attention import dot_product_attention
 
 @functools.lru_cache(maxsize=None)
 def relative_position_index(grid: int) -> np.ndarray:
-  """BEiT relative position index [1+N, 1+N] for a G×G patch grid (spec §1.2 step 5)."""
+  """BEiT relative position index [1+N, 1+N] for a G×G patch grid (docs/reference.md §1.2 step 5)."""
   rows, cols = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
   rows, cols = rows.reshape(-1), cols.reshape(-1)  # token order = row·G + col
   rel_r = rows[:, None] - rows[None, :] + grid - 1  # query minus key
@@ -138,7 +138,7 @@ class VisionTower(nnx.Module):
     )
     # BEiT's optional absolute position embedding (`use_abs_pos_emb`): a learned [1, 1+N, D] table,
     # trunc-normal 0.02, added right after the cls token is prepended. Every released X²-VLM model has
-    # it off (spec §1.2); a tower trained from scratch on a small budget needs it to know where things
+    # it off (docs/reference.md §1.2); a tower trained from scratch on a small budget needs it to know where things
     # are (the rel-pos tables start at zero), see docs/grounding.md.
     if v.abs_pos_emb:
       grid = cfg.image_res // cfg.patch_size
@@ -167,5 +167,5 @@ class VisionTower(nnx.Module):
         x = nnx.remat(lambda blk, h, k: blk(h, k))(block, x, r)
       else:
         x = block(x, r)
-    patches = self.fc_norm(x[:, 1:])  # the cls-slot output is discarded (spec §1.2 step 6)
+    patches = self.fc_norm(x[:, 1:])  # the cls-slot output is discarded (docs/reference.md §1.2 step 6)
     return jnp.concatenate([patches.mean(axis=1, keepdims=True), patches], axis=1)

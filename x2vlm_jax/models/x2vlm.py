@@ -1,4 +1,4 @@
-"""X²-VLM: vision tower + one BERT stack + contrastive projections and heads (spec §1.5, §1.6)."""
+"""X²-VLM: vision tower + one BERT stack + contrastive projections and heads (docs/reference.md §1.5, §1.6)."""
 
 import jax
 import jax.numpy as jnp
@@ -18,7 +18,7 @@ def l2_normalize(x, eps: float = 1e-12):
 
 
 class X2VLM(nnx.Module):
-  """The pre-training model. Methods are the recipes of spec §1.6; `rng=None` means deterministic."""
+  """The pre-training model. Methods are the recipes of docs/reference.md §1.6; `rng=None` means deterministic."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
     presets.validate(cfg)
@@ -40,7 +40,7 @@ class X2VLM(nnx.Module):
       )
     else:
       self.frame_pos = None
-    # Task heads (spec §5.3, §5.6): new parameters of fine-tuning, official init = PyTorch default.
+    # Task heads (docs/reference.md §5.3, §5.6): new parameters of fine-tuning, official init = PyTorch default.
     heads = cfg.heads
     self.nlvr_head = (
       layers.MLPHead(2 * h, 2, eps=cfg.head_layer_norm_eps, rngs=rngs, dtype=dtype) if heads.nlvr else None
@@ -50,7 +50,7 @@ class X2VLM(nnx.Module):
       if heads.num_labels
       else None
     )
-    # VQA (spec §5.2): new BERT-init parameters; `decoder_from_fusion` gives the official init.
+    # VQA (docs/reference.md §5.2): new BERT-init parameters; `decoder_from_fusion` gives the official init.
     self.decoder = AnswerDecoder(cfg, rngs=rngs) if heads.decoder_layers else None
 
   # --- unimodal encoders -------------------------------------------------------------------------
@@ -92,7 +92,7 @@ class X2VLM(nnx.Module):
     return self.itm_head(fused[:, 0]).astype(jnp.float32)
 
   def cls_logits(self, vision_embeds, vision_mask, ids, mask, rng=None):
-    """Classification (video QA, spec §1.6 / §5.6): multi_modal over the text cross-attending to the
+    """Classification (video QA, docs/reference.md §1.6 / §5.6): multi_modal over the text cross-attending to the
     visual tokens, `cls_head` on the fused [CLS]."""
     fused = self.text.multi_modal(ids, mask, vision_embeds, vision_mask, rng)
     return self.cls_head(fused[:, 0]).astype(jnp.float32)
@@ -108,12 +108,12 @@ class X2VLM(nnx.Module):
     fused = self.fuse(image_embeds, None, text_embeds, text_mask, rng)
     return jax.nn.sigmoid(self.bbox_head(fused[:, 0]).astype(jnp.float32))
 
-  # --- NLVR2 (spec §5.3) ---------------------------------------------------------------------------
+  # --- NLVR2 (docs/reference.md §5.3) ---------------------------------------------------------------------------
   def nlvr_logits(self, image0_embeds, image1_embeds, ids, mask, rng=None):
     """Logits [B, 2] (class 1 = True) of a statement about an image pair: the sentence in
     multi_modal mode against each image separately (full-image masks), the two fused [CLS]
     concatenated (image 0's first) → `nlvr_head`. Both passes run as one batch of 2B rows, which
-    keeps the official independent dropout per pass (the token-position DropPath of spec §1.4, off in
+    keeps the official independent dropout per pass (the token-position DropPath of docs/reference.md §1.4, off in
     NLVR2, would be shared between the halves)."""
     b = ids.shape[0]
     fused = self.text.multi_modal(
@@ -128,7 +128,7 @@ class X2VLM(nnx.Module):
   def similarity(self, image_feat, text_feat):
     return image_feat.astype(jnp.float32) @ text_feat.astype(jnp.float32).T / self.temp[...]
 
-  # --- VQA (spec §5.2) ---------------------------------------------------------------------------
+  # --- VQA (docs/reference.md §5.2) ---------------------------------------------------------------------------
   def vqa_memory(self, question_ids, question_mask, image_embeds, image_mask=None, rng=None):
     """Decoder memory: the 18-layer stack in multi_modal mode on the question, all positions [B,Lq,H]
     (used with `question_mask` as the memory mask)."""

@@ -1,4 +1,4 @@
-"""COCO captioning with the MLM head, UniLM-style and "FG-free" (spec §5.5).
+"""COCO captioning with the MLM head, UniLM-style and "FG-free" (docs/reference.md §5.5).
 
 The 18-layer stack reads the rebuilt caption ([CLS] + prompt + caption with a [MASK] inserted before
 each chosen token, same position ids, the 3-D attention mask in which nobody but itself sees a [MASK])

@@ -1,4 +1,4 @@
-"""Referring-expression grounding by box regression (RefCOCO+), spec §5.4.
+"""Referring-expression grounding by box regression (RefCOCO+), docs/reference.md §5.4.
 
 The expression in text mode → fusion with the FULL image (all-ones mask) → `bbox_head` → sigmoid
 (cx, cy, w, h) of the (cropped, resized) image; L = L1 + (1 − GIoU), means over the batch, weights 1:1

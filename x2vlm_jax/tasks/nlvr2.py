@@ -1,4 +1,4 @@
-"""NLVR2: is a statement true of an image pair? Spec §5.3 ("following VLMo").
+"""NLVR2: is a statement true of an image pair? docs/reference.md §5.3 ("following VLMo").
 
 Both images through the vision tower (one call on 2B images, as the official `torch.cat([image0,
 image1])`), the sentence fused with each image separately in multi_modal mode, the two fused [CLS]

@@ -1,4 +1,5 @@
-"""Pre-training (spec §2–§3): three streams per step under ITC, ITM with hard negatives, MLM and box losses."""
+"""Pre-training (docs/reference.md §2–§3): three streams per step under ITC, ITM with hard negatives, MLM
+and box losses."""
 
 import jax
 
@@ -31,7 +32,7 @@ class PretrainTask(Task):
     self.stop_calc_itm = int(config.stop_calc_itm)
 
   def loss(self, model, batch, rng, step):
-    # Official behaviour after `stop_calc_itm` (spec §3.6): L_itm is a constant 0; the fusion of the
+    # Official behaviour after `stop_calc_itm` (docs/reference.md §3.6): L_itm is a constant 0; the fusion of the
     # 3B ITM pairs is skipped (lax.cond) rather than computed and discarded.
     itm_on = (step < self.stop_calc_itm) if self.stop_calc_itm >= 0 else True
     per_stream = {}

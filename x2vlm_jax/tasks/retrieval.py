@@ -1,4 +1,4 @@
-"""Image–text retrieval fine-tuning (COCO, Flickr30K), spec §5.1, and video–text retrieval (MSRVTT,
+"""Image–text retrieval fine-tuning (COCO, Flickr30K), docs/reference.md §5.1, and video–text retrieval (MSRVTT,
 §5.6: the same task on frame-pooled video tokens, `config.data.video`).
 
 L = L_itc + L_itm: ITC over the global batch with id-aware soft targets (the captions of one image are

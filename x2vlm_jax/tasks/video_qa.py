@@ -1,5 +1,5 @@
 """Video question answering as classification (MSRVTT-QA 1,500 answers, MSVD-QA 1,000; ClipBERT's
-protocol), spec §5.6: frame-pooled video tokens (each frame through the vision tower, + frame
+protocol), docs/reference.md §5.6: frame-pooled video tokens (each frame through the vision tower, + frame
 embeddings, temporal mean) → multi_modal fusion with the question → `cls_head` MLP(H → 2H → LN → GELU
 → num_labels) on the fused [CLS] → cross-entropy; answers outside the vocabulary (label −100) give no
 loss. Evaluation: the `video_qa` evaluator (they count as wrong there)."""
@@ -22,7 +22,7 @@ class VideoQATask(FinetuneTask):
     if not config.model.heads.num_labels:
       raise ValueError("video_qa: set config.model.heads.num_labels (1500 for MSRVTT-QA, 1000 for MSVD-QA)")
     if not config.model.num_frames:
-      raise ValueError("video_qa: set config.model.num_frames (frame embeddings, spec §1.7)")
+      raise ValueError("video_qa: set config.model.num_frames (frame embeddings, docs/reference.md §1.7)")
 
   def loss(self, model, batch, rng, step):
     del step

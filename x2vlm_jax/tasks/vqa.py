@@ -1,4 +1,4 @@
-"""VQA v2 fine-tuning with the generative answer decoder (spec §5.2).
+"""VQA v2 fine-tuning with the generative answer decoder (docs/reference.md §5.2).
 
 The 18-layer stack reads the question in multi_modal mode against the image; its output is the
 memory of a `heads.decoder_layers`-layer BERT LM decoder (6 released, or 3) trained teacher-forced on
@@ -54,7 +54,7 @@ class VQATask(FinetuneTask):
       seed, batch_size, d.image_res, d.max_tokens, d.max_answers, d.max_answer_tokens, self.config.model.text.vocab_size
     )
 
-  # --- the decoder from the checkpoint (spec §5.2) -------------------------------------------------
+  # --- the decoder from the checkpoint (docs/reference.md §5.2) -------------------------------------------------
   def init_additions_plan(self, model_cfg, actions):
     decoder = sorted(p for p in actions if p.startswith(DECODER))
     fresh = {p for p in decoder if actions[p] == "fresh"}

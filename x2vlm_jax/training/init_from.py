@@ -1,4 +1,4 @@
-"""Initialising a run's params from a checkpoint directory (`config.init_from`), spec §5 / §7.5.
+"""Initialising a run's params from a checkpoint directory (`config.init_from`), docs/reference.md §5 / §7.5.
 
 The directory is our own export or a converted official checkpoint (params_io format), at ANY
 resolution and frame count, with or without task heads. For every parameter of the run's model:
@@ -13,7 +13,7 @@ resolution and frame count, with or without task heads. For every parameter of t
   anything else                         → an error listing every mismatch (e.g. another model size)
 
 Parameters the checkpoint did not provide (plus the checkpoint's own `new_params` from
-conversion.json, and what the task names) form `new_params`, the lr × lr_mult group of spec §6.1 —
+conversion.json, and what the task names) form `new_params`, the lr × lr_mult group of docs/reference.md §6.1 —
 the official `init_params`. Parameters of the checkpoint the model does not have are dropped
 (reported). Planning reads only shapes, so the optimizer can be built before any value is loaded.
 """

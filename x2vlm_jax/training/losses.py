@@ -1,4 +1,4 @@
-"""Pre-training objectives of X²-VLM as plain jnp functions (spec §3.1–§3.4).
+"""Pre-training objectives of X²-VLM as plain jnp functions (docs/reference.md §3.1–§3.4).
 
 Conventions shared by every function here:
   * all math runs in float32, whatever dtype the model computed in;
@@ -41,7 +41,7 @@ def _safe_div(num, den):
 
 
 def clamp_temperature(temp):
-  """τ ← clip(τ, 0.001, 0.5), spec §3.1.
+  """τ ← clip(τ, 0.001, 0.5), docs/reference.md §3.1.
 
   The official code clamps `temp` in place once per optimizer step, before the forward pass; the
   trainer does the same by calling this on the `temp` param right after `optax.apply_updates`, so the
@@ -85,7 +85,7 @@ def itc_targets(b: int, valid=None, ids=None):
 
 
 def itc_loss(image_feat, text_feat, temp, valid=None, ids=None, itc_grad_scale: float = 1.0):
-  """Symmetric image–text contrastive loss over the GLOBAL batch (spec §3.1).
+  """Symmetric image–text contrastive loss over the GLOBAL batch (docs/reference.md §3.1).
 
   image_feat, text_feat: [B,E] L2-normalised features of the whole global batch (row i of both is a
     positive pair). The trainer passes globally sharded arrays; XLA inserts the all-gather.
@@ -100,10 +100,10 @@ def itc_loss(image_feat, text_feat, temp, valid=None, ids=None, itc_grad_scale: 
     projections) but not the gradient of τ. Why: the official all-gather's backward returns only the
     local slice of the gradient and DDP then averages parameter gradients over the W ranks, so the
     encoders effectively receive (1/W)·∂L_itc/∂θ while `temp`, used identically on every rank, gets
-    the full ∂L_itc/∂τ (spec §3.1, §10 item 3). 1.0 (default) = the clean global loss;
+    the full ∂L_itc/∂τ (docs/reference.md §3.1, §10 item 3). 1.0 (default) = the clean global loss;
     1/W_official reproduces the official dynamics, W_official being the GPU count of the run being
     replicated: 1/8 for base 4M, 1/16 for large 4M and base stage 2, 1/24 for base 1B stage 1,
-    1/32 for large stage 2 (spec §6.4). Must be a Python float (it is a static hyper-parameter).
+    1/32 for large stage 2 (docs/reference.md §6.4). Must be a Python float (it is a static hyper-parameter).
   """
   b = image_feat.shape[0]
   v = scale_gradient(_f32(image_feat), itc_grad_scale)
@@ -122,7 +122,7 @@ def itc_loss(image_feat, text_feat, temp, valid=None, ids=None, itc_grad_scale: 
 # ITM hard negatives
 # ---------------------------------------------------------------------------------------------------
 def itm_negative_weights(image_feat, text_feat, temp, valid, group_size: int, ids=None):
-  """Unnormalised sampling weights of ITM hard negatives, per group (spec §3.2 step 1, §10 item 4).
+  """Unnormalised sampling weights of ITM hard negatives, per group (docs/reference.md §3.2 step 1, §10 item 4).
 
   The global batch is cut into contiguous groups of `group_size` rows — the official per-device
   batch — and negatives are only drawn inside a group, so results do not depend on the device mesh.
@@ -176,7 +176,7 @@ def _draw_one(key, w, anchor_ok):
 
 
 def sample_itm_negatives(rng, image_feat, text_feat, temp, valid, group_size: int, ids=None):
-  """Samples one hard negative per anchor for ITM (spec §3.2 step 2), inside groups of `group_size`.
+  """Samples one hard negative per anchor for ITM (docs/reference.md §3.2 step 2), inside groups of `group_size`.
 
   Returns (neg_image_idx, neg_text_idx, neg_image_valid, neg_text_valid), each [B]:
     neg_image_idx[b]: GLOBAL row of the negative IMAGE for text b   → pair (V[neg_image_idx[b]], T[b]);
@@ -207,7 +207,7 @@ def _hard_cross_entropy(logits, labels):
 
 
 def itm_loss(logits_pos, logits_neg_img, logits_neg_txt, valid=None, neg_valid_img=None, neg_valid_txt=None):
-  """Image–text matching CE (spec §3.2 step 4).
+  """Image–text matching CE (docs/reference.md §3.2 step 4).
 
   logits_*: [B,2] ITM head logits of the positive pairs, the (negative image, text b) pairs and the
   (image b, negative text) pairs. Labels: 1 for positives, 0 for the 2B negatives. Mean over the
@@ -226,7 +226,7 @@ def itm_loss(logits_pos, logits_neg_img, logits_neg_txt, valid=None, neg_valid_i
 
 
 def mlm_loss(logits, labels, valid=None) -> Tuple[jax.Array, jax.Array]:
-  """Masked-language-model CE over real masked tokens (spec §3.3).
+  """Masked-language-model CE over real masked tokens (docs/reference.md §3.3).
 
   logits [B,M,V] at the masked positions, labels [B,M] gold ids with −100 for padding slots,
   valid [B]. Returns (mean CE, accuracy), both over tokens with label ≠ −100 in real rows; 0 when
@@ -242,7 +242,7 @@ def mlm_loss(logits, labels, valid=None) -> Tuple[jax.Array, jax.Array]:
 
 
 def caption_mlm_loss(logits, masked_ids, weights, *, ignore_id: int, label_smoothing: float = 0.1):
-  """The MLM captioner's loss (spec §5.5, official `LabelSmoothingLoss` + `loss_mask_and_normalize`).
+  """The MLM captioner's loss (docs/reference.md §5.5, official `LabelSmoothingLoss` + `loss_mask_and_normalize`).
 
   logits [B,M,V] at the inserted [MASK]s, masked_ids [B,M] gold ids (`ignore_id` — the [CLS] id — on
   padding slots), weights [B,M] (1 real, 0 padding). Per position the KL divergence
@@ -310,14 +310,14 @@ def generalized_iou(a, b):
 
 
 def box_losses(pred, target, is_image=None, valid=None) -> Tuple[jax.Array, jax.Array]:
-  """Region box losses (spec §3.4) → (L_bbox, L_giou).
+  """Region box losses (docs/reference.md §3.4) → (L_bbox, L_giou).
 
   pred, target: [B,4] (cx, cy, w, h) in [0,1] (pred already through the sigmoid).
   is_image: [B] 1 for whole-image captions, which get no box loss (None = all regions).
   L_bbox = Σ_b m_b·Σ_c |pred_bc − target_bc| / Σ_b m_b,  L_giou = Σ_b m_b·(1 − GIoU_b) / Σ_b m_b,
   m_b = (1 − is_image_b)·valid_b.
 
-  Deliberate deviation (spec §10 item 8): the official code divides by Σ_b (1 − is_image_b) with no
+  Deliberate deviation (docs/reference.md §10 item 8): the official code divides by Σ_b (1 − is_image_b) with no
   guard and returns NaN when a batch has no region box; here such a batch gives 0 for both losses
   (and zero gradient), so one unlucky batch cannot poison the parameters.
   Padding rows (e.g. all-zero boxes) never produce NaN either: degenerate areas are guarded.

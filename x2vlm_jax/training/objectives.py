@@ -1,4 +1,4 @@
-"""The X²-VLM objectives on top of the model's recipes (spec §3, §2.3, §5.1).
+"""The X²-VLM objectives on top of the model's recipes (docs/reference.md §3, §2.3, §5.1).
 
 `contrastive_and_matching` is ITC over the global batch + ITM with in-group hard negatives, shared by
 pre-training (every stream) and retrieval fine-tuning (with image ids). `stream_losses` adds MLM
@@ -46,9 +46,9 @@ def contrastive_and_matching(
   itc_grad_scale: float = 1.0,
   itm_on=True,
 ) -> Dict[str, jax.Array]:
-  """{"itc", "itm"} of one batch (spec §3.1–§3.2; with `ids`, the retrieval variant of §5.1).
+  """{"itc", "itm"} of one batch (docs/reference.md §3.1–§3.2; with `ids`, the retrieval variant of §5.1).
 
-  `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, spec §3.6): the ITM fusion of the
+  `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, docs/reference.md §3.6): the ITM fusion of the
   3B pairs then runs under `lax.cond`, so steps where it is off skip it instead of computing it and
   multiplying it by zero (the official loss is a constant 0 there).
   """
@@ -117,7 +117,7 @@ LOSS_TERMS = ("itc", "itm", "mlm", "bbox", "giou")
 
 
 def total_loss(per_stream: Dict[str, Dict[str, jax.Array]], weights: Dict[str, float]):
-  """L = Σ_s w_s · Σ_terms L_s,term (spec §3.5); mlm_acc is a metric, not a loss."""
+  """L = Σ_s w_s · Σ_terms L_s,term (docs/reference.md §3.5); mlm_acc is a metric, not a loss."""
   total = 0.0
   for stream, terms in per_stream.items():
     total = total + weights.get(stream, 1.0) * sum(v for k, v in terms.items() if k in LOSS_TERMS)

@@ -1,4 +1,4 @@
-"""The official optimizer of X²-VLM as an optax GradientTransformation (spec §6.1–§6.3).
+"""The official optimizer of X²-VLM as an optax GradientTransformation (docs/reference.md §6.1–§6.3).
 
     tx, learning_rate_fn = build_optimizer(config.optim, new_params=..., total_steps=...)
     opt_state = tx.init(params)
@@ -10,7 +10,7 @@
 are fine); every rule below is decided from the parameter's path string "a/b/0/c".
 
 Config fields (`default_config()`; a plain dict with the same keys works too):
-  lr                peak learning rate of the base group (1e-4 base 4M / 5e-5 large; spec §6.4)
+  lr                peak learning rate of the base group (1e-4 base 4M / 5e-5 large; docs/reference.md §6.4)
   b1, b2, eps       Adam moments, 0.9 / 0.98 / 1e-8
   weight_decay      0.01, decoupled, masked by the official name rule (`decays`)
   lr_mult           2.0: peak lr multiplier of freshly initialised ("new") params
@@ -102,7 +102,7 @@ def path_to_str(path) -> str:
 
 def _bert_rules(ours: str, bert: str, cls: str):
   """Module rules of one BERT stack: our prefix ("text" / "decoder") → its official BertModel prefix and
-  MLM-head prefix (spec §7.2, §7.3)."""
+  MLM-head prefix (docs/reference.md §7.2, §7.3)."""
   layer = bert + r"encoder.layer.\1"
   return [
     (ours + r"/embeddings/word", bert + "embeddings.word_embeddings"),
@@ -143,13 +143,13 @@ _MODULE_RULES = [
   (r"vision/blocks/(\d+)/(fc[12])", r"vision_encoder.blocks.\1.mlp.\2"),
   (r"vision/fc_norm", "vision_encoder.fc_norm"),
   *_bert_rules("text", "text_encoder.bert.", "text_encoder.cls.predictions."),
-  # VQA answer decoder (spec §7.3): a BertLMHeadModel under `text_decoder`.
+  # VQA answer decoder (docs/reference.md §7.3): a BertLMHeadModel under `text_decoder`.
   *_bert_rules("decoder", "text_decoder.bert.", "text_decoder.cls.predictions."),
   (r"(vision_proj|text_proj)", r"\1"),
   (r"(itm_head|bbox_head)/fc0", r"\1.0"),
   (r"(itm_head|bbox_head)/ln", r"\1.1"),
   (r"(itm_head|bbox_head)/fc1", r"\1.3"),
-  # Fine-tuning heads: NLVR2 and classification both call theirs `cls_head` (spec §7.3).
+  # Fine-tuning heads: NLVR2 and classification both call theirs `cls_head` (docs/reference.md §7.3).
   (r"(?:nlvr_head|cls_head)/fc0", "cls_head.0"),
   (r"(?:nlvr_head|cls_head)/ln", "cls_head.1"),
   (r"(?:nlvr_head|cls_head)/fc1", "cls_head.3"),
@@ -159,7 +159,7 @@ _LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bi
 
 def official_name(path) -> str:
   """Our param path ("vision/blocks/3/norm1/scale", a key path or a tuple) → official PyTorch key
-  ("vision_encoder.blocks.3.norm1.weight"), spec §7.2. Raises ValueError for an unknown path so that a
+  ("vision_encoder.blocks.3.norm1.weight"), docs/reference.md §7.2. Raises ValueError for an unknown path so that a
   new parameter cannot silently fall into the wrong optimizer group."""
   s = path_to_str(path)
   for pattern, repl in _PARAM_RULES:
@@ -178,7 +178,7 @@ def official_name(path) -> str:
   )
 
 
-# Substrings of the official no-decay rule (spec §6.1), kept verbatim, redundancies included.
+# Substrings of the official no-decay rule (docs/reference.md §6.1), kept verbatim, redundancies included.
 NO_DECAY_SUBSTRINGS = (
   "bias",
   "LayerNorm.bias",
@@ -215,7 +215,7 @@ def _normalise_new_params(new_params) -> frozenset:
 
 
 def param_group(path, optim, new_params: frozenset) -> str:
-  """Official group priority (spec §6.1), first match wins:
+  """Official group priority (docs/reference.md §6.1), first match wins:
   "vision" (official name vision_encoder.*, vision_lr set) → "text" (text_encoder.*, text_lr set) →
   "cross" (cross_encoder.*, cross_lr set; only CCLM models have such names) → "new" (in new_params)
   → "base"."""
@@ -260,7 +260,7 @@ def resolve_warmup(warmup_steps, total_steps: int) -> int:
 
 
 def lr_factor(step, warmup_steps: int, total_steps: int):
-  """factor(t) = t/warmup for t < warmup, else max(0, (T − t)/(T − warmup))  (spec §6.2).
+  """factor(t) = t/warmup for t < warmup, else max(0, (T − t)/(T − warmup))  (docs/reference.md §6.2).
 
   `step` counts optimizer updates already applied, so the very first update uses factor(0) = 0,
   exactly like torch LambdaLR stepped after each optimizer.step().

@@ -19,7 +19,7 @@ def make_train_step(graphdef, tx, learning_rate_fn, task, config):
   def step(state: Dict[str, Any], batch):
     rng = jax.random.fold_in(state["rng"], state["step"])
     opt_step = state["step"] // accum
-    # The official code clamps the temperature in place before every forward pass (spec §3.1).
+    # The official code clamps the temperature in place before every forward pass (docs/reference.md §3.1).
     params = {**state["params"], "temp": losses.clamp_temperature(state["params"]["temp"])}
 
     def loss_fn(p):

@@ -96,7 +96,7 @@ def _compiled_on_every_process(step_fn, state, batch):
 
 def resolve_total_steps(config, task) -> int:
   """Optimizer steps: `config.num_epochs` × ceil(train records / (global batch · accumulation)) when
-  num_epochs is set (spec §6.2, fine-tuning), else `config.total_steps`."""
+  num_epochs is set (docs/reference.md §6.2, fine-tuning), else `config.total_steps`."""
   epochs = config.get("num_epochs", 0) or 0
   if not epochs:
     return int(config.total_steps)

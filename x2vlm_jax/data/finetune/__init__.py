@@ -1,12 +1,12 @@
 """Fine-tuning datasets, one module per task (official annotation JSON → TFDS → tf.data stream).
 
 common     annotation reading, record checks, the single-stream resumable iterator
-retrieval  COCO / Flickr30K retrieval (spec §4.2, §5.1)
-nlvr2      NLVR2 image-pair statements (spec §4.2, §5.3)
-grounding  RefCOCO+ referring expressions with their boxes (spec §4.2, §5.4)
-vqa        VQA v2 + VG QA (spec §4.2, §5.2)
-captioning COCO Karpathy captioning (spec §4.2, §5.5)
-video      MSRVTT-QA / MSVD-QA and MSRVTT video–text retrieval (spec §5.6, §2.4)
+retrieval  COCO / Flickr30K retrieval (docs/reference.md §4.2, §5.1)
+nlvr2      NLVR2 image-pair statements (docs/reference.md §4.2, §5.3)
+grounding  RefCOCO+ referring expressions with their boxes (docs/reference.md §4.2, §5.4)
+vqa        VQA v2 + VG QA (docs/reference.md §4.2, §5.2)
+captioning COCO Karpathy captioning (docs/reference.md §4.2, §5.5)
+video      MSRVTT-QA / MSVD-QA and MSRVTT video–text retrieval (docs/reference.md §5.6, §2.4)
 """
 
 import importlib

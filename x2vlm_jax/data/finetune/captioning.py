@@ -1,10 +1,10 @@
-"""COCO captioning fine-tuning data (Karpathy splits; spec §4.2, §5.5, §4.3).
+"""COCO captioning fine-tuning data (Karpathy splits; docs/reference.md §4.2, §5.5, §4.3).
 
 Build: the official training JSON [{image, caption, image_id}, ...] (one row per caption, the same
 format as retrieval's) → one record per image + a caption-row table, exactly as retrieval stores it;
-only the emptiness test differs (the captioner trains on the RAW caption: no pre_caption, spec §4.4).
+only the emptiness test differs (the captioner trains on the RAW caption: no pre_caption, docs/reference.md §4.4).
 Stream: caption rows → the fine-tuning "train" transform (RandomResizedCrop scale 0.5–1, flip,
-RandAugment(2, 7)) → the UniLM "FG-free" input of spec §5.5 (`caption_masking.fg_free_inputs`):
+RandAugment(2, 7)) → the UniLM "FG-free" input of docs/reference.md §5.5 (`caption_masking.fg_free_inputs`):
 [CLS] + prompt + caption wordpieces + [SEP] cut to max_tokens, masked positions chosen with the
 prompt excluded, a [MASK] inserted before each with the same position id, the 3-D attention mask.
 """

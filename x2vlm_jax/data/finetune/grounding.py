@@ -1,4 +1,4 @@
-"""Grounding fine-tuning data (RefCOCO+; spec §4.2, §4.3, §5.4; official dataset/grounding_dataset.py).
+"""Grounding fine-tuning data (RefCOCO+; docs/reference.md §4.2, §4.3, §5.4; official dataset/grounding_dataset.py).
 
 Build: records {image, text, ref_id, bbox: [x, y, w, h]} (one per expression; the official files read
 the box from REFER by ref_id, `tools/refer_to_grounding.py` puts it into the record) → every image

@@ -1,4 +1,4 @@
-"""NLVR2 fine-tuning data (spec §4.2, §4.3, §5.3; official dataset/nlvr_dataset.py).
+"""NLVR2 fine-tuning data (docs/reference.md §4.2, §4.3, §5.3; official dataset/nlvr_dataset.py).
 
 Build: records {images: [left, right], sentence, label} (label true/false or "True"/"False") →
 every distinct image stored once + a row table (image pair, sentence, label; common.RowsSource).

@@ -1,4 +1,4 @@
-"""Retrieval fine-tuning data (COCO, Flickr30K; spec §4.2, §5.1, §4.3).
+"""Retrieval fine-tuning data (COCO, Flickr30K; docs/reference.md §4.2, §5.1, §4.3).
 
 Build: rows {image, caption, image_id} (one per caption) → one record per image + the row table
 (common.RowsSource), so images are stored once while an epoch is every caption once.

@@ -1,4 +1,4 @@
-"""Video fine-tuning data (spec §5.6, §2.4, §4.2): video QA (MSRVTT-QA, MSVD-QA; the ClipBERT
+"""Video fine-tuning data (docs/reference.md §5.6, §2.4, §4.2): video QA (MSRVTT-QA, MSVD-QA; the ClipBERT
 protocol of a fixed answer vocabulary) and video–text retrieval (MSRVTT).
 
 Official formats: a video is a JSON file holding a list of base64-encoded frames
@@ -8,7 +8,7 @@ Official formats: a video is a JSON file holding a list of base64-encoded frames
 retrieval format with a video path instead of the image. Each video is stored once (its frames
 checked to decode); the rows (a question and its label, or a caption) live in the row table.
 
-Training frames: spec §2.4's choice (`streams.sample_frame_ids`), each frame transformed
+Training frames: docs/reference.md §2.4's choice (`streams.sample_frame_ids`), each frame transformed
 independently. QA uses the "train w/o flip" transform: a flip (p=0.5, drawn per FRAME) only when
 neither the question nor the answer contains "left"/"right" (official `careful_hflip`), then
 RandomResizedCrop(scale 0.5–1) and RandAugment; retrieval frames get the retrieval train transform.
@@ -148,7 +148,7 @@ def build_retrieval(
 # Streams
 # ------------------------------------------------------------------------------------------------
 def _frames(ex, cfg, seed, careful_flip: bool, text_for_flip=None):
-  """The training frames of one video [F, R, R, 3]: spec §2.4's choice, each frame transformed
+  """The training frames of one video [F, R, R, 3]: docs/reference.md §2.4's choice, each frame transformed
   independently (its own crop, flip coin and RandAugment)."""
   f, r = cfg.num_frames, cfg.image_res
   s_ids, s_frames = tf.unstack(tf.random.experimental.stateless_split(seed, 2))

@@ -1,9 +1,9 @@
-"""VQA fine-tuning data (VQA v2 train/val + VG QA; spec §4.2, §5.2, §4.3).
+"""VQA fine-tuning data (VQA v2 train/val + VG QA; docs/reference.md §4.2, §5.2, §4.3).
 
 Build: the official JSON [{question_id, image, question, answer, dataset}, ...] → one record per
 image and a row per question (common.RowsSource) so that an epoch is every question once, as the
 official dataset.
-Per question the unique answers and their weights are stored (spec §5.2): VQA (a list of the
+Per question the unique answers and their weights are stored (docs/reference.md §5.2): VQA (a list of the
 annotators' answers) → each unique answer weighted by its share of the annotations; VG (`dataset`
 "vg", one str) → that answer with weight 0.5. Whether the question may be flipped is decided here on
 the raw strings (`left_or_right_in`).

@@ -1,6 +1,6 @@
 """NLVR2, docs/reference.md §5.3: is a statement true of a pair of images? (dev and test-P accuracy)
 
-X²-VLM never released its NLVR2 config or checkpoint 
+X²-VLM never released its NLVR2 config or checkpoint
 (github.com/zengyan-97/X2-VLM/issues/14), so the hyper-parameters are
 X-VLM's `configs/NLVR.yaml` [x-vlm]: 384 px, 10 pairs per GPU (8 GPUs assumed: global 80), AdamW
 lr 3e-5, wd 0.01, lr_mult 2 (the new `cls_head`), 10 epochs, 10% linear warm-up; max_tokens 40 and

@@ -186,7 +186,7 @@ def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, shapes_d
   train step is traced on the abstract state and the task's spec (no data, nothing compiled)."""
   import jax
 
-  from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax import sharding as shd
 
   config = _config(name, shapes_dir)
   mesh = shd.create_mesh(config.mesh)

@@ -21,12 +21,12 @@ from flax import nnx
 from PIL import Image
 
 from x2vlm_jax import inference, params_io
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
 from x2vlm_jax.evaluation import registry
 from x2vlm_jax.inference.images import normalize, read_image
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
-from x2vlm_jax.training import sharding as shd
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 WORDS = ["red", "blue", "green", "circle", "square", "triangle", "small", "large", "left", "above", "two", "yellow"]

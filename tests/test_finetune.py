@@ -67,7 +67,7 @@ def test_init_from_another_resolution_and_new_heads(tmp_path):
   assert peaks[optimizer.param_group("nlvr_head/fc0/kernel", {}, frozenset(p.new_params))] == 2.0
   assert peaks[optimizer.param_group("text/layers/0/output/kernel", {}, frozenset(p.new_params))] == 1.0
 
-  from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax.training import train_state
 
   mesh = shd.create_mesh((1, 1, 1), devices=jax.devices()[:1])

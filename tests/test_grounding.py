@@ -20,11 +20,11 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
 from x2vlm_jax.evaluation import registry
 from x2vlm_jax.evaluation.grounding import official_iou, to_image_xywh
 from x2vlm_jax.models import X2VLM, get_preset
-from x2vlm_jax.training import sharding as shd
 
 
 def official_compute_iou(box1, box2):

@@ -10,11 +10,11 @@ import pytest
 from flax import nnx
 
 from tests.configs import synthetic_tiny
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.batch import stream_spec, synthetic_stream
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.tasks.pretrain import PretrainTask
 from x2vlm_jax.training import objectives, optimizer, train_state
-from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.synthetic import SyntheticIterator
 from x2vlm_jax.training.train_step import make_train_step
 

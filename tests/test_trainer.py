@@ -190,9 +190,9 @@ def reference_run(tmp_path_factory, cache_dir):
 def _one_step(config, mesh, batch_np):
   import jax
 
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax.tasks.pretrain import PretrainTask
   from x2vlm_jax.training import optimizer, train_state
-  from x2vlm_jax.training import sharding as shd
   from x2vlm_jax.training.train_step import make_train_step
 
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=[], total_steps=int(config.total_steps))
@@ -214,7 +214,7 @@ def _one_step(config, mesh, batch_np):
 def test_sharding_equivalence(reference_run):
   import jax
 
-  from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax.training.synthetic import SyntheticIterator
 
   assert jax.device_count() == 4, "conftest sets 4 fake CPU devices"

@@ -60,10 +60,10 @@ def main(argv=None):
   import ml_collections
   from flax import nnx
 
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax.data.config import SHAPES_VOCAB
   from x2vlm_jax.evaluation import registry
   from x2vlm_jax.models import X2VLM, get_preset
-  from x2vlm_jax.training import sharding as shd
 
   cfg = get_preset(args.model, dtype=args.dtype, attention_impl=args.attention)
   if args.res:

@@ -65,9 +65,9 @@ def main(argv=None):
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
 
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax import tasks
   from x2vlm_jax.training import optimizer, train_state
-  from x2vlm_jax.training import sharding as shd
   from x2vlm_jax.training.train_step import make_train_step
 
   config = load_config(args.config)

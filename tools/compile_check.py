@@ -128,8 +128,8 @@ def train_target(config, mesh):
   from flax import nnx
 
   from x2vlm_jax import params_io, tasks
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax.training import optimizer, train_state
-  from x2vlm_jax.training import sharding as shd
   from x2vlm_jax.training.train_step import make_train_step
 
   task = tasks.build(config)
@@ -243,7 +243,7 @@ def main(argv):
   del argv
   import jax
 
-  from x2vlm_jax.training import sharding as shd
+  from x2vlm_jax import sharding as shd
 
   config = _CONFIG.value
   devices, chip = target_devices(_TOPOLOGY.value)

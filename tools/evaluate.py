@@ -110,7 +110,7 @@ def build_config(args, overrides):
 
   from x2vlm_jax import params_io
   from x2vlm_jax.evaluation import registry
-  from x2vlm_jax.training.sharding import DEFAULT_RULES
+  from x2vlm_jax.sharding import DEFAULT_RULES
 
   c = ml_collections.ConfigDict()
   c.model = params_io.load_config(args.checkpoint)
@@ -144,8 +144,8 @@ def main(argv=None) -> int:
   from flax import nnx
 
   from x2vlm_jax import params_io
+  from x2vlm_jax import sharding as shd
   from x2vlm_jax.evaluation import registry
-  from x2vlm_jax.training import sharding as shd
 
   try:
     config = build_config(args, overrides)

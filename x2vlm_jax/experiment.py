@@ -12,8 +12,8 @@ import jax
 from absl import logging
 
 from x2vlm_jax import fs, tasks
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.evaluation import registry
-from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training import trainer
 
 

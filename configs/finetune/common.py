@@ -33,8 +33,8 @@ def finetune_data(image_res_ref, batch_size: int) -> ml_collections.ConfigDict:
 
 
 def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_collections.ConfigDict:
+  from x2vlm_jax.sharding import DEFAULT_RULES
   from x2vlm_jax.training import optimizer
-  from x2vlm_jax.training.sharding import DEFAULT_RULES
 
   c = ml_collections.ConfigDict()
   c.task = task

@@ -22,8 +22,8 @@ def parse_arg(arg, **defaults) -> ml_collections.ConfigDict:
 
 def base_config(model: str) -> ml_collections.ConfigDict:
   from x2vlm_jax.data.config import get_data_config  # here: keeps tensorflow out until data is built
+  from x2vlm_jax.sharding import DEFAULT_RULES
   from x2vlm_jax.training import optimizer
-  from x2vlm_jax.training.sharding import DEFAULT_RULES
 
   c = ml_collections.ConfigDict()
   c.model = presets.get_preset(model)

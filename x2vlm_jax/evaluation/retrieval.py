@@ -24,11 +24,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.progress import Progress
-from x2vlm_jax.training import sharding as shd
 
 RECALL_AT = (1, 5, 10)
 

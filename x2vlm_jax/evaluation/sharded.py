@@ -15,8 +15,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.progress import Progress
-from x2vlm_jax.training import sharding as shd
 
 
 class EvalBatches:

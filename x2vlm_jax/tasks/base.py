@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import jax
 import numpy as np
 
-from x2vlm_jax.training import sharding as shd
+from x2vlm_jax import sharding as shd
 
 
 class Task:

@@ -3,9 +3,9 @@ and box losses."""
 
 import jax
 
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.tasks.base import Task
 from x2vlm_jax.training import objectives
-from x2vlm_jax.training import sharding as shd
 
 STREAMS = ("image", "region", "video")
 

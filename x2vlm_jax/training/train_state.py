@@ -13,8 +13,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from x2vlm_jax import params_io
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.models import X2VLM
-from x2vlm_jax.training import sharding as shd
 
 TrainState = Dict[str, Any]
 

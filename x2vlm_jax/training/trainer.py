@@ -32,9 +32,9 @@ from absl import logging
 from etils import epath
 
 from x2vlm_jax import fs, params_io
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.training import checkpointing, init_from, optimizer, train_state
 from x2vlm_jax.training import metrics as metrics_lib
-from x2vlm_jax.training import sharding as shd
 from x2vlm_jax.training.train_step import make_train_step
 
 

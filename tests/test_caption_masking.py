@@ -135,7 +135,7 @@ def test_fg_free_inputs_end_to_end(vocab):
 def test_caption_loss_matches_numpy_kl():
   import jax.numpy as jnp
 
-  from x2vlm_jax.training.losses import caption_mlm_loss
+  from x2vlm_jax.objectives import caption_mlm_loss
 
   rng = np.random.default_rng(0)
   v, eps = 7, 0.1

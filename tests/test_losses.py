@@ -1,4 +1,4 @@
-"""Loss math (x2vlm_jax.training.losses) against hand-computed values and small numpy references."""
+"""Loss math (x2vlm_jax.objectives) against hand-computed values and small numpy references."""
 
 import math
 
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from x2vlm_jax.training import losses as _losses
+from x2vlm_jax import objectives as _losses
 
 
 class _Jitted:

@@ -25,8 +25,8 @@ from x2vlm_jax.evaluation import registry
 from x2vlm_jax.inference.images import normalize, read_image
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
+from x2vlm_jax.objectives import classification_loss as cross_entropy  # the NLVR2 task's loss
 from x2vlm_jax.tasks.nlvr2 import nlvr_forward
-from x2vlm_jax.training.losses import classification_loss as cross_entropy  # the NLVR2 task's loss
 
 
 @pytest.fixture(scope="module")

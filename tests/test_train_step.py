@@ -10,11 +10,12 @@ import pytest
 from flax import nnx
 
 from tests.configs import synthetic_tiny
+from x2vlm_jax import objectives
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.batch import stream_spec, synthetic_stream
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.tasks.pretrain import PretrainTask
-from x2vlm_jax.training import objectives, optimizer, train_state
+from x2vlm_jax.training import optimizer, train_state
 from x2vlm_jax.training.synthetic import SyntheticIterator
 from x2vlm_jax.training.train_step import make_train_step
 
@@ -248,7 +249,7 @@ def test_gradient_accumulation_update_is_spec_adamw_on_the_mean_gradient():
 def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(monkeypatch):
   """PretrainTask.loss: L = Σ_s w_s·Σ terms (docs/reference.md §3.5) with each stream's own weight, ITM group size
   and the ITC feature-gradient scale (docs/reference.md §3.1) applied to every stream, τ's gradient unscaled."""
-  from x2vlm_jax.training import losses
+  from x2vlm_jax.objectives import itm
 
   config = synthetic_tiny.get_config("steps=6")
   config.data.region.batch_size = 6  # distinct row counts tell the streams apart below
@@ -261,13 +262,13 @@ def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(
   params = nnx.to_pure_dict(params)
 
   seen = []
-  sample = losses.sample_itm_negatives
+  sample = itm.sample_itm_negatives
 
   def spy(rng, image_feat, text_feat, temp, valid, group_size, ids=None):
     seen.append((int(image_feat.shape[0]), group_size))
     return sample(rng, image_feat, text_feat, temp, valid, group_size, ids)
 
-  monkeypatch.setattr(losses, "sample_itm_negatives", spy)
+  monkeypatch.setattr(itm, "sample_itm_negatives", spy)
 
   def run(w_image, w_region, scale):
     task = PretrainTask(config)

@@ -14,9 +14,9 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from x2vlm_jax import objectives
 from x2vlm_jax.data.config import SHAPES_VOCAB
 from x2vlm_jax.models import X2VLM, get_preset
-from x2vlm_jax.training import losses
 
 
 def test_video_of_identical_frames_with_zero_frame_embeddings_is_the_image():
@@ -34,7 +34,7 @@ def test_classification_loss_ignores_out_of_vocabulary_answers():
   logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0], [0.0, -2.0, 0.7]], np.float32)
   labels = np.array([0, -100, 2, 1])
   valid = np.array([1.0, 1.0, 1.0, 0.0])
-  loss, acc = losses.classification_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid))
+  loss, acc = objectives.classification_loss(jnp.asarray(logits), jnp.asarray(labels), jnp.asarray(valid))
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   counted = [0, 2]  # the OOV row and the padding row give no loss
   assert float(loss) == pytest.approx(-np.mean([logp[i, labels[i]] for i in counted]), rel=1e-6)

@@ -3,7 +3,7 @@
 The 18-layer stack reads the rebuilt caption ([CLS] + prompt + caption with a [MASK] inserted before
 each chosen token, same position ids, the 3-D attention mask in which nobody but itself sees a [MASK])
 cross-attending to the image, and the MLM head predicts each chosen token at its [MASK]: the
-label-smoothed (0.1) KL loss of `losses.caption_mlm_loss`, Σ loss·weight / (Σ weight + 1e-5). No new
+label-smoothed (0.1) KL loss of `objectives.caption_mlm_loss`, Σ loss·weight / (Σ weight + 1e-5). No new
 parameters: the pre-trained stack and MLM head are fine-tuned. Evaluation: the `captioning` evaluator
 (beam search with the same [MASK]-at-the-next-position step, CIDEr & co.).
 """
@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from x2vlm_jax import objectives
 from x2vlm_jax.tasks.base import FinetuneTask
-from x2vlm_jax.training.losses import caption_mlm_loss
 
 
 class CaptioningTask(FinetuneTask):
@@ -39,7 +39,7 @@ class CaptioningTask(FinetuneTask):
     # The head runs only at the [MASK]s (as the official `masked_pos` gather before the head).
     at_masks = jnp.take_along_axis(hidden, batch["masked_pos"][..., None], axis=1)
     logits = model.text.mlm_logits(at_masks)
-    loss = caption_mlm_loss(
+    loss = objectives.caption_mlm_loss(
       logits, batch["masked_ids"], batch["masked_weight"], ignore_id=self.cls_id, label_smoothing=self.label_smoothing
     )
     return loss, {"train/caption": loss}

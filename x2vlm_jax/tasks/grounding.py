@@ -2,15 +2,15 @@
 
 The expression in text mode → fusion with the FULL image (all-ones mask) → `bbox_head` → sigmoid
 (cx, cy, w, h) of the (cropped, resized) image; L = L1 + (1 − GIoU), means over the batch, weights 1:1
-(`training/losses.py: box_losses` with no whole-image rows). The model is the pre-training one: no new
+(`objectives.box_losses` with no whole-image rows). The model is the pre-training one: no new
 parameter (the official `init_params = []`). Evaluation: the `grounding` evaluator.
 """
 
 import jax
 import numpy as np
 
+from x2vlm_jax import objectives
 from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
-from x2vlm_jax.training import losses
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
@@ -40,5 +40,5 @@ class GroundingTask(FinetuneTask):
     image_embeds, _ = model.encode_image(batch["images"], r_vis)
     text_embeds, _ = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
     box = model.predict_box(image_embeds, text_embeds, batch["text_mask"], r_box)
-    l1, giou = losses.box_losses(box, batch["target_bbox"], None, batch["valid"])
+    l1, giou = objectives.box_losses(box, batch["target_bbox"], None, batch["valid"])
     return l1 + giou, {"train/bbox": l1, "train/giou": giou}

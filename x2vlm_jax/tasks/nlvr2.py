@@ -11,8 +11,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from x2vlm_jax import objectives
 from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
-from x2vlm_jax.training import losses
 
 
 def nlvr_forward(model, images, ids, mask, rng=None):
@@ -50,5 +50,5 @@ class NLVR2Task(FinetuneTask):
   def loss(self, model, batch, rng, step):
     del step
     logits = nlvr_forward(model, batch["images"], batch["text_ids"], batch["text_mask"], rng)
-    loss, acc = losses.classification_loss(logits, batch["labels"], batch["valid"])
+    loss, acc = objectives.classification_loss(logits, batch["labels"], batch["valid"])
     return loss, {"train/ce": loss, "train/acc": acc}

@@ -3,9 +3,9 @@ and box losses."""
 
 import jax
 
+from x2vlm_jax import objectives
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.tasks.base import Task
-from x2vlm_jax.training import objectives
 
 STREAMS = ("image", "region", "video")
 

@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from x2vlm_jax import objectives
 from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
-from x2vlm_jax.training import objectives
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int, num_frames: int = 0):

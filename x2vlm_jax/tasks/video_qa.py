@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from x2vlm_jax import objectives
 from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
-from x2vlm_jax.training import losses
 
 
 class VideoQATask(FinetuneTask):
@@ -29,7 +29,7 @@ class VideoQATask(FinetuneTask):
     r_vis, r_txt = jax.random.split(rng)
     vis, _ = model.encode_video(batch["frames"], r_vis)
     logits = model.cls_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), batch["text_ids"], batch["text_mask"], r_txt)
-    loss, acc = losses.classification_loss(logits, batch["labels"], batch["valid"])
+    loss, acc = objectives.classification_loss(logits, batch["labels"], batch["valid"])
     return loss, {"train/ce": loss, "train/acc": acc}
 
   def synthetic_batch(self, seed, batch_size):

@@ -6,7 +6,7 @@ import jax
 import optax
 from flax import nnx
 
-from x2vlm_jax.training import losses
+from x2vlm_jax import objectives
 from x2vlm_jax.training.train_state import param_norm
 
 
@@ -20,7 +20,7 @@ def make_train_step(graphdef, tx, learning_rate_fn, task, config):
     rng = jax.random.fold_in(state["rng"], state["step"])
     opt_step = state["step"] // accum
     # The official code clamps the temperature in place before every forward pass (docs/reference.md §3.1).
-    params = {**state["params"], "temp": losses.clamp_temperature(state["params"]["temp"])}
+    params = {**state["params"], "temp": objectives.clamp_temperature(state["params"]["temp"])}
 
     def loss_fn(p):
       return task.loss(nnx.merge(graphdef, p), batch, rng, opt_step)
@@ -28,7 +28,7 @@ def make_train_step(graphdef, tx, learning_rate_fn, task, config):
     (loss, task_metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = tx.update(grads, state["opt_state"], params)
     params = optax.apply_updates(params, updates)
-    params["temp"] = losses.clamp_temperature(params["temp"])
+    params["temp"] = objectives.clamp_temperature(params["temp"])
     metrics = {
       "train/loss": loss,
       "train/lr": learning_rate_fn(opt_step),

@@ -1,0 +1,58 @@
+"""ITC over the global batch + ITM with in-group hard negatives on the model's outputs
+(docs/reference.md §3.1–§3.2), shared by pre-training (every stream) and retrieval fine-tuning (with image
+ids, §5.1). Padding rows (`valid == 0`) are masked out of both losses."""
+
+from typing import Dict
+
+import jax
+import jax.numpy as jnp
+
+from x2vlm_jax.objectives import itc, itm
+
+
+def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids):
+  r_sample, r_fuse = jax.random.split(rng)
+  neg_img, neg_txt, ok_img, ok_txt = itm.sample_itm_negatives(
+    r_sample, vis_feat, txt_feat, temp, valid, group_size, ids
+  )
+  b = vis.shape[0]
+  # 3B pairs: positives, (negative image, text b), (image b, negative text). A negative image
+  # brings its own tokens AND its own mask (region masks in region batches).
+  vis_all = jnp.concatenate([vis, vis[neg_img], vis], axis=0)
+  vis_mask_all = jnp.concatenate([vis_mask, vis_mask[neg_img], vis_mask], axis=0)
+  txt_all = jnp.concatenate([txt, txt, txt[neg_txt]], axis=0)
+  txt_mask_all = jnp.concatenate([txt_mask, txt_mask, txt_mask[neg_txt]], axis=0)
+  logits = model.itm_logits(vis_all, vis_mask_all, txt_all, txt_mask_all, r_fuse)
+  return itm.itm_loss(logits[:b], logits[b : 2 * b], logits[2 * b :], valid, ok_img, ok_txt)
+
+
+def contrastive_and_matching(
+  model,
+  rng,
+  vis,
+  vis_mask,
+  vis_feat,
+  txt,
+  txt_mask,
+  txt_feat,
+  valid,
+  *,
+  group_size: int,
+  ids=None,
+  itc_grad_scale: float = 1.0,
+  itm_on=True,
+) -> Dict[str, jax.Array]:
+  """{"itc", "itm"} of one batch (docs/reference.md §3.1–§3.2; with `ids`, the retrieval variant of §5.1).
+
+  `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, docs/reference.md §3.6): the ITM fusion of the
+  3B pairs then runs under `lax.cond`, so steps where it is off skip it instead of computing it and
+  multiplying it by zero (the official loss is a constant 0 there).
+  """
+  temp = model.temp[...]
+  out = {"itc": itc.itc_loss(vis_feat, txt_feat, temp, valid, ids=ids, itc_grad_scale=itc_grad_scale)}
+  args = (model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids)
+  if isinstance(itm_on, bool):
+    out["itm"] = _itm(*args) if itm_on else jnp.zeros((), jnp.float32)
+  else:
+    out["itm"] = jax.lax.cond(itm_on, lambda: _itm(*args), lambda: jnp.zeros((), jnp.float32))
+  return out

@@ -1,0 +1,42 @@
+"""What every objective here shares: float32 math, the row mask of padding, guarded means.
+
+Conventions of every function in this package:
+  * all math runs in float32, whatever dtype the model computed in;
+  * `valid` is the batch contract's [B] float mask (1 real row, 0 padding row, see `x2vlm_jax.batch`):
+    padding rows never contribute to a loss, never serve as a negative, never enter a denominator;
+  * shapes are static and there is no Python branching on traced values, so everything is jit-able
+    and works on globally sharded arrays (XLA inserts the gathers the contrastive terms need);
+  * every mean is guarded: a batch with nothing to average over yields 0, not NaN.
+"""
+
+import jax
+import jax.numpy as jnp
+
+# Large finite negative used instead of -inf for masked logits: exp() underflows to exactly 0 while
+# log_softmax stays finite, so masked entries never produce NaN values or NaN gradients.
+# |logit| ≤ 1/τ_min = 1000 for L2-normalised features, far away from this.
+MASKED_LOGIT = -1e9
+
+
+def f32(x):
+  return jnp.asarray(x).astype(jnp.float32)
+
+
+def row_mask(valid, n: int):
+  """`valid` (None = all real) → float32 [n]."""
+  if valid is None:
+    return jnp.ones((n,), jnp.float32)
+  return (f32(valid) > 0).astype(jnp.float32)
+
+
+def safe_div(num, den):
+  # Denominators here are counts; max(·, 1) turns an empty batch into 0/1 = 0 without a NaN in
+  # either the value or the gradient.
+  return num / jnp.maximum(den, 1.0)
+
+
+def hard_cross_entropy(logits, labels):
+  """Per-entry −log softmax(logits)[label]; labels outside [0, V) must be masked by the caller."""
+  logp = jax.nn.log_softmax(f32(logits), axis=-1)
+  safe = jnp.clip(labels, 0, logits.shape[-1] - 1)
+  return -jnp.take_along_axis(logp, safe[..., None].astype(jnp.int32), axis=-1)[..., 0]

@@ -15,8 +15,8 @@ from x2vlm_jax import sharding as shd
 from x2vlm_jax.batch import stream_spec, synthetic_stream
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.tasks.pretrain import PretrainTask
+from x2vlm_jax.tasks.synthetic import SyntheticIterator
 from x2vlm_jax.training import optimizer, train_state
-from x2vlm_jax.training.synthetic import SyntheticIterator
 from x2vlm_jax.training.train_step import make_train_step
 
 

@@ -215,7 +215,7 @@ def test_sharding_equivalence(reference_run):
   import jax
 
   from x2vlm_jax import sharding as shd
-  from x2vlm_jax.training.synthetic import SyntheticIterator
+  from x2vlm_jax.tasks.synthetic import SyntheticIterator
 
   assert jax.device_count() == 4, "conftest sets 4 fake CPU devices"
   config = _tiny_config("steps=6")

@@ -96,7 +96,7 @@ class FinetuneTask(Task):
 
   def train_iterator(self, seed, process_index, process_count):
     if self._synthetic():
-      from x2vlm_jax.training.synthetic import SyntheticBatches
+      from x2vlm_jax.tasks.synthetic import SyntheticBatches
 
       per_host = int(self.config.data.batch_size) // process_count
       return SyntheticBatches(lambda s: self.synthetic_batch(s, per_host), seed=seed, process_index=process_index)

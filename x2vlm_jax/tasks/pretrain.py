@@ -53,7 +53,7 @@ class PretrainTask(Task):
   def train_iterator(self, seed, process_index, process_count):
     c = self.config
     if c.data.get("source", "tfds") == "synthetic":
-      from x2vlm_jax.training.synthetic import SyntheticIterator
+      from x2vlm_jax.tasks.synthetic import SyntheticIterator
 
       return SyntheticIterator(c.data, c.model, seed=seed, process_index=process_index, process_count=process_count)
     from x2vlm_jax.data import pipeline  # tensorflow lives only behind this import
@@ -69,7 +69,7 @@ class PretrainTask(Task):
     return shd.global_batch(mesh, host_batch)
 
   def batch_spec(self):
-    from x2vlm_jax.training.synthetic import SyntheticIterator  # the contract's shapes, no data
+    from x2vlm_jax.tasks.synthetic import SyntheticIterator  # the contract's shapes, no data
 
     return SyntheticIterator(self.config.data, self.config.model, seed=0, process_count=1).specs
 

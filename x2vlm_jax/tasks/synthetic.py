@@ -1,7 +1,8 @@
 """A synthetic input source that honours the batch contract without tensorflow.
 
-Used by `tools/benchmark_train.py` (GPU hosts have no tensorflow) and by the trainer tests. Batch k of
-host p is a pure function of (seed, k, p), so its "position" is just k: save/restore is exact.
+What a task reads with `config.data.source = "synthetic"`: `tools/benchmark_train.py` (GPU hosts have
+no tensorflow) and the trainer tests. Batch k of host p is a pure function of (seed, k, p), so its
+"position" is just k: save/restore is exact.
 """
 
 from typing import Callable, Dict

@@ -68,7 +68,7 @@ def main(argv=None):
   from x2vlm_jax import sharding as shd
   from x2vlm_jax import tasks
   from x2vlm_jax.training import optimizer, train_state
-  from x2vlm_jax.training.train_step import make_train_step
+  from x2vlm_jax.training.train_step import jit_train_step
 
   config = load_config(args.config)
   n_dev = jax.device_count()
@@ -100,9 +100,7 @@ def main(argv=None):
     )
     task = tasks.build(config)
     batch = task.global_batch(mesh, next(task.train_iterator(0, jax.process_index(), jax.process_count())))
-    step = jax.jit(
-      make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,), out_shardings=(shardings, None)
-    )
+    step = jit_train_step(graphdef, tx, lr_fn, task, config, shardings)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0

@@ -124,13 +124,12 @@ def _sds_tree(spec_tree, sharding_fn):
 
 def train_target(config, mesh):
   """(jitted step, abstract args, the abstract state) of the real train step."""
-  import jax
   from flax import nnx
 
   from x2vlm_jax import params_io, tasks
   from x2vlm_jax import sharding as shd
   from x2vlm_jax.training import optimizer, train_state
-  from x2vlm_jax.training.train_step import make_train_step
+  from x2vlm_jax.training.train_step import jit_train_step
 
   task = tasks.build(config)
   steps = int(config.total_steps) if int(config.total_steps) > 0 else 1000  # placeholder for epoch-sized runs
@@ -140,9 +139,7 @@ def train_target(config, mesh):
   state = train_state.abstract_like(abstract, shardings)
   batch = _sds_tree(task.batch_spec(), lambda ndim: shd.batch_sharding(mesh, ndim))
   graphdef = nnx.graphdef(params_io.abstract_model(config.model))
-  step = jax.jit(
-    make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,), out_shardings=(shardings, None)
-  )
+  step = jit_train_step(graphdef, tx, lr_fn, task, config, shardings)
   return graphdef, step, (state, batch), state
 
 

@@ -41,3 +41,11 @@ def make_train_step(graphdef, tx, learning_rate_fn, task, config):
     return new_state, metrics
 
   return step
+
+
+def jit_train_step(graphdef, tx, learning_rate_fn, task, config, state_shardings):
+  """The train step as the trainer, tools/compile_check.py and tools/benchmark_train.py run it: jitted,
+  the state donated (its buffers become the new state's) and the new state kept in `state_shardings`
+  (the metrics' placement is XLA's choice)."""
+  step = make_train_step(graphdef, tx, learning_rate_fn, task, config)
+  return jax.jit(step, donate_argnums=(0,), out_shardings=(state_shardings, None))

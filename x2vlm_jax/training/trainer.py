@@ -35,7 +35,7 @@ from x2vlm_jax import fs, params_io
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.training import checkpointing, init_from, optimizer, train_state
 from x2vlm_jax.training import metrics as metrics_lib
-from x2vlm_jax.training.train_step import make_train_step
+from x2vlm_jax.training.train_step import jit_train_step
 
 
 class NonFiniteLossError(RuntimeError):
@@ -195,9 +195,7 @@ def train(
       state = init_from.apply(plan, state, shardings, config.model, task)
     start = int(jax.device_get(state["step"]))
 
-    step_fn = jax.jit(
-      make_train_step(graphdef, tx, lr_fn, task, config), donate_argnums=(0,), out_shardings=(shardings, None)
-    )
+    step_fn = jit_train_step(graphdef, tx, lr_fn, task, config, shardings)
     # The loop counts micro-steps (= optimizer steps without accumulation); so do log_every,
     # checkpoint_every, evals' `every` and `step` in metrics.jsonl.
     total_micro = total_steps * accum

@@ -16,15 +16,10 @@ from PIL import Image
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import records
+from x2vlm_jax.data.annotations import BadRecord
 from x2vlm_jax.data.text import pre_caption_py
 
 TF_DECODABLE = {"JPEG", "PNG", "GIF", "BMP"}
-
-
-class BadRecord(Exception):
-  def __init__(self, reason: str, detail: str = ""):
-    super().__init__(f"{reason}: {detail}" if detail else reason)
-    self.reason, self.detail = reason, detail
 
 
 def _texts(value, field: str, max_words: int) -> List[str]:

@@ -24,7 +24,8 @@ from absl import logging
 from etils import epath
 from flax import nnx
 
-from x2vlm_jax.evaluation import annotations as ann
+from x2vlm_jax.data import annotations as ann
+from x2vlm_jax.data.text_clean import image_id_from_name
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.caption_metrics import caption_scores, dedupe_predictions
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
@@ -41,12 +42,12 @@ class CaptionSet:
 
   @classmethod
   def from_file(cls, path: str, image_root: str = "") -> "CaptionSet":
-    records = ann.read_records(path)
+    records = ann.read_records(path, objects_only=True)
     ann.require(path, records, "image", str, non_empty=True)
     out = cls([], [], [])
     for i, rec in enumerate(records):
       try:
-        image_id = ann.image_id_from_name(rec["image"])
+        image_id = image_id_from_name(rec["image"])
       except ValueError:
         raise ValueError(
           f"annotations {path!r}: record {i}: no image id in the file name {rec['image']!r} "

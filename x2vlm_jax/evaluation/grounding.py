@@ -24,7 +24,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from x2vlm_jax.evaluation import annotations as ann
+from x2vlm_jax.data import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
@@ -82,18 +82,10 @@ class GroundingSet:
       for i, rec in enumerate(records):
         if "ref_id" not in rec:
           raise ValueError(f"annotations {path!r}: record {i} has no field 'ref_id' (fields: {sorted(rec)})")
-        box = rec.get("bbox")
-        if (
-          not isinstance(box, (list, tuple))
-          or len(box) != 4
-          or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-        ):
-          raise ValueError(
-            f"annotations {path!r}: record {i}: 'bbox' must be [x, y, w, h] numbers, got {box!r} "
-            "(official files keep the box in REFER: convert them with tools/refer_to_grounding.py)"
-          )
-        if box[2] < 0 or box[3] < 0:
-          raise ValueError(f"annotations {path!r}: record {i}: 'bbox' {box} has a negative size")
+        try:
+          box = ann.box_xywh(rec.get("bbox"))
+        except ann.BadRecord as e:
+          raise e.located(path, i) from None
         size = [rec.get("width", 0), rec.get("height", 0)]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size):
           raise ValueError(f"annotations {path!r}: record {i}: width/height must be non-negative ints, got {size}")
@@ -104,7 +96,7 @@ class GroundingSet:
         out.texts.append(rec["text"])
         out.ref_ids.append(rec["ref_id"])
         out.splits.append(rec_split)
-        boxes.append([float(v) for v in box])
+        boxes.append(box)
         sizes.append(size)
     out.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     out.sizes = np.asarray(sizes, np.int64).reshape(-1, 2)

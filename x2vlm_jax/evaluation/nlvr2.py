@@ -17,20 +17,9 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from x2vlm_jax.evaluation import annotations as ann
+from x2vlm_jax.data import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
-
-
-def parse_label(value, path: str, i: int) -> int:
-  """The official rule (nlvr_dataset.py): True / "True" → 1, False / "False" → 0, else an error."""
-  if value is True or value == "True":
-    return 1
-  if value is False or value == "False":
-    return 0
-  raise ValueError(
-    f'annotations {path!r}: record {i}: unsupported label {value!r} (expected true/false or "True"/"False")'
-  )
 
 
 @dataclasses.dataclass
@@ -45,16 +34,14 @@ class NLVR2Set:
     out = cls([], [], np.zeros((0,), np.int64), [])
     labels = []
     for split, path, records in ann.read_split_files(annotations, splits):
-      ann.require(path, records, "images", list, non_empty=True)
-      ann.require(path, records, "sentence", str)
       for i, rec in enumerate(records):
-        if len(rec["images"]) != 2:
-          raise ValueError(f"annotations {path!r}: record {i}: 'images' must hold two paths, got {rec['images']!r}")
-        if "label" not in rec:
-          raise ValueError(f"annotations {path!r}: record {i} has no field 'label' (fields: {sorted(rec)})")
-        labels.append(parse_label(rec["label"], path, i))
-        out.pairs.append(tuple(ann.image_path(image_root, p) for p in rec["images"]))
-        out.sentences.append(rec["sentence"])
+        try:
+          pair, sentence, label = ann.nlvr2_record(rec)
+        except ann.BadRecord as e:
+          raise e.located(path, i) from None
+        labels.append(label)
+        out.pairs.append(tuple(ann.image_path(image_root, p) for p in pair))
+        out.sentences.append(sentence)
         out.splits.append(split)
     out.labels = np.asarray(labels, np.int64)
     return out

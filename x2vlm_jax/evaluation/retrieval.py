@@ -25,7 +25,7 @@ from absl import logging
 from flax import nnx
 
 from x2vlm_jax import sharding as shd
-from x2vlm_jax.evaluation import annotations as ann
+from x2vlm_jax.data import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.progress import Progress
@@ -89,7 +89,7 @@ class RetrievalSet:
 
   @classmethod
   def from_file(cls, path: str, image_root: str = "", image_key: str = "image") -> "RetrievalSet":
-    records = ann.read_records(path)
+    records = ann.read_records(path, objects_only=True)
     ann.require(path, records, image_key, str, non_empty=True)
     ann.require(path, records, "caption", (str, list), non_empty=True)
     images, texts, txt2img, img2txt = [], [], [], []

@@ -17,9 +17,9 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
+from x2vlm_jax.data import annotations as ann
 from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.data.video_files import video_file_name
-from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
@@ -41,7 +41,7 @@ class VideoQAEvaluator(Evaluator):
 
   def setup(self):
     e = self.ecfg
-    records = ann.read_records(e.annotations)
+    records = ann.read_records(e.annotations, objects_only=True)
     for key in ("video_id", "question", "answer"):
       ann.require(e.annotations, records, key, (str, int) if key == "video_id" else str)
     if not e.ans2label:

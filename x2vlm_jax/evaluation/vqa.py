@@ -26,8 +26,8 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
+from x2vlm_jax.data import annotations as ann
 from x2vlm_jax.data.text_clean import pre_question
-from x2vlm_jax.evaluation import annotations as ann
 from x2vlm_jax.evaluation import vqa_metrics
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
@@ -48,7 +48,7 @@ class VQASet:
 
   @classmethod
   def from_file(cls, path: str, image_root: str = "") -> "VQASet":
-    records = ann.read_records(path)
+    records = ann.read_records(path, objects_only=True)
     ann.require(path, records, "image", str, non_empty=True)
     ann.require(path, records, "question", str)
     ann.require(path, records, "question_id", (int, str))

@@ -1,5 +1,6 @@
-"""What the fine-tuning datasets share: reading the official annotation files, checking records into
-counted skips, and one resumable single-stream training iterator.
+"""What the fine-tuning datasets share: records turned into counted skips (the official annotation files
+are read by `x2vlm_jax.data.annotations`, as the evaluators read them), media stored once with a row
+table, and one resumable single-stream training iterator.
 
 Each task's data lives in its own module of this package (builder from the official JSON → TFDS,
 tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py --kind` to them.
@@ -13,32 +14,12 @@ import numpy as np
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import records
-from x2vlm_jax.data.jsonl import BadRecord, load_image
+from x2vlm_jax.data.annotations import BadRecord
+from x2vlm_jax.data.jsonl import load_image
 from x2vlm_jax.data.pipeline import StreamDef, TrainIterator, _per_host
 from x2vlm_jax.data.source import StreamSource
 from x2vlm_jax.data.streams import pmap
 from x2vlm_jax.data.text import Tokenizer
-
-
-def read_annotations(path: str) -> List[Dict]:
-  """A JSON array (or JSON lines) of records, local or gs://."""
-  text = fs.path(path).read_text()
-  try:
-    data = json.loads(text)
-  except json.JSONDecodeError:
-    data = [json.loads(line) for line in text.splitlines() if line.strip()]
-  if not isinstance(data, list):
-    raise ValueError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
-  return data
-
-
-def field(rec, key, kinds, reason="missing_field"):
-  """rec[key] if present and of one of `kinds` (bools never count as ints); else BadRecord."""
-  if not isinstance(rec, dict) or key not in rec:
-    raise BadRecord(reason, f"no field {key!r}")
-  if not isinstance(rec[key], kinds) or isinstance(rec[key], bool):
-    raise BadRecord("bad_field_type", f"{key} is {type(rec[key]).__name__}")
-  return rec[key]
 
 
 def skip_or_raise(report, path, index, e: BadRecord, strict: bool):

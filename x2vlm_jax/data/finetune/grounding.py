@@ -15,22 +15,18 @@ Texts: `pre_caption` (30 words) → WordPiece, fixed length `max_tokens` (offici
 truncation to max_tokens; the padding is masked either way).
 """
 
-import math
-
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.annotations import BadRecord, box_xywh, field, read_records
 from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   batch_and_tokenize,
-  field,
-  read_annotations,
   skip_or_raise,
   task_iterator,
   write_image_rows,
 )
-from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.region_stream import box_safe_crop
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
@@ -44,15 +40,7 @@ def _bbox(rec):
   box = rec.get("bbox") if isinstance(rec, dict) else None
   if box is None:
     raise BadRecord("missing_field", "no field 'bbox' (convert REFER files with tools/refer_to_grounding.py)")
-  if (
-    not isinstance(box, (list, tuple))
-    or len(box) != 4
-    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)
-  ):
-    raise BadRecord("bad_field_type", f"bbox must be [x, y, w, h] numbers, got {box!r}")
-  if not all(math.isfinite(v) for v in box):
-    raise BadRecord("bad_box", f"bbox {box}")
-  return [float(v) for v in box]
+  return box_xywh(box)
 
 
 def build(
@@ -65,12 +53,12 @@ def build(
   strict: bool = False,
   max_words: int = 30,
 ) -> records.BuildReport:
-  """Skips (counted by reason): missing or mistyped fields, texts empty after `pre_caption`, boxes not
-  inside their image with a positive size (`box_outside_image`: the official reader asserts on them),
-  unreadable images."""
+  """Skips (counted by reason): missing or mistyped fields, texts empty after `pre_caption`, boxes that
+  are not finite or have a negative size (`bad_box`), boxes not inside their image with a positive
+  size (`box_outside_image`: the official reader asserts on them), unreadable images."""
   report = records.BuildReport()
   rows = []
-  for i, rec in enumerate(read_annotations(annotations)):
+  for i, rec in enumerate(read_records(annotations)):
     try:
       image, text = field(rec, "image", str), field(rec, "text", str)
       if not pre_caption_py(text, max_words):

@@ -12,43 +12,21 @@ Batch contract: images [B, 2, R, R, 3] (image 0 = "left"), text_ids/text_mask [B
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.annotations import BadRecord, nlvr2_record, read_records
 from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   batch_and_tokenize,
-  field,
-  read_annotations,
   skip_or_raise,
   task_iterator,
   write_image_rows,
 )
-from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
 
 STREAM_ID = 0  # seed stream of this task (base = seed·8 + id; ids 1–6 are taken)
 KIND = "nlvr2"
-
-
-def parse_label(value) -> int:
-  """The official rule: True or "True" → 1, False or "False" → 0, anything else is an error."""
-  if value is True or value == "True":
-    return 1
-  if value is False or value == "False":
-    return 0
-  raise BadRecord("bad_label", f'label {value!r} (expected true/false or "True"/"False")')
-
-
-def parse_record(rec):
-  """→ ((left path, right path), sentence, label) or BadRecord."""
-  images = field(rec, "images", list)
-  if len(images) != 2 or not all(isinstance(p, str) and p for p in images):
-    raise BadRecord("bad_field_type", f"images must be two paths, got {images!r}")
-  sentence = field(rec, "sentence", str)
-  if "label" not in rec:
-    raise BadRecord("missing_field", "no field 'label'")
-  return tuple(images), sentence, parse_label(rec["label"])
 
 
 def build(
@@ -65,9 +43,9 @@ def build(
   empty after `pre_caption`, pairs with a missing or corrupt image."""
   report = records.BuildReport()
   rows = []
-  for i, rec in enumerate(read_annotations(annotations)):
+  for i, rec in enumerate(read_records(annotations)):
     try:
-      images, sentence, label = parse_record(rec)
+      images, sentence, label = nlvr2_record(rec)
       if not pre_caption_py(sentence, max_words):
         raise BadRecord("empty_caption")
       rows.append((i, images, {"sentence": sentence, "label": label}))

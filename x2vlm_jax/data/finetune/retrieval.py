@@ -11,18 +11,16 @@ from typing import Callable, Dict, List, Optional, Tuple
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.annotations import BadRecord, field, read_records
 from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   batch_and_tokenize,
-  field,
   load_image_record,
-  read_annotations,
   skip_or_raise,
   task_iterator,
   write_media_groups,
 )
-from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
@@ -64,7 +62,7 @@ def build_rows(annotations, data_dir, name, *, split, strict, max_words, load, k
   keep = keep or (lambda caption: bool(pre_caption_py(caption, max_words)))
   report = records.BuildReport()
   by_id: Dict[object, Tuple[str, List[str]]] = {}
-  for i, rec in enumerate(read_annotations(annotations)):
+  for i, rec in enumerate(read_records(annotations)):
     try:
       media = field(rec, vision_key, str)
       caption = field(rec, "caption", str)

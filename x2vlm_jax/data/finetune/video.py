@@ -23,18 +23,17 @@ import tensorflow as tf
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.annotations import BadRecord, field, read_records
 from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
-  field,
-  read_annotations,
   single_stream_iterator,
   skip_or_raise,
   transform_and_batch,
   write_media_groups,
 )
 from x2vlm_jax.data.finetune.retrieval import build_rows
-from x2vlm_jax.data.jsonl import BadRecord, check_image
+from x2vlm_jax.data.jsonl import check_image
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature, pmap, sample_frame_ids
 from x2vlm_jax.data.text import Tokenizer, pre_caption, pre_question
 from x2vlm_jax.data.text_clean import pre_question as pre_question_py
@@ -88,7 +87,7 @@ def build_qa(
   labels: Dict[str, int] = json.loads(fs.path(ans2label).read_text())
   report = records.BuildReport()
   by_video: Dict[str, Tuple[str, List[Dict]]] = {}
-  for i, rec in enumerate(read_annotations(annotations)):
+  for i, rec in enumerate(read_records(annotations)):
     try:
       vid = str(field(rec, "video_id", (str, int)))
       question = field(rec, "question", str)

@@ -24,18 +24,16 @@ import numpy as np
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
+from x2vlm_jax.data.annotations import BadRecord, field, read_records
 from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
-  field,
   load_image_record,
-  read_annotations,
   single_stream_iterator,
   skip_or_raise,
   transform_and_batch,
   write_media_groups,
 )
-from x2vlm_jax.data.jsonl import BadRecord
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer
 from x2vlm_jax.data.text_clean import left_or_right_in, pre_question
@@ -82,7 +80,7 @@ def build(
   `image` is relative to image_root except for `dataset` "gqa" (the official reader uses it as is).
   max_words is applied when reading (pre_question), not here."""
   del max_words
-  rows = read_annotations(annotations)
+  rows = read_records(annotations)
   report = records.BuildReport()
   by_image: Dict[str, Tuple[str, List]] = {}
   for i, rec in enumerate(rows):

@@ -14,11 +14,11 @@ import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.task
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
 import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.init_from, x2vlm_jax.experiment
 import x2vlm_jax.tasks.nlvr2, x2vlm_jax.tasks.grounding
-import x2vlm_jax.evaluation.registry, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
+import x2vlm_jax.evaluation.schedule, x2vlm_jax.evaluation.retrieval, x2vlm_jax.inference.tokenizer
 import x2vlm_jax.evaluation.nlvr2, x2vlm_jax.evaluation.grounding
 import x2vlm_jax.models.decoder, x2vlm_jax.inference.decoding
 import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
-import x2vlm_jax.data.embedded, x2vlm_jax.progress, x2vlm_jax.console, x2vlm_jax.data.finetune.specs
+import x2vlm_jax.embedded, x2vlm_jax.progress, x2vlm_jax.console, x2vlm_jax.data.annotations, x2vlm_jax.sharding
 import x2vlm_jax.tasks.vqa, x2vlm_jax.tasks.captioning, x2vlm_jax.inference.generation
 import x2vlm_jax.evaluation.vqa, x2vlm_jax.evaluation.captioning
 from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
@@ -30,6 +30,7 @@ from configs.finetune import shapes_captioning
 from configs.finetune import nlvr2_base, nlvr2_large, shapes_nlvr2
 from configs.finetune import refcoco_grounding_base, refcoco_grounding_large, shapes_grounding
 from x2vlm_jax import tasks
+tasks.evaluator_types(), tasks.data_kinds(), tasks.evaluation_names()  # imports every task module
 for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,
           msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video,
           vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base, shapes_captioning,

@@ -21,11 +21,10 @@ from flax import nnx
 from PIL import Image
 
 from tests.test_caption_masking import official_fg_free
-from x2vlm_jax import inference, params_io
+from x2vlm_jax import inference, params_io, tasks
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
 from x2vlm_jax.data.text_clean import image_id_from_name
-from x2vlm_jax.evaluation import registry
 from x2vlm_jax.evaluation.caption_metrics import caption_scores
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
@@ -62,6 +61,7 @@ def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
   from configs.finetune.coco_captioning_large import captioning_data
   from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import captioning
+  from x2vlm_jax.tasks.captioning import CaptioningTask
 
   d, rows = train_built
   c = ml_collections.ConfigDict({"data": finetune_data(32, 6)})
@@ -74,7 +74,7 @@ def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
   assert [tok.tokens[i] for i in prompt] == ["a", "picture", "of"]
   mean = np.asarray([0.48145466, 0.4578275, 0.40821073]) * 255
   std = np.asarray([0.26862954, 0.26130258, 0.27577711]) * 255
-  it = captioning.create_iterator(cfg, PROMPT, seed=3, process_index=0, process_count=1)
+  it = captioning.create_iterator(cfg, PROMPT, spec=CaptioningTask.spec, seed=3, process_index=0, process_count=1)
   seen = []
   for _ in range(2):
     batch = next(it)
@@ -197,7 +197,7 @@ def _evaluator(d, **fields):
   c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
   e = ml_collections.ConfigDict(dict(type="captioning", annotations=str(d / "test.json"), image_root=str(d), **fields))
   mesh = shd.create_mesh((1, 1, 1), devices=jax.devices()[:1])
-  return registry.build("test", c, e, mesh)
+  return tasks.build_evaluator("test", c, e, mesh)
 
 
 def test_bad_input_is_a_clear_error(test_set, tmp_path):

@@ -117,7 +117,7 @@ SHAPES_TASKS = {
 @pytest.fixture(scope="module")
 def shapes_dir(tmp_path_factory):
   from tests.helpers.embedded_small import small_sizes
-  from x2vlm_jax.data import embedded
+  from x2vlm_jax import embedded
 
   d = str(tmp_path_factory.mktemp("data"))
   with small_sizes():

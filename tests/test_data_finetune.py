@@ -14,6 +14,7 @@ from x2vlm_jax.data.config import SHAPES_VOCAB  # noqa: E402
 from x2vlm_jax.data.finetune import retrieval  # noqa: E402
 from x2vlm_jax.data.text_clean import pre_caption  # noqa: E402
 from x2vlm_jax.inference.tokenizer import Tokenizer  # noqa: E402
+from x2vlm_jax.tasks.retrieval import RetrievalTask  # noqa: E402
 
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (150, 40, 200), (30, 210, 220)]
 WORDS = ["red", "green", "blue", "yellow", "purple", "cyan"]
@@ -65,7 +66,7 @@ def test_stream_pairs_captions_with_their_image_and_id_and_resumes(built):
   d, rows, _ = built
   cfg = _cfg(d, batch=5)
   assert len(rows) == 15  # 3 batches of 5 are exactly one epoch
-  it = retrieval.create_iterator(cfg, seed=0, process_index=0, process_count=1)
+  it = retrieval.create_iterator(cfg, spec=RetrievalTask.spec, seed=0, process_index=0, process_count=1)
   tok = Tokenizer(SHAPES_VOCAB, cfg.max_tokens)
   seen, first, ids_of = [], [], {}
   mean = np.asarray([0.48145466, 0.4578275, 0.40821073]) * 255
@@ -87,8 +88,8 @@ def test_stream_pairs_captions_with_their_image_and_id_and_resumes(built):
   assert sorted(seen) == sorted(pre_caption(r["caption"], 30) for r in rows)  # every row once per epoch
   assert it.stats()["retrieval"]["dropped_corrupt"] == 0
 
-  resumed = retrieval.create_iterator(cfg, seed=0, process_index=0, process_count=1)
-  fresh = retrieval.create_iterator(cfg, seed=0, process_index=0, process_count=1)
+  resumed = retrieval.create_iterator(cfg, spec=RetrievalTask.spec, seed=0, process_index=0, process_count=1)
+  fresh = retrieval.create_iterator(cfg, spec=RetrievalTask.spec, seed=0, process_index=0, process_count=1)
   next(fresh)
   resumed.set_state(fresh.get_state())
   for want in first[1:]:

@@ -15,6 +15,7 @@ from x2vlm_jax.data.config import SHAPES_VOCAB  # noqa: E402
 from x2vlm_jax.data.finetune import vqa  # noqa: E402
 from x2vlm_jax.data.text_clean import left_or_right_in, pre_question  # noqa: E402
 from x2vlm_jax.inference.tokenizer import Tokenizer  # noqa: E402
+from x2vlm_jax.tasks.vqa import VQATask  # noqa: E402
 
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (150, 40, 200), (30, 210, 220)]
 WORDS = ["red", "green", "blue", "yellow", "purple", "cyan"]
@@ -107,7 +108,7 @@ def test_build_counts_bad_records_by_reason(built, tmp_path):
 def test_too_few_answer_slots_is_a_clear_error(built):
   d, _, _ = built
   with pytest.raises(ValueError, match=r"3 unique answers, more than data.max_answers=2"):
-    next(vqa.create_iterator(_cfg(d, max_answers=2), seed=0, process_index=0, process_count=1))
+    next(vqa.create_iterator(_cfg(d, max_answers=2), spec=VQATask.spec, seed=0, process_index=0, process_count=1))
 
 
 def test_stream_pairs_questions_with_their_image_answers_and_weights(built):
@@ -120,7 +121,7 @@ def test_stream_pairs_questions_with_their_image_answers_and_weights(built):
   std = np.asarray([0.26862954, 0.26130258, 0.27577711]) * 255
   seen, flips = [], {True: [], False: []}
   for seed in (0, 1):
-    it = vqa.create_iterator(cfg, seed=seed, process_index=0, process_count=1)
+    it = vqa.create_iterator(cfg, spec=VQATask.spec, seed=seed, process_index=0, process_count=1)
     for _ in range(3):
       batch = next(it)
       for r in range(cfg.batch_size):

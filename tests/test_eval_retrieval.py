@@ -20,10 +20,9 @@ import pytest
 from flax import nnx
 from PIL import Image
 
-from x2vlm_jax import inference, params_io
+from x2vlm_jax import inference, params_io, tasks
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
-from x2vlm_jax.evaluation import registry
 from x2vlm_jax.inference.images import normalize, read_image
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
@@ -77,7 +76,7 @@ def _run(cfg, params, d, devices, **eval_fields):
   mesh = shd.create_mesh((len(devices), 1, 1), devices=devices)
   graphdef = nnx.graphdef(X2VLM(cfg, rngs=nnx.Rngs(0)))
   with jax.set_mesh(mesh):
-    return registry.build("test", c, e, mesh)(graphdef, params)
+    return tasks.build_evaluator("test", c, e, mesh)(graphdef, params)
 
 
 # ------------------------------------------------------------------------ independent references

@@ -18,9 +18,8 @@ from flax import nnx
 
 from tests.configs import synthetic_retrieval, synthetic_tiny
 from tests.helpers import scripted_eval
-from x2vlm_jax import experiment, params_io
+from x2vlm_jax import experiment, params_io, tasks
 from x2vlm_jax.convert.relpos import resize_rel_pos_table
-from x2vlm_jax.evaluation import registry
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.training import init_from, optimizer, trainer
 
@@ -30,7 +29,7 @@ def _jsonl(workdir):
 
 
 def test_evaluators_run_every_n_steps_and_the_best_step_is_kept(tmp_path, monkeypatch):
-  monkeypatch.setitem(registry.TYPES, "scripted", "tests.helpers.scripted_eval:ScriptedEvaluator")
+  monkeypatch.setitem(tasks._TASKS, "scripted", "tests.helpers.scripted_eval:ScriptedTask")
   scripted_eval.CALLS.clear()
   c = synthetic_retrieval.get_config("steps=8")
   c.checkpoint_every = 100  # only evaluated steps and the last one are saved

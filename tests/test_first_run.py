@@ -13,7 +13,7 @@ from configs.finetune import coco_retrieval, shapes_captioning, shapes_retrieval
 from configs.pretrain import shapes_tiny
 from tests.configs import synthetic_retrieval
 from tests.helpers.embedded_small import small_sizes
-from x2vlm_jax.data import embedded
+from x2vlm_jax import embedded
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from flax import nnx
 from PIL import Image
 
 from x2vlm_jax import sharding as shd
+from x2vlm_jax import tasks
 from x2vlm_jax.data.config import SHAPES_VOCAB
-from x2vlm_jax.evaluation import registry
 from x2vlm_jax.evaluation.grounding import official_iou, to_image_xywh
 from x2vlm_jax.models import X2VLM, get_preset
 
@@ -99,7 +99,7 @@ def _evaluate(cfg, params, d, devices, **fields):
   )
   mesh = shd.create_mesh((len(devices), 1, 1), devices=devices)
   with jax.set_mesh(mesh):
-    return registry.build("g", c, e, mesh)(nnx.graphdef(X2VLM(cfg, rngs=nnx.Rngs(0))), params)
+    return tasks.build_evaluator("g", c, e, mesh)(nnx.graphdef(X2VLM(cfg, rngs=nnx.Rngs(0))), params)
 
 
 def test_evaluator_scales_the_box_to_the_original_non_square_image(tmp_path):
@@ -258,6 +258,7 @@ def test_crop_keeps_the_box_flip_rule_and_target_match_the_official_arithmetic()
 def test_builder_counts_bad_records_and_the_stream_reads_the_rest(tmp_path):
   from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import grounding
+  from x2vlm_jax.tasks.grounding import GroundingTask
 
   Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(tmp_path / "a.jpg")
   (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
@@ -294,7 +295,7 @@ def test_builder_counts_bad_records_and_the_stream_reads_the_rest(tmp_path):
     False,
   )
   assert grounding.train_size(c) == 2
-  batch = next(grounding.create_iterator(c, seed=0, process_index=0, process_count=1))
+  batch = next(grounding.create_iterator(c, spec=GroundingTask.spec, seed=0, process_index=0, process_count=1))
   assert batch["images"].shape == (2, 32, 32, 3) and batch["target_bbox"].shape == (2, 4)
   whole = [t for t in batch["target_bbox"] if np.allclose(t, [0.5, 0.5, 1.0, 1.0])]
   assert len(whole) == 1  # the whole-image box stays the whole image under any crop and flip

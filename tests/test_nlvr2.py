@@ -20,8 +20,8 @@ from flax import nnx
 from PIL import Image
 
 from x2vlm_jax import sharding as shd
+from x2vlm_jax import tasks
 from x2vlm_jax.data.config import SHAPES_VOCAB
-from x2vlm_jax.evaluation import registry
 from x2vlm_jax.inference.images import normalize, read_image
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
@@ -131,7 +131,7 @@ def _evaluate(cfg, m, d, devices):
   graphdef, params = nnx.split(m, nnx.Param)
   params = nnx.to_pure_dict(params)
   with jax.set_mesh(mesh):
-    return registry.build("nlvr2", c, e, mesh)(nnx.graphdef(X2VLM(cfg, rngs=nnx.Rngs(0))), params)
+    return tasks.build_evaluator("nlvr2", c, e, mesh)(nnx.graphdef(X2VLM(cfg, rngs=nnx.Rngs(0))), params)
 
 
 def test_evaluator_accuracy_per_split_sharded_equals_one_device_and_pairwise_reference(model, nlvr_files):
@@ -207,6 +207,7 @@ def test_builder_counts_bad_records_and_the_stream_keeps_pairs_in_order(tmp_path
   pytest.importorskip("tensorflow")
   from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import nlvr2
+  from x2vlm_jax.tasks.nlvr2 import NLVR2Task
 
   colours = {"r.jpg": (230, 20, 20), "g.jpg": (20, 200, 30), "b.jpg": (20, 40, 230)}
   for name, c in colours.items():
@@ -242,7 +243,7 @@ def test_builder_counts_bad_records_and_the_stream_keeps_pairs_in_order(tmp_path
     False,
   )
   assert nlvr2.train_size(c) == 2
-  b = next(nlvr2.create_iterator(c, seed=0, process_index=0, process_count=1))
+  b = next(nlvr2.create_iterator(c, spec=NLVR2Task.spec, seed=0, process_index=0, process_count=1))
   assert b["images"].shape == (2, 2, 32, 32, 3)
   mean = np.asarray([0.48145466, 0.4578275, 0.40821073]) * 255
   std = np.asarray([0.26862954, 0.26130258, 0.27577711]) * 255

@@ -142,12 +142,12 @@ import sys
 from flax import nnx
 from tests.configs import synthetic_retrieval
 from x2vlm_jax import experiment, params_io
-from x2vlm_jax.evaluation import registry
+from x2vlm_jax import tasks
 from x2vlm_jax.models import X2VLM
 from x2vlm_jax.training import checkpointing
 
 local = sys.argv[1]
-registry.TYPES["scripted"] = "tests.helpers.scripted_eval:ScriptedEvaluator"
+tasks._TASKS["scripted"] = "tests.helpers.scripted_eval:ScriptedTask"
 # Orbax writes arrays through tensorstore's own GCS client, which the in-memory bucket cannot serve:
 # the checkpoints (only they) go to a local directory.
 _init = checkpointing.Checkpointer.__init__

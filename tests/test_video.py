@@ -77,6 +77,7 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
   pytest.importorskip("tensorflow")
   from configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import video
+  from x2vlm_jax.tasks.video_qa import VideoQATask
 
   d = video_qa_files
   report = video.build_qa(
@@ -98,7 +99,7 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
     num_frames=3,
     randaug=False,
   )
-  batch = next(video.create_iterator(c, seed=1, process_index=0, process_count=1, qa=True))
+  batch = next(video.create_iterator(c, spec=VideoQATask.spec, seed=1, process_index=0, process_count=1, qa=True))
   assert batch["frames"].shape == (12, 3, 32, 32, 3)
   from x2vlm_jax.inference.tokenizer import Tokenizer
 
@@ -119,8 +120,8 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
 
 def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path):
   from x2vlm_jax import sharding as shd
+  from x2vlm_jax import tasks
   from x2vlm_jax.data.text_clean import pre_question
-  from x2vlm_jax.evaluation import registry
   from x2vlm_jax.inference.images import normalize, read_video
   from x2vlm_jax.inference.tokenizer import Tokenizer
 
@@ -145,7 +146,7 @@ def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path
   )
   mesh = shd.create_mesh((4, 1, 1))
   with jax.set_mesh(mesh):
-    metrics, preds = registry.build("test", c, e, mesh)(graphdef, nnx.to_pure_dict(state))
+    metrics, preds = tasks.build_evaluator("test", c, e, mesh)(graphdef, nnx.to_pure_dict(state))
   # Independent reference: each question through the model's own methods, one at a time.
   tok = Tokenizer(SHAPES_VOCAB, 12)
   labels = {"red": 0, "yes": 1, "blue": 2}

@@ -92,8 +92,8 @@ def main(argv=None):
   from flax import nnx
 
   from x2vlm_jax import sharding as shd
+  from x2vlm_jax import tasks
   from x2vlm_jax.data.config import SHAPES_VOCAB
-  from x2vlm_jax.evaluation import registry
   from x2vlm_jax.models import X2VLM, get_preset
 
   cfg = get_preset(args.model, image_res=args.image_res)
@@ -136,7 +136,7 @@ def main(argv=None):
     for name, (n, e) in cases.items():
       if name in skip:
         continue
-      ev = registry.build(name, c, ml_collections.ConfigDict(e), mesh)
+      ev = tasks.build_evaluator(name, c, ml_collections.ConfigDict(e), mesh)
       t0 = time.perf_counter()
       ev(graphdef, params)
       first = time.perf_counter() - t0

@@ -61,8 +61,8 @@ def main(argv=None):
   from flax import nnx
 
   from x2vlm_jax import sharding as shd
+  from x2vlm_jax import tasks
   from x2vlm_jax.data.config import SHAPES_VOCAB
-  from x2vlm_jax.evaluation import registry
   from x2vlm_jax.models import X2VLM, get_preset
 
   cfg = get_preset(args.model, dtype=args.dtype, attention_impl=args.attention)
@@ -82,7 +82,7 @@ def main(argv=None):
         rerank_pairs=args.rerank_pairs or args.k,
       )
     )
-    ev = registry.build("bench", c, e, mesh)
+    ev = tasks.build_evaluator("bench", c, e, mesh)
     with jax.set_mesh(mesh):
       model = X2VLM(cfg, rngs=nnx.Rngs(0))
       graphdef, params = nnx.split(model)

@@ -2,7 +2,8 @@
 
 Pre-training JSON-lines shards (docs/reference.md §4.1):
   python tools/build_tfds.py --kind region --input 'gs://bucket/vg/*.json' --data_dir data --name vg_region
-Fine-tuning JSON arrays (docs/reference.md §4.2), images read from --image_root:
+Fine-tuning JSON arrays (docs/reference.md §4.2), images read from --image_root, by the builder of the
+task named by --kind (x2vlm_jax.tasks):
   python tools/build_tfds.py --kind retrieval --input coco_train.json --image_root coco/ --data_dir data \
       --name coco_retrieval
 
@@ -24,8 +25,9 @@ if __name__ == "__main__":
 
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
-from x2vlm_jax import fs  # noqa: E402
-from x2vlm_jax.data import finetune, jsonl, records  # noqa: E402
+from x2vlm_jax import fs, tasks  # noqa: E402
+from x2vlm_jax.data import jsonl, records  # noqa: E402
+from x2vlm_jax.data.annotations import BadRecord  # noqa: E402
 
 
 def _records(files, kind, report, strict, **kw):
@@ -39,13 +41,13 @@ def _records(files, kind, report, strict, **kw):
           try:
             rec = json.loads(line)
           except json.JSONDecodeError as e:
-            raise jsonl.BadRecord("bad_json", str(e)) from e
+            raise BadRecord("bad_json", str(e)) from e
           if not isinstance(rec, dict):
-            raise jsonl.BadRecord("bad_json", f"record is {type(rec).__name__}, expected an object")
+            raise BadRecord("bad_json", f"record is {type(rec).__name__}, expected an object")
           for r in jsonl.split_clips(rec) if kind == "video" else [rec]:
             ex, drops = convert(r, **kw)
             if strict and drops:
-              raise jsonl.BadRecord(sorted(drops)[0], "invalid element box")
+              raise BadRecord(sorted(drops)[0], "invalid element box")
             report.boxes_dropped.update(drops)
             if kind == "region":
               report.boxes_not_anchor += sum(
@@ -53,7 +55,7 @@ def _records(files, kind, report, strict, **kw):
               )
             report.written += 1
             yield ex
-        except jsonl.BadRecord as e:
+        except BadRecord as e:
           if strict:
             raise ValueError(f"{path}: record {lineno}: {e}") from None
           report.skipped[e.reason] += 1
@@ -75,8 +77,8 @@ def build(
   examples_per_shard=2000,
   options=None,
 ):
-  if kind in finetune.BUILDERS:
-    return finetune.builder(kind)(
+  if kind in tasks.data_kinds():
+    return tasks.data_builder(kind)(
       input_glob, image_root, data_dir, name, split=split, strict=strict, max_words=max_words, **(options or {})
     )
   files = fs.glob(input_glob)
@@ -106,7 +108,8 @@ def build(
 
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS) + sorted(finetune.BUILDERS))
+  finetune_kinds = tasks.data_kinds()
+  p.add_argument("--kind", required=True, choices=sorted(jsonl.CONVERTERS) + finetune_kinds)
   p.add_argument(
     "--input",
     required=True,
@@ -135,30 +138,30 @@ def main(argv=None):
     help="a fine-tuning builder's own option, e.g. video_qa: ans2label=train_ans2label.json, "
     "video_pattern=video_{num}.json (MSRVTT) or {id}.json (MSVD); repeatable",
   )
-  a = p.parse_args(argv)
-  if a.max_words is None:
-    a.max_words = 30 if a.kind in finetune.BUILDERS else 40
-  options = dict(o.split("=", 1) for o in a.option)
+  args = p.parse_args(argv)
+  if args.max_words is None:
+    args.max_words = 30 if args.kind in finetune_kinds else 40
+  options = dict(o.split("=", 1) for o in args.option)
   try:
     report = build(
-      a.kind,
-      a.input,
-      a.data_dir,
-      a.name,
-      split=a.split,
-      image_key=a.image_key,
-      caption_key=a.caption_key,
-      image_is_path=a.image_is_path,
-      image_root=a.image_root,
-      strict=a.strict,
-      max_words=a.max_words,
-      examples_per_shard=a.examples_per_shard,
+      args.kind,
+      args.input,
+      args.data_dir,
+      args.name,
+      split=args.split,
+      image_key=args.image_key,
+      caption_key=args.caption_key,
+      image_is_path=args.image_is_path,
+      image_root=args.image_root,
+      strict=args.strict,
+      max_words=args.max_words,
+      examples_per_shard=args.examples_per_shard,
       options=options,
     )
   except (ValueError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
-  print("\n".join(report.lines(a.kind)))
+  print("\n".join(report.lines(args.kind)))
   return 0
 
 

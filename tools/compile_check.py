@@ -15,8 +15,9 @@ Topologies: `cpu:N`, or libtpu names `v4:2x2x2`, `v5p:2x2x2` (8 chips = v5p-16),
 (v5litepod-16), `v6e:4x4`, ... (chips per dimension; v4/v5p chips are megacore devices). The train
 step is `training/train_step.py` over `train_state.abstract` (the sharded state, nothing allocated) and
 the task's global batch contract (`Task.batch_spec`); the evaluation programs are each configured
-evaluator's (`Evaluator.compile_targets`), or a default retrieval evaluation (encoders, ITC top-k,
-ITM rerank) at --eval_images / --eval_texts when the config has none.
+evaluator's (`Evaluator.compile_targets`), or those of the task's own evaluation (`Task.EVALUATION`,
+e.g. retrieval's encoders, ITC top-k and ITM rerank at --eval_images / --eval_texts) when the config
+has none.
 Fine-tuning configs size their schedule by epochs from the dataset; here the schedule length is a
 placeholder (it changes constants, not shapes, memory or FLOPs).
 """
@@ -144,17 +145,20 @@ def train_target(config, mesh):
 
 
 def eval_targets(config, mesh, graphdef, params, num_images, num_texts):
-  from x2vlm_jax.evaluation import registry
+  from x2vlm_jax import tasks
 
-  evaluators = registry.build_all(config, mesh)
-  if not evaluators:  # zero-shot retrieval with the evaluator's defaults: the common evaluation
-    evaluators = [("retrieval", registry.build("retrieval", config, {"type": "retrieval"}, mesh))]
+  # The config's evaluators, or without any its task's own evaluation with the evaluator's defaults.
+  evaluators = tasks.build_evaluators(config, mesh) or tasks.default_evaluators(config, mesh)
   out = []
-  for name, ev in evaluators:
-    targets = ev.compile_targets(graphdef, params, num_images=num_images, num_texts=num_texts)
+  for name, evaluator in evaluators:
+    try:
+      targets = evaluator.compile_targets(graphdef, params, num_images=num_images, num_texts=num_texts)
+    except ValueError as e:  # e.g. a vocabulary or answer list the programs' shapes depend on is missing
+      print(f"evaluator {name} ({type(evaluator).__name__}): not compiled: {e}", flush=True)
+      continue
     if not targets:
       print(
-        f"evaluator {name} ({type(ev).__name__}): its programs are not described for a compile-only "
+        f"evaluator {name} ({type(evaluator).__name__}): its programs are not described for a compile-only "
         "check (Evaluator.compile_targets); they compile at its first evaluation",
         flush=True,
       )

@@ -123,7 +123,7 @@ def main(argv=None):
       fs.path(d).rmtree(missing_ok=True)
 
   t0 = time.time()
-  from x2vlm_jax.data import embedded
+  from x2vlm_jax import embedded
 
   print(f"[demo] the embedded shapes datasets in {args.data_dir} (built on first use) ...", flush=True)
   names = [embedded.SHAPES, embedded.SHAPES_VIDEO, embedded.TASKS, embedded.RETRIEVAL]

@@ -33,21 +33,10 @@ if __name__ == "__main__":
 
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
 
-# tools/evaluate.py --task NAME → the evaluator type that runs the task's official protocol.
-TASK_EVALUATORS = {
-  "retrieval": "retrieval",
-  "video_retrieval": "retrieval",
-  "video_qa": "video_qa",
-  "vqa": "vqa",
-  "captioning": "captioning",
-  "nlvr2": "nlvr2",
-  "grounding": "grounding",
-}
-
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--task", required=True, help=f"one of: {', '.join(sorted(TASK_EVALUATORS))}")
+  p.add_argument("--task", required=True, help="a task with an evaluation of its own (retrieval, vqa, ...)")
   p.add_argument("--checkpoint", required=True, help="params directory (convert_checkpoint output or export)")
   p.add_argument(
     "--annotations",
@@ -70,8 +59,10 @@ def _parse(argv):
       p.error(f"unrecognised argument {item!r} (overrides are --config.KEY=VALUE)")
     key, value = item[len("--config.") :].split("=", 1)
     overrides.append((key, value))
-  if args.task not in TASK_EVALUATORS:
-    p.error(f"--task {args.task!r}: unknown task; known tasks: {', '.join(sorted(TASK_EVALUATORS))}")
+  from x2vlm_jax import tasks
+
+  if args.task not in tasks.evaluation_names():
+    p.error(f"--task {args.task!r}: unknown task; known tasks: {', '.join(tasks.evaluation_names())}")
   return args, overrides
 
 
@@ -108,8 +99,7 @@ def apply_overrides(config, overrides):
 def build_config(args, overrides):
   import ml_collections
 
-  from x2vlm_jax import params_io
-  from x2vlm_jax.evaluation import registry
+  from x2vlm_jax import params_io, tasks
   from x2vlm_jax.sharding import DEFAULT_RULES
 
   c = ml_collections.ConfigDict()
@@ -117,13 +107,11 @@ def build_config(args, overrides):
   c.mesh = (-1, 1, 1)
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]
   c.data = ml_collections.ConfigDict({"vocab_file": args.vocab or params_io.vocab_file(args.checkpoint) or ""})
-  kind = TASK_EVALUATORS[args.task]
-  cls = registry.evaluator_class(kind)
+  kind, fields = tasks.evaluation(args.task)  # e.g. video_retrieval: the retrieval protocol on frames files
+  defaults = tasks.evaluator_class(kind).DEFAULTS
   c.eval = ml_collections.ConfigDict(
-    {**cls.DEFAULTS, "annotations": args.annotations, "image_root": args.image_root, "type": kind}
+    {**defaults, "annotations": args.annotations, "image_root": args.image_root, "type": kind, **fields}
   )
-  if args.task == "video_retrieval":  # the retrieval protocol on videos (frames files under image_root)
-    c.eval.update(video=True, vision_key="video")
   apply_overrides(c, overrides)
   if not c.data.vocab_file:
     raise ValueError(
@@ -143,9 +131,8 @@ def main(argv=None) -> int:
   from etils import epath
   from flax import nnx
 
-  from x2vlm_jax import params_io
+  from x2vlm_jax import params_io, tasks
   from x2vlm_jax import sharding as shd
-  from x2vlm_jax.evaluation import registry
 
   try:
     config = build_config(args, overrides)
@@ -162,7 +149,7 @@ def main(argv=None) -> int:
     shardings = shd.named(mesh, shd.param_specs(abstract_model, [tuple(r) for r in config.sharding_rules], mesh))
     _, params = params_io.load(args.checkpoint, config.model, sharding=shardings)
     graphdef = nnx.graphdef(abstract_model)
-    evaluator = registry.build(config.eval.type, config, config.eval, mesh)
+    evaluator = tasks.build_evaluator(config.eval.type, config, config.eval, mesh)
     try:
       metrics, predictions = evaluator(graphdef, params)
     except ValueError as e:  # bad annotations / images, with the file and record named

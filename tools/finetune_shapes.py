@@ -25,7 +25,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DATASETS = {"vqa": "shapes_vqa", "captioning": "shapes_captioning"}  # x2vlm_jax.data.embedded names
+DATASETS = {"vqa": "shapes_vqa", "captioning": "shapes_captioning"}  # x2vlm_jax.embedded names
 
 
 def vqa_baseline(tasks_dir: str):
@@ -75,7 +75,7 @@ def main(argv=None):
 
   logging.set_verbosity(logging.INFO)
   t0 = time.time()
-  from x2vlm_jax.data import embedded
+  from x2vlm_jax import embedded
 
   embedded.ensure(args.data_dir, [DATASETS[args.task]])  # the official-format files and their TFDS dataset
   tasks_dir = os.path.join(args.data_dir, embedded.TASKS)

@@ -1,5 +1,6 @@
-"""An experiment from its config: the task (`config.task`, x2vlm_jax.tasks), its evaluators
-(`config.evals`, x2vlm_jax.evaluation) and the one training loop (x2vlm_jax.training.trainer).
+"""An experiment from its config: the task (`config.task`), its evaluators (`config.evals`, each built
+by x2vlm_jax.tasks with the forward passes of the task that brings it) and the one training loop
+(x2vlm_jax.training.trainer).
 
     from x2vlm_jax import experiment
     experiment.run(config, workdir)             # what main.py does: train (or resume), then export
@@ -13,14 +14,14 @@ from absl import logging
 
 from x2vlm_jax import fs, tasks
 from x2vlm_jax import sharding as shd
-from x2vlm_jax.evaluation import registry
+from x2vlm_jax.evaluation import schedule
 from x2vlm_jax.training import trainer
 
 
 def ensure_embedded_data(config) -> None:
-  """Builds the embedded `shapes` data a config names on first use (x2vlm_jax.data.embedded).
+  """Builds the embedded `shapes` data a config names on first use (x2vlm_jax.embedded).
   Process 0 builds; on a data_dir that is not shared, every other host then builds its own copy."""
-  from x2vlm_jax.data import embedded  # tf-free; the builders import tensorflow only when needed
+  from x2vlm_jax import embedded  # tf-free; the builders import tensorflow only when needed
 
   if not embedded.needed(config):
     return
@@ -38,11 +39,11 @@ def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=N
   ensure_embedded_data(config)
   task = task if task is not None else tasks.build(config)
   mesh = shd.create_mesh(config.mesh)
-  evaluators = registry.build_all(config, mesh)
+  evaluators = tasks.build_evaluators(config, mesh)
   root = fs.path(workdir)
 
   def evaluate(step, graphdef, params, total, start):
-    return registry.run_due(evaluators, graphdef, params, step, total, root, start=start)
+    return schedule.run_due(evaluators, graphdef, params, step, total, root, start=start)
 
   return trainer.train(
     config,

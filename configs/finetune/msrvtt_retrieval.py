@@ -1,7 +1,7 @@
-"""Video–text retrieval on MSRVTT (1k-A test), docs/reference.md §5.6: the retrieval task (ITC with id-aware
-targets + ITM with hard negatives; two-stage evaluation) on frame-pooled video tokens — no separate
-model class: the official `--text2video` path imports a class that does not exist (§10 item 16), the
-normal retrieval path accepts frames.
+"""Video–text retrieval on MSRVTT (1k-A test), docs/reference.md §5.6: the `video_retrieval` task, i.e. the
+retrieval loss (ITC with id-aware targets + ITM with hard negatives; two-stage evaluation) on
+frame-pooled video tokens — no separate model class: the official `--text2video` path imports a class
+that does not exist (§10 item 16), the normal retrieval path accepts frames.
 
 Not released (github.com/zengyan-97/X2-VLM/issues/13);
 our choices: 5 frames (dataset default), 224 px, X-VLM's retrieval
@@ -26,9 +26,8 @@ def get_config(arg=None):
     annotations="gs://YOUR_BUCKET/msrvtt/msrvtt_test_1ka.json",
     root="gs://YOUR_BUCKET/msrvtt/frames",
   )
-  c = common.base_config(a.model, "retrieval", a.res, a.batch)
+  c = common.base_config(a.model, "video_retrieval", a.res, a.batch)
   c.model.num_frames = a.frames
-  c.data.video = True
   c.data.num_frames = c.model.get_ref("num_frames")
   c.data.train = [("msrvtt_retrieval", "train")]
   c.itm_group_size = 16

@@ -25,7 +25,7 @@ def get_config(arg=None):
   a = common.parse_arg(arg, task="video_qa", epochs=3, batch=32, data_dir="artifacts/data", lr=1e-4, res=64, frames=3)
   if a.task not in ("video_qa", "video_retrieval"):
     raise ValueError(f"shapes_video: task must be video_qa or video_retrieval, got {a.task!r}")
-  c = common.shapes_config("video_qa" if a.task == "video_qa" else "retrieval", a)
+  c = common.shapes_config(a.task, a)
   c.model.num_frames = a.frames
   c.data.num_frames = c.model.get_ref("num_frames")
   tasks = f"{a.data_dir}/shapes_tasks"
@@ -48,7 +48,6 @@ def get_config(arg=None):
     )
     c.best_metric = "test/acc"
   else:
-    c.data.video = True
     c.data.train = [("shapes_video_retrieval", "train")]
     c.itm_group_size = a.batch
     c.evals.test = dict(

@@ -60,7 +60,7 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.profile_start = 10
   c.profile_steps = 5
 
-  # Evaluators run during training and at the end (x2vlm_jax/evaluation/registry.py), e.g.
+  # Evaluators run during training and at the end (built by x2vlm_jax/tasks, run by evaluation/schedule.py), e.g.
   # c.evals.coco = dict(type="retrieval", annotations=..., image_root=..., every=50_000) for zero-shot.
   c.evals = ml_collections.ConfigDict()
   c.best_metric = ""

@@ -1,10 +1,10 @@
-"""The embedded `shapes` datasets at test sizes (x2vlm_jax.data.embedded.SIZES), seconds to build."""
+"""The embedded `shapes` datasets at test sizes (x2vlm_jax.embedded.SIZES), seconds to build."""
 
 import contextlib
 
 import pytest
 
-from x2vlm_jax.data import embedded
+from x2vlm_jax import embedded
 
 SMALL = {
   embedded.SHAPES: dict(num_train=24, num_test=8, num_train_videos=4, num_test_videos=2, num_frames=3),

@@ -2,7 +2,7 @@
 the host-side, framework-free metrics of the benchmarks. The official annotation files are read by
 `x2vlm_jax.data.annotations` (tensorflow-free; the dataset builders read them there too).
 
-  registry         evaluator types, build from `config.evals`, schedule, results on disk
+  schedule         running the evaluators when due, results on disk (built by x2vlm_jax.tasks)
   base             the Evaluator class (config, schedule, tokenizer, image loading)
   sharded          evaluation batches split over the mesh and the hosts
   retrieval        the two-stage ITC → ITM-rerank protocol (docs/reference.md §5.1)

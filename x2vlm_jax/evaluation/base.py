@@ -1,27 +1,41 @@
 """What every evaluator shares: its config (defaults + `config.evals.<name>`), the schedule, the
-tokenizer, image loading, and the call that returns (scalar metrics, predictions).
+forward passes it is given, the tokenizer, image loading, and the call that returns (scalar metrics,
+predictions).
 
-An evaluator is built once per run; `setup()` reads its annotations lazily on the first call, and
-its jitted functions are compiled once per model graph (later calls reuse them).
+An evaluator is built once per run (by `x2vlm_jax.tasks.build_evaluator`); `setup()` reads its
+annotations lazily on the first call, and its jitted functions are compiled once per model graph (later
+calls reuse them). It runs the model only through `predict_fns`, the forward passes of the task that
+brings it (`PREDICT_FNS` names the ones it needs), as big_vision's evaluators get `predict_fn`: the
+protocol lives here, the model's use in the task.
 """
 
 import concurrent.futures
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
+from x2vlm_jax import sharding as shd
 from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
 
 
 class Evaluator:
   DEFAULTS: Dict = {}
   SCHEDULE = dict(every=0, at_start=False, at_end=True)
+  PREDICT_FNS: Tuple[str, ...] = ()
 
-  def __init__(self, name: str, config, ecfg, mesh):
+  def __init__(self, name: str, config, ecfg, mesh, predict_fns: Optional[Dict[str, Callable]] = None):
     self.name = name
+    self.predict_fns = dict(predict_fns or {})
+    missing = [fn for fn in self.PREDICT_FNS if fn not in self.predict_fns]
+    if missing:
+      raise ValueError(
+        f"evals.{name}: {type(self).__name__} needs the forward passes {missing} (predict_fns); "
+        "build it with x2vlm_jax.tasks.build_evaluator"
+      )
     self.config = config
     self.model_cfg = config.model
     self.mesh = mesh
@@ -95,12 +109,28 @@ class Evaluator:
 
   def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int) -> List[Tuple[str, object, tuple]]:
     """[(name, jitted fn, abstract args)] of the programs an evaluation runs, for an evaluation set of
-    that size; `params` are ShapeDtypeStructs with shardings (tools/compile_check.py lowers them).
-    Only retrieval describes its programs so far; vqa, captioning and video_qa return [] (their
-    decoding / classification programs are compiled at their first evaluation, and compile_check says
-    so), which is the default here."""
+    num_images images (videos, image pairs) and num_texts texts; `params` are ShapeDtypeStructs with
+    shardings (tools/compile_check.py lowers them). Evaluators whose programs run batch by batch
+    describe one evaluation batch (the set's size does not change them). No annotation is read; what
+    decides a shape and is not in the config (a vocabulary's special ids, the answer list) is read from
+    its file, and an evaluator that cannot describe its programs raises a ValueError saying why."""
     del graphdef, params, num_images, num_texts
     return []
+
+  # --- abstract evaluation batches (compile_targets) ---------------------------------------------
+  def sharded_batch(self, batches, fields: Dict[str, Tuple[tuple, object]]):
+    """One global evaluation batch of `batches` (EvalBatches) as ShapeDtypeStructs split over the
+    batch axes: fields {name: (shape of one row, dtype)}."""
+    rows = batches.global_batch
+    return {
+      name: jax.ShapeDtypeStruct((rows,) + tuple(shape), dtype, sharding=shd.batch_sharding(self.mesh, 1 + len(shape)))
+      for name, (shape, dtype) in fields.items()
+    }
+
+  def compile_text_tokens(self) -> int:
+    """The text length of a compile-only check: `max_tokens`, or where the evaluation pads to the
+    longest text of its set (max_tokens 0, unknown without the set), the training data's."""
+    return int(self.ecfg.get("max_tokens", 0) or self.config.get("data", {}).get("max_tokens", 0) or 40)
 
   def __call__(self, graphdef, params):
     if not self._ready:

@@ -19,6 +19,7 @@ import json
 from typing import Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from etils import epath
@@ -77,8 +78,13 @@ def read_references(gt_file: str) -> Dict[int, List[str]]:
 
 
 class CaptioningEvaluator(Evaluator):
-  """config.evals.<name> = dict(type="captioning", annotations=..., image_root=..., gt_file=...)."""
+  """config.evals.<name> = dict(type="captioning", annotations=..., image_root=..., gt_file=...).
 
+  predict_fns: caption(model, images, *, prompt_ids, mask_id, eos_id, pad_id, num_beams, max_len,
+  min_length, no_repeat_ngram, length_penalty) → caption tokens [B, max_len]
+  (x2vlm_jax.inference.generation)."""
+
+  PREDICT_FNS = ("caption",)
   DEFAULTS = dict(
     annotations="",
     image_root="",
@@ -96,41 +102,56 @@ class CaptioningEvaluator(Evaluator):
   )
 
   def setup(self):
-    e = self.ecfg
-    self.data = CaptionSet.from_file(e.annotations, e.image_root)
-    if e.gt_file:
-      self.references = read_references(e.gt_file)
+    ecfg = self.ecfg
+    self.data = CaptionSet.from_file(ecfg.annotations, ecfg.image_root)
+    if ecfg.gt_file:
+      self.references = read_references(ecfg.gt_file)
     elif all(c is not None for c in self.data.captions):
       self.references = {}
       for i, caps in zip(self.data.image_ids, self.data.captions):
         self.references.setdefault(i, caps)
     else:
       self.references = None  # a test server split: predictions only
+    self._prepare_decoding()
+    self.batches = EvalBatches(self.mesh, int(ecfg.batch_size))
+
+  def _prepare_decoding(self):
+    """The vocabulary and the prompt's ids: what decides the beam-search program."""
     self.tok = self.tokenizer()
     generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
-    self.prompt = generation.prompt_ids(self.tok, e.prompt)
-    self.batches = EvalBatches(self.mesh, int(e.batch_size))
+    self.prompt = generation.prompt_ids(self.tok, self.ecfg.prompt)
 
   def _fn(self, graphdef):
-    e, tok = self.ecfg, self.tok
+    ecfg, tok, caption = self.ecfg, self.tok, self.predict_fns["caption"]
 
-    def run(params, b):
-      tokens = generation.caption_batch(
+    def run(params, batch):
+      tokens = caption(
         nnx.merge(graphdef, params),
-        b["images"],
+        batch["images"],
         prompt_ids=self.prompt,
         mask_id=tok.mask_id,
         eos_id=tok.sep_id,
         pad_id=tok.pad_id,
-        num_beams=int(e.num_beams),
-        max_len=int(e.max_length),
-        min_length=int(e.min_length),
-        no_repeat_ngram=int(e.no_repeat_ngram),
-        length_penalty=float(e.length_penalty),
+        num_beams=int(ecfg.num_beams),
+        max_len=int(ecfg.max_length),
+        min_length=int(ecfg.min_length),
+        no_repeat_ngram=int(ecfg.no_repeat_ngram),
+        length_penalty=float(ecfg.length_penalty),
       )
-      return tokens, b["valid"]
+      return tokens, batch["valid"]
 
     return self.jitted(graphdef, lambda: jax.jit(run))
+
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """The beam search on one evaluation batch of images; the vocabulary is read for the prompt's ids."""
+    del num_images, num_texts
+    self._prepare_decoding()
+    res = int(self.model_cfg.image_res)
+    batch = self.sharded_batch(
+      EvalBatches(self.mesh, int(self.ecfg.batch_size)),
+      {"images": ((res, res, 3), jnp.float32), "valid": ((), jnp.float32)},
+    )
+    return [(f"{self.name}/caption", self._fn(graphdef), (params, batch))]
 
   def _load(self, idx: np.ndarray):
     pixels, valid = self.load_images(self.data.images, idx)

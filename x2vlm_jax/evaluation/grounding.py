@@ -20,6 +20,7 @@ import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -122,7 +123,11 @@ class GroundingEvaluator(Evaluator):
 
   Besides `<split>_d` it reports `<split>_mean_iou` and two constant-box references on the same
   records: `<split>_whole_image_d` (the box is the whole image) and `<split>_mean_box_d` (the mean
-  ground-truth box of the split, in image-relative units: the best a position prior alone can do)."""
+  ground-truth box of the split, in image-relative units: the best a position prior alone can do).
+
+  predict_fns: predict_box(model, images, ids, mask) → normalised (cx, cy, w, h) [B, 4]."""
+
+  PREDICT_FNS = ("predict_box",)
 
   DEFAULTS = dict(
     annotations="",
@@ -136,21 +141,37 @@ class GroundingEvaluator(Evaluator):
   )
 
   def setup(self):
-    e = self.ecfg
-    self.data = GroundingSet.from_files(e.annotations, e.image_root, e.splits)
+    ecfg = self.ecfg
+    self.data = GroundingSet.from_files(ecfg.annotations, ecfg.image_root, ecfg.splits)
     if not self.data.texts:
-      raise ValueError(f"grounding evaluation {self.name!r}: {e.annotations} holds no record")
-    self.text_ids, self.text_mask = self.tokenize_texts(self.data.texts, e.max_tokens, e.max_words)
-    self.batches = EvalBatches(self.mesh, e.batch_size)
+      raise ValueError(f"grounding evaluation {self.name!r}: {ecfg.annotations} holds no record")
+    self.text_ids, self.text_mask = self.tokenize_texts(self.data.texts, ecfg.max_tokens, ecfg.max_words)
+    self.batches = EvalBatches(self.mesh, ecfg.batch_size)
 
   def _fn(self, graphdef):
-    def boxes(params, b):
+    predict_box = self.predict_fns["predict_box"]
+
+    def boxes(params, batch):
       model = nnx.merge(graphdef, params)
-      image_embeds, _ = model.encode_image(b["images"])
-      text_embeds, _ = model.encode_text(b["ids"], b["mask"])
-      return model.predict_box(image_embeds, text_embeds, b["mask"]), b["sizes"], b["valid"]
+      return predict_box(model, batch["images"], batch["ids"], batch["mask"]), batch["sizes"], batch["valid"]
 
     return self.jitted(graphdef, lambda: jax.jit(boxes))
+
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """The box program on one evaluation batch (records run batch by batch)."""
+    del num_images, num_texts
+    res, length = int(self.model_cfg.image_res), self.compile_text_tokens()
+    batch = self.sharded_batch(
+      EvalBatches(self.mesh, int(self.ecfg.batch_size)),
+      {
+        "images": ((res, res, 3), jnp.float32),
+        "ids": ((length,), jnp.int32),
+        "mask": ((length,), jnp.int32),
+        "sizes": ((2,), jnp.int32),
+        "valid": ((), jnp.float32),
+      },
+    )
+    return [(f"{self.name}/predict_box", self._fn(graphdef), (params, batch))]
 
   def _load(self, idx: np.ndarray):
     sizes = np.zeros((len(idx), 2), np.int64)
@@ -176,34 +197,35 @@ class GroundingEvaluator(Evaluator):
     return pred, sizes, valid > 0
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[list]]:
-    d, thr = self.data, float(self.ecfg.threshold)
+    data, thr = self.data, float(self.ecfg.threshold)
     pred, sizes, ok = self.predict(graphdef, params)
     if not ok.any():
       raise ValueError(f"grounding evaluation {self.name!r}: no image of {self.ecfg.annotations} could be read")
     boxes = to_image_xywh(pred, sizes)
-    iou = official_iou(d.boxes, boxes)
-    splits = np.asarray(d.splits)
+    iou = official_iou(data.boxes, boxes)
+    splits = np.asarray(data.splits)
     metrics = split_metrics(iou, splits, ok, thr)
     # Constant-box references on the same records (image-relative boxes scaled like predictions).
     rel = np.stack(
       [
-        (d.boxes[:, 0] + d.boxes[:, 2] / 2) / np.maximum(sizes[:, 0], 1),
-        (d.boxes[:, 1] + d.boxes[:, 3] / 2) / np.maximum(sizes[:, 1], 1),
-        d.boxes[:, 2] / np.maximum(sizes[:, 0], 1),
-        d.boxes[:, 3] / np.maximum(sizes[:, 1], 1),
+        (data.boxes[:, 0] + data.boxes[:, 2] / 2) / np.maximum(sizes[:, 0], 1),
+        (data.boxes[:, 1] + data.boxes[:, 3] / 2) / np.maximum(sizes[:, 1], 1),
+        data.boxes[:, 2] / np.maximum(sizes[:, 0], 1),
+        data.boxes[:, 3] / np.maximum(sizes[:, 1], 1),
       ],
       1,
     )
-    whole = official_iou(d.boxes, to_image_xywh(np.tile([0.5, 0.5, 1.0, 1.0], (len(iou), 1)), sizes))
+    whole = official_iou(data.boxes, to_image_xywh(np.tile([0.5, 0.5, 1.0, 1.0], (len(iou), 1)), sizes))
     metrics.update(split_metrics(whole, splits, ok, thr, "_whole_image_d"))
-    for s in sorted(set(d.splits)):
-      sel = (splits == s) & ok
+    for split in sorted(set(data.splits)):
+      sel = (splits == split) & ok
       if not sel.any():
         continue
-      mean_box = official_iou(d.boxes[sel], to_image_xywh(np.tile(rel[sel].mean(0), (int(sel.sum()), 1)), sizes[sel]))
-      metrics[f"{s}_mean_box_d"] = float(np.mean(mean_box >= thr))
-      metrics[f"{s}_mean_iou"] = float(np.mean(iou[sel]))
-      metrics[f"num_{s}"] = float(sel.sum())
+      constant = np.tile(rel[sel].mean(0), (int(sel.sum()), 1))
+      mean_box = official_iou(data.boxes[sel], to_image_xywh(constant, sizes[sel]))
+      metrics[f"{split}_mean_box_d"] = float(np.mean(mean_box >= thr))
+      metrics[f"{split}_mean_iou"] = float(np.mean(iou[sel]))
+      metrics[f"num_{split}"] = float(sel.sum())
     metrics["skipped_records"] = float((~ok).sum())
     if not ok.all():
       logging.warning(
@@ -215,12 +237,12 @@ class GroundingEvaluator(Evaluator):
       )
     predictions = [
       {
-        "ref_id": d.ref_ids[i],
-        "text": d.texts[i],
-        "split": d.splits[i],
-        "image": d.images[i],
+        "ref_id": data.ref_ids[i],
+        "text": data.texts[i],
+        "split": data.splits[i],
+        "image": data.images[i],
         "pred_bbox": [round(float(v), 2) for v in boxes[i]],
-        "bbox": d.boxes[i].tolist(),
+        "bbox": data.boxes[i].tolist(),
         "iou": round(float(iou[i]), 4),
       }
       for i in np.flatnonzero(ok)

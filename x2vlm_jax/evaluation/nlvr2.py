@@ -13,6 +13,7 @@ import dataclasses
 from typing import Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -48,34 +49,54 @@ class NLVR2Set:
 
 
 class NLVR2Evaluator(Evaluator):
-  """config.evals.<name> = dict(type="nlvr2", annotations="dev.json,test.json", splits="dev,test", ...)."""
+  """config.evals.<name> = dict(type="nlvr2", annotations="dev.json,test.json", splits="dev,test", ...).
+
+  predict_fns: nlvr_logits(model, image pairs [B, 2, R, R, 3], ids, mask) → [B, 2] (class 1 = True)."""
+
+  PREDICT_FNS = ("nlvr_logits",)
 
   DEFAULTS = dict(annotations="", image_root="", splits="", batch_size=32, max_tokens=0, max_words=30, strict=False)
 
   def setup(self):
-    e = self.ecfg
-    self.data = NLVR2Set.from_files(e.annotations, e.image_root, e.splits)
+    ecfg = self.ecfg
+    self.data = NLVR2Set.from_files(ecfg.annotations, ecfg.image_root, ecfg.splits)
     if not self.data.sentences:
-      raise ValueError(f"nlvr2 evaluation {self.name!r}: {e.annotations} holds no record")
-    self.text_ids, self.text_mask = self.tokenize_texts(self.data.sentences, e.max_tokens, e.max_words)
+      raise ValueError(f"nlvr2 evaluation {self.name!r}: {ecfg.annotations} holds no record")
+    self.text_ids, self.text_mask = self.tokenize_texts(self.data.sentences, ecfg.max_tokens, ecfg.max_words)
     self.paths = [p for pair in self.data.pairs for p in pair]  # record i → rows 2i, 2i+1
-    self.batches = EvalBatches(self.mesh, e.batch_size)
+    self.batches = EvalBatches(self.mesh, ecfg.batch_size)
 
   def _fn(self, graphdef):
-    from x2vlm_jax.tasks.nlvr2 import nlvr_forward
+    nlvr_logits = self.predict_fns["nlvr_logits"]
 
-    def logits(params, b):
-      return nlvr_forward(nnx.merge(graphdef, params), b["images"], b["ids"], b["mask"]), b["valid"]
+    def logits(params, batch):
+      model = nnx.merge(graphdef, params)
+      return nlvr_logits(model, batch["images"], batch["ids"], batch["mask"]), batch["valid"]
 
     return self.jitted(graphdef, lambda: jax.jit(logits))
+
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """The pair classifier on one evaluation batch (records run batch by batch)."""
+    del num_images, num_texts
+    res, length = int(self.model_cfg.image_res), self.compile_text_tokens()
+    batch = self.sharded_batch(
+      EvalBatches(self.mesh, int(self.ecfg.batch_size)),
+      {
+        "images": ((2, res, res, 3), jnp.float32),
+        "ids": ((length,), jnp.int32),
+        "mask": ((length,), jnp.int32),
+        "valid": ((), jnp.float32),
+      },
+    )
+    return [(f"{self.name}/nlvr_logits", self._fn(graphdef), (params, batch))]
 
   def _load(self, idx: np.ndarray):
     rows = np.stack([np.where(idx >= 0, 2 * idx, -1), np.where(idx >= 0, 2 * idx + 1, -1)], 1).reshape(-1)
     pixels, valid = self.load_images(self.paths, rows)
-    r = self.model_cfg.image_res
+    res = self.model_cfg.image_res
     safe = np.maximum(idx, 0)
     return {
-      "images": pixels.reshape(len(idx), 2, r, r, 3),
+      "images": pixels.reshape(len(idx), 2, res, res, 3),
       "ids": self.text_ids[safe],
       "mask": self.text_mask[safe],
       "valid": valid.reshape(len(idx), 2).min(1),
@@ -91,20 +112,20 @@ class NLVR2Evaluator(Evaluator):
     return logits, valid > 0
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[list]]:
-    d = self.data
+    data = self.data
     logits, ok = self.predict(graphdef, params)
     if not ok.any():
       raise ValueError(f"nlvr2 evaluation {self.name!r}: no image pair of {self.ecfg.annotations} could be read")
     pred = np.argmax(logits, axis=-1)
-    splits = np.asarray(d.splits)
+    splits = np.asarray(data.splits)
     metrics = {}
-    for s in dict.fromkeys(d.splits):
-      sel = (splits == s) & ok
-      metrics[f"{s}_acc"] = float(np.mean(pred[sel] == d.labels[sel])) if sel.any() else 0.0
-      metrics[f"{s}_majority_acc"] = (
-        float(max(np.mean(d.labels[sel]), 1 - np.mean(d.labels[sel]))) if sel.any() else 0.0
+    for split in dict.fromkeys(data.splits):
+      sel = (splits == split) & ok
+      metrics[f"{split}_acc"] = float(np.mean(pred[sel] == data.labels[sel])) if sel.any() else 0.0
+      metrics[f"{split}_majority_acc"] = (
+        float(max(np.mean(data.labels[sel]), 1 - np.mean(data.labels[sel]))) if sel.any() else 0.0
       )
-      metrics[f"num_{s}"] = float(sel.sum())
+      metrics[f"num_{split}"] = float(sel.sum())
     if "dev_acc" in metrics and "test_acc" in metrics:
       metrics["dev_test_mean_acc"] = (metrics["dev_acc"] + metrics["test_acc"]) / 2
     metrics["skipped_records"] = float((~ok).sum())
@@ -116,14 +137,14 @@ class NLVR2Evaluator(Evaluator):
         len(ok),
         self.bad_images[:3],
       )
-    z = logits - logits.max(-1, keepdims=True)
-    p_true = np.exp(z[:, 1]) / np.exp(z).sum(-1)
+    shifted = logits - logits.max(-1, keepdims=True)
+    p_true = np.exp(shifted[:, 1]) / np.exp(shifted).sum(-1)
     predictions = [
       {
-        "images": list(d.pairs[i]),
-        "sentence": d.sentences[i],
-        "split": d.splits[i],
-        "label": bool(d.labels[i]),
+        "images": list(data.pairs[i]),
+        "sentence": data.sentences[i],
+        "split": data.splits[i],
+        "label": bool(data.labels[i]),
         "prediction": bool(pred[i]),
         "p_true": round(float(p_true[i]), 4),
       }

@@ -24,7 +24,6 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from x2vlm_jax import sharding as shd
 from x2vlm_jax.data import annotations as ann
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
@@ -107,7 +106,12 @@ class RetrievalSet:
 # The evaluator
 # ------------------------------------------------------------------------------------------------
 class RetrievalEvaluator(Evaluator):
-  """config.evals.<name> = dict(type="retrieval", annotations=..., image_root=..., k_test=..., every=N)."""
+  """config.evals.<name> = dict(type="retrieval", annotations=..., image_root=..., k_test=..., every=N).
+
+  predict_fns: encode_vision(model, pixels) and encode_text(model, ids, mask) → (tokens, feature),
+  itm_logits(model, vision, vision_mask, text, text_mask) → [n, 2]."""
+
+  PREDICT_FNS = ("encode_vision", "encode_text", "itm_logits")
 
   DEFAULTS = dict(
     annotations="",
@@ -125,31 +129,29 @@ class RetrievalEvaluator(Evaluator):
   )
 
   def setup(self):
-    e = self.ecfg
-    self.data = RetrievalSet.from_file(e.annotations, e.image_root, e.vision_key)
+    ecfg = self.ecfg
+    self.data = RetrievalSet.from_file(ecfg.annotations, ecfg.image_root, ecfg.vision_key)
     self.num_frames = self._frames()
-    ids, mask = self.tokenizer()(self.data.texts, e.max_tokens, clean=e.max_words)
-    self.text_ids, self.text_mask = ids, mask
-    self.batches = EvalBatches(self.mesh, e.batch_size)
+    self.text_ids, self.text_mask = self.tokenizer()(self.data.texts, ecfg.max_tokens, clean=ecfg.max_words)
+    self.batches = EvalBatches(self.mesh, ecfg.batch_size)
 
   def _frames(self) -> int:
     """Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings (§1.7)."""
-    e = self.ecfg
-    frames = int(e.num_frames or self.model_cfg.num_frames) if e.video else 0
-    if e.video and not frames:
+    video = bool(self.ecfg.video)
+    frames = int(self.ecfg.num_frames or self.model_cfg.num_frames) if video else 0
+    if video and not frames:
       raise ValueError(f"evals.{self.name}: video retrieval needs num_frames (or config.model.num_frames)")
     return frames
 
   # --- jitted pieces (compiled once per graphdef) --------------------------------------------------
   def _fns(self, graphdef):
-    def encode_image(params, b):
-      model = nnx.merge(graphdef, params)
-      embeds, feat = (model.encode_video if b["images"].ndim == 5 else model.encode_image)(b["images"])
-      return embeds, feat
+    predict = self.predict_fns
 
-    def encode_text(params, b):
-      embeds, feat = nnx.merge(graphdef, params).encode_text(b["ids"], b["mask"])
-      return embeds, feat
+    def encode_image(params, batch):
+      return predict["encode_vision"](nnx.merge(graphdef, params), batch["images"])
+
+    def encode_text(params, batch):
+      return predict["encode_text"](nnx.merge(graphdef, params), batch["ids"], batch["mask"])
 
     def topk(q_feat, c_feat, c_valid, k):
       sims = q_feat.astype(jnp.float32) @ c_feat.astype(jnp.float32).T
@@ -164,7 +166,7 @@ class RetrievalEvaluator(Evaluator):
         vis, txt, txt_mask = q_embeds[q], c_embeds[flat], c_mask[flat]
       else:  # t2i: one text against its k candidate images
         vis, txt, txt_mask = c_embeds[flat], jnp.repeat(q_embeds[q], k, axis=0), jnp.repeat(q_mask[q], k, axis=0)
-      logits = model.itm_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
+      logits = predict["itm_logits"](model, vis, jnp.ones(vis.shape[:2], jnp.int32), txt, txt_mask)
       return logits[:, 1].reshape(n, k)
 
     return self.jitted(
@@ -181,28 +183,26 @@ class RetrievalEvaluator(Evaluator):
     """Encoders on one evaluation batch, the ITC top-k and both rerank programs over a whole set of
     num_images / num_texts (the embeddings of the set replicated on every device, as in `evaluate`);
     with `video`, the images are clips of num_frames frames."""
-    fns, e, m = self._fns(graphdef), self.ecfg, self.model_cfg
-    enc = EvalBatches(self.mesh, int(e.batch_size))
-    g, r, length = enc.global_batch, int(m.image_res), int(e.max_tokens)
-
-    def batch(shape, dtype):
-      return jax.ShapeDtypeStruct(shape, dtype, sharding=shd.batch_sharding(self.mesh, len(shape)))
+    fns = self._fns(graphdef)
+    encoder_batches = EvalBatches(self.mesh, int(self.ecfg.batch_size))
+    res, length, frames = int(self.model_cfg.image_res), int(self.ecfg.max_tokens), self._frames()
 
     def replicated(shape, dtype):
-      return jax.ShapeDtypeStruct(shape, dtype, sharding=enc.replicated())
+      return jax.ShapeDtypeStruct(shape, dtype, sharding=encoder_batches.replicated())
 
-    frames = self._frames()
-    images = {"images": batch((g,) + ((frames,) if frames else ()) + (r, r, 3), jnp.float32)}
-    texts = {"ids": batch((g, length), jnp.int32), "mask": batch((g, length), jnp.int32)}
+    pixels = ((frames,) if frames else ()) + (res, res, 3)
+    images = self.sharded_batch(encoder_batches, {"images": (pixels, jnp.float32)})
+    texts = self.sharded_batch(encoder_batches, {"ids": ((length,), jnp.int32), "mask": ((length,), jnp.int32)})
     img_out = jax.eval_shape(fns["encode_image"], params, images)
     txt_out = jax.eval_shape(fns["encode_text"], params, texts)
-    n_img, n_txt = enc.padded(num_images), enc.padded(num_texts)
+    n_img, n_txt = encoder_batches.padded(num_images), encoder_batches.padded(num_texts)
     img_embeds, img_feat = (replicated((n_img,) + x.shape[1:], x.dtype) for x in img_out)
     txt_embeds, txt_feat = (replicated((n_txt,) + x.shape[1:], x.dtype) for x in txt_out)
     txt_mask = replicated((n_txt, length), jnp.int32)
-    k = min(int(e.k_test), num_images, num_texts)
-    calls = EvalBatches(self.mesh, max(1, int(e.rerank_pairs) // k))
-    q, cand = batch((calls.global_batch,), jnp.int32), batch((calls.global_batch, k), jnp.int32)
+    k = min(int(self.ecfg.k_test), num_images, num_texts)
+    calls = EvalBatches(self.mesh, max(1, int(self.ecfg.rerank_pairs) // k))
+    queries = self.sharded_batch(calls, {"q": ((), jnp.int32), "cand": ((k,), jnp.int32)})
+    q, cand = queries["q"], queries["cand"]
     return [
       (f"{self.name}/encode_image", fns["encode_image"], (params, images)),
       (f"{self.name}/encode_text", fns["encode_text"], (params, texts)),
@@ -221,15 +221,14 @@ class RetrievalEvaluator(Evaluator):
     return {"ids": self.text_ids[safe], "mask": self.text_mask[safe], "valid": (idx >= 0).astype(np.float32)}
 
   def _encode(self, fn, params, n, load, unit):
-    b = self.batches
-    outs = b.map(
+    outs = self.batches.map(
       lambda batch: (*fn(params, {k: v for k, v in batch.items() if k != "valid"}), batch["valid"]),
       n,
       load,
       what=f"{self.name}: encode",
       unit=unit,
     )
-    return b.concat(outs, replicate=True)
+    return self.batches.concat(outs, replicate=True)
 
   def _rerank(self, fn, params, q_embeds, c_embeds, c_mask, q_mask, cands, image_is_query):
     """Fused ITM logits of every (query, candidate) pair, in calls of Qg queries split over the mesh."""
@@ -256,8 +255,8 @@ class RetrievalEvaluator(Evaluator):
     return to_host(calls.concat(outs))[:n]
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
-    fns, d = self._fns(graphdef), self.data
-    n_img, n_txt = len(d.images), len(d.texts)
+    fns, data = self._fns(graphdef), self.data
+    n_img, n_txt = len(data.images), len(data.texts)
     self.bad_images = []
     clock = [time.perf_counter()]
 
@@ -275,7 +274,7 @@ class RetrievalEvaluator(Evaluator):
     )
     img_ok = to_host(img_valid)[:n_img] > 0
     # A text whose image was skipped has no correct answer: it leaves the evaluation too.
-    txt_ok = img_ok[d.txt2img]
+    txt_ok = img_ok[data.txt2img]
     txt_valid = jax.device_put(
       np.concatenate([txt_ok, np.zeros(len(to_host(txt_valid)) - n_txt, bool)]).astype(np.float32),
       self.batches.replicated(),
@@ -293,8 +292,8 @@ class RetrievalEvaluator(Evaluator):
     score_t2i = self._rerank(fns["rerank"], params, txt_embeds, img_embeds, None, txt_mask, cand_t2i, False)
     t_t2i = lap()
 
-    i2t_pos = [d.img2txt[i] for i in range(n_img)]
-    t2i_pos = [[int(d.txt2img[t])] for t in range(n_txt)]
+    i2t_pos = [data.img2txt[i] for i in range(n_img)]
+    t2i_pos = [[int(data.txt2img[t])] for t in range(n_txt)]
     metrics = recall_metrics(
       candidate_ranks(cand_i2t, score_i2t, i2t_pos, n_txt, valid=txt_ok)[img_ok],
       candidate_ranks(cand_t2i, score_t2i, t2i_pos, n_img, valid=img_ok)[txt_ok],

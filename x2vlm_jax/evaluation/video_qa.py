@@ -25,7 +25,11 @@ from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 
 
 class VideoQAEvaluator(Evaluator):
-  """config.evals.<name> = dict(type="video_qa", annotations=..., image_root=..., ans2label=...)."""
+  """config.evals.<name> = dict(type="video_qa", annotations=..., image_root=..., ans2label=...).
+
+  predict_fns: answer_logits(model, clips [B, F, R, R, 3], ids, mask) → [B, num_labels]."""
+
+  PREDICT_FNS = ("answer_logits",)
 
   DEFAULTS = dict(
     annotations="",
@@ -40,15 +44,15 @@ class VideoQAEvaluator(Evaluator):
   )
 
   def setup(self):
-    e = self.ecfg
-    records = ann.read_records(e.annotations, objects_only=True)
+    ecfg = self.ecfg
+    records = ann.read_records(ecfg.annotations, objects_only=True)
     for key in ("video_id", "question", "answer"):
-      ann.require(e.annotations, records, key, (str, int) if key == "video_id" else str)
-    if not e.ans2label:
+      ann.require(ecfg.annotations, records, key, (str, int) if key == "video_id" else str)
+    if not ecfg.ans2label:
       raise ValueError(f"evals.{self.name}: ans2label is required (the training answer vocabulary)")
     import json
 
-    self.ans2label: Dict[str, int] = json.loads(epath.Path(e.ans2label).read_text())
+    self.ans2label: Dict[str, int] = json.loads(epath.Path(ecfg.ans2label).read_text())
     if self.model_cfg.heads.num_labels != len(self.ans2label):
       raise ValueError(
         f"evals.{self.name}: ans2label has {len(self.ans2label)} answers, the model's cls_head "
@@ -59,23 +63,42 @@ class VideoQAEvaluator(Evaluator):
     self.labels = np.asarray([self.ans2label.get(r["answer"], -100) for r in records], np.int64)
     # Each question's video; a video's frames are read once per batch even when asked about twice.
     self.videos: List[str] = [
-      ann.image_path(e.image_root, video_file_name(r["video_id"], e.video_pattern)) for r in records
+      ann.image_path(ecfg.image_root, video_file_name(r["video_id"], ecfg.video_pattern)) for r in records
     ]
-    self.num_frames = int(e.num_frames or self.model_cfg.num_frames)
-    if not self.num_frames:
+    self.num_frames = self._num_frames()
+    questions = [pre_question(r["question"], int(ecfg.max_words)) for r in records]
+    self.ids, self.mask = self.tokenizer()(questions, ecfg.max_tokens)
+    self.batches = EvalBatches(self.mesh, ecfg.batch_size)
+
+  def _num_frames(self) -> int:
+    frames = int(self.ecfg.num_frames or self.model_cfg.num_frames)
+    if not frames:
       raise ValueError(f"evals.{self.name}: set num_frames (or config.model.num_frames)")
-    ids, mask = self.tokenizer()([pre_question(r["question"], int(e.max_words)) for r in records], e.max_tokens)
-    self.ids, self.mask = ids, mask
-    self.batches = EvalBatches(self.mesh, e.batch_size)
+    return frames
 
   def _fn(self, graphdef):
-    def predict(params, b):
-      model = nnx.merge(graphdef, params)
-      vis, _ = model.encode_video(b["frames"])
-      logits = model.cls_logits(vis, jnp.ones(vis.shape[:2], jnp.int32), b["ids"], b["mask"])
-      return jnp.argmax(logits, axis=-1), b["valid"]
+    answer_logits = self.predict_fns["answer_logits"]
+
+    def predict(params, batch):
+      logits = answer_logits(nnx.merge(graphdef, params), batch["frames"], batch["ids"], batch["mask"])
+      return jnp.argmax(logits, axis=-1), batch["valid"]
 
     return self.jitted(graphdef, lambda: jax.jit(predict))
+
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """The classifier on one evaluation batch of clips (questions run batch by batch)."""
+    del num_images, num_texts
+    res, length = int(self.model_cfg.image_res), int(self.ecfg.max_tokens)
+    batch = self.sharded_batch(
+      EvalBatches(self.mesh, int(self.ecfg.batch_size)),
+      {
+        "frames": ((self._num_frames(), res, res, 3), jnp.float32),
+        "ids": ((length,), jnp.int32),
+        "mask": ((length,), jnp.int32),
+        "valid": ((), jnp.float32),
+      },
+    )
+    return [(f"{self.name}/answer_logits", self._fn(graphdef), (params, batch))]
 
   def _load(self, idx: np.ndarray):
     frames, valid = self.load_images(self.videos, idx, self.num_frames)

@@ -22,6 +22,7 @@ import re
 from typing import Dict, List, Optional, Tuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import nnx
@@ -92,8 +93,13 @@ def accuracy_metrics(predictions: Dict[object, str], data: VQASet) -> Dict[str, 
 
 
 class VQAEvaluator(Evaluator):
-  """config.evals.<name> = dict(type="vqa", annotations=..., image_root=..., answer_list=..., mode="rank")."""
+  """config.evals.<name> = dict(type="vqa", annotations=..., image_root=..., answer_list=..., mode="rank").
 
+  predict_fns: rank(model, images, ids, mask, answer_ids, answer_mask, *, k, double_count_first) →
+  (answer index [B], probability [B]); generate(model, images, ids, mask, *, bos_id, eos_id, pad_id,
+  num_beams, max_len, search) → answer tokens [B, max_len] (x2vlm_jax.inference.generation)."""
+
+  PREDICT_FNS = ("rank", "generate")
   DEFAULTS = dict(
     annotations="",
     image_root="",
@@ -111,61 +117,90 @@ class VQAEvaluator(Evaluator):
   )
 
   def setup(self):
-    e = self.ecfg
-    if e.mode not in MODES:
-      raise ValueError(f"evals.{self.name}.mode: expected one of {MODES}, got {e.mode!r}")
+    ecfg = self.ecfg
+    self._prepare_decoding()
+    self.data = VQASet.from_file(ecfg.annotations, ecfg.image_root)
+    questions = [pre_question(q, int(ecfg.max_words)) for q in self.data.questions]
+    self.q_ids, self.q_mask = self.tok(questions, int(ecfg.max_tokens))
+    self.truncated = sum(len(self.tok.pieces(q)) > int(ecfg.max_tokens) - 2 for q in questions)
+    self.batches = EvalBatches(self.mesh, int(ecfg.batch_size))
+
+  def _prepare_decoding(self):
+    """The mode, the vocabulary and (ranking) the tokenised answer list: what decides the programs."""
+    ecfg = self.ecfg
+    if ecfg.mode not in MODES:
+      raise ValueError(f"evals.{self.name}.mode: expected one of {MODES}, got {ecfg.mode!r}")
     if not self.model_cfg.heads.decoder_layers:
       raise ValueError(f"evals.{self.name}: the model has no answer decoder (heads.decoder_layers = 0)")
-    self.data = VQASet.from_file(e.annotations, e.image_root)
     self.tok = self.tokenizer()
     generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
-    questions = [pre_question(q, int(e.max_words)) for q in self.data.questions]
-    self.q_ids, self.q_mask = self.tok(questions, int(e.max_tokens))
-    self.truncated = sum(len(self.tok.pieces(q)) > int(e.max_tokens) - 2 for q in questions)
-    self.batches = EvalBatches(self.mesh, int(e.batch_size))
-    if e.mode == "rank":
-      self.answer_list = generation.read_answer_list(e.answer_list)
+    if ecfg.mode == "rank":
+      self.answer_list = generation.read_answer_list(ecfg.answer_list)
       ids, mask = generation.tokenize_answers(self.tok, self.answer_list)
-      rep = self.batches.replicated()
-      self.answer_ids, self.answer_mask = jax.device_put(ids, rep), jax.device_put(mask, rep)
-      self.k = min(int(e.k_test), len(self.answer_list))
+      replicated = EvalBatches(self.mesh, int(ecfg.batch_size)).replicated()
+      self.answer_ids, self.answer_mask = jax.device_put(ids, replicated), jax.device_put(mask, replicated)
+      self.k = min(int(ecfg.k_test), len(self.answer_list))
 
   def _fn(self, graphdef):
-    e, tok = self.ecfg, self.tok
-    if e.mode == "rank":
+    ecfg, tok = self.ecfg, self.tok
+    if ecfg.mode == "rank":
+      rank = self.predict_fns["rank"]
 
-      def run(params, b, answer_ids, answer_mask):
+      def run(params, batch, answer_ids, answer_mask):
         model = nnx.merge(graphdef, params)
-        idx, _ = generation.rank_batch(
+        idx, _ = rank(
           model,
-          b["images"],
-          b["ids"],
-          b["mask"],
+          batch["images"],
+          batch["ids"],
+          batch["mask"],
           answer_ids,
           answer_mask,
           k=self.k,
-          double_count_first=bool(e.double_count_first),
+          double_count_first=bool(ecfg.double_count_first),
         )
-        return idx, b["valid"]
+        return idx, batch["valid"]
     else:
+      generate = self.predict_fns["generate"]
 
-      def run(params, b):
+      def run(params, batch):
         model = nnx.merge(graphdef, params)
-        tokens = generation.answer_batch(
+        tokens = generate(
           model,
-          b["images"],
-          b["ids"],
-          b["mask"],
+          batch["images"],
+          batch["ids"],
+          batch["mask"],
           bos_id=tok.cls_id,
           eos_id=tok.sep_id,
           pad_id=tok.pad_id,
-          num_beams=int(e.num_beams),
-          max_len=int(e.max_answer_tokens),
-          search=e.search,
+          num_beams=int(ecfg.num_beams),
+          max_len=int(ecfg.max_answer_tokens),
+          search=ecfg.search,
         )
-        return tokens, b["valid"]
+        return tokens, batch["valid"]
 
     return self.jitted(graphdef, lambda: jax.jit(run))
+
+  def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
+    """The ranking (over the whole answer list, read from `answer_list`) or the generation program on
+    one evaluation batch of questions; the vocabulary is read for its special ids."""
+    del num_images, num_texts
+    self._prepare_decoding()
+    res, length = int(self.model_cfg.image_res), int(self.ecfg.max_tokens)
+    batch = self.sharded_batch(
+      EvalBatches(self.mesh, int(self.ecfg.batch_size)),
+      {
+        "images": ((res, res, 3), jnp.float32),
+        "ids": ((length,), jnp.int32),
+        "mask": ((length,), jnp.int32),
+        "valid": ((), jnp.float32),
+      },
+    )
+    if self.ecfg.mode == "rank":
+      answers = tuple(
+        jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding) for x in (self.answer_ids, self.answer_mask)
+      )
+      return [(f"{self.name}/rank", self._fn(graphdef), (params, batch, *answers))]
+    return [(f"{self.name}/generate", self._fn(graphdef), (params, batch))]
 
   def _load(self, idx: np.ndarray):
     pixels, valid = self.load_images(self.data.images, idx)

@@ -2,7 +2,7 @@
 
 The trainer (`x2vlm_jax.training.trainer`) owns the loop, the mesh, sharded state creation, Orbax
 checkpoints with the input position, resume, preemption, the non-finite stop, metrics, profiling and
-running evaluators. A task supplies only:
+running evaluators. A task is the one plug of everything task-specific. It supplies:
 
   loss(model, batch, rng, step)      → (scalar loss, {metric name: scalar}); pure, jit-able
   train_iterator(seed, index, count) → host batches ({name: np.ndarray}, possibly nested), with
@@ -14,22 +14,40 @@ running evaluators. A task supplies only:
                                        decoder from the fusion layers) and which get lr × lr_mult
   train_size()                       → records per epoch (None if unknown), for `config.num_epochs`
 
+and declares, as class attributes, what the rest of the framework looks up by its name (through
+`x2vlm_jax.tasks`, never a table of its own):
+
+  DATA_MODULE, BUILDER  its data module under x2vlm_jax.data (create_iterator, train_size; imported
+                        lazily: tensorflow lives there) and the function of it that builds the TFDS
+                        set from the official annotation file (`tools/build_tfds.py --kind <name>`)
+  EVALUATORS            {evaluator type: class} of the evaluators it brings (`config.evals.*.type`)
+  PREDICT_FNS           {name: fn(model, ...)}: the forward passes those evaluators run (as big_vision
+                        hands `predict_fns` to its evaluators, so x2vlm_jax.evaluation never imports a task)
+  EVALUATION            (evaluator type, fields): its own evaluation (`tools/evaluate.py --task <name>`,
+                        `tools/compile_check.py` for a config without `evals`)
+
 Which heads a task's model has is part of the model config (`config.model.heads`), so exports and
-`inference.load` rebuild the same model without knowing the task. Evaluators are configured
-separately (`config.evals`, see `x2vlm_jax.evaluation.registry`).
+`inference.load` rebuild the same model without knowing the task.
 """
 
 import importlib
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jax
 import numpy as np
 
 from x2vlm_jax import sharding as shd
 
+Spec = Dict[str, Tuple[tuple, Any]]
+
 
 class Task:
   name = ""
+  DATA_MODULE = ""
+  BUILDER = ""
+  EVALUATORS: Dict[str, type] = {}
+  PREDICT_FNS: Dict[str, Callable] = {}
+  EVALUATION: Optional[Tuple[str, Dict[str, Any]]] = None
 
   def __init__(self, config):
     self.config = config
@@ -70,26 +88,27 @@ class Task:
 
 class FinetuneTask(Task):
   """A single-stream fine-tuning task: `config.data` is one stream with a GLOBAL `batch_size`, read
-  from TFDS by `DATA_MODULE` (its `create_iterator` / `train_size`, imported lazily: tensorflow lives
-  there) or, with `data.source = "synthetic"`, made by `synthetic_batch(seed, per_host_batch)`
-  (tests, benchmarks, GPU hosts without tensorflow). Its batches are `SPEC` of
-  x2vlm_jax.data.finetune.specs (tensorflow-free), the contract the data module's iterator checks every
-  batch against."""
+  from TFDS by `DATA_MODULE` or, with `data.source = "synthetic"`, made by `synthetic_batch`
+  (tests, benchmarks, GPU hosts without tensorflow). Its batches follow `spec`, the contract the data
+  module's iterator checks every batch against and compile_check lowers the step on."""
 
-  DATA_MODULE = ""
-  SPEC = ""
-  # synthetic(seed, batch_size, image_res, max_tokens, vocab_size) → one host batch of the contract;
-  # tasks whose batches need more than these override `synthetic_batch` instead.
-  synthetic = None
+  @staticmethod
+  def spec(cfg, b: int) -> Spec:
+    """The batch contract: {field: (shape, dtype)} of a batch of `b` rows, from the data config alone
+    (tensorflow-free)."""
+    raise NotImplementedError
 
-  def synthetic_batch(self, seed: int, batch_size: int):
-    if type(self).synthetic is None:
-      raise NotImplementedError(f"task {self.name}: no synthetic batches")
-    d = self.config.data
-    return type(self).synthetic(seed, batch_size, d.image_res, d.max_tokens, self.config.model.text.vocab_size)
+  def synthetic_batch(self, seed: int, batch_size: int) -> Dict[str, np.ndarray]:
+    """One random host batch of `batch_size` rows that follows `spec`."""
+    raise NotImplementedError(f"task {self.name}: no synthetic batches")
 
-  def create_iterator(self, module, seed, process_index, process_count):
-    return module.create_iterator(self.config.data, seed=seed, process_index=process_index, process_count=process_count)
+  def data_module(self):
+    return importlib.import_module(self.DATA_MODULE)
+
+  def create_iterator(self, seed, process_index, process_count):
+    return self.data_module().create_iterator(
+      self.config.data, spec=self.spec, seed=seed, process_index=process_index, process_count=process_count
+    )
 
   def _synthetic(self) -> bool:
     return self.config.data.get("source", "tfds") == "synthetic"
@@ -100,21 +119,34 @@ class FinetuneTask(Task):
 
       per_host = int(self.config.data.batch_size) // process_count
       return SyntheticBatches(lambda s: self.synthetic_batch(s, per_host), seed=seed, process_index=process_index)
-    return self.create_iterator(importlib.import_module(self.DATA_MODULE), seed, process_index, process_count)
+    return self.create_iterator(seed, process_index, process_count)
 
   def examples_per_step(self) -> int:
     return int(self.config.data.batch_size)
 
   def batch_spec(self):
-    from x2vlm_jax.data.finetune import specs  # tf-free
-
-    return getattr(specs, self.SPEC)(self.config.data, int(self.config.data.batch_size))
+    return self.spec(self.config.data, int(self.config.data.batch_size))
 
   def train_size(self) -> Optional[int]:
     """Training rows of an official epoch (None for synthetic batches)."""
     if self._synthetic():
       return None
-    return importlib.import_module(self.DATA_MODULE).train_size(self.config.data)
+    return self.data_module().train_size(self.config.data)
+
+
+# --- pieces of the batch contracts (tasks' `spec`) and of synthetic batches -----------------------
+def text_spec(b: int, max_tokens: int) -> Spec:
+  return {"text_ids": ((b, max_tokens), np.int32), "text_mask": ((b, max_tokens), np.int32)}
+
+
+def images_spec(cfg, b: int) -> Spec:
+  res = int(cfg.image_res)
+  return {"images": ((b, res, res, 3), np.float32)}
+
+
+def frames_spec(cfg, b: int) -> Spec:
+  res, frames = int(cfg.image_res), int(cfg.num_frames)
+  return {"frames": ((b, frames, res, res, 3), np.float32)}
 
 
 def synthetic_text(rs: np.random.RandomState, b: int, max_tokens: int, vocab_size: int):

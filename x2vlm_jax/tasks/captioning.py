@@ -5,7 +5,8 @@ each chosen token, same position ids, the 3-D attention mask in which nobody but
 cross-attending to the image, and the MLM head predicts each chosen token at its [MASK]: the
 label-smoothed (0.1) KL loss of `objectives.caption_mlm_loss`, Σ loss·weight / (Σ weight + 1e-5). No new
 parameters: the pre-trained stack and MLM head are fine-tuned. Evaluation: the `captioning` evaluator
-(beam search with the same [MASK]-at-the-next-position step, CIDEr & co.).
+(`inference.generation.caption_batch`: beam search with the same [MASK]-at-the-next-position step,
+CIDEr & co.).
 """
 
 import jax
@@ -13,13 +14,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from x2vlm_jax import objectives
-from x2vlm_jax.tasks.base import FinetuneTask
+from x2vlm_jax.evaluation.captioning import CaptioningEvaluator
+from x2vlm_jax.inference import generation
+from x2vlm_jax.tasks.base import FinetuneTask, images_spec
 
 
 class CaptioningTask(FinetuneTask):
   name = "captioning"
   DATA_MODULE = "x2vlm_jax.data.finetune.captioning"
-  SPEC = "captioning"
+  BUILDER = "build"
+  EVALUATORS = {"captioning": CaptioningEvaluator}
+  PREDICT_FNS = {"caption": generation.caption_batch}
+  EVALUATION = ("captioning", {})
 
   def __init__(self, config):
     super().__init__(config)
@@ -28,6 +34,22 @@ class CaptioningTask(FinetuneTask):
     tok = Tokenizer(config.data.vocab_file, config.data.max_tokens)
     self.cls_id, self.mask_id = tok.cls_id, tok.mask_id
     self.label_smoothing = float(config.get("label_smoothing", 0.1))
+
+  @staticmethod
+  def spec(cfg, b):
+    """Captioning (data/finetune/captioning.py): the FG-free input, max_tokens + max_masks long (a [MASK]
+    inserted before each chosen token), its 3-D attention mask and the chosen tokens."""
+    masks = int(cfg.max_masks)
+    length = int(cfg.max_tokens) + masks
+    return {
+      **images_spec(cfg, b),
+      "text_ids": ((b, length), np.int32),
+      "positions": ((b, length), np.int32),
+      "attention": ((b, length, length), np.int32),
+      "masked_pos": ((b, masks), np.int32),
+      "masked_ids": ((b, masks), np.int32),
+      "masked_weight": ((b, masks), np.float32),
+    }
 
   def loss(self, model, batch, rng, step):
     del step
@@ -45,21 +67,26 @@ class CaptioningTask(FinetuneTask):
     return loss, {"train/caption": loss}
 
   def synthetic_batch(self, seed, batch_size):
-    d = self.config.data
+    data = self.config.data
     return synthetic_batch(
       seed,
       batch_size,
-      d.image_res,
-      d.max_tokens,
-      d.max_masks,
+      data.image_res,
+      data.max_tokens,
+      data.max_masks,
       self.config.model.text.vocab_size,
       self.cls_id,
       self.mask_id,
     )
 
-  def create_iterator(self, module, seed, process_index, process_count):
-    return module.create_iterator(
-      self.config.data, self.config.prompt, seed=seed, process_index=process_index, process_count=process_count
+  def create_iterator(self, seed, process_index, process_count):
+    return self.data_module().create_iterator(
+      self.config.data,
+      self.config.prompt,
+      spec=self.spec,
+      seed=seed,
+      process_index=process_index,
+      process_count=process_count,
     )
 
 

@@ -3,14 +3,24 @@
 The expression in text mode → fusion with the FULL image (all-ones mask) → `bbox_head` → sigmoid
 (cx, cy, w, h) of the (cropped, resized) image; L = L1 + (1 − GIoU), means over the batch, weights 1:1
 (`objectives.box_losses` with no whole-image rows). The model is the pre-training one: no new
-parameter (the official `init_params = []`). Evaluation: the `grounding` evaluator.
+parameter (the official `init_params = []`). Evaluation: the `grounding` evaluator, which runs
+`predict_box` on the original-size protocol.
 """
 
 import jax
 import numpy as np
 
 from x2vlm_jax import objectives
-from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
+from x2vlm_jax.evaluation.grounding import GroundingEvaluator
+from x2vlm_jax.tasks.base import FinetuneTask, images_spec, synthetic_text, text_spec
+
+
+def predict_box(model, images, ids, mask, rng=None):
+  """images [B, R, R, 3], the expressions → (cx, cy, w, h) [B, 4] in [0, 1] of each image."""
+  r_vis, r_txt, r_box = (None, None, None) if rng is None else jax.random.split(rng, 3)
+  image_embeds, _ = model.encode_image(images, r_vis)
+  text_embeds, _ = model.encode_text(ids, mask, r_txt)
+  return model.predict_box(image_embeds, text_embeds, mask, r_box)
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int):
@@ -31,14 +41,27 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
 class GroundingTask(FinetuneTask):
   name = "grounding"
   DATA_MODULE = "x2vlm_jax.data.finetune.grounding"
-  SPEC = "grounding"
-  synthetic = staticmethod(synthetic_batch)
+  BUILDER = "build"
+  EVALUATORS = {"grounding": GroundingEvaluator}
+  PREDICT_FNS = {"predict_box": predict_box}
+  EVALUATION = ("grounding", {})
+
+  @staticmethod
+  def spec(cfg, b):
+    """Grounding (data/finetune/grounding.py): the target box (cx, cy, w, h) / R of the augmented image."""
+    return {
+      **images_spec(cfg, b),
+      **text_spec(b, int(cfg.max_tokens)),
+      "target_bbox": ((b, 4), np.float32),
+      "valid": ((b,), np.float32),
+    }
 
   def loss(self, model, batch, rng, step):
     del step
-    r_vis, r_txt, r_box = jax.random.split(rng, 3)
-    image_embeds, _ = model.encode_image(batch["images"], r_vis)
-    text_embeds, _ = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
-    box = model.predict_box(image_embeds, text_embeds, batch["text_mask"], r_box)
+    box = predict_box(model, batch["images"], batch["text_ids"], batch["text_mask"], rng)
     l1, giou = objectives.box_losses(box, batch["target_bbox"], None, batch["valid"])
     return l1 + giou, {"train/bbox": l1, "train/giou": giou}
+
+  def synthetic_batch(self, seed, batch_size):
+    data = self.config.data
+    return synthetic_batch(seed, batch_size, data.image_res, data.max_tokens, self.config.model.text.vocab_size)

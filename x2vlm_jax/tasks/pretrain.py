@@ -1,5 +1,6 @@
 """Pre-training (docs/reference.md §2–§3): three streams per step under ITC, ITM with hard negatives, MLM
-and box losses."""
+and box losses. Its data are the three streams (`tools/build_tfds.py --kind image_text|region|video`,
+x2vlm_jax.data.pipeline); its own evaluation is zero-shot retrieval (the `retrieval` evaluator)."""
 
 import jax
 
@@ -23,6 +24,7 @@ def enabled_streams(data_cfg):
 
 class PretrainTask(Task):
   name = "pretrain"
+  EVALUATION = ("retrieval", {})
 
   def __init__(self, config):
     super().__init__(config)
@@ -51,14 +53,16 @@ class PretrainTask(Task):
     return objectives.total_loss(per_stream, self.weights), metrics
 
   def train_iterator(self, seed, process_index, process_count):
-    c = self.config
-    if c.data.get("source", "tfds") == "synthetic":
+    data = self.config.data
+    if data.get("source", "tfds") == "synthetic":
       from x2vlm_jax.tasks.synthetic import SyntheticIterator
 
-      return SyntheticIterator(c.data, c.model, seed=seed, process_index=process_index, process_count=process_count)
+      return SyntheticIterator(
+        data, self.config.model, seed=seed, process_index=process_index, process_count=process_count
+      )
     from x2vlm_jax.data import pipeline  # tensorflow lives only behind this import
 
-    return pipeline.create_train_iterator(c.data, seed=seed, process_index=process_index, process_count=process_count)
+    return pipeline.create_train_iterator(data, seed=seed, process_index=process_index, process_count=process_count)
 
   def global_batch(self, mesh, host_batch):
     if "region" in host_batch and jax.process_count() > 1:

@@ -1,9 +1,10 @@
-"""Image–text retrieval fine-tuning (COCO, Flickr30K), docs/reference.md §5.1, and video–text retrieval (MSRVTT,
-§5.6: the same task on frame-pooled video tokens, `config.data.video`).
+"""Image–text retrieval fine-tuning (COCO, Flickr30K), docs/reference.md §5.1, and video–text retrieval
+(MSRVTT, §5.6: the same task on frame-pooled video tokens, its own task `video_retrieval`).
 
 L = L_itc + L_itm: ITC over the global batch with id-aware soft targets (the captions of one image are
 all positives), ITM with hard negatives that never pick a caption of the same image; τ clamped each
-step (the trainer). Evaluation: the `retrieval` evaluator (two-stage ITC → ITM rerank).
+step (the trainer). Evaluation: the `retrieval` evaluator (two-stage ITC → ITM rerank), which runs the
+encoders and the ITM head below.
 """
 
 import jax
@@ -11,7 +12,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from x2vlm_jax import objectives
-from x2vlm_jax.tasks.base import FinetuneTask, synthetic_text
+from x2vlm_jax.evaluation.retrieval import RetrievalEvaluator
+from x2vlm_jax.tasks.base import FinetuneTask, frames_spec, images_spec, synthetic_text, text_spec
+
+
+# --- the forward passes the loss and the evaluator share ---------------------------------------------
+def encode_vision(model, pixels, rng=None):
+  """Images [B, R, R, 3] or clips [B, F, R, R, 3] (frames pooled into one token sequence, §1.7) →
+  (tokens, feature)."""
+  if pixels.ndim == 5:
+    return model.encode_video(pixels, rng)
+  return model.encode_image(pixels, rng)
+
+
+def encode_text(model, ids, mask, rng=None):
+  return model.encode_text(ids, mask, rng)
+
+
+def itm_logits(model, vision, vision_mask, text, text_mask):
+  """The ITM head on fused pairs → [n, 2] (class 1 = match)."""
+  return model.itm_logits(vision, vision_mask, text, text_mask)
 
 
 def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_size: int, num_frames: int = 0):
@@ -19,9 +39,12 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
   [b, F, R, R, 3] instead of images); pairs of rows share an image id, as captions of one image do."""
   rs = np.random.RandomState(seed)
   ids, mask = synthetic_text(rs, b, max_tokens, vocab_size)
-  vision = ("frames", (b, num_frames)) if num_frames else ("images", (b,))
+  if num_frames:
+    vision = {"frames": rs.randn(b, num_frames, image_res, image_res, 3).astype(np.float32)}
+  else:
+    vision = {"images": rs.randn(b, image_res, image_res, 3).astype(np.float32)}
   return {
-    vision[0]: rs.randn(*vision[1], image_res, image_res, 3).astype(np.float32),
+    **vision,
     "text_ids": ids,
     "text_mask": mask,
     "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
@@ -32,23 +55,29 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
 class RetrievalTask(FinetuneTask):
   name = "retrieval"
   DATA_MODULE = "x2vlm_jax.data.finetune.retrieval"
-  SPEC = "retrieval"
+  BUILDER = "build"
+  EVALUATORS = {"retrieval": RetrievalEvaluator}
+  PREDICT_FNS = {"encode_vision": encode_vision, "encode_text": encode_text, "itm_logits": itm_logits}
+  EVALUATION = ("retrieval", {})
+  VIDEO = False
 
   def __init__(self, config):
     super().__init__(config)
-    if config.data.get("video", False):
-      self.DATA_MODULE, self.SPEC = "x2vlm_jax.data.finetune.video", "video_retrieval"
+    if config.data.get("video", False) and not self.VIDEO:
+      raise ValueError("task retrieval: config.data.video is set; video–text retrieval is task 'video_retrieval'")
     self.group_size = int(config.itm_group_size)
     self.itc_grad_scale = float(config.get("itc_grad_scale", 1.0))
+
+  @staticmethod
+  def spec(cfg, b):
+    """Image–text retrieval (data/finetune/retrieval.py): the caption's dense image id marks positives."""
+    return {**images_spec(cfg, b), **text_spec(b, int(cfg.max_tokens)), **_ids_and_valid(b)}
 
   def loss(self, model, batch, rng, step):
     del step
     r_vis, r_txt, r_match = jax.random.split(rng, 3)
-    if "frames" in batch:  # video–text retrieval (MSRVTT): frames pooled into one token sequence (§1.7)
-      vis, vis_feat = model.encode_video(batch["frames"], r_vis)
-    else:
-      vis, vis_feat = model.encode_image(batch["images"], r_vis)
-    txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
+    vis, vis_feat = encode_vision(model, batch["frames"] if self.VIDEO else batch["images"], r_vis)
+    txt, txt_feat = encode_text(model, batch["text_ids"], batch["text_mask"], r_txt)
     rows = batch["text_ids"].shape[0]
     out = objectives.contrastive_and_matching(
       model,
@@ -66,20 +95,38 @@ class RetrievalTask(FinetuneTask):
     )
     return out["itc"] + out["itm"], {"train/itc": out["itc"], "train/itm": out["itm"]}
 
-  def create_iterator(self, module, seed, process_index, process_count):
-    if self.config.data.get("video", False):
-      return module.create_iterator(
-        self.config.data, seed=seed, process_index=process_index, process_count=process_count, qa=False
-      )
-    return super().create_iterator(module, seed, process_index, process_count)
-
   def synthetic_batch(self, seed, batch_size):
-    d = self.config.data
+    data = self.config.data
     return synthetic_batch(
       seed,
       batch_size,
-      d.image_res,
-      d.max_tokens,
+      data.image_res,
+      data.max_tokens,
       self.config.model.text.vocab_size,
-      num_frames=int(d.num_frames) if d.get("video", False) else 0,
+      num_frames=int(data.num_frames) if self.VIDEO else 0,
     )
+
+
+class VideoRetrievalTask(RetrievalTask):
+  """Video–text retrieval (MSRVTT): the retrieval loss and evaluator on clips of `data.num_frames`
+  frames (the official frames files, `x2vlm_jax.data.finetune.video`)."""
+
+  name = "video_retrieval"
+  DATA_MODULE = "x2vlm_jax.data.finetune.video"
+  BUILDER = "build_retrieval"
+  EVALUATION = ("retrieval", {"video": True, "vision_key": "video"})
+  VIDEO = True
+
+  @staticmethod
+  def spec(cfg, b):
+    """Video–text retrieval (data/finetune/video.py, qa=False): retrieval with F frames per row."""
+    return {**frames_spec(cfg, b), **text_spec(b, int(cfg.max_tokens)), **_ids_and_valid(b)}
+
+  def create_iterator(self, seed, process_index, process_count):
+    return self.data_module().create_iterator(
+      self.config.data, spec=self.spec, seed=seed, process_index=process_index, process_count=process_count, qa=False
+    )
+
+
+def _ids_and_valid(b: int):
+  return {"image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}

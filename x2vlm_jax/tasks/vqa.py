@@ -15,8 +15,10 @@ group (the official `init_params`), whether derived or loaded. Evaluation: the `
 import jax
 import numpy as np
 
+from x2vlm_jax.evaluation.vqa import VQAEvaluator
+from x2vlm_jax.inference import generation
 from x2vlm_jax.models.decoder import decoder_from_fusion
-from x2vlm_jax.tasks.base import FinetuneTask
+from x2vlm_jax.tasks.base import FinetuneTask, images_spec, text_spec
 
 DECODER = "decoder/"
 
@@ -24,7 +26,10 @@ DECODER = "decoder/"
 class VQATask(FinetuneTask):
   name = "vqa"
   DATA_MODULE = "x2vlm_jax.data.finetune.vqa"
-  SPEC = "vqa"
+  BUILDER = "build"
+  EVALUATORS = {"vqa": VQAEvaluator}
+  PREDICT_FNS = {"rank": generation.rank_batch, "generate": generation.answer_batch}
+  EVALUATION = ("vqa", {})
 
   def __init__(self, config):
     super().__init__(config)
@@ -34,6 +39,19 @@ class VQATask(FinetuneTask):
         "(6 in the released configs, or 3)"
       )
     self.large_lr_for_dec = bool(config.get("large_lr_for_dec", True))
+
+  @staticmethod
+  def spec(cfg, b):
+    """VQA (data/finetune/vqa.py): A = max_answers answers of max_answer_tokens per question."""
+    answers, answer_tokens = int(cfg.max_answers), int(cfg.max_answer_tokens)
+    return {
+      **images_spec(cfg, b),
+      **text_spec(b, int(cfg.max_tokens)),
+      "answer_ids": ((b, answers, answer_tokens), np.int32),
+      "answer_mask": ((b, answers, answer_tokens), np.int32),
+      "answer_weights": ((b, answers), np.float32),
+      "answers_cut": ((b,), np.int32),
+    }
 
   def loss(self, model, batch, rng, step):
     del step
@@ -49,9 +67,15 @@ class VQATask(FinetuneTask):
     return loss, metrics
 
   def synthetic_batch(self, seed, batch_size):
-    d = self.config.data
+    data = self.config.data
     return synthetic_batch(
-      seed, batch_size, d.image_res, d.max_tokens, d.max_answers, d.max_answer_tokens, self.config.model.text.vocab_size
+      seed,
+      batch_size,
+      data.image_res,
+      data.max_tokens,
+      data.max_answers,
+      data.max_answer_tokens,
+      self.config.model.text.vocab_size,
     )
 
   # --- the decoder from the checkpoint (docs/reference.md §5.2) -------------------------------------------------

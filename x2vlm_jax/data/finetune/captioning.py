@@ -14,7 +14,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from x2vlm_jax.data import augment, caption_masking
-from x2vlm_jax.data.finetune import retrieval, specs
+from x2vlm_jax.data.finetune import retrieval
 from x2vlm_jax.data.finetune.common import RowsSource, single_stream_iterator, transform_and_batch
 from x2vlm_jax.data.streams import BATCH_SEED_OFFSET, example_seed, from_source, meta, pmap
 from x2vlm_jax.data.text import Tokenizer
@@ -98,8 +98,9 @@ def captioning_stream(
   return pmap(ds, per_batch, cfg)
 
 
-def create_iterator(cfg, prompt: str, *, seed: int, process_index: int, process_count: int):
-  """cfg: the captioning data config (configs/finetune/coco_captioning_large.py); prompt: the task's."""
+def create_iterator(cfg, prompt: str, *, spec, seed: int, process_index: int, process_count: int):
+  """cfg: the captioning data config (configs/finetune/coco_captioning_large.py); prompt: the task's;
+  spec: its batch contract (`CaptioningTask.spec`)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
   pieces = prompt_pieces(tokenizer, prompt)
 
@@ -122,7 +123,7 @@ def create_iterator(cfg, prompt: str, *, seed: int, process_index: int, process_
     stream_id=STREAM_ID,
     opener=RowsSource,
     build=build_stream,
-    spec=specs.captioning,
+    spec=spec,
     seed=seed,
     process_index=process_index,
     process_count=process_count,

@@ -3,7 +3,8 @@ are read by `x2vlm_jax.data.annotations`, as the evaluators read them), media st
 table, and one resumable single-stream training iterator.
 
 Each task's data lives in its own module of this package (builder from the official JSON → TFDS,
-tf.data training stream, iterator factory); `BUILDERS` maps `tools/build_tfds.py --kind` to them.
+tf.data training stream, iterator factory); the task names its module and builder
+(`x2vlm_jax.tasks`: `tools/build_tfds.py --kind <task>`).
 """
 
 import json
@@ -211,8 +212,8 @@ def single_stream_iterator(
 ) -> TrainIterator:
   """A resumable iterator over one fine-tuning stream: `cfg.train` datasets opened with `opener`,
   `build(source, position, counts, skipped, per_host_batch)` → batched tf.data graph,
-  `spec(cfg, per_host_batch)` → the batch contract (a function of `specs`, which the task's
-  `batch_spec` uses too). Batches come out flat ({field: array})."""
+  `spec(cfg, per_host_batch)` → the batch contract (the task's `spec`, which its `batch_spec` uses
+  too). Batches come out flat ({field: array})."""
   bt = _per_host(int(cfg.batch_size), process_count, "data.batch_size")
   source = StreamSource(
     cfg.data_dir,
@@ -247,7 +248,7 @@ def task_iterator(
   **stream_kw,
 ) -> TrainIterator:
   """`single_stream_iterator` for a task module: `stream(source, cfg, tokenizer, position=, counts=,
-  skipped=, seed=, batch_size=, **stream_kw)` → its tf.data graph, `spec` its contract (data/finetune/specs.py)."""
+  skipped=, seed=, batch_size=, **stream_kw)` → its tf.data graph, `spec` its contract (the task's)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
 
   def build(source, position, counts, skipped, batch_size):

@@ -19,7 +19,6 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.annotations import BadRecord, box_xywh, field, read_records
-from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   batch_and_tokenize,
@@ -137,15 +136,16 @@ def grounding_stream(
   return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
 
 
-def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, keep_debug: bool = False):
-  """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + careful_hflip)."""
+def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: int, keep_debug: bool = False):
+  """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + careful_hflip);
+  spec: the task's batch contract (`GroundingTask.spec`)."""
   it = task_iterator(
     cfg,
     KIND,
     stream_id=STREAM_ID,
     opener=RowsSource,
     stream=grounding_stream,
-    spec=specs.grounding,
+    spec=spec,
     seed=seed,
     process_index=process_index,
     process_count=process_count,

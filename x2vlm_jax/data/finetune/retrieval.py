@@ -12,7 +12,6 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.annotations import BadRecord, field, read_records
-from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   batch_and_tokenize,
@@ -116,15 +115,16 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
   return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
 
 
-def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
-  """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data)."""
+def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: int):
+  """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data); spec: the task's
+  batch contract (`RetrievalTask.spec`)."""
   return task_iterator(
     cfg,
     "retrieval",
     stream_id=STREAM_ID,
     opener=RowsSource,
     stream=retrieval_stream,
-    spec=specs.retrieval,
+    spec=spec,
     seed=seed,
     process_index=process_index,
     process_count=process_count,

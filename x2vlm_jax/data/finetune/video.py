@@ -24,7 +24,6 @@ import tensorflow as tf
 from x2vlm_jax import fs
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.annotations import BadRecord, field, read_records
-from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   single_stream_iterator,
@@ -217,8 +216,9 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
   return pmap(ds, per_batch, cfg)
 
 
-def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, qa: bool = True):
-  """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + num_frames)."""
+def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: int, qa: bool = True):
+  """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + num_frames); spec:
+  the task's batch contract (`VideoQATask.spec`, or `VideoRetrievalTask.spec` with qa=False)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
 
   def build_stream(source, position, counts, skipped, batch_size):
@@ -230,7 +230,7 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int, q
     stream_id=QA_STREAM_ID if qa else RETRIEVAL_STREAM_ID,
     opener=RowsSource,
     build=build_stream,
-    spec=specs.video_qa if qa else specs.video_retrieval,
+    spec=spec,
     seed=seed,
     process_index=process_index,
     process_count=process_count,

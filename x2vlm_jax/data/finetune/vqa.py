@@ -25,7 +25,6 @@ import tensorflow as tf
 
 from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.annotations import BadRecord, field, read_records
-from x2vlm_jax.data.finetune import specs
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
   load_image_record,
@@ -217,8 +216,9 @@ def vqa_stream(source, cfg, q_tok: Tokenizer, a_tok: Tokenizer, *, position, cou
   return pmap(ds, per_batch, cfg)
 
 
-def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
-  """cfg: the VQA data config (configs/finetune/vqa2_base.py: max_answers, max_answer_tokens, ...)."""
+def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: int):
+  """cfg: the VQA data config (configs/finetune/vqa2_base.py: max_answers, max_answer_tokens, ...); spec:
+  the task's batch contract (`VQATask.spec`)."""
   q_tok = Tokenizer(cfg.vocab_file, cfg.max_tokens)
   a_tok = Tokenizer(cfg.vocab_file, cfg.max_answer_tokens)
 
@@ -233,7 +233,7 @@ def create_iterator(cfg, *, seed: int, process_index: int, process_count: int):
     stream_id=STREAM_ID,
     opener=_opener(cfg),
     build=build_stream,
-    spec=specs.vqa,
+    spec=spec,
     seed=seed,
     process_index=process_index,
     process_count=process_count,

@@ -8,8 +8,8 @@ Names: `shapes` / `shapes_video` (pre-training TFDS, x2vlm_jax/data/shapes.py), 
 fine-tuning annotations + images in the official formats, shapes_tasks.py; evaluators read them by
 path) and the fine-tuning TFDS datasets built from those files like a user's COCO & co. (`FINETUNE`:
 shapes_retrieval, shapes_vqa, shapes_captioning, shapes_video_qa, shapes_video_retrieval, shapes_grounding,
-shapes_nlvr2; the
-`tools/build_tfds.py --kind` builders). A build that was interrupted left no marker and starts over.
+shapes_nlvr2; each by its task's builder, `tools/build_tfds.py --kind <task>`, found through
+x2vlm_jax.tasks). A build that was interrupted left no marker and starts over.
 An existing build is used as it is, whatever sizes it was built with (`make demo` and the tests build
 their own), except that `shapes_tasks` of an older `shapes_tasks.VERSION` (fewer tasks) is rebuilt,
 and with it every fine-tuning dataset built from another `shapes_tasks` build than the present one.
@@ -22,12 +22,12 @@ from typing import Dict, Iterable, Set
 
 from absl import logging
 
-from x2vlm_jax import fs
+from x2vlm_jax import fs, tasks
 
 SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
 RETRIEVAL = "shapes_retrieval"
-# fine-tuning dataset → (tools/build_tfds.py --kind, training annotations and media root in shapes_tasks,
-# the builder's own options with paths relative to shapes_tasks)
+# fine-tuning dataset → (the task whose builder makes it, training annotations and media root in
+# shapes_tasks, the builder's own options with paths relative to shapes_tasks)
 FINETUNE = {
   RETRIEVAL: ("retrieval", "retrieval_train.json", "", {}),
   "shapes_vqa": ("vqa", "vqa_train.json", "", {}),
@@ -74,18 +74,16 @@ def _build_tasks(data_dir: str) -> None:
 
 
 def _build_finetune(data_dir: str, name: str) -> None:
-  from x2vlm_jax.data.finetune import builder
-
-  kind, annotations, media, options = FINETUNE[name]
-  tasks = fs.path(data_dir) / TASKS
-  report = builder(kind)(
-    str(tasks / annotations),
-    str(tasks / media) if media else str(tasks),
+  task, annotations, media, options = FINETUNE[name]
+  files = fs.path(data_dir) / TASKS
+  report = tasks.data_builder(task)(
+    str(files / annotations),
+    str(files / media) if media else str(files),
     data_dir,
     name,
-    **{k: str(tasks / v) for k, v in options.items()},
+    **{key: str(files / value) for key, value in options.items()},
   )
-  logging.info("%s: %s", name, ", ".join(report.lines(kind)))
+  logging.info("%s: %s", name, ", ".join(report.lines(task)))
   (fs.path(data_dir) / name / MARKER).write_text(
     json.dumps({"source": f"{TASKS}/{annotations}", "written": report.written, "tasks": _marker(data_dir, TASKS)})
   )
@@ -112,7 +110,7 @@ def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
     if "://" in data_dir:
       raise ValueError(
         f"data_dir {data_dir!r}: the embedded dataset {name!r} is missing there and is built "
-        "on local disk only; build it locally (python -m x2vlm_jax.data.embedded DIR) and copy it"
+        "on local disk only; build it locally (python -m x2vlm_jax.embedded DIR) and copy it"
       )
     logging.info("building the embedded dataset %r in %s (first use only; later runs reuse it)", name, data_dir)
     fs.path(data_dir).mkdir(parents=True, exist_ok=True)

@@ -195,3 +195,37 @@ def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, shapes_d
     new_state, metrics = jax.eval_shape(step, *args)
   assert jax.tree.map(lambda x: (x.shape, x.dtype), new_state) == jax.tree.map(lambda x: (x.shape, x.dtype), state)
   assert metrics["train/loss"].shape == ()
+
+
+# Every task's own evaluators describe the programs an evaluation runs (Evaluator.compile_targets):
+# compile_check lowers exactly these. Traced here on the abstract sharded params (nothing compiled).
+RETRIEVAL_PROGRAMS = ["encode_image", "encode_text", "itc_topk_i2t", "rerank_i2t", "rerank_t2i"]
+EVAL_PROGRAMS = {
+  "pretrain": [f"retrieval/{p}" for p in RETRIEVAL_PROGRAMS],  # no evals: its own, zero-shot retrieval
+  "retrieval": [f"test/{p}" for p in RETRIEVAL_PROGRAMS],
+  "video_retrieval": [f"test/{p}" for p in RETRIEVAL_PROGRAMS],
+  "vqa": ["test/rank"],
+  "captioning": ["test/caption"],
+  "video_qa": ["test/answer_logits"],
+  "nlvr2": ["nlvr2/nlvr_logits"],
+  "grounding": ["grounding/predict_box"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EVAL_PROGRAMS))
+def test_every_task_evaluator_describes_its_programs(compile_check_tool, shapes_dir, name):
+  import jax
+  import ml_collections
+
+  from x2vlm_jax import sharding as shd
+
+  config = _config(name, shapes_dir)
+  if name == "pretrain":
+    config.evals = ml_collections.ConfigDict()
+  mesh = shd.create_mesh(config.mesh)
+  graphdef, _, _, state = compile_check_tool.train_target(config, mesh)
+  targets = compile_check_tool.eval_targets(config, mesh, graphdef, state["params"], 8, 16)
+  assert [target_name for target_name, _, _ in targets] == EVAL_PROGRAMS[name]
+  with jax.set_mesh(mesh):
+    for _, fn, args in targets:
+      jax.eval_shape(fn, *args)

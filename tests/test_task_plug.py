@@ -238,15 +238,16 @@ def test_one_registration_reaches_every_lookup(registered, files, capsys):
   # program on one evaluation batch (both abstract: nothing compiled, no data read).
   compile_check = load_tool("compile_check")
   mesh = shd.create_mesh(config.mesh)
-  graphdef, step, step_args, state = compile_check.train_target(config, mesh)
-  assert {k: (v.shape, v.dtype) for k, v in step_args[1].items()} == {
+  graphdef, step, (state, batch), _ = compile_check.train_target(config, mesh)
+  assert {k: (v.shape, v.dtype) for k, v in batch.items()} == {
     k: (s, np.dtype(d)) for k, (s, d) in MatchTask.spec(config.data, 4).items()
   }
   with jax.set_mesh(mesh):
-    _, metrics = jax.eval_shape(step, *step_args)
+    _, metrics = jax.eval_shape(step, state, batch)
     targets = compile_check.eval_targets(config, mesh, graphdef, state["params"], 4, 4)
-    assert [name for name, _, _ in targets] == ["test/predict"]
-    predicted, valid = jax.eval_shape(targets[0][1], *targets[0][2])
+    [(target_name, program, program_args)] = targets
+    predicted, valid = jax.eval_shape(program, *program_args)
+  assert target_name == "test/predict"
   assert set(metrics) >= {"train/loss", "train/ce", "train/acc"} and predicted.shape == valid.shape == (4 * mesh.size,)
 
 

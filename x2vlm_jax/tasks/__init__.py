@@ -49,11 +49,10 @@ def evaluator_types() -> Dict[str, Tuple[type, type]]:
   for name in _TASKS:
     task = task_class(name)
     for type_name, evaluator in task.EVALUATORS.items():
-      if type_name in out and out[type_name][0] is not evaluator:
-        raise ValueError(
-          f"evaluator type {type_name!r}: tasks {out[type_name][1].name!r} and {name!r} bring different classes"
-        )
-      out.setdefault(type_name, (evaluator, task))
+      known, first = out.get(type_name, (evaluator, task))
+      if known is not evaluator:
+        raise ValueError(f"evaluator type {type_name!r}: tasks {first.name!r} and {name!r} bring different classes")
+      out[type_name] = (known, first)
   return out
 
 
@@ -65,7 +64,8 @@ def _evaluator_type(type_name: str) -> Tuple[type, type]:
 
 
 def evaluator_class(type_name: str):
-  return _evaluator_type(type_name)[0]
+  evaluator, _ = _evaluator_type(type_name)
+  return evaluator
 
 
 def build_evaluator(name: str, config, ecfg, mesh):

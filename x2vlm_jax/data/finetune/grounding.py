@@ -93,10 +93,9 @@ def mentions_left_or_right(text):
 def grounding_example(image, text, box, cfg, seed):
   """One training row → (normalised image [R,R,3], target (cx,cy,w,h)/R float32, flipped, crop)."""
   s_crop, s_flip, s_ra = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
-  r = cfg.image_res
+  res = cfg.image_res
   height, width = tf.shape(image)[0], tf.shape(image)[1]
-  b = tf.cast(box, tf.float64)
-  x, y, w, h = tf.unstack(b)
+  x, y, w, h = tf.unstack(tf.cast(box, tf.float64))
   # x0 ~ U{0..⌊x⌋}, x1 ~ U{min(⌈x+w⌉, W)..W}: the box-safe crop of the covering int box.
   fx, fy = tf.floor(x), tf.floor(y)
   cover = tf.cast(tf.stack([fx, fy, tf.math.ceil(x + w) - fx, tf.math.ceil(y + h) - fy]), tf.int32)
@@ -105,15 +104,15 @@ def grounding_example(image, text, box, cfg, seed):
   coin = tf.random.stateless_uniform([], s_flip) < 0.5
   flipped = coin & ~(tf.constant(bool(cfg.get("careful_hflip", True))) & mentions_left_or_right(text))
   patch = tf.cond(flipped, lambda: tf.reverse(patch, [1]), lambda: patch)
-  patch = tf.ensure_shape(augment.resize(patch, r), [r, r, 3])
+  patch = tf.ensure_shape(augment.resize(patch, res), [res, res, 3])
   if cfg.randaug:
     patch = augment.rand_augment(patch, s_ra, ops=augment.PHOTOMETRIC_OPS)
   wc, hc = tf.cast(x1 - x0, tf.float64), tf.cast(y1 - y0, tf.float64)
   bx, by = x - tf.cast(x0, tf.float64), y - tf.cast(y0, tf.float64)
   bx = tf.where(flipped, (wc - bx) - w, bx)
-  rr = tf.constant(float(r), tf.float64)
-  bx, bw, by, bh = rr / wc * bx, rr / wc * w, rr / hc * by, rr / hc * h
-  target = tf.cast(tf.stack([bx + 0.5 * bw, by + 0.5 * bh, bw, bh]) / rr, tf.float32)
+  res64 = tf.constant(float(res), tf.float64)
+  bx, bw, by, bh = res64 / wc * bx, res64 / wc * w, res64 / hc * by, res64 / hc * h
+  target = tf.cast(tf.stack([bx + 0.5 * bw, by + 0.5 * bh, bw, bh]) / res64, tf.float32)
   return augment.normalize(patch), target, flipped, tf.stack([x0, y0, x1, y1])
 
 

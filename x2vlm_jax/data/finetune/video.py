@@ -148,29 +148,31 @@ def build_retrieval(
 def _frames(ex, cfg, seed, careful_flip: bool, text_for_flip=None):
   """The training frames of one video [F, R, R, 3]: docs/reference.md §2.4's choice, each frame transformed
   independently (its own crop, flip coin and RandAugment)."""
-  f, r = cfg.num_frames, cfg.image_res
+  num_frames, res = cfg.num_frames, cfg.image_res
   s_ids, s_frames = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  ids = sample_frame_ids(tf.size(ex["frames"]), f, s_ids)
+  ids = sample_frame_ids(tf.size(ex["frames"]), num_frames, s_ids)
   allow_flip = tf.constant(True)
   if careful_flip:
     allow_flip = ~tf.reduce_any(tf.strings.regex_full_match(text_for_flip, ".*(left|right).*"))
 
   def one(args):
-    i, s = args
-    s_flip, s_crop, s_ra = tf.unstack(tf.random.experimental.stateless_split(s, 3))
-    image = decode(tf.gather(ex["frames"], i))
+    frame_id, frame_seed = args
+    s_flip, s_crop, s_ra = tf.unstack(tf.random.experimental.stateless_split(frame_seed, 3))
+    image = decode(tf.gather(ex["frames"], frame_id))
     if careful_flip:  # the QA transform: flip first (if allowed), then crop; no flip afterwards
       flip = allow_flip & (tf.random.stateless_uniform([], s_flip) < 0.5)
       image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-      image = tf.ensure_shape(augment.random_resized_crop(image, r, s_crop, scale=tuple(cfg.crop_scale)), [r, r, 3])
+      image = tf.ensure_shape(
+        augment.random_resized_crop(image, res, s_crop, scale=tuple(cfg.crop_scale)), [res, res, 3]
+      )
       if cfg.randaug:
         image = augment.rand_augment(image, s_ra)
       return augment.normalize(image)
-    crop = tf.ensure_shape(augment.random_resized_crop(image, r, s_crop, scale=tuple(cfg.crop_scale)), [r, r, 3])
-    return augment._flip_randaug_normalize(crop, r, s_flip, s_ra, cfg.randaug)  # noqa: SLF001
+    crop = tf.ensure_shape(augment.random_resized_crop(image, res, s_crop, scale=tuple(cfg.crop_scale)), [res, res, 3])
+    return augment._flip_randaug_normalize(crop, res, s_flip, s_ra, cfg.randaug)  # noqa: SLF001
 
-  seeds = tf.random.experimental.stateless_split(s_frames, f)
-  return tf.map_fn(one, (ids, seeds), fn_output_signature=tf.TensorSpec([r, r, 3], tf.float32))
+  seeds = tf.random.experimental.stateless_split(s_frames, num_frames)
+  return tf.map_fn(one, (ids, seeds), fn_output_signature=tf.TensorSpec([res, res, 3], tf.float32))
 
 
 def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size, *, qa: bool):
@@ -188,9 +190,9 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
   ds = from_source(source, position, counts, signature, skipped=skipped)
 
   def transform(ex):
-    s = example_seed(base, ex["_pos"])
+    row_seed = example_seed(base, ex["_pos"])
     if qa:
-      frames = _frames(ex, cfg, s, True, tf.stack([ex["question"], ex["answer"]]))
+      frames = _frames(ex, cfg, row_seed, True, tf.stack([ex["question"], ex["answer"]]))
       return {
         **meta(ex),
         "frames": frames,
@@ -199,7 +201,7 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
       }
     return {
       **meta(ex),
-      "frames": _frames(ex, cfg, s, False),
+      "frames": _frames(ex, cfg, row_seed, False),
       "text": pre_caption(ex["caption"], cfg.max_words),
       "image_ids": tf.cast(ex["image_id"], tf.int32),
     }

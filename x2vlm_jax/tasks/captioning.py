@@ -96,20 +96,20 @@ def synthetic_batch(
   """A captioning batch of the contract: random tokens with every third position of the first
   max_masks real ones preceded by an inserted [MASK] (causal mask, [MASK] columns hidden)."""
   rs = np.random.RandomState(seed)
-  t = max_tokens + max_masks
-  ids = rs.randint(5, vocab_size, size=(b, t)).astype(np.int32)
+  length = max_tokens + max_masks
+  ids = rs.randint(5, vocab_size, size=(b, length)).astype(np.int32)
   ids[:, 0] = cls_id
   masked_pos = np.tile(np.arange(1, 3 * max_masks, 3)[:max_masks], (b, 1)).astype(np.int32)
-  masked_pos = np.minimum(masked_pos, t - 2)
+  masked_pos = np.minimum(masked_pos, length - 2)
   ids[np.arange(b)[:, None], masked_pos] = mask_id
-  attention = np.tile(np.tril(np.ones((t, t), np.int32)), (b, 1, 1))
-  for r in range(b):
-    attention[r][:, masked_pos[r]] = 0
-    attention[r][masked_pos[r], masked_pos[r]] = 1
+  attention = np.tile(np.tril(np.ones((length, length), np.int32)), (b, 1, 1))
+  for row in range(b):
+    attention[row][:, masked_pos[row]] = 0
+    attention[row][masked_pos[row], masked_pos[row]] = 1
   return {
     "images": rs.randn(b, image_res, image_res, 3).astype(np.float32),
     "text_ids": ids,
-    "positions": np.tile(np.arange(t, dtype=np.int32), (b, 1)),
+    "positions": np.tile(np.arange(length, dtype=np.int32), (b, 1)),
     "attention": attention,
     "masked_pos": masked_pos,
     "masked_ids": ids[np.arange(b)[:, None], masked_pos + 1],

@@ -1,7 +1,7 @@
 """Small building blocks shared by the towers: annotated Dense/LayerNorm, the heads' MLP, dropout.
 
 Every parameter carries logical axis names (`embed`, `mlp`, `heads`, `vocab`, `norm`, `joint`, ...)
-that `x2vlm_jax.training.sharding` maps onto mesh axes. `eager_sharding=False` keeps module
+that `x2vlm_jax.sharding` maps onto mesh axes. `eager_sharding=False` keeps module
 construction mesh-free; shardings are resolved from the rules when the train state is built.
 """
 

@@ -4,7 +4,7 @@
     opt_state = tx.init(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
-    params["temp"] = losses.clamp_temperature(params["temp"])
+    params["temp"] = itc.clamp_temperature(params["temp"])  # x2vlm_jax.objectives.itc
 
 `params` / `grads` may be a pure nested dict or an `nnx.State` of `nnx.Param` (int keys for layer lists
 are fine); every rule below is decided from the parameter's path string "a/b/0/c".

@@ -13,7 +13,7 @@ MAX_TOKENS, MAX_MASKS = 12, 4
 
 
 def official_fg_free(tokens, chosen, max_tokens, max_masks):
-  """Numpy port of the spec's construction for one caption (tokens: real ids, no padding)."""
+  """Numpy port of the official construction (docs/reference.md §5.5) for one caption (tokens: real ids, no padding)."""
   rebuilt, positions, masked_pos, masked_ids = [], [], [], []
   for p, tok in enumerate(tokens):
     if p in chosen:
@@ -64,7 +64,7 @@ def test_insert_masks_equals_the_official_construction():
     want = official_fg_free(toks, ch, MAX_TOKENS, MAX_MASKS)
     for key, value in want.items():
       np.testing.assert_array_equal(got[key][r].numpy(), np.asarray(value), err_msg=f"row {r} {key}")
-  # Spot-check the spec's wording on row 0: [MASK] before w1 at index 4 with w1's position 4; nobody
+  # Spot-check docs/reference.md §5.5's wording on row 0: [MASK] before w1 at index 4 with w1's position 4; nobody
   # else sees it; it sees the prompt and itself, not w1.
   a = got["attention"][0].numpy()
   assert got["ids"][0, 4] == MASK and got["ids"][0, 5] == 30 and got["positions"][0, 4] == got["positions"][0, 5] == 4

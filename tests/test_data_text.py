@@ -116,7 +116,7 @@ def test_shapes_vocab_specials():
 
 
 def _reference_mask(tokens, rs, *, mask_prob=0.5, max_masks=12, skipgram_prb=0.2, skipgram_size=3):
-  """The official generator of docs/reference.md §3.3, written from the spec, on wordpiece strings."""
+  """The official generator of docs/reference.md §3.3, written from that description, on wordpiece strings."""
   n = len(tokens)
   n_pred = min(max_masks, max(1, int(round(n * mask_prob))))
   cand = list(range(1, n))

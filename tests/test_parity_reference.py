@@ -1,5 +1,5 @@
 """Whole-model parity: random tiny official-format weights → .npz → tools/convert_checkpoint.py →
-`inference.load` agrees with the PyTorch reference (tests/reference, written from the spec) on every
+`inference.load` agrees with the PyTorch reference (tests/reference, written from docs/reference.md) on every
 output of docs/reference.md §12's converter round-trip list. float32, CPU, 1e-5 absolute."""
 
 import importlib.util

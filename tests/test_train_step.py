@@ -1,6 +1,6 @@
 """Train-step properties: remat changes nothing numerically, gradient accumulation applies one update
 per k micro-steps with the schedule in optimizer steps, bf16 compute keeps f32 params and state; the
-step's wiring (τ clamp, AdamW values, accumulation values) against the spec's formulas in numpy, and
+step's wiring (τ clamp, AdamW values, accumulation values) against the official formulas in numpy, and
 the pre-training task's wiring (loss weights, ITM group sizes, ITC gradient scale per stream)."""
 
 import jax
@@ -81,15 +81,16 @@ def test_bfloat16_step_keeps_float32_state():
 
 # ------------------------------------------------------------------------------------- step wiring
 # The step's own wiring (τ clamp before the forward and after the update, the AdamW update values,
-# gradient accumulation values) on a task whose loss has closed-form gradients, against the spec's
-# formulas (§3.1 clamp, §6.1 HF AdamW with decoupled decay after the Adam step, §6.2 linear schedule,
-# §6.3 torch global-norm clipping) written out in numpy. No model forward, so the step compiles fast.
+# gradient accumulation values) on a task whose loss has closed-form gradients, against the official
+# formulas (docs/reference.md §3.1 clamp, §6.1 HF AdamW with decoupled decay after the Adam step,
+# docs/reference.md §6.2 linear schedule, §6.3 torch global-norm clipping) written out in numpy. No model
+# forward, so the step compiles fast.
 
 LR, WD, CLIP, B1, B2, EPS, TOTAL = 0.01, 0.01, 1.0, 0.9, 0.98, 1e-8, 10
 # Values, not speed, are tested: skipping LLVM's expensive passes roughly halves each compile on CPU.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 K, BETA = "itm_head/fc1/kernel", "itm_head/fc1/bias"
-# Decay by the spec's name rule (§6.1): temp and kernels decay, biases and BERT/BEiT norms do not,
+# Decay by the official name rule (docs/reference.md §6.1): temp and kernels decay, biases and BERT/BEiT norms do not,
 # the heads' LayerNorm weight ("itm_head.1.weight") does.
 WATCHED = {
   "temp": True,

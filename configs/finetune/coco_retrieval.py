@@ -1,6 +1,6 @@
 """Image–text retrieval on COCO (Karpathy 5K test), docs/reference.md §5.1.
 
-X²-VLM never released its retrieval config (official issues #7, #20), so the hyper-parameters are
+X²-VLM never released its retrieval config (github.com/zengyan-97/X2-VLM/issues/7 and /20), so the hyper-parameters are
 X-VLM's `configs/Retrieval_coco.yaml` [x-vlm]: 384 px, 20 pairs per GPU on one 8-GPU node (global
 160), max_tokens 40, AdamW lr 3e-5, wd 0.01, lr_mult 2, 10 epochs, 10% linear warm-up, k_test 256.
 384 px is also the resolution of the released COCO re-run checkpoints (their 2212-row tables).

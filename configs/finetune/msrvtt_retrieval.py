@@ -1,7 +1,7 @@
 """Video–text retrieval on MSRVTT (1k-A test), docs/reference.md §5.6: the `video_retrieval` task, i.e. the
 retrieval loss (ITC with id-aware targets + ITM with hard negatives; two-stage evaluation) on
 frame-pooled video tokens — no separate model class: the official `--text2video` path imports a class
-that does not exist (§10 item 16), the normal retrieval path accepts frames.
+that does not exist (docs/reference.md §10 item 16), the normal retrieval path accepts frames.
 
 Not released (github.com/zengyan-97/X2-VLM/issues/13);
 our choices: 5 frames (dataset default), 224 px, X-VLM's retrieval

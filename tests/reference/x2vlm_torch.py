@@ -1,4 +1,4 @@
-"""A small PyTorch reference of the official X²-VLM forward pass, written from the spec (§1.2–§1.7).
+"""A small PyTorch reference of the official X²-VLM forward pass, written from docs/reference.md §1.2–§1.7.
 
 It takes an OFFICIAL-key state dict (as in the released `.th` files, docs/reference.md §7.2) and evaluates it
 functionally in float32, eval mode (no dropout / drop-path). Used only by the parity tests.
@@ -56,7 +56,7 @@ class X2VLMReference:
   def ln(self, x, key, eps):
     return F.layer_norm(x, x.shape[-1:], self.w(key + ".weight"), self.w(key + ".bias"), eps)
 
-  # --- vision tower (§1.2) --------------------------------------------------------------------
+  # --- vision tower (docs/reference.md §1.2) ------------------------------------------------------
   def _vision_attn(self, x, key, index):
     b, n, d = x.shape
     h = self.vision_heads
@@ -88,20 +88,20 @@ class X2VLMReference:
     return torch.cat([patches.mean(1, keepdim=True), patches], dim=1)
 
   def encode_video(self, frames_nchw):
-    """frames [B, F, 3, R, R] → per-frame tower + frame embedding → temporal mean (§1.7)."""
+    """frames [B, F, 3, R, R] → per-frame tower + frame embedding → temporal mean (docs/reference.md §1.7)."""
     b, f = frames_nchw.shape[:2]
     x = self.vision_tokens(frames_nchw.flatten(0, 1))
     x = x.view(b, f, x.shape[1], x.shape[2]) + self.w("absolute_frame_pos_embed")[:, :f]
     return x.mean(1)
 
   def region_tokens(self, image_tokens, image_atts, idx_to_group_img):
-    """§1.2 step 7: region cls = masked mean of the patches of its image; the patches follow."""
+    """docs/reference.md §1.2 step 7: region cls = masked mean of the patches of its image; the patches follow."""
     patches = image_tokens[idx_to_group_img][:, 1:]
     m = image_atts[:, 1:].to(patches.dtype).unsqueeze(-1)
     cls = (patches * m).sum(1) / m.sum(1)
     return torch.cat([cls.unsqueeze(1), patches], dim=1)
 
-  # --- text stack (§1.4) ----------------------------------------------------------------------
+  # --- text stack (docs/reference.md §1.4) --------------------------------------------------------
   def _bert_attn(self, x, kv, mask_bias, key):
     b, lq, hdim = x.shape
     h = self.text_heads
@@ -157,7 +157,7 @@ class X2VLMReference:
     h = self.layers(self.embeddings(ids, prefix=p), causal, 0, num_layers, memory, memory_mask, prefix=p, cross_from=0)
     return self._lm_head(h, "text_decoder.cls.predictions.", p + "embeddings.word_embeddings.weight")
 
-  # --- heads (§1.5) ---------------------------------------------------------------------------
+  # --- heads (docs/reference.md §1.5) -------------------------------------------------------------
   def mlp(self, x, key):
     return self.linear(F.gelu(self.ln(self.linear(x, key + ".0"), key + ".1", self.heps)), key + ".3")
 

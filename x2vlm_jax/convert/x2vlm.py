@@ -4,7 +4,7 @@ Strict means: every parameter of our model must come from the file (unless the c
 `allow_missing`, e.g. the heads a fine-tuned file lacks or the new params of pre-training init),
 every tensor of the file must be used (buffers and tied duplicates are known and skipped), and every
 shape must match. All problems are collected and raised as ONE `ConversionError` (a ValueError).
-Relative-position tables of another resolution are not a problem: they are resized (§7.5).
+Relative-position tables of another resolution are not a problem: they are resized (docs/reference.md §7.5).
 """
 
 from typing import Callable, Dict, Iterable, List, Optional, Tuple

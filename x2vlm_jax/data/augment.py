@@ -209,7 +209,8 @@ def pretrain_transform(image, size, seed, randaug=True):
 
 def pretrain_transform_bytes(image_bytes, size, seed, randaug=True, scale=(0.2, 1.0)):
   """`pretrain_transform(decode(bytes))` with the crop fused into the JPEG decode (same seeds).
-  scale=(0.5, 1.0) is the fine-tuning "train" transform of retrieval, NLVR2 and captioning (§4.3)."""
+  scale=(0.5, 1.0) is the fine-tuning "train" transform of retrieval, NLVR2 and captioning
+  (docs/reference.md §4.3)."""
   s_crop, s_flip, s_ra = _seeds(seed, 3)
   return _flip_randaug_normalize(
     decode_random_resized_crop(image_bytes, size, s_crop, scale=scale), size, s_flip, s_ra, randaug

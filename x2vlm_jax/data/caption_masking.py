@@ -2,7 +2,7 @@
 
 Official `coco_karpathy_train_mlm.preprocess_fg_free` (after "An Investigation of Suitability of
 Pre-Trained Language Models for Dialogue Generation"): tokens = [CLS] + prompt + caption + [SEP] cut to
-max_tokens; positions are chosen by the §3.3 masking procedure with the prompt excluded; a [MASK] is
+max_tokens; positions are chosen by the docs/reference.md §3.3 masking procedure with the prompt excluded; a [MASK] is
 INSERTED immediately before each chosen token (the token itself stays) with the same position id;
 attention is causal over the rebuilt sequence except that no one attends to a [MASK] but the [MASK]
 itself. The model then predicts each chosen token at its [MASK], seeing only the real tokens before

@@ -136,7 +136,8 @@ class RetrievalEvaluator(Evaluator):
     self.batches = EvalBatches(self.mesh, ecfg.batch_size)
 
   def _frames(self) -> int:
-    """Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings (§1.7)."""
+    """Videos (MSRVTT): the items are frames files, encoded with the model's frame embeddings
+    (docs/reference.md §1.7)."""
     video = bool(self.ecfg.video)
     frames = int(self.ecfg.num_frames or self.model_cfg.num_frames) if video else 0
     if video and not frames:

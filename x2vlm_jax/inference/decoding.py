@@ -429,9 +429,9 @@ def generate_captions(
 
   prompt_ids: ([CLS],) + the prompt's wordpieces, a tuple (static); the output holds only the
   generated tokens, never the prompt. At most `max_len` tokens are generated (prompt excluded). The
-  official code allows batch_size + max_length POSITIONS instead of prompt_len + max_length (spec
-  §10 item 14: the caption budget then depends on the test batch size); that bug is deliberately
-  not reproduced.
+  official code allows batch_size + max_length POSITIONS instead of prompt_len + max_length
+  (docs/reference.md §10 item 14: the caption budget then depends on the test batch size); that bug is
+  deliberately not reproduced.
   """
   first, state, step = caption_steps(
     model, image_embeds, image_mask, prompt_ids, mask_id=mask_id, max_len=max_len, use_cache=use_cache

@@ -1,6 +1,6 @@
 """ITC over the global batch + ITM with in-group hard negatives on the model's outputs
 (docs/reference.md §3.1–§3.2), shared by pre-training (every stream) and retrieval fine-tuning (with image
-ids, §5.1). Padding rows (`valid == 0`) are masked out of both losses."""
+ids, docs/reference.md §5.1). Padding rows (`valid == 0`) are masked out of both losses."""
 
 from typing import Dict
 

@@ -1,5 +1,5 @@
 """Cross-entropy classification: NLVR2's true/false (docs/reference.md §5.3) and video QA over a fixed
-answer vocabulary (§5.6)."""
+answer vocabulary (docs/reference.md §5.6)."""
 
 from typing import Tuple
 

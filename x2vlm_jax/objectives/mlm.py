@@ -1,5 +1,5 @@
 """Masked language modelling, docs/reference.md §3.3 (pre-training), and the MLM captioner's
-label-smoothed loss, §5.5 (captioning fine-tuning)."""
+label-smoothed loss, docs/reference.md §5.5 (captioning fine-tuning)."""
 
 from typing import Tuple
 

@@ -1,6 +1,6 @@
 """The pre-training objective of one stream and of a step (docs/reference.md §3): ITC + ITM on the
 stream's vision and text, MLM conditioned on the visual tokens and, for regions, the box L1 + GIoU
-losses against the full image; the step's loss is their weighted sum over streams (§3.5)."""
+losses against the full image; the step's loss is their weighted sum over streams (docs/reference.md §3.5)."""
 
 from typing import Dict
 

@@ -1,5 +1,5 @@
 """Image–text retrieval fine-tuning (COCO, Flickr30K), docs/reference.md §5.1, and video–text retrieval
-(MSRVTT, §5.6: the same task on frame-pooled video tokens, its own task `video_retrieval`).
+(MSRVTT, docs/reference.md §5.6: the same task on frame-pooled video tokens, its own task `video_retrieval`).
 
 L = L_itc + L_itm: ITC over the global batch with id-aware soft targets (the captions of one image are
 all positives), ITM with hard negatives that never pick a caption of the same image; τ clamped each
@@ -18,8 +18,8 @@ from x2vlm_jax.tasks.base import FinetuneTask, frames_spec, images_spec, synthet
 
 # --- the forward passes the loss and the evaluator share ---------------------------------------------
 def encode_vision(model, pixels, rng=None):
-  """Images [B, R, R, 3] or clips [B, F, R, R, 3] (frames pooled into one token sequence, §1.7) →
-  (tokens, feature)."""
+  """Images [B, R, R, 3] or clips [B, F, R, R, 3] (frames pooled into one token sequence,
+  docs/reference.md §1.7) → (tokens, feature)."""
   if pixels.ndim == 5:
     return model.encode_video(pixels, rng)
   return model.encode_image(pixels, rng)

@@ -46,7 +46,9 @@ def _parse(argv):
   )
   p.add_argument("--image_root", default="", help="directory the annotation's image paths are relative to")
   p.add_argument("--output", required=True, help="directory for metrics.json / predictions.json")
-  p.add_argument("--vocab", default="", help="WordPiece vocab (default: the checkpoint's vocab.txt)")
+  p.add_argument(
+    "--vocab", default="", help="WordPiece vocab.txt or SentencePiece *.model (default: the checkpoint's own)"
+  )
   p.add_argument("--help_config", action="store_true", help="print the evaluation config and exit")
   p.add_argument("--coordinator_address", default=None)
   p.add_argument("--num_processes", type=int, default=None)

@@ -25,6 +25,7 @@ from absl import logging
 from x2vlm_jax import fs, tasks
 
 SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
+SHAPES_ML, SHAPES_ML_MTEXT = "shapes_ml", "shapes_ml_mtext"  # x2vlm_jax/data/shapes_ml.py (one build, one marker)
 RETRIEVAL = "shapes_retrieval"
 # fine-tuning dataset → (the task whose builder makes it, training annotations and media root in
 # shapes_tasks, the builder's own options with paths relative to shapes_tasks)
@@ -37,14 +38,15 @@ FINETUNE = {
   "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
   "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
 }
-NAMES = (SHAPES, SHAPES_VIDEO, TASKS, *FINETUNE)
+NAMES = (SHAPES, SHAPES_VIDEO, SHAPES_ML, SHAPES_ML_MTEXT, TASKS, *FINETUNE)
 MARKER = "build_params.json"  # written last by every build below
 # Builder keyword arguments; empty = the builders' defaults (tests shrink them).
-SIZES = {SHAPES: {}, TASKS: {}}
+SIZES = {SHAPES: {}, TASKS: {}, SHAPES_ML: {}}
 
 
 def _marker(data_dir: str, name: str):
-  path = fs.path(data_dir) / (SHAPES if name == SHAPES_VIDEO else name) / MARKER  # shapes.build: both, one marker
+  owner = {SHAPES_VIDEO: SHAPES, SHAPES_ML_MTEXT: SHAPES_ML}.get(name, name)  # one build writes both, one marker
+  path = fs.path(data_dir) / owner / MARKER
   return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -65,6 +67,12 @@ def _build_shapes(data_dir: str) -> None:
   from x2vlm_jax.data import shapes
 
   shapes.build(data_dir, **SIZES[SHAPES])
+
+
+def _build_shapes_ml(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes_ml
+
+  shapes_ml.build(data_dir, **SIZES[SHAPES_ML])
 
 
 def _build_tasks(data_dir: str) -> None:
@@ -93,6 +101,8 @@ def _build_finetune(data_dir: str, name: str) -> None:
 _BUILDERS = {
   SHAPES: (_build_shapes, ()),
   SHAPES_VIDEO: (_build_shapes, ()),
+  SHAPES_ML: (_build_shapes_ml, ()),
+  SHAPES_ML_MTEXT: (_build_shapes_ml, ()),
   TASKS: (_build_tasks, ()),
   **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE},
 }
@@ -126,7 +136,7 @@ def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
 
 def _dataset_names(data) -> Iterable[str]:
   """Dataset names read by a data config: pre-training streams and the fine-tuning `train` list."""
-  for stream in ("image", "region", "video"):
+  for stream in ("image", "region", "video", "mtext"):
     s = data.get(stream)  # a pre-training stream's config (fine-tuning data has `video` = True/False)
     if hasattr(s, "get") and s.get("enabled", True) and s.get("batch_size", 0) > 0:
       yield from (entry[0] for entry in s.get("datasets", ()))

@@ -26,6 +26,10 @@ from x2vlm_jax import fs, tasks
 
 SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
 SHAPES_ML, SHAPES_ML_MTEXT = "shapes_ml", "shapes_ml_mtext"  # x2vlm_jax/data/shapes_ml.py (one build, one marker)
+ML_TASKS = "shapes_ml_tasks"  # its retrieval files per language (shapes_ml.write_tasks)
+# multilingual fine-tuning TFDS sets: the retrieval training file of one language (zero-shot transfer: en;
+# translate-train: the others), built by the xretrieval task's builder
+ML_FINETUNE = {f"shapes_ml_retrieval_{lang}": f"retrieval_train_{lang}.json" for lang in ("en", "de", "fr")}
 RETRIEVAL = "shapes_retrieval"
 # fine-tuning dataset → (the task whose builder makes it, training annotations and media root in
 # shapes_tasks, the builder's own options with paths relative to shapes_tasks)
@@ -38,10 +42,10 @@ FINETUNE = {
   "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
   "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
 }
-NAMES = (SHAPES, SHAPES_VIDEO, SHAPES_ML, SHAPES_ML_MTEXT, TASKS, *FINETUNE)
+NAMES = (SHAPES, SHAPES_VIDEO, SHAPES_ML, SHAPES_ML_MTEXT, ML_TASKS, *ML_FINETUNE, TASKS, *FINETUNE)
 MARKER = "build_params.json"  # written last by every build below
 # Builder keyword arguments; empty = the builders' defaults (tests shrink them).
-SIZES = {SHAPES: {}, TASKS: {}, SHAPES_ML: {}}
+SIZES = {SHAPES: {}, TASKS: {}, SHAPES_ML: {}, ML_TASKS: {}}
 
 
 def _marker(data_dir: str, name: str):
@@ -75,6 +79,21 @@ def _build_shapes_ml(data_dir: str) -> None:
   shapes_ml.build(data_dir, **SIZES[SHAPES_ML])
 
 
+def _build_ml_tasks(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes_ml
+
+  shapes_ml.write_tasks(data_dir, **SIZES[ML_TASKS])
+
+
+def _build_ml_finetune(data_dir: str, name: str) -> None:
+  files = fs.path(data_dir) / ML_TASKS
+  report = tasks.data_builder("xretrieval")(str(files / ML_FINETUNE[name]), str(files), data_dir, name)
+  logging.info("%s: %s", name, ", ".join(report.lines("xretrieval")))
+  (fs.path(data_dir) / name / MARKER).write_text(
+    json.dumps({"source": f"{ML_TASKS}/{ML_FINETUNE[name]}", "written": report.written})
+  )
+
+
 def _build_tasks(data_dir: str) -> None:
   from x2vlm_jax.data import shapes_tasks
 
@@ -103,6 +122,8 @@ _BUILDERS = {
   SHAPES_VIDEO: (_build_shapes, ()),
   SHAPES_ML: (_build_shapes_ml, ()),
   SHAPES_ML_MTEXT: (_build_shapes_ml, ()),
+  ML_TASKS: (_build_ml_tasks, ()),
+  **{name: (lambda d, name=name: _build_ml_finetune(d, name), (ML_TASKS,)) for name in ML_FINETUNE},
   TASKS: (_build_tasks, ()),
   **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE},
 }
@@ -153,9 +174,10 @@ def needed(config) -> Dict[str, Set[str]]:
   for ecfg in (config.get("evals") or {}).values():
     for key in ("annotations", "image_root"):
       parts = str(ecfg.get(key, "") or "").rstrip("/").split("/")
-      if TASKS in parts:  # DATA_DIR/shapes_tasks/... → shapes_tasks of DATA_DIR
-        root = "/".join(parts[: parts.index(TASKS)]) or "."
-        out.setdefault(root, set()).add(TASKS)
+      for files in (TASKS, ML_TASKS):
+        if files in parts:  # DATA_DIR/shapes_tasks/... → shapes_tasks of DATA_DIR
+          root = "/".join(parts[: parts.index(files)]) or "."
+          out.setdefault(root, set()).add(files)
   return out
 
 

@@ -190,3 +190,51 @@ def build(data_dir: str, num_train: int = 4000, num_test: int = 300, num_pairs: 
   w.finish()
   marker.write_text(json.dumps(params))
   return {"image": NAME, "mtext": MTEXT_NAME, "vocab_file": SPM_MODEL}
+
+
+# ---------------------------------------------------------------- multilingual fine-tuning files
+
+TASKS_NAME = "shapes_ml_tasks"
+TASKS_VERSION = 1
+
+
+def scene_captions(objs: Sequence[Dict], lang: str) -> List[str]:
+  """Two captions of a scene in `lang`: the objects in their order and, with two or more, the first two
+  swapped (the relation seen from the other object), as COCO images have several captions."""
+  out = [caption(objs, lang)]
+  if len(objs) >= 2:
+    out.append(caption([objs[1], objs[0], *objs[2:]], lang))
+  return out
+
+
+def write_tasks(data_dir: str, num_train: int = 600, num_test: int = 200, seed: int = 0) -> str:
+  """The multilingual retrieval files in the official retrieval format (docs/reference.md §4.2), one per
+  language, on held-out scenes (their own seed streams):
+      DATA_DIR/shapes_ml_tasks/images/{train,test}_NNNNN.jpg
+      DATA_DIR/shapes_ml_tasks/retrieval_train_{lang}.json   [{"image", "caption", "image_id"}, ...]
+      DATA_DIR/shapes_ml_tasks/retrieval_test_{lang}.json    [{"image", "caption": [...]}, ...]
+  Zero-shot cross-lingual transfer trains on `_en` and tests on every language; translate-train trains
+  on all of them (the translations here are exact)."""
+  out = fs.path(data_dir) / TASKS_NAME
+  params = dict(num_train=num_train, num_test=num_test, seed=seed, version=TASKS_VERSION)
+  marker = out / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return str(out)
+  (out / "images").mkdir(parents=True, exist_ok=True)
+  for split, n, stream in (("train", num_train, 30), ("test", num_test, 31)):
+    rs = np.random.RandomState([seed, stream])
+    rows = {lang: [] for lang in LANGUAGES}
+    for i in range(n):
+      img, objs, _ = shapes.render_scene(rs)
+      name = f"images/{split}_{i:05d}.jpg"
+      (out / name).write_bytes(shapes.encode(img))
+      for lang in LANGUAGES:
+        caps = scene_captions(objs, lang)
+        if split == "train":
+          rows[lang] += [{"image": name, "caption": c, "image_id": i} for c in caps]
+        else:
+          rows[lang].append({"image": name, "caption": caps})
+    for lang in LANGUAGES:
+      (out / f"retrieval_{split}_{lang}.json").write_text(json.dumps(rows[lang], ensure_ascii=False))
+  marker.write_text(json.dumps(params))
+  return str(out)

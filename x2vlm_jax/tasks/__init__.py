@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Tuple
 _TASKS = {
   "pretrain": "x2vlm_jax.tasks.pretrain:PretrainTask",
   "retrieval": "x2vlm_jax.tasks.retrieval:RetrievalTask",
+  "xretrieval": "x2vlm_jax.tasks.xretrieval:XRetrievalTask",
   "video_retrieval": "x2vlm_jax.tasks.retrieval:VideoRetrievalTask",
   "nlvr2": "x2vlm_jax.tasks.nlvr2:NLVR2Task",
   "grounding": "x2vlm_jax.tasks.grounding:GroundingTask",

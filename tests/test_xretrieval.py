@@ -1,0 +1,85 @@
+"""Multilingual retrieval (official XRetrieval.py, docs/reference.md §5.7): the `xretrieval` evaluator gives,
+for each language's file, exactly what the English `retrieval` evaluator gives on that file alone, and
+the averages of the official script (all languages) and of IGLUE (non-English); `tools/evaluate.py --task
+xretrieval` on the official-format files of `shapes_ml` with a checkpoint that carries its SentencePiece
+model; the task's training step runs on the multilingual TFDS set built by its builder."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers.tools import load_tool
+from x2vlm_jax import inference
+from x2vlm_jax.data import shapes_ml
+from x2vlm_jax.evaluation import multilingual
+
+
+@pytest.fixture(scope="module")
+def ml_tasks(tmp_path_factory):
+  d = tmp_path_factory.mktemp("mltasks")
+  shapes_ml.write_tasks(str(d), num_train=12, num_test=6, seed=0)
+  return d / shapes_ml.TASKS_NAME
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+  d = str(tmp_path_factory.mktemp("ckpt"))
+  return inference.save_random(d, "tiny", image_res=32, vocab_file=shapes_ml.SPM_MODEL, seed=1)
+
+
+def test_files_are_translations_of_one_scene_set(ml_tasks):
+  tests = {lang: json.loads((ml_tasks / f"retrieval_test_{lang}.json").read_text()) for lang in shapes_ml.LANGUAGES}
+  assert [r["image"] for r in tests["en"]] == [r["image"] for r in tests["de"]] == [r["image"] for r in tests["fr"]]
+  assert tests["de"][0]["caption"][0].startswith(("ein", "eine"))
+  train = json.loads((ml_tasks / "retrieval_train_fr.json").read_text())
+  assert {"image", "caption", "image_id"} <= set(train[0]) and train[0]["caption"].startswith("un ")
+
+
+def _run(evaluate, ckpt, ml_tasks, out, task, annotations, *extra):
+  rc = evaluate.main(
+    [
+      "--task",
+      task,
+      "--checkpoint",
+      ckpt,
+      "--annotations",
+      annotations,
+      "--image_root",
+      str(ml_tasks),
+      "--output",
+      str(out),
+      "--config.k_test=4",
+      "--config.batch_size=4",
+      "--config.max_tokens=48",
+      *extra,
+    ]
+  )
+  assert rc == 0
+  return json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.timeout(900)
+def test_per_language_metrics_equal_the_english_evaluator_per_file(ckpt, ml_tasks, tmp_path):
+  evaluate = load_tool("evaluate")
+  files = ",".join(str(ml_tasks / f"retrieval_test_{lang}.json") for lang in ("en", "de", "fr"))
+  got = _run(evaluate, ckpt, ml_tasks, tmp_path / "x", "xretrieval", files)
+  assert got["num_languages"] == 3
+  for lang in ("en", "de", "fr"):
+    ref = _run(evaluate, ckpt, ml_tasks, tmp_path / lang, "retrieval", str(ml_tasks / f"retrieval_test_{lang}.json"))
+    for k in ("r_mean", "txt_r1", "img_r1", "itc_r_mean", "num_texts"):
+      assert got[f"{lang}_{k}"] == pytest.approx(ref[k]), (lang, k)
+  rm = [got[f"{lang}_r_mean"] for lang in ("en", "de", "fr")]
+  assert got["r_mean"] == pytest.approx(np.mean(rm)) and got["r_mean_non_en"] == pytest.approx(np.mean(rm[1:]))
+  # languages named explicitly (file stems of other datasets need not end in the language)
+  named = _run(evaluate, ckpt, ml_tasks, tmp_path / "n", "xretrieval", files, "--config.languages=EN,DE,FR")
+  assert named["DE_r_mean"] == pytest.approx(got["de_r_mean"]) and "r_mean_non_en" in named
+
+
+def test_language_names_and_averages():
+  assert multilingual.language_names(["a/xflickrco_test_de.json", "test_en.json"]) == ["de", "en"]
+  with pytest.raises(ValueError, match="2 names for 1"):
+    multilingual.language_names(["x.json"], "en,de")
+  out = multilingual.averages({"en": {"acc": 0.9}, "de": {"acc": 0.5}, "id": {"acc": 0.3}}, ["acc"])
+  assert out["acc"] == pytest.approx((0.9 + 0.5 + 0.3) / 3) and out["acc_non_en"] == pytest.approx(0.4)
+  assert out["de_acc"] == 0.5 and "acc_non_en" not in multilingual.averages({"en": {"acc": 1.0}}, ["acc"])

@@ -21,6 +21,7 @@ _TASKS = {
   "xretrieval": "x2vlm_jax.tasks.xretrieval:XRetrievalTask",
   "video_retrieval": "x2vlm_jax.tasks.retrieval:VideoRetrievalTask",
   "nlvr2": "x2vlm_jax.tasks.nlvr2:NLVR2Task",
+  "marvl": "x2vlm_jax.tasks.marvl:MarvlTask",
   "grounding": "x2vlm_jax.tasks.grounding:GroundingTask",
   "video_qa": "x2vlm_jax.tasks.video_qa:VideoQATask",
   "vqa": "x2vlm_jax.tasks.vqa:VQATask",

@@ -25,6 +25,7 @@ _TASKS = {
   "grounding": "x2vlm_jax.tasks.grounding:GroundingTask",
   "video_qa": "x2vlm_jax.tasks.video_qa:VideoQATask",
   "vqa": "x2vlm_jax.tasks.vqa:VQATask",
+  "xgqa": "x2vlm_jax.tasks.xgqa:XGQATask",
   "captioning": "x2vlm_jax.tasks.captioning:CaptioningTask",
 }
 

@@ -149,3 +149,20 @@ def read_split_files(annotations: str, splits: str = "") -> List[Tuple[str, str,
   if len(names) != len(paths):
     raise ValueError(f"splits {splits!r}: {len(names)} names for {len(paths)} annotation files")
   return [(name, path, read_records(path, objects_only=True)) for name, path in zip(names, paths)]
+
+
+XVNLI_LABELS = {"contradiction": 0, "entailment": 1, "neutral": 2}  # official xvnli_dataset.label_mapper
+
+
+def xvnli_record(rec):
+  """(image file, hypothesis, label id) of an official XVNLI record, or BadRecord."""
+  if not isinstance(rec, dict):
+    raise BadRecord("bad_field_type", f"record is {type(rec).__name__}")
+  for key in ("Flikr30kID", "sentence2", "gold_label"):
+    if key not in rec:
+      raise BadRecord("missing_field", f"no field {key!r}")
+  if not isinstance(rec["sentence2"], str) or not isinstance(rec["Flikr30kID"], (str, int)):
+    raise BadRecord("bad_field_type", "sentence2 / Flikr30kID")
+  if rec["gold_label"] not in XVNLI_LABELS:
+    raise BadRecord("bad_label", repr(rec["gold_label"]))
+  return f"{rec['Flikr30kID']}.jpg", rec["sentence2"], XVNLI_LABELS[rec["gold_label"]]

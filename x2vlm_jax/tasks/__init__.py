@@ -26,6 +26,7 @@ _TASKS = {
   "video_qa": "x2vlm_jax.tasks.video_qa:VideoQATask",
   "vqa": "x2vlm_jax.tasks.vqa:VQATask",
   "xgqa": "x2vlm_jax.tasks.xgqa:XGQATask",
+  "xvnli": "x2vlm_jax.tasks.xvnli:XVNLITask",
   "captioning": "x2vlm_jax.tasks.captioning:CaptioningTask",
 }
 

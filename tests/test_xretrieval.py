@@ -83,3 +83,43 @@ def test_language_names_and_averages():
   out = multilingual.averages({"en": {"acc": 0.9}, "de": {"acc": 0.5}, "id": {"acc": 0.3}}, ["acc"])
   assert out["acc"] == pytest.approx((0.9 + 0.5 + 0.3) / 3) and out["acc_non_en"] == pytest.approx(0.4)
   assert out["de_acc"] == 0.5 and "acc_non_en" not in multilingual.averages({"en": {"acc": 1.0}}, ["acc"])
+
+
+def _to_iglue(rows, train):
+  if train:
+    by_image = {}
+    for r in rows:
+      by_image.setdefault(r["image_id"], {"sentences": [], "id": r["image_id"], "img_path": r["image"]})
+      by_image[r["image_id"]]["sentences"].append(r["caption"])
+    return list(by_image.values())
+  return [{"sentences": r["caption"], "id": i, "img_path": r["image"]} for i, r in enumerate(rows)]
+
+
+@pytest.mark.timeout(900)
+def test_iglue_files_give_the_official_format_results(ckpt, ml_tasks, tmp_path):
+  for lang in ("de",):
+    rows = json.loads((ml_tasks / f"retrieval_test_{lang}.json").read_text())
+    (tmp_path / f"test_{lang}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _to_iglue(rows, False)))
+  evaluate = load_tool("evaluate")
+  a = _run(evaluate, ckpt, ml_tasks, tmp_path / "a", "xretrieval", str(ml_tasks / "retrieval_test_de.json"))
+  b = _run(evaluate, ckpt, ml_tasks, tmp_path / "b", "xretrieval", str(tmp_path / "test_de.jsonl"))
+  assert b["de_r_mean"] == pytest.approx(a["de_r_mean"]) and b["de_num_texts"] == a["de_num_texts"] > 0
+
+
+def test_iglue_training_file_builds_like_the_official_rows(ml_tasks, tmp_path):
+  pytest.importorskip("tensorflow")
+  build = load_tool("build_tfds").build
+  rows = json.loads((ml_tasks / "retrieval_train_de.json").read_text())
+  (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _to_iglue(rows, True)))
+  official = build(
+    "xretrieval", str(ml_tasks / "retrieval_train_de.json"), str(tmp_path / "d"), "a", image_root=str(ml_tasks)
+  )
+  iglue = build("xretrieval", str(tmp_path / "train.jsonl"), str(tmp_path / "d"), "b", image_root=str(ml_tasks))
+  assert iglue.written == official.written == len(rows) and iglue.extra == official.extra
+
+
+def test_answer_list_may_be_xgqa_ans2label(tmp_path):
+  from x2vlm_jax.inference import generation
+
+  (tmp_path / "a.json").write_text(json.dumps({"yes": 0, "no": 1, "red": 2}))
+  assert generation.read_answer_list(str(tmp_path / "a.json")) == ["yes", "no", "red"]

@@ -166,3 +166,20 @@ def xvnli_record(rec):
   if rec["gold_label"] not in XVNLI_LABELS:
     raise BadRecord("bad_label", repr(rec["gold_label"]))
   return f"{rec['Flikr30kID']}.jpg", rec["sentence2"], XVNLI_LABELS[rec["gold_label"]]
+
+
+def iglue_retrieval_records(records: List[Any], *, train: bool) -> List[Any]:
+  """IGLUE xFlickr&CO / Flickr30K records {"sentences": [...], "id", "img_path"} (official
+  xflickrco_dataset.py) → the official retrieval format: train, one row per sentence {"image", "caption",
+  "image_id"}; test, {"image", "caption": [...]} (an image whose sentences are all empty is dropped, as
+  officially). Records already in the retrieval format pass unchanged."""
+  if not records or not isinstance(records[0], dict) or "sentences" not in records[0]:
+    return records
+  out = []
+  for rec in records:
+    sentences = rec.get("sentences") or []
+    if train:
+      out += [{"image": rec["img_path"], "caption": s, "image_id": rec["id"]} for s in sentences]
+    elif any(sentences):
+      out.append({"image": rec["img_path"], "caption": list(sentences)})
+  return out

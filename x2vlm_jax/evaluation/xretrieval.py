@@ -3,7 +3,8 @@ XRetrieval.py / WIT.py protocol, i.e. the two-stage retrieval evaluation (evalua
 each language's test file, per-language metrics and their averages (evaluation/multilingual.py).
 
 config.evals.<name> = dict(type="xretrieval", annotations="test_en.json,test_de.json", languages="en,de", ...)
-Each file is the official retrieval test format ([{"image", "caption": [...]}, ...], docs/reference.md §4.2);
+Each file is the official retrieval test format ([{"image", "caption": [...]}, ...], docs/reference.md §4.2)
+or IGLUE's JSON lines {"sentences", "id", "img_path"} (xFlickr&CO);
 images shared between languages are encoded again for each (the sets are small: 1–2K images).
 """
 
@@ -17,7 +18,8 @@ KEYS = ("r_mean", "txt_r1", "img_r1", "txt_r_mean", "img_r_mean")
 
 
 class XRetrievalEvaluator(RetrievalEvaluator):
-  DEFAULTS = dict(RetrievalEvaluator.DEFAULTS, languages="")
+  # coco_image_root: xFlickr&CO's COCO images (IGLUE files; the official image_root {flickr30k, coco})
+  DEFAULTS = dict(RetrievalEvaluator.DEFAULTS, languages="", coco_image_root="")
 
   def setup(self):
     ecfg = self.ecfg
@@ -30,7 +32,7 @@ class XRetrievalEvaluator(RetrievalEvaluator):
     tok = self.tokenizer()
     self.sets = {}
     for lang, path in zip(names, paths):
-      data = RetrievalSet.from_file(path, ecfg.image_root, ecfg.vision_key)
+      data = RetrievalSet.from_file(path, ecfg.image_root, ecfg.vision_key, ecfg.coco_image_root)
       ids, mask = tok(data.texts, ecfg.max_tokens, clean=ecfg.max_words)
       self.sets[lang] = (data, ids, mask)
     self.num_frames = self._frames()

@@ -14,5 +14,6 @@ from x2vlm_jax.tasks.retrieval import RetrievalTask
 
 class XRetrievalTask(RetrievalTask):
   name = "xretrieval"
+  DATA_MODULE = "x2vlm_jax.data.finetune.xretrieval"  # the retrieval stream; the builder also reads IGLUE files
   EVALUATORS = {"xretrieval": XRetrievalEvaluator}
   EVALUATION = ("xretrieval", {})

@@ -73,3 +73,17 @@ def test_gqa_original_format(tmp_path):
   assert xgqa_records(str(tmp_path / "g.json")) == [
     {"question_id": "7", "image": "n1.jpg", "question": "q?", "answer": "no"}
   ]
+
+
+def test_gqa_training_formats_build_like_vqa_records(files, tmp_path):
+  pytest.importorskip("tensorflow")
+  build = load_tool("build_tfds").build
+  lxmert = [{"question_id": 1, "img_id": "n0", "sent": "what color", "label": {"red": 1.0, "rot": 0.5}}]
+  (tmp_path / "l.json").write_text(json.dumps(lxmert))
+  (tmp_path / "g.json").write_text(json.dumps({"2": {"imageId": "n1", "question": "is it", "answer": "yes"}}))
+  for name in ("l", "g"):
+    report = build("xgqa", str(tmp_path / f"{name}.json"), str(tmp_path / "d"), name, image_root=str(files))
+    assert report.written == 1 and not report.skipped
+  from x2vlm_jax.data.finetune.xgqa import gqa_to_vqa_records
+
+  assert gqa_to_vqa_records(lxmert)[0]["answer"] == ["red", "rot"]  # each weighs 1/2, the official weights

@@ -34,6 +34,7 @@ def files(tmp_path_factory):
     vqa = [{"question_id": 100 + j, "image": f"n{j}.jpg", "question": q, "answer": a} for j, (q, a) in enumerate(qs)]
     (d / f"vqa_{lang}.json").write_text(json.dumps(vqa))
   (d / "answer_list.json").write_text(json.dumps(ANSWERS))
+  (d / "ans2label.json").write_text(json.dumps({a: i for i, a in enumerate(ANSWERS)}))  # GQA's form
   return d
 
 
@@ -48,10 +49,10 @@ def ckpt(tmp_path_factory):
   return d
 
 
-def _run(ckpt, d, out, task, annotations):
+def _run(ckpt, d, out, task, annotations, answer_list="answer_list.json"):
   rc = load_tool("evaluate").main(
     ["--task", task, "--checkpoint", ckpt, "--annotations", annotations, "--image_root", str(d)]
-    + ["--output", str(out), f"--config.answer_list={d / 'answer_list.json'}", "--config.k_test=4"]
+    + ["--output", str(out), f"--config.answer_list={d / answer_list}", "--config.k_test=4"]
     + ["--config.batch_size=4", "--config.max_tokens=24"]
   )
   assert rc == 0
@@ -60,7 +61,9 @@ def _run(ckpt, d, out, task, annotations):
 
 @pytest.mark.timeout(900)
 def test_xgqa_per_language_equals_vqa_exact_match(ckpt, files, tmp_path):
-  got = _run(ckpt, files, tmp_path / "x", "xgqa", f"{files / 'test_en.json'},{files / 'test_de.json'}")
+  got = _run(
+    ckpt, files, tmp_path / "x", "xgqa", f"{files / 'test_en.json'},{files / 'test_de.json'}", "ans2label.json"
+  )
   refs = {lang: _run(ckpt, files, tmp_path / lang, "vqa", str(files / f"vqa_{lang}.json")) for lang in QUESTIONS}
   for lang, ref in refs.items():
     assert got[f"{lang}_acc"] == pytest.approx(ref["exact_match"]) and got[f"{lang}_num_questions"] == 3

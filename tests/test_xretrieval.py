@@ -122,4 +122,6 @@ def test_answer_list_may_be_xgqa_ans2label(tmp_path):
   from x2vlm_jax.inference import generation
 
   (tmp_path / "a.json").write_text(json.dumps({"yes": 0, "no": 1, "red": 2}))
-  assert generation.read_answer_list(str(tmp_path / "a.json")) == ["yes", "no", "red"]
+  assert generation.read_answer_list(str(tmp_path / "a.json"), allow_ans2label=True) == ["yes", "no", "red"]
+  with pytest.raises(ValueError, match="expected a non-empty list"):  # VQA v2's answer_list must be a list
+    generation.read_answer_list(str(tmp_path / "a.json"))

@@ -61,6 +61,7 @@ def xgqa_set(path: str, image_root: str) -> VQASet:
 
 
 class XGQAEvaluator(VQAEvaluator):
+  ANSWER_LABEL_FILE = True  # GQA's trainval_ans2label.json: its keys are the answer list
   DEFAULTS = dict(VQAEvaluator.DEFAULTS, languages="")
 
   def setup(self):

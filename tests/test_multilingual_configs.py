@@ -59,6 +59,7 @@ def test_shapes_xretrieval_batches_and_evaluator(data_dir, mode):
   [("xretrieval", "xretrieval", 8), ("xvnli", "xvnli", 5), ("xgqa", "xgqa", 8), ("marvl", "marvl", 6)],
 )
 def test_released_data_configs(name, eval_name, n):
+  """One test file and one translate-train set per language of the benchmark."""
   mod = importlib.import_module(f"configs.finetune.{name}")
   c = mod.get_config("model=base")  # the structure; the multilingual presets come with the CCLM model
   e = c.evals[eval_name]
@@ -67,3 +68,8 @@ def test_released_data_configs(name, eval_name, n):
   if name != "marvl":
     tt = mod.get_config("model=base,mode=translate_train")
     assert len(tt.data.train) == n and len(c.data.train) == 1
+
+
+def test_wit_config():
+  c = importlib.import_module("configs.finetune.xretrieval").get_config("model=base,dataset=wit")
+  assert len(c.evals.xretrieval.languages.split(",")) == 11 and c.num_epochs == 5 and c.data.max_tokens == 80

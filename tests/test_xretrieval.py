@@ -125,3 +125,22 @@ def test_answer_list_may_be_xgqa_ans2label(tmp_path):
   assert generation.read_answer_list(str(tmp_path / "a.json"), allow_ans2label=True) == ["yes", "no", "red"]
   with pytest.raises(ValueError, match="expected a non-empty list"):  # VQA v2's answer_list must be a list
     generation.read_answer_list(str(tmp_path / "a.json"))
+
+
+def test_wit_lines_become_the_retrieval_format(ml_tasks, tmp_path):
+  import base64
+
+  wit = load_tool("wit_to_retrieval")
+  img = base64.b64encode((ml_tasks / "images" / "test_00000.jpg").read_bytes()).decode()
+  lines = [
+    {"image_url": "u1", "image_content": img, "caption_reference_description": "ein Kreis"},
+    {"image_url": "u2", "image_content": img, "caption_reference_description": ""},  # skipped, as officially
+    {"image_url": "u1", "image_content": img, "caption_reference_description": "un cercle"},
+  ]
+  (tmp_path / "test_de.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+  target, n, skipped, images = wit.convert(str(tmp_path / "test_de.jsonl"), str(tmp_path / "out"), "test")
+  rows = json.loads(open(target).read())
+  assert (n, skipped, images) == (2, 1, 1) and rows[0]["caption"] == ["ein Kreis", "un cercle"]
+  assert (tmp_path / "out" / rows[0]["image"]).read_bytes() == (ml_tasks / "images" / "test_00000.jpg").read_bytes()
+  target, *_ = wit.convert(str(tmp_path / "test_de.jsonl"), str(tmp_path / "out"), "train")
+  assert [r["image_id"] for r in json.loads(open(target).read())] == ["u1", "u1"]

@@ -19,6 +19,7 @@ LANGUAGES = {
   "xflickrco": ("en", "de", "es", "id", "ja", "ru", "tr", "zh"),
   "multi30k": ("en", "de", "fr", "cs"),
   "coco": ("en", "ja", "zh"),  # multilingual COCO (CCLM Retrieval_coco_*_ft.yaml)
+  "wit": ("ar", "bg", "da", "el", "en", "et", "id", "ja", "ko", "tr", "vi"),  # CCLM WIT.yaml
   "xvnli": ("en", "ar", "es", "fr", "ru"),
   "xgqa": ("en", "bn", "de", "id", "ko", "pt", "ru", "zh"),
   "marvl": ("id", "sw", "ta", "tr", "zh"),  # + NLVR2's English test set, as CCLM's NLVR.yaml

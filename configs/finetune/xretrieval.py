@@ -1,11 +1,12 @@
-"""Multilingual image–text retrieval (official XRetrieval.py, docs/reference.md §5.7): xFlickr&CO (IGLUE),
-Multi30K, multilingual COCO; per-language R@k, their mean (`xretrieval/r_mean`, the official selection)
+"""Multilingual image–text retrieval (official XRetrieval.py / WIT.py, docs/reference.md §5.7): xFlickr&CO
+(IGLUE), Multi30K, multilingual COCO, WIT; per-language R@k, their mean (`xretrieval/r_mean`, the official selection)
 and the IGLUE mean over non-English languages (`r_mean_non_en`).
 
 Hyper-parameters: CCLM's configs/cclm-base-ft/xFlickrCO.yaml (xflickrco: 8 pairs per GPU, max_tokens
 80, captions cut at 80 words by its reader) and Retrieval_multi30k_*_ft.yaml / Retrieval_coco_*_ft.yaml
-(20 per GPU, max_tokens 40); all: 384 px, AdamW lr 3e-5, wd 0.01, lr_mult 2, 10 epochs, 10% warm-up,
-k_test 128. 8 GPUs assumed (global batch = 8 × per GPU).
+(20 per GPU, max_tokens 40), WIT.yaml (8 per GPU, max_tokens 80, 5 epochs; files from
+tools/wit_to_retrieval.py); all: 384 px, AdamW lr 3e-5, wd 0.01, lr_mult 2, 10 epochs unless said, 10%
+warm-up, k_test 128. 8 GPUs assumed (global batch = 8 × per GPU).
 
   python tools/build_tfds.py --kind xretrieval --input iglue/datasets/flickr30k/annotations/train_ann.jsonl \
       --image_root images/flickr30k-images --data_dir gs://bucket/tfds --name xflickrco_en
@@ -15,7 +16,13 @@ k_test 128. 8 GPUs assumed (global batch = 8 × per GPU).
 
 from configs.finetune import common, multilingual
 
-PER_DATASET = {"xflickrco": (8, 80, 80), "multi30k": (20, 40, 30), "coco": (20, 40, 30)}  # per GPU, tokens, words
+# per GPU, max_tokens, pre_caption words, epochs
+PER_DATASET = {
+  "xflickrco": (8, 80, 80, 10),
+  "multi30k": (20, 40, 30, 10),
+  "coco": (20, 40, 30, 10),
+  "wit": (8, 80, 80, 5),
+}
 
 
 def get_config(arg=None):
@@ -30,7 +37,7 @@ def get_config(arg=None):
     image_root="gs://YOUR_BUCKET/flickr30k-images",
     coco_image_root="gs://YOUR_BUCKET/coco/val2014",
   )
-  per_gpu, max_tokens, max_words = PER_DATASET[a.dataset]
+  per_gpu, max_tokens, max_words, epochs = PER_DATASET[a.dataset]
   languages = multilingual.LANGUAGES[a.dataset]
   c = common.base_config(a.model, "xretrieval", a.res, a.gpus * per_gpu)
   c.data.vocab_file = "gs://YOUR_BUCKET/xlm-roberta-base/sentencepiece.bpe.model"
@@ -38,7 +45,7 @@ def get_config(arg=None):
   c.data.max_tokens = max_tokens
   c.data.max_words = max_words
   c.itm_group_size = per_gpu  # hard negatives from each GPU's own batch, as officially
-  c.num_epochs = 10
+  c.num_epochs = epochs
   c.optim.lr = 3e-5
   c.optim.lr_mult = 2.0
   c.evals.xretrieval = dict(

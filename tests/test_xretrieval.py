@@ -34,6 +34,29 @@ def test_files_are_translations_of_one_scene_set(ml_tasks):
   assert tests["de"][0]["caption"][0].startswith(("ein", "eine"))
   train = json.loads((ml_tasks / "retrieval_train_fr.json").read_text())
   assert {"image", "caption", "image_id"} <= set(train[0]) and train[0]["caption"].startswith("un ")
+  # the questions: the same question ids and images in every language, answers in the answer list
+  qs = {lang: json.loads((ml_tasks / f"vqa_test_{lang}.json").read_text()) for lang in shapes_ml.LANGUAGES}
+  assert [(q["question_id"], q["image"]) for q in qs["en"]] == [(q["question_id"], q["image"]) for q in qs["de"]]
+  answers = set(json.loads((ml_tasks / "answer_list.json").read_text()))
+  assert all(q["answer"] in answers for lang in qs for q in qs[lang])
+  yes_no = {q["question_id"]: q["answer"] for q in qs["en"] if q["question"].startswith("is there")}
+  assert yes_no and all(
+    {"yes": "ja", "no": "nein"}[yes_no[q["question_id"]]] == q["answer"] for q in qs["de"] if q["question_id"] in yes_no
+  )
+
+
+def test_questions_are_read_from_the_objects():
+  objs = [dict(color="red", shape="diamond", size="small", cx=1.0, cy=1.0)]
+  rs = np.random.RandomState(0)
+  asked = shapes_ml.questions(objs, rs)
+  assert asked[0] == {
+    "en": ("what color is the diamond", "red"),
+    "de": ("welche farbe hat die Raute", "rot"),
+    "fr": ("de quelle couleur est le losange", "rouge"),
+  }
+  exists = asked[1]
+  present = exists["en"][0] == "is there a red diamond"
+  assert exists["en"][1] == ("yes" if present else "no") and exists["fr"][1] == ("oui" if present else "non")
 
 
 def _run(evaluate, ckpt, ml_tasks, out, task, annotations, *extra):

@@ -6,8 +6,9 @@ English, German and French), the tokenizer the committed shapes_ml SentencePiece
   mode=translate_train  train on the English, German and French captions
 
 Our choices for a tiny model on 2 CPU cores, as shapes_retrieval.py (common.shapes_config): 64 px, global
-batch 32, lr 1e-4, 3 epochs, k_test 16; 48 tokens (the longest German caption has 41 pieces). `model`:
-the preset of the pre-trained export it starts from (`cclm_tiny` for a CCLM pre-training on shapes_ml).
+batch 32, lr 1e-4, 3 epochs, k_test 16; 48 tokens (the longest text of the lexicon is 38 tokens with the
+committed model). `model`: the preset of the pre-trained export it starts from (`cclm_tiny` for a CCLM
+pre-training on shapes_ml).
 
   python main.py --config=configs/finetune/shapes_xretrieval.py:mode=zero_shot,model=cclm_tiny \
       --workdir=artifacts/ml_xretrieval --config.init_from=artifacts/cclm_tiny/export

@@ -1,5 +1,5 @@
-"""`shapes_ml`: the embedded `shapes` scenes described in several languages (no download), for a tiny
-multilingual (CCLM) model on CPU.
+"""`shapes_ml`: the embedded `shapes` scenes described (captions) and asked about (questions) in several
+languages (no download), for a tiny multilingual (CCLM) model on CPU.
 
 A small hand-made lexicon turns a scene's objects (colour, shape, size, the relation of their centres:
 all read from the pixels, x2vlm_jax/data/shapes.py) into the same caption in English, German and French,
@@ -62,6 +62,9 @@ _DE_ARTICLE = {("nom", "m"): "ein", ("nom", "n"): "ein", ("nom", "f"): "eine"}
 _DE_ARTICLE.update({("dat", "m"): "einem", ("dat", "n"): "einem", ("dat", "f"): "einer"})
 _DE_ENDING = {("nom", "m"): "er", ("nom", "n"): "es", ("nom", "f"): "e"}
 _DE_ENDING.update({("dat", "m"): "en", ("dat", "n"): "en", ("dat", "f"): "en"})
+_DE_ARTICLE.update({("acc", "m"): "einen", ("acc", "n"): "ein", ("acc", "f"): "eine"})
+_DE_ENDING.update({("acc", "m"): "en", ("acc", "n"): "es", ("acc", "f"): "e"})
+_DE_DEFINITE = {"m": "der", "n": "das", "f": "die"}
 # Without article (region texts "roter Kreis"): strong declension, nominative.
 _DE_STRONG = {"m": "er", "n": "es", "f": "e"}
 
@@ -118,6 +121,53 @@ def attribute(o: Dict, lang: str) -> str:
   return {"en": o["size"], "de": DE_SIZES[o["size"]], "fr": FR_SIZES[o["size"]]}[lang]
 
 
+YES_NO = {"en": ("yes", "no"), "de": ("ja", "nein"), "fr": ("oui", "non")}
+
+
+def color_word(color: str, lang: str) -> str:
+  return {"en": color, "de": DE_COLORS.get(color), "fr": FR_COLORS.get(color)}[lang]
+
+
+def questions(objs: Sequence[Dict], rs) -> List[Dict[str, Dict[str, str]]]:
+  """The scene's questions, each {lang: (question, answer)} over LANGUAGES: the colour of a shape that
+  occurs once ("welche farbe hat der kreis" → "rot") and whether a coloured shape is there (half of
+  them absent; "y a-t-il un cercle rouge" → "non"). Answers are read from the pixels' objects."""
+  out = []
+  kinds = [o["shape"] for o in objs]
+  unique = [o for o in objs if kinds.count(o["shape"]) == 1]
+  if unique:
+    o = unique[rs.randint(len(unique))]
+    noun, g = DE_SHAPES[o["shape"]]
+    out.append(
+      {
+        "en": (f"what color is the {o['shape']}", o["color"]),
+        "de": (f"welche farbe hat {_DE_DEFINITE[g]} {noun}", DE_COLORS[o["color"]]),
+        "fr": (f"de quelle couleur est le {FR_SHAPES[o['shape']]}", FR_COLORS[o["color"]]),
+      }
+    )
+  if rs.rand() < 0.5:
+    o, present = objs[rs.randint(len(objs))], True
+  else:
+    here = {(x["color"], x["shape"]) for x in objs}
+    absent = [(c, sh) for c in shapes.COLORS for sh in shapes.SHAPES if (c, sh) not in here]
+    c, sh = absent[rs.randint(len(absent))]
+    o, present = dict(color=c, shape=sh, size="small"), False
+  noun, g = DE_SHAPES[o["shape"]]
+  e = _DE_ENDING[("acc", g)]
+  de_obj = f"{_DE_ARTICLE[('acc', g)]} {_de_adj(DE_COLORS[o['color']], e)} {noun}"
+  out.append(
+    {
+      lang: (q, YES_NO[lang][0 if present else 1])
+      for lang, q in (
+        ("en", f"is there a {o['color']} {o['shape']}"),
+        ("de", f"gibt es {de_obj}"),
+        ("fr", f"y a-t-il un {FR_SHAPES[o['shape']]} {FR_COLORS[o['color']]}"),
+      )
+    }
+  )
+  return out
+
+
 def random_objects(rs, k: int) -> List[Dict]:
   """k objects with distinct colours and centres placed so that any relation can occur (no image)."""
   colors = rs.choice(list(shapes.COLORS), size=k, replace=False)
@@ -143,6 +193,8 @@ def corpus(n: int = 3000, seed: int = 0) -> List[str]:
     for lang in LANGUAGES:
       out.append(caption(objs, lang))
       out += [f"{attribute(o, lang)} {element_caption(o, lang)}" for o in objs]
+    for q in questions(objs, rs):
+      out += [f"{text} {answer}" for text, answer in q.values()]
   return out
 
 
@@ -195,7 +247,7 @@ def build(data_dir: str, num_train: int = 4000, num_test: int = 300, num_pairs: 
 # ---------------------------------------------------------------- multilingual fine-tuning files
 
 TASKS_NAME = "shapes_ml_tasks"
-TASKS_VERSION = 1
+TASKS_VERSION = 2  # 2: the multilingual questions
 
 
 def scene_captions(objs: Sequence[Dict], lang: str) -> List[str]:
@@ -213,6 +265,8 @@ def write_tasks(data_dir: str, num_train: int = 600, num_test: int = 200, seed: 
       DATA_DIR/shapes_ml_tasks/images/{train,test}_NNNNN.jpg
       DATA_DIR/shapes_ml_tasks/retrieval_train_{lang}.json   [{"image", "caption", "image_id"}, ...]
       DATA_DIR/shapes_ml_tasks/retrieval_test_{lang}.json    [{"image", "caption": [...]}, ...]
+      DATA_DIR/shapes_ml_tasks/vqa_{train,test}_{lang}.json  [{"question_id", "image", "question", "answer"}]
+      DATA_DIR/shapes_ml_tasks/answer_list.json              every answer of every language
   Zero-shot cross-lingual transfer trains on `_en` and tests on every language; translate-train trains
   on all of them (the translations here are exact)."""
   out = fs.path(data_dir) / TASKS_NAME
@@ -223,9 +277,16 @@ def write_tasks(data_dir: str, num_train: int = 600, num_test: int = 200, seed: 
   (out / "images").mkdir(parents=True, exist_ok=True)
   for split, n, stream in (("train", num_train, 30), ("test", num_test, 31)):
     rs = np.random.RandomState([seed, stream])
+    rs_q = np.random.RandomState([seed, stream, 1])
     rows = {lang: [] for lang in LANGUAGES}
+    qa = {lang: [] for lang in LANGUAGES}
     for i in range(n):
       img, objs, _ = shapes.render_scene(rs)
+      for k, q in enumerate(questions(objs, rs_q)):
+        for lang, (text, answer) in q.items():
+          qa[lang].append(
+            {"question_id": 10 * i + k, "image": f"images/{split}_{i:05d}.jpg", "question": text, "answer": answer}
+          )
       name = f"images/{split}_{i:05d}.jpg"
       (out / name).write_bytes(shapes.encode(img))
       for lang in LANGUAGES:
@@ -236,5 +297,8 @@ def write_tasks(data_dir: str, num_train: int = 600, num_test: int = 200, seed: 
           rows[lang].append({"image": name, "caption": caps})
     for lang in LANGUAGES:
       (out / f"retrieval_{split}_{lang}.json").write_text(json.dumps(rows[lang], ensure_ascii=False))
+      (out / f"vqa_{split}_{lang}.json").write_text(json.dumps(qa[lang], ensure_ascii=False))
+  answers = sorted({a for lang in LANGUAGES for a in [*YES_NO[lang], *(color_word(c, lang) for c in shapes.COLORS)]})
+  (out / "answer_list.json").write_text(json.dumps(answers, ensure_ascii=False))
   marker.write_text(json.dumps(params))
   return str(out)

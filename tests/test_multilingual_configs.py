@@ -73,3 +73,22 @@ def test_released_data_configs(name, eval_name, n):
 def test_wit_config():
   c = importlib.import_module("configs.finetune.xretrieval").get_config("model=base,dataset=wit")
   assert len(c.evals.xretrieval.languages.split(",")) == 11 and c.num_epochs == 5 and c.data.max_tokens == 80
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "translate_train"])
+def test_shapes_xgqa_batches_and_evaluator(data_dir, mode):
+  pytest.importorskip("tensorflow")
+  from tests.helpers.tools import load_tool
+  from x2vlm_jax import sharding as shd
+
+  cfg = importlib.import_module("configs.finetune.shapes_xgqa").get_config(f"batch=4,mode={mode},data_dir={data_dir}")
+  with __import__("tests.helpers.embedded_small", fromlist=["small_sizes"]).small_sizes():
+    embedded.ensure_for_config(cfg)
+  task = tasks.build(cfg)
+  batch = next(iter(task.train_iterator(seed=0, process_index=0, process_count=1)))
+  assert _layout(task.batch_spec()) == _layout(batch)
+  assert len(cfg.data.train) == (1 if mode == "zero_shot" else 3)
+  compile_check = load_tool("compile_check")
+  mesh = shd.create_mesh(cfg.mesh)
+  graphdef, _, _, state = compile_check.train_target(cfg, mesh)
+  assert [n for n, _, _ in compile_check.eval_targets(cfg, mesh, graphdef, state["params"], 8, 16)] == ["test/rank"]

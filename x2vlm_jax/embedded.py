@@ -27,9 +27,12 @@ from x2vlm_jax import fs, tasks
 SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
 SHAPES_ML, SHAPES_ML_MTEXT = "shapes_ml", "shapes_ml_mtext"  # x2vlm_jax/data/shapes_ml.py (one build, one marker)
 ML_TASKS = "shapes_ml_tasks"  # its retrieval files per language (shapes_ml.write_tasks)
-# multilingual fine-tuning TFDS sets: the retrieval training file of one language (zero-shot transfer: en;
-# translate-train: the others), built by the xretrieval task's builder
-ML_FINETUNE = {f"shapes_ml_retrieval_{lang}": f"retrieval_train_{lang}.json" for lang in ("en", "de", "fr")}
+# multilingual fine-tuning TFDS sets: the training file of one language (zero-shot transfer: en;
+# translate-train: the others) → (the task whose builder makes it, the file in shapes_ml_tasks)
+ML_FINETUNE = {
+  **{f"shapes_ml_retrieval_{lang}": ("xretrieval", f"retrieval_train_{lang}.json") for lang in ("en", "de", "fr")},
+  **{f"shapes_ml_xgqa_{lang}": ("xgqa", f"vqa_train_{lang}.json") for lang in ("en", "de", "fr")},
+}
 RETRIEVAL = "shapes_retrieval"
 # fine-tuning dataset → (the task whose builder makes it, training annotations and media root in
 # shapes_tasks, the builder's own options with paths relative to shapes_tasks)
@@ -87,10 +90,11 @@ def _build_ml_tasks(data_dir: str) -> None:
 
 def _build_ml_finetune(data_dir: str, name: str) -> None:
   files = fs.path(data_dir) / ML_TASKS
-  report = tasks.data_builder("xretrieval")(str(files / ML_FINETUNE[name]), str(files), data_dir, name)
-  logging.info("%s: %s", name, ", ".join(report.lines("xretrieval")))
+  task, annotations = ML_FINETUNE[name]
+  report = tasks.data_builder(task)(str(files / annotations), str(files), data_dir, name)
+  logging.info("%s: %s", name, ", ".join(report.lines(task)))
   (fs.path(data_dir) / name / MARKER).write_text(
-    json.dumps({"source": f"{ML_TASKS}/{ML_FINETUNE[name]}", "written": report.written})
+    json.dumps({"source": f"{ML_TASKS}/{annotations}", "written": report.written})
   )
 
 

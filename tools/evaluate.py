@@ -12,6 +12,10 @@
       --image_root coco/images --config.answer_list=answer_list.json --output out/vqa   # or --config.mode=generate
   python tools/evaluate.py --task captioning --checkpoint ckpt/caption_large --annotations coco_karpathy_test.json \
       --image_root coco/images --config.gt_file=coco_karpathy_test_gt.json --output out/caption
+  # multilingual (docs/multilingual.md): one file per language, per-language metrics and their means
+  python tools/evaluate.py --task xretrieval --checkpoint ckpt/cclm --annotations de/test.jsonl,ja/test.jsonl \
+      --config.languages=de,ja --image_root flickr30k-images --config.coco_image_root=val2014 --output out/xfc
+  (also --task xvnli, xgqa --config.answer_list=trainval_ans2label.json, marvl)
 
 Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
 directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).

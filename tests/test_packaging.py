@@ -58,6 +58,7 @@ def test_wheel_contents_and_dependencies(tmp_path):
   }
   assert len(expected) > 80 and expected <= names, sorted(expected - names)[:10]
   assert "x2vlm_jax/data/shapes_vocab.txt" in names
+  assert "x2vlm_jax/data/shapes_ml_spm.model" in names  # the embedded multilingual tokenizer
   assert not any(n.startswith(("tests/", "tools/")) for n in names)
 
   meta = wheel.read([n for n in names if n.endswith(".dist-info/METADATA")][0]).decode()

@@ -2,6 +2,9 @@
 
 Pre-training JSON-lines shards (docs/reference.md §4.1):
   python tools/build_tfds.py --kind region --input 'gs://bucket/vg/*.json' --data_dir data --name vg_region
+Multilingual (CCLM): {lang: caption} records as above (--option languages=en,de,... keeps some), and the
+parallel text ({"source_text", "target_text"} lines, e.g. WikiMatrix):
+  python tools/build_tfds.py --kind mtext --input 'wikimatrix/*.json' --data_dir data --name wikimatrix
 Fine-tuning JSON arrays (docs/reference.md §4.2), images read from --image_root, by the builder of the
 task named by --kind (x2vlm_jax.tasks):
   python tools/build_tfds.py --kind retrieval --input coco_train.json --image_root coco/ --data_dir data \
@@ -85,7 +88,8 @@ def build(
   if not files:
     raise FileNotFoundError(f"--input {input_glob}: no files match")
   if caption_key is None:
-    caption_key = {"image_text": "caption", "region": "caption", "video": "text"}[kind]
+    caption_key = {"image_text": "caption", "region": "caption", "video": "text", "mtext": ""}[kind]
+  extra = _pretrain_options(kind, options or {})
   report = records.BuildReport()
   w = records.DatasetWriter(data_dir, name, kind, examples_per_shard)
   w.write_split(
@@ -100,10 +104,24 @@ def build(
       image_is_path=image_is_path,
       image_root=image_root,
       max_words=max_words,
+      **extra,
     ),
   )
   w.finish()
   return report
+
+
+def _pretrain_options(kind, options):
+  """--option for pre-training kinds: languages=en,de (image_text/region: keep these languages of
+  {lang: caption} records, the official `language_chosen`); source_key / target_key (mtext)."""
+  allowed = {"image_text": {"languages"}, "region": {"languages"}, "mtext": {"source_key", "target_key"}}
+  unknown = sorted(set(options) - allowed.get(kind, set()))
+  if unknown:
+    raise ValueError(f"--option {unknown}: not an option of --kind {kind} (known: {sorted(allowed.get(kind, ()))})")
+  out = dict(options)
+  if "languages" in out:
+    out["languages"] = [x.strip() for x in out["languages"].split(",") if x.strip()]
+  return out
 
 
 def main(argv=None):
@@ -135,8 +153,9 @@ def main(argv=None):
     action="append",
     default=[],
     metavar="KEY=VALUE",
-    help="a fine-tuning builder's own option, e.g. video_qa: ans2label=train_ans2label.json, "
-    "video_pattern=video_{num}.json (MSRVTT) or {id}.json (MSVD); repeatable",
+    help="a builder's own option, e.g. video_qa: ans2label=train_ans2label.json, "
+    "video_pattern=video_{num}.json (MSRVTT) or {id}.json (MSVD); image_text/region: languages=en,de; "
+    "mtext: source_key=source_text, target_key=target_text; repeatable",
   )
   args = p.parse_args(argv)
   if args.max_words is None:

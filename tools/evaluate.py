@@ -12,6 +12,10 @@
       --image_root coco/images --config.answer_list=answer_list.json --output out/vqa   # or --config.mode=generate
   python tools/evaluate.py --task captioning --checkpoint ckpt/caption_large --annotations coco_karpathy_test.json \
       --image_root coco/images --config.gt_file=coco_karpathy_test_gt.json --output out/caption
+  # multilingual (docs/multilingual.md): one file per language, per-language metrics and their means
+  python tools/evaluate.py --task xretrieval --checkpoint ckpt/cclm --annotations de/test.jsonl,ja/test.jsonl \
+      --config.languages=de,ja --image_root flickr30k-images --config.coco_image_root=val2014 --output out/xfc
+  (also --task xvnli, xgqa --config.answer_list=trainval_ans2label.json, marvl)
 
 Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
 directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
@@ -46,7 +50,9 @@ def _parse(argv):
   )
   p.add_argument("--image_root", default="", help="directory the annotation's image paths are relative to")
   p.add_argument("--output", required=True, help="directory for metrics.json / predictions.json")
-  p.add_argument("--vocab", default="", help="WordPiece vocab (default: the checkpoint's vocab.txt)")
+  p.add_argument(
+    "--vocab", default="", help="WordPiece vocab.txt or SentencePiece *.model (default: the checkpoint's own)"
+  )
   p.add_argument("--help_config", action="store_true", help="print the evaluation config and exit")
   p.add_argument("--coordinator_address", default=None)
   p.add_argument("--num_processes", type=int, default=None)

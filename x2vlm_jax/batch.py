@@ -1,6 +1,6 @@
 """The batch contract between the input pipeline and the trainer (no tensorflow here).
 
-A training batch is `{stream: {field: np.ndarray}}` with `stream ∈ {"image", "region", "video"}`;
+A training batch is `{stream: {field: np.ndarray}}` with `stream ∈ {"image", "region", "video", "mtext"}`;
 only the streams a config enables are present. All shapes are fixed by the config; padding rows
 carry `valid == 0` and are masked out of every loss (never duplicated, cf. docs/reference.md §10 item 7).
 
@@ -26,6 +26,14 @@ region stream (Bi = images per batch, Bt = texts per batch)
 video stream  (B = batch_size, F = num_frames)
   frames           [B, F, R, R, 3] float32
   text fields and valid as in the image stream
+
+mtext stream  (parallel text of the multilingual CCLM pre-training, docs/reference.md §3.7; B = batch_size,
+               L = mtext.max_tokens, M = mtext.max_masks; XLM-R ids: <s>=0 <pad>=1 </s>=2, pad id 1)
+  text_ids, text_mask            [B, L]  int32    a sentence (either side of the pair, swapped with p=0.5)
+  para_ids, para_mask            [B, L]  int32    its translation
+  text_ids_masked, masked_pos, mlm_labels         MLM on text_ids (conditioned on the translation)
+  valid                          [B]     float32
+  Only a multilingual (CCLM) task asks for this stream; the English pre-training never reads it.
 """
 
 from typing import Dict
@@ -61,6 +69,8 @@ def stream_spec(
     return {"images": ((b, r, r, 3), np.float32), **text}
   if stream == "video":
     return {"frames": ((b, num_frames, r, r, 3), np.float32), **text}
+  if stream == "mtext":
+    return {"para_ids": ((b, length), np.int32), "para_mask": ((b, length), np.int32), **text}
   if stream == "region":
     n = (r // patch_size) ** 2
     return {
@@ -71,7 +81,7 @@ def stream_spec(
       "is_image": ((b,), np.int32),
       **text,
     }
-  raise ValueError(f"stream: expected image/region/video, got {stream!r}")
+  raise ValueError(f"stream: expected image/region/video/mtext, got {stream!r}")
 
 
 def check_stream(stream: str, batch: Dict[str, np.ndarray], spec: Dict[str, tuple]) -> None:
@@ -92,6 +102,8 @@ def synthetic_stream(
   stream: str, spec: Dict[str, tuple], *, vocab_size: int, seed: int = 0, mask_prob: float = 0.25
 ) -> Dict[str, np.ndarray]:
   """A random batch that satisfies the contract (benchmarks and tests; no tensorflow needed)."""
+  if stream == "mtext":
+    return synthetic_mtext(spec, vocab_size=vocab_size, seed=seed, mask_prob=mask_prob)
   rs = np.random.RandomState(seed)
   out = {}
   b, length = spec["text_ids"][0]
@@ -138,4 +150,45 @@ def synthetic_stream(
     box[out["is_image"] == 1] = (0.5, 0.5, 1.0, 1.0)
     out["target_bbox"] = box
   check_stream(stream, out, spec)
+  return out
+
+
+def _xlmr_rows(rs, b, length, vocab_size):
+  """Random XLM-R rows: <s> pieces </s>, <pad> (1) after; piece ids avoid the specials and <mask>."""
+  lengths = rs.randint(max(3, length // 2), length + 1, size=b)
+  ids = rs.randint(4, vocab_size - 1, size=(b, length)).astype(np.int32)
+  mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int32)
+  ids[:, 0] = 0
+  ids[np.arange(b), lengths - 1] = 2
+  ids = np.where(mask > 0, ids, 1).astype(np.int32)
+  return ids, mask, lengths
+
+
+def synthetic_mtext(spec: Dict[str, tuple], *, vocab_size: int, seed: int = 0, mask_prob: float = 0.4):
+  """A random parallel-text batch (XLM-R ids, <mask> = vocab_size - 1) that satisfies the contract."""
+  rs = np.random.RandomState(seed)
+  b, length = spec["text_ids"][0]
+  m = spec["masked_pos"][0][1]
+  ids, mask, lengths = _xlmr_rows(rs, b, length, vocab_size)
+  para_ids, para_mask, _ = _xlmr_rows(rs, b, length, vocab_size)
+  masked_pos = np.zeros((b, m), np.int32)
+  labels = np.full((b, m), IGNORE_ID, np.int32)
+  ids_masked = ids.copy()
+  for i in range(b):
+    k = int(min(m, max(1, round(lengths[i] * mask_prob))))
+    pos = np.sort(rs.choice(np.arange(1, lengths[i]), size=min(k, lengths[i] - 1), replace=False))
+    masked_pos[i, : len(pos)] = pos
+    labels[i, : len(pos)] = ids[i, pos]
+    ids_masked[i, pos] = vocab_size - 1
+  out = dict(
+    text_ids=ids,
+    text_mask=mask,
+    para_ids=para_ids,
+    para_mask=para_mask,
+    text_ids_masked=ids_masked,
+    masked_pos=masked_pos,
+    mlm_labels=labels,
+    valid=np.ones((b,), np.float32),
+  )
+  check_stream("mtext", out, spec)
   return out

@@ -25,6 +25,14 @@ from absl import logging
 from x2vlm_jax import fs, tasks
 
 SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
+SHAPES_ML, SHAPES_ML_MTEXT = "shapes_ml", "shapes_ml_mtext"  # x2vlm_jax/data/shapes_ml.py (one build, one marker)
+ML_TASKS = "shapes_ml_tasks"  # its retrieval files per language (shapes_ml.write_tasks)
+# multilingual fine-tuning TFDS sets: the training file of one language (zero-shot transfer: en;
+# translate-train: the others) → (the task whose builder makes it, the file in shapes_ml_tasks)
+ML_FINETUNE = {
+  **{f"shapes_ml_retrieval_{lang}": ("xretrieval", f"retrieval_train_{lang}.json") for lang in ("en", "de", "fr")},
+  **{f"shapes_ml_xgqa_{lang}": ("xgqa", f"vqa_train_{lang}.json") for lang in ("en", "de", "fr")},
+}
 RETRIEVAL = "shapes_retrieval"
 # fine-tuning dataset → (the task whose builder makes it, training annotations and media root in
 # shapes_tasks, the builder's own options with paths relative to shapes_tasks)
@@ -37,14 +45,15 @@ FINETUNE = {
   "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
   "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
 }
-NAMES = (SHAPES, SHAPES_VIDEO, TASKS, *FINETUNE)
+NAMES = (SHAPES, SHAPES_VIDEO, SHAPES_ML, SHAPES_ML_MTEXT, ML_TASKS, *ML_FINETUNE, TASKS, *FINETUNE)
 MARKER = "build_params.json"  # written last by every build below
 # Builder keyword arguments; empty = the builders' defaults (tests shrink them).
-SIZES = {SHAPES: {}, TASKS: {}}
+SIZES = {SHAPES: {}, TASKS: {}, SHAPES_ML: {}, ML_TASKS: {}}
 
 
 def _marker(data_dir: str, name: str):
-  path = fs.path(data_dir) / (SHAPES if name == SHAPES_VIDEO else name) / MARKER  # shapes.build: both, one marker
+  owner = {SHAPES_VIDEO: SHAPES, SHAPES_ML_MTEXT: SHAPES_ML}.get(name, name)  # one build writes both, one marker
+  path = fs.path(data_dir) / owner / MARKER
   return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -65,6 +74,28 @@ def _build_shapes(data_dir: str) -> None:
   from x2vlm_jax.data import shapes
 
   shapes.build(data_dir, **SIZES[SHAPES])
+
+
+def _build_shapes_ml(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes_ml
+
+  shapes_ml.build(data_dir, **SIZES[SHAPES_ML])
+
+
+def _build_ml_tasks(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes_ml
+
+  shapes_ml.write_tasks(data_dir, **SIZES[ML_TASKS])
+
+
+def _build_ml_finetune(data_dir: str, name: str) -> None:
+  files = fs.path(data_dir) / ML_TASKS
+  task, annotations = ML_FINETUNE[name]
+  report = tasks.data_builder(task)(str(files / annotations), str(files), data_dir, name)
+  logging.info("%s: %s", name, ", ".join(report.lines(task)))
+  (fs.path(data_dir) / name / MARKER).write_text(
+    json.dumps({"source": f"{ML_TASKS}/{annotations}", "written": report.written})
+  )
 
 
 def _build_tasks(data_dir: str) -> None:
@@ -93,6 +124,10 @@ def _build_finetune(data_dir: str, name: str) -> None:
 _BUILDERS = {
   SHAPES: (_build_shapes, ()),
   SHAPES_VIDEO: (_build_shapes, ()),
+  SHAPES_ML: (_build_shapes_ml, ()),
+  SHAPES_ML_MTEXT: (_build_shapes_ml, ()),
+  ML_TASKS: (_build_ml_tasks, ()),
+  **{name: (lambda d, name=name: _build_ml_finetune(d, name), (ML_TASKS,)) for name in ML_FINETUNE},
   TASKS: (_build_tasks, ()),
   **{name: (lambda d, name=name: _build_finetune(d, name), (TASKS,)) for name in FINETUNE},
 }
@@ -126,7 +161,7 @@ def ensure(data_dir: str, names: Iterable[str]) -> Set[str]:
 
 def _dataset_names(data) -> Iterable[str]:
   """Dataset names read by a data config: pre-training streams and the fine-tuning `train` list."""
-  for stream in ("image", "region", "video"):
+  for stream in ("image", "region", "video", "mtext"):
     s = data.get(stream)  # a pre-training stream's config (fine-tuning data has `video` = True/False)
     if hasattr(s, "get") and s.get("enabled", True) and s.get("batch_size", 0) > 0:
       yield from (entry[0] for entry in s.get("datasets", ()))
@@ -143,9 +178,10 @@ def needed(config) -> Dict[str, Set[str]]:
   for ecfg in (config.get("evals") or {}).values():
     for key in ("annotations", "image_root"):
       parts = str(ecfg.get(key, "") or "").rstrip("/").split("/")
-      if TASKS in parts:  # DATA_DIR/shapes_tasks/... → shapes_tasks of DATA_DIR
-        root = "/".join(parts[: parts.index(TASKS)]) or "."
-        out.setdefault(root, set()).add(TASKS)
+      for files in (TASKS, ML_TASKS):
+        if files in parts:  # DATA_DIR/shapes_tasks/... → shapes_tasks of DATA_DIR
+          root = "/".join(parts[: parts.index(files)]) or "."
+          out.setdefault(root, set()).add(files)
   return out
 
 

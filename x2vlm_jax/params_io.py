@@ -2,7 +2,8 @@
 
     DIR/model_config.json   the model preset (ml_collections → JSON), incl. image_res / num_frames
     DIR/params/             Orbax StandardSave of the NNX param state as a pure nested dict
-    DIR/vocab.txt           the WordPiece vocabulary the weights were trained with (when known)
+    DIR/vocab.txt           the WordPiece vocabulary the weights were trained with (when known), or
+    DIR/sentencepiece.bpe.model   the XLM-R SentencePiece model (the multilingual CCLM model)
 
 Written by `tools/convert_checkpoint.py` and by the trainer's export, read by `inference.load` and by
 `--config.init_from`. Restoring always goes through an abstract target built from the config, so a
@@ -26,6 +27,7 @@ from x2vlm_jax.models.layers import REPLICATED_RULES
 CONFIG_FILE = "model_config.json"
 PARAMS_DIR = "params"
 VOCAB_FILE = "vocab.txt"
+SPM_FILE = "sentencepiece.bpe.model"  # inference/spm_tokenizer.py: MODEL_FILE
 
 
 def abstract_model(cfg) -> X2VLM:
@@ -112,10 +114,17 @@ def load_numpy(directory: str) -> Tuple[ml_collections.ConfigDict, Dict[str, Any
 
 
 def write_vocab(directory: str, vocab_file: str) -> None:
-  """Copies the WordPiece vocabulary next to the weights (the checkpoint carries its tokenizer)."""
+  """Copies the tokenizer's file next to the weights (the checkpoint carries its tokenizer): a WordPiece
+  vocabulary as vocab.txt, a SentencePiece `*.model` as sentencepiece.bpe.model."""
   src = epath.Path(vocab_file)
   if not src.exists():
     raise ValueError(f"vocab_file: {vocab_file!r} does not exist")
+  if str(vocab_file).endswith(".model"):
+    data = src.read_bytes()
+    if not data:
+      raise ValueError(f"vocab_file: {vocab_file!r} is empty")
+    (fs.path(directory) / SPM_FILE).write_bytes(data)
+    return
   text = src.read_text()
   if not text.strip():
     raise ValueError(f"vocab_file: {vocab_file!r} is empty")
@@ -123,9 +132,12 @@ def write_vocab(directory: str, vocab_file: str) -> None:
 
 
 def vocab_file(directory: str) -> Optional[str]:
-  """DIR/vocab.txt if the checkpoint carries its vocabulary, else None."""
-  path = fs.path(directory) / VOCAB_FILE
-  return str(path) if path.exists() else None
+  """The checkpoint's tokenizer file (DIR/sentencepiece.bpe.model or DIR/vocab.txt), else None."""
+  for name in (SPM_FILE, VOCAB_FILE):
+    path = fs.path(directory) / name
+    if path.exists():
+      return str(path)
+  return None
 
 
 def into_model(model: X2VLM, params: Dict[str, Any]) -> X2VLM:

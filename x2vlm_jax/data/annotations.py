@@ -149,3 +149,37 @@ def read_split_files(annotations: str, splits: str = "") -> List[Tuple[str, str,
   if len(names) != len(paths):
     raise ValueError(f"splits {splits!r}: {len(names)} names for {len(paths)} annotation files")
   return [(name, path, read_records(path, objects_only=True)) for name, path in zip(names, paths)]
+
+
+XVNLI_LABELS = {"contradiction": 0, "entailment": 1, "neutral": 2}  # official xvnli_dataset.label_mapper
+
+
+def xvnli_record(rec):
+  """(image file, hypothesis, label id) of an official XVNLI record, or BadRecord."""
+  if not isinstance(rec, dict):
+    raise BadRecord("bad_field_type", f"record is {type(rec).__name__}")
+  for key in ("Flikr30kID", "sentence2", "gold_label"):
+    if key not in rec:
+      raise BadRecord("missing_field", f"no field {key!r}")
+  if not isinstance(rec["sentence2"], str) or not isinstance(rec["Flikr30kID"], (str, int)):
+    raise BadRecord("bad_field_type", "sentence2 / Flikr30kID")
+  if rec["gold_label"] not in XVNLI_LABELS:
+    raise BadRecord("bad_label", repr(rec["gold_label"]))
+  return f"{rec['Flikr30kID']}.jpg", rec["sentence2"], XVNLI_LABELS[rec["gold_label"]]
+
+
+def iglue_retrieval_records(records: List[Any], *, train: bool) -> List[Any]:
+  """IGLUE xFlickr&CO / Flickr30K records {"sentences": [...], "id", "img_path"} (official
+  xflickrco_dataset.py) → the official retrieval format: train, one row per sentence {"image", "caption",
+  "image_id"}; test, {"image", "caption": [...]} (an image whose sentences are all empty is dropped, as
+  officially). Records already in the retrieval format pass unchanged."""
+  if not records or not isinstance(records[0], dict) or "sentences" not in records[0]:
+    return records
+  out = []
+  for rec in records:
+    sentences = rec.get("sentences") or []
+    if train:
+      out += [{"image": rec["img_path"], "caption": s, "image_id": rec["id"]} for s in sentences]
+    elif any(sentences):
+      out.append({"image": rec["img_path"], "caption": list(sentences)})
+  return out

@@ -56,9 +56,39 @@ def get_data_config() -> ml_collections.ConfigDict:
   c.video = _stream([(SHAPES_VIDEO, "train")], 16)
   c.video.enabled = False  # stage 2 only (docs/reference.md §2.1)
   c.video.num_frames = 4
+
+  # Parallel text of the multilingual CCLM pre-training (docs/reference.md §3.7; `tools/build_tfds.py --kind mtext`).
+  # Off here, and only a CCLM task reads it (the English pre-training never does); `apply_cclm` turns it on.
+  c.mtext = _stream([], 64)
+  c.mtext.enabled = False
+  # Its own text lengths (official multilingual_cclm_x2vlm_base.yaml: mtexts.max_words / max_tokens /
+  # mask_prob / max_masks); skipgram settings are the global ones, as officially.
+  c.mtext.max_words = 64
+  c.mtext.max_tokens = 64
+  c.mtext.mask_prob = 0.4
+  c.mtext.max_masks = 16
+  return c
+
+
+def apply_cclm(c: ml_collections.ConfigDict, spm_model: str, mtext_datasets=None) -> ml_collections.ConfigDict:
+  """Switches a data config to the multilingual CCLM recipe (official configs/pretrain/
+  multilingual_cclm_x2vlm_base.yaml): XLM-R SentencePiece tokenisation, piece-level MLM (the official
+  multilingual datasets pass mask_whole_word=False), max_words = max_tokens = 30, mask_prob 0.4, max_masks
+  10, and the parallel-text stream on `mtext_datasets` ([(name, split)], e.g. WikiMatrix built with
+  `--kind mtext`). Image/region records with a caption per language draw one language per use."""
+  c.vocab_file = spm_model
+  c.mask_whole_word = False
+  c.max_tokens = 30
+  c.max_masks = 10
+  c.mask_prob = 0.4
+  if mtext_datasets:
+    c.mtext.datasets = [tuple(d) for d in mtext_datasets]
+    c.mtext.enabled = True
   return c
 
 
 def stream_enabled(c: ml_collections.ConfigDict, stream: str) -> bool:
-  s = c[stream]
+  s = c.get(stream)
+  if s is None:
+    return False
   return bool(s.enabled) and len(s.datasets) > 0

@@ -9,7 +9,7 @@ import binascii
 import io
 import math
 import os
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
 from PIL import Image
@@ -22,14 +22,19 @@ from x2vlm_jax.data.text import pre_caption_py
 TF_DECODABLE = {"JPEG", "PNG", "GIF", "BMP"}
 
 
-def _texts(value, field: str, max_words: int) -> List[str]:
-  """str | list[str] | dict[lang → str] → the non-empty alternatives (after pre_caption)."""
+def _texts(value, field: str, max_words: int, languages: Optional[Sequence[str]] = None) -> List[str]:
+  """str | list[str] | dict[lang → str] → the non-empty alternatives (after pre_caption).
+
+  A dict holds one caption per language (the multilingual CCLM data); each language is one alternative,
+  so the pipeline's uniform draw over alternatives is the official uniform draw over languages
+  (`pretrain_dataset_multilingual.py: get_caption`). `languages` keeps only those (official
+  `language_chosen`, applied once at build time here)."""
   if isinstance(value, str):
     vals = [value]
   elif isinstance(value, list):
     vals = value
   elif isinstance(value, dict):
-    vals = list(value.values())
+    vals = [v for k, v in sorted(value.items()) if not languages or k in languages]
   else:
     raise BadRecord("bad_field_type", f"{field} is {type(value).__name__}")
   if not all(isinstance(v, str) for v in vals):
@@ -75,10 +80,10 @@ def check_image(data: bytes) -> Tuple[bytes, int, int]:
   return data, w, h
 
 
-def convert_image_text(rec, *, image_key, caption_key, image_is_path, image_root, max_words):
+def convert_image_text(rec, *, image_key, caption_key, image_is_path, image_root, max_words, languages=None):
   if caption_key not in rec:
     raise BadRecord("empty_caption", f"no field {caption_key!r}")
-  caps = _texts(rec[caption_key], caption_key, max_words)
+  caps = _texts(rec[caption_key], caption_key, max_words, languages)
   if not caps:
     raise BadRecord("empty_caption")
   data, w, h = load_image(rec, image_key, image_is_path, image_root)
@@ -99,14 +104,19 @@ def _box(bb):
   return [int(v) for v in bb], None
 
 
-def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, max_words):
+def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, max_words, languages=None):
   """Element boxes are stored as the official reader sees them (int, NOT clipped): a box partly outside
   the image still counts its full area in the >50%-visible test, and one outside or empty can still be
   drawn as the crop anchor, which skips that read (the pipeline counts it). A record with no element
   that can be an anchor (caption-only records included) is never used by the official region reader
-  (`random.choice(elems)` raises or the anchor check fails every time) and is skipped here."""
+  (`random.choice(elems)` raises or the anchor check fails every time) and is skipped here.
+
+  Multilingual elements ({lang: text} captions and attributes): caption and attribute languages are drawn
+  independently in the pipeline, i.e. the official `code_switch: True` of the CCLM config, which
+  prepends the attribute in a random language. Deviation: the whole attribute is prepended; the
+  official line `self.get_caption(elem['attributes'])[0]` takes the first character of that string."""
   del caption_key  # region records always use `caption` (docs/reference.md §4.1)
-  caps = _texts(rec["caption"], "caption", max_words) if "caption" in rec else []
+  caps = _texts(rec["caption"], "caption", max_words, languages) if "caption" in rec else []
   elems = rec.get("elems", [])
   if not isinstance(elems, list):
     raise BadRecord("bad_field_type", f"elems is {type(elems).__name__}")
@@ -120,8 +130,8 @@ def convert_region(rec, *, image_key, caption_key, image_is_path, image_root, ma
       box, reason = _box(e.get("bb"))
       if reason is None:
         try:
-          texts = _texts(e.get("caption", ""), "elems.caption", max_words)
-          attrs = _texts(e.get("attributes", []), "elems.attributes", max_words)
+          texts = _texts(e.get("caption", ""), "elems.caption", max_words, languages)
+          attrs = _texts(e.get("attributes", []), "elems.attributes", max_words, languages)
         except BadRecord:
           texts, reason = [], "box_bad_type"
         if reason is None and not texts:
@@ -168,4 +178,24 @@ def split_clips(rec):
   return [rec]
 
 
-CONVERTERS = {"image_text": convert_image_text, "region": convert_region, "video": convert_video}
+def convert_mtext(rec, *, max_words, source_key="source_text", target_key="target_text", **unused):
+  """A parallel sentence pair (official `ParaTextDataset`: `source_key` / `target_key`, WikiMatrix). A pair
+  with an empty side after `pre_caption` is skipped (officially the tokenizer assertion drops it per read)."""
+  del unused  # no image, no caption key, no language tags
+  out = {}
+  for key, field in ((source_key, "source"), (target_key, "target")):
+    value = rec.get(key)
+    if not isinstance(value, str):
+      raise BadRecord("empty_caption" if value is None else "bad_field_type", f"{key} is {type(value).__name__}")
+    if not pre_caption_py(value, max_words):
+      raise BadRecord("empty_caption", f"{key} is empty")
+    out[field] = value.strip()
+  return out, {}
+
+
+CONVERTERS = {
+  "image_text": convert_image_text,
+  "region": convert_region,
+  "video": convert_video,
+  "mtext": convert_mtext,
+}

@@ -11,6 +11,7 @@ import json
 import weakref
 from typing import Callable, Dict, List, NamedTuple, Optional
 
+import ml_collections
 import numpy as np
 import tensorflow as tf
 
@@ -21,7 +22,7 @@ from x2vlm_jax.data.config import stream_enabled
 from x2vlm_jax.data.records import ALT_SEP
 from x2vlm_jax.data.region_stream import patch_masks, region_stream, transform_boxes
 from x2vlm_jax.data.source import StreamSource
-from x2vlm_jax.data.streams import STREAM_IDS, decode, image_stream, video_stream
+from x2vlm_jax.data.streams import STREAM_IDS, decode, image_stream, mtext_stream, video_stream
 from x2vlm_jax.data.text import Tokenizer, pre_caption
 from x2vlm_jax.data.textproc import TextStage
 
@@ -37,7 +38,8 @@ def _close_all():
     it.close()
 
 
-STREAMS = ("image", "region", "video")
+STREAMS = ("image", "region", "video")  # the English pre-training's streams (the default)
+CCLM_STREAMS = ("image", "region", "mtext")  # the multilingual CCLM pre-training (docs/reference.md §3.7)
 
 
 def _per_host(value: int, process_count: int, what: str) -> int:
@@ -69,11 +71,12 @@ class TrainIterator:
     process_count: int = 1,
     keep_debug: bool = False,
     flat: bool = False,
+    names=STREAMS,
   ):
     self._text = None
-    if streams is None:  # the pre-training streams of a data config
+    if streams is None:  # the pre-training streams of a data config (those of `names` it enables)
       self._text = TextStage(cfg)
-      streams = _pretrain_streams(cfg, int(seed), process_index, process_count, self._text)
+      streams = _pretrain_streams(cfg, int(seed), process_index, process_count, self._text, names)
     self.cfg, self.seed = cfg, int(seed)
     self.process_index, self.process_count = process_index, process_count
     self.keep_debug, self.flat = keep_debug, flat
@@ -202,10 +205,27 @@ def region_groups(c, process_count: int) -> int:
   return bi // gi
 
 
-def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text) -> Dict[str, StreamDef]:
+def _mtext_text_config(c):
+  """The data config with the parallel-text stream's own lengths (official `mtexts.max_tokens` & co.)."""
+  m = c.mtext
+  t = ml_collections.ConfigDict(c.to_dict())
+  for k in ("max_tokens", "max_masks", "mask_prob"):
+    t[k] = m.get(k, c[k])
+  return t
+
+
+def _pretrain_streams(
+  c, seed: int, process_index: int, process_count: int, text, names=STREAMS
+) -> Dict[str, StreamDef]:
   out = {}
-  for s in STREAMS:
+  unknown = sorted(set(names) - set(STREAM_IDS))
+  if unknown:
+    raise ValueError(f"streams {unknown}: expected some of {sorted(STREAM_IDS)}")
+  for s in names:
     if not stream_enabled(c, s):
+      continue
+    if s == "mtext":
+      out[s] = _mtext_stream_def(c, seed, process_index, process_count)
       continue
     source = StreamSource(
       c.data_dir,
@@ -242,14 +262,54 @@ def _pretrain_streams(c, seed: int, process_index: int, process_count: int, text
   return out
 
 
+def _mtext_stream_def(c, seed: int, process_index: int, process_count: int) -> StreamDef:
+  source = StreamSource(
+    c.data_dir,
+    [tuple(d) for d in c.mtext.datasets],
+    seed=seed,
+    stream_id=STREAM_IDS["mtext"],
+    process_index=process_index,
+    process_count=process_count,
+  )
+  bt = _per_host(c.mtext.batch_size, process_count, "mtext.batch_size")
+  tc = _mtext_text_config(c)
+  spec = batch_contract.stream_spec(
+    "mtext",
+    batch_size=bt,
+    image_res=c.image_res,
+    patch_size=c.patch_size,
+    max_tokens=tc.max_tokens,
+    max_masks=tc.max_masks,
+  )
+  stage = TextStage(tc)
+
+  def build(position, counts, skipped):
+    kw = dict(position=position, counts=counts, skipped=skipped, seed=seed, batch_size=bt)
+    return mtext_stream(source, c, stage, stage.tok, **kw)
+
+  return StreamDef(source, build, spec)
+
+
 def create_train_iterator(
-  data_cfg, *, seed: int, process_index: int = 0, process_count: int = 1, keep_debug: bool = False
+  data_cfg,
+  *,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  keep_debug: bool = False,
+  streams=STREAMS,
 ) -> TrainIterator:
-  """The pre-training iterator over the enabled image / region / video streams."""
+  """The pre-training iterator over the enabled streams among `streams`: image / region / video for the
+  English pre-training; a multilingual (CCLM) task passes CCLM_STREAMS (with the parallel text `mtext`)."""
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index={process_index} outside [0, process_count={process_count})")
   return TrainIterator(
-    data_cfg, seed=seed, process_index=process_index, process_count=process_count, keep_debug=keep_debug
+    data_cfg,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    keep_debug=keep_debug,
+    names=tuple(streams),
   )
 
 

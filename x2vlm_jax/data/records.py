@@ -40,6 +40,14 @@ VIDEO_FEATURES = tfds.features.FeaturesDict(
   }
 )
 
+# Parallel text (multilingual CCLM, docs/reference.md §4.1: `source_text` / `target_text`).
+MTEXT_FEATURES = tfds.features.FeaturesDict(
+  {
+    "source": tfds.features.Tensor(shape=(), dtype=np.object_),
+    "target": tfds.features.Tensor(shape=(), dtype=np.object_),
+  }
+)
+
 
 # Fine-tuning datasets store each image / video ONCE and keep the training rows (a caption, a
 # question with its label, ...) in a side table `<split>.rows.json` (data/finetune/common.py): COCO has
@@ -63,11 +71,13 @@ def features_for(kind: str) -> tfds.features.FeaturesDict:
     return IMAGE_FEATURES
   if kind == "video":
     return VIDEO_FEATURES
+  if kind == "mtext":
+    return MTEXT_FEATURES
   if kind == "finetune_image":
     return FINETUNE_IMAGE_FEATURES
   if kind == "finetune_video":
     return FINETUNE_VIDEO_FEATURES
-  raise ValueError(f"kind: expected image_text/region/video/finetune_image/finetune_video, got {kind!r}")
+  raise ValueError(f"kind: expected image_text/region/video/mtext/finetune_image/finetune_video, got {kind!r}")
 
 
 def dataset_dir(data_dir: str, name: str) -> str:

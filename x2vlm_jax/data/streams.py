@@ -1,4 +1,4 @@
-"""tf.data graphs of the image and video streams (the region stream lives in region_stream.py).
+"""tf.data graphs of the image, video and parallel-text streams (the region stream lives in region_stream.py).
 
 Layout of every stream: index-ordered records (source.py) → decode → [drop corrupt, counted] →
 per-example augmentation with stateless seeds (pos) → fixed-size batch → text stage per batch.
@@ -11,7 +11,7 @@ from x2vlm_jax.data import augment
 from x2vlm_jax.data.text import pre_caption
 from x2vlm_jax.data.textproc import pick_alternative
 
-STREAM_IDS = {"image": 1, "region": 2, "video": 3}
+STREAM_IDS = {"image": 1, "region": 2, "video": 3, "mtext": 4}
 BATCH_SEED_OFFSET = 1 << 30
 
 
@@ -179,3 +179,39 @@ def video_stream(source, cfg, text_stage, *, position, counts, skipped, seed, ba
   if not cfg.strict:
     ds = ds.ignore_errors()
   return finish(ds, cfg, text_stage, batch_size, base, ["frames"])
+
+
+def mtext_signature(num_datasets):
+  return {
+    **meta_signature(num_datasets),
+    "source": tf.TensorSpec([], tf.string),
+    "target": tf.TensorSpec([], tf.string),
+  }
+
+
+def mtext_stream(source, cfg, text_stage, para_tokenizer, *, position, counts, skipped, seed, batch_size):
+  """Parallel text (official `ParaTextDataset`, docs/reference.md §3.7): the pair's order is swapped with
+  p=0.5, both sides `pre_caption`-ed with `mtext.max_words`; the first is MLM-masked (`text_stage`, with
+  the mtext lengths), the second only tokenised (`para_ids`). The official reader also masks the second
+  sentence, which no loss reads (`forward_para_text` takes its ids and mask only)."""
+  base = seed * 8 + STREAM_IDS["mtext"]
+  words = cfg.mtext.max_words
+  ds = from_source(source, position, counts, mtext_signature(len(source.sources)), skipped=skipped)
+
+  def transform(ex):
+    swap = tf.random.stateless_uniform([], example_seed(base, ex["_pos"])) < 0.5
+    first = tf.where(swap, ex["target"], ex["source"])
+    second = tf.where(swap, ex["source"], ex["target"])
+    return {**meta(ex), "text": pre_caption(first, words), "para": pre_caption(second, words)}
+
+  ds = pmap(ds, transform, cfg).batch(batch_size, drop_remainder=True)
+
+  def per_batch(ex):
+    seed_b = example_seed(base + BATCH_SEED_OFFSET, ex["_pos"][0])
+    valid = tf.cast(tf.strings.length(ex["para"]) > 0, tf.float32)
+    out = text_stage(ex["text"], valid, seed_b)
+    para_ids, para_mask = para_tokenizer(ex["para"])
+    out.update(para_ids=para_ids, para_mask=para_mask, **meta(ex))
+    return out
+
+  return pmap(ds, per_batch, cfg)

@@ -1,4 +1,5 @@
-"""Caption cleaning (`pre_caption`, docs/reference.md §4.4) and BERT WordPiece tokenisation with tensorflow-text.
+"""Caption cleaning (`pre_caption`, docs/reference.md §4.4) and BERT WordPiece tokenisation with tensorflow-text
+(`Tokenizer` hands a SentencePiece `*.model` to data/spm_text.py).
 
 Special ids are looked up in the vocab, never hard-coded: the real uncased vocab has [CLS]=101,
 the 200-entry shapes vocab has [CLS]=2.
@@ -43,7 +44,19 @@ def read_vocab(vocab_file: str):
   return tokens
 
 
-class Tokenizer:
+def Tokenizer(vocab_file: str, max_tokens: int):  # noqa: N802  (a constructor to its callers)
+  """The pipeline tokenizer of a vocabulary file: XLM-R SentencePiece for `*.model` (data/spm_text.py),
+  BERT WordPiece otherwise."""
+  from x2vlm_jax.inference.spm_tokenizer import is_sentencepiece_file
+
+  if is_sentencepiece_file(vocab_file):
+    from x2vlm_jax.data.spm_text import SentencePieceTokenizer
+
+    return SentencePieceTokenizer(vocab_file, max_tokens)
+  return WordPieceTokenizer(vocab_file, max_tokens)
+
+
+class WordPieceTokenizer:
   """[CLS] wordpieces [SEP], cut to `max_tokens`, 0-padded; BERT-uncased basic tokenisation."""
 
   def __init__(self, vocab_file: str, max_tokens: int):

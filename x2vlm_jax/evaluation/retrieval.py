@@ -87,8 +87,18 @@ class RetrievalSet:
   img2txt: List[List[int]]
 
   @classmethod
-  def from_file(cls, path: str, image_root: str = "", image_key: str = "image") -> "RetrievalSet":
+  def from_file(
+    cls, path: str, image_root: str = "", image_key: str = "image", coco_image_root: str = ""
+  ) -> "RetrievalSet":
+    """Also IGLUE's {"sentences", "id", "img_path"} lines (xFlickr&CO): images whose path contains "COCO"
+    are then read from `coco_image_root` when it is set (the official image_root {flickr30k, coco})."""
     records = ann.read_records(path, objects_only=True)
+    iglue = bool(records) and "sentences" in records[0]
+    records = ann.iglue_retrieval_records(records, train=False)
+    if iglue and coco_image_root:
+      records = [
+        dict(r, image=ann.image_path(coco_image_root, r["image"])) if "COCO" in r["image"] else r for r in records
+      ]
     ann.require(path, records, image_key, str, non_empty=True)
     ann.require(path, records, "caption", (str, list), non_empty=True)
     images, texts, txt2img, img2txt = [], [], [], []

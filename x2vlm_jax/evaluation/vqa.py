@@ -100,6 +100,7 @@ class VQAEvaluator(Evaluator):
   num_beams, max_len, search) → answer tokens [B, max_len] (x2vlm_jax.inference.generation)."""
 
   PREDICT_FNS = ("rank", "generate")
+  ANSWER_LABEL_FILE = False  # xGQA: the answer list may be an {answer: label} file (evaluation/xgqa.py)
   DEFAULTS = dict(
     annotations="",
     image_root="",
@@ -135,7 +136,7 @@ class VQAEvaluator(Evaluator):
     self.tok = self.tokenizer()
     generation.check_vocab(self.tok, self.model_cfg, f"evals.{self.name}")
     if ecfg.mode == "rank":
-      self.answer_list = generation.read_answer_list(ecfg.answer_list)
+      self.answer_list = generation.read_answer_list(ecfg.answer_list, allow_ans2label=self.ANSWER_LABEL_FILE)
       ids, mask = generation.tokenize_answers(self.tok, self.answer_list)
       replicated = EvalBatches(self.mesh, int(ecfg.batch_size)).replicated()
       self.answer_ids, self.answer_mask = jax.device_put(ids, replicated), jax.device_put(mask, replicated)

@@ -139,7 +139,7 @@ class X2VLMInference:
     if self._tokenizer is None:
       if not self.vocab_file:
         raise ValueError(
-          f"{what}: this model has no vocabulary (the checkpoint directory has no vocab.txt); "
+          f"{what}: this model has no vocabulary (its directory has no vocab.txt / sentencepiece.bpe.model); "
           "pass vocab_file= to inference.load"
         )
       from x2vlm_jax.inference.tokenizer import Tokenizer

@@ -91,8 +91,10 @@ def check_vocab(tok: Tokenizer, model_cfg, where: str) -> None:
     )
 
 
-def read_answer_list(path: str) -> List[str]:
-  """`answer_list.json`: a JSON list of candidate answer strings (ALBEF's list for VQA v2)."""
+def read_answer_list(path: str, allow_ans2label: bool = False) -> List[str]:
+  """`answer_list.json`: a JSON list of candidate answer strings (ALBEF's list for VQA v2); with
+  `allow_ans2label` also an {answer: label} object whose keys are the list (xGQA's
+  trainval_ans2label.json, as the official xgqa_dataset reads it: `list(json.load(f).keys())`)."""
   import json
 
   from etils import epath
@@ -104,6 +106,8 @@ def read_answer_list(path: str) -> List[str]:
     answers = json.loads(p.read_text())
   except json.JSONDecodeError as e:
     raise ValueError(f"answer_list {path!r}: not JSON ({e})") from e
+  if allow_ans2label and isinstance(answers, dict):
+    answers = list(answers)
   check_answer_list(answers, repr(path))
   return answers
 

@@ -1,5 +1,7 @@
-"""BERT WordPiece tokenisation without tensorflow: the ids of the data pipeline, for notebooks and
-evaluators.
+"""Tokenisation without tensorflow: the ids of the data pipeline, for notebooks and evaluators.
+
+`Tokenizer(path)` picks by file: a WordPiece `vocab.txt` (BERT, the English model) or a SentencePiece
+`*.model` (XLM-R, the multilingual CCLM model: inference/spm_tokenizer.py).
 
 HF `tokenizers` (Rust) implements BERT's basic tokenizer + WordPiece exactly like `BertTokenizer`;
 the tf-text tokenizer of the input pipeline is tested against the same reference, so both give the
@@ -17,7 +19,16 @@ from x2vlm_jax.data.text_clean import pre_caption
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
-class Tokenizer:
+def Tokenizer(vocab_file: str, max_tokens: int = 40):  # noqa: N802  (a constructor to its callers)
+  """The tokenizer of a vocabulary file: SentencePiece for `*.model`, WordPiece otherwise."""
+  from x2vlm_jax.inference.spm_tokenizer import SentencePieceTokenizer, is_sentencepiece_file
+
+  if is_sentencepiece_file(vocab_file):
+    return SentencePieceTokenizer(vocab_file, max_tokens)
+  return WordPieceTokenizer(vocab_file, max_tokens)
+
+
+class WordPieceTokenizer:
   def __init__(self, vocab_file: str, max_tokens: int = 40):
     tokens = epath.Path(vocab_file).read_text().splitlines()
     if not tokens:

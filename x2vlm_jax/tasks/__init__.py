@@ -18,11 +18,15 @@ from typing import Callable, Dict, List, Tuple
 _TASKS = {
   "pretrain": "x2vlm_jax.tasks.pretrain:PretrainTask",
   "retrieval": "x2vlm_jax.tasks.retrieval:RetrievalTask",
+  "xretrieval": "x2vlm_jax.tasks.xretrieval:XRetrievalTask",
   "video_retrieval": "x2vlm_jax.tasks.retrieval:VideoRetrievalTask",
   "nlvr2": "x2vlm_jax.tasks.nlvr2:NLVR2Task",
+  "marvl": "x2vlm_jax.tasks.marvl:MarvlTask",
   "grounding": "x2vlm_jax.tasks.grounding:GroundingTask",
   "video_qa": "x2vlm_jax.tasks.video_qa:VideoQATask",
   "vqa": "x2vlm_jax.tasks.vqa:VQATask",
+  "xgqa": "x2vlm_jax.tasks.xgqa:XGQATask",
+  "xvnli": "x2vlm_jax.tasks.xvnli:XVNLITask",
   "captioning": "x2vlm_jax.tasks.captioning:CaptioningTask",
 }
 

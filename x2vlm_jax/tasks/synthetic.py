@@ -13,13 +13,23 @@ from x2vlm_jax.batch import stream_spec, synthetic_stream
 
 
 class SyntheticIterator:
-  def __init__(self, data_cfg, model_cfg, *, seed: int, process_index: int = 0, process_count: int = 1):
+  def __init__(
+    self,
+    data_cfg,
+    model_cfg,
+    *,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+    streams=("image", "region", "video"),
+  ):
+    """streams: the streams a task reads; the multilingual (CCLM) task adds "mtext" (parallel text)."""
     self.seed, self.process_index, self.position = seed, process_index, 0
     self.vocab_size = model_cfg.text.vocab_size
     self.specs = {}
-    for stream in ("image", "region", "video"):
-      s = data_cfg[stream]
-      if not s.get("enabled", True) or s.batch_size <= 0:
+    for stream in streams:
+      s = data_cfg.get(stream)
+      if s is None or not s.get("enabled", True) or s.batch_size <= 0:
         continue
       per_host = lambda n: _per_host(n, process_count, f"data.{stream}")  # noqa: E731
       self.specs[stream] = stream_spec(
@@ -27,8 +37,8 @@ class SyntheticIterator:
         batch_size=per_host(s.batch_size),
         image_res=model_cfg.image_res,
         patch_size=model_cfg.patch_size,
-        max_tokens=data_cfg.max_tokens,
-        max_masks=data_cfg.max_masks,
+        max_tokens=s.get("max_tokens", data_cfg.max_tokens),  # mtext has its own lengths
+        max_masks=s.get("max_masks", data_cfg.max_masks),
         num_images=per_host(s.get("num_images", 0)) if stream == "region" else 0,
         num_frames=s.get("num_frames", 0),
       )

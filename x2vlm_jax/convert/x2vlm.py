@@ -13,6 +13,7 @@ import numpy as np
 
 from x2vlm_jax.convert import layout as L
 from x2vlm_jax.convert.relpos import grid_from_rows, resize_rel_pos_table
+from x2vlm_jax.convert.task_heads import BUFFER_KEYS
 from x2vlm_jax.progress import Progress
 
 FRAME_KEY = "absolute_frame_pos_embed"
@@ -66,7 +67,7 @@ def _under(path: str, prefixes) -> bool:
 
 
 def _is_buffer(key: str) -> bool:
-  return key.endswith(_BUFFER_SUFFIXES)
+  return key.endswith(_BUFFER_SUFFIXES) or key in BUFFER_KEYS
 
 
 def _transform(kind: str, value: np.ndarray, cfg) -> np.ndarray:

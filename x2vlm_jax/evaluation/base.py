@@ -21,11 +21,38 @@ from absl import logging
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
 
+# The model's optional task heads (absent unless the config switches them on) → (config field, what it is).
+_OPTIONAL_HEADS = {
+  "nlvr_head": ("heads.nlvr", "the NLVR2 head (official `cls_head` over two fused [CLS])"),
+  "cls_head": ("heads.num_labels", "the answer classifier (official `cls_head`)"),
+  "decoder": ("heads.decoder_layers", "the VQA answer decoder (official `text_decoder`)"),
+}
+
+
+def missing_heads(model_cfg, heads: Sequence[str]) -> List[str]:
+  """The optional heads among `heads` (our param prefixes) that `model_cfg` does not build, described."""
+  out = []
+  for head in heads:
+    if head in _OPTIONAL_HEADS:
+      field, what = _OPTIONAL_HEADS[head]
+      group, name = field.split(".")
+      if not model_cfg[group][name]:
+        out.append(f"{what}: model.{field} is off")
+  return out
+
+
+def fresh_heads(new_params: Sequence[str], heads: Sequence[str]) -> List[str]:
+  """The heads among `heads` whose parameters were freshly initialised (`new_params` of a conversion)."""
+  return [h for h in heads if any(p == h or p.startswith(h + "/") for p in new_params)]
+
 
 class Evaluator:
   DEFAULTS: Dict = {}
   SCHEDULE = dict(every=0, at_start=False, at_end=True)
   PREDICT_FNS: Tuple[str, ...] = ()
+  # The model's heads (our param prefixes) the evaluation reads: checked when it is built (a head the
+  # config does not build) and by tools/evaluate.py (a head a conversion left freshly initialised).
+  HEADS: Tuple[str, ...] = ()
 
   def __init__(self, name: str, config, ecfg, mesh, predict_fns: Optional[Dict[str, Callable]] = None):
     self.name = name
@@ -39,6 +66,13 @@ class Evaluator:
     self.config = config
     self.model_cfg = config.model
     self.mesh = mesh
+    absent = missing_heads(config.model, self.HEADS)
+    if absent:
+      raise ValueError(
+        f"evals.{name}: {type(self).__name__} needs {'; '.join(absent)}. Evaluate a checkpoint that has it "
+        "(an official task file converted by tools/convert_checkpoint.py sets it from the file, or a run "
+        "fine-tuned on this task)"
+      )
     merged = ml_collections.ConfigDict({**self.SCHEDULE, **self.DEFAULTS, "type": ""})
     unknown = sorted(set(ecfg) - set(merged))
     if unknown:

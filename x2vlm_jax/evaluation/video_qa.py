@@ -30,6 +30,7 @@ class VideoQAEvaluator(Evaluator):
   predict_fns: answer_logits(model, clips [B, F, R, R, 3], ids, mask) → [B, num_labels]."""
 
   PREDICT_FNS = ("answer_logits",)
+  HEADS = ("cls_head",)
 
   DEFAULTS = dict(
     annotations="",

@@ -100,6 +100,7 @@ class VQAEvaluator(Evaluator):
   num_beams, max_len, search) → answer tokens [B, max_len] (x2vlm_jax.inference.generation)."""
 
   PREDICT_FNS = ("rank", "generate")
+  HEADS = ("decoder",)
   DEFAULTS = dict(
     annotations="",
     image_root="",

@@ -115,6 +115,25 @@ class Evaluator:
         )
     return tok(texts, max_tokens, clean=max_words)
 
+  def tokenize_questions(self, questions: Sequence[str], max_tokens: int) -> Tuple[np.ndarray, np.ndarray, int, int]:
+    """Cleaned questions → (ids, mask, number cut here, number longer than the training `max_tokens`).
+
+    max_tokens 0 = as the official VQA / video-QA test (`tokenizer(question, padding='longest')`, no
+    truncation; only training truncates): padded to the longest question of the set. The second count
+    says how many questions a cut at the training length (config.data.max_tokens) would have changed."""
+    tok = self.tokenizer()
+    lengths = [len(tok.pieces(q)) + 2 for q in questions]
+    longest = max(lengths + [2])
+    if not max_tokens and longest > self.model_cfg.text.max_positions:
+      raise ValueError(
+        f"evals.{self.name}: the longest question has {longest} tokens, more than the model's "
+        f"{self.model_cfg.text.max_positions} positions; set max_tokens to truncate"
+      )
+    length = int(max_tokens) or longest
+    ids, mask = tok(questions, length)
+    train_length = int(self.config.get("data", {}).get("max_tokens", 0) or 0)
+    return ids, mask, sum(n > length for n in lengths), sum(n > train_length > 0 for n in lengths)
+
   def jitted(self, graphdef, make):
     """`make()`'s jitted function(s), built once per model graph (later calls reuse the compilation;
     usable before `setup`, e.g. by `compile_targets`)."""

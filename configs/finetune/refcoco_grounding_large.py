@@ -47,7 +47,7 @@ def get_config(arg=None):
     annotations=f"{a.val},{a.test}",
     image_root=a.image_root,
     batch_size=a.per_gpu,
-    every=0,
+    every_epochs=1,  # after every epoch, the best val_d kept, as Grounding_bbox.py
     at_end=True,
   )
   c.best_metric = "refcoco/val_d"

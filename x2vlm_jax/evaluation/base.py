@@ -48,7 +48,10 @@ def fresh_heads(new_params: Sequence[str], heads: Sequence[str]) -> List[str]:
 
 class Evaluator:
   DEFAULTS: Dict = {}
-  SCHEDULE = dict(every=0, at_start=False, at_end=True)
+  # every: period in (micro-)steps; every_epochs: period in epochs (needs config.num_epochs), from the
+  # 0-based epoch `start_eval` on, as the official scripts' `for epoch ...: train; if epoch >= start_eval:
+  # evaluate` (schedule.epoch_steps gives the epoch length).
+  SCHEDULE = dict(every=0, every_epochs=0, start_eval=0, at_start=False, at_end=True)
   PREDICT_FNS: Tuple[str, ...] = ()
   # The model's heads (our param prefixes) the evaluation reads: checked when it is built (a head the
   # config does not build) and by tools/evaluate.py (a head a conversion left freshly initialised).
@@ -85,11 +88,22 @@ class Evaluator:
     self.bad_images: List[str] = []
 
   # --- schedule ----------------------------------------------------------------------------------
-  def due(self, step: int, total: int) -> bool:
+  def due(self, step: int, total: int, epoch_steps: int = 0) -> bool:
+    """Whether to evaluate after `step` of `total` (micro-)steps; `epoch_steps`: steps per epoch (0 unknown)."""
     if step == 0:
       return bool(self.ecfg.at_start)
     every = int(self.ecfg.every or 0)
-    return (every > 0 and step % every == 0) or (step == total and bool(self.ecfg.at_end))
+    if (every > 0 and step % every == 0) or (step == total and bool(self.ecfg.at_end)):
+      return True
+    every_epochs = int(self.ecfg.every_epochs or 0)
+    if every_epochs <= 0:
+      return False
+    if epoch_steps <= 0:
+      raise ValueError(
+        f"evals.{self.name}.every_epochs={every_epochs} needs whole epochs: set config.num_epochs to a whole number"
+      )
+    epoch = step // epoch_steps - 1  # the 0-based epoch that just ended
+    return step % epoch_steps == 0 and (epoch + 1) % every_epochs == 0 and epoch >= int(self.ecfg.start_eval)
 
   # --- helpers -----------------------------------------------------------------------------------
   def tokenizer(self):

@@ -100,8 +100,12 @@ def plan(init_from: str, model_cfg, task=None) -> InitPlan:
   for path in derived:
     actions[path] = "derived"
   fresh_in_source = set(_conversion_new_params(init_from))
+  # A partially copied frame embedding is new, as officially: XVLMBase.load_pretrained deletes a frame
+  # table of another length from the state dict, so it is a missing key and joins `init_params` (lr × lr_mult).
   new = sorted(
-    {p for p, a in actions.items() if a == "fresh"} | set(task_new) | {p for p in actions if _under(p, fresh_in_source)}
+    {p for p, a in actions.items() if a in ("fresh", "frames")}
+    | set(task_new)
+    | {p for p in actions if _under(p, fresh_in_source)}
   )
   dropped = sorted(set(src) - set(dst))
   return InitPlan(init_from, actions, new, dropped)

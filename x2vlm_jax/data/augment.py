@@ -44,17 +44,37 @@ def normalize(image):
   return (x - tf.constant(CLIP_MEAN)) / tf.constant(CLIP_STD)
 
 
-def _crop_window(image_shape, seed, scale, ratio):
-  begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-    image_shape,
-    bounding_boxes=tf.zeros([1, 0, 4]),
-    seed=seed,
-    min_object_covered=0.0,
-    aspect_ratio_range=ratio,
-    area_range=scale,
-    max_attempts=10,
-    use_image_if_no_bounding_boxes=True,
-  )
+def _crop_window(image_shape, seed, scale, ratio, attempts: int = 10):
+  """torchvision `RandomResizedCrop.get_params` (the official transform) on stateless draws → (begin
+  [y, x, 0], extent [h, w, -1]).
+
+  Up to 10 attempts, all drawn at once: area fraction uniform in `scale`, log aspect ratio uniform in
+  log(`ratio`), w = round(√(A·r)), h = round(√(A/r)) (round half to even, as Python's `round`); the
+  first attempt that fits the image is placed uniformly (`randint(0, H − h + 1)`); when none fits, a
+  centre crop of the whole image clamped to `ratio`."""
+  height = tf.cast(image_shape[0], tf.float32)
+  width = tf.cast(image_shape[1], tf.float32)
+  u = tf.random.stateless_uniform([attempts, 4], seed, dtype=tf.float32)
+  area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, 0])
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  aspect = tf.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+  w = tf.round(tf.sqrt(area * aspect))
+  h = tf.round(tf.sqrt(area / aspect))
+  fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)  # the first fitting attempt
+  y = tf.floor(u[first, 2] * (height - h[first] + 1.0))
+  x = tf.floor(u[first, 3] * (width - w[first] + 1.0))
+  # Fallback: the whole image, cut to the nearest allowed aspect ratio, centred.
+  in_ratio = width / height
+  fw = tf.where(in_ratio < ratio[0], width, tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width))
+  fh = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
+  any_fits = tf.reduce_any(fits)
+  hh = tf.where(any_fits, h[first], fh)
+  ww = tf.where(any_fits, w[first], fw)
+  yy = tf.where(any_fits, y, tf.floor((height - fh) / 2.0))
+  xx = tf.where(any_fits, x, tf.floor((width - fw) / 2.0))
+  begin = tf.stack([tf.cast(yy, tf.int32), tf.cast(xx, tf.int32), 0])
+  extent = tf.stack([tf.cast(hh, tf.int32), tf.cast(ww, tf.int32), -1])
   return begin, extent
 
 

@@ -24,6 +24,11 @@ def _u8(x):
   return tf.round(tf.clip_by_value(x, 0.0, 255.0))
 
 
+def _u8_trunc(x):
+  """numpy's `.clip(0, 255).astype(np.uint8)` of dataset/randaugment.py: clipped, then truncated."""
+  return tf.floor(tf.clip_by_value(x, 0.0, 255.0))
+
+
 def resize(image, size):
   """Bicubic resize to size×size (aspect not kept) as PIL does it, back on the uint8 grid.
 
@@ -111,11 +116,14 @@ def random_flip(image, seed):
 
 
 def _autocontrast(x):
+  """randaugment.py: autocontrast_func as intended (PIL's autocontrast, the table truncated to uint8).
+  The official code negates the uint8 minimum (`-low * scale` wraps to (256 − low)·scale), which
+  turns every channel whose minimum is above 0 white; we keep the intended stretch (README deviations)."""
   lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
   hi = tf.reduce_max(x, axis=[0, 1], keepdims=True)
   scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1e-6), 1.0)
   off = tf.where(hi > lo, lo, 0.0)
-  return _u8((x - off) * scale)
+  return _u8_trunc((x - off) * scale)
 
 
 def _equalize_channel(ch):
@@ -133,14 +141,16 @@ def _equalize(x):
 
 
 def _brightness(x, factor):
-  return _u8(x * factor)
+  return _u8_trunc(x * factor)  # randaugment.py: brightness_func's table, truncated
 
 
 def _sharpness(x, factor):
   k = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
   k = tf.tile(k[:, :, None, None], [1, 1, 3, 1])
-  blur = _u8(tf.nn.depthwise_conv2d(x[None], k, [1, 1, 1, 1], "VALID")[0])
-  inner = _u8(blur + factor * (x[1:-1, 1:-1] - blur))
+  blur = _u8(tf.nn.depthwise_conv2d(x[None], k, [1, 1, 1, 1], "VALID")[0])  # cv2.filter2D rounds
+  # sharpness_func: `.astype(np.uint8)` truncates; it does not clip first (values outside 0..255 wrap
+  # around), we clip them (README deviations).
+  inner = _u8_trunc(blur + factor * (x[1:-1, 1:-1] - blur))
   # Border pixels are left untouched, as in the reference.
   return tf.pad(inner - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]]) + x
 

@@ -163,7 +163,13 @@ class Evaluator:
     num_frames > 0; `sizes` as there); unreadable files are collected in `self.bad_images` (reset by the caller for each
     evaluation)."""
     pixels, valid, bad = load_images_parallel(
-      paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict, num_frames=num_frames, sizes=sizes
+      paths,
+      idx,
+      self.model_cfg.image_res,
+      strict=self.ecfg.strict,
+      num_frames=num_frames,
+      sizes=sizes,
+      truncated=self.__dict__.setdefault("truncated_images", []),
     )
     self.bad_images.extend(bad)
     return pixels, valid
@@ -203,7 +209,11 @@ class Evaluator:
     if not self._ready:
       self.setup()
       self._ready = True
-    return self.evaluate(graphdef, params)
+    self.truncated_images = []
+    metrics, predictions = self.evaluate(graphdef, params)
+    if self.truncated_images:  # decoded as the official loaders do (ImageFile.LOAD_TRUNCATED_IMAGES)
+      metrics = {**metrics, "truncated_images": float(len(self.truncated_images))}
+    return metrics, predictions
 
 
 def load_images_parallel(
@@ -215,17 +225,22 @@ def load_images_parallel(
   threads: Optional[int] = None,
   num_frames: int = 0,
   sizes: Optional[np.ndarray] = None,
+  truncated: Optional[List[str]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
   """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files);
   with num_frames > 0 the paths are videos (official frames files) → [n,F,R,R,3].
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
   `strict`, which raises naming the file. `sizes` (int [n, 2], optional; images only) receives each
-  image's original (width, height)."""
+  image's original (width, height). A truncated image is decoded as officially and appended to
+  `truncated` when given."""
   if sizes is not None and num_frames:
     raise ValueError("load_images_parallel: sizes are for images, not videos")
   lead = (num_frames,) if num_frames else ()
-  read = (lambda p: read_video(p, num_frames, image_res)) if num_frames else (lambda p: read_image(p, image_res))
+  if num_frames:
+    read = lambda p: read_video(p, num_frames, image_res)  # noqa: E731
+  else:
+    read = lambda p: read_image(p, image_res, truncated=truncated)  # noqa: E731
   out = np.zeros((len(idx),) + lead + (image_res, image_res, 3), np.uint8)
   valid = np.zeros((len(idx),), np.float32)
   bad: List[str] = []
@@ -238,7 +253,7 @@ def load_images_parallel(
       if sizes is None:
         out[j] = read(paths[i])
       else:
-        out[j], sizes[j] = read_image(paths[i], image_res, return_size=True)
+        out[j], sizes[j] = read_image(paths[i], image_res, return_size=True, truncated=truncated)
       valid[j] = 1.0
     except BadImage as e:
       if strict:

@@ -92,3 +92,19 @@ def test_init_from_resizes_the_table_and_refuses_a_mismatch(tmp_path):
   plain = get_preset("tiny", image_res=48)
   with pytest.raises(ValueError, match="vision.abs_pos_emb: checkpoint True, model False"):
     init_from.plan(str(tmp_path / "ckpt"), plain)
+
+
+def test_pos_embed_resize_is_beit_interpolate_pos_embed():
+  """BEiT's `interpolate_pos_embed`: the patch rows as a [1, D, G, G] image through
+  torch.nn.functional.interpolate(size=(g, g), mode="bicubic", align_corners=False), the cls row kept;
+  the value of every resized entry, not only statistics."""
+  torch = pytest.importorskip("torch")
+  rs = np.random.RandomState(3)
+  for old, new in ((3, 4), (4, 6), (6, 4)):
+    table = rs.randn(1, 1 + old * old, 8).astype(np.float32)
+    got = init_from.resize_pos_embed(table, new)
+    patches = torch.from_numpy(table[:, 1:]).reshape(1, old, old, 8).permute(0, 3, 1, 2)
+    want = torch.nn.functional.interpolate(patches, size=(new, new), mode="bicubic", align_corners=False)
+    want = want.permute(0, 2, 3, 1).reshape(1, new * new, 8).numpy()
+    np.testing.assert_array_equal(got[:, :1], table[:, :1])
+    np.testing.assert_allclose(got[:, 1:], want, atol=1e-5, err_msg=f"{old} → {new}")

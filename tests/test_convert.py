@@ -336,3 +336,30 @@ def test_cli_init_mode_beit_plus_bert(tmp_path, tiny_cfg):
       flat[f"vision/blocks/{i}/attn/rel_pos_table"], beit["rel_pos_bias.relative_position_bias_table"]
     )
   assert float(flat["temp"]) == pytest.approx(0.07)
+
+
+@pytest.mark.parametrize("dst_grid", [24, 9])
+def test_resize_table_off_grid_is_the_bicubic_interpolating_spline(dst_grid):
+  """Every resized value (not only offsets on source points): BEiT's interp2d(kind="cubic") on the
+  geometric source axis is the tensor-product cubic interpolating spline (not-a-knot ends), here built
+  separably with make_interp_spline along Δrow then Δcol; a bilinear interpolant would not pass."""
+  from scipy.interpolate import make_interp_spline
+
+  rng = np.random.default_rng(5)
+  table = rng.standard_normal((732, 2)).astype(np.float32)
+  out, info = relpos.resize_rel_pos_table(table, dst_grid)
+  src, dst = 27, 2 * dst_grid - 1
+  axis = relpos.source_axis(src, relpos.geometric_ratio(src, dst))
+  target = np.arange(-(dst // 2), dst // 2 + 1, dtype=np.float64)
+  # FITPACK (interp2d, as RectBivariateSpline) evaluates a point outside the data range at the range's
+  # end (fpbisp clamps the argument); the outermost target offset can lie a hair beyond the geometric axis.
+  target = np.clip(target, axis[0], axis[-1])
+  for h in range(2):
+    z = table[: src * src, h].astype(np.float64).reshape(src, src)
+    rows = make_interp_spline(axis, z, k=3, axis=0)(target)  # [dst, src]
+    want = make_interp_spline(axis, rows, k=3, axis=1)(target)  # [dst, dst]
+    got = out[: dst * dst, h].reshape(dst, dst)
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    bilinear = np.stack([np.interp(target, axis, r) for r in z])  # along Δcol
+    bilinear = np.stack([np.interp(target, axis, c) for c in bilinear.T]).T  # then Δrow
+    assert np.abs(bilinear - want).max() > 1e-2

@@ -80,6 +80,10 @@ def test_pre_caption_graph_matches_python():
 
 
 def test_tokenisation_parity_with_hf(bert_vocab_file):
+  """The cut is the official PRE-TRAINING one (dataset/pretrain_dataset.py: `[cls] + tokens[:max_tokens
+  - 1]`, then with add_eos=True, always set, `tokens[:max_tokens - 1] + [eos]`): [CLS] + the first
+  max_tokens − 2 wordpieces + [SEP], which is HF's `truncation=True`. Fine-tuning retrieval does not cut
+  officially (README deviations)."""
   from transformers import BertTokenizer
 
   hf = BertTokenizer(bert_vocab_file, do_lower_case=True)

@@ -4,11 +4,11 @@
 Released X²-VLM checkpoint (strict; rel-pos tables resized when --image_res differs):
   tools/convert_checkpoint.py --input x2vlm_base_4m.th --model base [--image_res 384] --output ckpt/base_384
 
-A fine-tuned VQA file (BertModel-layout `text_encoder.*` + the answer decoder `text_decoder.*`, whose
-depth is read from the file) has no MLM head and no pre-training heads, so name them:
-  tools/convert_checkpoint.py --input x2vlm_base_1b_vqa.th --model base --output ckpt/base_vqa \
-      --allow_missing text/mlm --allow_missing vision_proj --allow_missing text_proj \
-      --allow_missing temp --allow_missing itm_head --allow_missing bbox_head
+A fine-tuned task file (retrieval, grounding, NLVR2, VQA, captioning, video QA) converts the same way,
+with no flags: the official class that wrote it is read from its keys (x2vlm_jax/convert/task_heads.py),
+its task head sets the model config (NLVR2 `cls_head`, the classifier's label count, the VQA answer
+decoder's depth) and the pre-training heads that class does not have stay freshly initialised:
+  tools/convert_checkpoint.py --input x2vlm_base_1b_vqa.th --model base --output ckpt/base_vqa
 
 Pre-training initialisation from BEiT-v2 + BERT (everything else freshly initialised, seed --seed):
   tools/convert_checkpoint.py --beit beitv2_base_patch16_224_pt1k_ft21k.pth --bert bert-base-uncased/
@@ -89,7 +89,7 @@ def main(argv=None) -> int:
   from absl import logging
 
   from x2vlm_jax import params_io
-  from x2vlm_jax.convert import assemble, init_weights, x2vlm
+  from x2vlm_jax.convert import assemble, init_weights, task_heads, x2vlm
   from x2vlm_jax.convert.state_dict import read_state_dict
   from x2vlm_jax.models import get_preset
 
@@ -103,15 +103,27 @@ def main(argv=None) -> int:
     image_res = args.image_res or (grid * patch if grid else get_preset(args.model).image_res)
     num_frames = x2vlm.checkpoint_num_frames(sd) if args.num_frames is None else args.num_frames
     cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
-    cfg.heads.decoder_layers = x2vlm.checkpoint_decoder_layers(sd)
+    # The official class that wrote the file (its keys say): its task heads set the model config, and the
+    # pre-training heads it does not have stay freshly initialised (listed as new_params).
+    detected = task_heads.detect(sd, cfg.text.hidden)
+    if detected:
+      task_heads.apply(cfg, detected)
+      logging.info("official %s checkpoint: %s; heads %s", detected.task, detected.cls, detected.heads)
+    else:
+      cfg.heads.decoder_layers = x2vlm.checkpoint_decoder_layers(sd)
     flat, report = x2vlm.convert_official(
       sd,
       cfg,
-      allow_missing=args.allow_missing,
+      allow_missing=list(detected.absent if detected else ()) + args.allow_missing,
       ignore_prefixes=args.ignore,
       fresh=lambda: assemble.fresh_flat(cfg, args.seed),
     )
     report["source"] = {"input": os.path.abspath(args.input), "checkpoint_image_res": grid * patch if grid else None}
+    report["official_task"] = (
+      {"task": detected.task, "class": detected.cls, "heads": detected.heads, "absent": list(detected.absent)}
+      if detected
+      else None
+    )
   else:
     beit = read_state_dict(args.beit)
     bert = read_state_dict(args.bert)
@@ -131,7 +143,8 @@ def main(argv=None) -> int:
   (fs.path(args.output) / "conversion.json").write_text(json.dumps(report, indent=2, sort_keys=True))
   print(
     f"wrote {args.output}: preset {args.model}, image_res {cfg.image_res}, num_frames {cfg.num_frames}, "
-    f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"
+    + (f"official {report['official_task']['task']} file, " if report.get("official_task") else "")
+    + f"{len(report['resized_tables'])} tables resized, {len(report['new_params'])} new params"
     + ("" if vocab else "; no vocabulary stored (pass --vocab for tokenize()/tools/evaluate.py)")
   )
   return 0

@@ -102,6 +102,30 @@ def apply_overrides(config, overrides):
       raise ValueError(f"--config.{key}={value}: {e}") from None
 
 
+def check_heads(checkpoint: str, model_cfg, evaluator, task: str) -> None:
+  """The heads the evaluation reads exist in the checkpoint and came from its source: a head the model
+  config does not build, or one tools/convert_checkpoint.py left freshly initialised (the official file
+  had none: a checkpoint of another task), is an error naming it, not random-weight metrics."""
+  from x2vlm_jax import fs
+  from x2vlm_jax.evaluation.base import fresh_heads, missing_heads
+
+  absent = missing_heads(model_cfg, evaluator.HEADS)
+  if absent:
+    raise ValueError(f"--task {task}: the checkpoint {checkpoint} has no {'; no '.join(absent)}")
+  record = fs.path(checkpoint) / "conversion.json"
+  if not record.exists():
+    return
+  conversion = json.loads(record.read_text())
+  fresh = fresh_heads(conversion.get("new_params", []), evaluator.HEADS)
+  if fresh:
+    source = conversion.get("official_task") or {}
+    what = f"an official {source['task']} file ({source['class']})" if source else "its source"
+    raise ValueError(
+      f"--task {task}: the checkpoint {checkpoint} was converted from {what}, which has no {', '.join(fresh)}: "
+      "those parameters are freshly initialised (conversion.json new_params); use a checkpoint trained on this task"
+    )
+
+
 def build_config(args, overrides):
   import ml_collections
 
@@ -119,6 +143,7 @@ def build_config(args, overrides):
     {**defaults, "annotations": args.annotations, "image_root": args.image_root, "type": kind, **fields}
   )
   apply_overrides(c, overrides)
+  check_heads(args.checkpoint, c.model, tasks.evaluator_class(kind), args.task)
   if not c.data.vocab_file:
     raise ValueError(
       f"--checkpoint {args.checkpoint}: no vocab.txt in it; pass --vocab FILE (e.g. bert-base-uncased's vocab.txt)"

@@ -43,7 +43,9 @@ def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=N
   root = fs.path(workdir)
 
   def evaluate(step, graphdef, params, total, start):
-    return schedule.run_due(evaluators, graphdef, params, step, total, root, start=start)
+    return schedule.run_due(
+      evaluators, graphdef, params, step, total, root, start=start, num_epochs=config.get("num_epochs", 0)
+    )
 
   return trainer.train(
     config,

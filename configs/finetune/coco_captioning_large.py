@@ -43,7 +43,8 @@ def captioning_eval(*, annotations: str, image_root: str, gt_file: str, prompt: 
     min_length=5,
     max_length=50,
     length_penalty=0.0,
-    every=0,
+    every_epochs=1,  # Captioning_MLM.py: after every epoch from `start_eval`
+    start_eval=0,  # coco_captioning_large.yaml: start_eval 0 (epoch index)
     at_end=True,
   )
   e.update(extra)

@@ -6,8 +6,9 @@ flip" transform, pre_question (40 words in training, 50 at test), answers outsid
 training and wrong at test. Our choices, stated as such: 5 frames per video (the dataset code's
 default `frame_len`), 224 px (the pre-training resolution: the video tower then needs no resize),
 the VQA recipe's learning rates (vqa2_base: lr 4e-5 for the new head ×2, vision 2e-5, text 4e-5),
-global batch 64, 8 epochs with 10% warm-up. Selection: the official script keeps the best TEST
-accuracy; we select on `val` (set its annotations) and report test at the end.
+global batch 64, 8 epochs with 10% warm-up. Evaluation and selection as the official script: val and
+test after every epoch (its `start_eval` is in no released config: 0 here), the epoch with the best
+TEST accuracy kept (`best_metric = "test/acc"`; --config.best_metric=val/acc selects on val).
 
   python tools/build_tfds.py --kind video_qa --input msrvtt_qa/train.jsonl --image_root msrvtt/frames \
       --option ans2label=msrvtt_qa/train_ans2label.json --option video_pattern=video_{num}.json \
@@ -49,7 +50,8 @@ def get_config(arg=None):
       ans2label=ans2label,
       video_pattern=a.pattern,
       batch_size=8,
+      every_epochs=1,
       at_end=True,
     )
-  c.best_metric = "val/acc"
+  c.best_metric = "test/acc"  # VQA_msrvtt.py / VQA_msvd.py: the best test accuracy
   return c

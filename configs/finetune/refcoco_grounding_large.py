@@ -2,8 +2,9 @@
 `configs/finetune/refcoco_grounding_large.yaml` [code].
 
   image_res 384, bert-large geometry (18 layers), text_drop_path_rate 0.1 and cross_drop_path_rate 0.1
-  (which turn the text stack's hidden dropout off, docs/reference.md §1.4), batch 20 per GPU ("xN A100s, i don't
-  remember how many GPUs i used... (i guess either 8 or 16)": 8 here, `:gpus=16` for the other guess),
+  (which turn the text layers' hidden dropout off, the embeddings' stays 0.1: docs/reference.md §1.4),
+  batch 20 per GPU ("xN A100s, i don't remember how many GPUs i used... (i guess either 8 or 16)": 8
+  here, `:gpus=16` for the other guess),
   max_tokens 40, AdamW lr 1e-5 for every group, wd 0.01, lr_mult 2 (no new parameter: unused),
   10 epochs, 10% linear warm-up, careful_hflip. Best checkpoint by val accuracy (`val_d`), as
   Grounding_bbox.py. Users could not reproduce the published numbers with it (github.com/zengyan-97/X2-VLM/issues/23);
@@ -47,7 +48,7 @@ def get_config(arg=None):
     annotations=f"{a.val},{a.test}",
     image_root=a.image_root,
     batch_size=a.per_gpu,
-    every=0,
+    every_epochs=1,  # after every epoch, the best val_d kept, as Grounding_bbox.py
     at_end=True,
   )
   c.best_metric = "refcoco/val_d"

@@ -40,7 +40,8 @@ def vqa_eval(*, annotations: str, image_root: str, answer_list: str, **extra) ->
     mode="rank",
     k_test=128,
     batch_size=32,
-    every=0,
+    every_epochs=1,  # VQA.py: test answers after every epoch from `start_eval` (no local selection: server)
+    start_eval=2,  # vqa2_base.yaml / vqa2_large.yaml: start_eval 2 (epoch index)
     at_end=True,
   )
   e.update(extra)

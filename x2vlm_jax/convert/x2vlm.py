@@ -13,6 +13,7 @@ import numpy as np
 
 from x2vlm_jax.convert import layout as L
 from x2vlm_jax.convert.relpos import grid_from_rows, resize_rel_pos_table
+from x2vlm_jax.convert.task_heads import BUFFER_KEYS
 from x2vlm_jax.progress import Progress
 
 FRAME_KEY = "absolute_frame_pos_embed"
@@ -66,7 +67,7 @@ def _under(path: str, prefixes) -> bool:
 
 
 def _is_buffer(key: str) -> bool:
-  return key.endswith(_BUFFER_SUFFIXES)
+  return key.endswith(_BUFFER_SUFFIXES) or key in BUFFER_KEYS
 
 
 def _transform(kind: str, value: np.ndarray, cfg) -> np.ndarray:
@@ -169,7 +170,7 @@ def convert_official(
       if fresh is None:
         raise ValueError(f"convert_official: {path} needs a fresh initial value but no `fresh` was given")
       fresh_cache["v"] = fresh()
-    return np.asarray(fresh_cache["v"][path], np.float32)
+    return np.array(fresh_cache["v"][path], np.float32)  # a writable copy: frames are merged into it
 
   progress = Progress("convert", len(entries), unit="tensors")
   for e in progress.wrap(entries):
@@ -200,6 +201,8 @@ def convert_official(
       merged = fresh_value(e.path) if value.shape[1] < want[1] else np.zeros(want, np.float32)
       merged[:, :n] = value[:, :n]
       report["frames"] = {"checkpoint": int(value.shape[1]), "model": int(want[1]), "copied": n}
+      if value.shape[1] != want[1]:  # another frame count: new, as the official loader treats it (lr × lr_mult)
+        new_params.append(e.path)
       value = merged
     if tuple(value.shape) != tuple(want):
       misshaped.append(f"{e.key}: expected {list(want)}, found {list(value.shape)}")

@@ -24,6 +24,11 @@ def _u8(x):
   return tf.round(tf.clip_by_value(x, 0.0, 255.0))
 
 
+def _u8_trunc(x):
+  """numpy's `.clip(0, 255).astype(np.uint8)` of dataset/randaugment.py: clipped, then truncated."""
+  return tf.floor(tf.clip_by_value(x, 0.0, 255.0))
+
+
 def resize(image, size):
   """Bicubic resize to size×size (aspect not kept) as PIL does it, back on the uint8 grid.
 
@@ -44,17 +49,37 @@ def normalize(image):
   return (x - tf.constant(CLIP_MEAN)) / tf.constant(CLIP_STD)
 
 
-def _crop_window(image_shape, seed, scale, ratio):
-  begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-    image_shape,
-    bounding_boxes=tf.zeros([1, 0, 4]),
-    seed=seed,
-    min_object_covered=0.0,
-    aspect_ratio_range=ratio,
-    area_range=scale,
-    max_attempts=10,
-    use_image_if_no_bounding_boxes=True,
-  )
+def _crop_window(image_shape, seed, scale, ratio, attempts: int = 10):
+  """torchvision `RandomResizedCrop.get_params` (the official transform) on stateless draws → (begin
+  [y, x, 0], extent [h, w, -1]).
+
+  Up to 10 attempts, all drawn at once: area fraction uniform in `scale`, log aspect ratio uniform in
+  log(`ratio`), w = round(√(A·r)), h = round(√(A/r)) (round half to even, as Python's `round`); the
+  first attempt that fits the image is placed uniformly (`randint(0, H − h + 1)`); when none fits, a
+  centre crop of the whole image clamped to `ratio`."""
+  height = tf.cast(image_shape[0], tf.float32)
+  width = tf.cast(image_shape[1], tf.float32)
+  u = tf.random.stateless_uniform([attempts, 4], seed, dtype=tf.float32)
+  area = height * width * (scale[0] + (scale[1] - scale[0]) * u[:, 0])
+  log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+  aspect = tf.exp(log_lo + (log_hi - log_lo) * u[:, 1])
+  w = tf.round(tf.sqrt(area * aspect))
+  h = tf.round(tf.sqrt(area / aspect))
+  fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+  first = tf.argmax(tf.cast(fits, tf.int32), output_type=tf.int32)  # the first fitting attempt
+  y = tf.floor(u[first, 2] * (height - h[first] + 1.0))
+  x = tf.floor(u[first, 3] * (width - w[first] + 1.0))
+  # Fallback: the whole image, cut to the nearest allowed aspect ratio, centred.
+  in_ratio = width / height
+  fw = tf.where(in_ratio < ratio[0], width, tf.where(in_ratio > ratio[1], tf.round(height * ratio[1]), width))
+  fh = tf.where(in_ratio < ratio[0], tf.round(width / ratio[0]), height)
+  any_fits = tf.reduce_any(fits)
+  hh = tf.where(any_fits, h[first], fh)
+  ww = tf.where(any_fits, w[first], fw)
+  yy = tf.where(any_fits, y, tf.floor((height - fh) / 2.0))
+  xx = tf.where(any_fits, x, tf.floor((width - fw) / 2.0))
+  begin = tf.stack([tf.cast(yy, tf.int32), tf.cast(xx, tf.int32), 0])
+  extent = tf.stack([tf.cast(hh, tf.int32), tf.cast(ww, tf.int32), -1])
   return begin, extent
 
 
@@ -91,11 +116,14 @@ def random_flip(image, seed):
 
 
 def _autocontrast(x):
+  """randaugment.py: autocontrast_func as intended (PIL's autocontrast, the table truncated to uint8).
+  The official code negates the uint8 minimum (`-low * scale` wraps to (256 − low)·scale), which
+  turns every channel whose minimum is above 0 white; we keep the intended stretch (README deviations)."""
   lo = tf.reduce_min(x, axis=[0, 1], keepdims=True)
   hi = tf.reduce_max(x, axis=[0, 1], keepdims=True)
   scale = tf.where(hi > lo, 255.0 / tf.maximum(hi - lo, 1e-6), 1.0)
   off = tf.where(hi > lo, lo, 0.0)
-  return _u8((x - off) * scale)
+  return _u8_trunc((x - off) * scale)
 
 
 def _equalize_channel(ch):
@@ -113,14 +141,16 @@ def _equalize(x):
 
 
 def _brightness(x, factor):
-  return _u8(x * factor)
+  return _u8_trunc(x * factor)  # randaugment.py: brightness_func's table, truncated
 
 
 def _sharpness(x, factor):
   k = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
   k = tf.tile(k[:, :, None, None], [1, 1, 3, 1])
-  blur = _u8(tf.nn.depthwise_conv2d(x[None], k, [1, 1, 1, 1], "VALID")[0])
-  inner = _u8(blur + factor * (x[1:-1, 1:-1] - blur))
+  blur = _u8(tf.nn.depthwise_conv2d(x[None], k, [1, 1, 1, 1], "VALID")[0])  # cv2.filter2D rounds
+  # sharpness_func: `.astype(np.uint8)` truncates; it does not clip first (values outside 0..255 wrap
+  # around), we clip them (README deviations).
+  inner = _u8_trunc(blur + factor * (x[1:-1, 1:-1] - blur))
   # Border pixels are left untouched, as in the reference.
   return tf.pad(inner - x[1:-1, 1:-1], [[1, 1], [1, 1], [0, 0]]) + x
 

@@ -12,7 +12,7 @@ import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import tensorflow as tf
-from PIL import Image
+from absl import logging
 
 from x2vlm_jax import fs
 from x2vlm_jax.data import records
@@ -63,17 +63,24 @@ def load_image(rec: Dict, image_key: str, image_is_path: bool, image_root: str) 
 
 
 def check_image(data: bytes) -> Tuple[bytes, int, int]:
-  """Fully decodes once (catches truncation); formats tf cannot decode are re-encoded as PNG."""
+  """Fully decodes once; formats tf cannot decode are re-encoded as PNG. A truncated file is kept as
+  the official loaders keep it (`ImageFile.LOAD_TRUNCATED_IMAGES = True`): PIL's partial decode,
+  stored as PNG so training reads exactly those pixels (tf would refuse the truncated bytes); it is
+  logged and counted (`records.TRUNCATED`, printed by the builds as `truncated_images`)."""
+  from x2vlm_jax.inference.images import open_image
+
   try:
-    im = Image.open(io.BytesIO(data))
+    im, truncated = open_image(data)
     fmt = im.format
-    im.load()
     w, h = im.size
   except Exception as e:  # noqa: BLE001 — PIL raises many types for bad bytes
     raise BadRecord("corrupt_image", f"{type(e).__name__}: {e}") from e
   if w < 1 or h < 1:
     raise BadRecord("corrupt_image", f"size {w}x{h}")
-  if fmt not in TF_DECODABLE:
+  if truncated:
+    records.TRUNCATED.append(w * h)
+    logging.warning("truncated image (%dx%d) kept as the official loaders decode it", w, h)
+  if fmt not in TF_DECODABLE or truncated:
     buf = io.BytesIO()
     im.convert("RGB").save(buf, format="PNG")
     data = buf.getvalue()

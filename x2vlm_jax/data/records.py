@@ -201,10 +201,16 @@ def open_source(data_dir: str, name: str, split: str):
   return tfds.builder_from_directory(root).as_data_source(split)
 
 
+# One entry per truncated image a build kept in this process (jsonl.check_image: decoded as the
+# official loaders' ImageFile.LOAD_TRUNCATED_IMAGES does).
+TRUNCATED: List[int] = []
+
+
 class BuildReport:
   """What a dataset build wrote and skipped, by reason (printed as `written: N` / `skipped: M` lines)."""
 
   def __init__(self):
+    self._truncated_before = len(TRUNCATED)
     self.written = 0
     self.skipped = collections.Counter()
     self.boxes_dropped = collections.Counter()
@@ -219,4 +225,7 @@ class BuildReport:
       out += [f"boxes_dropped[{r}]: {n}" for r, n in sorted(self.boxes_dropped.items())]
       out.append(f"boxes_not_anchor: {self.boxes_not_anchor}")
     out += [f"{k}: {v}" for k, v in sorted(self.extra.items())]
+    truncated = len(TRUNCATED) - self._truncated_before
+    if truncated:
+      out.append(f"truncated_images: {truncated} (kept, decoded as the official loaders do)")
     return out

@@ -21,11 +21,41 @@ from absl import logging
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
 
+# The model's optional task heads (absent unless the config switches them on) → (config field, what it is).
+_OPTIONAL_HEADS = {
+  "nlvr_head": ("heads.nlvr", "the NLVR2 head (official `cls_head` over two fused [CLS])"),
+  "cls_head": ("heads.num_labels", "the answer classifier (official `cls_head`)"),
+  "decoder": ("heads.decoder_layers", "the VQA answer decoder (official `text_decoder`)"),
+}
+
+
+def missing_heads(model_cfg, heads: Sequence[str]) -> List[str]:
+  """The optional heads among `heads` (our param prefixes) that `model_cfg` does not build, described."""
+  out = []
+  for head in heads:
+    if head in _OPTIONAL_HEADS:
+      field, what = _OPTIONAL_HEADS[head]
+      group, name = field.split(".")
+      if not model_cfg[group][name]:
+        out.append(f"{what}: model.{field} is off")
+  return out
+
+
+def fresh_heads(new_params: Sequence[str], heads: Sequence[str]) -> List[str]:
+  """The heads among `heads` whose parameters were freshly initialised (`new_params` of a conversion)."""
+  return [h for h in heads if any(p == h or p.startswith(h + "/") for p in new_params)]
+
 
 class Evaluator:
   DEFAULTS: Dict = {}
-  SCHEDULE = dict(every=0, at_start=False, at_end=True)
+  # every: period in (micro-)steps; every_epochs: period in epochs (needs config.num_epochs), from the
+  # 0-based epoch `start_eval` on, as the official scripts' `for epoch ...: train; if epoch >= start_eval:
+  # evaluate` (schedule.epoch_steps gives the epoch length).
+  SCHEDULE = dict(every=0, every_epochs=0, start_eval=0, at_start=False, at_end=True)
   PREDICT_FNS: Tuple[str, ...] = ()
+  # The model's heads (our param prefixes) the evaluation reads: checked when it is built (a head the
+  # config does not build) and by tools/evaluate.py (a head a conversion left freshly initialised).
+  HEADS: Tuple[str, ...] = ()
 
   def __init__(self, name: str, config, ecfg, mesh, predict_fns: Optional[Dict[str, Callable]] = None):
     self.name = name
@@ -39,6 +69,13 @@ class Evaluator:
     self.config = config
     self.model_cfg = config.model
     self.mesh = mesh
+    absent = missing_heads(config.model, self.HEADS)
+    if absent:
+      raise ValueError(
+        f"evals.{name}: {type(self).__name__} needs {'; '.join(absent)}. Evaluate a checkpoint that has it "
+        "(an official task file converted by tools/convert_checkpoint.py sets it from the file, or a run "
+        "fine-tuned on this task)"
+      )
     merged = ml_collections.ConfigDict({**self.SCHEDULE, **self.DEFAULTS, "type": ""})
     unknown = sorted(set(ecfg) - set(merged))
     if unknown:
@@ -51,11 +88,22 @@ class Evaluator:
     self.bad_images: List[str] = []
 
   # --- schedule ----------------------------------------------------------------------------------
-  def due(self, step: int, total: int) -> bool:
+  def due(self, step: int, total: int, epoch_steps: int = 0) -> bool:
+    """Whether to evaluate after `step` of `total` (micro-)steps; `epoch_steps`: steps per epoch (0 unknown)."""
     if step == 0:
       return bool(self.ecfg.at_start)
     every = int(self.ecfg.every or 0)
-    return (every > 0 and step % every == 0) or (step == total and bool(self.ecfg.at_end))
+    if (every > 0 and step % every == 0) or (step == total and bool(self.ecfg.at_end)):
+      return True
+    every_epochs = int(self.ecfg.every_epochs or 0)
+    if every_epochs <= 0:
+      return False
+    if epoch_steps <= 0:
+      raise ValueError(
+        f"evals.{self.name}.every_epochs={every_epochs} needs whole epochs: set config.num_epochs to a whole number"
+      )
+    epoch = step // epoch_steps - 1  # the 0-based epoch that just ended
+    return step % epoch_steps == 0 and (epoch + 1) % every_epochs == 0 and epoch >= int(self.ecfg.start_eval)
 
   # --- helpers -----------------------------------------------------------------------------------
   def tokenizer(self):
@@ -81,6 +129,25 @@ class Evaluator:
         )
     return tok(texts, max_tokens, clean=max_words)
 
+  def tokenize_questions(self, questions: Sequence[str], max_tokens: int) -> Tuple[np.ndarray, np.ndarray, int, int]:
+    """Cleaned questions → (ids, mask, number cut here, number longer than the training `max_tokens`).
+
+    max_tokens 0 = as the official VQA / video-QA test (`tokenizer(question, padding='longest')`, no
+    truncation; only training truncates): padded to the longest question of the set. The second count
+    says how many questions a cut at the training length (config.data.max_tokens) would have changed."""
+    tok = self.tokenizer()
+    lengths = [len(tok.pieces(q)) + 2 for q in questions]
+    longest = max(lengths + [2])
+    if not max_tokens and longest > self.model_cfg.text.max_positions:
+      raise ValueError(
+        f"evals.{self.name}: the longest question has {longest} tokens, more than the model's "
+        f"{self.model_cfg.text.max_positions} positions; set max_tokens to truncate"
+      )
+    length = int(max_tokens) or longest
+    ids, mask = tok(questions, length)
+    train_length = int(self.config.get("data", {}).get("max_tokens", 0) or 0)
+    return ids, mask, sum(n > length for n in lengths), sum(n > train_length > 0 for n in lengths)
+
   def jitted(self, graphdef, make):
     """`make()`'s jitted function(s), built once per model graph (later calls reuse the compilation;
     usable before `setup`, e.g. by `compile_targets`)."""
@@ -96,7 +163,13 @@ class Evaluator:
     num_frames > 0; `sizes` as there); unreadable files are collected in `self.bad_images` (reset by the caller for each
     evaluation)."""
     pixels, valid, bad = load_images_parallel(
-      paths, idx, self.model_cfg.image_res, strict=self.ecfg.strict, num_frames=num_frames, sizes=sizes
+      paths,
+      idx,
+      self.model_cfg.image_res,
+      strict=self.ecfg.strict,
+      num_frames=num_frames,
+      sizes=sizes,
+      truncated=self.__dict__.setdefault("truncated_images", []),
     )
     self.bad_images.extend(bad)
     return pixels, valid
@@ -136,7 +209,11 @@ class Evaluator:
     if not self._ready:
       self.setup()
       self._ready = True
-    return self.evaluate(graphdef, params)
+    self.truncated_images = []
+    metrics, predictions = self.evaluate(graphdef, params)
+    if self.truncated_images:  # decoded as the official loaders do (ImageFile.LOAD_TRUNCATED_IMAGES)
+      metrics = {**metrics, "truncated_images": float(len(self.truncated_images))}
+    return metrics, predictions
 
 
 def load_images_parallel(
@@ -148,17 +225,22 @@ def load_images_parallel(
   threads: Optional[int] = None,
   num_frames: int = 0,
   sizes: Optional[np.ndarray] = None,
+  truncated: Optional[List[str]] = None,
 ) -> Tuple[np.ndarray, np.ndarray, List[str]]:
   """Rows `idx` (−1 = padding) of `paths` → (float32 [n,R,R,3] normalised, valid [n], bad files);
   with num_frames > 0 the paths are videos (official frames files) → [n,F,R,R,3].
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
   `strict`, which raises naming the file. `sizes` (int [n, 2], optional; images only) receives each
-  image's original (width, height)."""
+  image's original (width, height). A truncated image is decoded as officially and appended to
+  `truncated` when given."""
   if sizes is not None and num_frames:
     raise ValueError("load_images_parallel: sizes are for images, not videos")
   lead = (num_frames,) if num_frames else ()
-  read = (lambda p: read_video(p, num_frames, image_res)) if num_frames else (lambda p: read_image(p, image_res))
+  if num_frames:
+    read = lambda p: read_video(p, num_frames, image_res)  # noqa: E731
+  else:
+    read = lambda p: read_image(p, image_res, truncated=truncated)  # noqa: E731
   out = np.zeros((len(idx),) + lead + (image_res, image_res, 3), np.uint8)
   valid = np.zeros((len(idx),), np.float32)
   bad: List[str] = []
@@ -171,7 +253,7 @@ def load_images_parallel(
       if sizes is None:
         out[j] = read(paths[i])
       else:
-        out[j], sizes[j] = read_image(paths[i], image_res, return_size=True)
+        out[j], sizes[j] = read_image(paths[i], image_res, return_size=True, truncated=truncated)
       valid[j] = 1.0
     except BadImage as e:
       if strict:

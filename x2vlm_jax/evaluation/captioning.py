@@ -85,6 +85,7 @@ class CaptioningEvaluator(Evaluator):
   (x2vlm_jax.inference.generation)."""
 
   PREDICT_FNS = ("caption",)
+  HEADS = ("text/mlm",)
   DEFAULTS = dict(
     annotations="",
     image_root="",

@@ -128,6 +128,7 @@ class GroundingEvaluator(Evaluator):
   predict_fns: predict_box(model, images, ids, mask) → normalised (cx, cy, w, h) [B, 4]."""
 
   PREDICT_FNS = ("predict_box",)
+  HEADS = ("bbox_head",)
 
   DEFAULTS = dict(
     annotations="",

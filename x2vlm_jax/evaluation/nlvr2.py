@@ -54,6 +54,7 @@ class NLVR2Evaluator(Evaluator):
   predict_fns: nlvr_logits(model, image pairs [B, 2, R, R, 3], ids, mask) → [B, 2] (class 1 = True)."""
 
   PREDICT_FNS = ("nlvr_logits",)
+  HEADS = ("nlvr_head",)
 
   DEFAULTS = dict(annotations="", image_root="", splits="", batch_size=32, max_tokens=0, max_words=30, strict=False)
 

@@ -122,6 +122,7 @@ class RetrievalEvaluator(Evaluator):
   itm_logits(model, vision, vision_mask, text, text_mask) → [n, 2]."""
 
   PREDICT_FNS = ("encode_vision", "encode_text", "itm_logits")
+  HEADS = ("vision_proj", "text_proj", "temp", "itm_head")
 
   DEFAULTS = dict(
     annotations="",

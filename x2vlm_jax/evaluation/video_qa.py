@@ -5,7 +5,10 @@ equals a prediction).
 Annotations: the official JSON lines {video_id, question, answer}; the frames files under
 `image_root` by `video_pattern` (MSRVTT "video_{num}.json", MSVD "{id}.json"); `ans2label` the
 training answer vocabulary. Frames: the official evaluation choice (first frame of each segment),
-each with the test transform; questions: `pre_question` with 50 words, as at official test time.
+each with the test transform; questions: `pre_question` with 50 words and, as at official test time
+(`VQA_msrvtt.py: evaluation()`), padded to the longest question without truncation (`max_tokens` 0;
+a positive value cuts, counted as `questions_truncated`; `long_questions` counts those longer than the
+training `data.max_tokens`).
 """
 
 import time
@@ -30,6 +33,7 @@ class VideoQAEvaluator(Evaluator):
   predict_fns: answer_logits(model, clips [B, F, R, R, 3], ids, mask) → [B, num_labels]."""
 
   PREDICT_FNS = ("answer_logits",)
+  HEADS = ("cls_head",)
 
   DEFAULTS = dict(
     annotations="",
@@ -38,7 +42,7 @@ class VideoQAEvaluator(Evaluator):
     video_pattern="{id}.json",
     num_frames=0,
     batch_size=8,
-    max_tokens=40,
+    max_tokens=0,
     max_words=50,
     strict=False,
   )
@@ -67,7 +71,7 @@ class VideoQAEvaluator(Evaluator):
     ]
     self.num_frames = self._num_frames()
     questions = [pre_question(r["question"], int(ecfg.max_words)) for r in records]
-    self.ids, self.mask = self.tokenizer()(questions, ecfg.max_tokens)
+    self.ids, self.mask, self.truncated, self.long = self.tokenize_questions(questions, int(ecfg.max_tokens))
     self.batches = EvalBatches(self.mesh, ecfg.batch_size)
 
   def _num_frames(self) -> int:
@@ -88,7 +92,7 @@ class VideoQAEvaluator(Evaluator):
   def compile_targets(self, graphdef, params, *, num_images: int, num_texts: int):
     """The classifier on one evaluation batch of clips (questions run batch by batch)."""
     del num_images, num_texts
-    res, length = int(self.model_cfg.image_res), int(self.ecfg.max_tokens)
+    res, length = int(self.model_cfg.image_res), self.compile_text_tokens()
     batch = self.sharded_batch(
       EvalBatches(self.mesh, int(self.ecfg.batch_size)),
       {
@@ -119,6 +123,8 @@ class VideoQAEvaluator(Evaluator):
       "num_questions": float(ok.sum()),
       "skipped_questions": float(n - ok.sum()),
       "oov_answers": float(np.sum(self.labels[ok] == -100)),
+      "questions_truncated": float(self.truncated),
+      "long_questions": float(self.long),
       "seconds": time.perf_counter() - t0,
     }
     predictions = [

@@ -8,9 +8,10 @@ answers.
   mode "generate"  free-form answers from the decoder, greedy or beam (not in the release; asked for in
                    github.com/zengyan-97/X2-VLM/issues/11).
 
-Questions go through `pre_question` (50 words at test, as officially) and are tokenised at
-`max_tokens` (the official test pads to the longest question; questions cut here are counted,
-`questions_truncated`). Images use the official test transform. predictions.json is
+Questions go through `pre_question` (50 words at test, as officially) and, as the official test
+(`VQA.py: evaluation()`, `padding='longest'`, no truncation), are padded to the longest question of the
+set (`max_tokens` 0; a positive value cuts them, counted as `questions_truncated`; `long_questions`
+counts those longer than the training `data.max_tokens`). Images use the official test transform. predictions.json is
 [{"question_id", "answer"}]. Metrics: `acc` = the official VQA accuracy (vqa_metrics, min(#humans
 agreeing / 3, 1) with the official normalisation) over questions whose `answer` is a list, per
 `answer_type` when the records have one; `exact_match` (the release's local check) over questions
@@ -101,6 +102,7 @@ class VQAEvaluator(Evaluator):
 
   PREDICT_FNS = ("rank", "generate")
   ANSWER_LABEL_FILE = False  # xGQA: the answer list may be an {answer: label} file (evaluation/xgqa.py)
+  HEADS = ("decoder",)
   DEFAULTS = dict(
     annotations="",
     image_root="",
@@ -109,7 +111,7 @@ class VQAEvaluator(Evaluator):
     k_test=128,
     double_count_first=True,
     batch_size=32,
-    max_tokens=64,
+    max_tokens=0,
     max_words=50,
     num_beams=3,
     search="beam",
@@ -122,8 +124,7 @@ class VQAEvaluator(Evaluator):
     self._prepare_decoding()
     self.data = VQASet.from_file(ecfg.annotations, ecfg.image_root)
     questions = [pre_question(q, int(ecfg.max_words)) for q in self.data.questions]
-    self.q_ids, self.q_mask = self.tok(questions, int(ecfg.max_tokens))
-    self.truncated = sum(len(self.tok.pieces(q)) > int(ecfg.max_tokens) - 2 for q in questions)
+    self.q_ids, self.q_mask, self.truncated, self.long = self.tokenize_questions(questions, int(ecfg.max_tokens))
     self.batches = EvalBatches(self.mesh, int(ecfg.batch_size))
 
   def _prepare_decoding(self):
@@ -186,7 +187,7 @@ class VQAEvaluator(Evaluator):
     one evaluation batch of questions; the vocabulary is read for its special ids."""
     del num_images, num_texts
     self._prepare_decoding()
-    res, length = int(self.model_cfg.image_res), int(self.ecfg.max_tokens)
+    res, length = int(self.model_cfg.image_res), self.compile_text_tokens()
     batch = self.sharded_batch(
       EvalBatches(self.mesh, int(self.ecfg.batch_size)),
       {
@@ -224,7 +225,10 @@ class VQAEvaluator(Evaluator):
     predictions = [{"question_id": self.data.question_ids[i], "answer": answers[i]} for i in np.flatnonzero(ok)]
     metrics = accuracy_metrics({p["question_id"]: p["answer"] for p in predictions}, self.data)
     metrics.update(
-      num_questions=float(ok.sum()), skipped_images=float(n - ok.sum()), questions_truncated=float(self.truncated)
+      num_questions=float(ok.sum()),
+      skipped_images=float(n - ok.sum()),
+      questions_truncated=float(self.truncated),
+      long_questions=float(self.long),
     )
     if not ok.all():
       logging.warning(

@@ -24,6 +24,7 @@ class XVNLIEvaluator(Evaluator):
   """predict_fns: cls_logits(model, images [B, R, R, 3], ids, mask) → [B, 3]."""
 
   PREDICT_FNS = ("cls_logits",)
+  HEADS = ("cls_head",)
   DEFAULTS = dict(annotations="", image_root="", languages="", batch_size=32, max_tokens=40, max_words=40, strict=False)
 
   def setup(self):

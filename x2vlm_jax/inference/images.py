@@ -3,11 +3,12 @@ CLIP normalisation. torchvision's Resize on a PIL image is PIL's bicubic resize,
 shrinking, so this is the official evaluation input bit for bit (the uint8 result)."""
 
 import io
-from typing import Union
+import threading
+from typing import Tuple, Union
 
 import numpy as np
 from etils import epath
-from PIL import Image
+from PIL import Image, ImageFile
 
 from x2vlm_jax.models.presets import CLIP_MEAN, CLIP_STD
 
@@ -19,6 +20,35 @@ class BadImage(ValueError):
   """An image file that is missing or does not decode (the message names the file)."""
 
 
+_TRUNCATED_LOCK = threading.Lock()
+
+
+def open_image(data: bytes) -> Tuple[Image.Image, bool]:
+  """Encoded bytes → (loaded PIL image, whether the file was truncated).
+
+  The official loaders set `ImageFile.LOAD_TRUNCATED_IMAGES = True` (dataset/*.py), so a truncated
+  file decodes (the missing part as PIL leaves it) instead of failing. We decode strictly first and
+  only a file that fails as truncated is decoded again with that flag, so it can be counted. (The flag
+  is PIL-global: while one truncated file is re-decoded, another thread's truncated file may also pass
+  uncounted; its pixels are the official ones either way.)"""
+  try:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im, False
+  except OSError as e:
+    if "truncated" not in str(e):
+      raise
+  with _TRUNCATED_LOCK:
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = True
+    try:
+      im = Image.open(io.BytesIO(data))
+      im.load()
+    finally:
+      ImageFile.LOAD_TRUNCATED_IMAGES = before
+  return im, True
+
+
 def resize_uint8(image: Image.Image, image_res: int) -> np.ndarray:
   return np.asarray(image.convert("RGB").resize((image_res, image_res), Image.BICUBIC), np.uint8)
 
@@ -28,16 +58,19 @@ def normalize(uint8_images: np.ndarray) -> np.ndarray:
   return (np.asarray(uint8_images, np.float32) / 255.0 - _MEAN) / _STD
 
 
-def read_image(source: Union[str, bytes], image_res: int, return_size: bool = False):
+def read_image(source: Union[str, bytes], image_res: int, return_size: bool = False, truncated: list = None):
   """A path (local or gs://, through epath) or encoded bytes → uint8 [R, R, 3] (test transform), and
-  with `return_size` also the ORIGINAL (width, height) (grounding scales its boxes back to it)."""
+  with `return_size` also the ORIGINAL (width, height) (grounding scales its boxes back to it).
+  A truncated file is decoded as officially (`open_image`) and, when `truncated` is given, appended to it."""
   try:
     data = source if isinstance(source, bytes) else epath.Path(source).read_bytes()
   except (OSError, FileNotFoundError) as e:
     raise BadImage(f"image {source!r}: cannot be read ({type(e).__name__}: {e})") from e
   try:
-    with Image.open(io.BytesIO(data)) as im:
-      im.load()
+    im, was_truncated = open_image(data)
+    with im:
+      if was_truncated and truncated is not None:
+        truncated.append("<bytes>" if isinstance(source, bytes) else str(source))
       pixels = resize_uint8(im, image_res)
       return (pixels, im.size) if return_size else pixels
   except Exception as e:  # noqa: BLE001 — PIL raises many types for bad bytes

@@ -204,12 +204,14 @@ class TextStack(nnx.Module):
     self.num_heads = t.num_heads
     self.dtype = dtype
     self.remat = bool(cfg.remat_text)
-    # Official rule: a positive text drop-path rate forces hidden dropout to 0.
+    # Official rule (xbert.py: BertEncoder.__init__): a positive text drop-path rate sets hidden dropout
+    # to 0 for the encoder layers; BertModel builds its BertEmbeddings before the encoder, so the
+    # embedding dropout keeps hidden_dropout_prob (0.1).
     hidden_dropout = 0.0 if t.drop_path_rate > 0 else t.hidden_dropout
     rates = list(np.linspace(0.0, t.drop_path_rate, self.fusion_start)) + list(
       np.linspace(0.0, t.cross_drop_path_rate, num_layers - self.fusion_start)
     )
-    self.embeddings = BertEmbeddings(t, rngs=rngs, dtype=dtype, hidden_dropout=hidden_dropout)
+    self.embeddings = BertEmbeddings(t, rngs=rngs, dtype=dtype, hidden_dropout=t.hidden_dropout)
     self.layers = nnx.List(
       [
         BertLayer(

@@ -7,9 +7,9 @@ fixed A answers per question (padding answers weigh 0) sharing the question's me
 
 Initialisation (`init_additions`): a checkpoint without a decoder (pre-training) gives the decoder
 the official copy of its fusion layers, embeddings and MLM head (`decoder_from_fusion`); with
-`config.large_lr_for_dec` (released configs: True) every decoder parameter is in the lr × lr_mult
-group (the official `init_params`), whether derived or loaded. Evaluation: the `vqa` evaluator
-(answer-list ranking or free-form generation).
+`config.large_lr_for_dec` (default False as in XVLMForVQA; the released configs: True) every decoder
+parameter is in the lr × lr_mult group (the official `init_params`), whether derived or loaded.
+Evaluation: the `vqa` evaluator (answer-list ranking or free-form generation).
 """
 
 import jax
@@ -38,7 +38,7 @@ class VQATask(FinetuneTask):
         "task vqa: the model has no answer decoder; set config.model.heads.decoder_layers "
         "(6 in the released configs, or 3)"
       )
-    self.large_lr_for_dec = bool(config.get("large_lr_for_dec", True))
+    self.large_lr_for_dec = bool(config.get("large_lr_for_dec", False))  # XVLMForVQA: config.get(..., False)
 
   @staticmethod
   def spec(cfg, b):

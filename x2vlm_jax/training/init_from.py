@@ -100,8 +100,12 @@ def plan(init_from: str, model_cfg, task=None) -> InitPlan:
   for path in derived:
     actions[path] = "derived"
   fresh_in_source = set(_conversion_new_params(init_from))
+  # A partially copied frame embedding is new, as officially: XVLMBase.load_pretrained deletes a frame
+  # table of another length from the state dict, so it is a missing key and joins `init_params` (lr × lr_mult).
   new = sorted(
-    {p for p, a in actions.items() if a == "fresh"} | set(task_new) | {p for p in actions if _under(p, fresh_in_source)}
+    {p for p, a in actions.items() if a in ("fresh", "frames")}
+    | set(task_new)
+    | {p for p in actions if _under(p, fresh_in_source)}
   )
   dropped = sorted(set(src) - set(dst))
   return InitPlan(init_from, actions, new, dropped)
@@ -145,15 +149,40 @@ def load_values(p: InitPlan, model_cfg, fresh: Callable[[str], np.ndarray], task
   return out
 
 
+def _torch_bicubic_matrix(old: int, new: int) -> np.ndarray:
+  """[new, old] weights of torch.nn.functional.interpolate(mode="bicubic", align_corners=False) along one
+  axis: source x = (i + 0.5)·old/new − 0.5, Keys' cubic with A = −0.75, edge indices clamped."""
+  a = -0.75
+
+  def w(d):
+    d = abs(d)
+    if d <= 1:
+      return ((a + 2) * d - (a + 3)) * d * d + 1
+    if d < 2:
+      return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return 0.0
+
+  m = np.zeros((new, old), np.float64)
+  for i in range(new):
+    x = (i + 0.5) * old / new - 0.5
+    base = int(np.floor(x))
+    t = x - base
+    for k in range(-1, 3):
+      m[i, min(max(base + k, 0), old - 1)] += w(t - k)
+  return m
+
+
 def resize_pos_embed(table: np.ndarray, grid: int) -> np.ndarray:
   """BEiT's `interpolate_pos_embed` for `use_abs_pos_emb`: the cls row is kept, the G×G patch rows are
-  resized bicubically to grid×grid (jax.image.resize; no released X²-VLM checkpoint has this table)."""
+  resized to grid×grid with torch's bicubic (`F.interpolate(mode="bicubic", align_corners=False)`:
+  A = −0.75, no antialiasing; no released X²-VLM checkpoint has this table)."""
   d = table.shape[-1]
   old = int(round((table.shape[1] - 1) ** 0.5))
   if old * old != table.shape[1] - 1:
     raise ValueError(f"init_from: vision/pos_embed has {table.shape[1]} rows, not 1 + a square grid")
-  patches = jax.image.resize(table[0, 1:].reshape(old, old, d), (grid, grid, d), method="bicubic")
-  return np.concatenate([table[:, :1], np.asarray(patches).reshape(1, grid * grid, d)], axis=1)
+  m = _torch_bicubic_matrix(old, grid)
+  patches = np.einsum("ia,jb,abd->ijd", m, m, np.asarray(table[0, 1:], np.float64).reshape(old, old, d))
+  return np.concatenate([table[:, :1], patches.reshape(1, grid * grid, d).astype(table.dtype)], axis=1)
 
 
 def apply(p: InitPlan, state, shardings, model_cfg, task=None):

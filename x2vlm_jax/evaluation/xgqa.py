@@ -74,15 +74,14 @@ class XGQAEvaluator(VQAEvaluator):
     for lang, path in zip(multilingual.language_names(paths, ecfg.languages), paths):
       data = xgqa_set(path, ecfg.image_root)
       questions = [pre_question(q, int(ecfg.max_words)) for q in data.questions]
-      ids, mask = self.tok(questions, int(ecfg.max_tokens))
-      truncated = sum(len(self.tok.pieces(q)) > int(ecfg.max_tokens) - 2 for q in questions)
-      self.sets[lang] = (data, ids, mask, truncated)
+      # padded to each file's longest question unless max_tokens is set, as VQAEvaluator (official test)
+      self.sets[lang] = (data, *self.tokenize_questions(questions, int(ecfg.max_tokens)))
     self.batches = EvalBatches(self.mesh, int(ecfg.batch_size))
 
   def evaluate(self, graphdef, params) -> Tuple[Dict[str, float], Optional[dict]]:
     per_language, predictions = {}, {}
-    for lang, (data, ids, mask, truncated) in self.sets.items():
-      self.data, self.q_ids, self.q_mask, self.truncated = data, ids, mask, truncated
+    for lang, (data, ids, mask, truncated, long) in self.sets.items():
+      self.data, self.q_ids, self.q_mask, self.truncated, self.long = data, ids, mask, truncated, long
       metrics, preds = super().evaluate(graphdef, params)
       metrics["acc"] = metrics.pop("exact_match", 0.0)  # official get_acc (in %)
       per_language[lang] = metrics

@@ -19,11 +19,11 @@ def get_config(arg=None):
   c.data.max_masks = 4
   sets = [("synthetic", "train", 1.0)] if a.data == "synthetic" else [(a.data, "train")]
   mtext_sets = [("synthetic", "train", 1.0)] if a.data == "synthetic" else [(a.data + "_mtext", "train")]
+  c.data.vocab_file = a.vocab_file  # "" (synthetic): the export carries no tokenizer
   if a.data == "synthetic":
     c.data.source = "synthetic"
   else:
     c.data.data_dir = a.data_dir
-    c.data.vocab_file = a.vocab_file
     c.data.randaug = False
   common.set_stream(c, "image", sets, a.batch)
   common.set_stream(c, "region", sets, a.batch, num_images=a.batch // 2, group_images=a.batch // 2, group_texts=a.batch)

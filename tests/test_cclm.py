@@ -218,3 +218,21 @@ def test_main_trains_cclm_tiny_on_every_stream(tmp_path):
   train = [r for r in rows if "train/loss" in r]
   assert train and all(np.isfinite(r["train/loss"]) for r in train)
   assert {"mtext/ttc", "mtext/ttm", "mtext/mlm", "image/itc", "region/giou"} <= set(train[-1])
+
+
+BOUNDARY_CODE = r"""
+import sys
+for blocked in ("tensorflow", "tensorflow_text", "tensorflow_datasets", "torch"):
+  sys.modules[blocked] = None
+import x2vlm_jax.models.xlmr, x2vlm_jax.objectives.para_text, x2vlm_jax.tasks.cclm_pretrain, x2vlm_jax.convert.cclm_init
+from configs.pretrain import cclm_tiny, cclm_x2vlm_base, cclm_x2vlm_large
+from x2vlm_jax import tasks
+for m in (cclm_tiny, cclm_x2vlm_base, cclm_x2vlm_large):
+  tasks.build(m.get_config()).batch_spec()
+print("ok")
+"""
+
+
+def test_cclm_training_path_imports_without_tensorflow_or_torch():
+  out = subprocess.run([sys.executable, "-c", BOUNDARY_CODE], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]

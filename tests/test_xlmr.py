@@ -339,3 +339,46 @@ def test_every_cclm_param_has_its_official_name_and_group():
   assert groups["text/embeddings/word/embedding"] == "text"
   assert groups["text/lm_head/decoder/kernel"] == "base"  # official mlm_head.*: not text_encoder.*
   assert groups["vision/cls_token"] == "vision"
+
+
+# --- the multilingual answer decoder (xGQA, official XVLMPlusForVQA) ---------------------------------
+
+
+def test_multilingual_answer_decoder_matches_reference_and_starts_from_the_cross_encoder():
+  from reference.x2vlm_torch import X2VLMReference
+
+  from x2vlm_jax.models.decoder import decoder_from_fusion
+
+  cfg = cclm_cfg()
+  cfg.heads.decoder_layers = cfg.cross.num_layers
+  sd = random_cclm_state_dict(cfg, seed=9)
+  # BERT-layout embeddings (512 positions from 0, 2 token types) over XLM-R's vocabulary.
+  assert sd["text_decoder.bert.embeddings.position_embeddings.weight"].shape == (512, cfg.text.hidden)
+  assert sd["text_decoder.bert.embeddings.word_embeddings.weight"].shape == (cfg.text.vocab_size, cfg.text.hidden)
+  model = model_from_sd(cfg, sd)
+  rng = np.random.default_rng(2)
+  ids, mask = xlmr_batch(rng, cfg, 3, 6)
+  memory = rng.standard_normal((3, 5, cfg.text.hidden)).astype(np.float32)
+  memory_mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0]], np.int32)
+  ours = model.answer_logits(jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(memory), jnp.asarray(memory_mask))
+  ref = X2VLMReference(
+    sd, vision_heads=1, text_heads=cfg.cross.num_heads, fusion_start=0, num_layers=cfg.heads.decoder_layers
+  ).answer_decoder_logits(
+    torch.from_numpy(ids).long(),
+    torch.from_numpy(mask),
+    torch.from_numpy(memory),
+    torch.from_numpy(memory_mask),
+    cfg.heads.decoder_layers,
+  )
+  np.testing.assert_allclose(np.asarray(ours), ref.numpy(), rtol=0, atol=ATOL)
+
+  flat, _ = convert_official(sd, cfg)
+  derived = decoder_from_fusion(flat, cfg)
+  assert derived and all(p.startswith("decoder/layers/") for p in derived)  # no embeddings, no head
+  np.testing.assert_array_equal(
+    derived["decoder/layers/0/cross_attn/key/kernel"], flat["text/cross/0/cross_attn/key/kernel"]
+  )
+  assert len(derived) == len([p for p in flat if p.startswith("text/cross/")])
+  cfg.heads.decoder_layers = cfg.cross.num_layers + 1
+  with pytest.raises(ValueError, match="cross-encoder layers"):
+    decoder_from_fusion(flat, cfg)

@@ -169,9 +169,13 @@ class CCLMPretrainTask(PretrainTask):
       return CCLMSyntheticIterator(
         data, self.config.model, seed=seed, process_index=process_index, process_count=process_count
       )
-    from x2vlm_jax.data import pipeline  # tensorflow lives only behind this import; it builds `mtext` too
+    from x2vlm_jax.data import pipeline  # tensorflow lives only behind this import
 
-    return pipeline.create_train_iterator(data, seed=seed, process_index=process_index, process_count=process_count)
+    streams = getattr(pipeline, "CCLM_STREAMS", None)  # image, region and the parallel text
+    if streams is None:
+      raise NotImplementedError("cclm_pretrain: this input pipeline has no `mtext` stream (data.source=synthetic)")
+    it = pipeline.create_train_iterator
+    return it(data, seed=seed, process_index=process_index, process_count=process_count, streams=streams)
 
   def batch_spec(self):
     return CCLMSyntheticIterator(self.config.data, self.config.model, seed=0, process_count=1).all_specs()

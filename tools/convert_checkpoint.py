@@ -14,6 +14,12 @@ Pre-training initialisation from BEiT-v2 + BERT (everything else freshly initial
   tools/convert_checkpoint.py --beit beitv2_base_patch16_224_pt1k_ft21k.pth --bert bert-base-uncased/
                               --model base --output ckpt/base_init
 
+Multilingual (CCLM, docs/reference.md §1.8): an official CrossViewLM checkpoint converts with --input and a
+cclm_* preset; stage 1 of the multilingual recipe starts from an English X²-VLM checkpoint whose fusion
+layers become the cross encoder, with XLM-R (HF files) as the text encoder:
+  tools/convert_checkpoint.py --cclm_init x2vlm_base_4m.th --xlmr xlm-roberta-base/ --model cclm_base \
+      --output ckpt/cclm_base_init
+
 Also writes DIR/conversion.json: source files, resized tables, new (freshly initialised) params.
 Pickled checkpoints are opened with torch.load(weights_only=True): loading cannot execute code.
 """
@@ -35,11 +41,19 @@ from x2vlm_jax import fs  # noqa: E402
 
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  src = p.add_argument_group("source (either --input, or --beit and --bert)")
+  src = p.add_argument_group("source (either --input, or --beit and --bert, or --cclm_init and --xlmr)")
   src.add_argument("--input", help="official X²-VLM checkpoint (.th/.pth/.bin/.npz/.safetensors)")
   src.add_argument("--beit", help="BEiT-v2 checkpoint for the vision tower (init mode)")
   src.add_argument("--bert", help="HF BERT pytorch_model.bin / model.safetensors / model directory (init mode)")
-  p.add_argument("--model", required=True, choices=["tiny", "base", "large"])
+  src.add_argument("--cclm_init", help="English X²-VLM checkpoint whose fusion layers become the cross encoder")
+  src.add_argument("--xlmr", help="HF XLM-R pytorch_model.bin / model.safetensors / model directory (--cclm_init)")
+  p.add_argument("--model", required=True, choices=["tiny", "base", "large", "cclm_tiny", "cclm_base", "cclm_large"])
+  p.add_argument(
+    "--xvlm_text_layers",
+    type=int,
+    default=12,
+    help="--cclm_init: text-only layers of the English checkpoint (xvlm_ckpt_text_num_hidden_layers)",
+  )
   p.add_argument(
     "--image_res",
     type=int,
@@ -77,10 +91,15 @@ def _parse(argv):
     help="official key prefix to drop (e.g. cls_head. of an NLVR2 file); repeatable",
   )
   args = p.parse_args(argv)
-  if bool(args.input) == bool(args.beit or args.bert):
-    p.error("give either --input, or --beit and --bert")
-  if not args.input and not (args.beit and args.bert):
+  modes = [bool(args.input), bool(args.beit or args.bert), bool(args.cclm_init or args.xlmr)]
+  if sum(modes) != 1:
+    p.error("give either --input, or --beit and --bert, or --cclm_init and --xlmr")
+  if modes[1] and not (args.beit and args.bert):
     p.error("init mode needs both --beit and --bert")
+  if modes[2] and not (args.cclm_init and args.xlmr):
+    p.error("CCLM init needs both --cclm_init and --xlmr")
+  if modes[2] and not args.model.startswith("cclm_"):
+    p.error("CCLM init needs a cclm_* --model")
   return args
 
 
@@ -105,7 +124,8 @@ def main(argv=None) -> int:
     cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
     # The official class that wrote the file (its keys say): its task heads set the model config, and the
     # pre-training heads it does not have stay freshly initialised (listed as new_params).
-    detected = task_heads.detect(sd, cfg.text.hidden)
+    # The CCLM (XLM-R) layout has its own key table and no task-head detection (docs/multilingual_model.md).
+    detected = task_heads.detect(sd, cfg.text.hidden) if cfg.get("text_encoder", "bert") == "bert" else None
     if detected:
       task_heads.apply(cfg, detected)
       logging.info("official %s checkpoint: %s; heads %s", detected.task, detected.cls, detected.heads)
@@ -124,6 +144,22 @@ def main(argv=None) -> int:
       if detected
       else None
     )
+  elif args.cclm_init:
+    from x2vlm_jax.convert import cclm_init
+
+    x2 = read_state_dict(args.cclm_init)
+    grid = x2vlm.checkpoint_grid(x2)
+    image_res = args.image_res or (grid * patch if grid else get_preset(args.model).image_res)
+    num_frames = x2vlm.checkpoint_num_frames(x2) if args.num_frames is None else args.num_frames
+    cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
+    flat, report = cclm_init.init_cclm(
+      x2,
+      read_state_dict(args.xlmr),
+      cfg,
+      lambda: assemble.fresh_flat(cfg, args.seed),
+      num_text_layers=args.xvlm_text_layers,
+    )
+    report["source"] = {"cclm_init": os.path.abspath(args.cclm_init), "xlmr": os.path.abspath(args.xlmr)}
   else:
     beit = read_state_dict(args.beit)
     bert = read_state_dict(args.bert)

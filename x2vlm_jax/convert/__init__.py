@@ -7,6 +7,13 @@ imported inside `state_dict.read_state_dict`.
 from x2vlm_jax.convert.layout import official_shapes
 from x2vlm_jax.convert.relpos import resize_rel_pos_table
 from x2vlm_jax.convert.state_dict import read_state_dict
-from x2vlm_jax.convert.x2vlm import ConversionError, convert_official
+from x2vlm_jax.convert.x2vlm import ConversionError, convert_official, to_official
 
-__all__ = ["ConversionError", "convert_official", "official_shapes", "read_state_dict", "resize_rel_pos_table"]
+__all__ = [
+  "ConversionError",
+  "convert_official",
+  "official_shapes",
+  "read_state_dict",
+  "resize_rel_pos_table",
+  "to_official",
+]

@@ -21,6 +21,11 @@ CLS_PREFIX = "text_encoder.cls.predictions."
 # The VQA answer decoder of a fine-tuned VQA file (docs/reference.md §7.3): a BertLMHeadModel `text_decoder`.
 DECODER_PREFIX = "text_decoder.bert."
 DECODER_CLS_PREFIX = "text_decoder.cls.predictions."
+# The multilingual CrossViewLM / XVLMPlus (docs/reference.md §1.8, §7.2): XLM-R RobertaModel `text_encoder.`
+# (no `bert.`, no head), a BertModel without embeddings `cross_encoder.`, an untied `mlm_head.`.
+XLMR_PREFIX = "text_encoder."
+CROSS_PREFIX = "cross_encoder."
+XLMR_CLS_PREFIX = "mlm_head.predictions."
 
 
 class Entry(NamedTuple):
@@ -69,24 +74,48 @@ def _attention(out: List[Entry], path: str, key: str) -> None:
   _layer_norm(out, f"{path}/ln", f"{key}.output.LayerNorm")
 
 
-def _bert(out: List[Entry], ours: str, prefix: str, cls_prefix: str, num_layers: int, fusion_start: int) -> None:
-  """One BERT stack with MLM head: our prefix `ours` ("text" / "decoder") ↔ official `prefix`."""
+def _embeddings(out: List[Entry], ours: str, prefix: str) -> None:
   e = prefix + "embeddings."
   out.append(Entry(f"{ours}/embeddings/word/embedding", e + "word_embeddings.weight", "copy"))
   out.append(Entry(f"{ours}/embeddings/position/embedding", e + "position_embeddings.weight", "copy"))
   out.append(Entry(f"{ours}/embeddings/token_type/embedding", e + "token_type_embeddings.weight", "copy"))
   _layer_norm(out, f"{ours}/embeddings/ln", e + "LayerNorm")
+
+
+def _layers(out: List[Entry], ours: str, prefix: str, num_layers: int, fusion_start: int) -> None:
+  """BERT layers `ours`/i ↔ `prefix`encoder.layer.i; cross-attention from layer `fusion_start` on."""
   for layer in range(num_layers):
-    p, k = f"{ours}/layers/{layer}", f"{prefix}encoder.layer.{layer}"
+    p, k = f"{ours}/{layer}", f"{prefix}encoder.layer.{layer}"
     _attention(out, f"{p}/self_attn", f"{k}.attention")
     if layer >= fusion_start:
       _attention(out, f"{p}/cross_attn", f"{k}.crossattention")
     _linear(out, f"{p}/intermediate", f"{k}.intermediate.dense")
     _linear(out, f"{p}/output", f"{k}.output.dense")
     _layer_norm(out, f"{p}/ln", f"{k}.output.LayerNorm")
+
+
+def _bert(out: List[Entry], ours: str, prefix: str, cls_prefix: str, num_layers: int, fusion_start: int) -> None:
+  """One BERT stack with MLM head: our prefix `ours` ("text" / "decoder") ↔ official `prefix`."""
+  _embeddings(out, ours, prefix)
+  _layers(out, f"{ours}/layers", prefix, num_layers, fusion_start)
   _linear(out, f"{ours}/mlm/dense", cls_prefix + "transform.dense")
   _layer_norm(out, f"{ours}/mlm/ln", cls_prefix + "transform.LayerNorm")
   out.append(Entry(f"{ours}/mlm/bias", cls_prefix + "bias", "copy"))
+
+
+def _xlmr(cfg, out: List[Entry]) -> None:
+  """CrossViewLM text side (docs/reference.md §1.8): XLM-R, cross encoder, untied MLM head."""
+  _embeddings(out, "text", XLMR_PREFIX)
+  _layers(out, "text/layers", XLMR_PREFIX, cfg.text.num_layers, cfg.text.num_layers)
+  _layers(out, "text/cross", CROSS_PREFIX, cfg.cross.num_layers, 0)
+  _linear(out, "text/lm_head/dense", XLMR_CLS_PREFIX + "transform.dense")
+  _layer_norm(out, "text/lm_head/ln", XLMR_CLS_PREFIX + "transform.LayerNorm")
+  out.append(Entry("text/lm_head/decoder/kernel", XLMR_CLS_PREFIX + "decoder.weight", "linear"))
+  out.append(Entry("text/lm_head/bias", XLMR_CLS_PREFIX + "bias", "copy"))
+
+
+def is_xlmr(cfg) -> bool:
+  return cfg.get("text_encoder", "bert") == "xlmr"
 
 
 def _heads(cfg, out: List[Entry]) -> None:
@@ -112,7 +141,10 @@ def layout(cfg, text_prefix: str = MLM_LAYOUT_PREFIX) -> List[Entry]:
   but our model always has it, so it is always listed (a BertModel-layout file reports it missing)."""
   out: List[Entry] = []
   _vision(cfg, out)
-  _bert(out, "text", text_prefix, CLS_PREFIX, cfg.text.num_layers, cfg.text.fusion_start)
+  if is_xlmr(cfg):  # one layout only: the CCLM files have no BertForMaskedLM/BertModel variants
+    _xlmr(cfg, out)
+  else:
+    _bert(out, "text", text_prefix, CLS_PREFIX, cfg.text.num_layers, cfg.text.fusion_start)
   _heads(cfg, out)
   if cfg.heads.decoder_layers:
     _bert(out, "decoder", DECODER_PREFIX, DECODER_CLS_PREFIX, cfg.heads.decoder_layers, 0)

@@ -80,7 +80,8 @@ def detect(sd: Dict[str, np.ndarray], hidden: int) -> Optional[Detected]:
   if any(k.startswith("cross_encoder.") for k in sd):
     raise ValueError(
       "this is an X²-VLM-Plus checkpoint (a separate `cross_encoder`: the multilingual CCLM models of "
-      "XVNLI.py, MARVL.py, XGQA.py, XRetrieval.py, WIT.py); only the X²-VLM layout is supported"
+      "XVNLI.py, MARVL.py, XGQA.py, XRetrieval.py, WIT.py): convert it with a cclm_* --model (its task "
+      "heads are not detected: name fresh or dropped keys with --allow_missing / --ignore)"
     )
   groups = head_groups(sd)
   heads: Dict[str, int] = {}

@@ -22,6 +22,8 @@ _TIED_DECODER = {  # duplicate tensor → the tensor it must equal (HF ties them
   # The VQA answer decoder's head is tied to ITS OWN word embeddings (docs/reference.md §5.2, §7.3).
   L.DECODER_CLS_PREFIX + "decoder.bias": L.DECODER_CLS_PREFIX + "bias",
   L.DECODER_CLS_PREFIX + "decoder.weight": L.DECODER_PREFIX + "embeddings.word_embeddings.weight",
+  # CCLM's untied mlm_head still shares decoder.bias with bias (HF BertLMPredictionHead).
+  L.XLMR_CLS_PREFIX + "decoder.bias": L.XLMR_CLS_PREFIX + "bias",
 }
 _BUFFER_SUFFIXES = ("relative_position_index", "position_ids")
 
@@ -147,17 +149,20 @@ def convert_official(
   """
   allow_missing = tuple(allow_missing)
   ignore_prefixes = tuple(ignore_prefixes)
-  prefix = text_prefix_of(sd)
+  prefix = L.XLMR_PREFIX if L.is_xlmr(cfg) else text_prefix_of(sd)
   shapes = L.param_shapes(cfg)
   entries = L.layout(cfg, prefix)
   tied = dict(_TIED_DECODER)
-  tied[L.CLS_PREFIX + "decoder.weight"] = prefix + "embeddings.word_embeddings.weight"
+  if not L.is_xlmr(cfg):
+    tied[L.CLS_PREFIX + "decoder.weight"] = prefix + "embeddings.word_embeddings.weight"
 
   missing, misshaped, inconsistent, new_params = [], [], [], []
   used = set()
   out: Dict[str, np.ndarray] = {}
   report = {
-    "text_layout": "BertForMaskedLM" if prefix == L.MLM_LAYOUT_PREFIX else "BertModel",
+    "text_layout": "CrossViewLM"
+    if L.is_xlmr(cfg)
+    else ("BertForMaskedLM" if prefix == L.MLM_LAYOUT_PREFIX else "BertModel"),
     "resized_tables": [],
     "new_params": new_params,
     "ignored_keys": [],
@@ -227,3 +232,26 @@ def convert_official(
     hint = _preset_hint(sd, cfg, prefix) if (misshaped or unexpected) else ""
     raise ConversionError(format_problems(cfg, missing, unexpected, misshaped, inconsistent, hint))
   return out, report
+
+
+def _inverse_transform(kind: str, value: np.ndarray, cfg) -> np.ndarray:
+  if kind == "linear":
+    return np.ascontiguousarray(value.T)
+  if kind == "conv":
+    p = cfg.patch_size
+    return np.ascontiguousarray(value.reshape(p, p, 3, -1).transpose(3, 2, 0, 1))
+  return value
+
+
+def to_official(flat: Dict[str, np.ndarray], cfg, text_prefix: str = L.MLM_LAYOUT_PREFIX) -> Dict[str, np.ndarray]:
+  """Our flat params → an official-layout state dict (the inverse of `convert_official` at the model's
+  own resolution), tied duplicates written the way the official files store them. For the CCLM
+  layout (`text_encoder="xlmr"`) `text_prefix` is ignored: that layout has one form."""
+  entries = L.layout(cfg, text_prefix)
+  out = {e.key: _inverse_transform(e.kind, np.asarray(flat[e.path], np.float32), cfg) for e in entries}
+  if L.is_xlmr(cfg):
+    out[L.XLMR_CLS_PREFIX + "decoder.bias"] = out[L.XLMR_CLS_PREFIX + "bias"].copy()
+  else:
+    out[L.CLS_PREFIX + "decoder.weight"] = out[text_prefix + "embeddings.word_embeddings.weight"].copy()
+    out[L.CLS_PREFIX + "decoder.bias"] = out[L.CLS_PREFIX + "bias"].copy()
+  return out

@@ -47,10 +47,31 @@ def sequence_nll(logits, targets):
   return -jnp.sum(jnp.where(valid, picked, 0.0), axis=-1)
 
 
+def decoder_config(cfg):
+  """The model config the decoder's TextStack is built from. English: the model's own. Multilingual
+  (official `XVLMPlusForVQA.build_text_decoder`, xGQA): a BertLMHeadModel with the cross encoder's
+  config — BERT geometry (bert-base/-large-uncased: LayerNorm eps 1e-12, 512 positions counted from 0,
+  2 token types) — but XLM-R's vocabulary and pad id, so it reads and writes XLM-R pieces."""
+  if cfg.get("text_encoder", "bert") != "xlmr":
+    return cfg
+  c = cfg.copy_and_resolve_references()
+  c.text.update(
+    num_heads=cfg.cross.num_heads,
+    ffn_dim=cfg.cross.ffn_dim,
+    layer_norm_eps=cfg.cross.layer_norm_eps,
+    hidden_dropout=cfg.cross.hidden_dropout,
+    attention_dropout=cfg.cross.attention_dropout,
+    max_positions=512,
+    type_vocab_size=2,
+  )
+  return c
+
+
 class AnswerDecoder(TextStack):
   """`decoder_layers` layers, all with cross-attention of width H (docs/reference.md §5.2)."""
 
   def __init__(self, cfg, *, rngs: nnx.Rngs):
+    cfg = decoder_config(cfg)
     super().__init__(cfg, rngs=rngs, num_layers=cfg.heads.decoder_layers, fusion_start=0, cross_width=cfg.text.hidden)
     self.pad_id = cfg.text.pad_token_id
 
@@ -101,8 +122,10 @@ def decoder_from_fusion(flat_params: Dict[str, np.ndarray], cfg) -> Dict[str, np
   (as in the official code) they are left out and keep the decoder's fresh initialisation.
   """
   t = cfg.text
-  src = decoder_source_layers(t.num_layers, t.fusion_start, cfg.heads.decoder_layers)
   same_width = cfg.vision.width == t.hidden
+  if cfg.get("text_encoder", "bert") == "xlmr":
+    return _decoder_from_cross_encoder(flat_params, cfg, same_width)
+  src = decoder_source_layers(t.num_layers, t.fusion_start, cfg.heads.decoder_layers)
   out = {}
   for path, value in flat_params.items():
     parts = path.split("/")
@@ -117,4 +140,24 @@ def decoder_from_fusion(flat_params: Dict[str, np.ndarray], cfg) -> Dict[str, np
       if parts[3] == "cross_attn" and parts[4] in ("key", "value") and not same_width:
         continue
       out["/".join(["decoder", "layers", str(src.index(layer))] + parts[3:])] = np.asarray(value)
+  return out
+
+
+def _decoder_from_cross_encoder(flat_params, cfg, same_width: bool) -> Dict[str, np.ndarray]:
+  """Multilingual (official `XVLMPlusForVQA.load_pretrained`): decoder layer j ← cross-encoder layer j
+  (the depths must agree: the original asserts `num_dec_layers == num_cross_layers`). The cross
+  encoder has no embeddings and no head, so the decoder's embeddings and head keep their fresh init."""
+  if cfg.heads.decoder_layers != cfg.cross.num_layers:
+    raise ValueError(
+      f"decoder_from_fusion: the multilingual decoder is initialised layer by layer from the "
+      f"{cfg.cross.num_layers} cross-encoder layers; decoder_layers={cfg.heads.decoder_layers} differs"
+    )
+  out = {}
+  for path, value in flat_params.items():
+    parts = path.split("/")
+    if parts[:2] != ["text", "cross"]:
+      continue
+    if parts[3] == "cross_attn" and parts[4] in ("key", "value") and not same_width:
+      continue
+    out["/".join(["decoder", "layers"] + parts[2:])] = np.asarray(value)
   return out

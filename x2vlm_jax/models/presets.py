@@ -23,6 +23,10 @@ def _common() -> ml_collections.ConfigDict:
   c.attention_impl = "xla"  # "xla" | "cudnn" (GPU only; must be asked for explicitly)
   c.remat_vision = False
   c.remat_text = False
+  # Text side (docs/reference.md §1.5, §1.8): "bert" = the English 18-layer stack whose last layers fuse;
+  # "xlmr" = XLM-R text encoder + a separate BERT-layout cross encoder (`cross`), the official
+  # XVLMPlus / CrossViewLM structure of the multilingual (CCLM) models.
+  c.text_encoder = "bert"
 
   c.vision = ml_collections.ConfigDict()
   c.vision.width = 768
@@ -103,7 +107,63 @@ def tiny() -> ml_collections.ConfigDict:
   return c
 
 
-PRESETS = {"tiny": tiny, "base": base, "large": large}
+def _xlmr(c: ml_collections.ConfigDict, *, num_layers: int, vocab_size: int, max_positions: int):
+  """Turns a preset into its XVLMPlus / CrossViewLM form (docs/reference.md §1.8): `text` becomes XLM-R
+  (RoBERTa layout: pad id 1, positions from padding_idx + 1, one token type, LayerNorm eps 1e-5, no
+  cross-attention) and `cross` the 6-layer BERT-layout cross encoder (every layer cross-attends to the
+  vision tokens; geometry of bert-base/-large-uncased, eps 1e-12). Official config keys:
+  configs/pretrain/multilingual_cclm_x2vlm_{base,large}.yaml (`text_num_hidden_layers`,
+  `cross_num_hidden_layers: 6`); XLM-R sizes from the public xlm-roberta-{base,large} config.json."""
+  c.text_encoder = "xlmr"
+  c.cross = ml_collections.ConfigDict()
+  c.cross.num_layers = 6
+  c.cross.num_heads = c.text.num_heads
+  c.cross.ffn_dim = c.text.ffn_dim
+  c.cross.layer_norm_eps = 1e-12
+  c.cross.hidden_dropout = 0.1
+  c.cross.attention_dropout = 0.1
+  c.text.update(
+    num_layers=num_layers,
+    fusion_start=num_layers,  # no fusion inside the text encoder: the cross encoder does it
+    vocab_size=vocab_size,
+    max_positions=max_positions,
+    type_vocab_size=1,
+    layer_norm_eps=1e-5,
+    pad_token_id=1,
+  )
+  return c
+
+
+def cclm_base() -> ml_collections.ConfigDict:
+  """multilingual_cclm_x2vlm_base.yaml: BEiT-v2 base + xlm-roberta-base (12 layers, V=250002, 514 positions)."""
+  c = _xlmr(base(), num_layers=12, vocab_size=250002, max_positions=514)
+  c.name = "cclm_base"
+  return c
+
+
+def cclm_large() -> ml_collections.ConfigDict:
+  """multilingual_cclm_x2vlm_large.yaml: BEiT-v2 large + xlm-roberta-large (24 layers, H=1024)."""
+  c = _xlmr(large(), num_layers=24, vocab_size=250002, max_positions=514)
+  c.name = "cclm_large"
+  return c
+
+
+def cclm_tiny() -> ml_collections.ConfigDict:
+  """The tiny geometry with the multilingual text side: 2 XLM-R layers + 1 cross-encoder layer."""
+  c = _xlmr(tiny(), num_layers=2, vocab_size=200, max_positions=66)
+  c.cross.num_layers = 1
+  c.name = "cclm_tiny"
+  return c
+
+
+PRESETS = {
+  "tiny": tiny,
+  "base": base,
+  "large": large,
+  "cclm_tiny": cclm_tiny,
+  "cclm_base": cclm_base,
+  "cclm_large": cclm_large,
+}
 
 
 def get_preset(name: str, **overrides) -> ml_collections.ConfigDict:
@@ -139,6 +199,15 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"heads.num_labels: expected >= 0, got {c.heads.num_labels}")
   if c.heads.decoder_layers < 0:
     raise ValueError(f"heads.decoder_layers: expected >= 0, got {c.heads.decoder_layers}")
+  if c.get("text_encoder", "bert") not in ("bert", "xlmr"):
+    raise ValueError(f"text_encoder: expected 'bert' or 'xlmr', got {c.text_encoder!r}")
+  if c.get("text_encoder", "bert") == "xlmr":
+    if "cross" not in c:
+      raise ValueError("text_encoder='xlmr' needs a `cross` section (the cross encoder); use a cclm_* preset")
+    if c.text.hidden % c.cross.num_heads:
+      raise ValueError(f"cross.num_heads={c.cross.num_heads} does not divide text.hidden={c.text.hidden}")
+    if c.text.max_positions < c.text.pad_token_id + 2:
+      raise ValueError("xlmr: max_positions must exceed pad_token_id + 1 (RoBERTa positions start there)")
   if c.heads.nlvr and c.heads.num_labels:
     raise ValueError("heads: nlvr and num_labels both use the official name `cls_head`; enable one")
 

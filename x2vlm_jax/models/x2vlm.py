@@ -9,6 +9,7 @@ from x2vlm_jax.models.decoder import AnswerDecoder
 from x2vlm_jax.models.regions import region_pool, video_pool
 from x2vlm_jax.models.text import TextStack
 from x2vlm_jax.models.vision import VisionTower
+from x2vlm_jax.models.xlmr import XLMRStack
 
 
 def l2_normalize(x, eps: float = 1e-12):
@@ -25,7 +26,8 @@ class X2VLM(nnx.Module):
     dtype = jnp.dtype(cfg.dtype)
     d, h, e = cfg.vision.width, cfg.text.hidden, cfg.embed_dim
     self.vision = VisionTower(cfg, rngs=rngs)
-    self.text = TextStack(cfg, rngs=rngs)
+    # One interface, two text sides (docs/reference.md §1.5 English stack, §1.8 XLM-R + cross encoder).
+    self.text = XLMRStack(cfg, rngs=rngs) if cfg.get("text_encoder", "bert") == "xlmr" else TextStack(cfg, rngs=rngs)
     torch_init = dict(kernel_init=layers.torch_default_kernel, torch_bias=True)
     self.vision_proj = layers.dense(d, e, ("embed", "joint"), rngs=rngs, dtype=dtype, **torch_init)
     self.text_proj = layers.dense(h, e, ("embed", "joint"), rngs=rngs, dtype=dtype, **torch_init)

@@ -17,6 +17,7 @@ from typing import Callable, Dict, List, Tuple
 # name → "module:Class"
 _TASKS = {
   "pretrain": "x2vlm_jax.tasks.pretrain:PretrainTask",
+  "cclm_pretrain": "x2vlm_jax.tasks.cclm_pretrain:CCLMPretrainTask",
   "retrieval": "x2vlm_jax.tasks.retrieval:RetrievalTask",
   "xretrieval": "x2vlm_jax.tasks.xretrieval:XRetrievalTask",
   "video_retrieval": "x2vlm_jax.tasks.retrieval:VideoRetrievalTask",

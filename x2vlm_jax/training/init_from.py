@@ -32,6 +32,7 @@ from x2vlm_jax.convert.relpos import resize_rel_pos_table
 
 # Geometry that must agree between the checkpoint and the model; the rest may differ.
 _SAME_GEOMETRY = (
+  "text_encoder",  # "bert" | "xlmr": the English stack and the CCLM text side share no layout
   "patch_size",
   "embed_dim",
   "vision.width",

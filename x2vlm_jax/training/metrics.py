@@ -118,10 +118,11 @@ def progress_line(step: int, total: int, s: Dict[str, float]) -> str:
       and not k.endswith(("/num_images", "/num_texts", "/skipped_images", "/pairs_fused"))
     }
     return f"step {step}/{total} | eval " + " ".join(f"{k} {v:.4g}" for k, v in sorted(shown.items()))
-  streams = sorted({k.split("/")[0] for k in s if k.split("/")[0] in ("image", "region", "video")})
+  streams = sorted({k.split("/")[0] for k in s if k.split("/")[0] in ("image", "region", "video", "mtext")})
   parts = [f"step {step}/{total}", f"loss {s.get('train/loss', float('nan')):.4f}"]
   for st in streams:
-    terms = " ".join(f"{t} {s[f'{st}/{t}']:.3f}" for t in ("itc", "itm", "mlm", "bbox", "giou") if f"{st}/{t}" in s)
+    names = ("itc", "itm", "ttc", "ttm", "mlm", "bbox", "giou")
+    terms = " ".join(f"{t} {s[f'{st}/{t}']:.3f}" for t in names if f"{st}/{t}" in s)
     parts.append(f"{st}[{terms}]")
   if "perf/steps_per_s" in s:
     parts.append(

@@ -100,24 +100,31 @@ def path_to_str(path) -> str:
   return "/".join(parts)
 
 
+def _layer_rules(ours: str, bert: str):
+  """Module rules of BERT layers: our list `ours` ("text/layers", "text/cross") → `bert`encoder.layer.N."""
+  layer = bert + r"encoder.layer.\1"
+  return [
+    (ours + r"/(\d+)/self_attn/(query|key|value)", layer + r".attention.self.\2"),
+    (ours + r"/(\d+)/self_attn/out", layer + ".attention.output.dense"),
+    (ours + r"/(\d+)/self_attn/ln", layer + ".attention.output.LayerNorm"),
+    (ours + r"/(\d+)/cross_attn/(query|key|value)", layer + r".crossattention.self.\2"),
+    (ours + r"/(\d+)/cross_attn/out", layer + ".crossattention.output.dense"),
+    (ours + r"/(\d+)/cross_attn/ln", layer + ".crossattention.output.LayerNorm"),
+    (ours + r"/(\d+)/intermediate", layer + ".intermediate.dense"),
+    (ours + r"/(\d+)/output", layer + ".output.dense"),
+    (ours + r"/(\d+)/ln", layer + ".output.LayerNorm"),
+  ]
+
+
 def _bert_rules(ours: str, bert: str, cls: str):
   """Module rules of one BERT stack: our prefix ("text" / "decoder") → its official BertModel prefix and
   MLM-head prefix (docs/reference.md §7.2, §7.3)."""
-  layer = bert + r"encoder.layer.\1"
   return [
     (ours + r"/embeddings/word", bert + "embeddings.word_embeddings"),
     (ours + r"/embeddings/position", bert + "embeddings.position_embeddings"),
     (ours + r"/embeddings/token_type", bert + "embeddings.token_type_embeddings"),
     (ours + r"/embeddings/ln", bert + "embeddings.LayerNorm"),
-    (ours + r"/layers/(\d+)/self_attn/(query|key|value)", layer + r".attention.self.\2"),
-    (ours + r"/layers/(\d+)/self_attn/out", layer + ".attention.output.dense"),
-    (ours + r"/layers/(\d+)/self_attn/ln", layer + ".attention.output.LayerNorm"),
-    (ours + r"/layers/(\d+)/cross_attn/(query|key|value)", layer + r".crossattention.self.\2"),
-    (ours + r"/layers/(\d+)/cross_attn/out", layer + ".crossattention.output.dense"),
-    (ours + r"/layers/(\d+)/cross_attn/ln", layer + ".crossattention.output.LayerNorm"),
-    (ours + r"/layers/(\d+)/intermediate", layer + ".intermediate.dense"),
-    (ours + r"/layers/(\d+)/output", layer + ".output.dense"),
-    (ours + r"/layers/(\d+)/ln", layer + ".output.LayerNorm"),
+    *_layer_rules(ours + "/layers", bert),
     (ours + r"/mlm/dense", cls + "transform.dense"),
     (ours + r"/mlm/ln", cls + "transform.LayerNorm"),
   ]
@@ -134,6 +141,7 @@ _PARAM_RULES = [
   (r"vision/blocks/(\d+)/attn/rel_pos_table", r"vision_encoder.blocks.\1.attn.relative_position_bias_table"),
   (r"text/mlm/bias", "text_encoder.cls.predictions.bias"),
   (r"decoder/mlm/bias", "text_decoder.cls.predictions.bias"),
+  (r"text/lm_head/bias", "mlm_head.predictions.bias"),  # CCLM's untied head (docs/reference.md §1.8)
 ]
 # Module rules: our module path → official module name; the leaf maps kernel/scale/embedding → weight.
 _MODULE_RULES = [
@@ -145,6 +153,12 @@ _MODULE_RULES = [
   *_bert_rules("text", "text_encoder.bert.", "text_encoder.cls.predictions."),
   # VQA answer decoder (docs/reference.md §7.3): a BertLMHeadModel under `text_decoder`.
   *_bert_rules("decoder", "text_decoder.bert.", "text_decoder.cls.predictions."),
+  # CCLM (docs/reference.md §1.8, §7.2): XLM-R layers stay `text/layers` (→ text_encoder.*, named with the
+  # English `bert.` infix, which no group or decay rule looks at); cross encoder and untied MLM head.
+  *_layer_rules("text/cross", "cross_encoder."),
+  (r"text/lm_head/dense", "mlm_head.predictions.transform.dense"),
+  (r"text/lm_head/ln", "mlm_head.predictions.transform.LayerNorm"),
+  (r"text/lm_head/decoder", "mlm_head.predictions.decoder"),
   (r"(vision_proj|text_proj)", r"\1"),
   (r"(itm_head|bbox_head)/fc0", r"\1.0"),
   (r"(itm_head|bbox_head)/ln", r"\1.1"),

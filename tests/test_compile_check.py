@@ -114,17 +114,6 @@ SHAPES_TASKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory):
-  from tests.helpers.embedded_small import small_sizes
-  from x2vlm_jax import embedded
-
-  d = str(tmp_path_factory.mktemp("data"))
-  with small_sizes():
-    embedded.ensure(d, [embedded.SHAPES, embedded.TASKS, *embedded.FINETUNE])
-  return d
-
-
 def _config(name, data_dir):
   import importlib
 
@@ -146,10 +135,10 @@ def _layout(tree, prefix=""):
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES_TASKS))
-def test_batch_spec_is_what_the_real_train_iterator_yields(shapes_dir, name):
+def test_batch_spec_is_what_the_real_train_iterator_yields(embedded_small_dir, name):
   from x2vlm_jax import tasks
 
-  config = _config(name, shapes_dir)
+  config = _config(name, embedded_small_dir)
   task = tasks.build(config)
   it = task.train_iterator(seed=0, process_index=0, process_count=1)
   try:
@@ -181,14 +170,14 @@ def compile_check_tool():
 
 
 @pytest.mark.parametrize("name", ["captioning", "video_qa", "video_retrieval", "vqa"])
-def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, shapes_dir, name):
+def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, embedded_small_dir, name):
   """compile_check's train target for the tasks the retrieval compile above does not cover: the real
   train step is traced on the abstract state and the task's spec (no data, nothing compiled)."""
   import jax
 
   from x2vlm_jax import sharding as shd
 
-  config = _config(name, shapes_dir)
+  config = _config(name, embedded_small_dir)
   mesh = shd.create_mesh(config.mesh)
   _, step, args, state = compile_check_tool.train_target(config, mesh)
   with jax.set_mesh(mesh):
@@ -213,13 +202,13 @@ EVAL_PROGRAMS = {
 
 
 @pytest.mark.parametrize("name", sorted(EVAL_PROGRAMS))
-def test_every_task_evaluator_describes_its_programs(compile_check_tool, shapes_dir, name):
+def test_every_task_evaluator_describes_its_programs(compile_check_tool, embedded_small_dir, name):
   import jax
   import ml_collections
 
   from x2vlm_jax import sharding as shd
 
-  config = _config(name, shapes_dir)
+  config = _config(name, embedded_small_dir)
   if name == "pretrain":
     config.evals = ml_collections.ConfigDict()
   mesh = shd.create_mesh(config.mesh)

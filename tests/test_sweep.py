@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.helpers import xla
 from tests.helpers.tools import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +63,7 @@ def test_expand_names_merges_args_and_builds_commands(sweep, tmp_path):
 
 
 def _tool(*args):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla.cpu_flags(1), JAX_PLATFORMS="cpu")
   out = subprocess.run(
     [sys.executable, "tools/sweep.py", "tests/configs/synthetic_retrieval.py:steps=4", *args],
     cwd=REPO,

@@ -157,8 +157,9 @@ def _max_logged(workdir):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("xla_cache")
+def cache_dir(compilation_cache_dir):
+  """The session's compilation cache (tests/conftest.py): the launches here share it with each other."""
+  return compilation_cache_dir
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from tests.configs import synthetic_retrieval
+from tests.helpers import xla
 from x2vlm_jax import params_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -O0 for the XLA CPU backend: a quarter of the compile time; the buffers XLA assigns are the same kind.
-ENV = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+ENV = dict(os.environ, XLA_FLAGS=xla.FAST_COMPILE_FLAGS)
 
 
 def _check(tmp_path, name, *flags):
@@ -46,6 +47,7 @@ def _state_bytes():
   return 3 * 4 * sum(int(np.prod(s)) for s, _ in params_io.param_shapes(cfg).values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_fake_devices_data_parallel_vs_fsdp(tmp_path):
   dp, text = _check(

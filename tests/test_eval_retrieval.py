@@ -219,6 +219,7 @@ def _cli(ckpt, d, out, *extra, devices=1, env_extra=None):
   ], env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_processes_equal_one_and_cli_bad_input(dataset, model, tmp_path):
   d, records = dataset

@@ -35,6 +35,7 @@ def test_boxes_are_drawn_at_the_predicted_place():
   assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_notebook_executes_without_tensorflow(monkeypatch):
   nbformat = _require("nbformat")

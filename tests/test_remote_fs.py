@@ -164,6 +164,7 @@ print("trained")
 """
 
 
+@pytest.mark.slow
 def test_trainer_writes_config_init_metrics_and_eval_outputs_to_a_gs_workdir(tmp_path):
   script = tmp_path / "train.py"
   script.write_text(TRAIN)

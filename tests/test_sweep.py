@@ -80,6 +80,7 @@ def _steps(workdir):
   return [json.loads(x)["step"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_run_resumes_an_interrupted_trial_skips_finished_ones_and_tabulates(tmp_path):
   root = tmp_path / "sweep"

@@ -212,7 +212,11 @@ def _one_step(config, mesh, batch_np):
 
 
 @pytest.mark.timeout(600)
-def test_sharding_equivalence(reference_run):
+def test_sharding_equivalence(request):
+  # Starts the reference run (its compile overlaps this test) when a selected test will wait for it;
+  # `make test-fast` selects none of them.
+  if any("reference_run" in item.fixturenames for item in request.session.items):
+    request.getfixturevalue("reference_run")
   import jax
 
   from x2vlm_jax import sharding as shd
@@ -255,6 +259,7 @@ def test_sharding_equivalence(reference_run):
 # ---------------------------------------------------------------------------------------- preemption
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, reference_run):
   reference = _by_step(reference_run.result())  # also fills the compilation cache for the launches below
@@ -288,6 +293,7 @@ def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, 
     assert got[step] == reference[step], f"step {step}: resumed {got[step]} != uninterrupted {reference[step]}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, reference_run):
   reference_run.result()  # the compile happens once, there
@@ -311,6 +317,7 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
 # ---------------------------------------------------------------------------------------- non-finite
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir):
   wd = tmp_path / "wd"
@@ -341,6 +348,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_di
 # ---------------------------------------------------------------------------------------- multi-host
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   wd = tmp_path / "wd"
@@ -380,6 +388,7 @@ def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes_exactly(tmp_path, cache_dir):
   """SIGTERM to process 1 only: JAX's preemption notifier (no Python handler in multi-process runs)

@@ -211,12 +211,9 @@ def _one_step(config, mesh, batch_np):
   return jax.device_get(metrics), jax.device_get(new_state["params"]), specs, placed
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sharding_equivalence(request):
-  # Starts the reference run (its compile overlaps this test) when a selected test will wait for it;
-  # `make test-fast` selects none of them.
-  if any("reference_run" in item.fixturenames for item in request.session.items):
-    request.getfixturevalue("reference_run")
+def test_sharding_equivalence(reference_run):
   import jax
 
   from x2vlm_jax import sharding as shd

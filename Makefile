@@ -1,11 +1,12 @@
-# `make test`: create .venv, install, run the test suite.  `make demo`: pre-train and fine-tune on the embedded data.
+# `make test`: create .venv, install, lint, run the whole test suite (what CI runs).  `make test-fast`: lint and
+# every test not marked slow (docs/testing.md).  `make demo`: pre-train and fine-tune on the embedded data.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= artifacts/demo
 
-.PHONY: install lint test demo demo-tasks clean
+.PHONY: install lint test test-fast demo demo-tasks clean
 
 $(STAMP): requirements.txt requirements-test.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest -q tests
+
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --workdir $(DEMO_DIR)

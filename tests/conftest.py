@@ -1,12 +1,48 @@
-"""Test setup: 4 fake CPU devices (set before jax is imported) and shared tiny fixtures."""
+"""Test setup (before jax is imported): 4 fake CPU devices, fast-compile flags, one JAX compilation cache
+for the whole session; and the shared fixtures (tiny preset, BERT vocab, the small embedded data builds).
+
+Compilation dominates the suite on a small CPU box, so:
+  * XLA's CPU backend skips LLVM's expensive optimisation passes (tests/helpers/xla.py): each compile
+    takes about half as long; the tests check values and shapes, not speed, and every side of a
+    comparison runs under the same flags (the subprocesses the tests start use `xla.cpu_flags`);
+  * every program compiled in this session, in-process or in a subprocess the tests start (they inherit
+    the environment), goes to one persistent compilation cache (`JAX_COMPILATION_CACHE_DIR`): a program
+    traced again by another test or another process is loaded, not compiled again. It is a fresh
+    directory removed at the end of the session, unless JAX_COMPILATION_CACHE_DIR is set already (then
+    that directory is used and kept: a developer's repeated runs reuse it).
+"""
 
 import os
+import shutil
+import tempfile
+
+from tests.helpers.xla import with_fast_compile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ["XLA_FLAGS"] = with_fast_compile(os.environ["XLA_FLAGS"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="x2vlm_xla_cache_")
+# Cache every executable however quick its compile or small its size: the tiny test programs are the
+# ones compiled over and over.
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
+
 import pytest  # noqa: E402
+
+
+def pytest_sessionfinish(session, exitstatus):
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def compilation_cache_dir():
+  """The session's persistent JAX compilation cache (shared with the subprocesses the tests start)."""
+  return os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +110,16 @@ def small_data_cfg(shapes_dir):
     return c
 
   return make
+
+
+@pytest.fixture(scope="session")
+def embedded_small_dir(tmp_path_factory):
+  """Every embedded dataset (`shapes`, `shapes_tasks` and the TFDS sets built from it) at the test sizes
+  of tests/helpers/embedded_small.py, built once per session by the builders `make demo` runs."""
+  from tests.helpers.embedded_small import small_sizes
+  from x2vlm_jax import embedded
+
+  d = str(tmp_path_factory.mktemp("embedded_small"))
+  with small_sizes():
+    embedded.ensure(d, [embedded.SHAPES, embedded.TASKS, *embedded.FINETUNE])
+  return d

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 
 from tests.configs import synthetic_retrieval
+from tests.helpers import xla
 from x2vlm_jax import params_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # -O0 for the XLA CPU backend: a quarter of the compile time; the buffers XLA assigns are the same kind.
-ENV = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
+ENV = dict(os.environ, XLA_FLAGS=xla.FAST_COMPILE_FLAGS)
 
 
 def _check(tmp_path, name, *flags):
@@ -46,6 +47,7 @@ def _state_bytes():
   return 3 * 4 * sum(int(np.prod(s)) for s, _ in params_io.param_shapes(cfg).values())
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_fake_devices_data_parallel_vs_fsdp(tmp_path):
   dp, text = _check(
@@ -114,17 +116,6 @@ SHAPES_TASKS = {
 }
 
 
-@pytest.fixture(scope="module")
-def shapes_dir(tmp_path_factory):
-  from tests.helpers.embedded_small import small_sizes
-  from x2vlm_jax import embedded
-
-  d = str(tmp_path_factory.mktemp("data"))
-  with small_sizes():
-    embedded.ensure(d, [embedded.SHAPES, embedded.TASKS, *embedded.FINETUNE])
-  return d
-
-
 def _config(name, data_dir):
   import importlib
 
@@ -146,10 +137,10 @@ def _layout(tree, prefix=""):
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES_TASKS))
-def test_batch_spec_is_what_the_real_train_iterator_yields(shapes_dir, name):
+def test_batch_spec_is_what_the_real_train_iterator_yields(embedded_small_dir, name):
   from x2vlm_jax import tasks
 
-  config = _config(name, shapes_dir)
+  config = _config(name, embedded_small_dir)
   task = tasks.build(config)
   it = task.train_iterator(seed=0, process_index=0, process_count=1)
   try:
@@ -181,14 +172,14 @@ def compile_check_tool():
 
 
 @pytest.mark.parametrize("name", ["captioning", "video_qa", "video_retrieval", "vqa"])
-def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, shapes_dir, name):
+def test_train_step_traces_on_every_task_batch_spec(compile_check_tool, embedded_small_dir, name):
   """compile_check's train target for the tasks the retrieval compile above does not cover: the real
   train step is traced on the abstract state and the task's spec (no data, nothing compiled)."""
   import jax
 
   from x2vlm_jax import sharding as shd
 
-  config = _config(name, shapes_dir)
+  config = _config(name, embedded_small_dir)
   mesh = shd.create_mesh(config.mesh)
   _, step, args, state = compile_check_tool.train_target(config, mesh)
   with jax.set_mesh(mesh):
@@ -213,13 +204,13 @@ EVAL_PROGRAMS = {
 
 
 @pytest.mark.parametrize("name", sorted(EVAL_PROGRAMS))
-def test_every_task_evaluator_describes_its_programs(compile_check_tool, shapes_dir, name):
+def test_every_task_evaluator_describes_its_programs(compile_check_tool, embedded_small_dir, name):
   import jax
   import ml_collections
 
   from x2vlm_jax import sharding as shd
 
-  config = _config(name, shapes_dir)
+  config = _config(name, embedded_small_dir)
   if name == "pretrain":
     config.evals = ml_collections.ConfigDict()
   mesh = shd.create_mesh(config.mesh)

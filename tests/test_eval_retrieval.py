@@ -20,6 +20,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.helpers import xla
 from x2vlm_jax import inference, params_io, tasks
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
@@ -195,7 +196,7 @@ def _free_port():
 
 
 def _cli(ckpt, d, out, *extra, devices=1, env_extra=None):
-  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla.cpu_flags(devices), JAX_PLATFORMS="cpu")
   env.update(env_extra or {})
   return [
     sys.executable,
@@ -218,6 +219,7 @@ def _cli(ckpt, d, out, *extra, devices=1, env_extra=None):
   ], env
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_processes_equal_one_and_cli_bad_input(dataset, model, tmp_path):
   d, records = dataset

@@ -101,6 +101,7 @@ def test_resume_mid_fine_tuning_is_exact(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_stage1_export_starts_stage2_with_frame_embeddings(tmp_path):
   stage1 = synthetic_tiny.get_config("steps=2")
   stage1.async_checkpoints, stage1.optim.warmup_steps = False, 1

@@ -102,6 +102,7 @@ def test_every_finetuning_dataset_is_built_from_its_official_files_and_follows_s
   assert embedded.ensure(d, finetune) == set(finetune) - {"shapes_vqa"}
 
 
+@pytest.mark.slow
 def test_fresh_run_of_shapes_tiny_builds_its_data_and_trains(tmp_path, small_builds):
   """What `python main.py --config=configs/pretrain/shapes_tiny.py --workdir=...` does on a fresh clone."""
   from x2vlm_jax import experiment

@@ -20,6 +20,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.helpers import xla
 from x2vlm_jax import sharding as shd
 from x2vlm_jax import tasks
 from x2vlm_jax.data.config import SHAPES_VOCAB
@@ -159,7 +160,7 @@ def test_evaluator_scales_the_box_to_the_original_non_square_image(tmp_path):
     capture_output=True,
     text=True,
     timeout=300,
-    env=dict(__import__("os").environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+    env=dict(__import__("os").environ, XLA_FLAGS=xla.cpu_flags(1)),
   )
   assert out.returncode == 0, out.stderr[-2000:]
   cli = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -19,6 +19,7 @@ import pytest
 from flax import nnx
 from PIL import Image
 
+from tests.helpers import xla
 from x2vlm_jax import sharding as shd
 from x2vlm_jax import tasks
 from x2vlm_jax.data.config import SHAPES_VOCAB
@@ -185,7 +186,7 @@ def test_evaluator_accuracy_per_split_sharded_equals_one_device_and_pairwise_ref
     capture_output=True,
     text=True,
     timeout=300,
-    env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"),
+    env=dict(os.environ, XLA_FLAGS=xla.cpu_flags(1)),
   )
   assert out.returncode == 0, out.stderr[-2000:]
   cli = json.loads((out_dir / "metrics.json").read_text())

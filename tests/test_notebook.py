@@ -8,6 +8,7 @@ import re
 import numpy as np
 import pytest
 
+from tests.helpers import xla
 from x2vlm_jax.inference import visualize
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,6 +35,7 @@ def test_boxes_are_drawn_at_the_predicted_place():
   assert [ax.get_title() for ax in fig.axes[:2]] == ["a", "b"]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_notebook_executes_without_tensorflow(monkeypatch):
   nbformat = _require("nbformat")
@@ -42,7 +44,7 @@ def test_notebook_executes_without_tensorflow(monkeypatch):
   _require("matplotlib")
   monkeypatch.setenv("X2VLM_BLOCK_TENSORFLOW", "1")
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+  monkeypatch.setenv("XLA_FLAGS", xla.cpu_flags(1))
   monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")])))
   path = os.path.join(REPO, "notebooks", "x2vlm_colab.ipynb")
   nb = nbformat.read(path, as_version=4)

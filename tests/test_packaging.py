@@ -9,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -21,6 +23,7 @@ def _requirement(line: str):
   return re.sub(r"[-_.]+", "_", m.group(1)).lower(), m.group(2).replace(" ", "")
 
 
+@pytest.mark.slow
 def test_wheel_contents_and_dependencies(tmp_path):
   src = tmp_path / "src"  # a copy, so the build leaves nothing in the checkout
   anywhere = shutil.ignore_patterns("__pycache__", "*.egg-info", ".pytest_cache")

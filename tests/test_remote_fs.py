@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.helpers import xla
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HELPER = REPO / "tests" / "helpers" / "fake_gcs.py"
 
@@ -37,7 +39,7 @@ def _run(tmp_path, script, *args, block_tensorflow=False, ram=False, seed=None, 
     PYTHONPATH=str(REPO),
     JAX_PLATFORMS="cpu",
     TF_CPP_MIN_LOG_LEVEL="2",
-    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    XLA_FLAGS=xla.cpu_flags(devices),
   )
   if not block_tensorflow and not ram:
     env["EPATH_USE_TF"] = "0"  # tensorflow importable (data tools) but epath on its fsspec backend
@@ -162,6 +164,7 @@ print("trained")
 """
 
 
+@pytest.mark.slow
 def test_trainer_writes_config_init_metrics_and_eval_outputs_to_a_gs_workdir(tmp_path):
   script = tmp_path / "train.py"
   script.write_text(TRAIN)

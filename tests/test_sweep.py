@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from tests.helpers import xla
 from tests.helpers.tools import load_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,7 +63,7 @@ def test_expand_names_merges_args_and_builds_commands(sweep, tmp_path):
 
 
 def _tool(*args):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  env = dict(os.environ, XLA_FLAGS=xla.cpu_flags(1), JAX_PLATFORMS="cpu")
   out = subprocess.run(
     [sys.executable, "tools/sweep.py", "tests/configs/synthetic_retrieval.py:steps=4", *args],
     cwd=REPO,
@@ -79,6 +80,7 @@ def _steps(workdir):
   return [json.loads(x)["step"] for x in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_run_resumes_an_interrupted_trial_skips_finished_ones_and_tabulates(tmp_path):
   root = tmp_path / "sweep"

@@ -144,6 +144,7 @@ def test_one_layer_decoder_takes_the_odd_fusion_layer(pretrain_export):
   np.testing.assert_array_equal(values["decoder/layers/0/output/kernel"], text["text/layers/3/output/kernel"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task_name", ["vqa", "captioning"])
 def test_tasks_train_from_the_pretraining_export(pretrain_export, tmp_path, task_name):
   path, src = pretrain_export

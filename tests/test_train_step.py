@@ -33,6 +33,7 @@ def _loss_and_grads(remat: bool):
   return jax.jit(jax.value_and_grad(loss))(params)
 
 
+@pytest.mark.slow
 def test_remat_per_tower_is_numerically_transparent():
   (l0, g0), (l1, g1) = _loss_and_grads(False), _loss_and_grads(True)
   assert float(l0) == pytest.approx(float(l1), abs=1e-6)
@@ -56,6 +57,7 @@ def _run_steps(config, n):
   return history
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_updates_every_k_micro_steps():
   config = synthetic_tiny.get_config("steps=6")
   config.optim.grad_accum_steps = 2
@@ -70,6 +72,7 @@ def test_gradient_accumulation_updates_every_k_micro_steps():
   assert lrs[0] == lrs[1] and lrs[2] == lrs[3] and lrs[2] < lrs[1]  # schedule counts optimizer steps
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_float32_state():
   config = synthetic_tiny.get_config("steps=6")
   config.model.dtype = "bfloat16"

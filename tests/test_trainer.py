@@ -157,8 +157,9 @@ def _max_logged(workdir):
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory):
-  return tmp_path_factory.mktemp("xla_cache")
+def cache_dir(compilation_cache_dir):
+  """The session's compilation cache (tests/conftest.py): the launches here share it with each other."""
+  return compilation_cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +211,7 @@ def _one_step(config, mesh, batch_np):
   return jax.device_get(metrics), jax.device_get(new_state["params"]), specs, placed
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sharding_equivalence(reference_run):
   import jax
@@ -254,6 +256,7 @@ def test_sharding_equivalence(reference_run):
 # ---------------------------------------------------------------------------------------- preemption
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, reference_run):
   reference = _by_step(reference_run.result())  # also fills the compilation cache for the launches below
@@ -287,6 +290,7 @@ def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, 
     assert got[step] == reference[step], f"step {step}: resumed {got[step]} != uninterrupted {reference[step]}"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, reference_run):
   reference_run.result()  # the compile happens once, there
@@ -310,6 +314,7 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
 # ---------------------------------------------------------------------------------------- non-finite
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_dir):
   wd = tmp_path / "wd"
@@ -340,6 +345,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_di
 # ---------------------------------------------------------------------------------------- multi-host
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   wd = tmp_path / "wd"
@@ -379,6 +385,7 @@ def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
   assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes_exactly(tmp_path, cache_dir):
   """SIGTERM to process 1 only: JAX's preemption notifier (no Python handler in multi-process runs)

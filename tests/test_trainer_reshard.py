@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+import pytest
 
 from tests.configs import synthetic_tiny
 from x2vlm_jax import experiment
@@ -15,6 +16,7 @@ def _config(mesh):
   return c
 
 
+@pytest.mark.slow
 def test_restore_onto_a_different_mesh(tmp_path):
   saved, _, _ = experiment.train(_config((4, 1, 1)), str(tmp_path), max_steps=2)
   assert int(jax.device_get(saved["step"])) == 2

@@ -251,6 +251,39 @@ def test_sharding_equivalence(reference_run):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.02 * lr, err_msg=f"mesh {shape}: {jax.tree_util.keystr(path)}")
 
 
+# --------------------------------------------------------------------------------------- TensorBoard
+
+
+def _tensorboard_scalars(workdir):
+  """{tag: {step: value}} of the event files under workdir, read by TensorBoard's own reader."""
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.util import tensor_util
+
+  acc = event_accumulator.EventAccumulator(str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  return {
+    tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+    for tag in acc.Tags()["tensors"]
+  }
+
+
+@pytest.mark.timeout(600)
+def test_tensorboard_events_hold_the_values_of_metrics_jsonl(reference_run):
+  wd = reference_run.result()
+  assert list(wd.glob("events.out.tfevents.*")), f"no TensorBoard event file in {wd}"
+  events = _tensorboard_scalars(wd)
+  rows = _entries(wd)
+  assert [e["step"] for e in rows] == list(range(1, STEPS + 1))
+  tags = set().union(*(set(e) - {"step"} for e in rows))
+  assert {"train/loss", "image/itc", "region/giou", "train/lr"} <= tags
+  assert tags <= set(events), sorted(tags - set(events))
+  for e in rows:
+    for tag, value in e.items():
+      if tag != "step":
+        # Events hold float32 scalars, metrics.jsonl the float64 of the same number.
+        assert events[tag][e["step"]] == np.float32(value), (tag, e["step"], events[tag][e["step"]], value)
+
+
 # ---------------------------------------------------------------------------------------- preemption
 
 

@@ -1,8 +1,9 @@
 """Acceptance tests of the pre-training loop (issue "Pre-training at scale").
 
   * sharding equivalence: one step on data / fsdp / data×tensor meshes equals the 1-device step;
-  * preemption: SIGKILL + restart reproduces the uninterrupted run step for step; SIGTERM saves the
-    current step and exits 0;
+  * preemption: SIGKILL + restart reproduces the uninterrupted run step for step; SIGTERM and SIGINT
+    (Ctrl-C) save the current step and exit 0; `checkpoint_every_minutes` saves on wall-clock time;
+  * TensorBoard: the events hold the values of metrics.jsonl;
   * multi-host: 2 processes × 2 CPU devices train, save, and a second launch restores and continues;
   * non-finite loss: the run stops with a clear error and the last good checkpoint stays the newest.
 
@@ -338,6 +339,70 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
   assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
   assert (wd / "checkpoints" / str(last)).is_dir()
   assert _input_states(wd, last)["process_0"]["position"] == last
+
+
+@pytest.mark.timeout(600)
+def test_sigint_saves_current_step_exits_zero_and_the_resumed_run_matches_the_uninterrupted_one(
+  tmp_path, cache_dir, reference_run
+):
+  """Ctrl-C is a stop request like SIGTERM (it used to print a traceback, exit 130 and save nothing)."""
+  reference = _by_step(reference_run.result())
+  wd = tmp_path / "wd"
+  run = Launch(wd, cache_dir, name="sigint")
+  run.poll_until(lambda: _max_logged(wd) >= 3, timeout=300, what="step 3 in metrics.jsonl")
+  seen = _max_logged(wd)
+  run.proc.send_signal(signal.SIGINT)
+  run.wait_ok(timeout=120)
+  log = run.log_path.read_text(errors="replace")
+  assert "KeyboardInterrupt" not in log and "SIGINT received" in log, run.log_tail()
+
+  last = _max_logged(wd)
+  assert seen <= last <= seen + 2, (seen, last)
+  assert last < STEPS, "the run finished before SIGINT arrived: nothing was tested"
+  assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
+  assert _input_states(wd, last)["process_0"]["position"] == last
+
+  resumed = Launch(wd, cache_dir, name="resumed")
+  resumed.wait_ok(timeout=300)
+  assert f"at step {last}" in resumed.log_path.read_text(), resumed.log_tail()
+  got = _by_step(wd)
+  assert sorted(got) == sorted(reference)
+  for step in sorted(reference):
+    assert got[step] == reference[step], f"step {step}: resumed {got[step]} != uninterrupted {reference[step]}"
+
+
+@pytest.mark.timeout(600)
+def test_checkpoint_every_minutes_saves_on_wall_clock_time_between_step_checkpoints(tmp_path, cache_dir, reference_run):
+  reference_run.result()  # the compile happens once, there
+  wd = tmp_path / "wd"
+  # A step-based interval the run never reaches and a 6 ms time interval: every step is past it.
+  run = Launch(
+    wd,
+    cache_dir,
+    "--config.checkpoint_every=1000",
+    "--config.checkpoint_every_minutes=0.0001",
+    "--config.keep_checkpoints=100",
+    steps=STEPS,
+    name="timed",
+  )
+  run.wait_ok(timeout=300)
+  assert _committed_steps(wd) == list(range(1, STEPS + 1)), _committed_steps(wd)
+
+
+def test_timed_checkpoints_follow_the_clock(monkeypatch):
+  from x2vlm_jax.training import preemption
+
+  now = [100.0]
+  monkeypatch.setattr(preemption.time, "monotonic", lambda: now[0])
+  timed = preemption.TimedCheckpoints(2.0)  # 120 s
+  now[0] = 219.0
+  assert not timed.due(logged=True)
+  now[0] = 220.0
+  assert timed.due(logged=False)  # one process: every step checks
+  timed.saved()
+  now[0] = 339.0
+  assert not timed.due(logged=True)
+  assert not preemption.TimedCheckpoints(0).due(logged=True)
 
 
 # ---------------------------------------------------------------------------------------- non-finite

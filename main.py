@@ -24,6 +24,12 @@ _MAX_STEPS = flags.DEFINE_integer(
   "Stop with a checkpoint after this many steps in this launch "
   "(time-limited jobs); the schedule still follows the config.",
 )
+_FORCE = flags.DEFINE_bool(
+  "force",
+  False,
+  "Resume even though the config changes what the remaining steps compute (batch size, lr, data, model; "
+  "recorded in WORKDIR/config_history.jsonl). Without it such a resume is refused with the changed keys.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -43,8 +49,12 @@ def main(argv):
     jax.device_count(),
   )
   from x2vlm_jax import experiment
+  from x2vlm_jax.training import run_record
 
-  experiment.run(_CONFIG.value, _WORKDIR.value, max_steps=_MAX_STEPS.value)
+  try:
+    experiment.run(_CONFIG.value, _WORKDIR.value, max_steps=_MAX_STEPS.value, force=_FORCE.value)
+  except run_record.ConfigChangedError as e:
+    raise app.UsageError(str(e)) from None
 
 
 if __name__ == "__main__":

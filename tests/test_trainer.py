@@ -308,11 +308,18 @@ def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, 
   resume_from = _committed_steps(wd)[-1]
   assert resume_from < at_kill < STEPS, "the kill must land mid-run, after a checkpoint"
 
+  killed_rows = _entries(wd)
+  assert len(killed_rows) == lines_at_kill
+
   resumed = Launch(wd, cache_dir, name="resumed")
   resumed.wait_ok(timeout=300)
   assert f"at step {resume_from}" in resumed.log_path.read_text(), "the restart did not resume the checkpoint"
-  replayed = [e["step"] for e in _entries(wd)[lines_at_kill:]]
-  assert replayed == list(range(resume_from + 1, STEPS + 1)), replayed
+  # The restart re-runs the steps after its checkpoint; their rows from the killed launch move to
+  # metrics.superseded.jsonl, so metrics.jsonl holds each step once (readers, sweep --table).
+  assert [e["step"] for e in _entries(wd)] == list(range(1, STEPS + 1)), [e["step"] for e in _entries(wd)]
+  superseded = [json.loads(line) for line in (wd / "metrics.superseded.jsonl").read_text().splitlines()]
+  assert superseded == [e for e in killed_rows if e["step"] > resume_from]
+  assert [e["step"] for e in superseded] == list(range(resume_from + 1, at_kill + 1))
 
   got = _by_step(wd)
   assert sorted(got) == sorted(reference)
@@ -403,6 +410,47 @@ def test_timed_checkpoints_follow_the_clock(monkeypatch):
   now[0] = 339.0
   assert not timed.due(logged=True)
   assert not preemption.TimedCheckpoints(0).due(logged=True)
+
+
+# ------------------------------------------------------------------------------------ run records
+
+
+def _history(workdir):
+  return [json.loads(line) for line in (pathlib.Path(workdir) / "config_history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(600)
+def test_resuming_with_a_changed_config_warns_refuses_what_breaks_exact_resume_and_keeps_the_history(
+  tmp_path, cache_dir, reference_run
+):
+  import shutil
+
+  wd = tmp_path / "wd"
+  shutil.copytree(reference_run.result(), wd)
+  assert [(h["start_step"], h["changed"]) for h in _history(wd)] == [(0, {})]
+  lr = json.loads((wd / "config.json").read_text())["optim"]["lr"]
+
+  refused = Launch(wd, cache_dir, "--config.optim.lr=0.5", "--config.data.image.batch_size=4", name="refused")
+  assert refused.wait(timeout=300) != 0
+  log = refused.log_path.read_text(errors="replace")
+  assert f"optim.lr: {lr} -> 0.5" in log and "data.image.batch_size: 8 -> 4" in log, refused.log_tail()
+  assert "--force" in log and log.count("Traceback") == 0, refused.log_tail()
+  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] == lr
+  assert len(_history(wd)) == 1
+
+  harmless = Launch(wd, cache_dir, "--config.log_every=2", "--config.keep_checkpoints=5", name="harmless")
+  harmless.wait_ok(timeout=300)
+  assert "log_every: 1 -> 2" in harmless.log_path.read_text(errors="replace"), harmless.log_tail()
+  last = _history(wd)[-1]
+  assert (last["start_step"], last["forced"]) == (STEPS, False)
+  assert last["changed"] == {"log_every": [1, 2], "keep_checkpoints": [3, 5]}
+
+  forced = Launch(wd, cache_dir, "--config.optim.lr=0.5", "--force", name="forced")
+  forced.wait_ok(timeout=300)
+  last = _history(wd)[-1]
+  assert last["forced"] and last["changed"]["optim.lr"] == [lr, 0.5], last["changed"]
+  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] == 0.5
+  assert len(_history(wd)) == 3 and _history(wd)[0]["config"]["optim"]["lr"] == lr
 
 
 # ---------------------------------------------------------------------------------------- non-finite

@@ -13,8 +13,9 @@ best step by `config.best_metric` is kept besides the newest checkpoints. Checkp
 `checkpoint_every` steps and every `checkpoint_every_minutes`; SIGTERM or Ctrl-C on any host saves the
 current step everywhere and stops (`preemption.py`); a non-finite loss stops without saving.
 
-WORKDIR/config.json (the run's full config), init.json (what init_from loaded and which params got
-lr × lr_mult), metrics.jsonl, TensorBoard events, checkpoints/, eval/<name>/step_<n>/ (predictions).
+WORKDIR/config.json (the run's full config; config_history.jsonl: every launch's), init.json (what
+init_from loaded and which params got lr × lr_mult), metrics.jsonl (one row per step, also after a
+resume: run_record.py), TensorBoard events, checkpoints/, eval/<name>/step_<n>/ (predictions).
 """
 
 import itertools
@@ -32,7 +33,7 @@ from etils import epath
 
 from x2vlm_jax import fs, params_io
 from x2vlm_jax import sharding as shd
-from x2vlm_jax.training import checkpointing, init_from, optimizer, preemption, train_state
+from x2vlm_jax.training import checkpointing, init_from, optimizer, preemption, run_record, train_state
 from x2vlm_jax.training import metrics as metrics_lib
 from x2vlm_jax.training.train_step import jit_train_step
 
@@ -112,16 +113,17 @@ def train(
   mesh=None,
   input_iter=None,
   max_steps: Optional[int] = None,
+  force: bool = False,
 ):
   """Runs (or resumes) the experiment. Returns (state, graphdef, last logged metrics).
 
   evaluate(step, graphdef, params, total_steps, start_step) → {"<name>/<metric>": value} of the
   evaluations due at that step ({} when none is); its results are logged, and a step with results
-  is checkpointed with them (the best one by `config.best_metric` is kept).
+  is checkpointed with them (the best one by `config.best_metric` is kept). A resumed run refuses a
+  config that changes what its remaining steps compute unless `force` (run_record.py).
   """
   root = fs.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
-  _write_json(root / "config.json", json.loads(config.to_json_best_effort()))
   mesh = mesh if mesh is not None else shd.create_mesh(config.mesh)
   rules = [tuple(r) for r in config.sharding_rules]
   total_steps = resolve_total_steps(config, task)
@@ -134,6 +136,12 @@ def train(
     best_mode=config.get("best_mode", "max"),
   )
   start = ckpt.latest_step()
+  try:
+    run_record.record_launch(root, json.loads(config.to_json_best_effort()), start, force=force)
+  except run_record.ConfigChangedError:
+    ckpt.close()
+    raise
+  run_record.drop_replayed_rows(root, start)
   plan, new_params = _init_plan(config, task, root, resuming=start is not None)
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=new_params, total_steps=total_steps)
   logging.info(

@@ -16,6 +16,8 @@ What reaches it, and how (checked with tensorflow 2.21, gcsfs 2026.10, tensorsto
 
 import json
 import os
+import urllib.error
+import urllib.parse
 import urllib.request
 
 
@@ -51,11 +53,33 @@ class GCSServer:
       "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
     }
 
-  def filesystem(self):
-    """A gcsfs client of this server (for the test's own reads)."""
-    import gcsfs
+  # The tests' own reads and writes use the JSON API directly (urllib), not the clients under test.
+  def put(self, key: str, data: bytes, bucket: str = "bucket") -> None:
+    url = f"{self.url}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={urllib.parse.quote(key, safe='')}"
+    urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=60).close()
 
-    return gcsfs.GCSFileSystem(endpoint_url=self.url, token="anon", skip_instance_cache=True)
+  def get(self, key: str, bucket: str = "bucket"):
+    """The object's bytes, or None when it does not exist."""
+    url = f"{self.url}/storage/v1/b/{bucket}/o/{urllib.parse.quote(key, safe='')}?alt=media"
+    try:
+      with urllib.request.urlopen(url, timeout=60) as r:
+        return r.read()
+    except urllib.error.HTTPError as e:
+      if e.code == 404:
+        return None
+      raise
+
+  def list(self, prefix: str, bucket: str = "bucket"):
+    """Names of every object under `prefix`."""
+    names, token = [], ""
+    while True:
+      query = urllib.parse.urlencode({"prefix": prefix, **({"pageToken": token} if token else {})})
+      with urllib.request.urlopen(f"{self.url}/storage/v1/b/{bucket}/o?{query}", timeout=60) as r:
+        page = json.loads(r.read())
+      names += [item["name"] for item in page.get("items", [])]
+      token = page.get("nextPageToken", "")
+      if not token:
+        return sorted(names)
 
   def stop(self):
     self._server.stop()

@@ -3,7 +3,8 @@
 One trainer for every task (`config.task`: pretrain, retrieval, ...). A workdir that already holds a
 checkpoint resumes it (with a config that changes what the remaining steps compute only with --force;
 x2vlm_jax/training/run_record.py). SIGTERM or Ctrl-C saves the current step and exits 0. At the end
-the final params are exported to WORKDIR/export (and the best evaluated step's to WORKDIR/export_best when `config.best_metric` is set), with the vocabulary.
+the final params are exported to WORKDIR/export (and the best evaluated step's to WORKDIR/export_best
+when `config.best_metric` is set), with the vocabulary.
 Multi-host: on TPU `--distributed` (jax.distributed.initialize() discovers everything); on GPU/CPU
 clusters pass --coordinator_address, --num_processes, --process_id.
 """

@@ -204,7 +204,9 @@ def test_export_through_orbax_into_a_bucket_and_evaluate_with_everything_in_the_
 # timeout (FSSPEC_GS='{"requests_timeout": 15}'), synchronous checkpoints and gcsfs's non-adaptive
 # read cache did not change it. The single-shot Orbax save of the export test above does not hang.
 # Whether real GCS on a GPU host (gcsfs) hangs the same way is not known; on TPU/tensorflow hosts
-# epath uses tf.io.gfile instead. Run it with `--runxfail` once that is resolved.
+# epath uses tf.io.gfile instead. This test process's own gcsfs reads hung the same way once (after the
+# evaluations of the export test), which is why the tests read and write the bucket through the JSON API
+# directly (GCSServer.get/put/list). Run it with `--runxfail` once that is resolved.
 @pytest.mark.xfail(run=False, reason="main.py with a gs:// workdir on gcsfs hangs in fsspec's sync (see comment)")
 @pytest.mark.timeout(1500)
 def test_train_in_a_bucket_kill9_resume_exactly_export_and_evaluate(gcs, tmp_path):

@@ -9,6 +9,9 @@ Multi-host: on TPU `--distributed` (jax.distributed.initialize() discovers every
 clusters pass --coordinator_address, --num_processes, --process_id.
 """
 
+import re
+import sys
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -59,6 +62,33 @@ def main(argv):
     raise app.UsageError(str(e)) from None
 
 
-if __name__ == "__main__":
+def _config_error(e: BaseException) -> str:
+  """ml_collections' message of a bad --config override as one line (an unknown key arrives as
+  '\'lrr\'\nDid you mean "lr" instead of "lrr"?')."""
+  text = str(e.args[0] if e.args else e)
+  m = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+  if m:
+    return f"unknown field {m.group(2)!r} (did you mean {m.group(1)!r}?)"
+  return " ".join(text.replace("\\n", " ").split())
+
+
+def run():
+  """main.py's entry: absl flags, then `main`. An error while the flags are parsed (a mistyped
+  --config key, a bad `:arg`) is one line naming it, not ~50 lines of chained tracebacks."""
+  started = []
+
+  def _main(argv):
+    started.append(True)
+    return main(argv)
+
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
-  app.run(main)
+  try:
+    app.run(_main)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if started:
+      raise
+    sys.exit(f"error: --config: {_config_error(e)}")
+
+
+if __name__ == "__main__":
+  run()

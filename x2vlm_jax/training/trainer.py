@@ -208,6 +208,8 @@ def train(
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
           batch = task.global_batch(mesh, next(input_iter))
           if step == start:
+            # The first step waits for XLA (about a minute for the tiny model on 2 CPU cores).
+            logging.info("compiling the train step (the first step waits for it)...")
             step_fn = _compiled_on_every_process(step_fn, state, batch)
           state, step_metrics = step_fn(state, batch)
           step += 1

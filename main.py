@@ -1,11 +1,16 @@
 """Entry point: python main.py --config=configs/{pretrain,finetune}/NAME.py[:arg] [--config.key=value ...] --workdir=DIR
 
 One trainer for every task (`config.task`: pretrain, retrieval, ...). A workdir that already holds a
-checkpoint resumes it. At the end the final params are exported to WORKDIR/export (and the best
-evaluated step's to WORKDIR/export_best when `config.best_metric` is set), with the vocabulary.
+checkpoint resumes it (with a config that changes what the remaining steps compute only with --force;
+x2vlm_jax/training/run_record.py). SIGTERM or Ctrl-C saves the current step and exits 0. At the end
+the final params are exported to WORKDIR/export (and the best evaluated step's to WORKDIR/export_best
+when `config.best_metric` is set), with the vocabulary.
 Multi-host: on TPU `--distributed` (jax.distributed.initialize() discovers everything); on GPU/CPU
 clusters pass --coordinator_address, --num_processes, --process_id.
 """
+
+import re
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -23,6 +28,12 @@ _MAX_STEPS = flags.DEFINE_integer(
   None,
   "Stop with a checkpoint after this many steps in this launch "
   "(time-limited jobs); the schedule still follows the config.",
+)
+_FORCE = flags.DEFINE_bool(
+  "force",
+  False,
+  "Resume even though the config changes what the remaining steps compute (batch size, lr, data, model; "
+  "recorded in WORKDIR/config_history.jsonl). Without it such a resume is refused with the changed keys.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -43,10 +54,41 @@ def main(argv):
     jax.device_count(),
   )
   from x2vlm_jax import experiment
+  from x2vlm_jax.training import run_record
 
-  experiment.run(_CONFIG.value, _WORKDIR.value, max_steps=_MAX_STEPS.value)
+  try:
+    experiment.run(_CONFIG.value, _WORKDIR.value, max_steps=_MAX_STEPS.value, force=_FORCE.value)
+  except run_record.ConfigChangedError as e:
+    raise app.UsageError(str(e)) from None
+
+
+def _config_error(e: BaseException) -> str:
+  """ml_collections' message of a bad --config override as one line (an unknown key arrives as
+  '\'lrr\'\nDid you mean "lr" instead of "lrr"?')."""
+  text = str(e.args[0] if e.args else e)
+  m = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', text)
+  if m:
+    return f"unknown field {m.group(2)!r} (did you mean {m.group(1)!r}?)"
+  return " ".join(text.replace("\\n", " ").split())
+
+
+def run():
+  """main.py's entry: absl flags, then `main`. An error while the flags are parsed (a mistyped
+  --config key, a bad `:arg`) is one line naming it, not ~50 lines of chained tracebacks."""
+  started = []
+
+  def _main(argv):
+    started.append(True)
+    return main(argv)
+
+  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
+  try:
+    app.run(_main)
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    if started:
+      raise
+    sys.exit(f"error: --config: {_config_error(e)}")
 
 
 if __name__ == "__main__":
-  console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
-  app.run(main)
+  run()

@@ -9,7 +9,8 @@ local "gs:" directory in the working directory or fails; both are checked.
 Not covered here: Orbax's array data (tensorstore has its own GCS client; the trainer scenario keeps
 its checkpoints in a local directory), TensorBoard events (tf.io.gfile's GCS client; tensorflow is
 blocked in the trainer scenario), reading ArrayRecord shards from gs:// (array_record's C++ GCS
-client), and the real GCS clients themselves (no network here).
+client), and the real GCS clients themselves: tests/test_gcs_server.py runs those against a GCS API
+server on 127.0.0.1.
 """
 
 import base64

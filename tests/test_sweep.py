@@ -112,3 +112,25 @@ def test_run_resumes_an_interrupted_trial_skips_finished_ones_and_tabulates(tmp_
     assert float(r["train/loss (final)"]) == pytest.approx(final[r["trial"]], rel=1e-3)
     losses = [json.loads(x)["train/loss"] for x in before[r["trial"]].splitlines()]
     assert float(r["train/loss (best)"]) == pytest.approx(min(losses), rel=1e-3)
+
+
+def test_table_minimises_training_terms_and_refuses_a_metric_no_trial_logged(sweep, tmp_path):
+  path = tmp_path / "cfg.py"
+  path.write_text(CONFIG)
+  _, trials = sweep.expand(f"{path}:batch=16,steps=3", {})
+  root = str(tmp_path / "root")
+  # Distinct values per step so that max and min differ: image/itc and region/giou are losses.
+  series = {"image/itc": [3.0, 1.0, 2.0], "region/giou": [0.9, 0.4, 0.6], "test/r_mean": [10.0, 30.0, 20.0]}
+  for t in trials:
+    wd = sweep.workdir(root, t)
+    os.makedirs(wd)
+    rows = [{"step": i + 1, **{k: v[i] for k, v in series.items()}} for i in range(3)]
+    with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
+      f.write("".join(json.dumps(r) + "\n" for r in rows))
+  metrics = ["image/itc", "region/giou", "test/r_mean"]
+  header, rows = sweep.table_rows(trials, root, metrics, "test/r_mean")
+  row = dict(zip(header, rows[0]))
+  assert (row["image/itc (best)"], row["region/giou (best)"], row["test/r_mean (best)"]) == ("1", "0.4", "30")
+  sweep.check_metrics(trials, root, metrics)
+  with pytest.raises(ValueError, match=r"'test/r_men' was logged by no trial; did you mean 'test/r_mean'"):
+    sweep.check_metrics(trials, root, ["test/r_men"])

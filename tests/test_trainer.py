@@ -1,8 +1,9 @@
 """Acceptance tests of the pre-training loop (issue "Pre-training at scale").
 
   * sharding equivalence: one step on data / fsdp / data×tensor meshes equals the 1-device step;
-  * preemption: SIGKILL + restart reproduces the uninterrupted run step for step; SIGTERM saves the
-    current step and exits 0;
+  * preemption: SIGKILL + restart reproduces the uninterrupted run step for step; SIGTERM and SIGINT
+    (Ctrl-C) save the current step and exit 0; `checkpoint_every_minutes` saves on wall-clock time;
+  * TensorBoard: the events hold the values of metrics.jsonl;
   * multi-host: 2 processes × 2 CPU devices train, save, and a second launch restores and continues;
   * non-finite loss: the run stops with a clear error and the last good checkpoint stays the newest.
 
@@ -253,6 +254,39 @@ def test_sharding_equivalence(reference_run):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.02 * lr, err_msg=f"mesh {shape}: {jax.tree_util.keystr(path)}")
 
 
+# --------------------------------------------------------------------------------------- TensorBoard
+
+
+def _tensorboard_scalars(workdir):
+  """{tag: {step: value}} of the event files under workdir, read by TensorBoard's own reader."""
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.util import tensor_util
+
+  acc = event_accumulator.EventAccumulator(str(workdir), size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  return {
+    tag: {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors(tag)}
+    for tag in acc.Tags()["tensors"]
+  }
+
+
+@pytest.mark.timeout(600)
+def test_tensorboard_events_hold_the_values_of_metrics_jsonl(reference_run):
+  wd = reference_run.result()
+  assert list(wd.glob("events.out.tfevents.*")), f"no TensorBoard event file in {wd}"
+  events = _tensorboard_scalars(wd)
+  rows = _entries(wd)
+  assert [e["step"] for e in rows] == list(range(1, STEPS + 1))
+  tags = set().union(*(set(e) - {"step"} for e in rows))
+  assert {"train/loss", "image/itc", "region/giou", "train/lr"} <= tags
+  assert tags <= set(events), sorted(tags - set(events))
+  for e in rows:
+    for tag, value in e.items():
+      if tag != "step":
+        # Events hold float32 scalars, metrics.jsonl the float64 of the same number.
+        assert events[tag][e["step"]] == np.float32(value), (tag, e["step"], events[tag][e["step"]], value)
+
+
 # ---------------------------------------------------------------------------------------- preemption
 
 
@@ -277,11 +311,18 @@ def test_sigkill_then_restart_reproduces_uninterrupted_run(tmp_path, cache_dir, 
   resume_from = _committed_steps(wd)[-1]
   assert resume_from < at_kill < STEPS, "the kill must land mid-run, after a checkpoint"
 
+  killed_rows = _entries(wd)
+  assert len(killed_rows) == lines_at_kill
+
   resumed = Launch(wd, cache_dir, name="resumed")
   resumed.wait_ok(timeout=300)
   assert f"at step {resume_from}" in resumed.log_path.read_text(), "the restart did not resume the checkpoint"
-  replayed = [e["step"] for e in _entries(wd)[lines_at_kill:]]
-  assert replayed == list(range(resume_from + 1, STEPS + 1)), replayed
+  # The restart re-runs the steps after its checkpoint; their rows from the killed launch move to
+  # metrics.superseded.jsonl, so metrics.jsonl holds each step once (readers, sweep --table).
+  assert [e["step"] for e in _entries(wd)] == list(range(1, STEPS + 1)), [e["step"] for e in _entries(wd)]
+  superseded = [json.loads(line) for line in (wd / "metrics.superseded.jsonl").read_text().splitlines()]
+  assert superseded == [e for e in killed_rows if e["step"] > resume_from]
+  assert [e["step"] for e in superseded] == list(range(resume_from + 1, at_kill + 1))
 
   got = _by_step(wd)
   assert sorted(got) == sorted(reference)
@@ -309,6 +350,111 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
   assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
   assert (wd / "checkpoints" / str(last)).is_dir()
   assert _input_states(wd, last)["process_0"]["position"] == last
+
+
+@pytest.mark.timeout(600)
+def test_sigint_saves_current_step_exits_zero_and_the_resumed_run_matches_the_uninterrupted_one(
+  tmp_path, cache_dir, reference_run
+):
+  """Ctrl-C is a stop request like SIGTERM (it used to print a traceback, exit 130 and save nothing)."""
+  reference = _by_step(reference_run.result())
+  wd = tmp_path / "wd"
+  run = Launch(wd, cache_dir, name="sigint")
+  run.poll_until(lambda: _max_logged(wd) >= 3, timeout=300, what="step 3 in metrics.jsonl")
+  seen = _max_logged(wd)
+  run.proc.send_signal(signal.SIGINT)
+  run.wait_ok(timeout=120)
+  log = run.log_path.read_text(errors="replace")
+  assert "KeyboardInterrupt" not in log and "SIGINT received" in log, run.log_tail()
+
+  last = _max_logged(wd)
+  assert seen <= last <= seen + 2, (seen, last)
+  assert last < STEPS, "the run finished before SIGINT arrived: nothing was tested"
+  assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
+  assert _input_states(wd, last)["process_0"]["position"] == last
+
+  resumed = Launch(wd, cache_dir, name="resumed")
+  resumed.wait_ok(timeout=300)
+  assert f"at step {last}" in resumed.log_path.read_text(), resumed.log_tail()
+  got = _by_step(wd)
+  assert sorted(got) == sorted(reference)
+  for step in sorted(reference):
+    assert got[step] == reference[step], f"step {step}: resumed {got[step]} != uninterrupted {reference[step]}"
+
+
+@pytest.mark.timeout(600)
+def test_checkpoint_every_minutes_saves_on_wall_clock_time_between_step_checkpoints(tmp_path, cache_dir, reference_run):
+  reference_run.result()  # the compile happens once, there
+  wd = tmp_path / "wd"
+  # A step-based interval the run never reaches and a 6 ms time interval: every step is past it.
+  run = Launch(
+    wd,
+    cache_dir,
+    "--config.checkpoint_every=1000",
+    "--config.checkpoint_every_minutes=0.0001",
+    "--config.keep_checkpoints=100",
+    steps=STEPS,
+    name="timed",
+  )
+  run.wait_ok(timeout=300)
+  assert _committed_steps(wd) == list(range(1, STEPS + 1)), _committed_steps(wd)
+
+
+def test_timed_checkpoints_follow_the_clock(monkeypatch):
+  from x2vlm_jax.training import preemption
+
+  now = [100.0]
+  monkeypatch.setattr(preemption.time, "monotonic", lambda: now[0])
+  timed = preemption.TimedCheckpoints(2.0)  # 120 s
+  now[0] = 219.0
+  assert not timed.due(logged=True)
+  now[0] = 220.0
+  assert timed.due(logged=False)  # one process: every step checks
+  timed.saved()
+  now[0] = 339.0
+  assert not timed.due(logged=True)
+  assert not preemption.TimedCheckpoints(0).due(logged=True)
+
+
+# ------------------------------------------------------------------------------------ run records
+
+
+def _history(workdir):
+  return [json.loads(line) for line in (pathlib.Path(workdir) / "config_history.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(600)
+def test_resuming_with_a_changed_config_warns_refuses_what_breaks_exact_resume_and_keeps_the_history(
+  tmp_path, cache_dir, reference_run
+):
+  import shutil
+
+  wd = tmp_path / "wd"
+  shutil.copytree(reference_run.result(), wd)
+  assert [(h["start_step"], h["changed"]) for h in _history(wd)] == [(0, {})]
+  lr = json.loads((wd / "config.json").read_text())["optim"]["lr"]
+
+  refused = Launch(wd, cache_dir, "--config.optim.lr=0.5", "--config.data.image.batch_size=4", name="refused")
+  assert refused.wait(timeout=300) != 0
+  log = refused.log_path.read_text(errors="replace")
+  assert f"optim.lr: {lr} -> 0.5" in log and "data.image.batch_size: 8 -> 4" in log, refused.log_tail()
+  assert "--force" in log and log.count("Traceback") == 0, refused.log_tail()
+  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] == lr
+  assert len(_history(wd)) == 1
+
+  harmless = Launch(wd, cache_dir, "--config.log_every=2", "--config.keep_checkpoints=5", name="harmless")
+  harmless.wait_ok(timeout=300)
+  assert "log_every: 1 -> 2" in harmless.log_path.read_text(errors="replace"), harmless.log_tail()
+  last = _history(wd)[-1]
+  assert (last["start_step"], last["forced"]) == (STEPS, False)
+  assert last["changed"] == {"log_every": [1, 2], "keep_checkpoints": [3, 5]}
+
+  forced = Launch(wd, cache_dir, "--config.optim.lr=0.5", "--force", name="forced")
+  forced.wait_ok(timeout=300)
+  last = _history(wd)[-1]
+  assert last["forced"] and last["changed"]["optim.lr"] == [lr, 0.5], last["changed"]
+  assert json.loads((wd / "config.json").read_text())["optim"]["lr"] == 0.5
+  assert len(_history(wd)) == 3 and _history(wd)[0]["config"]["optim"]["lr"] == lr
 
 
 # ---------------------------------------------------------------------------------------- non-finite

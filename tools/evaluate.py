@@ -17,8 +17,12 @@
       --config.languages=de,ja --image_root flickr30k-images --config.coco_image_root=val2014 --output out/xfc
   (also --task xvnli, xgqa --config.answer_list=trainval_ans2label.json, marvl)
 
-Writes OUT/metrics.json (and OUT/predictions.json where the task has predictions). The checkpoint is a
-directory from tools/convert_checkpoint.py or a run's export (its vocab.txt is used unless --vocab).
+Writes OUT/metrics.json, OUT/eval_config.json (the evaluation's settings: which checkpoint and step, VQA's
+mode, max_tokens, ...) and OUT/predictions.json where the task has predictions. The checkpoint is a
+directory from tools/convert_checkpoint.py, a run's export (its vocab.txt is used unless --vocab), or a
+training workdir that never exported (`--max_steps`, preempted): its newest checkpoint, or `--step N`.
+When the checkpoint belongs to a run (a workdir, or WORKDIR/export*), the evaluation's defaults are that
+run's own evaluation of the same type (config.json `evals`, e.g. its max_tokens), then --config.* overrides.
 `--config.KEY=VALUE` sets a field of the evaluation (k_test, batch_size, ...; see `--help_config`) or
 of the run (`--config.mesh=1,4,1`, `--config.model.dtype=bfloat16`). Multi-host: the same flags as
 main.py (--coordinator_address/--num_processes/--process_id, or --distributed on TPU pods).
@@ -26,6 +30,7 @@ main.py (--coordinator_address/--num_processes/--process_id, or --distributed on
 
 import argparse
 import ast
+import difflib
 import json
 import os
 import sys
@@ -41,15 +46,20 @@ if __name__ == "__main__":
 def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--task", required=True, help="a task with an evaluation of its own (retrieval, vqa, ...)")
-  p.add_argument("--checkpoint", required=True, help="params directory (convert_checkpoint output or export)")
+  p.add_argument(
+    "--checkpoint", required=True, help="params directory (convert_checkpoint output or export) or a training workdir"
+  )
+  p.add_argument(
+    "--step", type=int, default=None, help="with a training workdir: this checkpoint step (default newest)"
+  )
   p.add_argument(
     "--annotations",
-    required=True,
+    default="",
     help="the official annotation file (local or gs://); nlvr2/grounding: several, comma-separated "
     "(names: --config.splits=dev,test, else the file stems or the records' `split`)",
   )
   p.add_argument("--image_root", default="", help="directory the annotation's image paths are relative to")
-  p.add_argument("--output", required=True, help="directory for metrics.json / predictions.json")
+  p.add_argument("--output", default="", help="directory for metrics.json / predictions.json (required)")
   p.add_argument(
     "--vocab", default="", help="WordPiece vocab.txt or SentencePiece *.model (default: the checkpoint's own)"
   )
@@ -69,6 +79,10 @@ def _parse(argv):
 
   if args.task not in tasks.evaluation_names():
     p.error(f"--task {args.task!r}: unknown task; known tasks: {', '.join(tasks.evaluation_names())}")
+  if not args.help_config:
+    missing = [f"--{name}" for name in ("annotations", "output") if not getattr(args, name)]
+    if missing:
+      p.error(f"the following arguments are required: {', '.join(missing)}")
   return args, overrides
 
 
@@ -90,6 +104,11 @@ def apply_overrides(config, overrides):
     node = config
     if parts[0] not in config and parts[0] in config.eval:
       node = config.eval
+    elif len(parts) == 1 and parts[0] not in config:
+      known = sorted(config.eval.keys())
+      close = difflib.get_close_matches(parts[0], known + sorted(config.keys()), n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise ValueError(f"--config.{key}: unknown field{hint}; the evaluation's fields: {known}")
     for part in parts[:-1]:
       if part not in node:
         raise ValueError(f"--config.{key}: unknown field {part!r}")
@@ -126,22 +145,59 @@ def check_heads(checkpoint: str, model_cfg, evaluator, task: str) -> None:
     )
 
 
+def checkpoint_source(args) -> str:
+  """--checkpoint [--step]: an export / converted directory, WORKDIR or WORKDIR@STEP."""
+  from x2vlm_jax import run_dir
+
+  if args.step is None:
+    return args.checkpoint
+  if not run_dir.is_run(args.checkpoint):
+    raise ValueError(f"--step {args.step}: --checkpoint {args.checkpoint} is not a training workdir")
+  return f"{args.checkpoint}@{args.step}"
+
+
+def run_eval_defaults(checkpoint: str, kind: str, defaults):
+  """The evaluation of type `kind` in the config of the run the checkpoint belongs to (a workdir, or
+  the workdir around WORKDIR/export*) → ({field: value} for the evaluator's own fields, where from)."""
+  from x2vlm_jax import fs, run_dir
+
+  path = run_dir.parse(checkpoint)[0]
+  for candidate in (path, str(fs.path(path).parent)):
+    if not run_dir.is_run(candidate):
+      continue
+    evals = run_dir.run_config(candidate).get("evals") or {}
+    for name in sorted(evals):
+      if evals[name].get("type") != kind:
+        continue
+      fields = {}
+      for k, v in evals[name].items():
+        if k in defaults and k not in ("annotations", "image_root", "type"):
+          fields[k] = tuple(v) if isinstance(defaults[k], tuple) and isinstance(v, list) else v
+      return fields, f"{candidate}/config.json evals.{name}"
+  return {}, None
+
+
 def build_config(args, overrides):
   import ml_collections
 
   from x2vlm_jax import params_io, tasks
   from x2vlm_jax.sharding import DEFAULT_RULES
 
+  source = checkpoint_source(args)
   c = ml_collections.ConfigDict()
-  c.model = params_io.load_config(args.checkpoint)
+  c.model = params_io.load_config(source)
   c.mesh = (-1, 1, 1)
   c.sharding_rules = [list(r) for r in DEFAULT_RULES]
-  c.data = ml_collections.ConfigDict({"vocab_file": args.vocab or params_io.vocab_file(args.checkpoint) or ""})
+  c.data = ml_collections.ConfigDict({"vocab_file": args.vocab or params_io.vocab_file(source) or ""})
   kind, fields = tasks.evaluation(args.task)  # e.g. video_retrieval: the retrieval protocol on frames files
   defaults = tasks.evaluator_class(kind).DEFAULTS
+  from_run, where = run_eval_defaults(source, kind, defaults)
+  if where:
+    print(f"evaluation defaults from {where}: {from_run}")
   c.eval = ml_collections.ConfigDict(
-    {**defaults, "annotations": args.annotations, "image_root": args.image_root, "type": kind, **fields}
+    {**defaults, **from_run, "annotations": args.annotations, "image_root": args.image_root, "type": kind, **fields}
   )
+  c.checkpoint = source
   apply_overrides(c, overrides)
   check_heads(args.checkpoint, c.model, tasks.evaluator_class(kind), args.task)
   if not c.data.vocab_file:
@@ -162,7 +218,7 @@ def main(argv=None) -> int:
   from etils import epath
   from flax import nnx
 
-  from x2vlm_jax import params_io, tasks
+  from x2vlm_jax import params_io, run_dir, tasks
   from x2vlm_jax import sharding as shd
 
   try:
@@ -178,7 +234,7 @@ def main(argv=None) -> int:
   with jax.set_mesh(mesh):
     abstract_model = params_io.abstract_model(config.model)
     shardings = shd.named(mesh, shd.param_specs(abstract_model, [tuple(r) for r in config.sharding_rules], mesh))
-    _, params = params_io.load(args.checkpoint, config.model, sharding=shardings)
+    _, params = params_io.load(config.checkpoint, config.model, sharding=shardings)
     graphdef = nnx.graphdef(abstract_model)
     evaluator = tasks.build_evaluator(config.eval.type, config, config.eval, mesh)
     try:
@@ -191,6 +247,11 @@ def main(argv=None) -> int:
     out = epath.Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    record = {"task": args.task, "checkpoint": config.checkpoint, "vocab": config.data.vocab_file}
+    if run_dir.is_run(config.checkpoint):
+      record["step"] = run_dir.step_of(config.checkpoint)
+    record["eval"] = config.eval.to_dict()
+    (out / "eval_config.json").write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
     if predictions is not None:
       (out / "predictions.json").write_text(json.dumps(predictions))
     for k, v in sorted(metrics.items()):

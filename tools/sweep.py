@@ -215,10 +215,32 @@ def read_metrics(wd: epath.Path) -> Dict[str, Dict[int, float]]:
   return out
 
 
+# Logged training terms are losses whatever their name (image/itc, region/giou, video/mlm, ...): minimised.
+_LOSS_PREFIXES = ("image/", "region/", "video/")
+
+
 def _mode(metric: str, config: dict) -> str:
   if metric == config.get("best_metric"):
     return config.get("best_mode", "max")
-  return "min" if "loss" in metric.split("/")[-1] else "max"
+  if "loss" in metric.split("/")[-1] or metric.startswith(_LOSS_PREFIXES) or metric == "perf/eta_min":
+    return "min"
+  return "max"
+
+
+def check_metrics(trials: List[Trial], root: str, metrics: List[str]) -> None:
+  """A metric no trial logged is a typo (it would be an empty column): name it, with a close match."""
+  import difflib
+
+  logged = set()
+  for t in trials:
+    logged |= set(read_metrics(epath.Path(workdir(root, t))))
+  if not logged:
+    return  # nothing ran yet: the table shows the status column only
+  for m in metrics:
+    if m not in logged:
+      close = difflib.get_close_matches(m, sorted(logged), n=1)
+      hint = f"; did you mean {close[0]!r}?" if close else ""
+      raise ValueError(f"metric {m!r} was logged by no trial{hint} (logged: {', '.join(sorted(logged))})")
 
 
 def table_rows(trials: List[Trial], root: str, metrics: List[str], sort: str, sort_value: str = ""):
@@ -354,6 +376,11 @@ def main(argv=None) -> int:
   sort = args.sort or metrics[-1]
   if sort not in metrics:
     metrics.append(sort)
+  try:
+    check_metrics(trials, args.workdir_root, metrics)
+  except ValueError as e:
+    print(f"error: --metrics/--sort: {e}", file=sys.stderr)
+    return 2
   header, rows = table_rows(trials, args.workdir_root, metrics, sort, args.sort_value)
   text = render(header, rows, args.format)
   print(text, end="")

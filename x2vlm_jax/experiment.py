@@ -34,7 +34,7 @@ def ensure_embedded_data(config) -> None:
     embedded.ensure_for_config(config)
 
 
-def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=None, task=None):
+def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=None, task=None, force: bool = False):
   """Trains (or resumes) with the task and evaluators of `config` → (state, graphdef, last metrics)."""
   ensure_embedded_data(config)
   task = task if task is not None else tasks.build(config)
@@ -55,6 +55,7 @@ def train(config, workdir: str, *, max_steps: Optional[int] = None, input_iter=N
     mesh=mesh,
     input_iter=input_iter,
     max_steps=max_steps,
+    force=force,
   )
 
 
@@ -67,10 +68,10 @@ def best_params(config, workdir: str):
   return trainer.best_params(config, workdir, tasks.build(config))
 
 
-def run(config, workdir: str, *, max_steps: Optional[int] = None):
+def run(config, workdir: str, *, max_steps: Optional[int] = None, force: bool = False):
   """Train, then (if the run reached its last step) export the final params to WORKDIR/export and
   the best step's to WORKDIR/export_best (when `config.best_metric` is set), with the vocabulary."""
-  state, _, last = train(config, workdir, max_steps=max_steps)
+  state, _, last = train(config, workdir, max_steps=max_steps, force=force)
   if not finished(config, state):
     # Preempted or --max_steps: the checkpoint is what matters; no export inside a grace period.
     logging.info("stopped before the last step: checkpoint saved, no export")

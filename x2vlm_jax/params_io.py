@@ -6,7 +6,8 @@
     DIR/sentencepiece.bpe.model   the XLM-R SentencePiece model (the multilingual CCLM model)
 
 Written by `tools/convert_checkpoint.py` and by the trainer's export, read by `inference.load` and by
-`--config.init_from`. Restoring always goes through an abstract target built from the config, so a
+`--config.init_from`. The readers also take a training workdir (`WORKDIR` or `WORKDIR@STEP`: a run
+that never exported; x2vlm_jax/run_dir.py). Restoring always goes through an abstract target built from the config, so a
 checkpoint for another preset or resolution fails with a clear message instead of inside XLA.
 """
 
@@ -20,7 +21,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from x2vlm_jax import fs
+from x2vlm_jax import fs, run_dir
 from x2vlm_jax.models import X2VLM, presets
 from x2vlm_jax.models.layers import REPLICATED_RULES
 
@@ -66,11 +67,13 @@ def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] 
 
 
 def load_config(directory: str) -> ml_collections.ConfigDict:
+  if run_dir.is_run(directory):
+    return run_dir.model_config(directory)
   path = fs.path(directory) / CONFIG_FILE
   if not path.exists():
     raise ValueError(
       f"checkpoint_dir: {directory!r} has no {CONFIG_FILE}; expected a directory written by "
-      "tools/convert_checkpoint.py or the trainer's export"
+      "tools/convert_checkpoint.py or the trainer's export, or a training workdir (config.json + checkpoints/)"
     )
   cfg = presets.get_preset(json.loads(path.read_text())["name"])
   cfg.update(json.loads(path.read_text()))
@@ -95,6 +98,8 @@ def load(directory: str, cfg=None, sharding=None):
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
   else:
     target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract, sharding)
+  if run_dir.is_run(directory):
+    return cfg, run_dir.restore_params(directory, target)[0]
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(fs.path(directory) / PARAMS_DIR, target)
   return cfg, params
@@ -108,6 +113,8 @@ def load_numpy(directory: str) -> Tuple[ml_collections.ConfigDict, Dict[str, Any
   # numpy leaves in the target make Orbax restore numpy arrays on the host (np.empty costs no memory
   # until written), whatever mesh the reading job runs on.
   target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), abstract)
+  if run_dir.is_run(directory):
+    return cfg, run_dir.restore_params(directory, target)[0]
   with ocp.StandardCheckpointer() as ckptr:
     params = ckptr.restore(fs.path(directory) / PARAMS_DIR, target)
   return cfg, params
@@ -132,7 +139,10 @@ def write_vocab(directory: str, vocab_file: str) -> None:
 
 
 def vocab_file(directory: str) -> Optional[str]:
-  """The checkpoint's tokenizer file (DIR/sentencepiece.bpe.model or DIR/vocab.txt), else None."""
+  """The checkpoint's tokenizer file (DIR/sentencepiece.bpe.model or DIR/vocab.txt; a run: its
+  data.vocab_file), else None."""
+  if run_dir.is_run(directory):
+    return run_dir.vocab_file(directory)
   for name in (SPM_FILE, VOCAB_FILE):
     path = fs.path(directory) / name
     if path.exists():

@@ -47,6 +47,8 @@ def base_config(model: str, task: str, image_res: int, batch_size: int) -> ml_co
   c.total_steps = -1
   c.log_every = 50
   c.checkpoint_every = 1000
+  # Ours: also every 30 minutes of wall clock (x2vlm_jax/training/preemption.py); 0 turns it off.
+  c.checkpoint_every_minutes = 30.0
   c.keep_checkpoints = 1
   c.async_checkpoints = True
   c.init_from = ""  # a pre-trained checkpoint dir (convert_checkpoint output or export)

@@ -37,6 +37,9 @@ def base_config(model: str) -> ml_collections.ConfigDict:
   c.total_steps = 1000
   c.log_every = 50
   c.checkpoint_every = 5000
+  # Ours (not the paper's): also save every 30 minutes of wall clock, so a preempted pod loses at most
+  # that much work whatever the step time (x2vlm_jax/training/preemption.py); 0 turns it off.
+  c.checkpoint_every_minutes = 30.0
   c.keep_checkpoints = 3
   c.async_checkpoints = True
   c.init_from = ""  # dir from tools/convert_checkpoint.py (official weights, or BEiT-v2 + BERT init)

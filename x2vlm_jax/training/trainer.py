@@ -9,19 +9,19 @@ so tasks and evaluators sit above training and never the other way round.
 Resume order: a checkpoint in WORKDIR wins; else `config.init_from` (our export or a converted
 official checkpoint, any resolution; see `init_from.py`); else random initialisation. Evaluators
 (`config.evals`) run every N steps and at the end, their results are logged like any metric, and the
-best step by `config.best_metric` is kept besides the newest checkpoints. SIGTERM (single host) or a
-preemption notice reaching any host (multi-host: JAX's preemption sync point, so every host saves the
-same step) saves the current step and stops; a non-finite loss stops without saving.
+best step by `config.best_metric` is kept besides the newest checkpoints. Checkpoints every
+`checkpoint_every` steps and every `checkpoint_every_minutes`; SIGTERM or Ctrl-C on any host saves the
+current step everywhere and stops (`preemption.py`); a non-finite loss stops without saving.
 
-WORKDIR/config.json (the run's full config), init.json (what init_from loaded and which params got
-lr × lr_mult), metrics.jsonl, TensorBoard events, checkpoints/, eval/<name>/step_<n>/ (predictions).
+WORKDIR/config.json (the run's full config; config_history.jsonl: every launch's), init.json (what
+init_from loaded and which params got lr × lr_mult), metrics.jsonl (one row per step, also after a
+resume: run_record.py), TensorBoard events, checkpoints/, eval/<name>/step_<n>/ (predictions).
 """
 
 import itertools
 import json
 import math
 import os
-import signal
 import time
 from typing import Callable, Optional
 
@@ -33,46 +33,13 @@ from etils import epath
 
 from x2vlm_jax import fs, params_io
 from x2vlm_jax import sharding as shd
-from x2vlm_jax.training import checkpointing, init_from, optimizer, train_state
+from x2vlm_jax.training import checkpointing, init_from, optimizer, preemption, run_record, train_state
 from x2vlm_jax.training import metrics as metrics_lib
 from x2vlm_jax.training.train_step import jit_train_step
 
 
 class NonFiniteLossError(RuntimeError):
   pass
-
-
-class _Preemption:
-  """Single host: turns SIGTERM into a flag the loop checks after each step. Multi-host runs leave
-  SIGTERM to JAX's preemption notifier instead (a Python handler would hide it), which makes every
-  host agree on the step to save (`Checkpointer.reached_preemption`)."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    if jax.process_count() > 1:
-      if not jax.config.jax_enable_preemption_service:
-        logging.warning(
-          "jax_enable_preemption_service is off: SIGTERM will end this process without "
-          "a checkpoint (multi-process runs save on preemption through that service)"
-        )
-      return self
-
-    def handler(signum, frame):
-      logging.warning("SIGTERM received: saving a checkpoint at the current step and stopping.")
-      self.requested = True
-
-    try:
-      self._previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. a notebook worker): no handler
-      self._previous = None
-    return self
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
 
 
 _BARRIERS = itertools.count()
@@ -146,16 +113,17 @@ def train(
   mesh=None,
   input_iter=None,
   max_steps: Optional[int] = None,
+  force: bool = False,
 ):
   """Runs (or resumes) the experiment. Returns (state, graphdef, last logged metrics).
 
   evaluate(step, graphdef, params, total_steps, start_step) → {"<name>/<metric>": value} of the
   evaluations due at that step ({} when none is); its results are logged, and a step with results
-  is checkpointed with them (the best one by `config.best_metric` is kept).
+  is checkpointed with them (the best one by `config.best_metric` is kept). A resumed run refuses a
+  config that changes what its remaining steps compute unless `force` (run_record.py).
   """
   root = fs.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
-  _write_json(root / "config.json", json.loads(config.to_json_best_effort()))
   mesh = mesh if mesh is not None else shd.create_mesh(config.mesh)
   rules = [tuple(r) for r in config.sharding_rules]
   total_steps = resolve_total_steps(config, task)
@@ -168,6 +136,12 @@ def train(
     best_mode=config.get("best_mode", "max"),
   )
   start = ckpt.latest_step()
+  try:
+    run_record.record_launch(root, json.loads(config.to_json_best_effort()), start, force=force)
+  except run_record.ConfigChangedError:
+    ckpt.close()
+    raise
+  run_record.drop_replayed_rows(root, start)
   plan, new_params = _init_plan(config, task, root, resuming=start is not None)
   tx, lr_fn = optimizer.build_optimizer(config.optim, new_params=new_params, total_steps=total_steps)
   logging.info(
@@ -211,7 +185,10 @@ def train(
         logger.log(step, results, timing=False)  # evaluation time is not training throughput
       return results
 
+    timed = preemption.TimedCheckpoints(config.get("checkpoint_every_minutes", 0))
+
     def save(step, *, metrics=None, force=False):
+      timed.saved()
       ckpt.save(
         step,
         state,
@@ -221,7 +198,7 @@ def train(
         force=force,
       )
 
-    with _Preemption() as preempt:
+    with preemption.StopSignals() as signals:
       step = start
       try:
         if step == 0 and max_steps != 0:
@@ -231,13 +208,16 @@ def train(
             jax.profiler.start_trace(os.path.join(workdir, "profile"))
           batch = task.global_batch(mesh, next(input_iter))
           if step == start:
+            # The first step waits for XLA (about a minute for the tiny model on 2 CPU cores).
+            logging.info("compiling the train step (the first step waits for it)...")
             step_fn = _compiled_on_every_process(step_fn, state, batch)
           state, step_metrics = step_fn(state, batch)
           step += 1
           if profile and jax.process_index() == 0 and step == profile_start + int(config.get("profile_steps", 3)):
             jax.block_until_ready(state["step"])
             jax.profiler.stop_trace()
-          if step % config.log_every == 0 or step == end:
+          logged = step % config.log_every == 0 or step == end
+          if logged:
             scalars = jax.device_get(step_metrics)
             if not metrics_lib.all_finite({k: np.asarray(v) for k, v in scalars.items()}):
               bad = sorted(k for k, v in scalars.items() if not np.all(np.isfinite(v)))
@@ -250,10 +230,11 @@ def train(
           elif jax.default_backend() == "cpu":
             # Block on each step's result: back-to-back collectives can deadlock fake CPU devices.
             jax.block_until_ready(state["step"])
-          preempted = preempt.requested or ckpt.reached_preemption(step)
+          preempted = signals.stop_local or ckpt.reached_preemption(step)
           results = {} if preempted else run_evals(step)
-          if results or step % config.checkpoint_every == 0 or preempted:
-            save(step, metrics=results or None, force=preempted or bool(results))
+          on_time = timed.due(logged)
+          if results or step % config.checkpoint_every == 0 or preempted or on_time:
+            save(step, metrics=results or None, force=preempted or on_time or bool(results))
           if preempted:
             logging.warning("preemption: saved step %d, stopping", step)
             break

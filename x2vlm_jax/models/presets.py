@@ -21,6 +21,14 @@ def _common() -> ml_collections.ConfigDict:
   c.num_frames = 0
   c.dtype = "float32"  # compute dtype; parameters are always float32
   c.attention_impl = "xla"  # "xla" | "cudnn" (GPU only; must be asked for explicitly)
+  # Scan over identical layers (x2vlm_jax/models/scan.py): one compiled layer per group (vision
+  # blocks, text-only layers, fusion layers, decoder layers), params stacked on a leading axis.
+  # On in base/large (compile time and compiler memory stop growing with depth), off in tiny.
+  c.scan_layers = False
+  # Rematerialisation policy per tower: none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  # (models/scan.py); the decoder follows `text`. `remat_vision` / `remat_text` are the older booleans,
+  # kept as aliases: True means "full" where the policy is "none".
+  c.remat = ml_collections.ConfigDict({"vision": "none", "text": "none"})
   c.remat_vision = False
   c.remat_text = False
 
@@ -72,12 +80,14 @@ def _common() -> ml_collections.ConfigDict:
 def base() -> ml_collections.ConfigDict:
   c = _common()
   c.name = "base"
+  c.scan_layers = True
   return c
 
 
 def large() -> ml_collections.ConfigDict:
   c = _common()
   c.name = "large"
+  c.scan_layers = True
   c.vision.update(width=1024, depth=24, num_heads=16, mlp_dim=4096)
   c.text.update(hidden=1024, num_heads=16, ffn_dim=4096)
   return c
@@ -139,8 +149,27 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise ValueError(f"heads.num_labels: expected >= 0, got {c.heads.num_labels}")
   if c.heads.decoder_layers < 0:
     raise ValueError(f"heads.decoder_layers: expected >= 0, got {c.heads.decoder_layers}")
+  for tower in ("vision", "text"):
+    remat_policy(c, tower)
   if c.heads.nlvr and c.heads.num_labels:
     raise ValueError("heads: nlvr and num_labels both use the official name `cls_head`; enable one")
+
+
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def remat_policy(c, tower: str) -> str:
+  """The policy of `tower` ("vision" | "text"): `c.remat[tower]`, or "full" where only the older
+  boolean alias `c.remat_<tower>` is set (configs and exports written before the policies)."""
+  name = "none"
+  remat = c.get("remat", None)
+  if remat is not None and tower in remat:
+    name = remat[tower] or "none"
+  if name == "none" and bool(c.get(f"remat_{tower}", False)):
+    name = "full"
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"model.remat.{tower}: expected one of {REMAT_POLICIES}, got {name!r}")
+  return name
 
 
 def grid_size(c) -> int:

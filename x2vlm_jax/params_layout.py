@@ -77,6 +77,11 @@ def _same_form(params, fn):
 # ---------------------------------------------------------------------------------------------------
 # layouts
 # ---------------------------------------------------------------------------------------------------
+def is_stack_path(path: str) -> bool:
+  """Whether a flat param path names a stacked layer group's array."""
+  return bool(_STACK_RE.match(path))
+
+
 def is_stacked(params) -> bool:
   """True when the params (flat or nested) hold stacked layer groups."""
   flat = flatten(params) if any(isinstance(v, Mapping) for v in params.values()) else params

@@ -7,7 +7,11 @@
     params["temp"] = itc.clamp_temperature(params["temp"])  # x2vlm_jax.objectives.itc
 
 `params` / `grads` may be a pure nested dict or an `nnx.State` of `nnx.Param` (int keys for layer lists
-are fine); every rule below is decided from the parameter's path string "a/b/0/c".
+are fine); every rule below is decided from the parameter's path string "a/b/0/c". A stacked layer
+array (`text/fusion_stack/...`, x2vlm_jax/params_layout.py) is decided per layer on the unstacked name of
+each slice (`text/layers/12/...`); where the layers of one array fall into different groups, the lr
+(or decay) is a per-layer vector broadcast over the slice, so both layouts update the same elements
+with the same rates.
 
 Config fields (`default_config()`; a plain dict with the same keys works too):
   lr                peak learning rate of the base group (1e-4 base 4M / 5e-5 large; docs/reference.md §6.4)
@@ -38,7 +42,10 @@ from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple, U
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
+
+from x2vlm_jax import params_layout
 
 # ---------------------------------------------------------------------------------------------------
 # Config
@@ -200,9 +207,22 @@ def decays(path) -> bool:
   return not any(s in name for s in NO_DECAY_SUBSTRINGS)
 
 
+def _layer_names(tree) -> Dict[str, list]:
+  """{path string: unstacked name of each layer} for every leaf of a params-like tree."""
+  shapes = {path_to_str(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return params_layout.layer_paths(shapes)
+
+
 def decay_mask(params):
-  """Tree of bools (same structure as params): True where weight decay applies."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: decays(p), params)
+  """Tree of bools (same structure as params): True where weight decay applies; for a stacked array,
+  a bool vector over its layers when they disagree (never the case under the official rule)."""
+  names = _layer_names(params)
+
+  def leaf(path, _):
+    flags = [decays(n) for n in names[path_to_str(path)]]
+    return flags[0] if len(set(flags)) == 1 else np.asarray(flags)
+
+  return jax.tree_util.tree_map_with_path(leaf, params)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -212,6 +232,15 @@ def _normalise_new_params(new_params) -> frozenset:
   if new_params is None:
     return frozenset()
   return frozenset(path_to_str(p) for p in new_params)
+
+
+def _per_layer(keys, table, leaf_shape):
+  """table[key] of each layer → a scalar when the layers agree, else [layers, 1, …] broadcast over
+  each layer's slice of a stacked array."""
+  if len(set(keys)) == 1:
+    return table[keys[0]]
+  vec = jnp.stack([jnp.asarray(table[k], jnp.float32) for k in keys])
+  return vec.reshape((len(keys),) + (1,) * (len(leaf_shape) - 1))
 
 
 def param_group(path, optim, new_params: frozenset) -> str:
@@ -330,17 +359,24 @@ def _apply_groups(
   """Adam direction u → parameter delta with the group's scheduled lr and decoupled decay:
   p' = p − lr·u; p'' = p' − lr·wd·p' (decay only where `decays`), returned as p'' − p."""
 
-  def groups_of(tree) -> Callable[[Any], str]:
-    paths = [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    unknown = sorted(new_params - set(paths))
+  def groups_of(tree) -> Callable[[Any], list]:
+    names = _layer_names(tree)
+    every = {n for ns in names.values() for n in ns}
+    # new_params may name a stacked array (all its layers) or unstacked layers (init_from's plan).
+    new = set()
+    for p in new_params:
+      new.update(names.get(p, [p]))
+    unknown = sorted(new - every)
     if unknown:
       raise ValueError(
         f"optimizer new_params: {len(unknown)} path(s) are not parameters of the model, e.g. {unknown[:5]}"
       )
     # Training from scratch every parameter is "new"; the official code then has no init_params
     # (nothing was loaded), so nobody gets lr_mult.
-    effective = frozenset() if new_params and new_params >= set(paths) else new_params
-    return lambda p: param_group(p, optim, effective)
+    effective = frozenset() if new and new >= every else frozenset(new)
+    groups = {p: [param_group(n, optim, effective) for n in ns] for p, ns in names.items()}
+    decay = {p: [decays(n) for n in ns] for p, ns in names.items()}
+    return lambda p: (groups[path_to_str(p)], decay[path_to_str(p)])
 
   def init(params):
     groups_of(params)  # validates new_params against the tree once, eagerly
@@ -353,10 +389,12 @@ def _apply_groups(
     lrs = {name: fn(state.count) for name, fn in schedules.items()}
 
     def leaf(path, u, p):
-      lr = lrs[group(path)]
+      groups, flags = group(path)
+      lr = _per_layer(groups, lrs, u.shape)
       delta = -lr * u
-      if weight_decay and decays(path):
-        delta = delta - lr * weight_decay * (p.astype(jnp.float32) + delta)
+      if weight_decay and any(flags):
+        mask = 1.0 if all(flags) else _per_layer(flags, {True: 1.0, False: 0.0}, u.shape)
+        delta = delta - mask * lr * weight_decay * (p.astype(jnp.float32) + delta)
       return delta.astype(u.dtype)
 
     out = jax.tree_util.tree_map_with_path(leaf, updates, params)

@@ -173,7 +173,9 @@ def test_layout_round_trip_and_official_names():
   flat = params_layout.flatten(nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(0)), nnx.Param)))
   stacked = params_layout.stack_flat(flat)
   # layer j of the fusion stack is layer fusion_start + j
-  np.testing.assert_array_equal(stacked["text/fusion_stack/cross_attn/out/kernel"][0], flat["text/layers/2/cross_attn/out/kernel"])
+  np.testing.assert_array_equal(
+    stacked["text/fusion_stack/cross_attn/out/kernel"][0], flat["text/layers/2/cross_attn/out/kernel"]
+  )
   np.testing.assert_array_equal(stacked["text/text_stack/ln/scale"][1], flat["text/layers/1/ln/scale"])
   np.testing.assert_array_equal(stacked["decoder/fusion_stack/ln/bias"][1], flat["decoder/layers/1/ln/bias"])
   back = params_layout.unstack_flat(stacked)
@@ -274,6 +276,7 @@ def test_lr_groups_and_decay_masks_select_the_same_elements_in_both_layouts():
   for k in flat:
     # rtol: the global-norm clip sums the squares in another order (stacked arrays)
     np.testing.assert_allclose(np.asarray(u1[k]), np.asarray(u0[k]), rtol=1e-6, atol=1e-12, err_msg=k)
+
   # element counts per group and decay, each layout's own bookkeeping
   def counts(tree):
     names = params_layout.layer_paths(params_layout.flatten(tree))
@@ -291,7 +294,47 @@ def test_lr_groups_and_decay_masks_select_the_same_elements_in_both_layouts():
   # the mixed stacks really got per-layer rates: decoder layer 1's FFN (new) moved by lr_mult × layer 0's
   d = flat["decoder/layers/0/intermediate/kernel"], flat["decoder/layers/1/intermediate/kernel"]
   assert d[0].shape == d[1].shape
-  r = np.abs(u0["decoder/layers/1/intermediate/kernel"]).mean() / np.abs(u0["decoder/layers/0/intermediate/kernel"]).mean()
+  ffn = [np.abs(u0[f"decoder/layers/{i}/intermediate/kernel"]).mean() for i in (0, 1)]
+  r = ffn[1] / ffn[0]
   assert r == pytest.approx(5.0, rel=0.05)
   mask = params_layout.flatten(optimizer.decay_mask(params_layout.stack_layers(params)))
-  assert mask["vision/block_stack/attn/rel_pos_table"] is False and mask["text/fusion_stack/intermediate/kernel"] is True
+  assert mask["vision/block_stack/attn/rel_pos_table"] is False
+  assert mask["text/fusion_stack/intermediate/kernel"] is True
+
+
+def test_train_state_checkpoint_resumes_in_the_other_layout(tmp_path):
+  """An Orbax train-state checkpoint (params + Adam moments) written unscanned restores into a scanned
+  run's abstract state, and back, every element in its place."""
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from x2vlm_jax.training import checkpointing
+
+  cfg = _cfg(False, decoder_layers=1)
+  params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(0)), nnx.Param))
+  tx, _ = optimizer.build_optimizer(optimizer.default_config(), total_steps=10)
+
+  def state_of(p, fill):
+    opt = tx.init(p)
+    opt = jax.tree.map(lambda x: x + fill if jnp.issubdtype(x.dtype, jnp.floating) else x, opt)
+    return {"step": jnp.asarray(3, jnp.int32), "params": p, "opt_state": opt, "rng": jax.random.PRNGKey(1)}
+
+  # distinct values in the moments: Adam's mu = params + 1 (so a mis-placed slice shows)
+  unscanned = state_of(params, 0.0)
+  unscanned["opt_state"] = jax.tree.map(lambda x: x, unscanned["opt_state"])
+  unscanned["opt_state"][1] = unscanned["opt_state"][1]._replace(mu=jax.tree.map(lambda x: x + 1.0, params))
+  stacked_params = params_layout.stack_layers(params)
+  scanned = state_of(stacked_params, 0.0)
+  scanned["opt_state"][1] = scanned["opt_state"][1]._replace(mu=jax.tree.map(lambda x: x + 1.0, stacked_params))
+  replicated = NamedSharding(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",)), P())
+  for name, saved, target in (("u", unscanned, scanned), ("s", scanned, unscanned)):
+    ckpt = checkpointing.Checkpointer(str(tmp_path / name), async_save=False)
+    ckpt.save(3, saved, {"step": 3}, {"pos": 1}, force=True)
+    ckpt.wait()
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), target)
+    got, meta, inp = ckpt.restore(3, abstract)
+    ckpt.close()
+    assert meta["step"] == 3 and inp == {"pos": 1}
+    assert jax.tree.structure(got) == jax.tree.structure(target)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(target)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -10,7 +10,7 @@ wall time, compiler peak RSS, per-device peak memory, XLA FLOPs per step) or `to
   python tools/scan_report.py --groups base_official_cpu,tpu_base,tpu_large --output rows.md
 
 Groups:
-  tiny                synthetic_tiny on cpu:8, data parallel and FSDP, scan off / on
+  tiny                synthetic_tiny on cpu:4 (its 4 region images), data parallel and FSDP, scan off / on
   base_small          base 4M on cpu:8 at 8 + 8 texts (3 region images) per device, DP and FSDP, scan off / on
   base_official_cpu   base 4M on cpu:8 at the official batch (128 + 128 texts per device), DP and FSDP
   tpu_base            (a) base 4M, official batch, v5p:2x2x2 (8 chips), FSDP, through libtpu
@@ -68,7 +68,7 @@ def _compile_rows(label, config, topology, mesh, extra=(), chip=None, policies=(
 
 def groups():
   g = {}
-  g["tiny"] = _compile_rows("tiny", TINY, "cpu:8", DP) + _compile_rows("tiny", TINY, "cpu:8", FSDP)
+  g["tiny"] = _compile_rows("tiny", TINY, "cpu:4", DP) + _compile_rows("tiny", TINY, "cpu:4", FSDP)
   g["base_small"] = _compile_rows("base 4M 8+8/dev", BASE, "cpu:8", DP, SMALL_BATCH, "h100") + _compile_rows(
     "base 4M 8+8/dev", BASE, "cpu:8", FSDP, SMALL_BATCH, "h100"
   )

@@ -7,7 +7,8 @@
 Written by `tools/convert_checkpoint.py` and by the trainer's export, read by `inference.load` and by
 `--config.init_from`. The params are stored in the layout of the stored config (`scan_layers`: stacked
 layer groups, x2vlm_jax/params_layout.py; a config without the key, written before scanning existed,
-means unstacked); `save` converts to it and `load` converts from it to the requested model's layout. Restoring always goes through an abstract target built from the config, so a
+means unstacked); `save` converts to it and `load` converts from it to the requested model's layout.
+Restoring always goes through an abstract target built from the config, so a
 checkpoint for another preset or resolution fails with a clear message instead of inside XLA.
 """
 
@@ -45,7 +46,8 @@ def param_shapes(cfg) -> Dict[str, Tuple[tuple, Any]]:
 
 def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] = None) -> None:
   """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) of host or
-  fully-replicated arrays, in either layout (written in the layout of `cfg`). In a multi-process job every process must call this (Orbax's save is a
+  fully-replicated arrays, in either layout (written in the layout of `cfg`). In a multi-process job
+  every process must call this (Orbax's save is a
   collective); process 0 writes the config (and the vocabulary) and replaces an older export."""
   root = fs.path(directory)
   target = root / PARAMS_DIR

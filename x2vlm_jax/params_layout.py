@@ -34,8 +34,17 @@ _STACK_RE = re.compile(r"^(vision|text|decoder)/(block_stack|text_stack|fusion_s
 _LAYER_RE = re.compile(r"^(vision|text|decoder)/(blocks|layers)/(\d+)/(.+)$")
 
 
-def _xp(value):
-  return jnp if isinstance(value, jax.Array) else np
+def _stack(values):
+  v = values[0]
+  if isinstance(v, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct((len(values),) + tuple(v.shape), v.dtype)
+  return (jnp if isinstance(v, jax.Array) else np).stack(values)
+
+
+def _take(value, j: int):
+  if isinstance(value, jax.ShapeDtypeStruct):
+    return jax.ShapeDtypeStruct(tuple(value.shape[1:]), value.dtype)
+  return value[j]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -110,7 +119,7 @@ def _offsets(lengths: Mapping[str, int]) -> Dict[str, int]:
 
 
 def unstacked_name(stack_path: str, j: int, offsets: Mapping[str, int]) -> str:
-  """"text/fusion_stack/ln/bias", layer j → "text/layers/{offset + j}/ln/bias"."""
+  """ "text/fusion_stack/ln/bias", layer j → "text/layers/{offset + j}/ln/bias"."""
   m = _STACK_RE.match(stack_path)
   owner, group, rest = m.groups()
   list_name = "blocks" if owner == "vision" else "layers"
@@ -142,7 +151,7 @@ def unstack_flat(flat: Mapping[str, Any]) -> Dict[str, Any]:
   for path, value in flat.items():
     if _STACK_RE.match(path):
       for j in range(int(np.shape(value)[0])):
-        out[unstacked_name(path, j, offsets)] = value[j]
+        out[unstacked_name(path, j, offsets)] = _take(value, j)
     else:
       out[path] = value
   return out
@@ -181,7 +190,7 @@ def stack_flat(flat: Mapping[str, Any]) -> Dict[str, Any]:
           raise ValueError(f"stack_layers: {owner} layer {i} has other params than layer {indices[0]}")
       for rest in sorted(keys):
         values = [by_index[i][rest] for i in indices]
-        out[f"{owner}/{name}/{rest}"] = _xp(values[0]).stack(values)
+        out[f"{owner}/{name}/{rest}"] = _stack(values)
   return out
 
 
@@ -236,3 +245,47 @@ def stored_scan_layers(config_json: Mapping[str, Any]) -> bool:
   """The layout a checkpoint's model_config.json describes; files written before scanning existed
   have no `scan_layers` key and are unstacked."""
   return bool(config_json.get("scan_layers", False))
+
+
+# ---------------------------------------------------------------------------------------------------
+# whole train states (params and the optimizer moments that mirror them)
+# ---------------------------------------------------------------------------------------------------
+def _params_like(node) -> bool:
+  """A dict shaped like the model params (the params themselves, Adam's mu / nu, MultiSteps' sums)."""
+  if not isinstance(node, Mapping):
+    return False
+  for owner in ("vision", "text", "decoder"):
+    sub = node.get(owner)
+    if isinstance(sub, Mapping) and any(
+      k in sub for k in ("blocks", "layers", "block_stack", "text_stack", "fusion_stack")
+    ):
+      return True
+  return False
+
+
+def convert_tree(tree, stacked: bool):
+  """Every params-like dict inside `tree` (a train state: params, optimizer state namedtuples, ...)
+  converted to the stacked (True) or unstacked layout; leaves may be arrays or ShapeDtypeStructs."""
+  fn = stack_layers if stacked else unstack_layers
+
+  def walk(node):
+    if _params_like(node):
+      return fn(dict(node))
+    if isinstance(node, Mapping):
+      return {k: walk(v) for k, v in node.items()}
+    if isinstance(node, tuple) and hasattr(node, "_fields"):
+      return type(node)(*[walk(v) for v in node])
+    if isinstance(node, (list, tuple)):
+      return type(node)(walk(v) for v in node)
+    return node
+
+  return walk(tree)
+
+
+def tree_is_stacked(tree) -> bool:
+  """Whether any leaf path of a (metadata or state) tree names a stacked layer group."""
+  for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    if any(p in ("block_stack", "text_stack", "fusion_stack") for p in parts):
+      return True
+  return False

@@ -30,6 +30,7 @@ from x2vlm_jax.models.presets import REMAT_POLICIES, remat_policy  # noqa: F401 
 
 LAYER_AXIS = "layers"  # logical name of the stacked parameters' leading axis (replicated)
 
+
 def checkpoint(fn: Callable, policy: str) -> Callable:
   """`fn` under jax.checkpoint with the named policy ("none": unchanged)."""
   if policy == "none":

@@ -147,9 +147,7 @@ class BertLayer(nnx.Module):
     x = self.self_attn(x, x, self_bias, r_self, drop_path)
     return self._cross_and_ffn(x, vision, vision_bias, cross_kv, r_cross, r_hidden, r_path, drop_path)
 
-  def _cross_and_ffn(
-    self, x, vision, vision_bias, cross_kv, r_cross=None, r_hidden=None, r_path=None, drop_path=None
-  ):
+  def _cross_and_ffn(self, x, vision, vision_bias, cross_kv, r_cross=None, r_hidden=None, r_path=None, drop_path=None):
     rate = self.drop_path if drop_path is None else drop_path
     if self.cross_attn is not None and (vision is not None or cross_kv is not None):
       if cross_kv is None:

@@ -12,6 +12,7 @@ wall time, compiler peak RSS, per-device peak memory, XLA FLOPs per step) or `to
 Groups:
   tiny                synthetic_tiny on cpu:4 (its 4 region images), data parallel and FSDP, scan off / on
   base_small          base 4M on cpu:8 at 8 + 8 texts (3 region images) per device, DP and FSDP, scan off / on
+  fsdp_unconstrained  base_small's FSDP rows with model.constrain_activations=False (GSPMD decides)
   base_official_cpu   base 4M on cpu:8 at the official batch (128 + 128 texts per device), DP and FSDP
   tpu_base            (a) base 4M, official batch, v5p:2x2x2 (8 chips), FSDP, through libtpu
   tpu_large           (b) large 4M, official batch, v5p:4x2x2 (16 chips), FSDP, through libtpu
@@ -74,6 +75,15 @@ def groups():
   )
   g["base_official_cpu"] = _compile_rows("base 4M official", BASE, "cpu:8", DP, chip="h100") + _compile_rows(
     "base 4M official", BASE, "cpu:8", FSDP, chip="h100"
+  )
+  # FSDP with the activations left to GSPMD (before constrain_activations): isolates that fix.
+  g["fsdp_unconstrained"] = _compile_rows(
+    "base 4M 8+8/dev, activations unconstrained",
+    BASE,
+    "cpu:8",
+    FSDP,
+    SMALL_BATCH + ["--config.model.constrain_activations=False"],
+    "h100",
   )
   g["tpu_base"] = _compile_rows("(a) base 4M official", BASE, "v5p:2x2x2", FSDP)
   g["tpu_large"] = _compile_rows("(b) large 4M official", LARGE, "v5p:4x2x2", FSDP)

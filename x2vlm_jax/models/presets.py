@@ -31,6 +31,9 @@ def _common() -> ml_collections.ConfigDict:
   c.remat = ml_collections.ConfigDict({"vision": "none", "text": "none"})
   c.remat_vision = False
   c.remat_text = False
+  # Pin each layer's output to batch sharding over (data, fsdp) under an FSDP mesh (models/scan.py
+  # `constrain_batch`); False leaves the activations' sharding to GSPMD's propagation.
+  c.constrain_activations = True
 
   c.vision = ml_collections.ConfigDict()
   c.vision.width = 768

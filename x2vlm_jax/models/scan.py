@@ -80,6 +80,20 @@ def rates_input(rates) -> Any:
   return jnp.asarray(rates)
 
 
+def constrain_batch(x):
+  """Pins an activation [B, ...] to batch sharding over (data, fsdp) when the ambient mesh has an
+  `fsdp` axis > 1. Without it GSPMD may propagate the weights' `embed`→fsdp sharding onto the hidden
+  axis of the activations (resharding them and replicating the batch), which is how FSDP ended up with
+  MORE temporaries than data parallelism (docs/performance.md). No mesh, or no FSDP: unchanged."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty or dict(mesh.shape).get("fsdp", 1) == 1 or not hasattr(x, "ndim") or x.ndim == 0:
+    return x
+  axes = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
+  if x.shape[0] % int(np.prod([dict(mesh.shape)[a] for a in axes])):
+    return x
+  return jax.lax.with_sharding_constraint(x, jax.sharding.PartitionSpec(axes))
+
+
 def run(
   stack: nnx.Module,
   carry,

@@ -207,6 +207,7 @@ class TextStack(nnx.Module):
     self.num_heads = t.num_heads
     self.dtype = dtype
     self.remat = scan.remat_policy(cfg, "text")
+    self.constrain = bool(cfg.get("constrain_activations", True))
     # Official rule: a positive text drop-path rate forces hidden dropout to 0.
     hidden_dropout = 0.0 if t.drop_path_rate > 0 else t.hidden_dropout
     rates = list(np.linspace(0.0, t.drop_path_rate, self.fusion_start)) + list(
@@ -261,8 +262,11 @@ class TextStack(nnx.Module):
     for i in range(start, end):
       lyr = self.layers[i]
       kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
-      x = call(lyr, x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv)
+      x = self._constrain(call(lyr, x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv))
     return x
+
+  def _constrain(self, x):
+    return scan.constrain_batch(x) if self.constrain else x
 
   def _groups(self, start: int, end: int):
     """The scanned groups covering layers [start, end) as (stack, first layer, last layer + 1)."""
@@ -285,7 +289,8 @@ class TextStack(nnx.Module):
         k, rate = inp
         rate = 0.0 if rate is None else rate
         kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
-        return lyr(h, self_bias, None if kv is not None else vision, vision_bias, k, kv, rate), None
+        h = lyr(h, self_bias, None if kv is not None else vision, vision_bias, k, kv, rate)
+        return self._constrain(h), None
 
       x, _ = scan.run(stack, x, body, xs=(keys, rates), policy=self.remat)
     return x

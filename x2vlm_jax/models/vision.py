@@ -132,6 +132,7 @@ class VisionTower(nnx.Module):
     self.patch_size = cfg.patch_size
     self.image_res = cfg.image_res
     self.remat = scan.remat_policy(cfg, "vision")
+    self.constrain = bool(cfg.get("constrain_activations", True))
     self.patch_embed = layers.dense(
       cfg.patch_size**2 * 3, v.width, (None, "embed"), rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal
     )
@@ -174,19 +175,22 @@ class VisionTower(nnx.Module):
     patches = self.fc_norm(x[:, 1:])  # the cls-slot output is discarded (docs/reference.md §1.2 step 6)
     return jnp.concatenate([patches.mean(axis=1, keepdims=True), patches], axis=1)
 
+  def _constrain(self, x):
+    return scan.constrain_batch(x) if self.constrain else x
+
   def _blocks(self, x, rng):
     depth = len(self.drop_path_rates)
     if self.block_stack is None:
       call = scan.remat_layer(lambda blk, h, k: blk(h, k), self.remat)
       for block, r in zip(self.blocks, layers.split_rng(rng, depth)):
-        x = call(block, x, r)
+        x = self._constrain(call(block, x, r))
       return x
     keys = scan.layer_keys(rng, depth, 0, depth)
     rates = scan.rates_input(self.drop_path_rates) if keys is not None else None
 
     def body(block, h, inp):
       k, rate = inp
-      return block(h, k, 0.0 if rate is None else rate), None
+      return self._constrain(block(h, k, 0.0 if rate is None else rate)), None
 
     x, _ = scan.run(self.block_stack, x, body, xs=(keys, rates), policy=self.remat)
     return x

@@ -338,3 +338,41 @@ def test_train_state_checkpoint_resumes_in_the_other_layout(tmp_path):
     assert jax.tree.structure(got) == jax.tree.structure(target)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(target)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_init_from_an_unscanned_export_fills_the_slices_of_a_scanned_vqa_model(tmp_path):
+  """The decoder's official initialisation (decoder layer j ← fusion layer fusion_start + j) lands in
+  slice j of the scanned decoder's stacked arrays; the cross-attention keys/values stay fresh."""
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  from tests.configs import synthetic_vqa
+  from x2vlm_jax import tasks
+  from x2vlm_jax.training import init_from
+
+  c = synthetic_vqa.get_config()
+  src_cfg = c.model.copy_and_resolve_references()
+  src_cfg.heads.decoder_layers = 0
+  src = nnx.to_pure_dict(nnx.state(X2VLM(src_cfg, rngs=nnx.Rngs(5)), nnx.Param))
+  params_io.save(str(tmp_path / "export"), src_cfg, src)
+  c.model.scan_layers = True
+  task = tasks.build(c)
+  p = init_from.plan(str(tmp_path / "export"), c.model, task)
+  fresh = nnx.to_pure_dict(nnx.state(X2VLM(c.model, rngs=nnx.Rngs(9)), nnx.Param))
+  replicated = NamedSharding(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",)), P())
+  state = {"params": jax.tree.map(jnp.asarray, fresh)}
+  out = init_from.apply(p, state, {"params": jax.tree.map(lambda _: replicated, fresh)}, c.model, task)
+  got = params_layout.flatten(jax.device_get(out["params"]))
+  text = params_layout.flatten(src)
+  fs = c.model.text.fusion_start
+  for j in range(c.model.heads.decoder_layers):
+    for sub in ("self_attn/query/kernel", "cross_attn/out/bias", "intermediate/kernel", "ln/scale"):
+      np.testing.assert_array_equal(got[f"decoder/fusion_stack/{sub}"][j], text[f"text/layers/{fs + j}/{sub}"])
+    np.testing.assert_array_equal(
+      got["decoder/fusion_stack/cross_attn/key/kernel"][j],
+      np.asarray(fresh["decoder"]["fusion_stack"]["cross_attn"]["key"]["kernel"][j]),
+    )
+  for i in range(c.model.text.num_layers):
+    group, k = ("text_stack", i) if i < fs else ("fusion_stack", i - fs)
+    np.testing.assert_array_equal(got[f"text/{group}/output/kernel"][k], text[f"text/layers/{i}/output/kernel"])
+  np.testing.assert_array_equal(got["vision/block_stack/fc1/bias"][1], text["vision/blocks/1/fc1/bias"])

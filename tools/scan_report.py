@@ -181,10 +181,13 @@ def main():
   p.add_argument("--timeout", type=int, default=3600, help="seconds per row")
   p.add_argument("--output", default=None, help="markdown table to this file (also printed)")
   p.add_argument("--jsonl", default=None, help="every row's full record")
+  p.add_argument("--only", default="", help="substrings separated by |: keep rows whose name has one")
   p.add_argument("--print", action="store_true", help="only print the commands")
   args = p.parse_args()
   table = groups()
   rows = [r for g in args.groups.split(",") for r in table[g]]
+  if args.only:
+    rows = [r for r in rows if any(o in r["name"] for o in args.only.split("|"))]
   if args.print:
     for r in rows:
       print(r["name"], "::", " ".join(r["args"]))

@@ -112,6 +112,12 @@ def run(
     layer_state, x = inp
     return body(nnx.merge(graphdef, layer_state), c, x)
 
+  # A layer may return another dtype than it was given (bfloat16 compute: the residual stream leaves
+  # the first unrolled layer in float32). Start the carry in the dtype a layer returns, which is what
+  # the unrolled layers 2 … L see (an exact upcast for layer 1, whose matmuls cast to the compute dtype).
+  first = jax.tree.map(lambda a: a[0], (state, xs))
+  out = jax.eval_shape(step, carry, first)[0]
+  carry = jax.tree.map(lambda c, o: c.astype(o.dtype) if hasattr(c, "astype") else c, carry, out)
   return jax.lax.scan(checkpoint(step, policy), carry, (state, xs))
 
 

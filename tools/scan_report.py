@@ -16,6 +16,7 @@ Groups:
   base_official_cpu   base 4M on cpu:8 at the official batch (128 + 128 texts per device), DP and FSDP
   tpu_base            (a) base 4M, official batch, v5p:2x2x2 (8 chips), FSDP, through libtpu
   tpu_large           (b) large 4M, official batch, v5p:4x2x2 (16 chips), FSDP, through libtpu
+  policies_cpu        base_small's DP row, scan on, remat full and dots_with_no_batch_dims_saveable
   policies            base 4M, official batch, v5p:2x2x2 FSDP, scan on, each remat policy (libtpu)
   bench               CPU step time of base 4M at a small batch, scan off / on (benchmark_train.py)
 """
@@ -93,6 +94,16 @@ def groups():
     "v5p:2x2x2",
     FSDP,
     policies=("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"),
+    scans=(True,),
+  )
+  g["policies_cpu"] = _compile_rows(
+    "base 4M 8+8/dev",
+    BASE,
+    "cpu:8",
+    DP,
+    SMALL_BATCH,
+    "h100",
+    policies=("full", "dots_with_no_batch_dims_saveable"),
     scans=(True,),
   )
   g["bench"] = [

@@ -312,20 +312,22 @@ def test_train_state_checkpoint_resumes_in_the_other_layout(tmp_path):
 
   cfg = _cfg(False, decoder_layers=1)
   params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(0)), nnx.Param))
-  tx, _ = optimizer.build_optimizer(optimizer.default_config(), total_steps=10)
+  tx, _ = optimizer.build_optimizer(dict(optimizer.default_config(), warmup_steps=2), total_steps=10)
 
   def state_of(p, fill):
     opt = tx.init(p)
     opt = jax.tree.map(lambda x: x + fill if jnp.issubdtype(x.dtype, jnp.floating) else x, opt)
     return {"step": jnp.asarray(3, jnp.int32), "params": p, "opt_state": opt, "rng": jax.random.PRNGKey(1)}
 
-  # distinct values in the moments: Adam's mu = params + 1 (so a mis-placed slice shows)
-  unscanned = state_of(params, 0.0)
-  unscanned["opt_state"] = jax.tree.map(lambda x: x, unscanned["opt_state"])
-  unscanned["opt_state"][1] = unscanned["opt_state"][1]._replace(mu=jax.tree.map(lambda x: x + 1.0, params))
+  def with_mu(state, p):
+    # distinct values in the moments: Adam's mu = params + 1 (so a mis-placed slice shows)
+    chain = list(state["opt_state"])  # (clip, Adam, groups)
+    chain[1] = chain[1]._replace(mu=jax.tree.map(lambda x: x + 1.0, p))
+    return {**state, "opt_state": tuple(chain)}
+
+  unscanned = with_mu(state_of(params, 0.0), params)
   stacked_params = params_layout.stack_layers(params)
-  scanned = state_of(stacked_params, 0.0)
-  scanned["opt_state"][1] = scanned["opt_state"][1]._replace(mu=jax.tree.map(lambda x: x + 1.0, stacked_params))
+  scanned = with_mu(state_of(stacked_params, 0.0), stacked_params)
   replicated = NamedSharding(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("d",)), P())
   for name, saved, target in (("u", unscanned, scanned), ("s", scanned, unscanned)):
     ckpt = checkpointing.Checkpointer(str(tmp_path / name), async_save=False)

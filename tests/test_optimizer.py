@@ -21,10 +21,14 @@ def tiny_paths():
 
 @pytest.fixture(scope="module")
 def base_paths():
+  """Every parameter of the base model, stacked layer arrays (the preset scans) named per layer."""
+  from x2vlm_jax import params_layout
   from x2vlm_jax.models import get_preset
   from x2vlm_jax.params_io import param_shapes
 
-  return param_shapes(get_preset("base", num_frames=3))
+  shapes = param_shapes(get_preset("base", num_frames=3))
+  assert any(params_layout.is_stack_path(p) for p in shapes)
+  return [n for names in params_layout.layer_paths({p: s for p, (s, _) in shapes.items()}).values() for n in names]
 
 
 def _official_base_keys(depth=12, layers=18, fusion_start=12):

@@ -2,6 +2,7 @@
 
   python tools/benchmark_train.py --config configs/pretrain/x2vlm_base_4m.py --steps 10 \
       [--per_device image=64,region=64,images=25] [--dtype bfloat16] [--attention cudnn] [--remat]
+      [--scan on|off] [--remat_policy none|full|dots_saveable|dots_with_no_batch_dims_saveable]
 
 Reports step time, examples/s, model FLOPs per step from XLA's cost analysis, MFU against the
 device's peak (bf16 dense; H100/H200 SXM 989 TFLOP/s, or --peak_tflops), and peak device memory.
@@ -59,7 +60,14 @@ def main(argv=None):
   p.add_argument("--per_device", default="", help="image=N,region=N,images=N,video=N per device")
   p.add_argument("--dtype", default=None, choices=[None, "float32", "bfloat16"])
   p.add_argument("--attention", default=None, choices=[None, "xla", "cudnn"])
-  p.add_argument("--remat", action="store_true", help="remat both towers")
+  p.add_argument("--remat", action="store_true", help="remat both towers (policy full; the older flag)")
+  p.add_argument(
+    "--remat_policy",
+    default=None,
+    choices=[None, "none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable"],
+    help="remat policy of both towers (x2vlm_jax/models/scan.py)",
+  )
+  p.add_argument("--scan", default=None, choices=[None, "on", "off"], help="scan over layers (default: the preset's)")
   p.add_argument("--no_dropout", action="store_true", help="text dropout off (lets cuDNN take attention)")
   p.add_argument("--peak_tflops", type=float, default=None)
   p.add_argument("--json", default=None)
@@ -67,6 +75,7 @@ def main(argv=None):
 
   from x2vlm_jax import sharding as shd
   from x2vlm_jax import tasks
+  from x2vlm_jax.models.presets import remat_policy
   from x2vlm_jax.training import optimizer, train_state
   from x2vlm_jax.training.train_step import jit_train_step
 
@@ -88,6 +97,10 @@ def main(argv=None):
     config.model.attention_impl = args.attention
   if args.remat:
     config.model.remat_vision = config.model.remat_text = True
+  if args.remat_policy:
+    config.model.remat.update(vision=args.remat_policy, text=args.remat_policy)
+  if args.scan:
+    config.model.scan_layers = args.scan == "on"
   if args.no_dropout:
     config.model.text.hidden_dropout = config.model.text.attention_dropout = 0.0
   config.mesh = (-1, 1, 1)
@@ -128,6 +141,8 @@ def main(argv=None):
     dtype=config.model.dtype,
     attention=config.model.attention_impl,
     remat=bool(config.model.remat_vision),
+    remat_policy={t: remat_policy(config.model, t) for t in ("vision", "text")},
+    scan_layers=bool(config.model.scan_layers),
     batch={s: int(config.data[s].batch_size) for s in ("image", "region", "video") if config.data[s].enabled},
     region_images=int(config.data.region.num_images),
     step_time_s=dt,

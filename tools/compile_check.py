@@ -189,8 +189,12 @@ def compile_one(name, fn, args, mesh):
   )
   # Donated arguments alias their outputs: the live peak is arguments + outputs − aliased + temporaries.
   peak = m.get("argument", 0) + m.get("output", 0) - m.get("alias", 0) + m.get("temp", 0) + m.get("generated_code", 0)
+  import resource
+
   return {
     "name": name,
+    # The compiler runs in this process: its peak RSS so far (Linux reports KiB).
+    "host_max_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
     "lower_s": round(t1 - t0, 1),
     "compile_s": round(t2 - t1, 1),
     "memory": m,
@@ -245,6 +249,7 @@ def main(argv):
   import jax
 
   from x2vlm_jax import sharding as shd
+  from x2vlm_jax.models.presets import remat_policy
 
   config = _CONFIG.value
   devices, chip = target_devices(_TOPOLOGY.value)
@@ -253,7 +258,9 @@ def main(argv):
   mesh = shd.create_mesh(config.mesh, devices=devices)
   print(
     f"target {_TOPOLOGY.value}: {len(devices)} x {devices[0].device_kind}"
-    f"{f' (HBM {hbm[1]})' if hbm else ''}; mesh {dict(mesh.shape)}; jax {jax.__version__}",
+    f"{f' (HBM {hbm[1]})' if hbm else ''}; mesh {dict(mesh.shape)}; jax {jax.__version__}; "
+    f"scan_layers {bool(config.model.get('scan_layers', False))}, remat "
+    f"{ {t: remat_policy(config.model, t) for t in ('vision', 'text')} }",
     flush=True,
   )
 
@@ -282,6 +289,8 @@ def main(argv):
           "device_kind": devices[0].device_kind,
           "chip": chip,
           "mesh": dict(mesh.shape),
+          "scan_layers": bool(config.model.get("scan_layers", False)),
+          "remat": {t: remat_policy(config.model, t) for t in ("vision", "text")},
           "hbm_bytes": hbm[0] if hbm else None,
           "fits": fits,
           "results": results,

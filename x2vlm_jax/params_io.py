@@ -7,7 +7,10 @@
 
 Written by `tools/convert_checkpoint.py` and by the trainer's export, read by `inference.load` and by
 `--config.init_from`. The readers also take a training workdir (`WORKDIR` or `WORKDIR@STEP`: a run
-that never exported; x2vlm_jax/run_dir.py). Restoring always goes through an abstract target built from the config, so a
+that never exported; x2vlm_jax/run_dir.py). The params are stored in the layout of the stored config
+(`scan_layers`: stacked layer groups, x2vlm_jax/params_layout.py; a config without the key, written
+before scanning existed, means unstacked); `save` converts to it and `load` converts from it to the
+requested model's layout. Restoring always goes through an abstract target built from the config, so a
 checkpoint for another preset or resolution fails with a clear message instead of inside XLA.
 """
 
@@ -21,7 +24,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from flax import nnx
 
-from x2vlm_jax import fs, run_dir
+from x2vlm_jax import fs, params_layout, run_dir
 from x2vlm_jax.models import X2VLM, presets
 from x2vlm_jax.models.layers import REPLICATED_RULES
 
@@ -46,7 +49,8 @@ def param_shapes(cfg) -> Dict[str, Tuple[tuple, Any]]:
 
 def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] = None) -> None:
   """params: pure nested dict (as `nnx.to_pure_dict(nnx.state(model, nnx.Param))`) of host or
-  fully-replicated arrays. In a multi-process job every process must call this (Orbax's save is a
+  fully-replicated arrays, in either layout (written in the layout of `cfg`). In a multi-process job
+  every process must call this (Orbax's save is a
   collective); process 0 writes the config (and the vocabulary) and replaces an older export."""
   root = fs.path(directory)
   target = root / PARAMS_DIR
@@ -62,6 +66,7 @@ def save(directory: str, cfg, params: Dict[str, Any], vocab_file: Optional[str] 
 
     multihost_utils.sync_global_devices(f"params_io.save:{directory}")
   params = jax.tree.map(lambda x: np.asarray(x, dtype=np.float32), params)
+  params = params_layout.to_layout(params, cfg)
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save(target, params)
 
@@ -75,14 +80,18 @@ def load_config(directory: str) -> ml_collections.ConfigDict:
       f"checkpoint_dir: {directory!r} has no {CONFIG_FILE}; expected a directory written by "
       "tools/convert_checkpoint.py or the trainer's export, or a training workdir (config.json + checkpoints/)"
     )
-  cfg = presets.get_preset(json.loads(path.read_text())["name"])
-  cfg.update(json.loads(path.read_text()))
+  stored = json.loads(path.read_text())
+  cfg = presets.get_preset(stored["name"])
+  cfg.update(stored)
+  # The layout the params were written in, not the preset's current default.
+  cfg.scan_layers = params_layout.stored_scan_layers(stored)
   presets.validate(cfg)
   return cfg
 
 
 def load(directory: str, cfg=None, sharding=None):
-  """→ (cfg, params pure dict). `cfg` overrides the stored config's runtime fields (dtype, attention)."""
+  """→ (cfg, params pure dict). `cfg` overrides the stored config's runtime fields (dtype, attention,
+  scan_layers: the params come back in the layout of the returned cfg, whatever the stored one)."""
   stored = load_config(directory)
   if cfg is None:
     cfg = stored
@@ -93,6 +102,13 @@ def load(directory: str, cfg=None, sharding=None):
           f"checkpoint {directory!r}: it was written for {key}={stored[key]!r}, "
           f"the requested model has {key}={cfg[key]!r}"
         )
+  if bool(cfg.get("scan_layers", False)) != stored.scan_layers:
+    # Another layout on disk: restore it on the host, convert, then place.
+    _, params = load_numpy(directory)
+    params = params_layout.to_layout(params, cfg)
+    if sharding is not None:
+      params = jax.tree.map(lambda x, s: jax.device_put(x, s), params, sharding)
+    return cfg, params
   abstract = nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param))
   if sharding is None:
     target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract)
@@ -106,7 +122,8 @@ def load(directory: str, cfg=None, sharding=None):
 
 
 def load_numpy(directory: str) -> Tuple[ml_collections.ConfigDict, Dict[str, Any]]:
-  """→ (the stored model config, params as a nested dict of host numpy arrays), whatever the model.
+  """→ (the stored model config, params as a nested dict of host numpy arrays in the stored layout),
+  whatever the model.
   Used to initialise a differently shaped model from a checkpoint (`training.init_from`)."""
   cfg = load_config(directory)
   abstract = nnx.to_pure_dict(nnx.state(abstract_model(cfg), nnx.Param))

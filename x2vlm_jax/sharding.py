@@ -27,6 +27,9 @@ DEFAULT_RULES = (
   ("vocab", "tensor"),
   ("joint", None),
   ("norm", None),
+  # The leading axis of scanned (stacked) layer params: never sharded, each scan step reads one
+  # layer, whose other axes carry the rules above (x2vlm_jax/models/scan.py).
+  ("layers", None),
 )
 
 

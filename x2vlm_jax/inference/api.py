@@ -369,10 +369,14 @@ def load(
   dtype: Optional[str] = None,
   attention_impl: Optional[str] = None,
   vocab_file: Optional[str] = None,
+  scan_layers: Optional[bool] = None,
 ):
   """Loads a directory written by tools/convert_checkpoint.py or the trainer's export (with its
-  vocab.txt, unless `vocab_file` names another)."""
+  vocab.txt, unless `vocab_file` names another). scan_layers: the model's layout (default: the one
+  the checkpoint was written in; either layout loads either checkpoint, x2vlm_jax/params_layout.py)."""
   cfg = params_io.load_config(checkpoint_dir)
+  if scan_layers is not None:
+    cfg.scan_layers = bool(scan_layers)
   if dtype is not None:
     cfg.dtype = dtype
   if attention_impl is not None:

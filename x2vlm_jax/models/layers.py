@@ -14,7 +14,7 @@ from flax import nnx
 Axes = Sequence[Optional[str]]
 
 # Every logical axis name used by the model's parameters.
-LOGICAL_AXES = ("embed", "mlp", "heads", "vocab", "joint", "norm")
+LOGICAL_AXES = ("embed", "mlp", "heads", "vocab", "joint", "norm", "layers")
 # Rules that replicate everything: for abstract evaluation under an ambient mesh, where Flax would
 # otherwise try to read the logical names as mesh axes.
 REPLICATED_RULES = tuple((name, None) for name in LOGICAL_AXES)
@@ -87,9 +87,11 @@ def dropout(x, rate: float, rng: Optional[jax.Array]):
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
 
 
-def drop_path(x, rate: float, rng: Optional[jax.Array], mask_shape):
-  """Stochastic depth with an explicit mask shape, scaled by 1/keep like timm."""
-  if rng is None or rate <= 0.0:
+def drop_path(x, rate, rng: Optional[jax.Array], mask_shape):
+  """Stochastic depth with an explicit mask shape, scaled by 1/keep like timm. `rate` may be a traced
+  scalar (a scanned layer's rate): a rate of 0 then keeps everything and divides by 1, the same values
+  as the static skip."""
+  if rng is None or rate is None or (isinstance(rate, (int, float)) and rate <= 0.0):
     return x
   keep = jax.random.bernoulli(rng, 1.0 - rate, mask_shape)
   return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))

@@ -21,12 +21,23 @@ def _common() -> ml_collections.ConfigDict:
   c.num_frames = 0
   c.dtype = "float32"  # compute dtype; parameters are always float32
   c.attention_impl = "xla"  # "xla" | "cudnn" (GPU only; must be asked for explicitly)
+  # Scan over identical layers (x2vlm_jax/models/scan.py): one compiled layer per group (vision
+  # blocks, text-only layers, fusion layers, decoder layers), params stacked on a leading axis.
+  # On in base/large (compile time and compiler memory stop growing with depth), off in tiny.
+  c.scan_layers = False
+  # Rematerialisation policy per tower: none | full | dots_saveable | dots_with_no_batch_dims_saveable
+  # (models/scan.py); the decoder follows `text`. `remat_vision` / `remat_text` are the older booleans,
+  # kept as aliases: True means "full" where the policy is "none".
+  c.remat = ml_collections.ConfigDict({"vision": "none", "text": "none"})
   c.remat_vision = False
   c.remat_text = False
   # Text side (docs/reference.md §1.5, §1.8): "bert" = the English 18-layer stack whose last layers fuse;
   # "xlmr" = XLM-R text encoder + a separate BERT-layout cross encoder (`cross`), the official
   # XVLMPlus / CrossViewLM structure of the multilingual (CCLM) models.
   c.text_encoder = "bert"
+  # Pin each layer's output to batch sharding over (data, fsdp) under an FSDP mesh (models/scan.py
+  # `constrain_batch`); False leaves the activations' sharding to GSPMD's propagation.
+  c.constrain_activations = True
 
   c.vision = ml_collections.ConfigDict()
   c.vision.width = 768
@@ -76,12 +87,14 @@ def _common() -> ml_collections.ConfigDict:
 def base() -> ml_collections.ConfigDict:
   c = _common()
   c.name = "base"
+  c.scan_layers = True
   return c
 
 
 def large() -> ml_collections.ConfigDict:
   c = _common()
   c.name = "large"
+  c.scan_layers = True
   c.vision.update(width=1024, depth=24, num_heads=16, mlp_dim=4096)
   c.text.update(hidden=1024, num_heads=16, ffn_dim=4096)
   return c
@@ -115,6 +128,9 @@ def _xlmr(c: ml_collections.ConfigDict, *, num_layers: int, vocab_size: int, max
   configs/pretrain/multilingual_cclm_x2vlm_{base,large}.yaml (`text_num_hidden_layers`,
   `cross_num_hidden_layers: 6`); XLM-R sizes from the public xlm-roberta-{base,large} config.json."""
   c.text_encoder = "xlmr"
+  # The XLM-R stack and the cross encoder run as plain layer loops (models/xlmr.py); the scanned layout
+  # (params_layout.py) knows the English groups only, so the CCLM presets run unscanned for now.
+  c.scan_layers = False
   c.cross = ml_collections.ConfigDict()
   c.cross.num_layers = 6
   c.cross.num_heads = c.text.num_heads
@@ -206,10 +222,31 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ValueError("text_encoder='xlmr' needs a `cross` section (the cross encoder); use a cclm_* preset")
     if c.text.hidden % c.cross.num_heads:
       raise ValueError(f"cross.num_heads={c.cross.num_heads} does not divide text.hidden={c.text.hidden}")
+    if c.get("scan_layers", False):
+      raise ValueError("text_encoder='xlmr' runs unscanned (models/xlmr.py): set model.scan_layers=False")
     if c.text.max_positions < c.text.pad_token_id + 2:
       raise ValueError("xlmr: max_positions must exceed pad_token_id + 1 (RoBERTa positions start there)")
+  for tower in ("vision", "text"):
+    remat_policy(c, tower)
   if c.heads.nlvr and c.heads.num_labels:
     raise ValueError("heads: nlvr and num_labels both use the official name `cls_head`; enable one")
+
+
+REMAT_POLICIES = ("none", "full", "dots_saveable", "dots_with_no_batch_dims_saveable")
+
+
+def remat_policy(c, tower: str) -> str:
+  """The policy of `tower` ("vision" | "text"): `c.remat[tower]`, or "full" where only the older
+  boolean alias `c.remat_<tower>` is set (configs and exports written before the policies)."""
+  name = "none"
+  remat = c.get("remat", None)
+  if remat is not None and tower in remat:
+    name = remat[tower] or "none"
+  if name == "none" and bool(c.get(f"remat_{tower}", False)):
+    name = "full"
+  if name not in REMAT_POLICIES:
+    raise ValueError(f"model.remat.{tower}: expected one of {REMAT_POLICIES}, got {name!r}")
+  return name
 
 
 def grid_size(c) -> int:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from x2vlm_jax.models import layers
+from x2vlm_jax.models import layers, scan
 from x2vlm_jax.models.attention import (
   CROSS_ATTENTION_MASK_VALUE,
   SELF_ATTENTION_MASK_VALUE,
@@ -86,7 +86,7 @@ class BertAttention(nnx.Module):
     n = self.num_heads
     return (self.key(kv).reshape(b, length, n, -1), self.value(kv).reshape(b, length, n, -1))
 
-  def attend(self, x, k, v, bias, rng=None):
+  def attend(self, x, k, v, bias, rng=None, drop_path=None):
     """Queries from x [Bq, Lq, H] against projected k/v [Bk, Lk, heads, head_dim].
 
     Bq may be a multiple R·Bk: rows r·R … r·R+R−1 (the answers of one question, the beams of one
@@ -109,11 +109,12 @@ class BertAttention(nnx.Module):
     )
     y = layers.dropout(self.out(ctx.reshape(b, lq, h)), self.hidden_dropout, r_hidden)
     # Official text DropPath drops whole token positions across the batch: mask shape (1, L, 1).
-    y = layers.drop_path(y, self.drop_path, r_path, (1, lq, 1))
+    rate = self.drop_path if drop_path is None else drop_path
+    y = layers.drop_path(y, rate, r_path, (1, lq, 1))
     return self.ln(x + y)
 
-  def __call__(self, x, kv, bias, rng=None):
-    return self.attend(x, *self.project_kv(kv), bias, rng)
+  def __call__(self, x, kv, bias, rng=None, drop_path=None):
+    return self.attend(x, *self.project_kv(kv), bias, rng, drop_path)
 
 
 class BertLayer(nnx.Module):
@@ -138,21 +139,23 @@ class BertLayer(nnx.Module):
     self.hidden_dropout = hidden_dropout
     self.drop_path = drop_path
 
-  def __call__(self, x, self_bias, vision=None, vision_bias=None, rng=None, cross_kv=None):
+  def __call__(self, x, self_bias, vision=None, vision_bias=None, rng=None, cross_kv=None, drop_path=None):
     """cross_kv: the cross-attention's projected memory (`cross_attn.project_kv(vision)`), if the
-    caller computed it once for many calls; otherwise it is projected from `vision` here."""
+    caller computed it once for many calls; otherwise it is projected from `vision` here.
+    drop_path: this call's rate instead of the constructor's (a scanned layer's, traced)."""
     r_self, r_cross, r_hidden, r_path = layers.split_rng(rng, 4)
-    x = self.self_attn(x, x, self_bias, r_self)
-    return self._cross_and_ffn(x, vision, vision_bias, cross_kv, r_cross, r_hidden, r_path)
+    x = self.self_attn(x, x, self_bias, r_self, drop_path)
+    return self._cross_and_ffn(x, vision, vision_bias, cross_kv, r_cross, r_hidden, r_path, drop_path)
 
-  def _cross_and_ffn(self, x, vision, vision_bias, cross_kv, r_cross=None, r_hidden=None, r_path=None):
+  def _cross_and_ffn(self, x, vision, vision_bias, cross_kv, r_cross=None, r_hidden=None, r_path=None, drop_path=None):
+    rate = self.drop_path if drop_path is None else drop_path
     if self.cross_attn is not None and (vision is not None or cross_kv is not None):
       if cross_kv is None:
         cross_kv = self.cross_attn.project_kv(vision)
-      x = self.cross_attn.attend(x, *cross_kv, vision_bias, r_cross)
+      x = self.cross_attn.attend(x, *cross_kv, vision_bias, r_cross, drop_path)
     y = self.output(layers.gelu(self.intermediate(x)))
     y = layers.dropout(y, self.hidden_dropout, r_hidden)
-    y = layers.drop_path(y, self.drop_path, r_path, (1, x.shape[1], 1))
+    y = layers.drop_path(y, rate, r_path, (1, x.shape[1], 1))
     return self.ln(x + y)
 
   def decode(self, x, self_bias, cache: Tuple[jax.Array, jax.Array], index, cross_kv=None, cross_bias=None):
@@ -203,7 +206,8 @@ class TextStack(nnx.Module):
     cross_width = cfg.vision.width if cross_width is None else cross_width
     self.num_heads = t.num_heads
     self.dtype = dtype
-    self.remat = bool(cfg.remat_text)
+    self.remat = scan.remat_policy(cfg, "text")
+    self.constrain = bool(cfg.get("constrain_activations", True))
     # Official rule (xbert.py: BertEncoder.__init__): a positive text drop-path rate sets hidden dropout
     # to 0 for the encoder layers; BertModel builds its BertEmbeddings before the encoder, so the
     # embedding dropout keeps hidden_dropout_prob (0.1).
@@ -211,22 +215,32 @@ class TextStack(nnx.Module):
     rates = list(np.linspace(0.0, t.drop_path_rate, self.fusion_start)) + list(
       np.linspace(0.0, t.cross_drop_path_rate, num_layers - self.fusion_start)
     )
+    self.num_layers = num_layers
+    self.drop_path_rates = tuple(float(r) for r in rates)
     self.embeddings = BertEmbeddings(t, rngs=rngs, dtype=dtype, hidden_dropout=t.hidden_dropout)
-    self.layers = nnx.List(
-      [
-        BertLayer(
-          t,
-          has_cross=i >= self.fusion_start,
-          vision_width=cross_width,
-          drop_path=float(rates[i]),
-          rngs=rngs,
-          dtype=dtype,
-          implementation=cfg.attention_impl,
-          hidden_dropout=hidden_dropout,
-        )
-        for i in range(num_layers)
-      ]
-    )
+
+    def make(i, r, rate):
+      return BertLayer(
+        t,
+        has_cross=i >= self.fusion_start,
+        vision_width=cross_width,
+        drop_path=rate,
+        rngs=r,
+        dtype=dtype,
+        implementation=cfg.attention_impl,
+        hidden_dropout=hidden_dropout,
+      )
+
+    if cfg.get("scan_layers", False):
+      # Two scans (x2vlm_jax/models/scan.py): the text-only layers [0, fusion_start) and the fusion
+      # layers [fusion_start, L) with cross-attention; rates and RNG keys are per-layer scan data.
+      n_text, n_fusion = self.fusion_start, num_layers - self.fusion_start
+      self.layers = None
+      self.text_stack = scan.stacked(lambda r: make(0, r, 0.0), n_text, rngs) if n_text else None
+      self.fusion_stack = scan.stacked(lambda r: make(num_layers, r, 0.0), n_fusion, rngs) if n_fusion else None
+    else:
+      self.layers = nnx.List([make(i, rngs, self.drop_path_rates[i]) for i in range(num_layers)])
+      self.text_stack = self.fusion_stack = None
     self.mlm = MLMHead(t, rngs=rngs, dtype=dtype)
 
   def _run(self, x, mask, start: int, end: int, vision=None, vision_mask=None, rng=None):
@@ -243,12 +257,44 @@ class TextStack(nnx.Module):
         vision_mask = jnp.ones(vision.shape[:2], jnp.int32)
       vision_bias = additive_mask(vision_mask, CROSS_ATTENTION_MASK_VALUE)
       vision = vision.astype(x.dtype)
-    rngs = layers.split_rng(rng, len(self.layers))
+    if self.layers is None:
+      return self._run_scanned(x, self_bias, start, end, vision, vision_bias, shared, rng)
+    rngs = layers.split_rng(rng, self.num_layers)
+    call = scan.remat_layer(lambda layer, *a: layer(*a), self.remat)
     for i in range(start, end):
       lyr = self.layers[i]
       kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
-      args = (x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv)
-      x = nnx.remat(lambda layer, *a: layer(*a))(lyr, *args) if self.remat else lyr(*args)
+      x = self._constrain(call(lyr, x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv))
+    return x
+
+  def _constrain(self, x):
+    return scan.constrain_batch(x) if self.constrain else x
+
+  def _groups(self, start: int, end: int):
+    """The scanned groups covering layers [start, end) as (stack, first layer, last layer + 1)."""
+    groups = [(self.text_stack, 0, self.fusion_start), (self.fusion_stack, self.fusion_start, self.num_layers)]
+    out = []
+    for stack, lo, hi in groups:
+      if stack is None or hi <= start or lo >= end:
+        continue
+      if lo < start or hi > end:
+        raise ValueError(f"scan_layers: layers [{start}, {end}) do not align with the scanned group [{lo}, {hi})")
+      out.append((stack, lo, hi))
+    return out
+
+  def _run_scanned(self, x, self_bias, start, end, vision, vision_bias, shared, rng):
+    for stack, lo, hi in self._groups(start, end):
+      keys = scan.layer_keys(rng, self.num_layers, lo, hi)
+      rates = scan.rates_input(self.drop_path_rates[lo:hi]) if keys is not None else None
+
+      def body(lyr, h, inp, lo=lo):
+        k, rate = inp
+        rate = 0.0 if rate is None else rate
+        kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
+        h = lyr(h, self_bias, None if kv is not None else vision, vision_bias, k, kv, rate)
+        return self._constrain(h), None
+
+      x, _ = scan.run(stack, x, body, xs=(keys, rates), policy=self.remat)
     return x
 
   def text(self, ids, mask, rng=None, positions=None):
@@ -256,13 +302,13 @@ class TextStack(nnx.Module):
     return self._run(self.embeddings(ids, r_emb, positions), mask, 0, self.fusion_start, rng=r_layers)
 
   def fusion(self, text_embeds, mask, vision, vision_mask=None, rng=None):
-    return self._run(text_embeds, mask, self.fusion_start, len(self.layers), vision, vision_mask, rng)
+    return self._run(text_embeds, mask, self.fusion_start, self.num_layers, vision, vision_mask, rng)
 
   def multi_modal(self, ids, mask, vision=None, vision_mask=None, rng=None, positions=None):
     """mask: [B, L] padding mask or a 3-D [B, L, L] attention mask (captioning, causal decoders);
     positions: [B, L] or [1, L] position ids (default 0 … L−1)."""
     r_emb, r_layers = layers.split_rng(rng, 2)
-    return self._run(self.embeddings(ids, r_emb, positions), mask, 0, len(self.layers), vision, vision_mask, r_layers)
+    return self._run(self.embeddings(ids, r_emb, positions), mask, 0, self.num_layers, vision, vision_mask, r_layers)
 
   def mlm_logits(self, hidden):
     return self.mlm(hidden, self.embeddings.word)
@@ -275,11 +321,28 @@ class TextStack(nnx.Module):
     dtype = self.dtype if dtype is None else dtype
     h = self.embeddings.word.features
     shape = (batch, length, self.num_heads, h // self.num_heads)
+    if self.layers is None:
+      # Scanned: one (k, v) pair per group, [batch, layers, length, heads, head_dim] (batch first, so
+      # that beam search re-orders every cache leaf on axis 0 in both layouts).
+      return tuple(
+        (jnp.zeros((batch, hi - lo) + shape[1:], dtype), jnp.zeros((batch, hi - lo) + shape[1:], dtype))
+        for _, lo, hi in self._groups(0, self.num_layers)
+      )
     return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in self.layers)
 
   def cross_kv(self, memory) -> Tuple[Optional[Tuple[jax.Array, jax.Array]], ...]:
     """Cross-attention keys/values of `memory` [Bm, Lm, W] for every layer that has cross-attention
-    (None for the others), projected once per generation instead of once per step."""
+    (None for the others), projected once per generation instead of once per step. Scanned: one entry per
+    group, the fusion group's keys/values stacked on a leading layer axis."""
+    if self.layers is None:
+      out = []
+      for stack, lo, hi in self._groups(0, self.num_layers):
+        if lo < self.fusion_start:
+          out.append(None)
+          continue
+        _, kv = scan.run(stack, None, lambda lyr, c, _: (c, lyr.cross_attn.project_kv(memory)))
+        out.append(kv)
+      return tuple(out)
     return tuple(None if lyr.cross_attn is None else lyr.cross_attn.project_kv(memory) for lyr in self.layers)
 
   def decode(self, ids, positions, cache, index, self_mask, cross_kv: Sequence = (), memory_mask=None):
@@ -297,11 +360,37 @@ class TextStack(nnx.Module):
     kv0 = next((kv for kv in cross_kv if kv is not None), None)
     if kv0 is not None:
       if memory_mask is None:
-        memory_mask = jnp.ones(kv0[0].shape[:2], jnp.int32)
+        # kv0[0]: [Bm, Lm, heads, head_dim], scanned [layers, Bm, Lm, heads, head_dim]
+        memory_mask = jnp.ones(kv0[0].shape[-4:-2], jnp.int32)
       cross_bias = additive_mask(memory_mask, CROSS_ATTENTION_MASK_VALUE)
+    if self.layers is None:
+      return self._decode_scanned(x, self_bias, cache, index, cross_kv, cross_bias)
     new_cache = []
     for i, lyr in enumerate(self.layers):
       kv = cross_kv[i] if cross_kv else None
       x, c = lyr.decode(x, self_bias, cache[i], index, kv, cross_bias)
       new_cache.append(c)
+    return x, tuple(new_cache)
+
+  def _decode_scanned(self, x, self_bias, cache, index, cross_kv, cross_bias):
+    """`decode` over the scanned groups: layer i of a group reads and rewrites slice i of the group's
+    [B, layers, T, heads, head_dim] buffers, carried through the scan (updated in place by XLA)."""
+    new_cache = []
+    for g, (stack, lo, hi) in enumerate(self._groups(0, self.num_layers)):
+      kv = cross_kv[g] if cross_kv else None
+
+      def body(lyr, carry, inp):
+        h, k_all, v_all = carry
+        i, layer_kv = inp
+        layer_cache = (
+          jax.lax.dynamic_index_in_dim(k_all, i, axis=1, keepdims=False),
+          jax.lax.dynamic_index_in_dim(v_all, i, axis=1, keepdims=False),
+        )
+        h, (k, v) = lyr.decode(h, self_bias, layer_cache, index, layer_kv, cross_bias)
+        k_all = jax.lax.dynamic_update_index_in_dim(k_all, k, i, axis=1)
+        v_all = jax.lax.dynamic_update_index_in_dim(v_all, v, i, axis=1)
+        return (h, k_all, v_all), None
+
+      (x, k_all, v_all), _ = scan.run(stack, (x, *cache[g]), body, xs=(jnp.arange(hi - lo), kv))
+      new_cache.append((k_all, v_all))
     return x, tuple(new_cache)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from x2vlm_jax.models import layers
+from x2vlm_jax.models import layers, scan
 from x2vlm_jax.models.attention import dot_product_attention
 
 
@@ -112,13 +112,15 @@ class VisionBlock(nnx.Module):
       jnp.full((v.width,), v.layer_scale_init, jnp.float32), out_sharding=("norm",), eager_sharding=False
     )
 
-  def __call__(self, x, rng=None):
+  def __call__(self, x, rng=None, drop_path=None):
+    """drop_path: this call's rate instead of the constructor's (a scanned block's, traced)."""
+    rate = self.drop_path if drop_path is None else drop_path
     r1, r2 = layers.split_rng(rng, 2)
     sample_mask = (x.shape[0],) + (1,) * (x.ndim - 1)  # timm DropPath: whole samples
     y = self.attn(self.norm1(x)) * self.gamma_1[...].astype(x.dtype)
-    x = x + layers.drop_path(y, self.drop_path, r1, sample_mask)
+    x = x + layers.drop_path(y, rate, r1, sample_mask)
     y = self.fc2(layers.gelu(self.fc1(self.norm2(x)))) * self.gamma_2[...].astype(x.dtype)
-    return x + layers.drop_path(y, self.drop_path, r2, sample_mask)
+    return x + layers.drop_path(y, rate, r2, sample_mask)
 
 
 class VisionTower(nnx.Module):
@@ -129,7 +131,8 @@ class VisionTower(nnx.Module):
     dtype = jnp.dtype(cfg.dtype)
     self.patch_size = cfg.patch_size
     self.image_res = cfg.image_res
-    self.remat = bool(cfg.remat_vision)
+    self.remat = scan.remat_policy(cfg, "vision")
+    self.constrain = bool(cfg.get("constrain_activations", True))
     self.patch_embed = layers.dense(
       cfg.patch_size**2 * 3, v.width, (None, "embed"), rngs=rngs, dtype=dtype, kernel_init=layers.trunc_normal
     )
@@ -152,7 +155,14 @@ class VisionTower(nnx.Module):
     else:
       self.pos_embed = None
     rates = np.linspace(0.0, v.drop_path_rate, v.depth) if v.depth > 1 else [0.0]
-    self.blocks = nnx.List([VisionBlock(cfg, float(r), rngs=rngs, dtype=dtype) for r in rates])
+    self.drop_path_rates = tuple(float(r) for r in rates)
+    if cfg.get("scan_layers", False):
+      # One stacked block; the rates (and the RNG keys) enter the scan as per-block data.
+      self.blocks = None
+      self.block_stack = scan.stacked(lambda r: VisionBlock(cfg, 0.0, rngs=r, dtype=dtype), v.depth, rngs)
+    else:
+      self.blocks = nnx.List([VisionBlock(cfg, r, rngs=rngs, dtype=dtype) for r in self.drop_path_rates])
+      self.block_stack = None
     self.fc_norm = layers.layer_norm(v.width, v.layer_norm_eps, rngs=rngs, dtype=dtype)
 
   def __call__(self, images, rng=None):
@@ -161,11 +171,26 @@ class VisionTower(nnx.Module):
     x = jnp.concatenate([cls, x], axis=1)
     if self.pos_embed is not None:
       x = x + self.pos_embed[...].astype(x.dtype)
-    rngs = layers.split_rng(rng, len(self.blocks))
-    for block, r in zip(self.blocks, rngs):
-      if self.remat:
-        x = nnx.remat(lambda blk, h, k: blk(h, k))(block, x, r)
-      else:
-        x = block(x, r)
+    x = self._blocks(x, rng)
     patches = self.fc_norm(x[:, 1:])  # the cls-slot output is discarded (docs/reference.md §1.2 step 6)
     return jnp.concatenate([patches.mean(axis=1, keepdims=True), patches], axis=1)
+
+  def _constrain(self, x):
+    return scan.constrain_batch(x) if self.constrain else x
+
+  def _blocks(self, x, rng):
+    depth = len(self.drop_path_rates)
+    if self.block_stack is None:
+      call = scan.remat_layer(lambda blk, h, k: blk(h, k), self.remat)
+      for block, r in zip(self.blocks, layers.split_rng(rng, depth)):
+        x = self._constrain(call(block, x, r))
+      return x
+    keys = scan.layer_keys(rng, depth, 0, depth)
+    rates = scan.rates_input(self.drop_path_rates) if keys is not None else None
+
+    def body(block, h, inp):
+      k, rate = inp
+      return self._constrain(block(h, k, 0.0 if rate is None else rate)), None
+
+    x, _ = scan.run(self.block_stack, x, body, xs=(keys, rates), policy=self.remat)
+    return x

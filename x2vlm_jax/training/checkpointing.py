@@ -8,6 +8,10 @@
 The input states are gathered from all hosts (a few integers each) and saved as one Orbax item, so
 they commit atomically with the step they belong to and are garbage-collected with it, on any
 filesystem. Kept: the newest `keep` steps, plus the best step by `best_metric` when one is named.
+
+A state saved in the other layer layout (`model.scan_layers` changed between runs, x2vlm_jax/params_layout.py)
+is restored on the host in its own layout, converted (params and the optimizer moments alike) and
+placed onto the requested shardings.
 """
 
 import json
@@ -18,7 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as cm
 
-from x2vlm_jax import fs
+from x2vlm_jax import fs, params_layout
 
 
 def gather_host_states(local: Optional[Dict[str, Any]]) -> Dict[str, Any]:
@@ -105,8 +109,16 @@ class Checkpointer:
     )
     return self._mngr.save(step, args=args, metrics=metrics if self.best_metric else None, force=force)
 
+  def _stored_stacked(self, step: int) -> bool:
+    meta = self._mngr.item_metadata(step)
+    state = meta["state"] if meta is not None and "state" in meta else None
+    return params_layout.tree_is_stacked(state) if state is not None else False
+
   def restore(self, step: int, abstract_state):
     """→ (state, meta, this host's input state or None)."""
+    want = params_layout.tree_is_stacked(abstract_state)
+    if self._stored_stacked(step) != want:
+      return self._restore_other_layout(step, abstract_state, stacked_on_disk=not want)
     restored = self._mngr.restore(
       step,
       args=ocp.args.Composite(
@@ -122,6 +134,27 @@ class Checkpointer:
         "number of processes"
       )
     return restored["state"], restored["meta"], inputs.get(key)
+
+  def _restore_other_layout(self, step: int, abstract_state, stacked_on_disk: bool):
+    on_disk = params_layout.convert_tree(
+      jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), abstract_state), stacked_on_disk
+    )
+    # numpy targets: Orbax restores host arrays (np.empty costs nothing until written).
+    target = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), on_disk)
+    restored = self._mngr.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore(), input=ocp.args.JsonRestore()
+      ),
+    )
+    host = params_layout.convert_tree(restored["state"], not stacked_on_disk)
+    state = jax.tree.map(
+      lambda v, a: jax.make_array_from_callback(a.shape, a.sharding, lambda idx, v=np.asarray(v): v[idx]),
+      host,
+      abstract_state,
+    )
+    inputs = restored["input"] or {}
+    return state, restored["meta"], inputs.get(f"process_{jax.process_index()}")
 
   def metrics(self, step: int) -> Optional[Dict[str, Any]]:
     return self._mngr.metrics(step)

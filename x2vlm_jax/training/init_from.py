@@ -16,6 +16,10 @@ Parameters the checkpoint did not provide (plus the checkpoint's own `new_params
 conversion.json, and what the task names) form `new_params`, the lr × lr_mult group of docs/reference.md §6.1 —
 the official `init_params`. Parameters of the checkpoint the model does not have are dropped
 (reported). Planning reads only shapes, so the optimizer can be built before any value is loaded.
+
+Layouts (x2vlm_jax/params_layout.py): the plan, the task's additions and `new_params` speak the
+unstacked names (`text/layers/13/...`) whatever the layout of the checkpoint or of the model; the
+checkpoint is unstacked when read and the values are stacked into the model's arrays in `apply`.
 """
 
 import json
@@ -26,7 +30,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from x2vlm_jax import params_io
+from x2vlm_jax import params_io, params_layout
 from x2vlm_jax.convert.assemble import flatten
 from x2vlm_jax.convert.relpos import resize_rel_pos_table
 
@@ -75,8 +79,8 @@ def plan(init_from: str, model_cfg, task=None) -> InitPlan:
       f"init_from {init_from!r}: the checkpoint is for another model (preset "
       f"{stored.name!r}, the run uses {model_cfg.name!r}):\n  " + "\n  ".join(bad)
     )
-  src = params_io.param_shapes(stored)
-  dst = params_io.param_shapes(model_cfg)
+  src = params_io.param_shapes(params_layout.unstacked_config(stored))
+  dst = params_io.param_shapes(params_layout.unstacked_config(model_cfg))
   actions, problems = {}, []
   for path, (shape, _) in dst.items():
     if path not in src:
@@ -127,7 +131,7 @@ def _conversion_new_params(init_from: str) -> List[str]:
 def load_values(p: InitPlan, model_cfg, fresh: Callable[[str], np.ndarray], task=None) -> Dict[str, np.ndarray]:
   """Host numpy values of every parameter whose action is not "fresh"."""
   _, params = params_io.load_numpy(p.source)
-  flat = flatten(params)
+  flat = params_layout.unstack_flat(flatten(params))
   grid = model_cfg.image_res // model_cfg.patch_size
   out = {}
   for path, action in p.actions.items():
@@ -191,14 +195,30 @@ def apply(p: InitPlan, state, shardings, model_cfg, task=None):
   params = state["params"]
   flat_shardings = flatten_tree(shardings["params"])
   flat_params = flatten_tree(params)
+  # Unstacked name → (the model's array, layer index or None): values land in slices of stacked arrays.
+  where = {}
+  for path, names in params_layout.layer_paths(flat_params).items():
+    for j, name in enumerate(names):
+      where[name] = (path, j if params_layout.is_stack_path(path) else None)
 
-  def fresh(path):
-    return np.asarray(jax.device_get(flat_params[path]))
+  def fresh(name):
+    path, j = where[name]
+    value = np.asarray(jax.device_get(flat_params[path]))
+    return value if j is None else value[j]
 
   values = load_values(p, model_cfg, fresh, task)
-  for path, value in values.items():
-    sharding = flat_shardings[path]
+  merged: Dict[str, np.ndarray] = {}
+  for name, value in values.items():
+    path, j = where[name]
     value = np.asarray(value, np.float32)
+    if j is None:
+      merged[path] = value
+    else:
+      if path not in merged:
+        merged[path] = np.array(jax.device_get(flat_params[path]), np.float32)
+      merged[path][j] = value
+  for path, value in merged.items():
+    sharding = flat_shardings[path]
     flat_params[path] = jax.make_array_from_callback(value.shape, sharding, lambda idx, v=value: v[idx])
   counts = {a: sum(1 for x in p.actions.values() if x == a) for a in sorted(set(p.actions.values()))}
   logging.info(

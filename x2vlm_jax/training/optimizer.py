@@ -7,7 +7,11 @@
     params["temp"] = itc.clamp_temperature(params["temp"])  # x2vlm_jax.objectives.itc
 
 `params` / `grads` may be a pure nested dict or an `nnx.State` of `nnx.Param` (int keys for layer lists
-are fine); every rule below is decided from the parameter's path string "a/b/0/c".
+are fine); every rule below is decided from the parameter's path string "a/b/0/c". A stacked layer
+array (`text/fusion_stack/...`, x2vlm_jax/params_layout.py) is decided per layer on the unstacked name of
+each slice (`text/layers/12/...`); where the layers of one array fall into different groups, the lr
+(or decay) is a per-layer vector broadcast over the slice, so both layouts update the same elements
+with the same rates.
 
 Config fields (`default_config()`; a plain dict with the same keys works too):
   lr                peak learning rate of the base group (1e-4 base 4M / 5e-5 large; docs/reference.md §6.4)
@@ -32,13 +36,16 @@ parameter AFTER the Adam step (p ← p' − lr·wd·p'). Clipping follows torch 
 transformations by O(ε) terms only, but cost nothing to reproduce. All optimizer state is float32.
 """
 
-import re
 from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional, Tuple, Union
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 import optax
+
+from x2vlm_jax import params_layout
+from x2vlm_jax.official_names import official_name, path_to_str  # noqa: F401 (re-exported; the one table)
 
 # ---------------------------------------------------------------------------------------------------
 # Config
@@ -73,125 +80,6 @@ def _field(cfg, name, default=None):
 # ---------------------------------------------------------------------------------------------------
 # Paths and official names
 # ---------------------------------------------------------------------------------------------------
-_VARIABLE_ATTRS = ("value", "raw_value")
-
-
-def path_to_str(path) -> str:
-  """A jax key path (or tuple of names/ints, or an "a/b/c" string) → "a/b/c".
-
-  `GetAttrKey('value')` entries, which `nnx.Variable` leaves add under an `nnx.State`, are dropped so
-  that a pure dict and an nnx.State give the same strings.
-  """
-  if isinstance(path, str):
-    return path
-  parts = []
-  for k in path:
-    if isinstance(k, jax.tree_util.DictKey):
-      parts.append(str(k.key))
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      parts.append(str(k.idx))
-    elif isinstance(k, jax.tree_util.GetAttrKey):
-      if k.name not in _VARIABLE_ATTRS:
-        parts.append(str(k.name))
-    elif isinstance(k, jax.tree_util.FlattenedIndexKey):
-      parts.append(str(k.key))
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
-
-
-def _layer_rules(ours: str, bert: str):
-  """Module rules of BERT layers: our list `ours` ("text/layers", "text/cross") → `bert`encoder.layer.N."""
-  layer = bert + r"encoder.layer.\1"
-  return [
-    (ours + r"/(\d+)/self_attn/(query|key|value)", layer + r".attention.self.\2"),
-    (ours + r"/(\d+)/self_attn/out", layer + ".attention.output.dense"),
-    (ours + r"/(\d+)/self_attn/ln", layer + ".attention.output.LayerNorm"),
-    (ours + r"/(\d+)/cross_attn/(query|key|value)", layer + r".crossattention.self.\2"),
-    (ours + r"/(\d+)/cross_attn/out", layer + ".crossattention.output.dense"),
-    (ours + r"/(\d+)/cross_attn/ln", layer + ".crossattention.output.LayerNorm"),
-    (ours + r"/(\d+)/intermediate", layer + ".intermediate.dense"),
-    (ours + r"/(\d+)/output", layer + ".output.dense"),
-    (ours + r"/(\d+)/ln", layer + ".output.LayerNorm"),
-  ]
-
-
-def _bert_rules(ours: str, bert: str, cls: str):
-  """Module rules of one BERT stack: our prefix ("text" / "decoder") → its official BertModel prefix and
-  MLM-head prefix (docs/reference.md §7.2, §7.3)."""
-  return [
-    (ours + r"/embeddings/word", bert + "embeddings.word_embeddings"),
-    (ours + r"/embeddings/position", bert + "embeddings.position_embeddings"),
-    (ours + r"/embeddings/token_type", bert + "embeddings.token_type_embeddings"),
-    (ours + r"/embeddings/ln", bert + "embeddings.LayerNorm"),
-    *_layer_rules(ours + "/layers", bert),
-    (ours + r"/mlm/dense", cls + "transform.dense"),
-    (ours + r"/mlm/ln", cls + "transform.LayerNorm"),
-  ]
-
-
-# Whole-path rules: parameters that are not the weight/bias of a sub-module.
-_PARAM_RULES = [
-  (r"temp", "temp"),
-  (r"frame_pos", "absolute_frame_pos_embed"),
-  (r"vision/cls_token", "vision_encoder.cls_token"),
-  (r"vision/pos_embed", "vision_encoder.pos_embed"),  # BEiT use_abs_pos_emb (the shapes demo only)
-  (r"vision/blocks/(\d+)/(gamma_[12])", r"vision_encoder.blocks.\1.\2"),
-  (r"vision/blocks/(\d+)/attn/([qv]_bias)", r"vision_encoder.blocks.\1.attn.\2"),
-  (r"vision/blocks/(\d+)/attn/rel_pos_table", r"vision_encoder.blocks.\1.attn.relative_position_bias_table"),
-  (r"text/mlm/bias", "text_encoder.cls.predictions.bias"),
-  (r"decoder/mlm/bias", "text_decoder.cls.predictions.bias"),
-  (r"text/lm_head/bias", "mlm_head.predictions.bias"),  # CCLM's untied head (docs/reference.md §1.8)
-]
-# Module rules: our module path → official module name; the leaf maps kernel/scale/embedding → weight.
-_MODULE_RULES = [
-  (r"vision/patch_embed", "vision_encoder.patch_embed.proj"),
-  (r"vision/blocks/(\d+)/(norm[12])", r"vision_encoder.blocks.\1.\2"),
-  (r"vision/blocks/(\d+)/attn/(qkv|proj)", r"vision_encoder.blocks.\1.attn.\2"),
-  (r"vision/blocks/(\d+)/(fc[12])", r"vision_encoder.blocks.\1.mlp.\2"),
-  (r"vision/fc_norm", "vision_encoder.fc_norm"),
-  *_bert_rules("text", "text_encoder.bert.", "text_encoder.cls.predictions."),
-  # VQA answer decoder (docs/reference.md §7.3): a BertLMHeadModel under `text_decoder`.
-  *_bert_rules("decoder", "text_decoder.bert.", "text_decoder.cls.predictions."),
-  # CCLM (docs/reference.md §1.8, §7.2): XLM-R layers stay `text/layers` (→ text_encoder.*, named with the
-  # English `bert.` infix, which no group or decay rule looks at); cross encoder and untied MLM head.
-  *_layer_rules("text/cross", "cross_encoder."),
-  (r"text/lm_head/dense", "mlm_head.predictions.transform.dense"),
-  (r"text/lm_head/ln", "mlm_head.predictions.transform.LayerNorm"),
-  (r"text/lm_head/decoder", "mlm_head.predictions.decoder"),
-  (r"(vision_proj|text_proj)", r"\1"),
-  (r"(itm_head|bbox_head)/fc0", r"\1.0"),
-  (r"(itm_head|bbox_head)/ln", r"\1.1"),
-  (r"(itm_head|bbox_head)/fc1", r"\1.3"),
-  # Fine-tuning heads: NLVR2 and classification both call theirs `cls_head` (docs/reference.md §7.3).
-  (r"(?:nlvr_head|cls_head)/fc0", "cls_head.0"),
-  (r"(?:nlvr_head|cls_head)/ln", "cls_head.1"),
-  (r"(?:nlvr_head|cls_head)/fc1", "cls_head.3"),
-]
-_LEAF_NAMES = {"kernel": "weight", "scale": "weight", "embedding": "weight", "bias": "bias"}
-
-
-def official_name(path) -> str:
-  """Our param path ("vision/blocks/3/norm1/scale", a key path or a tuple) → official PyTorch key
-  ("vision_encoder.blocks.3.norm1.weight"), docs/reference.md §7.2. Raises ValueError for an unknown path so that a
-  new parameter cannot silently fall into the wrong optimizer group."""
-  s = path_to_str(path)
-  for pattern, repl in _PARAM_RULES:
-    m = re.fullmatch(pattern, s)
-    if m:
-      return m.expand(repl)
-  module, _, leaf = s.rpartition("/")
-  if leaf in _LEAF_NAMES:
-    for pattern, repl in _MODULE_RULES:
-      m = re.fullmatch(pattern, module)
-      if m:
-        return m.expand(repl) + "." + _LEAF_NAMES[leaf]
-  raise ValueError(
-    f"official_name: no official PyTorch name known for parameter {s!r}; "
-    "extend the tables in x2vlm_jax/training/optimizer.py"
-  )
-
-
 # Substrings of the official no-decay rule (docs/reference.md §6.1), kept verbatim, redundancies included.
 NO_DECAY_SUBSTRINGS = (
   "bias",
@@ -214,9 +102,22 @@ def decays(path) -> bool:
   return not any(s in name for s in NO_DECAY_SUBSTRINGS)
 
 
+def _layer_names(tree) -> Dict[str, list]:
+  """{path string: unstacked name of each layer} for every leaf of a params-like tree."""
+  shapes = {path_to_str(p): tuple(np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return params_layout.layer_paths(shapes)
+
+
 def decay_mask(params):
-  """Tree of bools (same structure as params): True where weight decay applies."""
-  return jax.tree_util.tree_map_with_path(lambda p, _: decays(p), params)
+  """Tree of bools (same structure as params): True where weight decay applies; for a stacked array,
+  a bool vector over its layers when they disagree (never the case under the official rule)."""
+  names = _layer_names(params)
+
+  def leaf(path, _):
+    flags = [decays(n) for n in names[path_to_str(path)]]
+    return flags[0] if len(set(flags)) == 1 else np.asarray(flags)
+
+  return jax.tree_util.tree_map_with_path(leaf, params)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,6 +127,15 @@ def _normalise_new_params(new_params) -> frozenset:
   if new_params is None:
     return frozenset()
   return frozenset(path_to_str(p) for p in new_params)
+
+
+def _per_layer(keys, table, leaf_shape):
+  """table[key] of each layer → a scalar when the layers agree, else [layers, 1, …] broadcast over
+  each layer's slice of a stacked array."""
+  if len(set(keys)) == 1:
+    return table[keys[0]]
+  vec = jnp.stack([jnp.asarray(table[k], jnp.float32) for k in keys])
+  return vec.reshape((len(keys),) + (1,) * (len(leaf_shape) - 1))
 
 
 def param_group(path, optim, new_params: frozenset) -> str:
@@ -344,17 +254,24 @@ def _apply_groups(
   """Adam direction u → parameter delta with the group's scheduled lr and decoupled decay:
   p' = p − lr·u; p'' = p' − lr·wd·p' (decay only where `decays`), returned as p'' − p."""
 
-  def groups_of(tree) -> Callable[[Any], str]:
-    paths = [path_to_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
-    unknown = sorted(new_params - set(paths))
+  def groups_of(tree) -> Callable[[Any], list]:
+    names = _layer_names(tree)
+    every = {n for ns in names.values() for n in ns}
+    # new_params may name a stacked array (all its layers) or unstacked layers (init_from's plan).
+    new = set()
+    for p in new_params:
+      new.update(names.get(p, [p]))
+    unknown = sorted(new - every)
     if unknown:
       raise ValueError(
         f"optimizer new_params: {len(unknown)} path(s) are not parameters of the model, e.g. {unknown[:5]}"
       )
     # Training from scratch every parameter is "new"; the official code then has no init_params
     # (nothing was loaded), so nobody gets lr_mult.
-    effective = frozenset() if new_params and new_params >= set(paths) else new_params
-    return lambda p: param_group(p, optim, effective)
+    effective = frozenset() if new and new >= every else frozenset(new)
+    groups = {p: [param_group(n, optim, effective) for n in ns] for p, ns in names.items()}
+    decay = {p: [decays(n) for n in ns] for p, ns in names.items()}
+    return lambda p: (groups[path_to_str(p)], decay[path_to_str(p)])
 
   def init(params):
     groups_of(params)  # validates new_params against the tree once, eagerly
@@ -367,10 +284,12 @@ def _apply_groups(
     lrs = {name: fn(state.count) for name, fn in schedules.items()}
 
     def leaf(path, u, p):
-      lr = lrs[group(path)]
+      groups, flags = group(path)
+      lr = _per_layer(groups, lrs, u.shape)
       delta = -lr * u
-      if weight_decay and decays(path):
-        delta = delta - lr * weight_decay * (p.astype(jnp.float32) + delta)
+      if weight_decay and any(flags):
+        mask = 1.0 if all(flags) else _per_layer(flags, {True: 1.0, False: 0.0}, u.shape)
+        delta = delta - mask * lr * weight_decay * (p.astype(jnp.float32) + delta)
       return delta.astype(u.dtype)
 
     out = jax.tree_util.tree_map_with_path(leaf, updates, params)

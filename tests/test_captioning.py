@@ -24,10 +24,10 @@ from tests.test_caption_masking import official_fg_free
 from x2vlm_jax import inference, params_io, tasks
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
-from x2vlm_jax.data.text_clean import image_id_from_name
 from x2vlm_jax.evaluation.caption_metrics import caption_scores
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
+from x2vlm_jax.text_clean import image_id_from_name
 
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (150, 40, 200)]
 WORDS = ["red", "green", "blue", "yellow", "purple"]

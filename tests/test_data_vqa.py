@@ -13,9 +13,9 @@ tf = pytest.importorskip("tensorflow")
 
 from x2vlm_jax.data.config import SHAPES_VOCAB  # noqa: E402
 from x2vlm_jax.data.finetune import vqa  # noqa: E402
-from x2vlm_jax.data.text_clean import left_or_right_in, pre_question  # noqa: E402
 from x2vlm_jax.inference.tokenizer import Tokenizer  # noqa: E402
 from x2vlm_jax.tasks.vqa import VQATask  # noqa: E402
+from x2vlm_jax.text_clean import left_or_right_in, pre_question  # noqa: E402
 
 COLORS = [(220, 30, 30), (30, 200, 40), (40, 60, 230), (240, 220, 30), (150, 40, 200), (30, 210, 220)]
 WORDS = ["red", "green", "blue", "yellow", "purple", "cyan"]

@@ -16,8 +16,8 @@ from PIL import Image
 
 from x2vlm_jax import sharding as shd
 from x2vlm_jax import tasks
-from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.models import get_preset
+from x2vlm_jax.text_clean import pre_question
 
 SHAPES_VOCAB = "x2vlm_jax/data/shapes_vocab.txt"
 # 48 words → 50 tokens with [CLS]/[SEP]: longer than the training max_tokens (40), shorter than 50 words.

@@ -23,10 +23,10 @@ from PIL import Image
 from x2vlm_jax import params_io, tasks
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.data.config import SHAPES_VOCAB
-from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.inference.images import normalize, read_image
 from x2vlm_jax.inference.tokenizer import Tokenizer
 from x2vlm_jax.models import X2VLM, get_preset
+from x2vlm_jax.text_clean import pre_question
 
 ANSWERS = ["red", "blue square", "two", "yes", "a large green circle", "no", "left of the circle", "3"]
 QUESTIONS = [

@@ -13,8 +13,8 @@ from tests.helpers.tools import load_tool  # noqa: E402
 from x2vlm_jax import batch as batch_contract  # noqa: E402
 from x2vlm_jax.data import config as data_config  # noqa: E402
 from x2vlm_jax.data import pipeline, records, shapes_ml  # noqa: E402
-from x2vlm_jax.data.text_clean import pre_caption  # noqa: E402
 from x2vlm_jax.inference.tokenizer import Tokenizer  # noqa: E402
+from x2vlm_jax.text_clean import pre_caption  # noqa: E402
 
 OBJS = [
   dict(color="red", shape="circle", size="small", cx=10.0, cy=60.0),

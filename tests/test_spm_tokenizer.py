@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from tests.helpers.multilingual_text import PROBES, SENTENCES
-from x2vlm_jax.data.text_clean import pre_caption
 from x2vlm_jax.inference.spm_tokenizer import MODEL_FILE
 from x2vlm_jax.inference.tokenizer import Tokenizer
+from x2vlm_jax.text_clean import pre_caption
 
 MAX_TOKENS = 16  # short enough that the longer sentences are cut
 

@@ -7,8 +7,8 @@ import sys
 import numpy as np
 
 from tests.test_data_text import MAX_TOKENS, _captions
-from x2vlm_jax.data.text_clean import pre_caption
 from x2vlm_jax.inference.tokenizer import Tokenizer
+from x2vlm_jax.text_clean import pre_caption
 
 
 def test_ids_equal_hf_bert_tokenizer_and_the_pipeline(bert_vocab_file):

@@ -121,9 +121,9 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
 def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path):
   from x2vlm_jax import sharding as shd
   from x2vlm_jax import tasks
-  from x2vlm_jax.data.text_clean import pre_question
   from x2vlm_jax.inference.images import normalize, read_video
   from x2vlm_jax.inference.tokenizer import Tokenizer
+  from x2vlm_jax.text_clean import pre_question
 
   d = video_qa_files
   records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()][:12]

@@ -40,7 +40,7 @@ def train(sentences, vocab_size: int, normalization: str = "nmt_nfkc") -> bytes:
 
 def shapes_ml_model() -> bytes:
   from x2vlm_jax.data import shapes_ml
-  from x2vlm_jax.data.text_clean import pre_caption
+  from x2vlm_jax.text_clean import pre_caption
 
   # The pipeline tokenises pre_caption-ed text (lower case, punctuation removed): train on that form.
   # Its text is NFC already, so no NFKC map (keeps the committed file a few KB).

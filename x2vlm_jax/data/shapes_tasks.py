@@ -157,7 +157,7 @@ def write_vqa(out, splits, seed: int) -> None:
 def write_captioning(out, splits) -> None:
   """Karpathy format: train rows like retrieval's; test images with their captions; the COCO-format
   ground truth keyed by the image id the official reader parses from the file name."""
-  from x2vlm_jax.data.text_clean import image_id_from_name
+  from x2vlm_jax.text_clean import image_id_from_name
 
   _write(
     out,

@@ -12,8 +12,8 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from x2vlm_jax import fs
-from x2vlm_jax.data.text_clean import PUNCT as _PUNCT
-from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py  # noqa: F401  (the Python twin, for builders)
+from x2vlm_jax.text_clean import PUNCT as _PUNCT
+from x2vlm_jax.text_clean import pre_caption as pre_caption_py  # noqa: F401  (the Python twin, for builders)
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

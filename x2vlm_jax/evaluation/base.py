@@ -119,7 +119,7 @@ class Evaluator:
     evaluation: padded to the longest text of the set, nothing truncated."""
     tok = self.tokenizer()
     if not max_tokens:
-      from x2vlm_jax.data.text_clean import pre_caption
+      from x2vlm_jax.text_clean import pre_caption
 
       max_tokens = max([len(tok.pieces(pre_caption(t, max_words))) + 2 for t in texts] + [2])
       if max_tokens > self.model_cfg.text.max_positions:

@@ -26,11 +26,11 @@ from etils import epath
 from flax import nnx
 
 from x2vlm_jax.data import annotations as ann
-from x2vlm_jax.data.text_clean import image_id_from_name
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.caption_metrics import caption_scores, dedupe_predictions
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.inference import generation
+from x2vlm_jax.text_clean import image_id_from_name
 
 
 @dataclasses.dataclass

@@ -21,10 +21,10 @@ from etils import epath
 from flax import nnx
 
 from x2vlm_jax.data import annotations as ann
-from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.data.video_files import video_file_name
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
+from x2vlm_jax.text_clean import pre_question
 
 
 class VideoQAEvaluator(Evaluator):

@@ -29,11 +29,11 @@ from absl import logging
 from flax import nnx
 
 from x2vlm_jax.data import annotations as ann
-from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.evaluation import vqa_metrics
 from x2vlm_jax.evaluation.base import Evaluator
 from x2vlm_jax.evaluation.sharded import EvalBatches, to_host
 from x2vlm_jax.inference import generation
+from x2vlm_jax.text_clean import pre_question
 
 MODES = ("rank", "generate")
 

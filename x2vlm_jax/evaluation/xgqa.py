@@ -17,10 +17,10 @@ from typing import Dict, List, Optional, Tuple
 from etils import epath
 
 from x2vlm_jax.data import annotations as ann
-from x2vlm_jax.data.text_clean import pre_question
 from x2vlm_jax.evaluation import multilingual
 from x2vlm_jax.evaluation.sharded import EvalBatches
 from x2vlm_jax.evaluation.vqa import VQAEvaluator, VQASet
+from x2vlm_jax.text_clean import pre_question
 
 
 def xgqa_records(path: str) -> List[Dict]:

@@ -10,6 +10,7 @@ expected and what was given) and then calls a jitted function; calling again wit
 not recompile. Inputs may be numpy or jax arrays; `image_mask=None` means all ones.
 """
 
+import os
 from typing import List, Optional
 
 import jax
@@ -186,8 +187,8 @@ class X2VLMInference:
     free-form answer (greedy or beam search over at most max_answer_tokens tokens). images: float
     CLIP-normalised [B,R,R,3] or anything `preprocess_images` takes; questions: B strings
     (`pre_question`-ed with max_words, as at the official test)."""
-    from x2vlm_jax.data.text_clean import pre_question
     from x2vlm_jax.inference import generation
+    from x2vlm_jax.text_clean import pre_question
 
     if not self.config.heads.decoder_layers:
       raise ValueError(
@@ -354,12 +355,13 @@ def save_random(
   """Writes a randomly initialised checkpoint (with a vocabulary: default the embedded `shapes` one)
   that `load` reads: for trying the API, CI and notebooks without weights at hand → `directory`.
   decoder_layers > 0 adds a VQA answer decoder (`answer` needs one)."""
-  from x2vlm_jax.data.config import SHAPES_VOCAB  # tf-free
-
+  # The embedded `shapes` vocabulary (x2vlm_jax.data.config.SHAPES_VOCAB), found by path: inference sits
+  # below the input pipeline and does not import it.
+  shapes_vocab = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", "shapes_vocab.txt")
   cfg = presets.get_preset(preset, **({"image_res": image_res} if image_res else {}))
   cfg.heads.decoder_layers = int(decoder_layers)
   params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(seed)), nnx.Param))
-  params_io.save(directory, cfg, params, vocab_file=vocab_file or SHAPES_VOCAB)
+  params_io.save(directory, cfg, params, vocab_file=vocab_file or shapes_vocab)
   return directory
 
 

@@ -14,7 +14,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 from etils import epath
 
-from x2vlm_jax.data.text_clean import pre_caption
+from x2vlm_jax.text_clean import pre_caption
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 

@@ -29,7 +29,7 @@ from x2vlm_jax.data.finetune.common import (
 from x2vlm_jax.data.region_stream import box_safe_crop
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
-from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
+from x2vlm_jax.text_clean import pre_caption as pre_caption_py
 
 STREAM_ID = 7  # seed stream of this task (base = seed·8 + id; ids 1–6 are taken)
 KIND = "grounding"

@@ -35,8 +35,8 @@ from x2vlm_jax.data.finetune.retrieval import build_rows
 from x2vlm_jax.data.jsonl import check_image
 from x2vlm_jax.data.streams import decode, example_seed, from_source, meta, meta_signature, pmap, sample_frame_ids
 from x2vlm_jax.data.text import Tokenizer, pre_caption, pre_question
-from x2vlm_jax.data.text_clean import pre_question as pre_question_py
 from x2vlm_jax.data.video_files import video_file_name
+from x2vlm_jax.text_clean import pre_question as pre_question_py
 
 QA_STREAM_ID, RETRIEVAL_STREAM_ID = 7, 8  # distinct from the other streams' seeds
 IGNORE_LABEL = -100  # an answer outside the answer vocabulary: no loss in training, wrong in evaluation

@@ -35,7 +35,7 @@ from x2vlm_jax.data.finetune.common import (
 )
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature, pmap
 from x2vlm_jax.data.text import Tokenizer
-from x2vlm_jax.data.text_clean import left_or_right_in, pre_question
+from x2vlm_jax.text_clean import left_or_right_in, pre_question
 
 STREAM_ID = 5  # distinct from the pre-training and retrieval streams' seeds
 DATASETS = ("vqa", "vg", "gqa")

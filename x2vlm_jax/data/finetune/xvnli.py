@@ -22,7 +22,7 @@ from x2vlm_jax.data.finetune.common import (
 )
 from x2vlm_jax.data.streams import example_seed, from_source, meta, meta_signature
 from x2vlm_jax.data.text import Tokenizer, pre_caption
-from x2vlm_jax.data.text_clean import pre_caption as pre_caption_py
+from x2vlm_jax.text_clean import pre_caption as pre_caption_py
 
 STREAM_ID = 1  # seed stream of this task (base = seed·8 + id); a fine-tuning run has one stream
 KIND = "xvnli"

@@ -7,37 +7,13 @@ XLM-R large text encoder + 6-layer cross encoder from X²-VLM large's fusion lay
 `tools/convert_checkpoint.py --cclm_init x2vlm_large_4m.th --xlmr xlm-roberta-large/ --model cclm_large`.
 """
 
-from configs.pretrain import cclm_common, common
-
-# Multilingual image–text sets (train_file) and code-switched region sets (train_file_regions), in
-# TFDS under these names (built from the official-format files); parallel text: WikiMatrix (+ en–bn).
-IMAGE_SETS = [("cc3m_mm", "train"), ("sbu_mm", "train"), ("vg_mm", "train"), ("coco_mm", "train")]
-REGION_SETS = [("coco_objects_mm", "train"), ("vg_objects_mm", "train"), ("vg_regions_mm", "train")]
-MTEXT_SETS = [("wikimatrix", "train"), ("wikimatrix_en_bn", "train")]
+from configs.pretrain import cclm_x2vlm_base, common
 
 
 def get_config(arg=None):
-  a = common.parse_arg(arg, model="cclm_large", gpus=16, per_gpu=30, per_gpu_images=14)
-  c = cclm_common.cclm_config(a.model)
-  c.data.data_dir = "gs://YOUR_BUCKET/tfds"
-  common.set_stream(c, "image", IMAGE_SETS, a.gpus * a.per_gpu)
-  common.set_stream(
-    c,
-    "region",
-    REGION_SETS,
-    a.gpus * a.per_gpu,
-    num_images=a.gpus * a.per_gpu_images,
-    group_images=a.per_gpu_images,
-    group_texts=a.per_gpu,
-    max_regions=5,
-    min_perc_in_image=0.5,
+  a = common.parse_arg(arg, gpus=16, per_gpu=30, per_gpu_images=14)
+  c = cclm_x2vlm_base.get_config(
+    f"model=cclm_large,gpus={a.gpus},per_gpu={a.per_gpu},per_gpu_images={a.per_gpu_images}"
   )
-  common.set_stream(c, "video", [], 0)
-  cclm_common.mtext_stream(c, MTEXT_SETS, a.gpus * a.per_gpu)
-  c.itm_group_size.update(image=a.per_gpu, region=a.per_gpu, mtext=a.per_gpu)
-  c.loss_weights.update(image=1.0, region=1.0, mtext=1.0)
-
-  c.total_steps = 39 * 10_426
   c.optim.update(lr=3e-5, vision_lr=1e-5, text_lr=6e-5, cross_lr=3e-5)
-  c.log_every = 100
   return c

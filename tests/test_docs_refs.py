@@ -152,7 +152,9 @@ def test_no_reference_outside_the_repository():
 def test_forbidden_patterns_match_what_they_name():
   assert FORBIDDEN["a spec section"].search("(Spec " + SECTION + "5.6)")
   assert FORBIDDEN["a spec section"].search("(spec\n  " + SECTION + "10 item 14")
-  assert FORBIDDEN["an issue number of the project tracker"].search("see issue #16")
-  assert FORBIDDEN["an audit number"].search("audit #3")
+  assert FORBIDDEN["an issue number of the project tracker"].search(
+    "see issue " + "#16"
+  )  # split: this file is scanned too
+  assert FORBIDDEN["an audit number"].search("audit " + "#3")
   assert FORBIDDEN["a path outside the repository"].search("see ../shared/notes/ANCHORS.md")
   assert not FORBIDDEN["an issue number of the project tracker"].search("github.com/zengyan-97/X2-VLM/issues/15")

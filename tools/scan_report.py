@@ -29,6 +29,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from x2vlm_jax import fs  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = "configs/pretrain/x2vlm_base_4m.py"
 LARGE = "configs/pretrain/x2vlm_large_4m.py"
@@ -204,6 +207,9 @@ def main():
       print(r["name"], "::", " ".join(r["args"]))
     return
   records = []
+  # --jsonl accumulates over runs (rows of earlier runs are kept); rewritten whole per row, since an
+  # object in gs:// cannot be appended to
+  earlier = fs.path(args.jsonl).read_text() if args.jsonl and fs.path(args.jsonl).exists() else ""
   for r in rows:
     print(f"[{time.strftime('%H:%M:%S')}] {r['name']} ...", flush=True)
     rec = run_row(r, args.timeout)
@@ -212,12 +218,11 @@ def main():
     if rec["status"] != "ok":
       print(rec["tail"], flush=True)
     if args.jsonl:
-      with open(args.jsonl, "a") as f:
-        f.write(json.dumps({k: v for k, v in rec.items() if k != "tail"}) + "\n")
+      done = "".join(json.dumps({k: v for k, v in done_row.items() if k != "tail"}) + "\n" for done_row in records)
+      fs.path(args.jsonl).write_text(earlier + done)
     md = markdown(records)
     if args.output:
-      with open(args.output, "w") as f:
-        f.write(md + "\n")
+      fs.path(args.output).write_text(md + "\n")  # may be gs://
   print(markdown(records))
 
 

@@ -17,7 +17,6 @@ import base64
 import hashlib
 import io
 import json
-import os
 import sys
 
 
@@ -29,9 +28,12 @@ def _image_name(url: str, data: bytes) -> str:
 
 
 def convert(path: str, output: str, split: str):
-  os.makedirs(os.path.join(output, "images"), exist_ok=True)
+  from x2vlm_jax import fs  # input and output may be gs://
+
+  out_dir = fs.path(output)
+  (out_dir / "images").mkdir(parents=True, exist_ok=True)
   names, rows, skipped = {}, [], 0
-  with open(path, encoding="utf-8") as f:
+  with fs.path(path).open("r", encoding="utf-8") as f:
     for line in f:
       if not line.strip():
         continue
@@ -44,8 +46,7 @@ def convert(path: str, output: str, split: str):
       if url not in names:
         data = base64.b64decode(rec["image_content"])
         names[url] = _image_name(url, data)
-        with open(os.path.join(output, names[url]), "wb") as img:
-          img.write(data)
+        (out_dir / names[url]).write_bytes(data)
       rows.append((url, caption))
   if split == "train":
     out = [{"image": names[u], "caption": c, "image_id": u} for u, c in rows]
@@ -54,10 +55,9 @@ def convert(path: str, output: str, split: str):
     for u, c in rows:
       by_url.setdefault(u, []).append(c)
     out = [{"image": names[u], "caption": caps} for u, caps in by_url.items()]
-  target = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + ".json")
-  with open(target, "w", encoding="utf-8") as f:
-    json.dump(out, f, ensure_ascii=False)
-  return target, len(rows), skipped, len(names)
+  target = out_dir / (fs.path(path).stem + ".json")
+  target.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+  return str(target), len(rows), skipped, len(names)
 
 
 def main(argv=None):

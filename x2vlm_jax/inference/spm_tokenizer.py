@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from etils import epath
 
-from x2vlm_jax.text_clean import pre_caption
+from x2vlm_jax.inference.tokenizer import encode_batch
 
 FAIRSEQ_OFFSET = 1
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -91,22 +91,7 @@ class SentencePieceTokenizer:
   ) -> Tuple[np.ndarray, np.ndarray]:
     """texts → (ids [B, L] int32 `<pad>`-padded, mask [B, L] int32), L = max_tokens; `clean` as the
     WordPiece tokenizer (the official `pre_caption` with this many words first)."""
-    if isinstance(texts, str):
-      raise ValueError("texts: expected a list of strings, got a single string")
-    length = int(max_tokens or self.max_tokens)
-    if length < 2:
-      raise ValueError(f"max_tokens: expected >= 2 (<s> and </s>), got {length}")
-    ids = np.full((len(texts), length), self.pad_id, np.int32)
-    mask = np.zeros((len(texts), length), np.int32)
-    for i, t in enumerate(texts):
-      if not isinstance(t, str):
-        raise ValueError(f"texts[{i}]: expected a string, got {type(t).__name__}")
-      if clean is not None:
-        t = pre_caption(t, clean)
-      row = [self.cls_id] + self.pieces(t)[: length - 2] + [self.sep_id]
-      ids[i, : len(row)] = row
-      mask[i, : len(row)] = 1
-    return ids, mask
+    return encode_batch(self, texts, max_tokens, clean, "<s> and </s>")
 
   def decode(self, ids: Sequence[int], skip_special: bool = True, clean_up: bool = False) -> str:
     """ids → text (SentencePiece detokenisation); special ids and <mask> are skipped (or shown)."""

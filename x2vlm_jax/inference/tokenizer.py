@@ -58,22 +58,7 @@ class WordPieceTokenizer:
     clean: apply the official `pre_caption` with this many words first (retrieval/grounding use 30,
     pre-training max_tokens); None: the texts are used as given.
     """
-    if isinstance(texts, str):
-      raise ValueError("texts: expected a list of strings, got a single string")
-    length = int(max_tokens or self.max_tokens)
-    if length < 2:
-      raise ValueError(f"max_tokens: expected >= 2 ([CLS] and [SEP]), got {length}")
-    ids = np.full((len(texts), length), self.pad_id, np.int32)
-    mask = np.zeros((len(texts), length), np.int32)
-    for i, t in enumerate(texts):
-      if not isinstance(t, str):
-        raise ValueError(f"texts[{i}]: expected a string, got {type(t).__name__}")
-      if clean is not None:
-        t = pre_caption(t, clean)
-      row = [self.cls_id] + list(self.pieces(t))[: length - 2] + [self.sep_id]
-      ids[i, : len(row)] = row
-      mask[i, : len(row)] = 1
-    return ids, mask
+    return encode_batch(self, texts, max_tokens, clean, "[CLS] and [SEP]")
 
   def decode(self, ids: Sequence[int], skip_special: bool = True, clean_up: bool = False) -> str:
     """ids → text, wordpieces joined ("##" continuations glued), special tokens skipped; `clean_up`:
@@ -110,3 +95,25 @@ def clean_up_tokenization(text: str) -> str:
   ):
     text = text.replace(a, b)
   return text
+
+
+def encode_batch(tok, texts: Sequence[str], max_tokens: Optional[int], clean: Optional[int], specials: str):
+  """texts → (ids [B, L] int32 pad-padded, mask [B, L] int32) for either tokenizer: `tok` gives
+  `pieces(text)` → ids and `cls_id` / `sep_id` / `pad_id` / `max_tokens`; `specials` names the two ends
+  in the error message."""
+  if isinstance(texts, str):
+    raise ValueError("texts: expected a list of strings, got a single string")
+  length = int(max_tokens or tok.max_tokens)
+  if length < 2:
+    raise ValueError(f"max_tokens: expected >= 2 ({specials}), got {length}")
+  ids = np.full((len(texts), length), tok.pad_id, np.int32)
+  mask = np.zeros((len(texts), length), np.int32)
+  for i, t in enumerate(texts):
+    if not isinstance(t, str):
+      raise ValueError(f"texts[{i}]: expected a string, got {type(t).__name__}")
+    if clean is not None:
+      t = pre_caption(t, clean)
+    row = [tok.cls_id] + list(tok.pieces(t))[: length - 2] + [tok.sep_id]
+    ids[i, : len(row)] = row
+    mask[i, : len(row)] = 1
+  return ids, mask

@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= artifacts/demo
+# pytest-xdist workers: one per core, at most 4 (each holds a few GB while it compiles; docs/testing.md)
+TEST_WORKERS ?= $(shell $(PYTHON) -c "import os; print(min(4, len(os.sched_getaffinity(0))))")
+PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 .PHONY: install lint test test-fast demo demo-tasks clean
 
@@ -24,10 +27,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 
 test: lint
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) tools/demo.py --workdir $(DEMO_DIR)

@@ -9,7 +9,9 @@ Compilation dominates the suite on a small CPU box, so:
     the environment), goes to one persistent compilation cache (`JAX_COMPILATION_CACHE_DIR`): a program
     traced again by another test or another process is loaded, not compiled again. It is a fresh
     directory removed at the end of the session, unless JAX_COMPILATION_CACHE_DIR is set already (then
-    that directory is used and kept: a developer's repeated runs reuse it).
+    that directory is used and kept: a developer's repeated runs reuse it);
+  * `make test` runs the tests on every core (pytest-xdist, `--dist worksteal`); the workers share the
+    cache above.
 """
 
 import os
@@ -23,6 +25,9 @@ os.environ["XLA_FLAGS"] = with_fast_compile(os.environ["XLA_FLAGS"])
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# With pytest-xdist (`make test` runs `-n`), the controller process loads this file before it starts the
+# workers, which inherit its environment: the workers then share the controller's cache directory (their
+# `_OWN_CACHE` is False) and the controller removes it when every worker has finished.
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="x2vlm_xla_cache_")

@@ -19,6 +19,7 @@ from x2vlm_jax.models.vision import patchify
 from x2vlm_jax.training import init_from, optimizer
 
 
+@pytest.mark.slow
 def test_released_presets_have_no_position_table():
   for name in ("base", "large"):
     cfg = get_preset(name)

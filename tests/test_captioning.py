@@ -147,6 +147,7 @@ def test_image_ids_follow_the_official_file_name_rule():
 GEN = dict(num_beams=3, max_length=6, min_length=2, prompt=PROMPT)
 
 
+@pytest.mark.slow
 def test_tools_evaluate_captioning(test_set, tmp_path):
   import tools.evaluate as cli
 

@@ -146,6 +146,7 @@ def test_cclm_config_batch_follows_the_mtext_contract():
   assert task.examples_per_step() == 3 * config.data.image.batch_size
 
 
+@pytest.mark.slow
 def test_cclm_task_loss_is_the_weighted_sum_of_every_stream():
   config, task = cclm_task()
   config.unlock()
@@ -181,6 +182,7 @@ def test_cclm_task_requires_the_xlmr_text_side():
     CCLMPretrainTask(config)
 
 
+@pytest.mark.slow
 def test_para_text_losses_fall_when_training_on_the_mtext_stream():
   """Adam on a fixed synthetic `mtext` batch (the translation is a relabelling of sentence 1): TTC,
   TTM and the conditioned MLM all fall — every part of the objective carries gradient."""

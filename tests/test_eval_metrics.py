@@ -152,6 +152,7 @@ def test_duplicate_predictions_keep_the_first_and_unknown_images_fail():
 
 
 @needs_java
+@pytest.mark.slow
 def test_meteor_and_ptb_run_when_java_is_present():
   s = CM.caption_scores({1: "A dog sits on a red couch."}, {1: ["A dog sits on a red couch.", "a dog on a sofa"]})
   assert s["tokenizer"] == "ptb" and s["METEOR"] is not None and s["METEOR"] > 0.9

@@ -190,6 +190,7 @@ def test_free_form_greedy_equals_recomputed_greedy(dataset, model, references):
   assert [p["answer"] for p in preds] == [ref["greedy"] for ref in references]
 
 
+@pytest.mark.slow
 def test_tools_evaluate_writes_the_official_predictions(dataset, model, tmp_path):
   import tools.evaluate as cli
 

@@ -28,6 +28,7 @@ def _jsonl(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_evaluators_run_every_n_steps_and_the_best_step_is_kept(tmp_path, monkeypatch):
   monkeypatch.setitem(tasks._TASKS, "scripted", "tests.helpers.scripted_eval:ScriptedTask")
   scripted_eval.CALLS.clear()
@@ -48,6 +49,7 @@ def test_evaluators_run_every_n_steps_and_the_best_step_is_kept(tmp_path, monkey
   assert not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(best), jax.tree.leaves(state["params"])))
 
 
+@pytest.mark.slow
 def test_init_from_another_resolution_and_new_heads(tmp_path):
   src_cfg = get_preset("tiny", image_res=48)  # a 3×3 patch grid
   src = nnx.to_pure_dict(nnx.state(X2VLM(src_cfg, rngs=nnx.Rngs(5)), nnx.Param))

@@ -175,6 +175,7 @@ def test_evaluator_rejects_records_without_a_box(tmp_path):
     _evaluate(cfg, _fixed_box_params(cfg, [0.5] * 4), tmp_path, jax.devices()[:1])
 
 
+@pytest.mark.slow
 def test_sharded_over_four_devices_equals_one_device(tmp_path):
   cfg = get_preset("tiny")
   rs = np.random.RandomState(1)

@@ -34,6 +34,7 @@ def test_parameter_counts_match_official():
     assert sum(int(np.prod(s)) for s, _ in shapes.values()) == want, name
 
 
+@pytest.mark.slow
 def test_model_summary_last_line():
   out = (
     subprocess.run(

@@ -65,7 +65,7 @@ def _jpeg(rs, h, w) -> bytes:
 # -------------------------------------------------------------------------------- tools/build_tfds.py
 
 
-@pytest.mark.parametrize("backend", ["fsspec", "tf.io.gfile"])
+@pytest.mark.parametrize("backend", ["fsspec", pytest.param("tf.io.gfile", marks=pytest.mark.slow)])
 def test_build_tfds_writes_a_readable_dataset_to_a_remote_data_dir(tmp_path, backend):
   rs = np.random.RandomState(0)
   images = [_jpeg(rs, 20 + i, 30) for i in range(5)]
@@ -107,6 +107,7 @@ def test_build_tfds_writes_a_readable_dataset_to_a_remote_data_dir(tmp_path, bac
     assert source[i]["image"] == images[i] and source[i]["caption"].decode() == captions[i]
 
 
+@pytest.mark.slow
 def test_retrieval_build_puts_its_caption_rows_in_the_remote_data_dir(tmp_path):
   rs = np.random.RandomState(1)
   seed = tmp_path / "seed"

@@ -43,6 +43,7 @@ def unfinished_run(tmp_path_factory):
   return wd, d, jax.device_get(state["params"])
 
 
+@pytest.mark.slow
 def test_params_io_reads_a_workdir_at_a_step(unfinished_run):
   wd, _, trained = unfinished_run
   assert run_dir.is_run(str(wd)) and run_dir.steps(str(wd)) == [2]
@@ -59,6 +60,7 @@ def test_params_io_reads_a_workdir_at_a_step(unfinished_run):
   assert set(p.actions.values()) == {"load"} and p.new_params == []
 
 
+@pytest.mark.slow
 def test_evaluate_a_workdir_step_with_the_runs_evaluation_settings(unfinished_run, tmp_path):
   wd, d, _ = unfinished_run
   cli = load_tool("evaluate")

@@ -83,7 +83,11 @@ def _all_outputs(m):
   return _outputs(m, None), _outputs(m, jax.random.key(3))
 
 
-@pytest.mark.parametrize("heads", [dict(nlvr=True, decoder_layers=2), dict(num_labels=3)], ids=["nlvr_vqa", "cls"])
+@pytest.mark.parametrize(
+  "heads",
+  [pytest.param(dict(nlvr=True, decoder_layers=2), marks=pytest.mark.slow), dict(num_labels=3)],
+  ids=["nlvr_vqa", "cls"],
+)
 def test_every_recipe_and_head_matches_unscanned(heads):
   ref, scanned, _ = _pair(**heads)
   (a, a_train), (b, b_train) = _all_outputs(ref), _all_outputs(scanned)
@@ -136,6 +140,7 @@ def _pretrain_loss_and_grads(scan: bool, params, policy="none"):
   return float(value), params_layout.flatten(params_layout.unstack_layers(grads))
 
 
+@pytest.mark.slow
 def test_pretraining_loss_gradients_match_unscanned():
   """Image + region streams, every loss term (ITC, ITM with hard negatives, MLM, boxes), dropout and
   drop-path on; scanned with the policy that saves only the projections. Each
@@ -189,6 +194,7 @@ def test_layout_round_trip_and_official_names():
   ]
 
 
+@pytest.mark.slow
 def test_checkpoint_restores_across_layouts_both_ways(tmp_path):
   ref, scanned, params = _pair(decoder_layers=2, nlvr=True)
   flat = params_layout.flatten(params)
@@ -204,6 +210,7 @@ def test_checkpoint_restores_across_layouts_both_ways(tmp_path):
     assert set(got) == set(flat) and all(np.array_equal(np.asarray(got[k]), flat[k]) for k in flat), (src, scan)
 
 
+@pytest.mark.slow
 def test_export_of_the_previous_format_loads_into_a_scanned_model(tmp_path):
   """What the code before scanning wrote: unstacked params, a model_config.json without scan_layers /
   remat (only the booleans)."""
@@ -234,6 +241,7 @@ def test_export_of_the_previous_format_loads_into_a_scanned_model(tmp_path):
   assert _max_diff(outs[0], outs[1]) < TOL
 
 
+@pytest.mark.slow
 def test_caption_and_answer_beam_search_with_kv_cache_match_unscanned():
   from x2vlm_jax.inference import decoding
 
@@ -264,6 +272,7 @@ def _one_update(params, new_params, optim):
   return params_layout.flatten(params_layout.unstack_layers(updates))
 
 
+@pytest.mark.slow
 def test_lr_groups_and_decay_masks_select_the_same_elements_in_both_layouts():
   cfg = _cfg(False, decoder_layers=2)
   params = nnx.to_pure_dict(nnx.state(X2VLM(cfg, rngs=nnx.Rngs(0)), nnx.Param))
@@ -344,6 +353,7 @@ def test_train_state_checkpoint_resumes_in_the_other_layout(tmp_path):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow
 def test_init_from_an_unscanned_export_fills_the_slices_of_a_scanned_vqa_model(tmp_path):
   """The decoder's official initialisation (decoder layer j ← fusion layer fusion_start + j) lands in
   slice j of the scanned decoder's stacked arrays; the cross-attention keys/values stay fresh."""

@@ -250,6 +250,7 @@ def test_gradient_accumulation_update_is_spec_adamw_on_the_mean_gradient():
 # ----------------------------------------------------------------------------------- task wiring
 
 
+@pytest.mark.slow
 def test_pretrain_loss_weights_itc_grad_scale_and_group_sizes_reach_each_stream(monkeypatch):
   """PretrainTask.loss: L = Σ_s w_s·Σ terms (docs/reference.md §3.5) with each stream's own weight, ITM group size
   and the ITC feature-gradient scale (docs/reference.md §3.1) applied to every stream, τ's gradient unscaled."""

@@ -271,6 +271,7 @@ def _tensorboard_scalars(workdir):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_tensorboard_events_hold_the_values_of_metrics_jsonl(reference_run):
   wd = reference_run.result()
   assert list(wd.glob("events.out.tfevents.*")), f"no TensorBoard event file in {wd}"
@@ -353,6 +354,7 @@ def test_sigterm_saves_current_step_and_exits_zero(tmp_path, cache_dir, referenc
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_sigint_saves_current_step_exits_zero_and_the_resumed_run_matches_the_uninterrupted_one(
   tmp_path, cache_dir, reference_run
 ):
@@ -383,6 +385,7 @@ def test_sigint_saves_current_step_exits_zero_and_the_resumed_run_matches_the_un
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_checkpoint_every_minutes_saves_on_wall_clock_time_between_step_checkpoints(tmp_path, cache_dir, reference_run):
   reference_run.result()  # the compile happens once, there
   wd = tmp_path / "wd"
@@ -424,6 +427,7 @@ def _history(workdir):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_resuming_with_a_changed_config_warns_refuses_what_breaks_exact_resume_and_keeps_the_history(
   tmp_path, cache_dir, reference_run
 ):

@@ -83,6 +83,7 @@ def _run(evaluate, ckpt, ml_tasks, out, task, annotations, *extra):
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.slow
 def test_per_language_metrics_equal_the_english_evaluator_per_file(ckpt, ml_tasks, tmp_path):
   evaluate = load_tool("evaluate")
   files = ",".join(str(ml_tasks / f"retrieval_test_{lang}.json") for lang in ("en", "de", "fr"))

@@ -30,13 +30,15 @@ class GCSServer:
     self._server = FakeGCSServer()
     self._server.start()
     # The wrapper (0.1.1) starts the binary with stderr=PIPE and never reads it. fake-gcs-server logs one
-    # line per request, so after ~64 KiB of requests (a few training steps, or a few checkpoints) its
-    # logger blocks in write(2) while holding its mutex, and every request from then on hangs: the clients
-    # (gcsfs under fsspec's sync(), tensorstore, urllib) wait forever on a server that accepted the
-    # connection. Drain the pipe, keeping the last lines for failure messages (`log_tail`).
+    # line per request, so once ~64 KiB of log fill the pipe (a few training steps or checkpoints) its
+    # logging blocks in write(2) and the server answers nothing more (seen 2026-12-04: a server thread in
+    # write on fd 2, /proc/PID/task/*/syscall; curl timed out): the clients (gcsfs under fsspec's sync(),
+    # tensorstore, urllib) wait forever on connections it accepted. Drain the pipe, keeping the last
+    # lines (`log_tail`) for debugging.
     self._log = collections.deque(maxlen=200)
-    self._drain = threading.Thread(target=self._read_log, args=(self._server._process.stderr,), daemon=True)
-    self._drain.start()
+    pipe = self._server._process.stderr  # None if a later wrapper stops piping it: nothing to drain then
+    if pipe is not None:
+      threading.Thread(target=self._read_log, args=(pipe,), daemon=True).start()
     # start() exports STORAGE_EMULATOR_HOST into this process; the tests pass `env` explicitly instead,
     # so nothing else in the session talks to the emulator by accident.
     os.environ.pop("STORAGE_EMULATOR_HOST", None)

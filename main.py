@@ -72,6 +72,21 @@ def _config_error(e: BaseException) -> str:
   return " ".join(text.replace("\\n", " ").split())
 
 
+def _parse_flags(argv):
+  """absl's flag parsing, except that an error raised inside the config file (a bad `:arg` value, which
+  ml_collections reports as the file's whole traceback) is one line: the error's own message."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    text = str(e)
+    if "Error whilst parsing config file" in text:
+      last = text.strip().splitlines()[-1].strip()
+      sys.exit(f"error: --config: {re.sub(r'^[A-Za-z_.]*(Error|Exception): ', '', last)}")
+    # absl's own report (app.parse_flags_with_usage) for every other flag error.
+    sys.stderr.write(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(1)
+
+
 def run():
   """main.py's entry: absl flags, then `main`. An error while the flags are parsed (a mistyped
   --config key, a bad `:arg`) is one line naming it, not ~50 lines of chained tracebacks."""
@@ -83,7 +98,7 @@ def run():
 
   console.quiet()  # before jax/tensorflow load: expected CPU-machine noise off, warnings and errors kept
   try:
-    app.run(_main)
+    app.run(_main, flags_parser=_parse_flags)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     if started:
       raise

@@ -220,3 +220,26 @@ def test_every_task_evaluator_describes_its_programs(compile_check_tool, embedde
   with jax.set_mesh(mesh):
     for _, fn, args in targets:
       jax.eval_shape(fn, *args)
+
+
+def test_tensor_table_labels_global_and_per_device_shapes(compile_check_tool):
+  """The batch table used to print global shapes under a "(per device)" heading; each shape is now
+  labelled, and the per-device one is the global one divided by the mesh's data axis (4 fake devices)."""
+  import jax
+  import jax.numpy as jnp
+  from jax.sharding import NamedSharding, PartitionSpec
+
+  from x2vlm_jax import sharding as shd
+
+  mesh = shd.create_mesh((4, 1, 1))
+  rows = NamedSharding(mesh, PartitionSpec(("data", "fsdp")))
+  batch = {
+    "images": jax.ShapeDtypeStruct((8, 32, 32, 3), jnp.float32, sharding=rows),
+    "ids": jax.ShapeDtypeStruct((8, 12), jnp.int32, sharding=rows),
+  }
+  lines = compile_check_tool.tensor_lines("batch", batch, 4)
+  assert lines[0] == "  batch:" and "per device)" not in lines[0]
+  assert lines[1].split() == ["path", "global", "shape", "per-device", "shape", "dtype", "sharding", "MiB/device"]
+  images = next(line for line in lines if line.strip().startswith("images"))
+  assert "(8, 32, 32, 3)" in images and "(2, 32, 32, 3)" in images
+  assert images.split()[-1] == f"{2 * 32 * 32 * 3 * 4 / 2**20:.2f}"

@@ -309,3 +309,30 @@ def test_notebook_retrieval_api_reranks_the_itc_top_k(dataset, model, brute_forc
   t = 3
   top = np.argsort(-b["sims"][:, t])[:5]
   assert [m.index for m in got.t2i[t]] == top[np.argsort(-b["itm"][top, t])].tolist()
+
+
+def test_retrieval_names_cosines_cosine_and_the_api_names_logits_itc_logits(dataset, model, brute_force):
+  """`rank` reports cosines (`cosine`), the API's `itc_logits` those ÷ the temperature; both were called
+  "itc"/"similarity". The old names stay as aliases of the new ones."""
+  from x2vlm_jax.inference import retrieval
+
+  d, records = dataset
+  cfg, params = model
+  api = inference.from_params(cfg, params, vocab_file=SHAPES_VOCAB)
+  texts = [c for r in records for c in (r["caption"] if isinstance(r["caption"], list) else [r["caption"]])]
+  got = retrieval.rank(api, [str(d / r["image"]) for r in records], texts, k=3, max_tokens=MAX_TOKENS)
+  cosines = brute_force["sims"]
+  assert np.abs(cosines).max() <= 1 + 1e-5  # unit-norm features: cosines, not logits
+  np.testing.assert_allclose(got.cosine, cosines, atol=1e-5)
+  assert got.similarity is got.cosine
+  for m in got.i2t[0]:
+    assert m.cosine == pytest.approx(cosines[0, m.index], abs=1e-5) and m.itc == m.cosine
+  first = normalize(np.stack([read_image(str(d / records[0]["image"]), cfg.image_res)]))
+  feats_i = np.asarray(api.encode_image(first)[1])
+  ids, mask = Tokenizer(SHAPES_VOCAB, MAX_TOKENS)(texts, clean=30)
+  feats_t = np.asarray(api.encode_text(ids, mask)[1])
+  temp = float(np.asarray(params["temp"]))
+  assert abs(temp - 1) > 0.5  # logits and cosines differ by far more than the tolerance
+  logits = np.asarray(api.itc_logits(feats_i, feats_t))
+  np.testing.assert_allclose(logits, cosines[:1] / temp, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(np.asarray(api.similarity(feats_i, feats_t)), logits)

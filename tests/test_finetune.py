@@ -149,3 +149,24 @@ def test_itm_fusion_is_skipped_after_stop_calc_itm(monkeypatch):
   _, off = jax.block_until_ready(loss(params, jnp.asarray(3)))
   assert len(calls) == 1, "the ITM fusion ran although stop_calc_itm had passed"
   assert float(off["image/itm"]) == 0.0
+
+
+def test_a_checkpoint_of_the_same_preset_with_other_geometry_says_what_differs_and_what_to_do(tmp_path):
+  """A converted tiny checkpoint (no absolute position table) under a `shapes` config (which adds one):
+  the refusal used to name preset 'tiny' twice as if they were two models."""
+  converted = get_preset("tiny")
+  (tmp_path / "ckpt").mkdir()
+  (tmp_path / "ckpt" / params_io.CONFIG_FILE).write_text(json.dumps(converted.to_dict()))
+  run = get_preset("tiny")
+  run.vision.abs_pos_emb = True
+  with pytest.raises(ValueError) as e:
+    init_from.plan(str(tmp_path / "ckpt"), run)
+  msg = str(e.value)
+  assert "both are preset 'tiny'" in msg and "the run uses 'tiny'" not in msg
+  assert "vision.abs_pos_emb: checkpoint False, model True" in msg
+  assert "--config.model.vision.abs_pos_emb=False" in msg and "no absolute position table" in msg
+  with pytest.raises(ValueError) as e:
+    init_from.plan(str(tmp_path / "ckpt"), get_preset("base"))
+  msg = str(e.value)
+  assert "preset 'tiny', the run's is 'base'" in msg and "vision.width: checkpoint 64, model 768" in msg
+  assert "--config.model.vision.width=64" in msg and "or use a config of preset 'tiny'" in msg

@@ -7,9 +7,9 @@ endpoint is compiled in; see the helper), so tensorflow is blocked where gs:// p
   * tools/build_tfds.py writes a TFDS dataset into the bucket; read back, it holds the input records;
   * Orbax writes an export into the bucket; tools/evaluate.py reads it, the annotations and the images from
     the bucket and writes its outputs there: the same metrics as the same weights evaluated locally;
-  * (written, NOT run: it hangs, see the comment above it) main.py with its workdir in the bucket is killed
-    (SIGKILL) after a checkpoint, resumed, and gives the per-step metrics of an uninterrupted local run bit
-    for bit, one row per step, then exports into the bucket and is evaluated there.
+  * main.py with its workdir in the bucket is killed (SIGKILL) after a checkpoint, resumed, and gives the
+    per-step metrics of an uninterrupted local run bit for bit, one row per step, then exports into the
+    bucket and is evaluated there.
 """
 
 import base64
@@ -65,6 +65,15 @@ def _jpeg(rs, h, w) -> bytes:
 def _read(gcs, key):
   data = gcs.get(key)
   return data.decode() if data is not None else ""
+
+
+def test_the_server_keeps_answering_after_its_log_outgrows_a_pipe_buffer(gcs):
+  """fake-gcs-server logs a line per request to a pipe; unread, that pipe fills after ~64 KiB and the
+  server stops answering (every client then hangs). 1500 requests log well over 64 KiB."""
+  gcs.put("ping.txt", b"pong")
+  for _ in range(1500):
+    assert gcs.get("ping.txt") == b"pong"
+  assert "ping.txt" in gcs.log_tail(5)
 
 
 def test_build_tfds_writes_a_readable_dataset_into_a_bucket(gcs, tmp_path):
@@ -197,17 +206,9 @@ def test_export_through_orbax_into_a_bucket_and_evaluate_with_everything_in_the_
   assert not (tmp_path / "gs:").exists()
 
 
-# Not run: main.py with its workdir in the bucket hangs. Reproduced 5 times (2026-12-04, gcsfs
-# 2026.10.1, fsspec 2026.9.0, orbax 0.12.8, tensorflow blocked so epath uses gcsfs): after a few steps
-# or checkpoints, a thread waits forever in fsspec.asyn.sync (metrics.jsonl's write_text, or Orbax's
-# finalize → epath glob/exists) while fsspec's event-loop thread sits idle in select; a request
-# timeout (FSSPEC_GS='{"requests_timeout": 15}'), synchronous checkpoints and gcsfs's non-adaptive
-# read cache did not change it. The single-shot Orbax save of the export test above does not hang.
-# Whether real GCS on a GPU host (gcsfs) hangs the same way is not known; on TPU/tensorflow hosts
-# epath uses tf.io.gfile instead. This test process's own gcsfs reads hung the same way once (after the
-# evaluations of the export test), which is why the tests read and write the bucket through the JSON API
-# directly (GCSServer.get/put/list). Run it with `--runxfail` once that is resolved.
-@pytest.mark.xfail(run=False, reason="main.py with a gs:// workdir on gcsfs hangs in fsspec's sync (see comment)")
+# This test used to hang (a thread of main.py waiting forever in fsspec's sync(), in metrics.jsonl's
+# write_text or Orbax's finalize). Not gcsfs: the fake-gcs-server process itself was blocked in write(2)
+# on its stderr, a pipe the PyPI wrapper never reads (see GCSServer.__init__ and the test above).
 @pytest.mark.timeout(1500)
 def test_train_in_a_bucket_kill9_resume_exactly_export_and_evaluate(gcs, tmp_path):
   cache = tmp_path / "xla_cache"
@@ -219,8 +220,10 @@ def test_train_in_a_bucket_kill9_resume_exactly_export_and_evaluate(gcs, tmp_pat
   assert sorted(want) == list(range(1, STEPS + 1))
 
   def committed():
-    done = [k.split("/")[2] for k in gcs.list("run/checkpoints/") if k.endswith("/commit_success.txt")]
-    return sorted({int(step) for step in done if step.isdigit()})
+    # Orbax on GCS marks each item (run/checkpoints/4/state/commit_success.txt, …) before the step
+    # itself (run/checkpoints/4/commit_success.txt); only the step's own marker makes it restorable.
+    parts = [k.split("/") for k in gcs.list("run/checkpoints/")]
+    return sorted(int(p[2]) for p in parts if len(p) == 4 and p[3] == "commit_success.txt" and p[2].isdigit())
 
   killed = _Launch(env, "gs://bucket/run", tmp_path / "killed.log")
   deadline = time.monotonic() + 600

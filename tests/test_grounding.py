@@ -374,3 +374,58 @@ def test_refer_converter_puts_box_split_and_size_into_records(tmp_path):
     text=True,
   )
   assert bad.returncode == 1 and "refusing to load" in bad.stderr
+
+
+def test_refer_converter_completes_the_official_files_present_without_a_train_file(tmp_path):
+  """Evaluation needs only the official _val and _test files (Grounding_bbox.py --evaluate builds no
+  training set); --official_dir used to demand refcoco+_train.json as well."""
+  import subprocess
+  import sys
+
+  refs = [
+    {"ref_id": 7, "ann_id": 70, "image_id": 3, "split": "val", "sentences": [{"sent": "the dog"}]},
+    {"ref_id": 8, "ann_id": 80, "image_id": 4, "split": "testB", "sentences": [{"sent": "a cup"}]},
+  ]
+  d = tmp_path / "refer"
+  d.mkdir()
+  (d / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+  images = [{"id": 3, "width": 300, "height": 200, "file_name": "a.jpg"}, {"id": 4, "width": 50, "height": 60}]
+  anns = [{"id": 70, "bbox": [1, 2, 3, 4]}, {"id": 80, "bbox": [5.5, 6, 7, 8]}]
+  (d / "instances.json").write_text(json.dumps({"images": images, "annotations": anns}))
+  official = tmp_path / "official"
+  official.mkdir()
+  (official / "refcoco+_val.json").write_text(json.dumps([{"image": "coco/a.jpg", "text": "dog", "ref_id": 7}]))
+  (official / "refcoco+_test.json").write_text(json.dumps([{"image": "coco/b.jpg", "text": "cup", "ref_id": 8}]))
+  cmd = [sys.executable, "tools/refer_to_grounding.py", "--refer_dir", str(d), "--official_dir", str(official)]
+  out = subprocess.run([*cmd, "--output_dir", str(tmp_path / "out")], capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  assert "refcoco+_train.json: not in" in out.stdout
+  assert not (tmp_path / "out" / "refcoco+_train.json").exists()
+  val = json.loads((tmp_path / "out" / "refcoco+_val.json").read_text())
+  test = json.loads((tmp_path / "out" / "refcoco+_test.json").read_text())
+  assert val == [
+    {
+      "image": "coco/a.jpg",
+      "text": "dog",
+      "ref_id": 7,
+      "bbox": [1.0, 2.0, 3.0, 4.0],
+      "split": "val",
+      "width": 300,
+      "height": 200,
+    }
+  ]
+  assert test == [
+    {
+      "image": "coco/b.jpg",
+      "text": "cup",
+      "ref_id": 8,
+      "bbox": [5.5, 6.0, 7.0, 8.0],
+      "split": "testB",
+      "width": 50,
+      "height": 60,
+    }
+  ]
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  none = subprocess.run([*cmd[:-1], str(empty), "--output_dir", str(tmp_path / "out3")], capture_output=True, text=True)
+  assert none.returncode == 1 and "none of ['refcoco+_test.json', 'refcoco+_train.json'" in none.stderr, none.stderr

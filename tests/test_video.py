@@ -160,3 +160,51 @@ def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path
   assert metrics["num_questions"] == 12 and metrics["oov_answers"] == 4
   assert metrics["acc"] == pytest.approx(100.0 * right / 12)
   assert len(preds) == 12 and {p["answer"] for p in preds} <= set(labels)
+
+
+def test_a_wrong_video_image_root_fails_first_with_a_clear_error(video_qa_files, tmp_path, caplog):
+  """Every video missing (a wrong --image_root) is one error before anything is read, not one
+  "(skipped)" warning per video followed by "no video could be read"."""
+  from x2vlm_jax import sharding as shd
+  from x2vlm_jax import tasks
+
+  d = video_qa_files
+  records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()][:12]
+  (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  cfg = get_preset("tiny", num_frames=3)
+  cfg.heads.num_labels = 3
+  graphdef, state = nnx.split(X2VLM(cfg, rngs=nnx.Rngs(0)))
+  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
+  e = ml_collections.ConfigDict(
+    dict(
+      type="video_qa",
+      annotations=str(tmp_path / "test.jsonl"),
+      image_root=str(tmp_path / "not_the_frames"),
+      ans2label=str(d / "ans2label.json"),
+      video_pattern="video_{num}.json",
+      batch_size=2,
+      max_tokens=12,
+    )
+  )
+  mesh = shd.create_mesh((4, 1, 1))
+  with (
+    jax.set_mesh(mesh),
+    pytest.raises(ValueError, match=r"none of 4 video files sampled from 4 exists under image_root"),
+  ):
+    tasks.build_evaluator("test", c, e, mesh)(graphdef, nnx.to_pure_dict(state))
+  assert not [r for r in caplog.records if "skipped" in r.getMessage()], [r.getMessage() for r in caplog.records]
+
+
+def test_the_file_check_samples_the_whole_set(tmp_path):
+  """A set whose only readable video is its last one is not refused (the sample reaches the end)."""
+  from types import SimpleNamespace
+
+  from x2vlm_jax.evaluation.base import Evaluator
+
+  paths = [str(tmp_path / f"video_{i}.json") for i in range(100)]
+  (tmp_path / "video_99.json").write_text("{}")
+  fake = SimpleNamespace(name="t", ecfg={"image_root": str(tmp_path)})
+  Evaluator.require_some_files(fake, paths)
+  (tmp_path / "video_99.json").unlink()
+  with pytest.raises(ValueError, match="none of 16 video files sampled from 100"):
+    Evaluator.require_some_files(fake, paths)

@@ -26,6 +26,7 @@ import json
 import os
 import sys
 import time
+from typing import List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -204,24 +205,35 @@ def compile_one(name, fn, args, mesh):
 
 
 def largest_tensors(tree, top: int):
-  """[(path, global shape, dtype, PartitionSpec, bytes per device)] of the largest per-device leaves."""
+  """[(path, global shape, per-device shape, dtype, PartitionSpec, bytes per device)] of the `top`
+  leaves with the most bytes per device."""
   import jax
   import numpy as np
 
   rows = []
   for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    shard = x.sharding.shard_shape(x.shape)
-    per_device = int(np.prod(shard)) * np.dtype(x.dtype).itemsize
+    shard = tuple(x.sharding.shard_shape(x.shape))
     rows.append(
       (
         "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path),
         tuple(x.shape),
+        shard,
         str(np.dtype(x.dtype)),
         str(x.sharding.spec),
-        per_device,
+        int(np.prod(shard)) * np.dtype(x.dtype).itemsize,
       )
     )
-  return sorted(rows, key=lambda r: -r[4])[:top]
+  return sorted(rows, key=lambda r: -r[5])[:top]
+
+
+def tensor_lines(title: str, tree, top: int) -> List[str]:
+  """A table of `largest_tensors`: the global shape (what the config describes: a batch's global rows)
+  and the shape and MiB one device holds under the sharding, each labelled as such."""
+  head = f"    {'path':<50s} {'global shape':<20s} {'per-device shape':<20s} {'dtype':<8s} {'sharding':<28s} MiB/device"
+  lines = [f"  {title}:", head]
+  for path, shape, shard, dtype, spec, b in largest_tensors(tree, top):
+    lines.append(f"    {path:<50s} {str(shape):<20s} {str(shard):<20s} {dtype:<8s} {spec:<28s} {b / 2**20:10.2f}")
+  return lines
 
 
 def _gib(b):
@@ -267,12 +279,8 @@ def main(argv):
   graphdef, step, args, state = train_target(config, mesh)
   results = [compile_one("train_step", step, args, mesh)]
   print("\n".join(report_lines(results[0], hbm, len(devices))), flush=True)
-  print("  largest state tensors (per device):")
-  for path, shape, dtype, spec, b in largest_tensors(state, _TOP.value):
-    print(f"    {path:<58s} {str(shape):<20s} {dtype:<8s} {spec:<28s} {b / 2**20:9.1f} MiB")
-  print("  batch (per device):")
-  for path, shape, dtype, spec, b in largest_tensors(args[1], 4):
-    print(f"    {path:<58s} {str(shape):<20s} {dtype:<8s} {spec:<28s} {b / 2**20:9.1f} MiB")
+  print("\n".join(tensor_lines("largest state tensors", state, _TOP.value)))
+  print("\n".join(tensor_lines("batch (the global batch, split over the data axes)", args[1], 4)))
   if _EVAL.value:
     for name, fn, eargs in eval_targets(config, mesh, graphdef, state["params"], _EVAL_IMAGES.value, _EVAL_TEXTS.value):
       results.append(compile_one(name, fn, eargs, mesh))

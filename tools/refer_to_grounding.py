@@ -15,7 +15,8 @@ file) with one record per sentence:
   {"image": IMAGE_PREFIX + file_name, "text": sent, "ref_id", "bbox": [x, y, w, h], "split", "width", "height"}
 
 With --official_dir the official files are completed instead (same records, same order, the box,
-split and size added by ref_id), which is the exact official record set:
+split and size added by ref_id), which is the exact official record set; those of the three that are
+there (evaluation needs only _val and _test):
 
   python tools/refer_to_grounding.py --refer_dir refer/data/refcoco+ --output_dir data/refcoco+ \
       [--official_dir data/finetune] [--split_by unc] [--prefix refcoco+] [--image_prefix ""]
@@ -93,9 +94,15 @@ def from_refer(refs, by_ref, image_prefix: str) -> Dict[str, List[Dict]]:
 
 
 def complete_official(official_dir: str, prefix: str, by_ref) -> Dict[str, List[Dict]]:
+  """The official files that exist, completed. Evaluation alone needs only _val and _test (official
+  Grounding_bbox.py with --evaluate builds no training set), so a missing file is skipped; none is an error."""
   out = {}
-  for name in SPLIT_FILES:
-    path = os.path.join(official_dir, f"{prefix}_{name}.json")
+  paths = {name: os.path.join(official_dir, f"{prefix}_{name}.json") for name in SPLIT_FILES}
+  if not any(os.path.exists(path) for path in paths.values()):
+    raise ValueError(f"--official_dir {official_dir}: none of {sorted(os.path.basename(p) for p in paths.values())}")
+  for name, path in paths.items():
+    if not os.path.exists(path):
+      continue
     with open(path) as f:
       records = json.load(f)
     for i, rec in enumerate(records):
@@ -128,6 +135,10 @@ def main(argv=None) -> int:
   except (OSError, ValueError, KeyError, pickle.UnpicklingError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  if a.official_dir:
+    for name in SPLIT_FILES:
+      if name not in out:
+        print(f"{a.prefix}_{name}.json: not in {a.official_dir}, skipped")
   os.makedirs(a.output_dir, exist_ok=True)
   for name, records in out.items():
     path = os.path.join(a.output_dir, f"{a.prefix}_{name}.json")

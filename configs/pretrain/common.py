@@ -16,7 +16,12 @@ def parse_arg(arg, **defaults) -> ml_collections.ConfigDict:
     if kind is bool:
       out[key] = value.lower() not in ("0", "false", "no") if value else True
     else:
-      out[key] = kind(value)
+      try:
+        out[key] = kind(value)
+      except ValueError:
+        raise ValueError(
+          f"config arg {key!r}: expected {kind.__name__} (default {defaults[key]!r}), got {value!r}"
+        ) from None
   return out
 
 

@@ -14,8 +14,10 @@ What reaches it, and how (checked with tensorflow 2.21, gcsfs 2026.10, tensorsto
     events then), the dataset build with EPATH_USE_TF=0.
 """
 
+import collections
 import json
 import os
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,6 +29,16 @@ class GCSServer:
 
     self._server = FakeGCSServer()
     self._server.start()
+    # The wrapper (0.1.1) starts the binary with stderr=PIPE and never reads it. fake-gcs-server logs one
+    # line per request, so once ~64 KiB of log fill the pipe (a few training steps or checkpoints) its
+    # logging blocks in write(2) and the server answers nothing more (seen 2026-12-04: a server thread in
+    # write on fd 2, /proc/PID/task/*/syscall; curl timed out): the clients (gcsfs under fsspec's sync(),
+    # tensorstore, urllib) wait forever on connections it accepted. Drain the pipe, keeping the last
+    # lines (`log_tail`) for debugging.
+    self._log = collections.deque(maxlen=200)
+    pipe = self._server._process.stderr  # None if a later wrapper stops piping it: nothing to drain then
+    if pipe is not None:
+      threading.Thread(target=self._read_log, args=(pipe,), daemon=True).start()
     # start() exports STORAGE_EMULATOR_HOST into this process; the tests pass `env` explicitly instead,
     # so nothing else in the session talks to the emulator by accident.
     os.environ.pop("STORAGE_EMULATOR_HOST", None)
@@ -39,6 +51,13 @@ class GCSServer:
         method="POST",
       )
       urllib.request.urlopen(request, timeout=30).close()
+
+  def _read_log(self, pipe):
+    for line in iter(pipe.readline, b""):
+      self._log.append(line.decode(errors="replace").rstrip())
+
+  def log_tail(self, n: int = 20) -> str:
+    return "\n".join(list(self._log)[-n:])
 
   @property
   def env(self):

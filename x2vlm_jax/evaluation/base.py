@@ -17,6 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
+from etils import epath
 
 from x2vlm_jax import sharding as shd
 from x2vlm_jax.inference.images import BadImage, normalize, read_image, read_video
@@ -173,6 +174,22 @@ class Evaluator:
     )
     self.bad_images.extend(bad)
     return pixels, valid
+
+  def require_some_files(self, paths: Sequence[str], what: str = "video", samples: int = 16) -> None:
+    """Raises at once when none of up to `samples` paths spread over the set exists: a wrong
+    `image_root`, which would otherwise surface only after one "(skipped)" warning per file (an
+    MSRVTT test set: ~150 of them, each a remote stat on gs://) and then "no video could be read".
+    A set with some files missing still evaluates them as counted skips."""
+    unique = list(dict.fromkeys(paths))
+    if not unique:
+      return
+    picks = [unique[i] for i in sorted({round(j * (len(unique) - 1) / max(1, samples - 1)) for j in range(samples)})]
+    if not any(epath.Path(p).exists() for p in picks):
+      raise ValueError(
+        f"evals.{self.name}: none of {len(picks)} {what} files sampled from {len(unique)} exists under "
+        f"image_root {self.ecfg.get('image_root', '')!r} (e.g. {picks[0]}); check --image_root "
+        f"(evals.{self.name}.image_root) and the file-name pattern"
+      )
 
   def setup(self):
     """Reads annotations etc. (first call only)."""

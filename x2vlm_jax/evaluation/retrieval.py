@@ -143,6 +143,8 @@ class RetrievalEvaluator(Evaluator):
     ecfg = self.ecfg
     self.data = RetrievalSet.from_file(ecfg.annotations, ecfg.image_root, ecfg.vision_key)
     self.num_frames = self._frames()
+    if self.num_frames:
+      self.require_some_files(self.data.images)
     self.text_ids, self.text_mask = self.tokenizer()(self.data.texts, ecfg.max_tokens, clean=ecfg.max_words)
     self.batches = EvalBatches(self.mesh, ecfg.batch_size)
 

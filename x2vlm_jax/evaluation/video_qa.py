@@ -69,6 +69,7 @@ class VideoQAEvaluator(Evaluator):
     self.videos: List[str] = [
       ann.image_path(ecfg.image_root, video_file_name(r["video_id"], ecfg.video_pattern)) for r in records
     ]
+    self.require_some_files(self.videos)
     self.num_frames = self._num_frames()
     questions = [pre_question(r["question"], int(ecfg.max_words)) for r in records]
     self.ids, self.mask, self.truncated, self.long = self.tokenize_questions(questions, int(ecfg.max_tokens))

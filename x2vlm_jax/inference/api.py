@@ -3,7 +3,7 @@
     m = load(checkpoint_dir)
     image_embeds, image_feat = m.encode_image(preprocess_images(uint8_images, m.config.image_res))
     text_embeds, text_feat = m.encode_text(ids, mask)
-    logits = m.similarity(image_feat, text_feat)
+    logits = m.itc_logits(image_feat, text_feat)   # cosine / temperature (`similarity`: its old name)
 
 Every method validates its inputs on the host (clear `ValueError` naming the argument, what was
 expected and what was given) and then calls a jitted function; calling again with the same shapes does
@@ -328,11 +328,18 @@ class X2VLMInference:
       raise ValueError("patch_masks: every region needs at least one patch (slot 1..N), got an empty region")
     return self._call("region_embeds", v, pm, jnp.asarray(idx, jnp.int32))
 
-  def similarity(self, image_feat, text_feat):
+  def itc_logits(self, image_feat, text_feat):
+    """[N_img, N_txt] ITC logits: the cosine similarities of the (unit-norm) features divided by the
+    learnt temperature, what the ITC loss takes a softmax over (docs/reference.md §3.1). The cosines
+    themselves: `image_feat @ text_feat.T` (what `retrieval.rank` reports as `cosine`)."""
     e = self.config.embed_dim
     i = self._float("image_feat", image_feat, (np.shape(image_feat)[0] if np.ndim(image_feat) else 0, e))
     t = self._float("text_feat", text_feat, (np.shape(text_feat)[0] if np.ndim(text_feat) else 0, e))
     return self._call("similarity", i, t)
+
+  def similarity(self, image_feat, text_feat):
+    """The former name of `itc_logits` (kept: notebooks call it); logits, not cosines."""
+    return self.itc_logits(image_feat, text_feat)
 
 
 def from_params(cfg, params=None, *, seed: int = 0, vocab_file: Optional[str] = None) -> X2VLMInference:

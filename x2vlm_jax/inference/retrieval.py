@@ -2,8 +2,9 @@
 
     m = inference.load("ckpt/coco_384")
     r = inference.retrieval.rank(m, ["dog.jpg", "cat.jpg"], ["a dog on a couch", "a cat"], k=5)
-    r.i2t[0]        # the best captions of image 0: Match(index, itm, itc), best first
-    r.similarity    # [N_img, N_txt] ITC cosine similarities
+    r.i2t[0]        # the best captions of image 0: Match(index, itm, cosine), best first
+    r.cosine        # [N_img, N_txt] cosine similarities of the ITC features (not ÷ temperature:
+                    # `X2VLMInference.itc_logits` gives those; `similarity`/`Match.itc` are the old names)
 
 The protocol of the paper's evaluation (docs/reference.md §5.1): ITC similarity picks each query's top-k
 candidates, the ITM head of the fusion layers rescores them (raw "match" logit), and candidates are
@@ -22,17 +23,27 @@ from x2vlm_jax.inference.api import X2VLMInference, preprocess_images
 class Match:
   index: int  # the candidate (caption for i2t, image for t2i)
   itm: float  # rerank score: the ITM "match" logit (higher = better)
-  itc: float  # first-stage cosine similarity
+  cosine: float  # first-stage score: the cosine similarity of the ITC features (not ÷ temperature)
+
+  @property
+  def itc(self) -> float:
+    """The former name of `cosine` (a cosine, not the ITC logit)."""
+    return self.cosine
 
 
 @dataclasses.dataclass
 class Ranking:
-  similarity: np.ndarray  # [N_img, N_txt]
+  cosine: np.ndarray  # [N_img, N_txt] cosine similarities of the ITC features
   i2t: List[List[Match]]  # per image, its top-k captions by ITM
   t2i: List[List[Match]]  # per caption, its top-k images by ITM
   image_embeds: np.ndarray
   text_embeds: np.ndarray
   text_mask: np.ndarray
+
+  @property
+  def similarity(self) -> np.ndarray:
+    """The former name of `cosine` (cosines; `X2VLMInference.itc_logits` divides by the temperature)."""
+    return self.cosine
 
 
 def _batched(fn, n: int, batch: int, *arrays):
@@ -76,7 +87,7 @@ def rank(
     return out
 
   return Ranking(
-    similarity=sims,
+    cosine=sims,
     i2t=rerank(sims, True),
     t2i=rerank(sims.T, False),
     image_embeds=img_embeds,

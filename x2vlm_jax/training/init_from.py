@@ -69,16 +69,9 @@ class InitPlan(NamedTuple):
 def plan(init_from: str, model_cfg, task=None) -> InitPlan:
   """What `apply` will do, from shapes only (cheap; no parameter value is read)."""
   stored = params_io.load_config(init_from)
-  bad = [
-    f"{k}: checkpoint {_get(stored, k)}, model {_get(model_cfg, k)}"
-    for k in _SAME_GEOMETRY
-    if _get(stored, k) != _get(model_cfg, k)
-  ]
-  if bad:
-    raise ValueError(
-      f"init_from {init_from!r}: the checkpoint is for another model (preset "
-      f"{stored.name!r}, the run uses {model_cfg.name!r}):\n  " + "\n  ".join(bad)
-    )
+  differ = [k for k in _SAME_GEOMETRY if _get(stored, k) != _get(model_cfg, k)]
+  if differ:
+    raise ValueError(geometry_mismatch(init_from, stored, model_cfg, differ))
   src = params_io.param_shapes(params_layout.unstacked_config(stored))
   dst = params_io.param_shapes(params_layout.unstacked_config(model_cfg))
   actions, problems = {}, []
@@ -114,6 +107,33 @@ def plan(init_from: str, model_cfg, task=None) -> InitPlan:
   )
   dropped = sorted(set(src) - set(dst))
   return InitPlan(init_from, actions, new, dropped)
+
+
+def geometry_mismatch(init_from: str, stored, model_cfg, differ: List[str]) -> str:
+  """The refusal of a checkpoint whose geometry differs: what differs, and the overrides that make the
+  run match it. Same preset name on both sides means the run's config changed it (the `shapes` configs
+  turn BEiT's absolute position table on, which converted official checkpoints do not have)."""
+  if stored.name == model_cfg.name:
+    head = (
+      f"init_from {init_from!r}: the checkpoint is for another model: both are preset {stored.name!r}, but the "
+      "run's config changes geometry the weights depend on"
+    )
+  else:
+    head = (
+      f"init_from {init_from!r}: the checkpoint is for another model: preset {stored.name!r}, the run's is "
+      f"{model_cfg.name!r}"
+    )
+  rows = [f"{k}: checkpoint {_get(stored, k)}, model {_get(model_cfg, k)}" for k in differ]
+  fix = " ".join(f"--config.model.{k}={_get(stored, k)}" for k in differ)
+  hint = f"To start from this checkpoint, give the run its values: {fix}"
+  if stored.name != model_cfg.name:
+    hint += f" (or use a config of preset {stored.name!r})"
+  if "vision.abs_pos_emb" in differ and not _get(stored, "vision.abs_pos_emb"):
+    hint += (
+      ". The checkpoint has no absolute position table (no released X²-VLM model has one, BEiT's "
+      "use_abs_pos_emb=False); the `shapes` configs add one for a from-scratch tower (docs/grounding.md)"
+    )
+  return head + ":\n  " + "\n  ".join(rows) + "\n" + hint
 
 
 def _under(path: str, prefixes) -> bool:

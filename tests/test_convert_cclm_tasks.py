@@ -16,6 +16,8 @@ from convert_helpers import random_official_state_dict
 from helpers.tools import load_tool
 
 from tests.test_convert_tasks import ITC, _build_mlp
+from tests.test_marvl import marvl_files  # noqa: F401  (fixture)
+from tests.test_xvnli import files as xvnli_files  # noqa: F401  (fixture)
 from x2vlm_jax import params_io
 from x2vlm_jax.convert import task_heads
 from x2vlm_jax.models import get_preset
@@ -72,12 +74,13 @@ def official_plus_file(task: str, seed: int = 0):
   return {k: np.asarray(v, np.float32) if np.asarray(v).dtype.kind == "f" else v for k, v in sd.items()}, cfg
 
 
-def _convert(task, tmp_path):
+def _convert(task, tmp_path, vocab=None):
   sd, cfg = official_plus_file(task)
   np.savez(tmp_path / f"{task}.npz", **sd)
   out = tmp_path / f"{task}_ckpt"
   rc = load_tool("convert_checkpoint").main(
     ["--input", str(tmp_path / f"{task}.npz"), "--model", "cclm_tiny", "--output", str(out)]
+    + (["--vocab", vocab] if vocab else [])
   )
   assert rc == 0
   return sd, cfg, out
@@ -145,3 +148,25 @@ def test_files_of_the_other_family_are_refused_with_the_way_out(tmp_path):
   tool = load_tool("convert_checkpoint")
   with pytest.raises(ValueError, match="--cclm_init"):
     tool.main(["--input", str(tmp_path / "english.npz"), "--model", "cclm_tiny", "--output", str(tmp_path / "o")])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("task", ["xvnli", "marvl"])
+def test_tools_evaluate_runs_on_the_converted_plus_file(task, request, tmp_path):
+  """The converted XVNLI / MaRVL file evaluates on the official formats (the tiny multilingual files of
+  tests/test_xvnli.py and tests/test_marvl.py) with no model flag: its head was read from the file."""
+  from x2vlm_jax.data import shapes_ml
+
+  _, _, ckpt = _convert(task, tmp_path, vocab=shapes_ml.SPM_MODEL)
+  langs = {"xvnli": ("en", "de", "fr"), "marvl": ("id", "sw", "de")}[task]
+  d = request.getfixturevalue("xvnli_files" if task == "xvnli" else "marvl_files")
+  name = {"xvnli": "test_{}.jsonl", "marvl": "marvl-{}.json"}[task]
+  annotations = ",".join(str(d / name.format(lang)) for lang in langs)
+  rc = load_tool("evaluate").main(
+    ["--task", task, "--checkpoint", str(ckpt), "--annotations", annotations, "--image_root", str(d)]
+    + ["--output", str(tmp_path / "out"), "--config.batch_size=4"]
+  )
+  assert rc == 0
+  metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+  assert all(f"{lang}_acc" in metrics for lang in langs) and np.isfinite(metrics["acc"])

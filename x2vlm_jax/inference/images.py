@@ -93,8 +93,9 @@ def eval_frame_ids(n: int, num_frames: int):
 def read_video(source, num_frames: int, image_res: int, truncated: list = None) -> np.ndarray:
   """A video's frames file (the official JSON list of base64-encoded frames, local or gs://) or the
   list itself → uint8 [F, R, R, 3]: the official evaluation frames, each with the test transform.
-  A truncated frame is decoded as the official video loaders do (dataset/retrieval_dataset.py sets
-  `ImageFile.LOAD_TRUNCATED_IMAGES = True`) and, when `truncated` is given, appended to it as
+  A truncated frame is decoded as the official video loaders do (dataset/__init__.py imports
+  pretrain_dataset.py and retrieval_dataset.py, which set `ImageFile.LOAD_TRUNCATED_IMAGES = True` for the
+  whole process, video QA included) and, when `truncated` is given, appended to it as
   "<video>#<frame index>" (once per distinct frame)."""
   import base64
   import json

@@ -170,3 +170,23 @@ def test_tools_evaluate_runs_on_the_converted_plus_file(task, request, tmp_path)
   assert rc == 0
   metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
   assert all(f"{lang}_acc" in metrics for lang in langs) and np.isfinite(metrics["acc"])
+
+
+@pytest.mark.parametrize(
+  "task,other,says",
+  [
+    ("xvnli", "xretrieval", "lacks the answer classifier"),
+    ("marvl", "xvnli", "lacks the NLVR2 head"),
+    ("xgqa", "xvnli", "lacks the VQA answer decoder"),
+    ("xretrieval", "xvnli", "official xvnli file (XVLMPlus4XVNLI"),
+  ],
+)
+def test_tools_evaluate_names_the_head_a_plus_checkpoint_lacks(task, other, says, tmp_path, capsys):
+  """Evaluating a converted Plus file on another task is an error naming the head it lacks (or the
+  freshly initialised one, with the official class the file came from), before any image is read."""
+  _, _, ckpt = _convert(other, tmp_path)
+  rc = load_tool("evaluate").main(
+    ["--task", task, "--checkpoint", str(ckpt), "--output", str(tmp_path / "out"), "--annotations", "unused.json"]
+  )
+  assert rc == 2
+  assert says in capsys.readouterr().err

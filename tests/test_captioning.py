@@ -3,7 +3,9 @@
 * the training stream's batches are the official FG-free input of THEIR caption: removing the
   [MASK]s gives [CLS] + prompt + the raw caption's wordpieces (no pre_caption) + [SEP], and every
   field equals the numpy port of `preprocess_fg_free` for the positions that were masked (which
-  never include [CLS] or the prompt, and number at most min(max_masks, round((n − P)·0.6)));
+  never include [CLS] or the prompt, and number exactly min(max_masks, round((n − P)·0.6)));
+* the masked positions follow the official generator's law (`TextMaskingGenerator`, enumerated
+  exactly for short captions): its support and its probabilities;
 * tools/evaluate.py --task captioning on the official Karpathy test format: image ids parsed from
   the file names as the official reader does, one caption per image id, predictions equal to the
   notebook API's captions, metrics equal to `caption_scores` on the written predictions;
@@ -11,6 +13,8 @@
   clear error.
 """
 
+import collections
+import itertools
 import json
 
 import jax
@@ -105,9 +109,108 @@ def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
         np.testing.assert_array_equal(batch[key if key != "ids" else "text_ids"][r], np.asarray(value), err_msg=key)
       n_pred = min(MAX_MASKS, max(1, round((len(tokens) - len(prompt)) * 0.6)))
       assert chosen and min(chosen) > len(prompt) and len(chosen) <= n_pred
+      # Officially exactly n_pred: the walk over the candidates stops at n_pred and cuts an overshoot
+      # back to it; only a span stopped by the prompt adds nothing, and a caption never starts with ##.
+      assert len(chosen) == n_pred
   assert sorted(seen) == sorted(r["caption"] for r in rows)
   # Punctuation stays (no pre_caption): "," and "!" are wordpieces of the first caption ([UNK] here).
   assert tok.unk_id in tok.pieces(CAPTIONS[0].format("red"))
+
+
+# ------------------------------------------------------------------------- the masked positions' law
+def official_choice_distribution(tokens, num_source_tokens, *, mask_prob, max_masks, skipgram_prb, skipgram_size):
+  """The exact law of the positions `TextMaskingGenerator.__call__(tokens, num_source_tokens)` masks
+  (dataset/pretrain_dataset.py, called by `coco_karpathy_train_mlm.preprocess_fg_free` with the prompt's
+  length), by enumeration: every order of `shuffle(cand_pos)` (equally likely), every outcome of
+  `rand() < skipgram_prb` and `randint(2, skipgram_size)` at each visited candidate, whole-word expansion
+  over ##-pieces, the break at the first special or out-of-range position, and an overshoot cut to n_pred
+  by `shuffle(masked_pos)[:n_pred]` (every n_pred-subset equally likely). → ({frozenset: p}, n_pred)."""
+  n_pred = min(max_masks, max(1, int(round((len(tokens) - num_source_tokens) * mask_prob))))
+  assert tokens[0] == "[CLS]"
+  special = set(range(1 + num_source_tokens))
+  cand = list(range(1 + num_source_tokens, len(tokens)))
+  max_cand = max(cand)
+  spans = [(skipgram_prb / (skipgram_size - 1), k) for k in range(2, skipgram_size + 1)] + [(1 - skipgram_prb, 1)]
+  law = collections.defaultdict(float)
+
+  def expand(st, end):
+    while st >= 0 and tokens[st].startswith("##"):
+      st -= 1
+    while end < len(tokens) and tokens[end].startswith("##"):
+      end += 1
+    return st, end
+
+  def walk(order, i, masked, p):
+    while i < len(order) and len(masked) < n_pred and order[i] in masked:
+      i += 1
+    if i == len(order) or len(masked) >= n_pred:
+      if len(masked) > n_pred:
+        subsets = list(itertools.combinations(sorted(masked), n_pred))
+        for sub in subsets:
+          law[frozenset(sub)] += p / len(subsets)
+      else:
+        law[masked] += p
+      return
+    for q, k in spans:
+      st, end = expand(order[i], order[i] + k)
+      grown = set(masked)
+      for mp in range(st, end):
+        if not (0 < mp <= max_cand) or mp in special:
+          break
+        grown.add(mp)
+      walk(order, i + 1, frozenset(grown), p * q)
+
+  orders = list(itertools.permutations(cand))
+  for order in orders:
+    walk(order, 0, frozenset(), 1.0 / len(orders))
+  return dict(law), n_pred
+
+
+def test_masked_positions_follow_the_official_law():
+  """fg_free_inputs with the released captioning values (coco_captioning_large.yaml: mask_prob 0.6,
+  max_masks 18, skipgram 0.2 / 3, whole words) against the exact law above: every set it masks is one the
+  official generator can mask, and over 20,000 draws the frequencies of the sets are the official
+  probabilities (total variation < 0.035; the sampling noise is ≈ 0.01, while the law without spans
+  differs by 0.097, without whole words by 0.38, with the prompt counted in n_pred by 1)."""
+  tf = pytest.importorskip("tensorflow")
+  from x2vlm_jax.data.caption_masking import fg_free_inputs
+
+  vocab = {"[PAD]": 0, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "a": 20, "picture": 21, "of": 22}
+  vocab.update({"w1": 30, "##b": 31, "w2": 40, "w3": 50, "##c": 51, "##x": 60})
+  is_subword = np.zeros(100, bool)
+  is_subword[[vocab[t] for t in vocab if t.startswith("##")]] = True
+  released = dict(mask_prob=0.6, max_masks=18, skipgram_prb=0.2, skipgram_size=3)
+  prompt = ["a", "picture", "of"]
+  captions = [
+    ["w1", "##b", "w2", "w3", "##c"],  # two-piece words around a one-piece word
+    ["##x", "w2"],  # (not produced by WordPiece) a span that starts in the prompt adds nothing
+  ]
+  n, max_tokens = 20000, 12
+  for c, caption in enumerate(captions):
+    tokens = ["[CLS]"] + prompt + caption + ["[SEP]"]
+    law, n_pred = official_choice_distribution(tokens, len(prompt), **released)
+    assert abs(sum(law.values()) - 1) < 1e-9
+    ids = np.zeros((n, max_tokens), np.int32)
+    ids[:, : len(tokens)] = [vocab[t] for t in tokens]
+    out = fg_free_inputs(
+      tf.constant(ids),
+      tf.constant((ids > 0).astype(np.int32)),
+      tf.constant([11, c], tf.int64),
+      num_prompt_tokens=len(prompt),
+      is_subword=is_subword,
+      mask_id=4,
+      pad_id=0,
+      ignore_id=2,
+      **released,
+    )
+    weight, masked_pos, positions = (out[k].numpy() for k in ("masked_weight", "masked_pos", "positions"))
+    counts = collections.Counter()
+    for r in range(n):
+      k = int(weight[r].sum())
+      counts[frozenset(positions[r, masked_pos[r, :k]].tolist())] += 1  # a [MASK] carries its token's position
+    assert set(counts) <= {s for s, p in law.items() if p > 0}, sorted(map(sorted, set(counts) - set(law)))
+    tv = 0.5 * sum(abs(counts[s] / n - law.get(s, 0.0)) for s in set(law) | set(counts))
+    assert tv < 0.035, (caption, tv, n_pred)
 
 
 # ------------------------------------------------------------------------------------------ evaluation

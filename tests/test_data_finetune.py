@@ -1,6 +1,7 @@
 """Retrieval fine-tuning data (docs/reference.md §4.2, §5.1): the builder from the official JSON counts bad records
 by reason, and the training stream pairs every caption with ITS image and dense image id, covers every
-caption row once per epoch, and resumes exactly."""
+caption row once per epoch, and resumes exactly; captions longer than max_tokens are cut (officially
+never: Retrieval.py, README deviations) and every cut one is counted, per row and for the training set."""
 
 import json
 
@@ -96,3 +97,75 @@ def test_stream_pairs_captions_with_their_image_and_id_and_resumes(built):
     got = next(resumed)
     for k in want:
       np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+# --- captions cut to max_tokens: counted ---------------------------------------------------------------------
+LONG_WORDS = [3, 10, 11, 14, 25, 35, 8]  # words per caption; 35 > max_words 30 (pre_caption cuts it officially too)
+
+
+@pytest.fixture(scope="module")
+def long_built(tmp_path_factory):
+  d = tmp_path_factory.mktemp("ft_long")
+  filler = ["small", "circle", "left", "of", "the", "large", "square", "and", "one", "object"]
+  colors = WORDS + ["orange"]
+  rows = []
+  for i, n in enumerate(LONG_WORDS):
+    Image.fromarray(np.full((36, 40, 3), 30 * i, np.uint8)).save(d / f"im{i}.jpg", quality=95)
+    # Each caption starts with its own colour word, so a (possibly cut) row names its caption.
+    words = [colors[i]] + [filler[k % len(filler)] for k in range(n - 1)]
+    rows.append({"image": f"im{i}.jpg", "caption": " ".join(words), "image_id": f"id{i}"})
+  (d / "train.json").write_text(json.dumps(rows))
+  retrieval.build(str(d / "train.json"), str(d), str(d / "tfds"), "long_retrieval")
+  return d, rows, colors
+
+
+def test_captions_cut_at_max_tokens_are_counted(long_built):
+  """The reference: HF BertTokenizer over the same vocabulary counts each cleaned caption's wordpieces;
+  a caption is cut when it has more than max_tokens − 2 (here 10: 11, 14, 25 and 30 words are, 10 is not)."""
+  from transformers import BertTokenizer
+
+  d, rows, colors = long_built
+  cfg = _cfg(d, batch=len(rows))
+  cfg.train = [("long_retrieval", "train")]
+  hf = BertTokenizer(SHAPES_VOCAB, do_lower_case=True)
+  pieces = {r["caption"].split()[0]: len(hf.tokenize(pre_caption(r["caption"], 30))) for r in rows}
+  limit = cfg.max_tokens - 2
+  want_cut = {c: int(n > limit) for c, n in pieces.items()}
+  assert sum(want_cut.values()) == 4 and pieces[colors[1]] == limit  # the boundary is exercised
+
+  it = retrieval.create_iterator(cfg, spec=RetrievalTask.spec, seed=0, process_index=0, process_count=1)
+  batch = next(it)  # one batch is the epoch
+  tok = Tokenizer(SHAPES_VOCAB, cfg.max_tokens)
+  got = {tok.decode(batch["text_ids"][r]).split()[0]: int(batch["captions_cut"][r]) for r in range(len(rows))}
+  assert got == want_cut
+  assert batch["text_mask"].sum(1).max() == cfg.max_tokens  # the cut rows fill max_tokens
+
+  # The whole training set, from the row tables alone (logged once when the iterator starts).
+  from x2vlm_jax.data.finetune.common import report_cut_captions
+  from x2vlm_jax.data.text import Tokenizer as PipelineTokenizer
+
+  report = report_cut_captions(cfg, PipelineTokenizer(SHAPES_VOCAB, cfg.max_tokens), "retrieval")
+  assert report == {"captions": len(rows), "cut": 4, "longest_tokens": max(pieces.values()) + 2}
+  assert report["longest_tokens"] == 32  # 30 words after pre_caption, + [CLS] and [SEP]
+
+
+def test_count_cut_captions_tool(long_built, tmp_path, capsys):
+  """tools/count_cut_captions.py on a config file: the same counts, and the max_tokens it names cuts none."""
+  from helpers.tools import load_tool
+
+  d, rows, _ = long_built
+  config = tmp_path / "long_config.py"
+  config.write_text(
+    "import ml_collections\n"
+    "from configs.finetune.common import finetune_data\n"
+    "def get_config(arg=None):\n"
+    "  data = finetune_data(32, 4)\n"
+    f"  data.update(vocab_file={SHAPES_VOCAB!r}, train=[('long_retrieval', 'train')], max_tokens=12)\n"
+    "  return ml_collections.ConfigDict({'task': 'retrieval', 'data': data})\n"
+  )
+  tool = load_tool("count_cut_captions")
+  assert tool.main([str(config), "--data_dir", str(d / "tfds")]) == 0
+  got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert got == {"captions": len(rows), "cut": 4, "longest_tokens": 32, "max_tokens": 12}
+  assert tool.main([str(config), "--data_dir", str(d / "tfds"), "--max_tokens", "32"]) == 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["cut"] == 0

@@ -43,7 +43,9 @@ def test_retrieval_itc_uses_the_image_ids():
   c, task, model, batch = _retrieval()
   ids = np.asarray(batch["image_ids"])
   assert len(set(ids.tolist())) < len(ids)  # captions share images: the ids matter
+  batch["captions_cut"] = jnp.asarray([0, 1, 0, 1, 1, 0, 0, 0], jnp.int32)  # rows the stream cut to max_tokens
   _, metrics = nnx.jit(lambda m, b: task.loss(m, b, jax.random.key(0), 0))(model, batch)
+  assert int(metrics["train/captions_cut"]) == 3  # logged per step (README deviations: not cut officially)
   _, vf = model.encode_image(batch["images"])
   _, tf_ = model.encode_text(batch["text_ids"], batch["text_mask"])
   temp = float(np.clip(float(model.temp[...]), 0.001, 0.5))

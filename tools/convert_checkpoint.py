@@ -15,7 +15,8 @@ Pre-training initialisation from BEiT-v2 + BERT (everything else freshly initial
                               --model base --output ckpt/base_init
 
 Multilingual (CCLM, docs/reference.md §1.8): an official CrossViewLM checkpoint converts with --input and a
-cclm_* preset; stage 1 of the multilingual recipe starts from an English X²-VLM checkpoint whose fusion
+cclm_* preset, and so do its task files (XRetrieval/WIT, XVNLI, MARVL, XGQA), their heads read the same way;
+stage 1 of the multilingual recipe starts from an English X²-VLM checkpoint whose fusion
 layers become the cross encoder, with XLM-R (HF files) as the text encoder:
   tools/convert_checkpoint.py --cclm_init x2vlm_base_4m.th --xlmr xlm-roberta-base/ --model cclm_base \
       --output ckpt/cclm_base_init
@@ -124,8 +125,8 @@ def main(argv=None) -> int:
     cfg = get_preset(args.model, image_res=image_res, num_frames=num_frames)
     # The official class that wrote the file (its keys say): its task heads set the model config, and the
     # pre-training heads it does not have stay freshly initialised (listed as new_params).
-    # The CCLM (XLM-R) layout has its own key table and no task-head detection (docs/multilingual_model.md).
-    detected = task_heads.detect(sd, cfg.text.hidden) if cfg.get("text_encoder", "bert") == "bert" else None
+    # The same for the X²-VLM-Plus classes of the multilingual release into a cclm_* model.
+    detected = task_heads.detect(sd, cfg.text.hidden, xlmr=cfg.get("text_encoder", "bert") == "xlmr")
     if detected:
       task_heads.apply(cfg, detected)
       logging.info("official %s checkpoint: %s; heads %s", detected.task, detected.cls, detected.heads)

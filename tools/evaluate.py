@@ -130,7 +130,7 @@ def check_heads(checkpoint: str, model_cfg, evaluator, task: str) -> None:
 
   absent = missing_heads(model_cfg, evaluator.HEADS)
   if absent:
-    raise ValueError(f"--task {task}: the checkpoint {checkpoint} has no {'; no '.join(absent)}")
+    raise ValueError(f"--task {task}: the checkpoint {checkpoint} lacks {'; '.join(absent)}")
   record = fs.path(checkpoint) / "conversion.json"
   if not record.exists():
     return

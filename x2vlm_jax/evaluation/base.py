@@ -249,13 +249,13 @@ def load_images_parallel(
 
   A file that is missing or does not decode is a counted skip (valid 0, its path returned) unless
   `strict`, which raises naming the file. `sizes` (int [n, 2], optional; images only) receives each
-  image's original (width, height). A truncated image is decoded as officially and appended to
-  `truncated` when given."""
+  image's original (width, height). A truncated image (or video frame) is decoded as officially and
+  appended to `truncated` when given."""
   if sizes is not None and num_frames:
     raise ValueError("load_images_parallel: sizes are for images, not videos")
   lead = (num_frames,) if num_frames else ()
   if num_frames:
-    read = lambda p: read_video(p, num_frames, image_res)  # noqa: E731
+    read = lambda p: read_video(p, num_frames, image_res, truncated=truncated)  # noqa: E731
   else:
     read = lambda p: read_image(p, image_res, truncated=truncated)  # noqa: E731
   out = np.zeros((len(idx),) + lead + (image_res, image_res, 3), np.uint8)

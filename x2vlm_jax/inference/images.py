@@ -90,9 +90,13 @@ def eval_frame_ids(n: int, num_frames: int):
   return [j * stride + min(j, extra) for j in range(num_frames)]
 
 
-def read_video(source, num_frames: int, image_res: int) -> np.ndarray:
+def read_video(source, num_frames: int, image_res: int, truncated: list = None) -> np.ndarray:
   """A video's frames file (the official JSON list of base64-encoded frames, local or gs://) or the
-  list itself → uint8 [F, R, R, 3]: the official evaluation frames, each with the test transform."""
+  list itself → uint8 [F, R, R, 3]: the official evaluation frames, each with the test transform.
+  A truncated frame is decoded as the official video loaders do (dataset/__init__.py imports
+  pretrain_dataset.py and retrieval_dataset.py, which set `ImageFile.LOAD_TRUNCATED_IMAGES = True` for the
+  whole process, video QA included) and, when `truncated` is given, appended to it as
+  "<video>#<frame index>" (once per distinct frame)."""
   import base64
   import json
 
@@ -104,9 +108,15 @@ def read_video(source, num_frames: int, image_res: int) -> np.ndarray:
       raise BadImage(f"video {source!r}: cannot be read as a JSON list of frames ({type(e).__name__}: {e})") from e
   if not isinstance(frames, list) or not frames:
     raise BadImage(f"video {source if isinstance(source, str) else '<frames>'}: expected a non-empty list of frames")
+  name = source if isinstance(source, str) else "<frames>"
   try:
-    return np.stack(
-      [read_image(base64.b64decode(frames[i]), image_res) for i in eval_frame_ids(len(frames), num_frames)]
-    )
+    decoded = {}  # a short video repeats frames (i mod n): each is decoded, and counted, once
+    for i in eval_frame_ids(len(frames), num_frames):
+      if i not in decoded:
+        seen = []
+        decoded[i] = read_image(base64.b64decode(frames[i]), image_res, truncated=seen)
+        if seen and truncated is not None:
+          truncated.append(f"{name}#{i}")
+    return np.stack([decoded[i] for i in eval_frame_ids(len(frames), num_frames)])
   except (ValueError, TypeError) as e:
     raise BadImage(f"video {source if isinstance(source, str) else '<frames>'}: {e}") from e

@@ -49,6 +49,7 @@ def synthetic_batch(seed: int, b: int, image_res: int, max_tokens: int, vocab_si
     "text_mask": mask,
     "image_ids": (np.arange(b) // 2 + seed % 1000 * b).astype(np.int32),
     "valid": np.ones((b,), np.float32),
+    "captions_cut": np.zeros((b,), np.int32),
   }
 
 
@@ -93,7 +94,10 @@ class RetrievalTask(FinetuneTask):
       ids=batch["image_ids"],
       itc_grad_scale=self.itc_grad_scale,
     )
-    return out["itc"] + out["itm"], {"train/itc": out["itc"], "train/itm": out["itm"]}
+    metrics = {"train/itc": out["itc"], "train/itm": out["itm"]}
+    if "captions_cut" in batch:  # captions cut to max_tokens (officially never cut: README deviations)
+      metrics["train/captions_cut"] = batch["captions_cut"].sum()
+    return out["itc"] + out["itm"], metrics
 
   def synthetic_batch(self, seed, batch_size):
     data = self.config.data
@@ -129,4 +133,5 @@ class VideoRetrievalTask(RetrievalTask):
 
 
 def _ids_and_valid(b: int):
-  return {"image_ids": ((b,), np.int32), "valid": ((b,), np.float32)}
+  """Dense image ids, valid rows, and `captions_cut` (1 where the stream cut the caption to max_tokens)."""
+  return {"image_ids": ((b,), np.int32), "valid": ((b,), np.float32), "captions_cut": ((b,), np.int32)}

@@ -277,9 +277,17 @@ def task_iterator(
   )
 
 
-def batch_and_tokenize(ds, transform: Callable, cfg, tokenizer: Tokenizer, batch_size: int):
+def texts_cut(tokenizer: Tokenizer, texts):
+  """int32 [B]: 1 where the tokenizer cuts the text (more than max_tokens − 2 pieces besides [CLS] / <s>
+  and [SEP] / </s>), else 0."""
+  import tensorflow as tf
+
+  return tf.cast(tokenizer.pieces(texts).row_lengths() > tokenizer.max_tokens - 2, tf.int32)
+
+
+def batch_and_tokenize(ds, transform: Callable, cfg, tokenizer: Tokenizer, batch_size: int, count_cut: bool = False):
   """`transform_and_batch`, then the batch's cleaned `text` becomes text_ids/text_mask and `valid`
-  (0 for an empty text)."""
+  (0 for an empty text); with `count_cut` also `captions_cut` (`texts_cut`: the rows cut to max_tokens)."""
   import tensorflow as tf
 
   ds = transform_and_batch(ds, transform, cfg, batch_size)
@@ -288,6 +296,51 @@ def batch_and_tokenize(ds, transform: Callable, cfg, tokenizer: Tokenizer, batch
     ids, mask = tokenizer(b["text"])
     out = {k: v for k, v in b.items() if k != "text"}
     out.update(text_ids=ids, text_mask=mask, valid=tf.cast(tf.strings.length(b["text"]) > 0, tf.float32))
+    if count_cut:
+      out["captions_cut"] = texts_cut(tokenizer, b["text"])
     return out
 
   return pmap(ds, per_batch, cfg)
+
+
+def caption_lengths(cfg, tokenizer: Tokenizer, opener=None, batch: int = 4096) -> np.ndarray:
+  """Pieces of every training caption row of `cfg.train` (after `pre_caption` with cfg.max_words), read
+  from the row tables alone (no image is opened): what the training stream's tokenizer will see."""
+  import tensorflow as tf
+
+  from x2vlm_jax.data.text import pre_caption
+
+  opener = opener or RowsSource
+  captions = [row["caption"] for name, split, *_ in cfg.train for row in opener(cfg.data_dir, name, split).rows]
+  if not captions:
+    return np.zeros((0,), np.int64)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(captions, tf.string)).batch(batch)
+  ds = ds.map(lambda t: tokenizer.pieces(pre_caption(t, cfg.max_words)).row_lengths())
+  return np.concatenate([x.numpy() for x in ds])
+
+
+def report_cut_captions(cfg, tokenizer: Tokenizer, task: str, opener=None) -> Dict[str, int]:
+  """Counts (and logs, once per run) the training captions the fixed `max_tokens` cuts, with the
+  `data.max_tokens` that would keep every one whole (README deviations: retrieval training captions)."""
+  from absl import logging
+
+  lengths = caption_lengths(cfg, tokenizer, opener)
+  limit = int(tokenizer.max_tokens) - 2
+  out = {
+    "captions": int(lengths.size),
+    "cut": int((lengths > limit).sum()),
+    "longest_tokens": int(lengths.max()) + 2 if lengths.size else 0,
+  }
+  if out["cut"]:
+    logging.warning(
+      "%s: %d of %d training captions have more than max_tokens - 2 = %d pieces and are cut to it "
+      "(counted per step as train/captions_cut); data.max_tokens=%d keeps every caption whole",
+      task,
+      out["cut"],
+      out["captions"],
+      limit,
+      out["longest_tokens"],
+    )
+  else:
+    logging.info("%s: none of the %d training captions is cut at max_tokens %d", task, out["captions"], limit + 2)
+  return out

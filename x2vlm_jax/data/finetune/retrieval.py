@@ -3,7 +3,9 @@
 Build: rows {image, caption, image_id} (one per caption) → one record per image + the row table
 (common.RowsSource), so images are stored once while an epoch is every caption once.
 Stream: caption rows → the fine-tuning "train" transform (RandomResizedCrop scale 0.5–1, flip,
-RandAugment(2, 7)) → `pre_caption` (30 words) → WordPiece, fixed length.
+RandAugment(2, 7)) → `pre_caption` (30 words) → WordPiece, fixed length `max_tokens`: longer captions
+are cut (officially never: README deviations), counted per batch (`captions_cut`) and, for the whole
+training set, logged when the iterator starts.
 """
 
 from typing import Callable, Dict, List, Optional, Tuple
@@ -16,6 +18,7 @@ from x2vlm_jax.data.finetune.common import (
   RowsSource,
   batch_and_tokenize,
   load_image_record,
+  report_cut_captions,
   skip_or_raise,
   task_iterator,
   write_media_groups,
@@ -112,12 +115,17 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
     )
     return {**meta(ex), "images": image, "text": pre_caption(ex["caption"], cfg.max_words), "image_ids": ex["image_id"]}
 
-  return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size)
+  # Officially (Retrieval.py: train(), padding='longest' without truncation) nothing is cut: the rows we
+  # cut are counted per batch (README deviations).
+  return batch_and_tokenize(ds, transform, cfg, tokenizer, batch_size, count_cut=True)
 
 
 def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data); spec: the task's
-  batch contract (`RetrievalTask.spec`)."""
+  batch contract (`RetrievalTask.spec`). The first process logs how many training captions max_tokens
+  cuts (`report_cut_captions`)."""
+  if process_index == 0:
+    report_cut_captions(cfg, Tokenizer(cfg.vocab_file, cfg.max_tokens), "retrieval")
   return task_iterator(
     cfg,
     "retrieval",

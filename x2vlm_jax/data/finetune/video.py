@@ -26,8 +26,10 @@ from x2vlm_jax.data import augment, records
 from x2vlm_jax.data.annotations import BadRecord, field, read_records
 from x2vlm_jax.data.finetune.common import (
   RowsSource,
+  report_cut_captions,
   single_stream_iterator,
   skip_or_raise,
+  texts_cut,
   transform_and_batch,
   write_media_groups,
 )
@@ -213,7 +215,10 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
   def per_batch(b):
     ids, mask = tokenizer(b["text"])
     valid = tf.cast(tf.strings.length(b["text"]) > 0, tf.float32)
-    return {**meta(b), "frames": b["frames"], "text_ids": ids, "text_mask": mask, target: b[target], "valid": valid}
+    out = {**meta(b), "frames": b["frames"], "text_ids": ids, "text_mask": mask, target: b[target], "valid": valid}
+    if not qa:  # retrieval captions are not cut officially (Retrieval.py): count the rows we cut
+      out["captions_cut"] = texts_cut(tokenizer, b["text"])
+    return out
 
   return pmap(ds, per_batch, cfg)
 
@@ -222,6 +227,8 @@ def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: 
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + num_frames); spec:
   the task's batch contract (`VideoQATask.spec`, or `VideoRetrievalTask.spec` with qa=False)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
+  if not qa and process_index == 0:
+    report_cut_captions(cfg, tokenizer, "video_retrieval")
 
   def build_stream(source, position, counts, skipped, batch_size):
     return _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size, qa=qa)

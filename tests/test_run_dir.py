@@ -80,6 +80,7 @@ def test_evaluate_a_workdir_step_with_the_runs_evaluation_settings(unfinished_ru
   assert json.loads((out / "eval_config.json").read_text())["eval"]["max_tokens"] == 12
 
 
+@pytest.mark.slow
 def test_evaluate_step_needs_a_workdir_and_a_typo_is_named(unfinished_run, tmp_path, capsys):
   wd, d, _ = unfinished_run
   cli = load_tool("evaluate")

@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from etils import epath
 
-from x2vlm_jax.inference.tokenizer import encode_batch
+from x2vlm_jax.inference.token_batch import encode_batch
 
 FAIRSEQ_OFFSET = 1
 BOS_ID, PAD_ID, EOS_ID, UNK_ID = 0, 1, 2, 3

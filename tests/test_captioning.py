@@ -58,8 +58,8 @@ def train_built(tmp_path_factory):
 
 
 def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
-  from configs.finetune.coco_captioning_large import captioning_data
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.coco_captioning_large import captioning_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import captioning
   from x2vlm_jax.tasks.captioning import CaptioningTask
 

@@ -23,7 +23,7 @@ def sweep():
 
 
 CONFIG = """
-from configs.finetune import common
+from x2vlm_jax.configs.finetune import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, steps=4, batch=8, res=32, tag="x")

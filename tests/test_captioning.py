@@ -148,7 +148,7 @@ GEN = dict(num_beams=3, max_length=6, min_length=2, prompt=PROMPT)
 
 
 def test_tools_evaluate_captioning(test_set, tmp_path):
-  import tools.evaluate as cli
+  import x2vlm_jax.cli.evaluate as cli
 
   d, records, ids = test_set
   cfg = get_preset("tiny")

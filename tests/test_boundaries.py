@@ -21,14 +21,14 @@ import x2vlm_jax.evaluation.caption_metrics, x2vlm_jax.evaluation.vqa_metrics
 import x2vlm_jax.embedded, x2vlm_jax.progress, x2vlm_jax.console, x2vlm_jax.data.annotations, x2vlm_jax.sharding
 import x2vlm_jax.tasks.vqa, x2vlm_jax.tasks.captioning, x2vlm_jax.inference.generation
 import x2vlm_jax.evaluation.vqa, x2vlm_jax.evaluation.captioning
-from configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
+from x2vlm_jax.configs.pretrain import x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny
 import x2vlm_jax.tasks.video_qa, x2vlm_jax.evaluation.video_qa, x2vlm_jax.data.video_files
-from configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
-from configs.finetune import msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video
-from configs.finetune import vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base
-from configs.finetune import shapes_captioning
-from configs.finetune import nlvr2_base, nlvr2_large, shapes_nlvr2
-from configs.finetune import refcoco_grounding_base, refcoco_grounding_large, shapes_grounding
+from x2vlm_jax.configs.finetune import coco_retrieval, flickr_retrieval, shapes_retrieval
+from x2vlm_jax.configs.finetune import msrvtt_qa, msvd_qa, msrvtt_retrieval, shapes_video
+from x2vlm_jax.configs.finetune import vqa2_base, vqa2_large, shapes_vqa, coco_captioning_large, coco_captioning_base
+from x2vlm_jax.configs.finetune import shapes_captioning
+from x2vlm_jax.configs.finetune import nlvr2_base, nlvr2_large, shapes_nlvr2
+from x2vlm_jax.configs.finetune import refcoco_grounding_base, refcoco_grounding_large, shapes_grounding
 from x2vlm_jax import tasks
 tasks.evaluator_types(), tasks.data_kinds(), tasks.evaluation_names()  # imports every task module
 for m in (x2vlm_base_4m, x2vlm_base_1b_stage2, shapes_tiny, coco_retrieval, flickr_retrieval, shapes_retrieval,

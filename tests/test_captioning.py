@@ -62,8 +62,8 @@ def train_built(tmp_path_factory):
 
 
 def test_training_batches_are_the_fg_free_input_of_their_caption(train_built):
-  from configs.finetune.coco_captioning_large import captioning_data
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.coco_captioning_large import captioning_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import captioning
   from x2vlm_jax.tasks.captioning import CaptioningTask
 
@@ -252,7 +252,7 @@ GEN = dict(num_beams=3, max_length=6, min_length=2, prompt=PROMPT)
 
 @pytest.mark.slow
 def test_tools_evaluate_captioning(test_set, tmp_path):
-  import tools.evaluate as cli
+  import x2vlm_jax.cli.evaluate as cli
 
   d, records, ids = test_set
   cfg = get_preset("tiny")

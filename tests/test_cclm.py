@@ -117,8 +117,8 @@ def test_convert_checkpoint_cli_cclm_init_then_init_from_plan(tmp_path):
 
 
 def cclm_task(**arg):
-  from configs.pretrain import cclm_tiny
   from x2vlm_jax import tasks
+  from x2vlm_jax.configs.pretrain import cclm_tiny
 
   items = ",".join(f"{k}={v}" for k, v in arg.items())
   config = cclm_tiny.get_config(items or None)
@@ -172,7 +172,7 @@ def test_cclm_task_loss_is_the_weighted_sum_of_every_stream():
 
 
 def test_cclm_task_requires_the_xlmr_text_side():
-  from configs.pretrain import cclm_tiny
+  from x2vlm_jax.configs.pretrain import cclm_tiny
   from x2vlm_jax.tasks.cclm_pretrain import CCLMPretrainTask
 
   config = cclm_tiny.get_config()
@@ -227,7 +227,7 @@ import sys
 for blocked in ("tensorflow", "tensorflow_text", "tensorflow_datasets", "torch"):
   sys.modules[blocked] = None
 import x2vlm_jax.models.xlmr, x2vlm_jax.objectives.para_text, x2vlm_jax.tasks.cclm_pretrain, x2vlm_jax.convert.cclm_init
-from configs.pretrain import cclm_tiny, cclm_x2vlm_base, cclm_x2vlm_large
+from x2vlm_jax.configs.pretrain import cclm_tiny, cclm_x2vlm_base, cclm_x2vlm_large
 from x2vlm_jax import tasks
 for m in (cclm_tiny, cclm_x2vlm_base, cclm_x2vlm_large):
   tasks.build(m.get_config()).batch_spec()

@@ -46,7 +46,7 @@ def built(tmp_path_factory):
 def _cfg(d, batch=4):
   import ml_collections
 
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
 
   c = finetune_data(32, batch)
   c.data_dir, c.vocab_file = str(d / "tfds"), SHAPES_VOCAB
@@ -157,7 +157,7 @@ def test_count_cut_captions_tool(long_built, tmp_path, capsys):
   config = tmp_path / "long_config.py"
   config.write_text(
     "import ml_collections\n"
-    "from configs.finetune.common import finetune_data\n"
+    "from x2vlm_jax.configs.finetune.common import finetune_data\n"
     "def get_config(arg=None):\n"
     "  data = finetune_data(32, 4)\n"
     f"  data.update(vocab_file={SHAPES_VOCAB!r}, train=[('long_retrieval', 'train')], max_tokens=12)\n"

@@ -302,7 +302,7 @@ def test_pretrain_configs_region_groups_are_the_official_gpu_batches(name):
   """docs/reference.md §6.4 per-GPU region batches; the trainer's ITM groups must be the data's groups."""
   import importlib
 
-  c = importlib.import_module(f"configs.pretrain.{name}").get_config()
+  c = importlib.import_module(f"x2vlm_jax.configs.pretrain.{name}").get_config()
   official = {
     "x2vlm_base_4m": (50, 128),
     "x2vlm_large_4m": (25, 64),

@@ -79,7 +79,7 @@ def built(tmp_path_factory):
 def _cfg(d, batch=6, max_answers=A):
   import ml_collections
 
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
 
   c = finetune_data(32, batch)
   c.data_dir, c.vocab_file = str(d / "tfds"), SHAPES_VOCAB

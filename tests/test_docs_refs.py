@@ -11,7 +11,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REFERENCE = os.path.join(REPO, "docs", "reference.md")
-SCANNED_DIRS = ("x2vlm_jax", "tools", "configs", "tests", "docs", "notebooks", ".ci")
+SCANNED_DIRS = ("x2vlm_jax", "tools", "tests", "docs", "notebooks", ".ci")
 SUFFIXES = (".py", ".md", ".ipynb", ".txt", ".toml", ".yaml", ".yml", ".cfg", ".sh")
 TOP_FILES = ("README.md", "main.py", "Makefile", "pyproject.toml", "setup.py", "setup.cfg")
 SELF = os.path.relpath(os.path.abspath(__file__), REPO)

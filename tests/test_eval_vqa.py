@@ -192,7 +192,7 @@ def test_free_form_greedy_equals_recomputed_greedy(dataset, model, references):
 
 @pytest.mark.slow
 def test_tools_evaluate_writes_the_official_predictions(dataset, model, tmp_path):
-  import tools.evaluate as cli
+  import x2vlm_jax.cli.evaluate as cli
 
   d, _ = dataset
   cfg, params = model

@@ -9,11 +9,11 @@ import sys
 import numpy as np
 import pytest
 
-from configs.finetune import coco_retrieval, shapes_captioning, shapes_retrieval, shapes_video, shapes_vqa
-from configs.pretrain import shapes_tiny
 from tests.configs import synthetic_retrieval
 from tests.helpers.embedded_small import small_sizes
 from x2vlm_jax import embedded
+from x2vlm_jax.configs.finetune import coco_retrieval, shapes_captioning, shapes_retrieval, shapes_video, shapes_vqa
+from x2vlm_jax.configs.pretrain import shapes_tiny
 
 
 @pytest.fixture

@@ -258,7 +258,7 @@ def test_crop_keeps_the_box_flip_rule_and_target_match_the_official_arithmetic()
 
 
 def test_builder_counts_bad_records_and_the_stream_reads_the_rest(tmp_path):
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import grounding
   from x2vlm_jax.tasks.grounding import GroundingTask
 

@@ -34,7 +34,7 @@ def test_shapes_xretrieval_batches_and_evaluator(data_dir, mode):
   from x2vlm_jax import sharding as shd
   from x2vlm_jax.inference.tokenizer import Tokenizer
 
-  cfg = importlib.import_module("configs.finetune.shapes_xretrieval").get_config(
+  cfg = importlib.import_module("x2vlm_jax.configs.finetune.shapes_xretrieval").get_config(
     f"batch=4,mode={mode},data_dir={data_dir}"
   )
   assert embedded.needed(cfg)[data_dir] >= {embedded.ML_TASKS}
@@ -60,7 +60,7 @@ def test_shapes_xretrieval_batches_and_evaluator(data_dir, mode):
 )
 def test_released_data_configs(name, eval_name, n):
   """One test file and one translate-train set per language of the benchmark."""
-  mod = importlib.import_module(f"configs.finetune.{name}")
+  mod = importlib.import_module(f"x2vlm_jax.configs.finetune.{name}")
   c = mod.get_config("model=base")  # the structure; the multilingual presets come with the CCLM model
   e = c.evals[eval_name]
   assert len(e.annotations.split(",")) == len(e.languages.split(",")) == n and c.task == name
@@ -71,7 +71,7 @@ def test_released_data_configs(name, eval_name, n):
 
 
 def test_wit_config():
-  c = importlib.import_module("configs.finetune.xretrieval").get_config("model=base,dataset=wit")
+  c = importlib.import_module("x2vlm_jax.configs.finetune.xretrieval").get_config("model=base,dataset=wit")
   assert len(c.evals.xretrieval.languages.split(",")) == 11 and c.num_epochs == 5 and c.data.max_tokens == 80
 
 
@@ -81,7 +81,9 @@ def test_shapes_xgqa_batches_and_evaluator(data_dir, mode):
   from tests.helpers.tools import load_tool
   from x2vlm_jax import sharding as shd
 
-  cfg = importlib.import_module("configs.finetune.shapes_xgqa").get_config(f"batch=4,mode={mode},data_dir={data_dir}")
+  cfg = importlib.import_module("x2vlm_jax.configs.finetune.shapes_xgqa").get_config(
+    f"batch=4,mode={mode},data_dir={data_dir}"
+  )
   with __import__("tests.helpers.embedded_small", fromlist=["small_sizes"]).small_sizes():
     embedded.ensure_for_config(cfg)
   task = tasks.build(cfg)

@@ -75,7 +75,7 @@ def test_build_mtext_counts_bad_pairs(tmp_path):
 def test_dict_captions_keep_chosen_languages(tmp_path):
   import base64
 
-  from tools.build_tfds import build
+  from x2vlm_jax.cli.build_tfds import build
   from x2vlm_jax.data import shapes
 
   img = base64.b64encode(shapes.encode(np.zeros((8, 8, 3), np.uint8))).decode()

@@ -206,7 +206,7 @@ def test_evaluator_rejects_an_unknown_label(model, nlvr_files, tmp_path):
 
 def test_builder_counts_bad_records_and_the_stream_keeps_pairs_in_order(tmp_path):
   pytest.importorskip("tensorflow")
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import nlvr2
   from x2vlm_jax.tasks.nlvr2 import NLVR2Task
 

@@ -129,7 +129,7 @@ SELECTION = {
 
 
 def _config(name):
-  return importlib.import_module(f"configs.finetune.{name}").get_config()
+  return importlib.import_module(f"x2vlm_jax.configs.finetune.{name}").get_config()
 
 
 def _get(c, path):

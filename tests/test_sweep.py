@@ -23,7 +23,7 @@ def sweep():
 
 
 CONFIG = """
-from configs.finetune import common
+from x2vlm_jax.configs.finetune import common
 
 def get_config(arg=None):
   a = common.parse_arg(arg, steps=4, batch=8, res=32, tag="x")
@@ -60,6 +60,18 @@ def test_expand_names_merges_args_and_builds_commands(sweep, tmp_path):
   with pytest.raises(ValueError, match="both swept and given"):
     cfg.write_text(CONFIG)
     sweep.expand(f"{cfg}:batch=16,steps=3", {"seed": "3"})
+
+
+def test_print_with_the_console_script_as_launcher(sweep, tmp_path, capsys):
+  cfg = tmp_path / "cfg.py"
+  cfg.write_text(CONFIG)
+  assert sweep.main([f"{cfg}:batch=16,steps=3", "--workdir_root", "runs", "--print", "--launcher", "x2vlm-train"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [
+    f"x2vlm-train --config={cfg}:batch=16,steps=5 '--workdir=runs/00_steps=5,lr=0.001,mesh=(1,2,1)' "
+    "--config.optim.lr=0.001 '--config.mesh=(1,2,1)'",
+    f"x2vlm-train --config={cfg}:batch=16,steps=3 --workdir=runs/01_plain --config.seed=7",
+  ]
 
 
 def _tool(*args):

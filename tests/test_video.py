@@ -75,7 +75,7 @@ def video_qa_files(tmp_path_factory):
 
 def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
   pytest.importorskip("tensorflow")
-  from configs.finetune.common import finetune_data
+  from x2vlm_jax.configs.finetune.common import finetune_data
   from x2vlm_jax.data.finetune import video
   from x2vlm_jax.tasks.video_qa import VideoQATask
 

@@ -82,7 +82,7 @@ def test_build_stream_and_loss(files, model_ckpt, tmp_path):
     "xvnli", str(files / "test_de.jsonl"), str(tmp_path / "data"), "xvnli_de", image_root=str(files), max_words=40
   )
   assert report.written == 12 and dict(report.skipped) == {"bad_label": 1}
-  from configs.finetune import common
+  from x2vlm_jax.configs.finetune import common
 
   c = ml_collections.ConfigDict()
   c.model = cfg

@@ -85,9 +85,9 @@ def main(argv=None):
   from x2vlm_jax.training import trainer
 
   if args.task == "vqa":
-    from configs.finetune import shapes_vqa as cfg_module
+    from x2vlm_jax.configs.finetune import shapes_vqa as cfg_module
   else:
-    from configs.finetune import shapes_captioning as cfg_module
+    from x2vlm_jax.configs.finetune import shapes_captioning as cfg_module
   config = cfg_module.get_config(
     f"data_dir={args.data_dir},epochs={args.epochs}" + (f",lr={args.lr}" if args.lr else "")
   )

@@ -1,6 +1,6 @@
 """Tiny retrieval fine-tuning on contract-shaped synthetic batches (trainer/task tests, no tensorflow)."""
 
-from configs.finetune import common
+from x2vlm_jax.configs.finetune import common
 
 
 def get_config(arg=None):

@@ -1,6 +1,6 @@
 """Tiny X²-VLM on contract-shaped synthetic batches: trainer tests (no tensorflow, seconds per step)."""
 
-from configs.pretrain import common
+from x2vlm_jax.configs.pretrain import common
 
 
 def get_config(arg=None):

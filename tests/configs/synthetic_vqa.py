@@ -3,7 +3,7 @@ tensorflow). The tiny stack is deepened to 4 layers (2 fusion layers) so that bo
 initialisations exist (2 layers ← text layers 2, 3; 1 layer ← the odd one, 3), and its vision width
 is made 32 ≠ H = 64 so that the cross-attention keys/values of the decoder cannot be copied."""
 
-from configs.finetune import common
+from x2vlm_jax.configs.finetune import common
 
 
 def get_config(arg=None):

@@ -8,5 +8,5 @@ def get_config(arg=None):
   a = common.parse_arg(arg, gpus=24)
   c = x2vlm_base_1b_stage1.get_config(f"model=large,gpus={a.gpus},per_gpu=64,per_gpu_regions=32,per_gpu_images=14")
   c.optim.lr = 5e-5
-  c.model.remat_vision = True
+  # remat: the base config's policy.
   return c

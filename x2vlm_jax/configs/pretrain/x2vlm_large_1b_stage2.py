@@ -11,5 +11,5 @@ def get_config(arg=None):
   )
   c.init_from = "gs://YOUR_BUCKET/x2vlm_large_1b_stage1_export"
   c.optim.lr = 3e-5
-  c.model.remat_vision = True
+  # remat: the base config's policy.
   return c

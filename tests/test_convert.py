@@ -1,7 +1,6 @@
 """Converter behaviour: strictness messages, other-preset files, rel-pos resize (docs/reference.md §12 figures),
 frame-embedding copy, containers (.npz, {'model': ...}, torch.save .th with weights_only loading), CLI."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from convert_helpers import random_official_state_dict
 
+from tests.helpers.tools import load_tool
 from x2vlm_jax import params_io
 from x2vlm_jax.convert import assemble, relpos
 from x2vlm_jax.convert import layout as L
@@ -22,14 +22,12 @@ from x2vlm_jax.models import get_preset
 from x2vlm_jax.models.vision import relative_position_table_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(ROOT, "tools", "convert_checkpoint.py")
+CLI = os.path.join(ROOT, "tools", "convert_checkpoint.py")  # the command a user types, run as a subprocess
 
 
 def cli_main(argv):
-  spec = importlib.util.spec_from_file_location("convert_checkpoint", CLI)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.main(argv)
+  """tools/convert_checkpoint.py (= the x2vlm-convert console script, x2vlm_jax/cli/convert_checkpoint.py)."""
+  return load_tool("convert_checkpoint").main(argv)
 
 
 @pytest.fixture(scope="module")

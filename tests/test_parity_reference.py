@@ -2,7 +2,6 @@
 `inference.load` agrees with the PyTorch reference (tests/reference, written from docs/reference.md) on every
 output of docs/reference.md §12's converter round-trip list. float32, CPU, 1e-5 absolute."""
 
-import importlib.util
 import os
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 from convert_helpers import random_official_state_dict
 from reference.x2vlm_torch import X2VLMReference
 
+from tests.helpers.tools import load_tool
 from x2vlm_jax import inference
 from x2vlm_jax.models import get_preset
 
@@ -19,12 +19,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_cli():
-  spec = importlib.util.spec_from_file_location(
-    "convert_checkpoint", os.path.join(ROOT, "tools", "convert_checkpoint.py")
-  )
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  """tools/convert_checkpoint.py (= the x2vlm-convert console script, x2vlm_jax/cli/convert_checkpoint.py)."""
+  return load_tool("convert_checkpoint")
 
 
 def close(ours, ref, atol=ATOL):

@@ -9,6 +9,7 @@ from convert_helpers import random_official_state_dict
 from flax import nnx
 from reference.x2vlm_torch import X2VLMReference
 
+from tests.helpers.tools import load_tool
 from x2vlm_jax.convert import assemble
 from x2vlm_jax.convert import layout as L
 from x2vlm_jax.convert.x2vlm import ConversionError, checkpoint_decoder_layers, convert_official
@@ -135,18 +136,13 @@ def test_untied_decoder_head_is_reported(converted):
 
 
 def test_cli_reads_decoder_depth_from_the_file(tmp_path):
-  import importlib.util
-  import os
 
   from x2vlm_jax import params_io
 
   cfg = vqa_cfg(num_layers=3, decoder_layers=1)  # the tiny preset's own geometry
   _, vqa = vqa_state_dict(cfg, seed=8)
   np.savez(tmp_path / "vqa.npz", **vqa)
-  cli = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools", "convert_checkpoint.py")
-  spec = importlib.util.spec_from_file_location("convert_checkpoint", cli)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = load_tool("convert_checkpoint")  # tools/convert_checkpoint.py's code (x2vlm_jax/cli)
   argv = ["--input", str(tmp_path / "vqa.npz"), "--model", "tiny", "--output", str(tmp_path / "out")]
   for p in VQA_MISSING:
     argv += ["--allow_missing", p]

@@ -41,6 +41,8 @@ def _evaluator(kind, tmp_path, **fields):
     (tmp_path / "q.jsonl").write_text(
       "\n".join(json.dumps({"video_id": f"v{i}", "question": q, "answer": "red"}) for i, q in enumerate(QUESTIONS))
     )
+    for i in range(len(QUESTIONS)):  # the videos exist (setup checks image_root); only the questions are read
+      (tmp_path / f"v{i}.json").write_text("{}")
     e = dict(type="video_qa", annotations=str(tmp_path / "q.jsonl"), image_root=str(tmp_path))
     e["ans2label"] = str(tmp_path / "ans2label.json")
   else:

@@ -149,6 +149,33 @@ def test_captions_cut_at_max_tokens_are_counted(long_built):
   assert report["longest_tokens"] == 32  # 30 words after pre_caption, + [CLS] and [SEP]
 
 
+def test_the_caption_scan_runs_on_a_fresh_start_not_on_a_resume(long_built, monkeypatch):
+  """Counting the cut captions reads every training caption: once when a run starts, not again when it
+  resumes (the iterator restored at a later position)."""
+  d, rows, _ = long_built
+  cfg = _cfg(d, batch=2)
+  cfg.train = [("long_retrieval", "train")]
+  calls = []
+  monkeypatch.setattr(retrieval, "report_cut_captions", lambda cfg, tok, task: calls.append(task))
+
+  def make(process_index=0, process_count=1):
+    return retrieval.create_iterator(
+      cfg, spec=RetrievalTask.spec, seed=0, process_index=process_index, process_count=process_count
+    )
+
+  fresh = make()
+  assert calls == []  # nothing before the first batch
+  next(fresh)
+  assert calls == ["retrieval"]
+  state = fresh.get_state()
+  resumed = make()
+  resumed.set_state(state)
+  next(resumed)
+  assert calls == ["retrieval"], "the scan ran again on a resume"
+  next(make(process_index=1, process_count=2))  # a host other than the first never scans
+  assert calls == ["retrieval"]
+
+
 def test_count_cut_captions_tool(long_built, tmp_path, capsys):
   """tools/count_cut_captions.py on a config file: the same counts, and the max_tokens it names cuts none."""
   from helpers.tools import load_tool

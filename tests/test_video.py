@@ -118,6 +118,29 @@ def test_video_qa_data_labels_frames_and_careful_flip(video_qa_files, tmp_path):
   assert 0 < flipped.mean() < 1  # the others flip per frame, sometimes
 
 
+def _video_qa_eval_setup(files, tmp_path, image_root, seed):
+  """12 questions of the shapes video QA set as a test file, a tiny 3-frame model with 3 answer labels
+  (seed `seed`), and the video QA evaluator's configs reading frames from `image_root`."""
+  records = [json.loads(line) for line in (files / "train.jsonl").read_text().splitlines()][:12]
+  (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+  cfg = get_preset("tiny", num_frames=3)
+  cfg.heads.num_labels = 3
+  model = X2VLM(cfg, rngs=nnx.Rngs(seed))
+  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
+  e = ml_collections.ConfigDict(
+    dict(
+      type="video_qa",
+      annotations=str(tmp_path / "test.jsonl"),
+      image_root=str(image_root),
+      ans2label=str(files / "ans2label.json"),
+      video_pattern="video_{num}.json",
+      batch_size=2,
+      max_tokens=12,
+    )
+  )
+  return records, model, c, e
+
+
 def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path):
   from x2vlm_jax import sharding as shd
   from x2vlm_jax import tasks
@@ -126,24 +149,8 @@ def test_video_qa_evaluator_counts_oov_answers_as_wrong(video_qa_files, tmp_path
   from x2vlm_jax.text_clean import pre_question
 
   d = video_qa_files
-  records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()][:12]
-  (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  cfg = get_preset("tiny", num_frames=3)
-  cfg.heads.num_labels = 3
-  model = X2VLM(cfg, rngs=nnx.Rngs(4))
+  records, model, c, e = _video_qa_eval_setup(d, tmp_path, d / "frames", seed=4)
   graphdef, state = nnx.split(model)
-  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
-  e = ml_collections.ConfigDict(
-    dict(
-      type="video_qa",
-      annotations=str(tmp_path / "test.jsonl"),
-      image_root=str(d / "frames"),
-      ans2label=str(d / "ans2label.json"),
-      video_pattern="video_{num}.json",
-      batch_size=2,
-      max_tokens=12,
-    )
-  )
   mesh = shd.create_mesh((4, 1, 1))
   with jax.set_mesh(mesh):
     metrics, preds = tasks.build_evaluator("test", c, e, mesh)(graphdef, nnx.to_pure_dict(state))
@@ -168,24 +175,8 @@ def test_a_wrong_video_image_root_fails_first_with_a_clear_error(video_qa_files,
   from x2vlm_jax import sharding as shd
   from x2vlm_jax import tasks
 
-  d = video_qa_files
-  records = [json.loads(line) for line in (d / "train.jsonl").read_text().splitlines()][:12]
-  (tmp_path / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-  cfg = get_preset("tiny", num_frames=3)
-  cfg.heads.num_labels = 3
-  graphdef, state = nnx.split(X2VLM(cfg, rngs=nnx.Rngs(0)))
-  c = ml_collections.ConfigDict({"model": cfg, "data": {"vocab_file": SHAPES_VOCAB}})
-  e = ml_collections.ConfigDict(
-    dict(
-      type="video_qa",
-      annotations=str(tmp_path / "test.jsonl"),
-      image_root=str(tmp_path / "not_the_frames"),
-      ans2label=str(d / "ans2label.json"),
-      video_pattern="video_{num}.json",
-      batch_size=2,
-      max_tokens=12,
-    )
-  )
+  _, model, c, e = _video_qa_eval_setup(video_qa_files, tmp_path, tmp_path / "not_the_frames", seed=0)
+  graphdef, state = nnx.split(model)
   mesh = shd.create_mesh((4, 1, 1))
   with (
     jax.set_mesh(mesh),

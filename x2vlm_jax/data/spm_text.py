@@ -10,10 +10,11 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from x2vlm_jax import fs
+from x2vlm_jax.data.piece_tokenizer import PieceTokenizer
 from x2vlm_jax.inference.spm_tokenizer import BOS_ID, EOS_ID, FAIRSEQ_OFFSET, PAD_ID, UNK_ID
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(PieceTokenizer):
   """<s> pieces </s>, cut to `max_tokens`, padded with <pad> (1); the interface of data/text.py's tokenizer."""
 
   def __init__(self, model_file: str, max_tokens: int):
@@ -36,17 +37,6 @@ class SentencePieceTokenizer:
     sp = self._tok.tokenize(texts)
     ids = tf.ragged.map_flat_values(lambda v: tf.where(v == self._sp_unk, UNK_ID, v + FAIRSEQ_OFFSET), sp)
     return tf.cast(ids, tf.int64)
-
-  def __call__(self, texts: tf.Tensor):
-    """texts [B] (already pre_caption-ed) → ids [B, L] int32, mask [B, L] int32."""
-    pieces = self.pieces(texts)[:, : self.max_tokens - 2]
-    b = tf.shape(texts)[0]
-    cls = tf.fill([b, 1], tf.constant(self.cls_id, tf.int64))
-    sep = tf.fill([b, 1], tf.constant(self.sep_id, tf.int64))
-    ids = tf.concat([cls, pieces, sep], axis=1)
-    dense = ids.to_tensor(default_value=self.pad_id, shape=[None, self.max_tokens])
-    mask = tf.sequence_mask(ids.row_lengths(), self.max_tokens, dtype=tf.int32)
-    return tf.cast(dense, tf.int32), mask
 
   def tokens_of(self, ids):
     """Piece strings of ids (tests and debugging)."""

@@ -12,6 +12,7 @@ import tensorflow as tf
 import tensorflow_text as tf_text
 
 from x2vlm_jax import fs
+from x2vlm_jax.data.piece_tokenizer import PieceTokenizer
 from x2vlm_jax.text_clean import PUNCT as _PUNCT
 from x2vlm_jax.text_clean import pre_caption as pre_caption_py  # noqa: F401  (the Python twin, for builders)
 
@@ -56,7 +57,7 @@ def Tokenizer(vocab_file: str, max_tokens: int):  # noqa: N802  (a constructor t
   return WordPieceTokenizer(vocab_file, max_tokens)
 
 
-class WordPieceTokenizer:
+class WordPieceTokenizer(PieceTokenizer):
   """[CLS] wordpieces [SEP], cut to `max_tokens`, 0-padded; BERT-uncased basic tokenisation."""
 
   def __init__(self, vocab_file: str, max_tokens: int):
@@ -79,18 +80,6 @@ class WordPieceTokenizer:
   def pieces(self, texts: tf.Tensor) -> tf.RaggedTensor:
     """texts [B] → their wordpiece ids [B, (pieces)] int64 (no [CLS]/[SEP], no cut)."""
     return self._tok.tokenize(texts).merge_dims(-2, -1)
-
-  def __call__(self, texts: tf.Tensor):
-    """texts [B] (already pre_caption-ed) → ids [B, L] int32, mask [B, L] int32."""
-    pieces = self.pieces(texts)  # [B, (pieces)]
-    pieces = pieces[:, : self.max_tokens - 2]
-    b = tf.shape(texts)[0]
-    cls = tf.fill([b, 1], tf.constant(self.cls_id, tf.int64))
-    sep = tf.fill([b, 1], tf.constant(self.sep_id, tf.int64))
-    ids = tf.concat([cls, pieces, sep], axis=1)
-    dense = ids.to_tensor(default_value=self.pad_id, shape=[None, self.max_tokens])
-    mask = tf.sequence_mask(ids.row_lengths(), self.max_tokens, dtype=tf.int32)
-    return tf.cast(dense, tf.int32), mask
 
   def tokens_of(self, ids):
     """Wordpiece strings of ids (tests and debugging)."""

@@ -277,27 +277,20 @@ def task_iterator(
   )
 
 
-def texts_cut(tokenizer: Tokenizer, texts):
-  """int32 [B]: 1 where the tokenizer cuts the text (more than max_tokens − 2 pieces besides [CLS] / <s>
-  and [SEP] / </s>), else 0."""
-  import tensorflow as tf
-
-  return tf.cast(tokenizer.pieces(texts).row_lengths() > tokenizer.max_tokens - 2, tf.int32)
-
-
 def batch_and_tokenize(ds, transform: Callable, cfg, tokenizer: Tokenizer, batch_size: int, count_cut: bool = False):
   """`transform_and_batch`, then the batch's cleaned `text` becomes text_ids/text_mask and `valid`
-  (0 for an empty text); with `count_cut` also `captions_cut` (`texts_cut`: the rows cut to max_tokens)."""
+  (0 for an empty text); with `count_cut` also `captions_cut` (1 for a row cut to max_tokens, from the
+  same tokenizer pass)."""
   import tensorflow as tf
 
   ds = transform_and_batch(ds, transform, cfg, batch_size)
 
   def per_batch(b):
-    ids, mask = tokenizer(b["text"])
+    ids, mask, cut = tokenizer.encode(b["text"])
     out = {k: v for k, v in b.items() if k != "text"}
     out.update(text_ids=ids, text_mask=mask, valid=tf.cast(tf.strings.length(b["text"]) > 0, tf.float32))
     if count_cut:
-      out["captions_cut"] = texts_cut(tokenizer, b["text"])
+      out["captions_cut"] = cut
     return out
 
   return pmap(ds, per_batch, cfg)

@@ -122,16 +122,20 @@ def retrieval_stream(source, cfg, tokenizer: Tokenizer, *, position, counts, ski
 
 def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: int):
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data); spec: the task's
-  batch contract (`RetrievalTask.spec`). The first process logs how many training captions max_tokens
-  cuts (`report_cut_captions`)."""
-  if process_index == 0:
-    report_cut_captions(cfg, Tokenizer(cfg.vocab_file, cfg.max_tokens), "retrieval")
+  batch contract (`RetrievalTask.spec`). On a fresh start (not a resume) the first process logs how
+  many training captions max_tokens cuts (`report_cut_captions`: a scan of every caption)."""
+
+  def stream(source, cfg, tokenizer, *, position, **kw):
+    if process_index == 0 and position == 0:
+      report_cut_captions(cfg, tokenizer, "retrieval")
+    return retrieval_stream(source, cfg, tokenizer, position=position, **kw)
+
   return task_iterator(
     cfg,
     "retrieval",
     stream_id=STREAM_ID,
     opener=RowsSource,
-    stream=retrieval_stream,
+    stream=stream,
     spec=spec,
     seed=seed,
     process_index=process_index,

@@ -29,7 +29,6 @@ from x2vlm_jax.data.finetune.common import (
   report_cut_captions,
   single_stream_iterator,
   skip_or_raise,
-  texts_cut,
   transform_and_batch,
   write_media_groups,
 )
@@ -213,11 +212,11 @@ def _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size,
   target = "labels" if qa else "image_ids"
 
   def per_batch(b):
-    ids, mask = tokenizer(b["text"])
+    ids, mask, cut = tokenizer.encode(b["text"])
     valid = tf.cast(tf.strings.length(b["text"]) > 0, tf.float32)
     out = {**meta(b), "frames": b["frames"], "text_ids": ids, "text_mask": mask, target: b[target], "valid": valid}
     if not qa:  # retrieval captions are not cut officially (Retrieval.py): count the rows we cut
-      out["captions_cut"] = texts_cut(tokenizer, b["text"])
+      out["captions_cut"] = cut
     return out
 
   return pmap(ds, per_batch, cfg)
@@ -227,10 +226,10 @@ def create_iterator(cfg, *, spec, seed: int, process_index: int, process_count: 
   """cfg: the fine-tuning data config (configs/finetune/common.py: finetune_data, + num_frames); spec:
   the task's batch contract (`VideoQATask.spec`, or `VideoRetrievalTask.spec` with qa=False)."""
   tokenizer = Tokenizer(cfg.vocab_file, cfg.max_tokens)
-  if not qa and process_index == 0:
-    report_cut_captions(cfg, tokenizer, "video_retrieval")
 
   def build_stream(source, position, counts, skipped, batch_size):
+    if not qa and process_index == 0 and position == 0:  # a fresh start: a resume does not scan again
+      report_cut_captions(cfg, tokenizer, "video_retrieval")
     return _stream(source, cfg, tokenizer, position, counts, skipped, seed, batch_size, qa=qa)
 
   return single_stream_iterator(

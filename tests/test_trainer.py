@@ -234,7 +234,9 @@ def test_sharding_equivalence(reference_run):
   lr = float(ref_metrics["train/lr"])
   assert lr > 0
 
-  for shape, must_shard in (((4, 1, 1), None), ((1, 4, 1), "fsdp"), ((2, 1, 2), "tensor")):
+  # FSDP alone, and data parallelism with tensor parallelism (a pure data-parallel mesh is one more
+  # compile and adds nothing the (2, 1, 2) mesh does not cover: the batch split and the gradient mean).
+  for shape, must_shard in (((1, 4, 1), "fsdp"), ((2, 1, 2), "tensor")):
     metrics, params, specs, placed = _one_step(config, shd.create_mesh(shape), batch)
     if must_shard:
       # The mesh axis really splits parameters: in the planned shardings and on the live arrays.
@@ -496,11 +498,22 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, cache_di
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
-  wd = tmp_path / "wd"
+@pytest.mark.timeout(1200)
+def test_two_processes_stop_resume_preempt_one_and_resume_exactly(tmp_path, cache_dir):
+  """Two processes of 2 fake devices each, one launch sequence for every multi-host case (each launch
+  costs a compile in process 1: on CPU its cache key differs from process 0's and JAX writes cache
+  entries from process 0 only):
+    * a planned stop (--max_steps=3) saves step 3 with both processes' input positions;
+    * the relaunch resumes at step 3 on both;
+    * SIGTERM to process 1 only: JAX's preemption notifier (no Python handler in multi-process runs)
+      tells the coordination service, every process reaches the same sync step, both save it and exit 0
+      (a per-process Python handler, the old behaviour, sends process 1 alone into the save collective:
+      both abort or hang);
+    * the last relaunch finishes, and every step of the three-times interrupted run equals the
+      uninterrupted 2-process run bit for bit."""
+  steps = 8
 
-  def launch_pair(name, *flags):
+  def launch_pair(wd, name, *flags, on_start=None):
     port = _free_port()
     runs = [
       Launch(
@@ -510,49 +523,6 @@ def test_two_processes_train_save_restore_continue(tmp_path, cache_dir):
         "--num_processes=2",
         f"--process_id={i}",
         *flags,
-        devices=2,
-        steps=5,
-        name=f"{name}.p{i}",
-      )
-      for i in range(2)
-    ]
-    for r in runs:
-      r.wait_ok(timeout=480)
-    return runs
-
-  launch_pair("first", "--max_steps=3")
-  assert [e["step"] for e in _entries(wd)] == [1, 2, 3]
-  assert _committed_steps(wd)[-1] == 3
-  assert sorted(_input_states(wd, 3)) == ["process_0", "process_1"]
-
-  second = launch_pair("second")
-  for r in second:
-    assert "at step 3" in r.log_path.read_text(), f"{r.log_path.name} did not resume step 3\n{r.log_tail()}"
-  steps = [e["step"] for e in _entries(wd)]
-  assert steps == [1, 2, 3, 4, 5], steps  # process 0 alone writes metrics; the restart continues at 4
-  assert _committed_steps(wd)[-1] == 5
-  assert {k: v["position"] for k, v in _input_states(wd, 5).items()} == {"process_0": 5, "process_1": 5}
-  assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes_exactly(tmp_path, cache_dir):
-  """SIGTERM to process 1 only: JAX's preemption notifier (no Python handler in multi-process runs)
-  tells the coordination service, every process reaches the same sync step, both save it and exit 0;
-  the relaunch continues bit for bit like an uninterrupted 2-process run. A per-process Python
-  handler (the old behaviour) sends process 1 alone into the save collective: both abort or hang."""
-  steps = 5  # the same program as test_two_processes_train_save_restore_continue (shared cache)
-
-  def launch_pair(wd, name, on_start=None):
-    port = _free_port()
-    runs = [
-      Launch(
-        wd,
-        cache_dir,
-        f"--coordinator_address=127.0.0.1:{port}",
-        "--num_processes=2",
-        f"--process_id={i}",
         devices=2,
         steps=steps,
         name=f"{name}.p{i}",
@@ -571,13 +541,20 @@ def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes
   assert sorted(ref) == list(range(1, steps + 1))
 
   wd = tmp_path / "wd"
+  launch_pair(wd, "first", "--max_steps=3")
+  assert [e["step"] for e in _entries(wd)] == [1, 2, 3]
+  assert _committed_steps(wd)[-1] == 3
+  assert {k: v["position"] for k, v in _input_states(wd, 3).items()} == {"process_0": 3, "process_1": 3}
 
   def terminate_process_1(runs):
-    # After the first logged step: the sync step (the furthest host's step + 1) is then mid-run.
-    runs[0].poll_until(lambda: _max_logged(wd) >= 1, timeout=420, what="step 1 in metrics.jsonl")
+    # After the resumed run's first logged step: the sync step (the furthest host's step + 1) is then
+    # mid-run.
+    runs[0].poll_until(lambda: _max_logged(wd) >= 4, timeout=420, what="step 4 in metrics.jsonl")
     runs[1].proc.send_signal(signal.SIGTERM)
 
-  stopped = launch_pair(wd, "sigterm", terminate_process_1)
+  stopped = launch_pair(wd, "sigterm", on_start=terminate_process_1)
+  for r in stopped:
+    assert "at step 3" in r.log_path.read_text(), f"{r.log_path.name} did not resume step 3\n{r.log_tail()}"
   last = _max_logged(wd)
   assert last < steps, "the run finished before the preemption took effect: nothing was tested"
   assert _committed_steps(wd)[-1] == last, (_committed_steps(wd), last)
@@ -589,7 +566,9 @@ def test_two_processes_sigterm_to_one_saves_the_same_step_everywhere_and_resumes
   resumed = launch_pair(wd, "resumed")
   for r in resumed:
     assert f"at step {last}" in r.log_path.read_text(), f"{r.log_path.name} did not resume\n{r.log_tail()}"
+  assert _committed_steps(wd)[-1] == steps
   got = _by_step(wd)
   assert sorted(got) == sorted(ref)
+  assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))
   for step in sorted(ref):
     assert got[step] == ref[step], f"step {step}: resumed {got[step]} != uninterrupted {ref[step]}"

@@ -44,6 +44,7 @@ def random_xlmr(cfg, seed):
   return hf
 
 
+@pytest.mark.slow
 def test_init_cclm_maps_fusion_layers_to_the_cross_encoder_and_xlmr_to_the_text_encoder(tmp_path):
   from convert_helpers import random_official_state_dict
 

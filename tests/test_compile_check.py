@@ -14,6 +14,7 @@ import pytest
 
 from tests.configs import synthetic_retrieval
 from tests.helpers import xla
+from tests.helpers.tiers import tiered
 from x2vlm_jax import params_io
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,7 +137,7 @@ def _layout(tree, prefix=""):
   return out
 
 
-@pytest.mark.parametrize("name", sorted(SHAPES_TASKS))
+@pytest.mark.parametrize("name", tiered(sorted(SHAPES_TASKS), fast=["pretrain", "retrieval"]))
 def test_batch_spec_is_what_the_real_train_iterator_yields(embedded_small_dir, name):
   from x2vlm_jax import tasks
 
@@ -203,7 +204,7 @@ EVAL_PROGRAMS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(EVAL_PROGRAMS))
+@pytest.mark.parametrize("name", tiered(sorted(EVAL_PROGRAMS), fast=["retrieval"]))
 def test_every_task_evaluator_describes_its_programs(compile_check_tool, embedded_small_dir, name):
   import jax
   import ml_collections

@@ -161,6 +161,7 @@ def test_bert_layer_map():
 # --- frames, containers, CLI ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_frame_embedding_copies_min_frames(tiny_cfg):
   sd = random_official_state_dict(get_preset("tiny", num_frames=3), seed=3)
   src = sd["absolute_frame_pos_embed"]
@@ -210,6 +211,7 @@ def test_pickles_cannot_execute_code(tmp_path):
   assert not os.path.exists(marker)
 
 
+@pytest.mark.slow
 def test_cli_resizes_224_to_384_and_forward_runs(tmp_path):
   """The issue-#15 situation made boring: a 224 checkpoint converted for 384 just works."""
   from x2vlm_jax import inference
@@ -255,6 +257,7 @@ def test_cli_resizes_224_to_384_and_forward_runs(tmp_path):
   assert ids[0, : mask[0].sum()].tolist() == [vocab.index(w) for w in ("[CLS]", "a", "red", "circle", "[SEP]")]
 
 
+@pytest.mark.slow
 def test_cli_other_preset_exits_with_message(tmp_path, tiny_sd):
   big = get_preset("tiny")
   big.vision.width = 96  # a different geometry, small enough to write to disk

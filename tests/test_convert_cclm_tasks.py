@@ -15,6 +15,7 @@ import pytest
 from convert_helpers import random_official_state_dict
 from helpers.tools import load_tool
 
+from tests.helpers.tiers import tiered
 from tests.test_convert_tasks import ITC, _build_mlp
 from tests.test_marvl import marvl_files  # noqa: F401  (fixture)
 from tests.test_xvnli import files as xvnli_files  # noqa: F401  (fixture)
@@ -86,7 +87,7 @@ def _convert(task, tmp_path, vocab=None):
   return sd, cfg, out
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", tiered(TASKS, fast=["xretrieval"]))
 def test_official_plus_task_file_converts_with_no_flags(task, tmp_path):
   sd, cfg, out = _convert(task, tmp_path)
   report = json.loads((out / "conversion.json").read_text())

@@ -16,6 +16,7 @@ import pytest
 from convert_helpers import random_official_state_dict
 from helpers.tools import load_tool
 
+from tests.helpers.tiers import tiered
 from x2vlm_jax import params_io
 from x2vlm_jax.convert import task_heads
 from x2vlm_jax.convert.x2vlm import ConversionError, convert_official
@@ -101,7 +102,7 @@ def _convert(task, tmp_path, **kw):
 TASKS = ["retrieval", "grounding", "nlvr2", "video_qa", "vqa", "captioning"]
 
 
-@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("task", tiered(TASKS, fast=["retrieval", "nlvr2"]))
 def test_official_task_file_converts_with_no_flags(task, tmp_path):
   sd, cfg, out = _convert(task, tmp_path)
   report = json.loads((out / "conversion.json").read_text())

@@ -24,6 +24,7 @@ def _equal(a, b):
       np.testing.assert_array_equal(a[s][k], b[s][k], err_msg=f"{s}.{k}")
 
 
+@pytest.mark.slow
 def test_contract_resume_and_determinism(small_data_cfg, tmp_path):
   c = small_data_cfg(image=True, region=True, video=True)
   a = pipeline.create_train_iterator(c, seed=7)
@@ -60,6 +61,7 @@ def test_contract_resume_and_determinism(small_data_cfg, tmp_path):
     pipeline.TrainIterator(c, seed=7, process_index=0, process_count=2).restore_state(str(tmp_path / "ckpt"))
 
 
+@pytest.mark.slow
 def test_multi_host_disjoint_and_cover_epoch(small_data_cfg):
   c = small_data_cfg(image=True)
   per_host = 96 // 2 // 4  # batches per host per epoch (96 train records, 4 per host batch)
@@ -120,6 +122,7 @@ def test_corrupt_images_dropped_and_counted(small_data_cfg, tmp_path):
     next(pipeline.TrainIterator(c, seed=0))
 
 
+@pytest.mark.slow
 def test_mixture_proportional_to_size_unless_weighted(shapes_dir, small_data_cfg):
   """The official loader pools a stream's files, so datasets are drawn ∝ size; weights are an option.
   Sizes of conftest's build: shapes/train 96, shapes/test 32, shapes_video/train 24."""

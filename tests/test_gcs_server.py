@@ -44,15 +44,11 @@ def gcs():
   server.stop()
 
 
-def _env(gcs, cache_dir=None):
+def _env(gcs):
+  """The subprocesses' environment: the server's endpoint, one fake device, and (inherited from
+  tests/conftest.py) the session's compilation cache."""
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2", **gcs.env)
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count=1 {FAST_COMPILE_FLAGS}"
-  if cache_dir:
-    env.update(
-      JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-    )
   return env
 
 
@@ -211,8 +207,10 @@ def test_export_through_orbax_into_a_bucket_and_evaluate_with_everything_in_the_
 # on its stderr, a pipe the PyPI wrapper never reads (see GCSServer.__init__ and the test above).
 @pytest.mark.timeout(1500)
 def test_train_in_a_bucket_kill9_resume_exactly_export_and_evaluate(gcs, tmp_path):
-  cache = tmp_path / "xla_cache"
-  env = _env(gcs, cache)
+  # The session's compilation cache (inherited from tests/conftest.py): the same program as
+  # test_trainer.py's single-device launches (tests/configs/synthetic_tiny.py, 16 steps), so whichever
+  # runs first compiles it for the other.
+  env = _env(gcs)
 
   reference = _Launch(env, tmp_path / "reference", tmp_path / "reference.log")
   reference.wait_ok(timeout=600)  # also fills the compilation cache: the runs below execute the same program

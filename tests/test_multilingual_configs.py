@@ -28,6 +28,7 @@ def _layout(tree):
 
 
 @pytest.mark.parametrize("mode", ["zero_shot", "translate_train"])
+@pytest.mark.slow
 def test_shapes_xretrieval_batches_and_evaluator(data_dir, mode):
   pytest.importorskip("tensorflow")
   from tests.helpers.tools import load_tool
@@ -76,6 +77,7 @@ def test_wit_config():
 
 
 @pytest.mark.parametrize("mode", ["zero_shot", "translate_train"])
+@pytest.mark.slow
 def test_shapes_xgqa_batches_and_evaluator(data_dir, mode):
   pytest.importorskip("tensorflow")
   from tests.helpers.tools import load_tool

@@ -110,6 +110,7 @@ def _cclm_cfg(ml_dir):
   return c
 
 
+@pytest.mark.slow
 def test_mtext_stream_contract_swap_and_masking(ml_dir):
   c = _cclm_cfg(ml_dir)
   it = pipeline.create_train_iterator(c, seed=3, streams=pipeline.CCLM_STREAMS, keep_debug=True)
@@ -146,6 +147,7 @@ def test_mtext_stream_contract_swap_and_masking(ml_dir):
   assert langs == {"en", "de", "fr"}
 
 
+@pytest.mark.slow
 def test_english_pretraining_never_reads_mtext(ml_dir):
   c = _cclm_cfg(ml_dir)
   it = pipeline.create_train_iterator(c, seed=3)  # the default streams: image / region / video

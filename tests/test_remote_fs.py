@@ -65,7 +65,8 @@ def _jpeg(rs, h, w) -> bytes:
 # -------------------------------------------------------------------------------- tools/build_tfds.py
 
 
-@pytest.mark.parametrize("backend", ["fsspec", pytest.param("tf.io.gfile", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["fsspec", "tf.io.gfile"])
 def test_build_tfds_writes_a_readable_dataset_to_a_remote_data_dir(tmp_path, backend):
   rs = np.random.RandomState(0)
   images = [_jpeg(rs, 20 + i, 30) for i in range(5)]
@@ -188,6 +189,7 @@ def test_trainer_writes_config_init_metrics_and_eval_outputs_to_a_gs_workdir(tmp
 # -------------------------------------------------------------------------------- tools/evaluate.py
 
 
+@pytest.mark.slow
 def test_evaluate_reads_annotations_and_images_and_writes_outputs_on_gs(tmp_path):
   from flax import nnx
 

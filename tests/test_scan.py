@@ -313,6 +313,7 @@ def test_lr_groups_and_decay_masks_select_the_same_elements_in_both_layouts():
   assert mask["text/fusion_stack/intermediate/kernel"] is True
 
 
+@pytest.mark.slow
 def test_train_state_checkpoint_resumes_in_the_other_layout(tmp_path):
   """An Orbax train-state checkpoint (params + Adam moments) written unscanned restores into a scanned
   run's abstract state, and back, every element in its place."""

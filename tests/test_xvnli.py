@@ -75,6 +75,7 @@ def test_accuracy_per_language_equals_the_model_run_directly(files, model_ckpt, 
   assert got["acc_non_en"] == pytest.approx(np.mean(accs[1:]), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_build_stream_and_loss(files, model_ckpt, tmp_path):
   pytest.importorskip("tensorflow")
   cfg, model, _ = model_ckpt

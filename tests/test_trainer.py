@@ -567,6 +567,9 @@ def test_two_processes_stop_resume_preempt_one_and_resume_exactly(tmp_path, cach
   for r in resumed:
     assert f"at step {last}" in r.log_path.read_text(), f"{r.log_path.name} did not resume\n{r.log_tail()}"
   assert _committed_steps(wd)[-1] == steps
+  assert {k: v["position"] for k, v in _input_states(wd, steps).items()} == {"process_0": steps, "process_1": steps}
+  # Process 0 alone writes metrics, and each relaunch continues after the step it saved: no step twice.
+  assert [e["step"] for e in _entries(wd)] == list(range(1, steps + 1))
   got = _by_step(wd)
   assert sorted(got) == sorted(ref)
   assert all(np.isfinite(e["train/loss"]) for e in _entries(wd))

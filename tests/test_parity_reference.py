@@ -2,8 +2,6 @@
 `inference.load` agrees with the PyTorch reference (tests/reference, written from docs/reference.md) on every
 output of docs/reference.md §12's converter round-trip list. float32, CPU, 1e-5 absolute."""
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,6 @@ from x2vlm_jax import inference
 from x2vlm_jax.models import get_preset
 
 ATOL = 1e-5
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_cli():

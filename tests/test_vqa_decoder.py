@@ -136,7 +136,6 @@ def test_untied_decoder_head_is_reported(converted):
 
 
 def test_cli_reads_decoder_depth_from_the_file(tmp_path):
-
   from x2vlm_jax import params_io
 
   cfg = vqa_cfg(num_layers=3, decoder_layers=1)  # the tiny preset's own geometry

@@ -46,4 +46,4 @@ def pytest_runtest_protocol(item, nextitem):
   if record:
     out = os.environ.get("COMPILE_PROFILE_OUT", "compile_profile.jsonl")
     with open(out, "a") as f:  # a local file: the profile is a developer's, never a gs:// path
-      f.write(json.dumps({"test": item.nodeid, **{k: v for k, v in record.items()}}) + "\n")
+      f.write(json.dumps({"test": item.nodeid, **record}) + "\n")

@@ -29,11 +29,11 @@ lint: $(STAMP)
 test: lint
 	$(PYTEST) tests
 
-# The fast tier keeps its compiled programs between runs (.cache/jax-tests, at most 4 GB, oldest evicted):
-# a rerun after a change compiles only the programs the change touched. `make test` starts cold, like CI.
+# The fast tier keeps its compiled programs between runs (.cache/jax-tests; trimmed to 4 GB, oldest first,
+# when a session starts: tests/conftest.py): a rerun after a change compiles only the programs the change
+# touched. `make test` starts cold, like CI.
 test-fast: lint
 	JAX_COMPILATION_CACHE_DIR=$${JAX_COMPILATION_CACHE_DIR:-$(CURDIR)/.cache/jax-tests} \
-	JAX_COMPILATION_CACHE_MAX_SIZE=$${JAX_COMPILATION_CACHE_MAX_SIZE:-4000000000} \
 	$(PYTEST) -m "not slow" tests
 
 demo: $(STAMP)

@@ -12,12 +12,19 @@ Compilation dominates the suite on a small CPU box, so:
     that directory is used and kept: a developer's repeated runs reuse it);
   * `make test` runs the tests on every core (pytest-xdist, `--dist worksteal`); the workers share the
     cache above.
+
+The cache is never bounded by JAX's own `jax_compilation_cache_max_size`: with a bound set, JAX's LRU
+cache lists and stats every entry of the directory on every write, under a lock both workers share,
+and reads write an access-time file; the test session writes thousands of small entries, so that cost
+grew with the square of the entries (the fast tier took 8.1 min instead of about 5: docs/testing.md).
+A kept cache (`make test-fast`) is trimmed once, when the session starts (`trim_cache`).
 """
 
 import os
 import shutil
 import tempfile
 
+from tests.helpers.cache import trim_cache
 from tests.helpers.xla import with_fast_compile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
@@ -37,6 +44,18 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 import pytest  # noqa: E402
+
+# A kept cache directory (JAX_COMPILATION_CACHE_DIR set by the caller) is trimmed to this many bytes
+# when a session starts, least recently written entries first.
+KEPT_CACHE_BYTES = int(os.environ.get("X2VLM_TEST_CACHE_BYTES", 4 * 10**9))
+
+
+def pytest_sessionstart(session):
+  # The controller (or a run without workers) trims; xdist workers start after it and share the directory.
+  if not _OWN_CACHE and "PYTEST_XDIST_WORKER" not in os.environ:
+    cache = os.environ["JAX_COMPILATION_CACHE_DIR"]
+    if os.path.isdir(cache):
+      trim_cache(cache, KEPT_CACHE_BYTES)
 
 
 def pytest_sessionfinish(session, exitstatus):

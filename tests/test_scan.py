@@ -16,7 +16,7 @@ import pytest
 from flax import nnx
 
 from tests.configs import synthetic_tiny
-from x2vlm_jax import params_io, params_layout
+from x2vlm_jax import hlo_flops, params_io, params_layout
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.training import optimizer
 
@@ -136,8 +136,10 @@ def _pretrain_loss_and_grads(scan: bool, params, policy="none"):
     return task.loss(nnx.merge(graphdef, p), batch, jax.random.key(5), 0)[0]
 
   params = params_layout.to_layout(params, config.model)
-  value, grads = jax.jit(jax.value_and_grad(loss))(params)
-  return float(value), params_layout.flatten(params_layout.unstack_layers(grads))
+  compiled = jax.jit(jax.value_and_grad(loss)).lower(params).compile()
+  value, grads = compiled(params)
+  flops = hlo_flops.compiled_flops(compiled).flops
+  return float(value), params_layout.flatten(params_layout.unstack_layers(grads)), flops
 
 
 @pytest.mark.slow
@@ -149,12 +151,13 @@ def test_pretraining_loss_gradients_match_unscanned():
   a few 1e-6 absolute)."""
   config = synthetic_tiny.get_config()
   params = nnx.to_pure_dict(nnx.state(X2VLM(config.model, rngs=nnx.Rngs(0)), nnx.Param))
-  l0, g0 = _pretrain_loss_and_grads(False, params)
+  l0, g0, flops0 = _pretrain_loss_and_grads(False, params)
   assert set(g0) == set(params_layout.flatten(params))
-  # One scanned compile (each is minutes on a loaded 2-core box): the policy that saves only the
-  # projections, so the scanned body's recomputation is exercised too; `none` ran in development.
-  for policy in ("dots_with_no_batch_dims_saveable",):
-    l1, g1 = _pretrain_loss_and_grads(True, params, policy)
+  flops = {}
+  # `none`: the same arithmetic as unrolled; the policy that saves only the projections exercises the
+  # scanned body's recomputation.
+  for policy in ("none", "dots_with_no_batch_dims_saveable"):
+    l1, g1, flops[policy] = _pretrain_loss_and_grads(True, params, policy)
     assert l1 == pytest.approx(l0, abs=TOL), policy
     assert set(g1) == set(g0)
     for k in g0:
@@ -162,6 +165,10 @@ def test_pretraining_loss_gradients_match_unscanned():
       scale = max(1.0, float(np.max(np.abs(a))))
       assert float(np.max(np.abs(a - b))) <= TOL * scale, (policy, k)
   assert max(float(np.max(np.abs(np.asarray(v)))) for v in g0.values()) > 1e-3  # gradients are not trivial
+  # FLOPs per step (loops per trip): scan adds no arithmetic (within 2 %); the policy adds its recompute
+  # (attention's batched matmuls run again in the backward pass) and nothing else.
+  assert abs(flops["none"] - flops0) <= 0.02 * flops0, (flops["none"], flops0)
+  assert flops0 < flops["dots_with_no_batch_dims_saveable"] < 1.5 * flops0
 
 
 def test_remat_booleans_are_aliases_of_full():

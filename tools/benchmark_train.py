@@ -4,8 +4,11 @@
       [--per_device image=64,region=64,images=25] [--dtype bfloat16] [--attention cudnn] [--remat]
       [--scan on|off] [--remat_policy none|full|dots_saveable|dots_with_no_batch_dims_saveable]
 
-Reports step time, examples/s, model FLOPs per step from XLA's cost analysis, MFU against the
-device's peak (bf16 dense; H100/H200 SXM 989 TFLOP/s, or --peak_tflops), and peak device memory.
+Reports step time, examples/s, FLOPs per step (the compiled program's matmuls and convolutions, a
+scanned layer stack counted once per layer: x2vlm_jax/hlo_flops.py; XLA's cost analysis, which counts a
+loop body once, beside it), utilisation against the device's peak (bf16 dense; H100/H200 SXM 989
+TFLOP/s, or --peak_tflops; the count includes a remat policy's recomputation, so it is hardware, not
+model, FLOPs), and peak device memory.
 """
 
 import argparse
@@ -73,8 +76,8 @@ def main(argv=None):
   p.add_argument("--json", default=None)
   args = p.parse_args(argv)
 
+  from x2vlm_jax import hlo_flops, tasks
   from x2vlm_jax import sharding as shd
-  from x2vlm_jax import tasks
   from x2vlm_jax.models.presets import remat_policy
   from x2vlm_jax.training import optimizer, train_state
   from x2vlm_jax.training.train_step import jit_train_step
@@ -119,7 +122,10 @@ def main(argv=None):
     compile_s = time.perf_counter() - t0
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
+    # XLA's count sees a loop body once; the step's FLOPs count a scanned stack once per layer.
+    matmuls = hlo_flops.compiled_flops(compiled)
+    flops = matmuls.flops
     state, m = compiled(state, batch)  # warm-up
     jax.block_until_ready(m["train/loss"])
     times = []
@@ -149,6 +155,8 @@ def main(argv=None):
     examples_per_s=examples / dt,
     compile_s=compile_s,
     tflops_per_step_per_device=flops / 1e12,
+    xla_cost_analysis_tflops=xla_flops / 1e12,
+    loop_trip_counts=[n for _, n in matmuls.loops],
     achieved_tflops_per_device=flops / dt / 1e12,
     mfu=(flops / dt / 1e12 / peak) if peak and flops else None,
     peak_device_memory_gib=(peak_mem / 2**30) if peak_mem else None,

@@ -165,6 +165,8 @@ def eval_targets(config, mesh, graphdef, params, num_images, num_texts):
 def compile_one(name, fn, args, mesh):
   import jax
 
+  from x2vlm_jax import hlo_flops
+
   t0 = time.time()
   with jax.set_mesh(mesh):
     lowered = fn.lower(*args)
@@ -172,6 +174,7 @@ def compile_one(name, fn, args, mesh):
     compiled = lowered.compile()
   t2 = time.time()
   mem = compiled.memory_analysis()
+  matmuls = hlo_flops.compiled_flops(compiled)
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
   m = (
@@ -194,7 +197,12 @@ def compile_one(name, fn, args, mesh):
     "compile_s": round(t2 - t1, 1),
     "memory": m,
     "peak_bytes": peak,
+    # XLA's own count: a loop body (a scanned layer stack) counted once, not once per layer.
     "flops_per_device": float(cost.get("flops", 0.0)),
+    # Matmul + convolution FLOPs with every loop counted per trip: the step's arithmetic (x2vlm_jax/hlo_flops.py).
+    "matmul_flops_per_device": matmuls.flops,
+    "loop_trip_counts": [n for _, n in matmuls.loops],
+    "loops_without_trip_count": matmuls.unknown_trip_loops,
   }
 
 
@@ -245,8 +253,13 @@ def report_lines(result, hbm, devices):
   if hbm:
     frac = result["peak_bytes"] / hbm[0]
     lines.append(f"  {'FITS' if frac <= 1 else 'DOES NOT FIT'} in {hbm[1]} per chip ({100 * frac:.0f}% used)")
-  f = result["flops_per_device"]
-  lines.append(f"  FLOPs per device {f:.3e}, per call (x{devices} devices) {f * devices:.3e}")
+  f, mm = result["flops_per_device"], result["matmul_flops_per_device"]
+  lines.append(
+    f"  matmul FLOPs per device {mm:.3e} (loops per trip), per call (x{devices} devices) {mm * devices:.3e}; "
+    f"XLA cost analysis {f:.3e} per device (loop bodies once)"
+  )
+  if result["loops_without_trip_count"]:
+    lines.append(f"  ({result['loops_without_trip_count']} loop(s) without a known trip count: counted once)")
   return lines
 
 

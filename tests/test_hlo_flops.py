@@ -1,0 +1,147 @@
+"""x2vlm_jax/hlo_flops.py: matmul FLOPs of a compiled program with loops counted per trip, checked
+against hand formulas (2 × output elements × contracted elements) on programs whose matmuls are known."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from x2vlm_jax import hlo_flops
+
+
+def _count(fn, *args):
+  return hlo_flops.compiled_flops(jax.jit(fn).lower(*args).compile())
+
+
+def _arrays(*shapes):
+  rng = np.random.default_rng(0)
+  return [jnp.asarray(rng.standard_normal(s), jnp.float32) for s in shapes]
+
+
+def test_two_matmuls_are_counted_by_the_formula():
+  x, w1, w2 = _arrays((8, 16), (16, 32), (32, 4))
+  got = _count(lambda x, a, b: jnp.tanh(x @ a) @ b, x, w1, w2)
+  assert got.flops == 2 * 8 * 16 * 32 + 2 * 8 * 32 * 4
+  assert got.loops == () and got.unknown_trip_loops == 0
+
+
+def test_a_scan_counts_its_body_once_per_layer_where_cost_analysis_counts_it_once():
+  layers = 5
+  x, w = _arrays((8, 16), (layers, 16, 16))
+
+  def stack(x, w):
+    return jax.lax.scan(lambda h, wi: (jnp.tanh(h @ wi), None), x, w)[0]
+
+  compiled = jax.jit(stack).lower(x, w).compile()
+  got = hlo_flops.compiled_flops(compiled)
+  per_layer = 2 * 8 * 16 * 16
+  assert got.flops == layers * per_layer
+  assert [n for _, n in got.loops] == [layers]
+  # The reason this module exists: XLA's own count sees the loop body once.
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  assert float(cost["flops"]) < 2 * per_layer
+
+
+def test_gradient_of_a_scan_is_three_matmuls_per_layer_and_equals_the_unrolled_program():
+  layers = 4
+  x, w = _arrays((8, 16), (layers, 16, 16))
+
+  def scanned(w, x):
+    return jnp.sum(jax.lax.scan(lambda h, wi: (jnp.tanh(h @ wi), None), x, w)[0])
+
+  def unrolled(w, x):
+    h = x
+    for i in range(layers):
+      h = jnp.tanh(h @ w[i])
+    return jnp.sum(h)
+
+  # Forward h @ w, backward dh @ wᵀ and hᵀ @ dh: three matmuls of 8 × 16 × 16 per layer. The first
+  # layer's input gradient is not needed (x is not differentiated): the unrolled program drops it, the
+  # loop body (one program for every layer) may compute it for the first layer too.
+  per = 2 * 8 * 16 * 16
+  want = layers * 3 * per - per
+  assert _count(jax.grad(unrolled), w, x).flops == want
+  assert _count(jax.grad(scanned), w, x).flops in (want, want + per)
+
+
+def test_nested_loops_multiply_their_trip_counts():
+  x, w = _arrays((8, 16), (3, 4, 16, 16))
+
+  def nested(x, w):
+    def outer(h, wo):
+      return jax.lax.scan(lambda g, wi: (jnp.sin(g @ wi), None), h, wo)[0], None
+
+    return jax.lax.scan(outer, x, w)[0]
+
+  got = _count(nested, x, w)
+  assert got.flops == 3 * 4 * 2 * 8 * 16 * 16
+  assert sorted(n for _, n in got.loops) == [3, 4]
+
+
+def test_patch_convolution_is_counted_by_its_window_and_features():
+  # The ViT patch embedding: 8×8 patches of a 32×32 RGB image to 24 features, stride 8.
+  x, k = _arrays((2, 32, 32, 3), (8, 8, 3, 24))
+
+  def conv(x, k):
+    return jax.lax.conv_general_dilated(x, k, (8, 8), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  assert _count(conv, x, k).flops == 2 * (2 * 4 * 4 * 24) * (8 * 8 * 3)
+
+
+# Hand-written HLO: the forms the CPU backend does not print (TPU tiled layouts, a cuBLAS matmul, a
+# conditional, a loop without a recorded trip count).
+_HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
+
+%fused_dot (p0: bf16[8,64], p1: bf16[64,32]) -> bf16[8,32] {
+  %p0 = bf16[8,64]{1,0:T(8,128)(2,1)} parameter(0)
+  %p1 = bf16[64,32]{1,0:T(8,128)(2,1)} parameter(1)
+  ROOT %dot.1 = bf16[8,32]{1,0:T(8,128)(2,1)} dot(bf16[8,64]{1,0:T(8,128)(2,1)} %p0, bf16[64,32]{1,0:T(8,128)(2,1)} %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%body (arg: (s32[], f32[4,10])) -> (s32[], f32[4,10]) {
+  %arg = (s32[], f32[4,10]) parameter(0)
+  %h = f32[4,10]{1,0} get-tuple-element(%arg), index=1
+  %w = f32[10,10]{1,0} constant({...})
+  %gemm = (f32[4,10]{1,0}, s8[0]{0}) custom-call(f32[4,10]{1,0} %h, f32[10,10]{1,0} %w), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"]}}}
+  ROOT %t = (s32[], f32[4,10]) tuple(%i, %h)
+}
+
+%cond (arg: (s32[], f32[4,10])) -> pred[] {
+  ROOT %c = pred[] constant(true)
+}
+
+%cheap (a: f32[2,3], b: f32[3,5]) -> f32[2,5] {
+  ROOT %d = f32[2,5]{1,0} dot(f32[2,3]{1,0} %a, f32[3,5]{1,0} %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+%dear (a: f32[2,3], b: f32[3,5]) -> f32[2,5] {
+  %e = f32[2,5]{1,0} dot(f32[2,3]{1,0} %a, f32[3,5]{1,0} %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  ROOT %d = f32[2,5]{1,0} dot(f32[2,3]{1,0} %a, f32[3,5]{1,0} %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+}
+
+ENTRY %main (x: bf16[8,64]) -> f32[] {
+  %x = bf16[8,64]{1,0:T(8,128)(2,1)} parameter(0)
+  %f = bf16[8,32]{1,0:T(8,128)(2,1)} fusion(bf16[8,64]{1,0:T(8,128)(2,1)} %x, bf16[64,32]{1,0} %y), kind=kOutput, calls=%fused_dot
+  %w1 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"7"}}
+  %w2 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond, body=%body
+  %c = f32[2,5]{1,0} conditional(s32[] %i, f32[2,3] %a, f32[3,5] %b), branch_computations={%cheap, %dear}
+  ROOT %r = f32[] constant(0)
+}
+"""  # noqa: E501 (HLO lines as XLA prints them)
+
+
+def test_hand_written_hlo_tpu_layouts_cublas_conditional_and_unknown_trip_count():
+  got = hlo_flops.count(_HLO)
+  tpu_dot = 2 * 8 * 32 * 64
+  gemm = 2 * 4 * 10 * 10
+  branch = 2 * 2 * 5 * 3
+  # The loop with 7 recorded trips counts 7 gemms; the one without counts 1 and is reported.
+  assert got.flops == tpu_dot + 7 * gemm + 1 * gemm + 2 * branch
+  assert got.unknown_trip_loops == 1
+  assert got.loops == (("body", 7),)
+
+
+def test_text_without_an_entry_is_refused():
+  with pytest.raises(ValueError, match="ENTRY"):
+    hlo_flops.count("HloModule m\n")

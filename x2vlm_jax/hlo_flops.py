@@ -1,0 +1,195 @@
+"""Matmul FLOPs per step of a compiled XLA program, with every while loop counted once per trip.
+
+XLA's `compiled.cost_analysis()` walks each computation of the program once, so the body of a
+`while` loop (a `jax.lax.scan` over layers) is counted once, not once per layer: a scanned model's
+"FLOPs" then read about 1/L of the step's. This module reads the optimised HLO text instead
+(`compiled.as_text()`), counts the FLOPs of every `dot` and `convolution` (2 × output elements ×
+contracted elements; a convolution's contracted elements are its kernel's input features × window),
+and multiplies each loop body by its trip count (`known_trip_count`, which XLA records for the
+counted loops `lax.scan` / `fori_loop` lower to). On GPUs the matmuls are cuBLAS custom calls
+(`__cublas$gemm`, dimension numbers in their backend config): counted the same way. Fusions, calls
+and loop bodies are followed recursively; a conditional counts its most expensive branch (an upper
+bound: only one runs).
+
+Why not a library: neither JAX nor XLA exposes a per-trip count for loops (the compiled object's cost
+analysis is the one above), and the HLO text is the compiler's own account of what runs. Only matmuls
+and convolutions are counted: they are ≥ 99 % of a transformer step's arithmetic (tests/test_hlo_flops.py
+checks the count against hand formulas, and docs/performance.md against XLA's total on an unscanned step).
+"""
+
+import dataclasses
+import math
+import re
+from typing import Dict, List, Optional, Tuple
+
+# `name (params) -> result {` opens a computation; `ENTRY` marks the program's entry. The leading `%` of
+# names is optional (XLA's printer has both forms).
+_COMPUTATION = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\)\s*->\s*.*\{\s*$")
+# `name = <result type> opcode(operands), attributes`
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=\s*(.*?)\s+([\w\-]+)\((.*)$")
+_ARRAY = re.compile(r"\b([a-z]+[0-9]*)\[([0-9,]*)\]")
+_CALLS = re.compile(r"\b(?:calls|body|to_apply)=%?([\w.\-]+)")
+_BODY = re.compile(r"\bbody=%?([\w.\-]+)")
+_BRANCHES = re.compile(r"\bbranch_computations=\{([^}]*)\}")
+_TRUE_FALSE = re.compile(r"\b(?:true|false)_computation=%?([\w.\-]+)")
+_TRIP = re.compile(r'"known_trip_count"\s*:\s*\{\s*"n"\s*:\s*"?(\d+)"?')
+
+
+@dataclasses.dataclass
+class _Computation:
+  flops: float = 0.0
+  # (callee, multiplier) for fusions / calls / loop bodies; conditionals as a list of alternatives.
+  calls: List[Tuple[str, int]] = dataclasses.field(default_factory=list)
+  branches: List[List[str]] = dataclasses.field(default_factory=list)
+  unknown_trip_loops: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class FlopCount:
+  """`flops`: matmul + convolution FLOPs of one call of the program (per device for an SPMD program),
+  loops counted per trip. `loops`: the while loops met with their trip counts. `unknown_trip_loops`:
+  loops whose trip count XLA did not record (counted once each: the figure is then a lower bound)."""
+
+  flops: float
+  loops: Tuple[Tuple[str, int], ...]
+  unknown_trip_loops: int
+
+
+def _dims(text: str) -> List[int]:
+  return [int(d) for d in text.split(",") if d]
+
+
+def _int_set(attrs: str, key: str) -> List[int]:
+  m = re.search(rf"\b{key}=\{{([0-9,]*)\}}", attrs)
+  return _dims(m.group(1)) if m else []
+
+
+def _operand_arrays(rest: str, shapes: Dict[str, List[int]]) -> List[List[int]]:
+  """Shapes of the operands, in order. `rest` starts after the opcode's `(`. An operand is printed with
+  its type (`f32[8,16]{1,0} %x`) or by name only (`%x`: looked up in `shapes`, the computation's
+  instructions so far); layouts may hold parentheses and commas (TPU tiles: `{1,0:T(8,128)}`)."""
+  depth, start, operands = 0, 0, []
+  for i, ch in enumerate(rest + ")"):
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}" and depth > 0:
+      depth -= 1
+    elif (ch == "," and depth == 0) or (ch == ")" and depth == 0):
+      operands.append(rest[start:i].strip())
+      start = i + 1
+      if ch == ")":
+        break
+  out = []
+  for text in operands:
+    typed = _ARRAY.search(text)
+    out.append(_dims(typed.group(2)) if typed else shapes.get(text.split()[-1].lstrip("%"), []) if text else [])
+  return out
+
+
+def dot_flops(result_dims: List[int], lhs_dims: List[int], lhs_contracting: List[int]) -> float:
+  """2 × output elements × contracted elements (one multiply and one add per term)."""
+  return 2.0 * math.prod(result_dims) * math.prod(lhs_dims[i] for i in lhs_contracting)
+
+
+def convolution_flops(result_dims: List[int], kernel_dims: List[int], dim_labels: str, groups: int) -> float:
+  """2 × output elements × (kernel elements / output features / feature groups)."""
+  kernel_labels = dim_labels.split("_")[1].split("->")[0]
+  out_features = kernel_dims[kernel_labels.index("o")]
+  return 2.0 * math.prod(result_dims) * math.prod(kernel_dims) / out_features / max(groups, 1)
+
+
+def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str], Dict[str, int]]:
+  comps: Dict[str, _Computation] = {}
+  entry = None
+  trips: Dict[str, int] = {}
+  current: Optional[_Computation] = None
+  for line in hlo_text.splitlines():
+    head = _COMPUTATION.match(line)
+    if head:
+      current = comps.setdefault(head.group(2), _Computation())
+      shapes: Dict[str, List[int]] = {}
+      if head.group(1):
+        entry = head.group(2)
+      continue
+    if current is None:
+      continue
+    if line.strip() == "}":
+      current = None
+      continue
+    inst = _INSTRUCTION.match(line)
+    if not inst:
+      continue
+    name, result_type, opcode, rest = inst.groups()
+    result = _ARRAY.search(result_type)
+    if result:
+      shapes[name] = _dims(result.group(2))
+    if opcode == "dot" and result:
+      operands = _operand_arrays(rest, shapes)
+      current.flops += dot_flops(_dims(result.group(2)), operands[0], _int_set(rest, "lhs_contracting_dims"))
+    elif opcode == "convolution" and result:
+      operands = _operand_arrays(rest, shapes)
+      labels = re.search(r"\bdim_labels=([\w>\-]+)", rest).group(1)
+      groups = re.search(r"\bfeature_group_count=(\d+)", rest)
+      current.flops += convolution_flops(
+        _dims(result.group(2)), operands[1], labels, int(groups.group(1)) if groups else 1
+      )
+    elif opcode == "custom-call" and result and "gemm" in rest.split("custom_call_target=")[-1][:40].lower():
+      # GPU: cuBLAS / cuBLASLt matmuls are custom calls; their dimension numbers are in the backend config.
+      operands = _operand_arrays(rest, shapes)
+      m = re.search(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]', rest)
+      contracting = [int(d.strip().strip('"')) for d in m.group(1).split(",") if d.strip()] if m else []
+      current.flops += dot_flops(_dims(result.group(2)), operands[0], contracting)
+    if opcode == "while":
+      body = _BODY.search(rest).group(1)
+      trip = _TRIP.search(rest)
+      if trip:
+        trips[body] = int(trip.group(1))
+        current.calls.append((body, int(trip.group(1))))
+      else:
+        current.unknown_trip_loops += 1
+        current.calls.append((body, 1))
+    elif opcode == "conditional":
+      branches = _BRANCHES.search(rest)
+      names = [b.strip().lstrip("%") for b in branches.group(1).split(",")] if branches else _TRUE_FALSE.findall(rest)
+      current.branches.append(names)
+    elif opcode in ("fusion", "call", "async-start", "custom-call"):
+      # to_apply of a reduce/sort/scatter is a scalar combiner: no matmuls there, not followed.
+      current.calls.extend((c, 1) for c in re.findall(r"\bcalls=%?([\w.\-]+)", rest))
+  return comps, entry, trips
+
+
+def count(hlo_text: str) -> FlopCount:
+  """Matmul FLOPs of one call of the program whose optimised HLO is `hlo_text` (see the module doc)."""
+  comps, entry, trips = _parse(hlo_text)
+  if entry is None:
+    raise ValueError("no ENTRY computation in this HLO text (pass compiled.as_text())")
+  memo: Dict[str, Tuple[float, int]] = {}
+
+  def visit(name: str, depth: int = 0) -> Tuple[float, int]:
+    if name in memo:
+      return memo[name]
+    if depth > 200:
+      raise ValueError(f"HLO call graph deeper than 200 at {name}")
+    comp = comps.get(name)
+    if comp is None:
+      return 0.0, 0
+    flops, unknown = comp.flops, comp.unknown_trip_loops
+    for callee, times in comp.calls:
+      f, u = visit(callee, depth + 1)
+      flops += times * f
+      unknown += u
+    for names in comp.branches:
+      alternatives = [visit(b, depth + 1) for b in names]
+      if alternatives:
+        flops += max(f for f, _ in alternatives)
+        unknown += max(u for _, u in alternatives)
+    memo[name] = (flops, unknown)
+    return memo[name]
+
+  flops, unknown = visit(entry)
+  return FlopCount(flops=flops, loops=tuple(sorted(trips.items())), unknown_trip_loops=unknown)
+
+
+def compiled_flops(compiled) -> FlopCount:
+  """`count` of a `jax.stages.Compiled` (one device's program for an SPMD compile)."""
+  return count(compiled.as_text())

@@ -157,13 +157,20 @@ def test_evaluator_accuracy_per_split_sharded_equals_one_device_and_pairwise_ref
   assert one["dev_test_mean_acc"] == pytest.approx((one["dev_acc"] + one["test_acc"]) / 2)
   assert {p["split"] for p in p1} == {"dev", "test"} and len(p1) == 12
 
-  # The same through the eval-only CLI on a checkpoint directory (tools/evaluate.py --task nlvr2).
+
+@pytest.mark.slow
+def test_evaluate_cli_gives_the_in_process_evaluator_results(model, nlvr_files):
+  """The same evaluation through the eval-only CLI on a checkpoint directory (tools/evaluate.py --task
+  nlvr2); the in-process evaluator is checked against the pairwise reference above."""
   import os
   import subprocess
   import sys
 
   from x2vlm_jax import params_io
 
+  cfg, m = model
+  d = nlvr_files
+  one, _ = _evaluate(cfg, m, d, jax.devices()[:1])
   ckpt, out_dir = d / "ckpt", d / "out"
   params_io.save(str(ckpt), cfg, nnx.to_pure_dict(nnx.state(m, nnx.Param)), vocab_file=SHAPES_VOCAB)
   out = subprocess.run(

@@ -83,11 +83,9 @@ def _all_outputs(m):
   return _outputs(m, None), _outputs(m, jax.random.key(3))
 
 
-@pytest.mark.parametrize(
-  "heads",
-  [pytest.param(dict(nlvr=True, decoder_layers=2), marks=pytest.mark.slow), dict(num_labels=3)],
-  ids=["nlvr_vqa", "cls"],
-)
+# Slow, both: 25 s even for the smaller one (two models, every API output twice).
+@pytest.mark.slow
+@pytest.mark.parametrize("heads", [dict(nlvr=True, decoder_layers=2), dict(num_labels=3)], ids=["nlvr_vqa", "cls"])
 def test_every_recipe_and_head_matches_unscanned(heads):
   ref, scanned, _ = _pair(**heads)
   (a, a_train), (b, b_train) = _all_outputs(ref), _all_outputs(scanned)

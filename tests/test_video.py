@@ -19,17 +19,6 @@ from x2vlm_jax.data.config import SHAPES_VOCAB
 from x2vlm_jax.models import X2VLM, get_preset
 
 
-def test_video_of_identical_frames_with_zero_frame_embeddings_is_the_image():
-  cfg = get_preset("tiny", num_frames=3)
-  model = X2VLM(cfg, rngs=nnx.Rngs(0))
-  model.frame_pos[...] = jnp.zeros_like(model.frame_pos[...])
-  image = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
-  v_embeds, v_feat = model.encode_video(jnp.repeat(jnp.asarray(image)[:, None], 3, axis=1))
-  i_embeds, i_feat = model.encode_image(jnp.asarray(image))
-  np.testing.assert_allclose(v_embeds, i_embeds, atol=2e-6)
-  np.testing.assert_allclose(v_feat, i_feat, atol=2e-6)
-
-
 def test_classification_loss_ignores_out_of_vocabulary_answers():
   logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0], [1.0, 1.0, 1.0], [0.0, -2.0, 0.7]], np.float32)
   labels = np.array([0, -100, 2, 1])

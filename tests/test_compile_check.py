@@ -81,6 +81,11 @@ def test_fake_devices_data_parallel_vs_fsdp(tmp_path):
   # The same arithmetic, however it is split: total FLOPs agree (collectives add no FLOPs).
   total_dp, total_fsdp = 4 * step_dp["flops_per_device"], 4 * step_fsdp["flops_per_device"]
   assert total_dp > 0 and abs(total_dp - total_fsdp) / total_dp < 0.2
+  # The matmul count (loops per trip) splits the same way; on this unscanned step it is most of XLA's
+  # total (which adds the element-wise work) and never above it.
+  mm_dp, mm_fsdp = 4 * step_dp["matmul_flops_per_device"], 4 * step_fsdp["matmul_flops_per_device"]
+  assert abs(mm_dp - mm_fsdp) / mm_dp < 0.02
+  assert 0.5 * total_dp < mm_dp <= total_dp
   # rerank over the whole set: every device holds every image's and text's embeddings.
   rerank = dp["results"][4]
   cfg = synthetic_retrieval.get_config().model

@@ -2,7 +2,8 @@
 """Scan on vs off, side by side: every row of docs/performance.md's "Scan over layers" section.
 
 Each row is one fresh process (so its peak RSS is that compile's): `tools/compile_check.py` (compile
-wall time, compiler peak RSS, per-device peak memory, XLA FLOPs per step) or `tools/benchmark_train.py`
+wall time, compiler peak RSS, per-device peak memory, FLOPs per step: x2vlm_jax/hlo_flops.py's count with
+loops per trip, and XLA's, which counts a loop body once) or `tools/benchmark_train.py`
 (CPU step time), with `--config.model.scan_layers` / remat policy set per row.
 
   python tools/scan_report.py --groups tiny,base_small,bench --output /tmp/scan_rows.md
@@ -161,8 +162,9 @@ def run_row(row, timeout):
 
 def markdown(records):
   lines = [
-    "| row | status | process wall | compile | compiler peak RSS | peak per device | temporaries | TFLOP per device |",
-    "|---|---|---|---|---|---|---|---|",
+    "| row | status | process wall | compile | compiler peak RSS | peak per device | temporaries "
+    "| matmul TFLOP per device (loops per trip) | XLA cost analysis TFLOP (loop bodies once) |",
+    "|---|---|---|---|---|---|---|---|---|",
   ]
   for r in records:
     res = r["result"]
@@ -171,16 +173,17 @@ def markdown(records):
       lines.append(
         f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | lower {t['lower_s']} s + compile {t['compile_s']} s "
         f"| {t.get('host_max_rss_gib', float('nan')):.2f} GiB | {t['peak_bytes'] / 2**30:.2f} GiB "
-        f"| {t['memory'].get('temp', 0) / 2**30:.2f} GiB | {t['flops_per_device'] / 1e12:.3f} |"
+        f"| {t['memory'].get('temp', 0) / 2**30:.2f} GiB | {t.get('matmul_flops_per_device', float('nan')) / 1e12:.3f} "
+        f"| {t['flops_per_device'] / 1e12:.3f} |"
       )
     elif r["kind"] == "bench" and res:
       lines.append(
         f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | compile {res['compile_s']:.1f} s "
         f"| {res['host_max_rss_gib']:.2f} GiB (process) | step **{res['step_time_s']:.3f} s** (median of 3) | "
-        f"| {res['tflops_per_step_per_device']:.3f} |"
+        f"| {res['tflops_per_step_per_device']:.3f} | {res.get('xla_cost_analysis_tflops', float('nan')):.3f} |"
       )
     else:
-      lines.append(f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | not measured | | | | |")
+      lines.append(f"| {r['name']} | {r['status']} | {r['wall_s']:.0f} s | not measured | | | | | |")
   lines.append("")
   lines.append("Commands (from the repository root):")
   lines.append("```")

@@ -47,7 +47,7 @@ class _Computation:
 @dataclasses.dataclass(frozen=True)
 class FlopCount:
   """`flops`: matmul + convolution FLOPs of one call of the program (per device for an SPMD program),
-  loops counted per trip. `loops`: the while loops met with their trip counts. `unknown_trip_loops`:
+  loops counted per trip. `loops`: the while loops that do matmuls, with their trip counts. `unknown_trip_loops`:
   loops whose trip count XLA did not record (counted once each: the figure is then a lower bound)."""
 
   flops: float
@@ -187,7 +187,9 @@ def count(hlo_text: str) -> FlopCount:
     return memo[name]
 
   flops, unknown = visit(entry)
-  return FlopCount(flops=flops, loops=tuple(sorted(trips.items())), unknown_trip_loops=unknown)
+  # Only the loops that do matmuls (the layer stacks); XLA also loops in RNG (threefry's rounds).
+  loops = tuple(sorted((body, n) for body, n in trips.items() if visit(body)[0] > 0))
+  return FlopCount(flops=flops, loops=loops, unknown_trip_loops=unknown)
 
 
 def compiled_flops(compiled) -> FlopCount:

@@ -396,3 +396,83 @@ def test_init_from_an_unscanned_export_fills_the_slices_of_a_scanned_vqa_model(t
     group, k = ("text_stack", i) if i < fs else ("fusion_stack", i - fs)
     np.testing.assert_array_equal(got[f"text/{group}/output/kernel"][k], text[f"text/layers/{i}/output/kernel"])
   np.testing.assert_array_equal(got["vision/block_stack/fc1/bias"][1], text["vision/blocks/1/fc1/bias"])
+
+
+# --- the multilingual text side (XLM-R + cross encoder, models/xlmr.py) --------------------------------
+
+
+def _ml_cfg(scan: bool):
+  cfg = get_preset("cclm_tiny", scan_layers=scan)
+  cfg.cross.num_layers = 2  # two layers in each scan: a layer-order mistake would show
+  cfg.vision.drop_path_rate = 0.2
+  cfg.text.drop_path_rate = 0.1  # XLM-R layers 0 and 1: rates 0 and 0.1
+  return cfg
+
+
+def test_multilingual_layout_stacks_the_xlmr_layers_and_the_cross_encoder_and_round_trips():
+  ref = X2VLM(_ml_cfg(False), rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(ref, nnx.Param))
+  flat = params_layout.flatten(params)
+  stacked = params_layout.flatten(params_layout.stack_layers(params, _ml_cfg(True)))
+  # XLM-R layers → text/text_stack, cross-encoder layers → text/cross_stack, in layer order.
+  np.testing.assert_array_equal(
+    stacked["text/cross_stack/cross_attn/key/kernel"][1], flat["text/cross/1/cross_attn/key/kernel"]
+  )
+  np.testing.assert_array_equal(stacked["text/text_stack/output/bias"][0], flat["text/layers/0/output/bias"])
+  assert not any(p.startswith(("text/layers/", "text/cross/")) for p in stacked)
+  back = params_layout.unstack_flat(stacked)
+  assert set(back) == set(flat) and all(np.array_equal(back[k], flat[k]) for k in flat)
+  names = params_layout.layer_paths(stacked)
+  assert names["text/cross_stack/ln/bias"] == ["text/cross/0/ln/bias", "text/cross/1/ln/bias"]
+  # Official names (the optimizer's decay and lr groups read them) per cross-encoder layer.
+  official = [optimizer.official_name(n) for n in names["text/cross_stack/cross_attn/key/kernel"]]
+  assert [o.split(".crossattention.")[0] for o in official] == [
+    "cross_encoder.encoder.layer.0",
+    "cross_encoder.encoder.layer.1",
+  ]
+
+
+@pytest.mark.slow
+def test_multilingual_model_scanned_matches_unscanned_outputs_and_gradients():
+  from x2vlm_jax import objectives
+  from x2vlm_jax.batch import stream_spec, synthetic_stream
+
+  ref = X2VLM(_ml_cfg(False), rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(ref, nnx.Param))
+  flat = params_layout.flatten(params)
+  stacked = params_layout.flatten(params_layout.stack_layers(params, _ml_cfg(True)))
+  scanned = X2VLM(_ml_cfg(True), rngs=nnx.Rngs(1))
+  params_io.into_model(scanned, params_layout.unflatten(stacked))
+
+  @nnx.jit
+  def outputs(m, rng):
+    images, _, ids, mask = _inputs()
+    r = jax.random.split(rng, 4)
+    img, _ = m.encode_image(images, r[0])
+    txt, txt_feat = m.encode_text(ids, mask, r[1])
+    return img, txt, txt_feat, m.itm_logits(img, None, txt, mask, r[2]), m.mlm_logits(ids, mask, img, None, r[3])
+
+  a, b = outputs(ref, jax.random.key(3)), outputs(scanned, jax.random.key(3))
+  assert _max_diff(a, b) < TOL
+  assert _max_diff(a, outputs(ref, jax.random.key(4))) > 1e-3  # dropout / drop-path were really on
+
+  spec = stream_spec("region", batch_size=4, image_res=32, patch_size=16, max_tokens=8, max_masks=2, num_images=2)
+  batch = {k: jnp.asarray(v) for k, v in synthetic_stream("region", spec, vocab_size=200).items()}
+
+  def grads(model):
+    graphdef, state = nnx.split(model, nnx.Param)
+
+    def loss(p):
+      terms = objectives.stream_losses(nnx.merge(graphdef, p), "region", batch, jax.random.key(0), group_size=4)
+      return sum(terms[k] for k in objectives.LOSS_TERMS)
+
+    value, g = jax.jit(jax.value_and_grad(loss))(state)
+    return float(value), params_layout.flatten(params_layout.unstack_layers(nnx.to_pure_dict(g)))
+
+  (l0, g0), (l1, g1) = grads(ref), grads(scanned)
+  assert l1 == pytest.approx(l0, abs=TOL)
+  assert set(g0) == set(g1) == set(flat)
+  for k in g0:
+    scale = max(1.0, float(np.max(np.abs(g0[k]))))
+    assert float(np.max(np.abs(g0[k] - g1[k]))) <= TOL * scale, k
+  assert float(np.max(np.abs(g0["text/cross/1/cross_attn/key/kernel"]))) > 0  # the cross encoder trains

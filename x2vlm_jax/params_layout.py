@@ -7,6 +7,8 @@ stacked (`scan_layers=True`, x2vlm_jax/models/scan.py): one array per parameter 
     text/text_stack/...          [fusion_start, ...]   the text-only layers 0 … fusion_start−1
     text/fusion_stack/...        [L − fusion_start, ...] the fusion layers (with cross-attention)
     decoder/fusion_stack/...     [decoder_layers, ...] (every decoder layer has cross-attention)
+The multilingual model (`text_encoder="xlmr"`, models/xlmr.py) has no fusion layers in its text stack
+and a separate cross encoder: unstacked `text/cross/{j}/...`, stacked `text/cross_stack/...` [6, ...].
 
 Layer j of a fusion stack is layer `fusion_start + j` of the unstacked stack; the offset is read from
 the tree itself (the length of the text stack), so conversions need no config. The unstacked names
@@ -28,10 +30,13 @@ import numpy as np
 _GROUPS = (
   ("vision", "blocks", ("block_stack",)),
   ("text", "layers", ("text_stack", "fusion_stack")),
+  ("text", "cross", ("cross_stack",)),
   ("decoder", "layers", ("text_stack", "fusion_stack")),
 )
-_STACK_RE = re.compile(r"^(vision|text|decoder)/(block_stack|text_stack|fusion_stack)/(.+)$")
-_LAYER_RE = re.compile(r"^(vision|text|decoder)/(blocks|layers)/(\d+)/(.+)$")
+_LIST_OF_GROUP = {name: list_name for _, list_name, names in _GROUPS for name in names}
+_STACK_NAMES = tuple(_LIST_OF_GROUP)
+_STACK_RE = re.compile(r"^(vision|text|decoder)/(block_stack|text_stack|fusion_stack|cross_stack)/(.+)$")
+_LAYER_RE = re.compile(r"^(vision|text|decoder)/(blocks|layers|cross)/(\d+)/(.+)$")
 
 
 def _stack(values):
@@ -110,7 +115,7 @@ def _stack_lengths(flat: Mapping[str, Any]) -> Dict[str, int]:
 def _offsets(lengths: Mapping[str, int]) -> Dict[str, int]:
   out = {}
   for owner, _, names in _GROUPS:
-    offset = 0
+    offset = 0  # layers are numbered per unstacked list
     for name in names:
       key = f"{owner}/{name}"
       out[key] = offset
@@ -122,8 +127,7 @@ def unstacked_name(stack_path: str, j: int, offsets: Mapping[str, int]) -> str:
   """ "text/fusion_stack/ln/bias", layer j → "text/layers/{offset + j}/ln/bias"."""
   m = _STACK_RE.match(stack_path)
   owner, group, rest = m.groups()
-  list_name = "blocks" if owner == "vision" else "layers"
-  return f"{owner}/{list_name}/{offsets[f'{owner}/{group}'] + j}/{rest}"
+  return f"{owner}/{_LIST_OF_GROUP[group]}/{offsets[f'{owner}/{group}'] + j}/{rest}"
 
 
 def layer_paths(shapes: Mapping[str, Any]) -> Dict[str, List[str]]:
@@ -159,22 +163,25 @@ def unstack_flat(flat: Mapping[str, Any]) -> Dict[str, Any]:
 
 def stack_flat(flat: Mapping[str, Any]) -> Dict[str, Any]:
   """Unstacked → stacked. A text/decoder layer belongs to the fusion stack iff it has cross-attention;
-  those must be the last layers (fusion_start … L−1), as in every X²-VLM stack."""
-  layers: Dict[str, Dict[int, Dict[str, Any]]] = {}
+  those must be the last layers (fusion_start … L−1), as in every X²-VLM stack. Every layer of the
+  multilingual cross encoder (`text/cross`) goes to its own stack."""
+  layers: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
   out = {}
   for path, value in flat.items():
     m = _LAYER_RE.match(path)
     if m:
-      owner, _, i, rest = m.groups()
-      layers.setdefault(owner, {}).setdefault(int(i), {})[rest] = value
+      owner, list_name, i, rest = m.groups()
+      layers.setdefault((owner, list_name), {}).setdefault(int(i), {})[rest] = value
     else:
       out[path] = value
-  for owner, by_index in layers.items():
+  for (owner, list_name), by_index in layers.items():
     n = len(by_index)
     if sorted(by_index) != list(range(n)):
-      raise ValueError(f"stack_layers: {owner} layers {sorted(by_index)} are not 0 … {n - 1}")
+      raise ValueError(f"stack_layers: {owner}/{list_name} layers {sorted(by_index)} are not 0 … {n - 1}")
     if owner == "vision":
       groups = [("block_stack", list(range(n)))]
+    elif list_name == "cross":
+      groups = [("cross_stack", list(range(n)))]
     else:
       fused = [i for i in range(n) if any(r.startswith("cross_attn/") for r in by_index[i])]
       start = n - len(fused)
@@ -227,6 +234,7 @@ def _check_depths(params, cfg) -> None:
     "vision/block_stack": cfg.vision.depth,
     "text/text_stack": t.fusion_start,
     "text/fusion_stack": t.num_layers - t.fusion_start,
+    "text/cross_stack": cfg.cross.num_layers if cfg.get("text_encoder", "bert") == "xlmr" else 0,
     "decoder/fusion_stack": cfg.heads.decoder_layers,
   }
   bad = [f"{k}: {lengths.get(k, 0)} layers, the model has {n}" for k, n in want.items() if lengths.get(k, 0) != n]
@@ -256,9 +264,7 @@ def _params_like(node) -> bool:
     return False
   for owner in ("vision", "text", "decoder"):
     sub = node.get(owner)
-    if isinstance(sub, Mapping) and any(
-      k in sub for k in ("blocks", "layers", "block_stack", "text_stack", "fusion_stack")
-    ):
+    if isinstance(sub, Mapping) and any(k in sub for k in ("blocks", "layers", "cross", *_STACK_NAMES)):
       return True
   return False
 
@@ -286,6 +292,6 @@ def tree_is_stacked(tree) -> bool:
   """Whether any leaf path of a (metadata or state) tree names a stacked layer group."""
   for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]:
     parts = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
-    if any(p in ("block_stack", "text_stack", "fusion_stack") for p in parts):
+    if any(p in _STACK_NAMES for p in parts):
       return True
   return False

@@ -128,9 +128,8 @@ def _xlmr(c: ml_collections.ConfigDict, *, num_layers: int, vocab_size: int, max
   configs/pretrain/multilingual_cclm_x2vlm_{base,large}.yaml (`text_num_hidden_layers`,
   `cross_num_hidden_layers: 6`); XLM-R sizes from the public xlm-roberta-{base,large} config.json."""
   c.text_encoder = "xlmr"
-  # The XLM-R stack and the cross encoder run as plain layer loops (models/xlmr.py); the scanned layout
-  # (params_layout.py) knows the English groups only, so the CCLM presets run unscanned for now.
-  c.scan_layers = False
+  # `scan_layers` stays the English preset's: base/large scan the vision blocks, the XLM-R layers and the
+  # cross encoder (models/xlmr.py, params_layout.py: text/text_stack, text/cross_stack); tiny does not.
   c.cross = ml_collections.ConfigDict()
   c.cross.num_layers = 6
   c.cross.num_heads = c.text.num_heads
@@ -222,8 +221,6 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise ValueError("text_encoder='xlmr' needs a `cross` section (the cross encoder); use a cclm_* preset")
     if c.text.hidden % c.cross.num_heads:
       raise ValueError(f"cross.num_heads={c.cross.num_heads} does not divide text.hidden={c.text.hidden}")
-    if c.get("scan_layers", False):
-      raise ValueError("text_encoder='xlmr' runs unscanned (models/xlmr.py): set model.scan_layers=False")
     if c.text.max_positions < c.text.pad_token_id + 2:
       raise ValueError("xlmr: max_positions must exceed pad_token_id + 1 (RoBERTa positions start there)")
   for tower in ("vision", "text"):

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from x2vlm_jax.models import layers
+from x2vlm_jax.models import layers, scan
 from x2vlm_jax.models.attention import CROSS_ATTENTION_MASK_VALUE, SELF_ATTENTION_MASK_VALUE, additive_mask
 from x2vlm_jax.models.text import BertLayer
 
@@ -95,27 +95,37 @@ class XLMRStack(nnx.Module):
     dtype = jnp.dtype(cfg.dtype)
     self.dtype = dtype
     self.num_heads = t.num_heads
-    self.remat = bool(cfg.remat_text)
+    self.remat = scan.remat_policy(cfg, "text")
+    self.constrain = bool(cfg.get("constrain_activations", True))
     # Same rule as TextStack: a positive text drop-path rate forces hidden dropout to 0. The official
     # cross encoder asserts that no `cross_drop_path_rate` is configured (XVLMPlusBase.build_cross_encoder).
     hidden_dropout = 0.0 if t.drop_path_rate > 0 else t.hidden_dropout
-    rates = np.linspace(0.0, t.drop_path_rate, t.num_layers)
-    kw = dict(rngs=rngs, dtype=dtype, implementation=cfg.attention_impl, vision_width=cfg.vision.width)
+    self.drop_path_rates = tuple(float(r) for r in np.linspace(0.0, t.drop_path_rate, t.num_layers))
+    kw = dict(dtype=dtype, implementation=cfg.attention_impl, vision_width=cfg.vision.width)
     self.embeddings = RobertaEmbeddings(t, rngs=rngs, dtype=dtype, hidden_dropout=hidden_dropout)
-    self.layers = nnx.List(
-      [BertLayer(t, has_cross=False, drop_path=float(r), hidden_dropout=hidden_dropout, **kw) for r in rates]
-    )
     c = cross_config(cfg)
-    self.cross = nnx.List(
-      [
-        BertLayer(c, has_cross=True, drop_path=0.0, hidden_dropout=c.hidden_dropout, **kw)
-        for _ in range(cfg.cross.num_layers)
-      ]
-    )
+
+    def text_layer(r, rate):
+      return BertLayer(t, has_cross=False, drop_path=rate, hidden_dropout=hidden_dropout, rngs=r, **kw)
+
+    def cross_layer(r):
+      return BertLayer(c, has_cross=True, drop_path=0.0, hidden_dropout=c.hidden_dropout, rngs=r, **kw)
+
+    if cfg.get("scan_layers", False):
+      # One scan for the XLM-R layers, one for the cross encoder (x2vlm_jax/models/scan.py); per-layer
+      # drop-path rates and RNG keys enter as scan data.
+      self.layers = self.cross = None
+      self.text_stack = scan.stacked(lambda r: text_layer(r, 0.0), t.num_layers, rngs)
+      self.cross_stack = scan.stacked(cross_layer, cfg.cross.num_layers, rngs)
+    else:
+      self.layers = nnx.List([text_layer(rngs, r) for r in self.drop_path_rates])
+      self.cross = nnx.List([cross_layer(rngs) for _ in range(cfg.cross.num_layers)])
+      self.text_stack = self.cross_stack = None
     self.lm_head = UntiedMLMHead(t, rngs=rngs, dtype=dtype)
     self.fusion_start = t.num_layers
 
-  def _run(self, stack, x, mask, vision=None, vision_mask=None, rng=None):
+  def _run(self, group, x, mask, vision=None, vision_mask=None, rng=None):
+    """`group`: "text" (the XLM-R layers) or "cross" (the cross encoder)."""
     self_bias = additive_mask(mask, SELF_ATTENTION_MASK_VALUE)
     vision_bias = None
     shared = vision is not None and vision.shape[0] != x.shape[0]
@@ -126,20 +136,38 @@ class XLMRStack(nnx.Module):
         vision_mask = jnp.ones(vision.shape[:2], jnp.int32)
       vision_bias = additive_mask(vision_mask, CROSS_ATTENTION_MASK_VALUE)
       vision = vision.astype(x.dtype)
-    rngs = layers.split_rng(rng, len(stack))
-    for i, lyr in enumerate(stack):
+
+    def layer_call(lyr, h, key, rate=None):
       kv = lyr.cross_attn.project_kv(vision) if shared and lyr.cross_attn is not None else None
-      args = (x, self_bias, None if kv is not None else vision, vision_bias, rngs[i], kv)
-      x = nnx.remat(lambda layer, *a: layer(*a))(lyr, *args) if self.remat else lyr(*args)
+      h = lyr(h, self_bias, None if kv is not None else vision, vision_bias, key, kv, *([] if rate is None else [rate]))
+      return scan.constrain_batch(h) if self.constrain else h
+
+    stack = self.text_stack if group == "text" else self.cross_stack
+    if stack is not None:
+      n = scan.num_layers(stack)
+      keys = scan.layer_keys(rng, n, 0, n)
+      rates = scan.rates_input(self.drop_path_rates) if group == "text" and keys is not None else None
+
+      def body(lyr, h, inp):
+        k, rate = inp
+        return layer_call(lyr, h, k, 0.0 if rate is None else rate), None
+
+      x, _ = scan.run(stack, x, body, xs=(keys, rates), policy=self.remat)
+      return x
+    unrolled = self.layers if group == "text" else self.cross
+    keys = layers.split_rng(rng, len(unrolled))
+    call = scan.remat_layer(layer_call, self.remat)
+    for i, lyr in enumerate(unrolled):
+      x = call(lyr, x, keys[i])
     return x
 
   def text(self, ids, mask, rng=None, positions=None):
     r_emb, r_layers = layers.split_rng(rng, 2)
-    return self._run(self.layers, self.embeddings(ids, r_emb, positions), mask, rng=r_layers)
+    return self._run("text", self.embeddings(ids, r_emb, positions), mask, rng=r_layers)
 
   def fusion(self, text_embeds, mask, vision, vision_mask=None, rng=None):
     """`vision` may have fewer rows than the text (Bv dividing B), as in TextStack.fusion."""
-    return self._run(self.cross, text_embeds, mask, vision, vision_mask, rng)
+    return self._run("cross", text_embeds, mask, vision, vision_mask, rng)
 
   def multi_modal(self, ids, mask, vision=None, vision_mask=None, rng=None, positions=None):
     if mask.ndim != 2:

@@ -89,6 +89,31 @@ def test_patch_convolution_is_counted_by_its_window_and_features():
   assert _count(conv, x, k).flops == 2 * (2 * 4 * 4 * 24) * (8 * 8 * 3)
 
 
+def test_strided_padded_dilated_convolution_counts_only_taps_on_data_as_xla_does():
+  """Padding and input dilation put holes under the window: only taps that land on input elements are
+  multiply-adds (TPU writes attention's batched matmuls as such convolutions). XLA's own count of a
+  program holding nothing but the convolution is the reference here."""
+  x, k = _arrays((2, 9, 7, 3), (3, 2, 3, 5))
+
+  def conv(x, k):
+    return jax.lax.conv_general_dilated(
+      x,
+      k,
+      (2, 1),
+      ((1, 2), (0, 1)),
+      lhs_dilation=(3, 2),
+      rhs_dilation=(1, 2),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+  compiled = jax.jit(conv).lower(x, k).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  got = hlo_flops.compiled_flops(compiled).flops
+  assert got == float(cost["flops"])
+  assert got < 2 * (2 * 13 * 12 * 5) * (3 * 2 * 3)  # fewer than every output × the whole window
+
+
 # Hand-written HLO: the forms the CPU backend does not print (TPU tiled layouts, a cuBLAS matmul, a
 # conditional, a loop without a recorded trip count).
 _HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
@@ -111,6 +136,13 @@ _HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
   ROOT %c = pred[] constant(true)
 }
 
+%cond5 (arg: (s32[], f32[4,10])) -> pred[] {
+  %five = s32[]{:T(128)} constant(5)
+  %arg = (s32[]{:T(128)}, f32[4,10]) parameter(0)
+  %i = s32[]{:T(128)} get-tuple-element(%arg), index=0
+  ROOT %lt = pred[]{:T(512)} compare(%i, %five), direction=LT
+}
+
 %cheap (a: f32[2,3], b: f32[3,5]) -> f32[2,5] {
   ROOT %d = f32[2,5]{1,0} dot(f32[2,3]{1,0} %a, f32[3,5]{1,0} %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
 }
@@ -125,21 +157,23 @@ ENTRY %main (x: bf16[8,64]) -> f32[] {
   %f = bf16[8,32]{1,0:T(8,128)(2,1)} fusion(bf16[8,64]{1,0:T(8,128)(2,1)} %x, bf16[64,32]{1,0} %y), kind=kOutput, calls=%fused_dot
   %w1 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"7"}}
   %w2 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond, body=%body
+  %w3 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond5, body=%body
   %c = f32[2,5]{1,0} conditional(s32[] %i, f32[2,3] %a, f32[3,5] %b), branch_computations={%cheap, %dear}
   ROOT %r = f32[] constant(0)
 }
 """  # noqa: E501 (HLO lines as XLA prints them)
 
 
-def test_hand_written_hlo_tpu_layouts_cublas_conditional_and_unknown_trip_count():
+def test_hand_written_hlo_tpu_layouts_cublas_conditional_and_trip_counts():
   got = hlo_flops.count(_HLO)
   tpu_dot = 2 * 8 * 32 * 64
   gemm = 2 * 4 * 10 * 10
   branch = 2 * 2 * 5 * 3
-  # The loop with 7 recorded trips counts 7 gemms; the one without counts 1 and is reported.
-  assert got.flops == tpu_dot + 7 * gemm + 1 * gemm + 2 * branch
+  # The loop with 7 recorded trips counts 7 gemms; the one whose condition is `i < 5` (TPU records no
+  # trip count) 5; the one with neither counts 1 and is reported.
+  assert got.flops == tpu_dot + 7 * gemm + 5 * gemm + 1 * gemm + 2 * branch
   assert got.unknown_trip_loops == 1
-  assert got.loops == (("body", 7),)
+  assert got.loops == (("body", 5), ("body", 7))
 
 
 def test_text_without_an_entry_is_refused():

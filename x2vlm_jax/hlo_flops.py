@@ -6,7 +6,8 @@ XLA's `compiled.cost_analysis()` walks each computation of the program once, so 
 (`compiled.as_text()`), counts the FLOPs of every `dot` and `convolution` (2 × output elements ×
 contracted elements; a convolution's contracted elements are its kernel's input features × window),
 and multiplies each loop body by its trip count (`known_trip_count`, which XLA records for the
-counted loops `lax.scan` / `fori_loop` lower to). On GPUs the matmuls are cuBLAS custom calls
+counted loops `lax.scan` / `fori_loop` lower to; where it is absent, as in TPU programs, from the loop
+condition `i < N` against a constant). On GPUs the matmuls are cuBLAS custom calls
 (`__cublas$gemm`, dimension numbers in their backend config): counted the same way. Fusions, calls
 and loop bodies are followed recursively; a conditional counts its most expensive branch (an upper
 bound: only one runs).
@@ -18,6 +19,7 @@ checks the count against hand formulas, and docs/performance.md against XLA's to
 """
 
 import dataclasses
+import functools
 import math
 import re
 from typing import Dict, List, Optional, Tuple
@@ -41,14 +43,18 @@ class _Computation:
   # (callee, multiplier) for fusions / calls / loop bodies; conditionals as a list of alternatives.
   calls: List[Tuple[str, int]] = dataclasses.field(default_factory=list)
   branches: List[List[str]] = dataclasses.field(default_factory=list)
-  unknown_trip_loops: int = 0
+  # while loops: (body, condition, trip count if XLA recorded it)
+  loops: List[Tuple[str, str, Optional[int]]] = dataclasses.field(default_factory=list)
+  # a loop condition `i < N` (ROOT compare, direction=LT, against a scalar integer constant): N
+  bound: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
 class FlopCount:
   """`flops`: matmul + convolution FLOPs of one call of the program (per device for an SPMD program),
   loops counted per trip. `loops`: the while loops that do matmuls, with their trip counts. `unknown_trip_loops`:
-  loops whose trip count XLA did not record (counted once each: the figure is then a lower bound)."""
+  loops whose trip count is neither recorded by XLA nor readable from their condition (counted once
+  each: the figure is then a lower bound)."""
 
   flops: float
   loops: Tuple[Tuple[str, int], ...]
@@ -91,23 +97,70 @@ def dot_flops(result_dims: List[int], lhs_dims: List[int], lhs_contracting: List
   return 2.0 * math.prod(result_dims) * math.prod(lhs_dims[i] for i in lhs_contracting)
 
 
-def convolution_flops(result_dims: List[int], kernel_dims: List[int], dim_labels: str, groups: int) -> float:
-  """2 × output elements × (kernel elements / output features / feature groups)."""
-  kernel_labels = dim_labels.split("_")[1].split("->")[0]
-  out_features = kernel_dims[kernel_labels.index("o")]
-  return 2.0 * math.prod(result_dims) * math.prod(kernel_dims) / out_features / max(groups, 1)
+def _window(attrs: str) -> Dict[str, List]:
+  """`window={size=3x3 stride=2x2 pad=1_1x0_0 lhs_dilate=1x1 rhs_dilate=1x1}` → per-dimension lists."""
+  m = re.search(r"\bwindow=\{([^}]*)\}", attrs)
+  out: Dict[str, List] = {}
+  for item in m.group(1).split() if m else []:
+    key, value = item.split("=")
+    out[key] = [tuple(int(p) for p in v.split("_")) if key == "pad" else int(v) for v in value.split("x")]
+  return out
 
 
-def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str], Dict[str, int]]:
+@functools.lru_cache(maxsize=None)
+def _valid_taps(out_size: int, in_size: int, k: int, stride: int, pad_lo: int, lhs_dilate: int, rhs_dilate: int) -> int:
+  """(output position, window tap) pairs of one spatial dimension that land on an input element (not
+  on padding nor on a hole of the dilated input)."""
+  count = 0
+  for o in range(out_size):
+    for t in range(k):
+      pos = o * stride + t * rhs_dilate - pad_lo
+      if 0 <= pos <= (in_size - 1) * lhs_dilate and pos % lhs_dilate == 0:
+        count += 1
+  return count
+
+
+def convolution_flops(
+  result_dims: List[int], lhs_dims: List[int], kernel_dims: List[int], dim_labels: str, window: Dict
+) -> float:
+  """2 × (batch × output features) × input features per group × the valid (output, tap) pairs of
+  each spatial dimension. A dense convolution has out_size × window taps per dimension; TPU lowers a
+  batched matmul (attention's QKᵀ, PV) to a convolution whose batch dimensions are windows over a
+  dilated input, where only one tap per output lands on data."""
+  lhs_labels, rest = dim_labels.split("_")
+  rhs_labels, out_labels = rest.split("->")
+  spatial = [c for c in rhs_labels if c not in "io"]
+  features_in = kernel_dims[rhs_labels.index("i")]
+  non_spatial_out = math.prod(result_dims[i] for i, c in enumerate(out_labels) if c in "bf")
+  taps = 1
+  for j, c in enumerate(spatial):
+    get = lambda key, default, j=j: window.get(key, [default] * len(spatial))[j]  # noqa: E731
+    taps *= _valid_taps(
+      result_dims[out_labels.index(c)],
+      lhs_dims[lhs_labels.index(c)],
+      kernel_dims[rhs_labels.index(c)],
+      get("stride", 1),
+      get("pad", (0, 0))[0],
+      get("lhs_dilate", 1),
+      get("rhs_dilate", 1),
+    )
+  return 2.0 * non_spatial_out * features_in * taps
+
+
+_CONDITION = re.compile(r"\bcondition=%?([\w.\-]+)")
+_INT_CONSTANT = re.compile(r"^[su](?:8|16|32|64)$")
+
+
+def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str]]:
   comps: Dict[str, _Computation] = {}
   entry = None
-  trips: Dict[str, int] = {}
   current: Optional[_Computation] = None
   for line in hlo_text.splitlines():
     head = _COMPUTATION.match(line)
     if head:
       current = comps.setdefault(head.group(2), _Computation())
       shapes: Dict[str, List[int]] = {}
+      constants: Dict[str, int] = {}
       if head.group(1):
         entry = head.group(2)
       continue
@@ -123,16 +176,21 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str], Dict[
     result = _ARRAY.search(result_type)
     if result:
       shapes[name] = _dims(result.group(2))
+      if opcode == "constant" and not result.group(2) and _INT_CONSTANT.match(result.group(1)):
+        constants[name] = int(re.match(r"\s*(-?\d+)", rest).group(1))
+    if opcode == "compare" and line.lstrip().startswith("ROOT") and "direction=LT" in rest:
+      # A counted loop's condition (lax.scan / fori_loop from 0 by 1): `i < N`. TPU's optimised HLO
+      # does not record known_trip_count; this is where the count still is.
+      names = [t.strip().split()[-1].lstrip("%") for t in rest.split(")")[0].split(",")]
+      if len(names) == 2 and names[1] in constants:
+        current.bound = constants[names[1]]
     if opcode == "dot" and result:
       operands = _operand_arrays(rest, shapes)
       current.flops += dot_flops(_dims(result.group(2)), operands[0], _int_set(rest, "lhs_contracting_dims"))
     elif opcode == "convolution" and result:
       operands = _operand_arrays(rest, shapes)
       labels = re.search(r"\bdim_labels=([\w>\-]+)", rest).group(1)
-      groups = re.search(r"\bfeature_group_count=(\d+)", rest)
-      current.flops += convolution_flops(
-        _dims(result.group(2)), operands[1], labels, int(groups.group(1)) if groups else 1
-      )
+      current.flops += convolution_flops(_dims(result.group(2)), operands[0], operands[1], labels, _window(rest))
     elif opcode == "custom-call" and result and "gemm" in rest.split("custom_call_target=")[-1][:40].lower():
       # GPU: cuBLAS / cuBLASLt matmuls are custom calls; their dimension numbers are in the backend config.
       operands = _operand_arrays(rest, shapes)
@@ -140,30 +198,30 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str], Dict[
       contracting = [int(d.strip().strip('"')) for d in m.group(1).split(",") if d.strip()] if m else []
       current.flops += dot_flops(_dims(result.group(2)), operands[0], contracting)
     if opcode == "while":
-      body = _BODY.search(rest).group(1)
       trip = _TRIP.search(rest)
-      if trip:
-        trips[body] = int(trip.group(1))
-        current.calls.append((body, int(trip.group(1))))
-      else:
-        current.unknown_trip_loops += 1
-        current.calls.append((body, 1))
+      condition = _CONDITION.search(rest)
+      current.loops.append(
+        (_BODY.search(rest).group(1), condition.group(1) if condition else "", int(trip.group(1)) if trip else None)
+      )
     elif opcode == "conditional":
       branches = _BRANCHES.search(rest)
       names = [b.strip().lstrip("%") for b in branches.group(1).split(",")] if branches else _TRUE_FALSE.findall(rest)
       current.branches.append(names)
-    elif opcode in ("fusion", "call", "async-start", "custom-call"):
-      # to_apply of a reduce/sort/scatter is a scalar combiner: no matmuls there, not followed.
+    elif opcode in ("fusion", "async-start", "custom-call"):
       current.calls.extend((c, 1) for c in re.findall(r"\bcalls=%?([\w.\-]+)", rest))
-  return comps, entry, trips
+    elif opcode == "call":
+      # (to_apply of a reduce / sort / scatter is a scalar combiner: no matmuls there, not followed.)
+      current.calls.extend((c, 1) for c in re.findall(r"\b(?:calls|to_apply)=%?([\w.\-]+)", rest))
+  return comps, entry
 
 
 def count(hlo_text: str) -> FlopCount:
   """Matmul FLOPs of one call of the program whose optimised HLO is `hlo_text` (see the module doc)."""
-  comps, entry, trips = _parse(hlo_text)
+  comps, entry = _parse(hlo_text)
   if entry is None:
     raise ValueError("no ENTRY computation in this HLO text (pass compiled.as_text())")
   memo: Dict[str, Tuple[float, int]] = {}
+  trips: List[Tuple[str, Optional[int]]] = []
 
   def visit(name: str, depth: int = 0) -> Tuple[float, int]:
     if name in memo:
@@ -173,11 +231,17 @@ def count(hlo_text: str) -> FlopCount:
     comp = comps.get(name)
     if comp is None:
       return 0.0, 0
-    flops, unknown = comp.flops, comp.unknown_trip_loops
+    flops, unknown = comp.flops, 0
     for callee, times in comp.calls:
       f, u = visit(callee, depth + 1)
       flops += times * f
       unknown += u
+    for body, condition, recorded in comp.loops:
+      trip = recorded if recorded is not None else getattr(comps.get(condition), "bound", None)
+      f, u = visit(body, depth + 1)
+      flops += (trip if trip is not None else 1) * f
+      unknown += u + (trip is None)
+      trips.append((body, trip))
     for names in comp.branches:
       alternatives = [visit(b, depth + 1) for b in names]
       if alternatives:
@@ -188,7 +252,7 @@ def count(hlo_text: str) -> FlopCount:
 
   flops, unknown = visit(entry)
   # Only the loops that do matmuls (the layer stacks); XLA also loops in RNG (threefry's rounds).
-  loops = tuple(sorted((body, n) for body, n in trips.items() if visit(body)[0] > 0))
+  loops = tuple(sorted((body, n) for body, n in trips if n is not None and visit(body)[0] > 0))
   return FlopCount(flops=flops, loops=loops, unknown_trip_loops=unknown)
 
 

@@ -35,8 +35,9 @@ _GROUPS = (
 )
 _LIST_OF_GROUP = {name: list_name for _, list_name, names in _GROUPS for name in names}
 _STACK_NAMES = tuple(_LIST_OF_GROUP)
-_STACK_RE = re.compile(r"^(vision|text|decoder)/(block_stack|text_stack|fusion_stack|cross_stack)/(.+)$")
-_LAYER_RE = re.compile(r"^(vision|text|decoder)/(blocks|layers|cross)/(\d+)/(.+)$")
+_OWNERS = "|".join(dict.fromkeys(owner for owner, _, _ in _GROUPS))
+_STACK_RE = re.compile(rf"^({_OWNERS})/({'|'.join(_STACK_NAMES)})/(.+)$")
+_LAYER_RE = re.compile(rf"^({_OWNERS})/({'|'.join(dict.fromkeys(g[1] for g in _GROUPS))})/(\d+)/(.+)$")
 
 
 def _stack(values):

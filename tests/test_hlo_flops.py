@@ -114,6 +114,33 @@ def test_strided_padded_dilated_convolution_counts_only_taps_on_data_as_xla_does
   assert got < 2 * (2 * 13 * 12 * 5) * (3 * 2 * 3)  # fewer than every output × the whole window
 
 
+def test_valid_taps_equal_a_brute_force_enumeration():
+  """The per-dimension count of (output, tap) pairs on data, in closed form, against enumerating every
+  pair over strides, paddings (negative too) and dilations that share factors or not."""
+
+  def brute(out_size, in_size, k, stride, pad_lo, lhs_dilate, rhs_dilate):
+    last = (in_size - 1) * lhs_dilate
+    return sum(
+      1
+      for o in range(out_size)
+      for t in range(k)
+      if 0 <= o * stride + t * rhs_dilate - pad_lo <= last and (o * stride + t * rhs_dilate - pad_lo) % lhs_dilate == 0
+    )
+
+  rng = np.random.default_rng(0)
+  for _ in range(3000):
+    args = (
+      int(rng.integers(1, 40)),
+      int(rng.integers(1, 30)),
+      int(rng.integers(1, 12)),
+      int(rng.integers(1, 7)),
+      int(rng.integers(-6, 12)),
+      int(rng.integers(1, 7)),
+      int(rng.integers(1, 5)),
+    )
+    assert hlo_flops._valid_taps(*args) == brute(*args), args
+
+
 # Hand-written HLO: the forms the CPU backend does not print (TPU tiled layouts, a cuBLAS matmul, a
 # conditional, a loop without a recorded trip count).
 _HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
@@ -129,6 +156,9 @@ _HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
   %h = f32[4,10]{1,0} get-tuple-element(%arg), index=1
   %w = f32[10,10]{1,0} constant({...})
   %gemm = (f32[4,10]{1,0}, s8[0]{0}) custom-call(f32[4,10]{1,0} %h, f32[10,10]{1,0} %w), custom_call_target="__cublas$gemm", backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"]}}}
+  %v = f32[10,6]{1,0} constant({...})
+  %lt = (f32[4,6]{1,0}, s8[4194304]{0}) custom-call(f32[4,10]{1,0} %h, f32[10,6]{1,0} %v), custom_call_target="__cublas$lt$matmul", backend_config={"gemm_backend_config":{"dot_dimension_numbers":{"lhs_contracting_dimensions":["1"],"rhs_contracting_dimensions":["0"]}}}
+  %solve = f32[4,10]{1,0} custom-call(f32[4,4]{1,0} %t, f32[4,10]{1,0} %h), custom_call_target="__cublas$triangularSolve"
   ROOT %t = (s32[], f32[4,10]) tuple(%i, %h)
 }
 
@@ -143,6 +173,28 @@ _HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
   ROOT %lt = pred[]{:T(512)} compare(%i, %five), direction=LT
 }
 
+%body_by2 (arg: (s32[], f32[4,10])) -> (s32[], f32[4,10]) {
+  %arg = (s32[], f32[4,10]) parameter(0)
+  %i = s32[] get-tuple-element(%arg), index=0
+  %h = f32[4,10]{1,0} get-tuple-element(%arg), index=1
+  %w = f32[10,10]{1,0} constant({...})
+  %d = f32[4,10]{1,0} dot(%h, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %two = s32[] constant(2)
+  %next = s32[] add(%i, %two)
+  ROOT %t = (s32[], f32[4,10]) tuple(%next, /*index=1*/%d)
+}
+
+%body_by1 (arg: (s32[], f32[4,10])) -> (s32[], f32[4,10]) {
+  %arg = (s32[], f32[4,10]) parameter(0)
+  %i = s32[] get-tuple-element(%arg), index=0
+  %h = f32[4,10]{1,0} get-tuple-element(%arg), index=1
+  %w = f32[10,10]{1,0} constant({...})
+  %d = f32[4,10]{1,0} dot(%h, %w), lhs_contracting_dims={1}, rhs_contracting_dims={0}
+  %one = s32[] constant(1)
+  %next = s32[] add(%one, %i)
+  ROOT %t = (s32[], f32[4,10]) tuple(%next, %d)
+}
+
 %cheap (a: f32[2,3], b: f32[3,5]) -> f32[2,5] {
   ROOT %d = f32[2,5]{1,0} dot(f32[2,3]{1,0} %a, f32[3,5]{1,0} %b), lhs_contracting_dims={1}, rhs_contracting_dims={0}
 }
@@ -155,9 +207,19 @@ _HLO = """HloModule jit_f, entry_computation_layout={()->f32[]}
 ENTRY %main (x: bf16[8,64]) -> f32[] {
   %x = bf16[8,64]{1,0:T(8,128)(2,1)} parameter(0)
   %f = bf16[8,32]{1,0:T(8,128)(2,1)} fusion(bf16[8,64]{1,0:T(8,128)(2,1)} %x, bf16[64,32]{1,0} %y), kind=kOutput, calls=%fused_dot
+  %lhs = bf16[4,5,6,1]{3,2,1,0} parameter(1)
+  %rhs = bf16[6,2,3,1]{3,2,1,0} parameter(2)
+  %rs = bf16[4,5,2,3]{3,2,1,0} convolution(%lhs, %rhs), window={size=1x2 pad=0_0x1_1 rhs_reversal=0x1}, dim_labels=b0f1_i1o0->b01f
   %w1 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond, body=%body, backend_config={"known_trip_count":{"n":"7"}}
   %w2 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond, body=%body
   %w3 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %init), condition=%cond5, body=%body
+  %zero = s32[] constant(0)
+  %three = s32[] constant(3)
+  %start3 = s32[] copy(%three)
+  %from0 = (s32[], f32[4,10]) tuple(%zero, %h0)
+  %from3 = (s32[], f32[4,10]) tuple(%start3, %h0)
+  %w4 = (s32[], f32[4,10]) while(%from0), condition=%cond5, body=%body_by2
+  %w5 = (s32[], f32[4,10]) while((s32[], f32[4,10]) %from3), condition=%cond5, body=%body_by1
   %c = f32[2,5]{1,0} conditional(s32[] %i, f32[2,3] %a, f32[3,5] %b), branch_computations={%cheap, %dear}
   ROOT %r = f32[] constant(0)
 }
@@ -167,13 +229,18 @@ ENTRY %main (x: bf16[8,64]) -> f32[] {
 def test_hand_written_hlo_tpu_layouts_cublas_conditional_and_trip_counts():
   got = hlo_flops.count(_HLO)
   tpu_dot = 2 * 8 * 32 * 64
-  gemm = 2 * 4 * 10 * 10
+  gemm = 2 * 4 * 10 * 10 + 2 * 4 * 6 * 10  # cuBLAS gemm + cuBLASLt matmul (the triangular solve is no matmul)
   branch = 2 * 2 * 5 * 3
+  # TPU's reduce-scatter einsum: window dimension 1 (size 2, padded 1 each side) is spatial "1", which the
+  # kernel labels `i1o0` list first; over an input of 1 it has 2 valid (output, tap) pairs, spatial "0" 5.
+  reduce_scatter = 2 * (4 * 3) * 6 * (5 * 2)
   # The loop with 7 recorded trips counts 7 gemms; the one whose condition is `i < 5` (TPU records no
-  # trip count) 5; the one with neither counts 1 and is reported.
-  assert got.flops == tpu_dot + 7 * gemm + 5 * gemm + 1 * gemm + 2 * branch
+  # trip count) 5; the one with neither counts 1 and is reported. `i < 5` from 0 by 2 (TPU's windowed
+  # einsums step by 2) runs 3 times; from 3 (through a copy) by 1, twice.
+  dot = 2 * 4 * 10 * 10
+  assert got.flops == tpu_dot + reduce_scatter + 7 * gemm + 5 * gemm + 1 * gemm + 2 * branch + 3 * dot + 2 * dot
   assert got.unknown_trip_loops == 1
-  assert got.loops == (("body", 5), ("body", 7))
+  assert got.loops == (("body", 5), ("body", 7), ("body_by1", 2), ("body_by2", 3))
 
 
 def test_text_without_an_entry_is_refused():

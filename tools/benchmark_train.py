@@ -120,12 +120,9 @@ def main(argv=None):
     t0 = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    xla_flops = float(cost.get("flops", 0.0)) if cost else 0.0
     # XLA's count sees a loop body once; the step's FLOPs count a scanned stack once per layer.
-    matmuls = hlo_flops.compiled_flops(compiled)
-    flops = matmuls.flops
+    counts = hlo_flops.compiled_report(compiled)
+    flops = counts["matmul_flops"]
     state, m = compiled(state, batch)  # warm-up
     jax.block_until_ready(m["train/loss"])
     times = []
@@ -155,8 +152,8 @@ def main(argv=None):
     examples_per_s=examples / dt,
     compile_s=compile_s,
     tflops_per_step_per_device=flops / 1e12,
-    xla_cost_analysis_tflops=xla_flops / 1e12,
-    loop_trip_counts=[n for _, n in matmuls.loops],
+    xla_cost_analysis_tflops=counts["xla_flops"] / 1e12,
+    loop_trip_counts=counts["loop_trip_counts"],
     achieved_tflops_per_device=flops / dt / 1e12,
     mfu=(flops / dt / 1e12 / peak) if peak and flops else None,
     peak_device_memory_gib=(peak_mem / 2**30) if peak_mem else None,

@@ -8,7 +8,7 @@ contracted elements; a convolution's contracted elements are its kernel's input 
 and multiplies each loop body by its trip count (`known_trip_count`, which XLA records for the
 counted loops `lax.scan` / `fori_loop` lower to; where it is absent, as in TPU programs, from the loop
 condition `i < N` against a constant). On GPUs the matmuls are cuBLAS custom calls
-(`__cublas$gemm`, dimension numbers in their backend config): counted the same way. Fusions, calls
+(`__cublas$gemm`, `__cublas$lt$matmul`; dimension numbers in their backend config): counted the same way. Fusions, calls
 and loop bodies are followed recursively; a conditional counts its most expensive branch (an upper
 bound: only one runs).
 
@@ -19,7 +19,6 @@ checks the count against hand formulas, and docs/performance.md against XLA's to
 """
 
 import dataclasses
-import functools
 import math
 import re
 from typing import Dict, List, Optional, Tuple
@@ -42,10 +41,20 @@ class _Computation:
   # (callee, multiplier) for fusions / calls / loop bodies; conditionals as a list of alternatives.
   calls: List[Tuple[str, int]] = dataclasses.field(default_factory=list)
   branches: List[List[str]] = dataclasses.field(default_factory=list)
-  # while loops: (body, condition, trip count if XLA recorded it)
-  loops: List[Tuple[str, str, Optional[int]]] = dataclasses.field(default_factory=list)
-  # a loop condition `i < N` (ROOT compare, direction=LT, against a scalar integer constant): N
+  # while loops: (body, condition, trip count if XLA recorded it, the name of the initial tuple)
+  loops: List[Tuple[str, str, Optional[int], str]] = dataclasses.field(default_factory=list)
+  # a loop condition `i < N` (ROOT compare, direction=LT, against a scalar integer constant): N, and the
+  # index of `i` in the loop's tuple
   bound: Optional[int] = None
+  induction: Optional[int] = None
+  # What a loop's step and start are read from: scalar integer constants, tuple-element reads, adds,
+  # copies/bitcasts/converts (one operand), tuples, and the ROOT tuple's operands — by instruction name.
+  constants: Dict[str, int] = dataclasses.field(default_factory=dict)
+  elements: Dict[str, int] = dataclasses.field(default_factory=dict)
+  adds: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+  copies: Dict[str, str] = dataclasses.field(default_factory=dict)
+  tuples: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
+  root: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,16 +115,27 @@ def _window(attrs: str) -> Dict[str, List]:
   return out
 
 
-@functools.lru_cache(maxsize=None)
 def _valid_taps(out_size: int, in_size: int, k: int, stride: int, pad_lo: int, lhs_dilate: int, rhs_dilate: int) -> int:
   """(output position, window tap) pairs of one spatial dimension that land on an input element (not
-  on padding nor on a hole of the dilated input)."""
+  on padding nor on a hole of the dilated input). Tap t of output o reads position o·stride + c with
+  c = t·rhs_dilate − pad_lo; it is valid when 0 ≤ position ≤ (in_size − 1)·lhs_dilate and the position is
+  a multiple of lhs_dilate. Per tap that is a range of o intersected with a congruence class, counted in
+  closed form (TPU windows run to thousands of taps over thousands of outputs)."""
+  last = (in_size - 1) * lhs_dilate
   count = 0
-  for o in range(out_size):
-    for t in range(k):
-      pos = o * stride + t * rhs_dilate - pad_lo
-      if 0 <= pos <= (in_size - 1) * lhs_dilate and pos % lhs_dilate == 0:
-        count += 1
+  for t in range(k):
+    c = t * rhs_dilate - pad_lo
+    lo = max(0, -(c // stride))  # smallest o with o·stride + c ≥ 0
+    hi = min(out_size - 1, (last - c) // stride)  # largest o with o·stride + c ≤ last
+    if hi < lo:
+      continue
+    # o·stride ≡ −c (mod lhs_dilate): solvable iff gcd divides −c; then o ≡ o0 (mod lhs_dilate / gcd).
+    g = math.gcd(stride, lhs_dilate)
+    if c % g:
+      continue
+    m = lhs_dilate // g
+    o0 = (-c // g) * pow(stride // g, -1, m) % m if m > 1 else 0
+    count += (hi - o0) // m - (lo - 1 - o0) // m
   return count
 
 
@@ -128,7 +148,9 @@ def convolution_flops(
   dilated input, where only one tap per output lands on data."""
   lhs_labels, rest = dim_labels.split("_")
   rhs_labels, out_labels = rest.split("->")
-  spatial = [c for c in rhs_labels if c not in "io"]
+  # Window dimension j is spatial dimension "j", whatever the order of the labels in the kernel (TPU
+  # prints e.g. `i1o0`): by number, not by position.
+  spatial = sorted((c for c in rhs_labels if c not in "io"), key=int)
   features_in = kernel_dims[rhs_labels.index("i")]
   non_spatial_out = math.prod(result_dims[i] for i, c in enumerate(out_labels) if c in "bf")
   taps = 1
@@ -146,6 +168,8 @@ def convolution_flops(
   return 2.0 * non_spatial_out * features_in * taps
 
 
+# cuBLAS (`__cublas$gemm`) and cuBLASLt (`__cublas$lt$matmul`, `...$f8`) matmuls; not its triangular solve.
+_CUBLAS_MATMUL = re.compile(r'custom_call_target="__cublas\$(?:gemm|lt\$matmul)')
 _CONDITION = re.compile(r"\bcondition=%?([\w.\-]+)")
 _INT_CONSTANT = re.compile(r"^[su](?:8|16|32|64)$")
 
@@ -159,7 +183,7 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str]]:
     if head:
       current = comps.setdefault(head.group(2), _Computation())
       shapes: Dict[str, List[int]] = {}
-      constants: Dict[str, int] = {}
+      constants = current.constants
       if head.group(1):
         entry = head.group(2)
       continue
@@ -177,12 +201,23 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str]]:
       shapes[name] = _dims(result.group(2))
       if opcode == "constant" and not result.group(2) and _INT_CONSTANT.match(result.group(1)):
         constants[name] = int(re.match(r"\s*(-?\d+)", rest).group(1))
+    names = _operand_names(rest)
+    if opcode == "get-tuple-element":
+      current.elements[name] = int(re.search(r"\bindex=(\d+)", rest).group(1))
+    elif opcode == "add" and len(names) == 2:
+      current.adds[name] = names
+    elif opcode in ("copy", "bitcast", "convert") and len(names) == 1:
+      current.copies[name] = names[0]
+    elif opcode == "tuple":
+      current.tuples[name] = names
+      if line.lstrip().startswith("ROOT"):
+        current.root = names
     if opcode == "compare" and line.lstrip().startswith("ROOT") and "direction=LT" in rest:
-      # A counted loop's condition (lax.scan / fori_loop from 0 by 1): `i < N`. TPU's optimised HLO
-      # does not record known_trip_count; this is where the count still is.
-      names = [t.strip().split()[-1].lstrip("%") for t in rest.split(")")[0].split(",")]
+      # A counted loop's condition: `i < N`. TPU's optimised HLO does not record known_trip_count; this
+      # is where the count still is (with the step and start of `i`, read in `_trip_from_condition`).
       if len(names) == 2 and names[1] in constants:
         current.bound = constants[names[1]]
+        current.induction = current.elements.get(names[0])
     if opcode == "dot" and result:
       operands = _operand_arrays(rest, shapes)
       current.flops += dot_flops(_dims(result.group(2)), operands[0], _int_set(rest, "lhs_contracting_dims"))
@@ -190,7 +225,7 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str]]:
       operands = _operand_arrays(rest, shapes)
       labels = re.search(r"\bdim_labels=([\w>\-]+)", rest).group(1)
       current.flops += convolution_flops(_dims(result.group(2)), operands[0], operands[1], labels, _window(rest))
-    elif opcode == "custom-call" and result and "gemm" in rest.split("custom_call_target=")[-1][:40].lower():
+    elif opcode == "custom-call" and result and _CUBLAS_MATMUL.search(rest):
       # GPU: cuBLAS / cuBLASLt matmuls are custom calls; their dimension numbers are in the backend config.
       operands = _operand_arrays(rest, shapes)
       m = re.search(r'"lhs_contracting_dimensions"\s*:\s*\[([^\]]*)\]', rest)
@@ -200,7 +235,12 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str]]:
       trip = _TRIP.search(rest)
       condition = _CONDITION.search(rest)
       current.loops.append(
-        (_BODY.search(rest).group(1), condition.group(1) if condition else "", int(trip.group(1)) if trip else None)
+        (
+          _BODY.search(rest).group(1),
+          condition.group(1) if condition else "",
+          int(trip.group(1)) if trip else None,
+          names[0] if names else "",
+        )
       )
     elif opcode == "conditional":
       branches = _BRANCHES.search(rest)
@@ -212,6 +252,58 @@ def _parse(hlo_text: str) -> Tuple[Dict[str, _Computation], Optional[str]]:
       # (to_apply of a reduce / sort / scatter is a scalar combiner: no matmuls there, not followed.)
       current.calls.extend((c, 1) for c in re.findall(r"\b(?:calls|to_apply)=%?([\w.\-]+)", rest))
   return comps, entry
+
+
+def _operand_names(rest: str) -> List[str]:
+  """Operand names of an instruction, `rest` being the text after `opcode(`: `%a, %b` on TPU,
+  `f32[2]{0} %a, (s32[], f32[4]) %t` on CPU (typed, tuple types nested), `/*index=5*/` comments."""
+  rest = re.sub(r"/\*.*?\*/", "", rest)
+  depth, start, names = 1, 0, []
+  for i, ch in enumerate(rest):
+    if ch in "([{":
+      depth += 1
+    elif ch in ")]}":
+      depth -= 1
+    if depth == 0 or (ch == "," and depth == 1):
+      token = rest[start:i].strip()
+      if token:
+        names.append(token.split()[-1].lstrip("%"))
+      start = i + 1
+      if depth == 0:
+        break
+  return names
+
+
+def _constant_through_copies(comp: _Computation, name: str) -> Optional[int]:
+  for _ in range(8):
+    if name in comp.constants:
+      return comp.constants[name]
+    if name not in comp.copies:
+      return None
+    name = comp.copies[name]
+  return None
+
+
+def _trip_from_condition(caller: _Computation, body: _Computation, cond: _Computation, init: str) -> Optional[int]:
+  """Trips of a loop whose condition is `i < N`: ⌈(N − start) / step⌉, the step read from the body's update
+  of `i` (`i + c`; XLA's TPU windowed einsums step by 2) and the start from the loop's initial tuple (0
+  where it is not a constant: a lax.scan's counter starts there)."""
+  if cond.bound is None:
+    return None
+  step, start = 1, 0
+  k = cond.induction
+  if k is not None:
+    update = body.root[k] if k < len(body.root) else None
+    operands = body.adds.get(update, [])
+    for i, j in ((0, 1), (1, 0)):
+      if len(operands) == 2 and body.elements.get(operands[i]) == k:
+        step = _constant_through_copies(body, operands[j]) or 1
+    initial = caller.tuples.get(init, [])
+    if k < len(initial):
+      start = _constant_through_copies(caller, initial[k]) or 0
+  if step <= 0:
+    return None
+  return max(0, -(-(cond.bound - start) // step))
 
 
 def count(hlo_text: str) -> FlopCount:
@@ -235,8 +327,10 @@ def count(hlo_text: str) -> FlopCount:
       f, u = visit(callee, depth + 1)
       flops += times * f
       unknown += u
-    for body, condition, recorded in comp.loops:
-      trip = recorded if recorded is not None else getattr(comps.get(condition), "bound", None)
+    for body, condition, recorded, init in comp.loops:
+      trip = recorded
+      if trip is None and condition in comps and body in comps:
+        trip = _trip_from_condition(comp, comps[body], comps[condition], init)
       f, u = visit(body, depth + 1)
       flops += (trip if trip is not None else 1) * f
       unknown += u + (trip is None)
@@ -258,3 +352,18 @@ def count(hlo_text: str) -> FlopCount:
 def compiled_flops(compiled) -> FlopCount:
   """`count` of a `jax.stages.Compiled` (one device's program for an SPMD compile)."""
   return count(compiled.as_text())
+
+
+def compiled_report(compiled) -> Dict[str, object]:
+  """What the tools report side by side, per device: this module's count (`matmul_flops`, loops per
+  trip, with the loops' trip counts) and XLA's cost analysis (`xla_flops`: every op, each loop body
+  once; 0 where the backend has none, as a GPU compile without a device)."""
+  matmuls = compiled_flops(compiled)
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+  return dict(
+    matmul_flops=matmuls.flops,
+    xla_flops=float(cost.get("flops", 0.0)),
+    loop_trip_counts=[n for _, n in matmuls.loops],
+    loops_without_trip_count=matmuls.unknown_trip_loops,
+  )

@@ -1,7 +1,7 @@
 """tools/compile_check.py: the real train step and the evaluation programs compile for a device set
 without running; per-device memory follows the mesh (data parallel holds the whole state on every
 device, FSDP a quarter), the donated state aliases the outputs, FLOPs do not depend on the mesh.
-TPU topologies are compiled only where libtpu is installed."""
+TPU topologies are compiled only where libtpu is installed, GPU targets where jax-cuda12-plugin is."""
 
 import importlib.util
 import json
@@ -105,6 +105,41 @@ def test_tpu_topology_compiles_with_libtpu(tmp_path):
   assert res["devices"] == 4 and res["device_kind"] == "TPU v5" and res["chip"] == "v5p"
   assert res["fits"] is True and "FITS in 95 GB HBM2e" in text
   assert res["results"][0]["memory"]["argument"] < 0.35 * _state_bytes() + 1e6
+
+
+def test_gpu_topology_names():
+  from x2vlm_jax.cli import gpu_targets
+
+  assert gpu_targets.parse("h100:8") == ("h100", "1x1x8", 8)
+  assert gpu_targets.parse("h100:2x8") == ("h100", "1x2x8", 16)
+  assert gpu_targets.parse("v5p:2x2x2") is None and gpu_targets.parse("cpu:4") is None
+  for bad in ("h100", "h100:", "h100:0", "h100:2x", "h100:1x2x3", "h100:eight"):
+    with pytest.raises(ValueError, match="h100:N"):
+      gpu_targets.parse(bad)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_gpu_topology_compiles_with_the_cuda_plugin(tmp_path):
+  """XLA's CUDA compiler without a GPU (jax-cuda12-plugin, no CUDA libraries): the per-device program
+  of an FSDP step on two H100s, its state halved, and its cuBLAS matmuls counting the same arithmetic
+  as the CPU compile of the same step."""
+  try:
+    plugin = importlib.util.find_spec("jax_plugins.xla_cuda12")
+  except ModuleNotFoundError:  # no jax_plugins namespace at all
+    plugin = None
+  if plugin is None:
+    pytest.skip(
+      "jax-cuda12-plugin is not installed (pip install jax-cuda12-plugin==0.10.2 jax-cuda12-pjrt==0.10.2): "
+      "GPU targets cannot be compiled here; the cpu:N path is tested above"
+    )
+  res, text = _check(tmp_path, "gpu", "--topology=h100:2", "--config.mesh=(1,-1,1)", "--noeval")
+  assert res["devices"] == 2 and res["device_kind"] == "NVIDIA H100 80GB HBM3" and res["chip"] == "h100"
+  assert res["fits"] is True and "FITS in 80 GB HBM3" in text
+  step = res["results"][0]
+  assert 0.5 * _state_bytes() <= step["memory"]["argument"] < 0.6 * _state_bytes() + 1e6
+  cpu, _ = _check(tmp_path, "cpu", "--topology=cpu:2", "--config.mesh=(1,-1,1)", "--noeval")
+  assert step["matmul_flops_per_device"] == cpu["results"][0]["matmul_flops_per_device"] > 0
 
 
 # --------------------------------------------------------------------------- every task's batch contract

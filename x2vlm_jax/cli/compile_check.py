@@ -7,11 +7,15 @@ the chip's HBM, FLOPs per step (cost analysis), and the shardings of the largest
   # version jax[tpu]==0.10.2 pins; no TPU attached):
   python tools/compile_check.py --config=configs/pretrain/x2vlm_base_4m.py --topology=v5p:2x2x2 \
       --config.mesh='(1,-1,1)'
-  # N fake local (CPU) devices, memory compared with a chip's HBM (GPU hosts, or no libtpu):
+  # NVIDIA GPUs, compiled by XLA's CUDA compiler without a GPU (needs `pip install jax-cuda12-plugin==0.10.2
+  # jax-cuda12-pjrt==0.10.2`, no CUDA libraries; x2vlm_jax/cli/gpu_targets.py): one host of 8 H100s
+  python tools/compile_check.py --config=configs/pretrain/x2vlm_base_4m.py --topology=h100:8
+  # N fake local (CPU) devices, memory compared with a chip's HBM (no plugin, no libtpu):
   python tools/compile_check.py --config=configs/pretrain/x2vlm_large_4m.py --topology=cpu:8 --chip=h100
 
-Topologies: `cpu:N`, or libtpu names `v4:2x2x2`, `v5p:2x2x2` (8 chips = v5p-16), `v5e:4x4`
-(v5litepod-16), `v6e:4x4`, ... (chips per dimension; v4/v5p chips are megacore devices). The train
+Topologies: `cpu:N`; `h100:N` (N GPUs on one host) or `h100:HxN` (H hosts); or libtpu names `v4:2x2x2`,
+`v5p:2x2x2` (8 chips = v5p-16), `v5e:4x4` (v5litepod-16), `v6e:4x4`, ... (chips per dimension; v4/v5p
+chips are megacore devices). The train
 step is `training/train_step.py` over `train_state.abstract` (the sharded state, nothing allocated) and
 the task's global batch contract (`Task.batch_spec`); the evaluation programs are each configured
 evaluator's (`Evaluator.compile_targets`), or those of the task's own evaluation (`Task.EVALUATION`,
@@ -32,6 +36,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from x2vlm_jax import configs  # the shipped configs by name
+from x2vlm_jax.cli import gpu_targets
 
 # Documented HBM per chip (vendor figures: Cloud TPU system-architecture pages, NVIDIA data sheets).
 # The usable part is smaller: the runtime reserves some, and JAX on GPU preallocates 75% by default
@@ -66,6 +71,14 @@ def prepare_environment(topology: str) -> None:
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "xla_force_host_platform_device_count" not in f]
     os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
     os.environ["JAX_PLATFORMS"] = "cpu"
+  elif gpu_targets.parse(topology):
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the host backend; the GPUs are abstract
+    # The plugin checks the CUDA libraries' versions when it loads; a compile-only run needs none of them.
+    os.environ.setdefault("JAX_SKIP_CUDA_CONSTRAINTS_CHECK", "1")
+    # Without a device XLA cannot autotune Triton GEMM tilings, and its default tiling fails on small dots
+    # ("Couldn't find output tile sizes"): matmuls go to cuBLAS, as they do where autotuning prefers it.
+    if "xla_gpu_enable_triton_gemm" not in os.environ.get("XLA_FLAGS", ""):
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_gpu_enable_triton_gemm=false").strip()
   else:
     os.environ.setdefault("TPU_SKIP_MDS_QUERY", "1")
     os.environ.setdefault("TPU_ACCELERATOR_TYPE", "v5p-16")  # any valid type; the topology decides
@@ -74,8 +87,8 @@ def prepare_environment(topology: str) -> None:
 
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=False)
-_TOPOLOGY = flags.DEFINE_string("topology", "cpu:1", "cpu:N or a libtpu topology (v5p:2x2x2, v5e:4x4, ...)")
-_CHIP = flags.DEFINE_enum("chip", None, list(HBM), "HBM to compare with (default: the TPU topology's chip)")
+_TOPOLOGY = flags.DEFINE_string("topology", "cpu:1", "cpu:N, h100:N, or a libtpu topology (v5p:2x2x2, v5e:4x4, ...)")
+_CHIP = flags.DEFINE_enum("chip", None, list(HBM), "HBM to compare with (default: the topology's chip)")
 _EVAL = flags.DEFINE_bool("eval", True, "also compile the evaluation programs")
 _EVAL_IMAGES = flags.DEFINE_integer("eval_images", 5000, "evaluation set size (COCO Karpathy test: 5000)")
 _EVAL_TEXTS = flags.DEFINE_integer("eval_texts", 25010, "evaluation texts (COCO Karpathy test: 25010)")
@@ -93,6 +106,9 @@ def target_devices(topology: str):
     if jax.device_count() < n:
       raise ValueError(f"--topology {topology}: only {jax.device_count()} CPU devices (XLA_FLAGS set too late?)")
     return jax.devices()[:n], None
+  gpu = gpu_targets.parse(topology)
+  if gpu:
+    return gpu_targets.devices(topology), gpu[0]
   from jax.experimental import topologies
 
   version = topology.split(":")[0]
@@ -174,9 +190,7 @@ def compile_one(name, fn, args, mesh):
     compiled = lowered.compile()
   t2 = time.time()
   mem = compiled.memory_analysis()
-  matmuls = hlo_flops.compiled_flops(compiled)
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else (cost or {})
+  flops = hlo_flops.compiled_report(compiled)
   m = (
     {
       k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
@@ -198,11 +212,11 @@ def compile_one(name, fn, args, mesh):
     "memory": m,
     "peak_bytes": peak,
     # XLA's own count: a loop body (a scanned layer stack) counted once, not once per layer.
-    "flops_per_device": float(cost.get("flops", 0.0)),
+    "flops_per_device": flops["xla_flops"],
     # Matmul + convolution FLOPs with every loop counted per trip: the step's arithmetic (x2vlm_jax/hlo_flops.py).
-    "matmul_flops_per_device": matmuls.flops,
-    "loop_trip_counts": [n for _, n in matmuls.loops],
-    "loops_without_trip_count": matmuls.unknown_trip_loops,
+    "matmul_flops_per_device": flops["matmul_flops"],
+    "loop_trip_counts": flops["loop_trip_counts"],
+    "loops_without_trip_count": flops["loops_without_trip_count"],
   }
 
 
@@ -256,7 +270,7 @@ def report_lines(result, hbm, devices):
   f, mm = result["flops_per_device"], result["matmul_flops_per_device"]
   lines.append(
     f"  matmul FLOPs per device {mm:.3e} (loops per trip), per call (x{devices} devices) {mm * devices:.3e}; "
-    f"XLA cost analysis {f:.3e} per device (loop bodies once)"
+    + (f"XLA cost analysis {f:.3e} per device (loop bodies once)" if f else "no XLA cost analysis from this backend")
   )
   if result["loops_without_trip_count"]:
     lines.append(f"  ({result['loops_without_trip_count']} loop(s) without a known trip count: counted once)")

@@ -95,6 +95,25 @@ def ml_dir(tmp_path_factory):
   return d
 
 
+def test_english_only_build_has_the_same_scenes_with_their_english_texts(ml_dir):
+  """`shapes_ml_en` (the image/region streams of the cross-lingual A/B): the images and boxes of
+  `shapes_ml`, and of each caption, element caption and attribute only the English alternative."""
+  from x2vlm_jax import embedded
+
+  sizes = dict(num_train=16, num_test=4, seed=0)  # ml_dir's
+  assert shapes_ml.build_english_only(ml_dir, **sizes) == shapes_ml.EN_NAME == embedded.SHAPES_ML_EN
+  for split in ("train", "test"):
+    every, english = (records.open_source(ml_dir, name, split) for name in (shapes_ml.NAME, shapes_ml.EN_NAME))
+    assert len(every) == len(english) == sizes["num_" + split]
+    for a, b in zip(every, english):
+      assert a["image"] == b["image"]
+      np.testing.assert_array_equal(a["boxes"], b["boxes"])
+      first = lambda v: v.decode().split(records.ALT_SEP)[0]  # noqa: E731 — the alternatives are en, de, fr
+      assert b["caption"].decode() == first(a["caption"]) and records.ALT_SEP not in b["caption"].decode()
+      assert [x.decode() for x in b["elem_caption"]] == [first(x) for x in a["elem_caption"]]
+      assert [x.decode() for x in b["elem_attrs"]] == [first(x) for x in a["elem_attrs"]]
+
+
 def _cclm_cfg(ml_dir):
   c = data_config.get_data_config()
   c.data_dir = ml_dir

@@ -26,6 +26,7 @@ from x2vlm_jax import fs, tasks
 
 SHAPES, SHAPES_VIDEO, TASKS = "shapes", "shapes_video", "shapes_tasks"
 SHAPES_ML, SHAPES_ML_MTEXT = "shapes_ml", "shapes_ml_mtext"  # x2vlm_jax/data/shapes_ml.py (one build, one marker)
+SHAPES_ML_EN = "shapes_ml_en"  # the same scenes, English captions only (the cross-lingual A/B)
 ML_TASKS = "shapes_ml_tasks"  # its retrieval files per language (shapes_ml.write_tasks)
 # multilingual fine-tuning TFDS sets: the training file of one language (zero-shot transfer: en;
 # translate-train: the others) → (the task whose builder makes it, the file in shapes_ml_tasks)
@@ -45,7 +46,7 @@ FINETUNE = {
   "shapes_grounding": ("grounding", "grounding_train.json", "", {}),
   "shapes_nlvr2": ("nlvr2", "nlvr_train.json", "", {}),
 }
-NAMES = (SHAPES, SHAPES_VIDEO, SHAPES_ML, SHAPES_ML_MTEXT, ML_TASKS, *ML_FINETUNE, TASKS, *FINETUNE)
+NAMES = (SHAPES, SHAPES_VIDEO, SHAPES_ML, SHAPES_ML_MTEXT, SHAPES_ML_EN, ML_TASKS, *ML_FINETUNE, TASKS, *FINETUNE)
 MARKER = "build_params.json"  # written last by every build below
 # Builder keyword arguments; empty = the builders' defaults (tests shrink them).
 SIZES = {SHAPES: {}, TASKS: {}, SHAPES_ML: {}, ML_TASKS: {}}
@@ -80,6 +81,13 @@ def _build_shapes_ml(data_dir: str) -> None:
   from x2vlm_jax.data import shapes_ml
 
   shapes_ml.build(data_dir, **SIZES[SHAPES_ML])
+
+
+def _build_shapes_ml_en(data_dir: str) -> None:
+  from x2vlm_jax.data import shapes_ml
+
+  sizes = {k: v for k, v in SIZES[SHAPES_ML].items() if k != "num_pairs"}  # the same scenes as shapes_ml
+  shapes_ml.build_english_only(data_dir, **sizes)
 
 
 def _build_ml_tasks(data_dir: str) -> None:
@@ -126,6 +134,7 @@ _BUILDERS = {
   SHAPES_VIDEO: (_build_shapes, ()),
   SHAPES_ML: (_build_shapes_ml, ()),
   SHAPES_ML_MTEXT: (_build_shapes_ml, ()),
+  SHAPES_ML_EN: (_build_shapes_ml_en, ()),
   ML_TASKS: (_build_ml_tasks, ()),
   **{name: (lambda d, name=name: _build_ml_finetune(d, name), (ML_TASKS,)) for name in ML_FINETUNE},
   TASKS: (_build_tasks, ()),

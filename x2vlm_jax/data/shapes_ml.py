@@ -23,6 +23,9 @@ from x2vlm_jax import fs
 from x2vlm_jax.data import shapes
 
 NAME, MTEXT_NAME = "shapes_ml", "shapes_ml_mtext"
+# The same scenes with English captions only: the image and region streams of the cross-lingual A/B
+# (docs/multilingual_model.md), where German and French are seen in the parallel text alone.
+EN_NAME = "shapes_ml_en"
 LANGUAGES = ("en", "de", "fr")
 SPM_MODEL = os.path.join(os.path.dirname(__file__), "shapes_ml_spm.model")
 
@@ -198,15 +201,15 @@ def corpus(n: int = 3000, seed: int = 0) -> List[str]:
   return out
 
 
-def _image_examples(seed, n) -> Iterator[Dict]:
+def _image_examples(seed, n, languages: Sequence[str] = LANGUAGES) -> Iterator[Dict]:
   from x2vlm_jax.data import records  # tensorflow-datasets: only when writing
 
   rs = np.random.RandomState(seed)
   for _ in range(n):
     img, objs, _ = shapes.render_scene(rs)
-    caps = [caption(objs, lang) for lang in LANGUAGES]
+    caps = [caption(objs, lang) for lang in languages]
     elems = [
-      (o["box"], [element_caption(o, lang) for lang in LANGUAGES], [attribute(o, lang) for lang in LANGUAGES])
+      (o["box"], [element_caption(o, lang) for lang in languages], [attribute(o, lang) for lang in languages])
       for o in objs
     ]
     yield records.image_example(shapes.encode(img), shapes.SIZE, shapes.SIZE, caption=caps, elems=elems)
@@ -242,6 +245,23 @@ def build(data_dir: str, num_train: int = 4000, num_test: int = 300, num_pairs: 
   w.finish()
   marker.write_text(json.dumps(params))
   return {"image": NAME, "mtext": MTEXT_NAME, "vocab_file": SPM_MODEL}
+
+
+def build_english_only(data_dir: str, num_train: int = 4000, num_test: int = 300, seed: int = 0) -> str:
+  """Writes `shapes_ml_en`: `build`'s scenes (the same seeds, so the same images) with their English
+  captions, element captions and attributes only; reused when built with the same arguments."""
+  params = dict(num_train=num_train, num_test=num_test, seed=seed, languages=["en"])
+  marker = fs.path(data_dir) / EN_NAME / "build_params.json"
+  if marker.exists() and json.loads(marker.read_text()) == params:
+    return EN_NAME
+  from x2vlm_jax.data import records
+
+  w = records.DatasetWriter(data_dir, EN_NAME, "image_text")
+  w.write_split("train", _image_examples([seed, 20], num_train, ["en"]), num_train, "scenes")
+  w.write_split("test", _image_examples([seed, 21], num_test, ["en"]), num_test, "scenes")
+  w.finish()
+  marker.write_text(json.dumps(params))
+  return EN_NAME
 
 
 # ---------------------------------------------------------------- multilingual fine-tuning files

@@ -5,8 +5,10 @@
 parallel pairs, x2vlm_jax/data/shapes_ml.py) with their SentencePiece model, at the geometry of the
 English demo (configs/pretrain/shapes_tiny.py: 64 px, BEiT's absolute position table from sin-cos, no
 dropout) and 48 tokens (the longest German caption has 41 pieces); `:mtext=false` drops the
-parallel-text stream (the A/B of docs/multilingual_model.md). Our sizes, not an official recipe: the
-released configs are cclm_x2vlm_{base,large}.py.
+parallel-text stream, `:images=en` gives the image and region streams the English captions only
+(`shapes_ml_en`: German and French then come from the parallel text alone) — the A/Bs of
+docs/multilingual_model.md. Our sizes, not an official recipe: the released configs are
+cclm_x2vlm_{base,large}.py.
 
   python main.py --config=configs/pretrain/cclm_tiny.py:data=shapes_ml,steps=800 --workdir=artifacts/cclm_tiny
 """
@@ -16,7 +18,7 @@ from x2vlm_jax.configs.pretrain import cclm_common, common
 
 def get_config(arg=None):
   a = common.parse_arg(
-    arg, data="synthetic", steps=6, batch=8, data_dir="artifacts/data", vocab_file="", vocab_size=200, mtext=True
+    arg, data="synthetic", steps=6, batch=8, data_dir="artifacts/data", vocab_file="", vocab_size=200, mtext=True, images="all"
   )
   c = cclm_common.cclm_config("cclm_tiny")
   c.data.vocab_file = a.vocab_file  # "" (synthetic): the export carries no tokenizer
@@ -44,7 +46,10 @@ def get_config(arg=None):
     c.data.randaug = False
     c.data.max_tokens = tokens = 48
     c.data.max_masks = masks = 8
-    sets, mtext_sets = [(a.data, "train")], [(a.data + "_mtext", "train")]
+    if a.images not in ("all", "en"):
+      raise ValueError(f"cclm_tiny: images={a.images!r}: 'all' (every language's captions) or 'en'")
+    images = a.data if a.images == "all" else shapes_ml.EN_NAME
+    sets, mtext_sets = [(images, "train")], [(a.data + "_mtext", "train")]
   common.set_stream(c, "image", sets, a.batch)
   common.set_stream(c, "region", sets, a.batch, num_images=a.batch // 2, group_images=a.batch // 2, group_texts=a.batch)
   common.set_stream(c, "video", [], 0)

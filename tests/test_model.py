@@ -124,7 +124,11 @@ def test_api_shapes_and_no_recompile(api, batch, tiny_cfg):
   box = np.asarray(api.predict_box(image_embeds, text_embeds, mask))
   assert box.shape == (3, 4) and (box > 0).all() and (box < 1).all()
   sim = np.asarray(api.similarity(image_feat, text_feat))
-  np.testing.assert_allclose(sim, np.asarray(image_feat) @ np.asarray(text_feat).T / tiny_cfg.temp_init, rtol=1e-5)
+  # atol: float32 sums in another order leave ~1 ulp of the largest logits (~5) on an entry near zero
+  # (seen once: 2.4e-7 on 0.0186); a wrong temperature or a transposed product is off by far more.
+  np.testing.assert_allclose(
+    sim, np.asarray(image_feat) @ np.asarray(text_feat).T / tiny_cfg.temp_init, rtol=1e-5, atol=1e-6
+  )
   # An explicit all-ones image mask is the same as None.
   np.testing.assert_allclose(
     np.asarray(api.itm_logits(image_embeds, np.ones((3, 5), np.int32), text_embeds, mask)),

@@ -215,6 +215,18 @@ def _image_examples(seed, n, languages: Sequence[str] = LANGUAGES) -> Iterator[D
     yield records.image_example(shapes.encode(img), shapes.SIZE, shapes.SIZE, caption=caps, elems=elems)
 
 
+def _write_scenes(data_dir: str, name: str, languages: Sequence[str], num_train: int, num_test: int, seed: int):
+  """The image_text + region records of `shapes_ml` and `shapes_ml_en`: one seed stream per split
+  ([seed, 20] / [seed, 21], disjoint from `shapes`' [seed, 0..3] and the task files'), so every
+  language selection holds the same scenes."""
+  from x2vlm_jax.data import records  # tensorflow-datasets: only when writing
+
+  w = records.DatasetWriter(data_dir, name, "image_text")
+  w.write_split("train", _image_examples([seed, 20], num_train, languages), num_train, "scenes")
+  w.write_split("test", _image_examples([seed, 21], num_test, languages), num_test, "scenes")
+  w.finish()
+
+
 def parallel_pairs(seed, n: int) -> Iterator[Dict]:
   """{source_text, target_text} pairs over the three language pairs, in turn."""
   rs = np.random.RandomState(seed)
@@ -234,11 +246,7 @@ def build(data_dir: str, num_train: int = 4000, num_test: int = 300, num_pairs: 
     return {"image": NAME, "mtext": MTEXT_NAME, "vocab_file": SPM_MODEL}
   from x2vlm_jax.data import jsonl, records
 
-  # Seed streams disjoint from `shapes` ([seed, 0..3]) and shapes_tasks.
-  w = records.DatasetWriter(data_dir, NAME, "image_text")
-  w.write_split("train", _image_examples([seed, 20], num_train), num_train, "scenes")
-  w.write_split("test", _image_examples([seed, 21], num_test), num_test, "scenes")
-  w.finish()
+  _write_scenes(data_dir, NAME, LANGUAGES, num_train, num_test, seed)
   w = records.DatasetWriter(data_dir, MTEXT_NAME, "mtext")
   conv = (jsonl.convert_mtext(p, max_words=64)[0] for p in parallel_pairs([seed, 22], num_pairs))
   w.write_split("train", conv, num_pairs, "pairs")
@@ -254,12 +262,7 @@ def build_english_only(data_dir: str, num_train: int = 4000, num_test: int = 300
   marker = fs.path(data_dir) / EN_NAME / "build_params.json"
   if marker.exists() and json.loads(marker.read_text()) == params:
     return EN_NAME
-  from x2vlm_jax.data import records
-
-  w = records.DatasetWriter(data_dir, EN_NAME, "image_text")
-  w.write_split("train", _image_examples([seed, 20], num_train, ["en"]), num_train, "scenes")
-  w.write_split("test", _image_examples([seed, 21], num_test, ["en"]), num_test, "scenes")
-  w.finish()
+  _write_scenes(data_dir, EN_NAME, ["en"], num_train, num_test, seed)
   marker.write_text(json.dumps(params))
   return EN_NAME
 

@@ -33,11 +33,20 @@ def _init_fn(model_cfg, tx):
   return init
 
 
-def abstract(model_cfg, tx, mesh, rules, seed: int) -> Tuple[TrainState, Dict[str, Any]]:
-  """→ (ShapeDtypeStruct state, state shardings): the state's layout, nothing allocated."""
-  abstract_model = params_io.abstract_model(model_cfg)
-  param_shardings = shd.named(mesh, shd.param_specs(abstract_model, rules, mesh))
-  state = jax.eval_shape(_init_fn(model_cfg, tx), jax.random.PRNGKey(seed))
+def _layout(model_cfg, tx, mesh, rules, seed: int):
+  """→ (graphdef, ShapeDtypeStruct state, state shardings) from one abstract model: the state's
+  structure is init's ({step, params, opt_state, rng}) without tracing init a second time (the
+  model's initialisers are the costly part of that trace, and `create` traces them once more to
+  compile)."""
+  model = params_io.abstract_model(model_cfg)
+  params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  state = {
+    "step": jax.ShapeDtypeStruct((), jnp.int32),
+    "params": params,
+    "opt_state": jax.eval_shape(tx.init, params),
+    "rng": jax.eval_shape(lambda k: jax.random.split(k)[1], jax.random.PRNGKey(seed)),
+  }
+  param_shardings = shd.named(mesh, shd.param_specs(model, rules, mesh))
   replicated = NamedSharding(mesh, P())
   shardings = {
     "step": replicated,
@@ -45,13 +54,18 @@ def abstract(model_cfg, tx, mesh, rules, seed: int) -> Tuple[TrainState, Dict[st
     "opt_state": shd.mirror_param_shardings(state["opt_state"], param_shardings, mesh),
     "rng": replicated,
   }
+  return nnx.graphdef(model), state, shardings
+
+
+def abstract(model_cfg, tx, mesh, rules, seed: int) -> Tuple[TrainState, Dict[str, Any]]:
+  """→ (ShapeDtypeStruct state, state shardings): the state's layout, nothing allocated."""
+  _, state, shardings = _layout(model_cfg, tx, mesh, rules, seed)
   return state, shardings
 
 
 def create(model_cfg, tx, mesh, rules, seed: int) -> Tuple[Any, TrainState, Dict[str, Any]]:
   """→ (graphdef, state, state_shardings)."""
-  graphdef = nnx.graphdef(params_io.abstract_model(model_cfg))
-  _, shardings = abstract(model_cfg, tx, mesh, rules, seed)
+  graphdef, _, shardings = _layout(model_cfg, tx, mesh, rules, seed)
   state = jax.jit(_init_fn(model_cfg, tx), out_shardings=shardings)(jax.random.PRNGKey(seed))
   return graphdef, state, shardings
 

@@ -90,7 +90,10 @@ class X2VLM(nnx.Module):
     return self.text.fusion(text_embeds, text_mask, image_embeds, image_mask, rng)
 
   def itm_logits(self, image_embeds, image_mask, text_embeds, text_mask, rng=None):
-    fused = self.fuse(image_embeds, image_mask, text_embeds, text_mask, rng)
+    return self.itm_from_fused(self.fuse(image_embeds, image_mask, text_embeds, text_mask, rng))
+
+  def itm_from_fused(self, fused):
+    """ITM logits [B, 2] (class 1 = match) of fused states [B, L, H] (their [CLS])."""
     return self.itm_head(fused[:, 0]).astype(jnp.float32)
 
   def cls_logits(self, vision_embeds, vision_mask, ids, mask, rng=None):
@@ -107,7 +110,10 @@ class X2VLM(nnx.Module):
 
   def predict_box(self, image_embeds, text_embeds, text_mask, rng=None):
     """Box (cx, cy, w, h) ∈ (0,1) from the fused [CLS] against the FULL image (all-ones mask)."""
-    fused = self.fuse(image_embeds, None, text_embeds, text_mask, rng)
+    return self.box_from_fused(self.fuse(image_embeds, None, text_embeds, text_mask, rng))
+
+  def box_from_fused(self, fused):
+    """Boxes (cx, cy, w, h) ∈ (0,1) of fused states [B, L, H] (their [CLS])."""
     return jax.nn.sigmoid(self.bbox_head(fused[:, 0]).astype(jnp.float32))
 
   # --- NLVR2 (docs/reference.md §5.3) ---------------------------------------------------------------------------

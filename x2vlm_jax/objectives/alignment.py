@@ -10,20 +10,31 @@ import jax.numpy as jnp
 from x2vlm_jax.objectives import itc, itm
 
 
+def itm_pairs(rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids=None):
+  """The 3B ITM pairs: positives, (negative image, text b), (image b, negative text) → (vision,
+  vision mask, text, text mask) of the 3B rows to fuse, and the negatives' validity (ok_img, ok_txt).
+  A negative image brings its own tokens AND its own mask (region masks in region batches)."""
+  neg_img, neg_txt, ok_img, ok_txt = itm.sample_itm_negatives(rng, vis_feat, txt_feat, temp, valid, group_size, ids)
+  rows = (
+    jnp.concatenate([vis, vis[neg_img], vis], axis=0),
+    jnp.concatenate([vis_mask, vis_mask[neg_img], vis_mask], axis=0),
+    jnp.concatenate([txt, txt, txt[neg_txt]], axis=0),
+    jnp.concatenate([txt_mask, txt_mask, txt_mask[neg_txt]], axis=0),
+  )
+  return rows, ok_img, ok_txt
+
+
+def itm_pairs_loss(logits, valid, ok_img, ok_txt):
+  """L_itm of the 3B pair logits in itm_pairs' order."""
+  b = logits.shape[0] // 3
+  return itm.itm_loss(logits[:b], logits[b : 2 * b], logits[2 * b :], valid, ok_img, ok_txt)
+
+
 def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids):
   r_sample, r_fuse = jax.random.split(rng)
-  neg_img, neg_txt, ok_img, ok_txt = itm.sample_itm_negatives(
-    r_sample, vis_feat, txt_feat, temp, valid, group_size, ids
-  )
-  b = vis.shape[0]
-  # 3B pairs: positives, (negative image, text b), (image b, negative text). A negative image
-  # brings its own tokens AND its own mask (region masks in region batches).
-  vis_all = jnp.concatenate([vis, vis[neg_img], vis], axis=0)
-  vis_mask_all = jnp.concatenate([vis_mask, vis_mask[neg_img], vis_mask], axis=0)
-  txt_all = jnp.concatenate([txt, txt, txt[neg_txt]], axis=0)
-  txt_mask_all = jnp.concatenate([txt_mask, txt_mask, txt_mask[neg_txt]], axis=0)
-  logits = model.itm_logits(vis_all, vis_mask_all, txt_all, txt_mask_all, r_fuse)
-  return itm.itm_loss(logits[:b], logits[b : 2 * b], logits[2 * b :], valid, ok_img, ok_txt)
+  args = (vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids)
+  rows, ok_img, ok_txt = itm_pairs(r_sample, *args)
+  return itm_pairs_loss(model.itm_logits(*rows, r_fuse), valid, ok_img, ok_txt)
 
 
 def contrastive_and_matching(

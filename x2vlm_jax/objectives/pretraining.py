@@ -1,30 +1,48 @@
 """The pre-training objective of one stream and of a step (docs/reference.md §3): ITC + ITM on the
 stream's vision and text, MLM conditioned on the visual tokens and, for regions, the box L1 + GIoU
-losses against the full image; the step's loss is their weighted sum over streams (docs/reference.md §3.5)."""
+losses against the full image; the step's loss is their weighted sum over streams (docs/reference.md §3.5).
+
+A stream's passes run batched: its caption and its masked caption go through the text layers as one
+batch, and the ITM pairs, the MLM rows and (regions) the box rows through the fusion layers as one —
+the rows, and so the losses and FLOPs, of the official separate calls (`models/model_pretrain.py:
+XVLM.forward`), in one program loop per layer group instead of two or three (what makes the scanned
+program, and its compile time and memory, smaller: docs/performance.md). Dropout then draws one mask
+per batched call instead of one per call: the same distribution."""
 
 from typing import Dict
 
 import jax
 import jax.numpy as jnp
 
-from x2vlm_jax.objectives.alignment import contrastive_and_matching
+from x2vlm_jax.objectives import itc
+from x2vlm_jax.objectives.alignment import itm_pairs, itm_pairs_loss
 from x2vlm_jax.objectives.boxes import box_losses
 from x2vlm_jax.objectives.mlm import mlm_loss
 
 
-def _mlm(model, rng, batch, vis, vis_mask):
-  hidden = model.mlm_hidden(batch["text_ids_masked"], batch["text_mask"], vis, vis_mask, rng)
+def _mlm(model, fused, batch):
   # Only the masked positions go through the vocabulary projection.
-  at_masks = jnp.take_along_axis(hidden, batch["masked_pos"][..., None], axis=1)
-  logits = model.text.mlm_logits(at_masks)
-  return mlm_loss(logits, batch["mlm_labels"], batch["valid"])
+  at_masks = jnp.take_along_axis(fused, batch["masked_pos"][..., None], axis=1)
+  return mlm_loss(model.text.mlm_logits(at_masks), batch["mlm_labels"], batch["valid"])
+
+
+def _fuse_rows(model, rows, rng):
+  """Fuses the row groups [(vision, vision mask, text, text mask), ...] in one call → their states."""
+  vis, vis_mask, txt, txt_mask = (jnp.concatenate([r[i] for r in rows], axis=0) for i in range(4))
+  fused = model.fuse(vis, vis_mask, txt, txt_mask, rng)
+  sizes = [r[2].shape[0] for r in rows]
+  bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+  return [fused[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def stream_losses(
   model, stream: str, batch: Dict[str, jax.Array], rng, *, group_size: int, itc_grad_scale: float = 1.0, itm_on=True
 ) -> Dict[str, jax.Array]:
-  """Losses of one pre-training stream: {"itc", "itm", "mlm", "mlm_acc"} (+ {"bbox", "giou"} for regions)."""
-  r_vis, r_txt, r_itm, r_mlm, r_box = jax.random.split(rng, 5)
+  """Losses of one pre-training stream: {"itc", "itm", "mlm", "mlm_acc"} (+ {"bbox", "giou"} for regions).
+
+  `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, docs/reference.md §3.6): the ITM pairs
+  then keep their own fusion under `lax.cond` (skipped, not computed and zeroed, where it is off)."""
+  r_vis, r_txt, r_itm, r_fuse, r_itm_fuse = jax.random.split(rng, 5)
   valid = batch["valid"]
   full = None
   if stream == "image":
@@ -41,24 +59,35 @@ def stream_losses(
   else:
     raise ValueError(f"stream: expected image/region/video, got {stream!r}")
 
-  txt, txt_feat = model.encode_text(batch["text_ids"], batch["text_mask"], r_txt)
-  out = contrastive_and_matching(
-    model,
-    r_itm,
-    vis,
-    vis_mask,
-    vis_feat,
-    txt,
-    batch["text_mask"],
-    txt_feat,
-    valid,
-    group_size=group_size,
-    itc_grad_scale=itc_grad_scale,
-    itm_on=itm_on,
+  b = batch["text_ids"].shape[0]
+  mask = batch["text_mask"]
+  both = model.text.text(
+    jnp.concatenate([batch["text_ids"], batch["text_ids_masked"]]), jnp.concatenate([mask, mask]), r_txt
   )
-  out["mlm"], out["mlm_acc"] = _mlm(model, r_mlm, batch, vis, vis_mask)
-  if stream == "region":
-    box = model.predict_box(full, txt, batch["text_mask"], r_box)
+  txt, masked_txt = both[:b], both[b:]
+  txt_feat = model.text_feat(txt)
+  temp = model.temp[...]
+  out = {"itc": itc.itc_loss(vis_feat, txt_feat, temp, valid, itc_grad_scale=itc_grad_scale)}
+
+  pairs, ok_img, ok_txt = itm_pairs(r_itm, vis, vis_mask, txt, mask, vis_feat, txt_feat, temp, valid, group_size)
+  rows = [(vis, vis_mask, masked_txt, mask)]
+  if full is not None:
+    rows.append((full, jnp.ones_like(vis_mask), txt, mask))
+  if isinstance(itm_on, bool) and itm_on:
+    rows.insert(0, pairs)
+  fused = _fuse_rows(model, rows, r_fuse)
+  if isinstance(itm_on, bool):
+    itm_logits = model.itm_from_fused(fused.pop(0)) if itm_on else None
+    out["itm"] = itm_pairs_loss(itm_logits, valid, ok_img, ok_txt) if itm_on else jnp.zeros((), jnp.float32)
+  else:
+    out["itm"] = jax.lax.cond(
+      itm_on,
+      lambda: itm_pairs_loss(model.itm_logits(*pairs, r_itm_fuse), valid, ok_img, ok_txt),
+      lambda: jnp.zeros((), jnp.float32),
+    )
+  out["mlm"], out["mlm_acc"] = _mlm(model, fused[0], batch)
+  if full is not None:
+    box = model.box_from_fused(fused[1])
     out["bbox"], out["giou"] = box_losses(box, batch["target_bbox"], batch["is_image"], valid)
   return out
 

@@ -97,7 +97,7 @@ def test_reference_has_the_numbered_structure(anchors):
   assert anchors["1.2"]["step"] == set(range(1, 8))
   assert anchors["2.2"]["step"] == set(range(1, 7))
   assert anchors["3.2"]["step"] == set(range(1, 6))
-  assert anchors["10"]["item"] == set(range(1, 20))
+  assert anchors["10"]["item"] == set(range(1, 21))
 
 
 def test_parsers_on_hand_cases():

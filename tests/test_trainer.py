@@ -251,9 +251,11 @@ def test_sharding_equivalence(reference_run):
     for (path, a), (_, b) in zip(leaves, ref_leaves):
       # Adam's first update is lr·g/(|g|+eps): for a gradient entry of size ~eps, the few-ulp noise that
       # a different reduction order puts into g moves the update by a visible fraction of lr (seen:
-      # 5e-6 = 0.5% of lr, on 3 of 49152 patch-embedding entries). So params get atol = 2% of lr on
-      # top of rtol 1e-5; losses and the other metrics, which have no such amplifier, keep 1e-5/1e-6.
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.02 * lr, err_msg=f"mesh {shape}: {jax.tree_util.keystr(path)}")
+      # 5e-6 = 0.5% of lr, on 3 of 49152 patch-embedding entries; 2.6e-5 on 2 of them once each stream's
+      # passes ran batched). So params get atol = 5% of lr on top of rtol 1e-5 (a wrong or missing
+      # gradient moves an entry by ~lr or 2·lr); losses and the other metrics, which have no such
+      # amplifier, keep 1e-5/1e-6.
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=0.05 * lr, err_msg=f"mesh {shape}: {jax.tree_util.keystr(path)}")
 
 
 # --------------------------------------------------------------------------------------- TensorBoard

@@ -11,30 +11,31 @@ from x2vlm_jax.objectives import itc, itm
 
 
 def itm_pairs(rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids=None):
-  """The 3B ITM pairs: positives, (negative image, text b), (image b, negative text) → (vision,
-  vision mask, text, text mask) of the 3B rows to fuse, and the negatives' validity (ok_img, ok_txt).
-  A negative image brings its own tokens AND its own mask (region masks in region batches)."""
+  """The ITM pairs as three row groups of B rows, each (vision, vision mask, text, text mask): the
+  positives, (negative image, text b), (image b, negative text); and the negatives' validity (ok_img,
+  ok_txt). A negative image brings its own tokens AND its own mask (region masks in region batches)."""
   neg_img, neg_txt, ok_img, ok_txt = itm.sample_itm_negatives(rng, vis_feat, txt_feat, temp, valid, group_size, ids)
-  rows = (
-    jnp.concatenate([vis, vis[neg_img], vis], axis=0),
-    jnp.concatenate([vis_mask, vis_mask[neg_img], vis_mask], axis=0),
-    jnp.concatenate([txt, txt, txt[neg_txt]], axis=0),
-    jnp.concatenate([txt_mask, txt_mask, txt_mask[neg_txt]], axis=0),
-  )
-  return rows, ok_img, ok_txt
+  groups = [
+    (vis, vis_mask, txt, txt_mask),
+    (vis[neg_img], vis_mask[neg_img], txt, txt_mask),
+    (vis, vis_mask, txt[neg_txt], txt_mask[neg_txt]),
+  ]
+  return groups, ok_img, ok_txt
 
 
 def itm_pairs_loss(logits, valid, ok_img, ok_txt):
-  """L_itm of the 3B pair logits in itm_pairs' order."""
-  b = logits.shape[0] // 3
-  return itm.itm_loss(logits[:b], logits[b : 2 * b], logits[2 * b :], valid, ok_img, ok_txt)
+  """L_itm of the pair groups' logits [(B, 2)] × 3, in itm_pairs' order."""
+  return itm.itm_loss(*logits, valid, ok_img, ok_txt)
 
 
 def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids):
   r_sample, r_fuse = jax.random.split(rng)
   args = (vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids)
-  rows, ok_img, ok_txt = itm_pairs(r_sample, *args)
-  return itm_pairs_loss(model.itm_logits(*rows, r_fuse), valid, ok_img, ok_txt)
+  groups, ok_img, ok_txt = itm_pairs(r_sample, *args)
+  b = vis.shape[0]
+  rows = (jnp.concatenate([g[i] for g in groups], axis=0) for i in range(4))
+  logits = model.itm_logits(*rows, r_fuse)
+  return itm_pairs_loss([logits[:b], logits[b : 2 * b], logits[2 * b :]], valid, ok_img, ok_txt)
 
 
 def contrastive_and_matching(

@@ -26,13 +26,25 @@ def _mlm(model, fused, batch):
   return mlm_loss(model.text.mlm_logits(at_masks), batch["mlm_labels"], batch["valid"])
 
 
+def concat_rows(parts):
+  """Interleaves equal-sized [B, ...] arrays row by row → [B·P, ...] (row b of part 0, row b of part 1,
+  …). Whatever way the mesh splits the batch, each device's rows stay on it (a plain concatenate puts
+  part 0's rows where part 1's shards live and moves them: measured on a 4-device data-parallel step,
+  4× the collective-permutes), and the order does not depend on the mesh, so neither do dropout's
+  masks (tests/test_trainer.py: sharding equivalence). `split_rows` undoes it."""
+  return jnp.stack(parts, axis=1).reshape((-1,) + parts[0].shape[1:])
+
+
+def split_rows(x, count: int):
+  """The `count` parts of concat_rows."""
+  y = x.reshape((x.shape[0] // count, count) + x.shape[1:])
+  return [y[:, i] for i in range(count)]
+
+
 def _fuse_rows(model, rows, rng):
   """Fuses the row groups [(vision, vision mask, text, text mask), ...] in one call → their states."""
-  vis, vis_mask, txt, txt_mask = (jnp.concatenate([r[i] for r in rows], axis=0) for i in range(4))
-  fused = model.fuse(vis, vis_mask, txt, txt_mask, rng)
-  sizes = [r[2].shape[0] for r in rows]
-  bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
-  return [fused[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+  fused = model.fuse(*(concat_rows([r[i] for r in rows]) for i in range(4)), rng)
+  return split_rows(fused, len(rows))
 
 
 def stream_losses(
@@ -59,12 +71,9 @@ def stream_losses(
   else:
     raise ValueError(f"stream: expected image/region/video, got {stream!r}")
 
-  b = batch["text_ids"].shape[0]
   mask = batch["text_mask"]
-  both = model.text.text(
-    jnp.concatenate([batch["text_ids"], batch["text_ids_masked"]]), jnp.concatenate([mask, mask]), r_txt
-  )
-  txt, masked_txt = both[:b], both[b:]
+  both = model.text.text(concat_rows([batch["text_ids"], batch["text_ids_masked"]]), concat_rows([mask, mask]), r_txt)
+  txt, masked_txt = split_rows(both, 2)
   txt_feat = model.text_feat(txt)
   temp = model.temp[...]
   out = {"itc": itc.itc_loss(vis_feat, txt_feat, temp, valid, itc_grad_scale=itc_grad_scale)}
@@ -73,18 +82,23 @@ def stream_losses(
   rows = [(vis, vis_mask, masked_txt, mask)]
   if full is not None:
     rows.append((full, jnp.ones_like(vis_mask), txt, mask))
-  if isinstance(itm_on, bool) and itm_on:
-    rows.insert(0, pairs)
+  batched_itm = isinstance(itm_on, bool) and itm_on
+  if batched_itm:
+    rows = pairs + rows
   fused = _fuse_rows(model, rows, r_fuse)
-  if isinstance(itm_on, bool):
-    itm_logits = model.itm_from_fused(fused.pop(0)) if itm_on else None
-    out["itm"] = itm_pairs_loss(itm_logits, valid, ok_img, ok_txt) if itm_on else jnp.zeros((), jnp.float32)
+  if batched_itm:
+    out["itm"] = itm_pairs_loss([model.itm_from_fused(f) for f in fused[:3]], valid, ok_img, ok_txt)
+    fused = fused[3:]
+  elif isinstance(itm_on, bool):
+    out["itm"] = jnp.zeros((), jnp.float32)
   else:
-    out["itm"] = jax.lax.cond(
-      itm_on,
-      lambda: itm_pairs_loss(model.itm_logits(*pairs, r_itm_fuse), valid, ok_img, ok_txt),
-      lambda: jnp.zeros((), jnp.float32),
-    )
+
+    def itm_branch():
+      return itm_pairs_loss(
+        [model.itm_from_fused(f) for f in _fuse_rows(model, pairs, r_itm_fuse)], valid, ok_img, ok_txt
+      )
+
+    out["itm"] = jax.lax.cond(itm_on, itm_branch, lambda: jnp.zeros((), jnp.float32))
   out["mlm"], out["mlm_acc"] = _mlm(model, fused[0], batch)
   if full is not None:
     box = model.box_from_fused(fused[1])

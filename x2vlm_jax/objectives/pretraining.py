@@ -94,9 +94,8 @@ def stream_losses(
   else:
 
     def itm_branch():
-      return itm_pairs_loss(
-        [model.itm_from_fused(f) for f in _fuse_rows(model, pairs, r_itm_fuse)], valid, ok_img, ok_txt
-      )
+      rows = (concat_rows([g[i] for g in pairs]) for i in range(4))
+      return itm_pairs_loss(split_rows(model.itm_logits(*rows, r_itm_fuse), 3), valid, ok_img, ok_txt)
 
     out["itm"] = jax.lax.cond(itm_on, itm_branch, lambda: jnp.zeros((), jnp.float32))
   out["mlm"], out["mlm_acc"] = _mlm(model, fused[0], batch)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from x2vlm_jax.objectives import itc, itm
+from x2vlm_jax.objectives.common import concat_rows, split_rows
 
 
 def itm_pairs(rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids=None):
@@ -23,19 +24,20 @@ def itm_pairs(rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid
   return groups, ok_img, ok_txt
 
 
-def itm_pairs_loss(logits, valid, ok_img, ok_txt):
-  """L_itm of the pair groups' logits [(B, 2)] × 3, in itm_pairs' order."""
-  return itm.itm_loss(*logits, valid, ok_img, ok_txt)
+def fuse_rows(model, groups, rng):
+  """Fuses row groups [(vision, vision mask, text, text mask), ...] of equal size in one call (rows
+  interleaved, common.concat_rows) → the fused states of each group."""
+  fused = model.fuse(*(concat_rows([g[i] for g in groups]) for i in range(4)), rng)
+  return split_rows(fused, len(groups))
 
 
-def _itm(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids):
+def matching_loss(model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids=None):
+  """L_itm of one batch: hard negatives sampled, the three pair groups fused in one call."""
   r_sample, r_fuse = jax.random.split(rng)
   args = (vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids)
   groups, ok_img, ok_txt = itm_pairs(r_sample, *args)
-  b = vis.shape[0]
-  rows = (jnp.concatenate([g[i] for g in groups], axis=0) for i in range(4))
-  logits = model.itm_logits(*rows, r_fuse)
-  return itm_pairs_loss([logits[:b], logits[b : 2 * b], logits[2 * b :]], valid, ok_img, ok_txt)
+  rows = (concat_rows([g[i] for g in groups]) for i in range(4))
+  return itm.itm_loss(*split_rows(model.itm_logits(*rows, r_fuse), 3), valid, ok_img, ok_txt)
 
 
 def contrastive_and_matching(
@@ -64,7 +66,7 @@ def contrastive_and_matching(
   out = {"itc": itc.itc_loss(vis_feat, txt_feat, temp, valid, ids=ids, itc_grad_scale=itc_grad_scale)}
   args = (model, rng, vis, vis_mask, txt, txt_mask, vis_feat, txt_feat, temp, valid, group_size, ids)
   if isinstance(itm_on, bool):
-    out["itm"] = _itm(*args) if itm_on else jnp.zeros((), jnp.float32)
+    out["itm"] = matching_loss(*args) if itm_on else jnp.zeros((), jnp.float32)
   else:
-    out["itm"] = jax.lax.cond(itm_on, lambda: _itm(*args), lambda: jnp.zeros((), jnp.float32))
+    out["itm"] = jax.lax.cond(itm_on, lambda: matching_loss(*args), lambda: jnp.zeros((), jnp.float32))
   return out

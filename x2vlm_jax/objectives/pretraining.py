@@ -14,9 +14,10 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 
-from x2vlm_jax.objectives import itc
-from x2vlm_jax.objectives.alignment import itm_pairs, itm_pairs_loss
+from x2vlm_jax.objectives import itc, itm
+from x2vlm_jax.objectives.alignment import fuse_rows, itm_pairs, matching_loss
 from x2vlm_jax.objectives.boxes import box_losses
+from x2vlm_jax.objectives.common import concat_rows, split_rows
 from x2vlm_jax.objectives.mlm import mlm_loss
 
 
@@ -26,27 +27,6 @@ def _mlm(model, fused, batch):
   return mlm_loss(model.text.mlm_logits(at_masks), batch["mlm_labels"], batch["valid"])
 
 
-def concat_rows(parts):
-  """Interleaves equal-sized [B, ...] arrays row by row → [B·P, ...] (row b of part 0, row b of part 1,
-  …). Whatever way the mesh splits the batch, each device's rows stay on it (a plain concatenate puts
-  part 0's rows where part 1's shards live and moves them: measured on a 4-device data-parallel step,
-  4× the collective-permutes), and the order does not depend on the mesh, so neither do dropout's
-  masks (tests/test_trainer.py: sharding equivalence). `split_rows` undoes it."""
-  return jnp.stack(parts, axis=1).reshape((-1,) + parts[0].shape[1:])
-
-
-def split_rows(x, count: int):
-  """The `count` parts of concat_rows."""
-  y = x.reshape((x.shape[0] // count, count) + x.shape[1:])
-  return [y[:, i] for i in range(count)]
-
-
-def _fuse_rows(model, rows, rng):
-  """Fuses the row groups [(vision, vision mask, text, text mask), ...] in one call → their states."""
-  fused = model.fuse(*(concat_rows([r[i] for r in rows]) for i in range(4)), rng)
-  return split_rows(fused, len(rows))
-
-
 def stream_losses(
   model, stream: str, batch: Dict[str, jax.Array], rng, *, group_size: int, itc_grad_scale: float = 1.0, itm_on=True
 ) -> Dict[str, jax.Array]:
@@ -54,7 +34,7 @@ def stream_losses(
 
   `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, docs/reference.md §3.6): the ITM pairs
   then keep their own fusion under `lax.cond` (skipped, not computed and zeroed, where it is off)."""
-  r_vis, r_txt, r_itm, r_fuse, r_itm_fuse = jax.random.split(rng, 5)
+  r_vis, r_txt, r_itm, r_fuse = jax.random.split(rng, 4)
   valid = batch["valid"]
   full = None
   if stream == "image":
@@ -78,26 +58,24 @@ def stream_losses(
   temp = model.temp[...]
   out = {"itc": itc.itc_loss(vis_feat, txt_feat, temp, valid, itc_grad_scale=itc_grad_scale)}
 
-  pairs, ok_img, ok_txt = itm_pairs(r_itm, vis, vis_mask, txt, mask, vis_feat, txt_feat, temp, valid, group_size)
   rows = [(vis, vis_mask, masked_txt, mask)]
   if full is not None:
     rows.append((full, jnp.ones_like(vis_mask), txt, mask))
-  batched_itm = isinstance(itm_on, bool) and itm_on
-  if batched_itm:
-    rows = pairs + rows
-  fused = _fuse_rows(model, rows, r_fuse)
-  if batched_itm:
-    out["itm"] = itm_pairs_loss([model.itm_from_fused(f) for f in fused[:3]], valid, ok_img, ok_txt)
+  itm_args = (vis, vis_mask, txt, mask, vis_feat, txt_feat, temp, valid, group_size)
+  if isinstance(itm_on, bool) and itm_on:
+    # The usual case: the ITM pairs join the MLM (and box) rows in one fusion call.
+    pairs, ok_img, ok_txt = itm_pairs(r_itm, *itm_args)
+    fused = fuse_rows(model, pairs + rows, r_fuse)
+    out["itm"] = itm.itm_loss(*(model.itm_from_fused(f) for f in fused[:3]), valid, ok_img, ok_txt)
     fused = fused[3:]
-  elif isinstance(itm_on, bool):
-    out["itm"] = jnp.zeros((), jnp.float32)
   else:
-
-    def itm_branch():
-      rows = (concat_rows([g[i] for g in pairs]) for i in range(4))
-      return itm_pairs_loss(split_rows(model.itm_logits(*rows, r_itm_fuse), 3), valid, ok_img, ok_txt)
-
-    out["itm"] = jax.lax.cond(itm_on, itm_branch, lambda: jnp.zeros((), jnp.float32))
+    fused = fuse_rows(model, rows, r_fuse)
+    if isinstance(itm_on, bool):
+      out["itm"] = jnp.zeros((), jnp.float32)
+    else:
+      out["itm"] = jax.lax.cond(
+        itm_on, lambda: matching_loss(model, r_itm, *itm_args), lambda: jnp.zeros((), jnp.float32)
+      )
   out["mlm"], out["mlm_acc"] = _mlm(model, fused[0], batch)
   if full is not None:
     box = model.box_from_fused(fused[1])

@@ -9,7 +9,7 @@ import sys
 for blocked in ("tensorflow", "tensorflow_text", "tensorflow_datasets", "torch"):
   sys.modules[blocked] = None  # any import of these now raises ImportError
 import x2vlm_jax.models, x2vlm_jax.inference, x2vlm_jax.params_io, x2vlm_jax.batch, x2vlm_jax.fs
-import x2vlm_jax.objectives, x2vlm_jax.training.optimizer
+import x2vlm_jax.objectives, x2vlm_jax.training.optimizer, x2vlm_jax.training.events, x2vlm_jax.training.metrics
 import x2vlm_jax.training.train_step, x2vlm_jax.training.trainer, x2vlm_jax.tasks.synthetic
 import x2vlm_jax.convert.x2vlm, x2vlm_jax.convert.relpos
 import x2vlm_jax.tasks.pretrain, x2vlm_jax.tasks.retrieval, x2vlm_jax.training.init_from, x2vlm_jax.experiment

@@ -7,8 +7,7 @@ tensorflow uses for gs://). Whatever bypasses epath (builtin open, os.makedirs, 
 local "gs:" directory in the working directory or fails; both are checked.
 
 Not covered here: Orbax's array data (tensorstore has its own GCS client; the trainer scenario keeps
-its checkpoints in a local directory), TensorBoard events (tf.io.gfile's GCS client; tensorflow is
-blocked in the trainer scenario), reading ArrayRecord shards from gs:// (array_record's C++ GCS
+its checkpoints in a local directory), reading ArrayRecord shards from gs:// (array_record's C++ GCS
 client), and the real GCS clients themselves: tests/test_gcs_server.py runs those against a GCS API
 server on 127.0.0.1.
 """
@@ -184,6 +183,17 @@ def test_trainer_writes_config_init_metrics_and_eval_outputs_to_a_gs_workdir(tmp
   assert json.loads((run / "eval" / "val" / "step_2" / "metrics.json").read_text()) == {"score": 7.0}
   assert json.loads((run / "eval" / "val" / "step_2" / "predictions.json").read_text()) == {"call": 1}
   assert (local / "ckpt" / "checkpoints" / "3").is_dir()
+  # TensorBoard events, written into the bucket with tensorflow blocked: metrics.jsonl's values.
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.util import tensor_util
+
+  acc = event_accumulator.EventAccumulator(str(run), size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  for e in lines:
+    for tag, value in e.items():
+      if tag != "step":
+        (event,) = [t for t in acc.Tensors(tag) if t.step == e["step"]]
+        assert float(tensor_util.make_ndarray(event.tensor_proto)) == np.float32(value), (tag, e["step"])
 
 
 # -------------------------------------------------------------------------------- tools/evaluate.py

@@ -1,8 +1,7 @@
 """requirements.txt against the code, both directions:
 
 * every runtime requirement is imported by the package, its tools, main.py or the configs, or is
-  declared for a reason checked here (jaxlib: jax's own backend; gcsfs: fsspec's gs:// filesystem;
-  tensorboard: what tf.summary, behind clu's SummaryWriter, writes events with);
+  declared for a reason checked here (jaxlib: jax's own backend; gcsfs: fsspec's gs:// filesystem);
 * every third-party module they import (lazily inside functions too) is declared, in
   requirements.txt or, for the conversion-only torch / safetensors and the notebook's matplotlib, in
   requirements-test.txt.
@@ -26,7 +25,7 @@ MODULE_OF = {
   "tensorflow-datasets": "tensorflow_datasets",
   "array-record": "array_record",
 }
-NOT_IMPORTED = {"jaxlib", "gcsfs", "tensorboard"}  # tensorboard: tf.summary's implementation (clu writer)
+NOT_IMPORTED = {"jaxlib", "gcsfs"}
 CONVERSION_ONLY = {"torch", "safetensors"}  # imported lazily by x2vlm_jax/convert; requirements-test.txt
 # imported lazily by x2vlm_jax/inference/visualize.py: the pyproject `notebook` extra, requirements-test.txt
 NOTEBOOK_ONLY = {"matplotlib"}

@@ -10,8 +10,8 @@ What reaches it, and how (checked with tensorflow 2.21, gcsfs 2026.10, tensorsto
     (www.googleapis.com / storage.googleapis.com; the GCS_* variables in libtensorflow_framework.so.2
     tune caches, timeouts, retries and headers only), so with STORAGE_EMULATOR_HOST set it still asks
     www.googleapis.com ("Could not resolve host" here). The tests therefore keep tensorflow away from
-    gs:// paths: training and evaluation run with tensorflow blocked (a GPU host; no TensorBoard
-    events then), the dataset build with EPATH_USE_TF=0.
+    gs:// paths: training and evaluation run with tensorflow blocked (a GPU host), the dataset
+    build with EPATH_USE_TF=0.
 """
 
 import collections

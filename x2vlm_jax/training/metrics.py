@@ -1,12 +1,10 @@
-"""Training metrics: clu writers (TensorBoard + console) and WORKDIR/metrics.jsonl, with throughput/ETA.
+"""Training metrics: TensorBoard events, the console line and WORKDIR/metrics.jsonl, with throughput/ETA.
 
-Why not more of clu: `clu.periodic_actions` (ReportProgress, Profile) and `clu.metric_writers`
-(create_default_writer) import tensorflow when imported (clu 0.0.12: metric_writers/__init__ →
-summary_writer → `import tensorflow`), checked with tensorflow blocked as on the GPU hosts, where they
-raise ImportError; the steps/s, examples/s and ETA below are three lines of arithmetic, and the
-profiler trace is `jax.profiler.start_trace/stop_trace` as clu's Profile calls it. Where tensorflow
-exists, TensorBoard goes through clu's SummaryWriter; `create_default_writer` would add clu's
-LoggingWriter, which logs every scalar (~30 per logged step) besides the one-line progress.
+Why not more of clu: `clu.periodic_actions` (ReportProgress, Profile) and `clu.metric_writers` import
+tensorflow when imported (clu 0.0.12: metric_writers/__init__ → summary_writer → `import tensorflow`),
+which costs every launch seconds and does not exist on the GPU hosts; the steps/s, examples/s and ETA
+below are three lines of arithmetic, the profiler trace is `jax.profiler.start_trace/stop_trace` as
+clu's Profile calls it, and the events are written by `events.EventWriter` (why: its docstring).
 """
 
 import json
@@ -22,16 +20,16 @@ from x2vlm_jax import fs
 
 
 def _create_writer(workdir: str, primary: bool):
-  """clu's TensorBoard + console writer; console only where tensorflow/tensorboard are absent (GPU
-  hosts run without tensorflow; metrics.jsonl is written either way)."""
+  """Process 0's TensorBoard writer; none where the `tensorboard` package (its protos) is missing
+  (metrics.jsonl and the console line are written either way)."""
   if not primary:
     return _NullWriter()
   try:
-    from clu import metric_writers
+    from x2vlm_jax.training import events
   except ImportError as e:
     logging.warning("TensorBoard summaries disabled (%s); console and metrics.jsonl only", e)
     return _NullWriter()
-  return metric_writers.AsyncWriter(metric_writers.SummaryWriter(workdir))
+  return events.EventWriter(workdir)
 
 
 class _NullWriter:

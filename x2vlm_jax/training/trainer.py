@@ -49,8 +49,8 @@ def _compiled_on_every_process(step_fn, state, batch):
   """Multi-process: the step compiled ahead of its first run, then a coordination-service barrier
   (not a device collective). CPU collectives (gloo) give up on a cross-process collective after
   30 s, so a process reaching the first step much later than the others (a compilation-cache miss:
-  only process 0 writes JAX's persistent cache; process 0's TensorBoard writer importing
-  tensorflow) failed the run with "Gloo context initialization failed". Seen on the 2-core box with
+  only process 0 writes JAX's persistent cache; process 0's TensorBoard writer, when it still
+  imported tensorflow) failed the run with "Gloo context initialization failed". Seen on the 2-core box with
   2 CPU processes. Single process: the jitted step as it is."""
   if jax.process_count() == 1:
     return step_fn

@@ -250,6 +250,22 @@ def test_train_in_a_bucket_kill9_resume_exactly_export_and_evaluate(gcs, tmp_pat
     assert got[step] == want[step], f"step {step}: resumed in the bucket {got[step]} != local {want[step]}"
   assert json.loads(_read(gcs, "run/config.json"))["total_steps"] == STEPS
   assert len(_rows(_read(gcs, "run/config_history.jsonl"))) == 2
+  # TensorBoard events in the bucket, one file per launch (the killed one uploaded at its checkpoints):
+  # every step, with the local run's loss.
+  names = [n for n in gcs.list("run/") if "/events.out.tfevents." in n]
+  assert len(names) == 2, names
+  events_dir = tmp_path / "events"
+  events_dir.mkdir()
+  for n in names:
+    (events_dir / n.split("/")[-1]).write_bytes(gcs.get(n))
+  from tensorboard.backend.event_processing import event_accumulator
+  from tensorboard.util import tensor_util
+
+  acc = event_accumulator.EventAccumulator(str(events_dir), size_guidance={event_accumulator.TENSORS: 0})
+  acc.Reload()
+  losses = {e.step: float(tensor_util.make_ndarray(e.tensor_proto)) for e in acc.Tensors("train/loss")}
+  assert sorted(losses) == list(range(1, STEPS + 1))
+  assert all(losses[s] == np.float32(want[s]["train/loss"]) for s in losses), (losses, want)
   assert gcs.get("run/export/model_config.json") and gcs.get("run/export/vocab.txt")
 
   # Evaluation: annotations and images in the bucket, the bucket's export, outputs into the bucket.

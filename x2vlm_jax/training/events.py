@@ -14,8 +14,9 @@ event writer with its own gs:// client; this file goes through x2vlm_jax.fs like
 Files: `events.out.tfevents.<time>.<host>.<pid>.<n>.v2` in the workdir, a new one per launch (as
 tf.summary does; TensorBoard reads them all). Locally each write is appended and flushed. An object
 store cannot append (fs.py), so there the file's bytes are kept in memory and the object rewritten at
-most every `flush_secs` and at close (tf.io.gfile's GCS writer also uploads the whole file on every
-flush); a file that reaches `max_remote_bytes` is closed and the next one started, which bounds both
+most every `flush_secs`, at every checkpoint (the trainer flushes then, so a preempted run keeps the
+events of the steps it saved) and at close (tf.io.gfile's GCS writer also uploads the whole file on
+every flush); a file that reaches `max_remote_bytes` is closed and the next one started, which bounds both
 the memory and the upload.
 """
 

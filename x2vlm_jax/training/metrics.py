@@ -69,6 +69,9 @@ class MetricsLogger:
       self._jsonl.append(json.dumps({"step": step, **scalars}))
     return scalars
 
+  def flush(self):
+    self.writer.flush()
+
   def close(self):
     self.writer.flush()
     self.writer.close()

@@ -197,6 +197,7 @@ def train(
         metrics=metrics,
         force=force,
       )
+      logger.flush()  # on an object store the events are uploaded now: a preempted run keeps them
 
     with preemption.StopSignals() as signals:
       step = start

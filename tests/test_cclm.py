@@ -15,6 +15,7 @@ import optax
 import pytest
 from flax import nnx
 
+from tests.helpers import xla
 from x2vlm_jax.convert import cclm_init
 from x2vlm_jax.models import X2VLM, get_preset
 
@@ -213,7 +214,7 @@ def test_para_text_losses_fall_when_training_on_the_mtext_stream():
 
 @pytest.mark.slow
 def test_main_trains_cclm_tiny_on_every_stream(tmp_path):
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla.cpu_flags(2))
   cmd = [sys.executable, "main.py", "--config=configs/pretrain/cclm_tiny.py:steps=3", f"--workdir={tmp_path}"]
   proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stderr[-3000:]

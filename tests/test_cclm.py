@@ -90,6 +90,7 @@ def test_init_cclm_maps_fusion_layers_to_the_cross_encoder_and_xlmr_to_the_text_
   assert any(k.startswith("lm_head.") for k in report["xlmr_unused_keys"])
 
 
+@pytest.mark.slow  # a tools/convert_checkpoint.py subprocess; its mapping is checked in-process above
 def test_convert_checkpoint_cli_cclm_init_then_init_from_plan(tmp_path):
   from convert_helpers import random_official_state_dict
   from helpers.tools import load_tool

@@ -199,6 +199,7 @@ def test_beam_search_equals_official_bookkeeping(seed):
 # --- model-backed steps: cache = recomputation ------------------------------------------------------
 
 
+@pytest.mark.slow  # the fast tier: the caption beam search with and without the cache (below)
 def test_caption_cached_steps_equal_full_recomputation(model, image):
   """Rows = 2 images × 2 beams with different histories; the reference runs the whole prefix
   [CLS, prompt, y₀ … y_{t−1}, MASK] through the stack (`multi_modal`, no cache) with a causal mask."""
@@ -276,6 +277,7 @@ def test_answer_generation_beam1_is_greedy(model, question):
   np.testing.assert_allclose(np.asarray(beam1.scores), np.asarray(greedy.scores), rtol=1e-5)
 
 
+@pytest.mark.slow  # the fast tier: the VQA evaluator's ranking against brute force (test_eval_vqa.py)
 def test_rank_answers_equals_brute_force(model, question):
   """k = |answer list|: the ranking must order every candidate like scoring each one alone with the
   decoder's full forward: 2·log p(a₁|[CLS]) + Σ_{t≥2} log p(a_t|a_<t) + log p([SEP]|…) (ALBEF)."""

@@ -13,6 +13,7 @@ from convert_helpers import random_official_state_dict
 from flax import nnx
 from helpers.tools import load_tool
 
+from tests.helpers.tiers import tiered
 from x2vlm_jax import params_io
 from x2vlm_jax.models import X2VLM, get_preset
 from x2vlm_jax.training import init_from
@@ -28,7 +29,7 @@ def export_2_frames(tmp_path_factory):
   return path, np.asarray(params["frame_pos"])
 
 
-@pytest.mark.parametrize("frames", [1, 2, 4])
+@pytest.mark.parametrize("frames", tiered([1, 2, 4], fast=[4]))
 def test_init_from_another_frame_count_copies_the_first_frames_into_the_new_group(export_2_frames, frames):
   path, src = export_2_frames
   dst = get_preset("tiny", num_frames=frames)

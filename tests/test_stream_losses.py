@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from tests.helpers.tiers import tiered
 from x2vlm_jax import objectives
 from x2vlm_jax.batch import stream_spec, synthetic_stream
 from x2vlm_jax.models import X2VLM, get_preset
@@ -69,7 +70,9 @@ def _reference(model, stream, batch, negatives):
 
 
 @pytest.mark.parametrize("preset", ["tiny", "cclm_tiny"])
-@pytest.mark.parametrize("stream", ["image", "region"])
+# The fast tier keeps the region stream (text, ITM groups, MLM and box rows batched); the image stream's
+# cases run in `make test`.
+@pytest.mark.parametrize("stream", tiered(["image", "region"], fast=["region"]))
 def test_batched_passes_equal_the_separate_calls(monkeypatch, preset, stream):
   cfg = _no_dropout(preset)
   model = X2VLM(cfg, rngs=nnx.Rngs(0))

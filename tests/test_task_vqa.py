@@ -18,6 +18,7 @@ import pytest
 from flax import nnx
 
 from tests.configs import synthetic_vqa
+from tests.helpers.tiers import tiered
 from x2vlm_jax import experiment, params_io, tasks
 from x2vlm_jax.models import X2VLM
 from x2vlm_jax.tasks.vqa import synthetic_batch
@@ -73,7 +74,7 @@ def pretrain_export(tmp_path_factory):
   return path, params
 
 
-@pytest.mark.parametrize("large_lr_for_dec", [True, False])
+@pytest.mark.parametrize("large_lr_for_dec", tiered([True, False], fast=[True]))
 def test_init_from_pretraining_derives_the_decoder(pretrain_export, large_lr_for_dec):
   path, src = pretrain_export
   c = synthetic_vqa.get_config()

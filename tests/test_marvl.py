@@ -53,6 +53,9 @@ def _run(ckpt, d, out, task, annotations, *extra):
   return json.loads((out / "metrics.json").read_text())
 
 
+# slow: the NLVR2 evaluator run per language and per file; the fast tier keeps the NLVR2 evaluator
+# against its pairwise reference (test_nlvr2.py) and the MaRVL preprocessing below.
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_marvl_per_language_equals_nlvr2_per_file(ckpt, marvl_files, tmp_path):
   d = marvl_files

@@ -59,6 +59,9 @@ def _run(ckpt, d, out, task, annotations, answer_list="answer_list.json"):
   return json.loads((out / "metrics.json").read_text())
 
 
+# slow: the VQA evaluator run once per language file and once on each file alone; the fast tier keeps
+# the VQA evaluator against its references (test_eval_vqa.py) and the GQA formats below.
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_xgqa_per_language_equals_vqa_exact_match(ckpt, files, tmp_path):
   got = _run(

@@ -64,7 +64,11 @@ class X2VLM(nnx.Module):
     """frames [B,F,H,W,3]: every frame through the same tower, + frame embedding, temporal mean."""
     b, f = frames.shape[:2]
     per_frame = self.vision(frames.reshape((b * f,) + frames.shape[2:]), rng)
-    per_frame = per_frame.reshape((b, f) + per_frame.shape[1:])
+    return self.video_embeds(per_frame.reshape((b, f) + per_frame.shape[1:]))
+
+  def video_embeds(self, per_frame):
+    """The vision tower's tokens of each frame [B,F,1+N,D] → the video's tokens (+ frame embedding,
+    temporal mean) and feature."""
     frame_pos = self.frame_pos[...] if self.frame_pos is not None else None
     embeds = video_pool(per_frame, frame_pos)
     return embeds, self.image_feat(embeds)

@@ -11,7 +11,7 @@ from x2vlm_jax.objectives.itc import TEMP_MAX, TEMP_MIN, clamp_temperature, itc_
 from x2vlm_jax.objectives.itm import itm_loss, itm_negative_weights, sample_itm_negatives
 from x2vlm_jax.objectives.mlm import caption_mlm_loss, mlm_loss
 from x2vlm_jax.objectives.para_text import PARA_TEXT_TERMS, para_text_losses
-from x2vlm_jax.objectives.pretraining import LOSS_TERMS, stream_losses, total_loss
+from x2vlm_jax.objectives.pretraining import LOSS_TERMS, stream_losses, total_loss, vision_passes
 
 __all__ = [
   "LOSS_TERMS",
@@ -35,4 +35,5 @@ __all__ = [
   "scale_gradient",
   "stream_losses",
   "total_loss",
+  "vision_passes",
 ]

@@ -7,7 +7,8 @@ batch, and the ITM pairs, the MLM rows and (regions) the box rows through the fu
 the rows, and so the losses and FLOPs, of the official separate calls (`models/model_pretrain.py:
 XVLM.forward`), in one program loop per layer group instead of two or three (what makes the scanned
 program, and its compile time and memory, smaller: docs/performance.md). Dropout then draws one mask
-per batched call instead of one per call: the same distribution."""
+per batched call instead of one per call: the same distribution. Across streams, the step runs the
+vision tower once on every stream's pictures (`vision_passes`)."""
 
 from typing import Dict
 
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 from x2vlm_jax.objectives import itc, itm
 from x2vlm_jax.objectives.alignment import fuse_rows, itm_pairs, matching_loss
 from x2vlm_jax.objectives.boxes import box_losses
-from x2vlm_jax.objectives.common import concat_rows, split_rows
+from x2vlm_jax.objectives.common import concat_blocks, concat_rows, split_blocks, split_rows
 from x2vlm_jax.objectives.mlm import mlm_loss
 
 
@@ -27,29 +28,74 @@ def _mlm(model, fused, batch):
   return mlm_loss(model.text.mlm_logits(at_masks), batch["mlm_labels"], batch["valid"])
 
 
+def _check(stream: str):
+  if stream not in ("image", "region", "video"):
+    raise ValueError(f"stream: expected image/region/video, got {stream!r}")
+
+
+def pixel_rows(stream: str, batch: Dict[str, jax.Array]) -> jax.Array:
+  """What a stream puts through the vision tower, one row per picture: the images (image stream), the
+  distinct images (region stream), every frame of every video [B·F, H, W, 3] (video stream)."""
+  _check(stream)
+  if stream == "video":
+    frames = batch["frames"]
+    return frames.reshape((-1,) + frames.shape[2:])
+  return batch["images"]
+
+
+def vision_passes(model, batches: Dict[str, Dict[str, jax.Array]], rng) -> Dict[str, jax.Array]:
+  """The vision tower's tokens of every stream's pictures, in one call per picture shape: the streams'
+  images and frames (equal resolution in every released config) go through the tower as one batch
+  (common.concat_blocks), so the step's program holds the tower once — its forward and backward loops
+  once instead of once per stream (what makes the scanned program, and its compile time and memory,
+  smaller: docs/performance.md). The rows, and so the FLOPs, are the official separate calls'; drop-path
+  draws one mask per row of the joint batch: the same distribution. {stream: [rows, 1+N, D]}"""
+  groups: Dict[tuple, list] = {}
+  for stream in sorted(batches):
+    pixels = pixel_rows(stream, batches[stream])
+    groups.setdefault((pixels.shape[1:], pixels.dtype), []).append(stream)
+  tokens = {}
+  for i, streams in enumerate(groups.values()):
+    parts = [pixel_rows(s, batches[s]) for s in streams]
+    key = None if rng is None else jax.random.fold_in(rng, i)
+    joint = model.vision(concat_blocks(parts), key)
+    tokens.update(zip(streams, split_blocks(joint, [p.shape[0] for p in parts])))
+  return tokens
+
+
 def stream_losses(
-  model, stream: str, batch: Dict[str, jax.Array], rng, *, group_size: int, itc_grad_scale: float = 1.0, itm_on=True
+  model,
+  stream: str,
+  batch: Dict[str, jax.Array],
+  rng,
+  *,
+  group_size: int,
+  itc_grad_scale: float = 1.0,
+  itm_on=True,
+  vision_tokens=None,
 ) -> Dict[str, jax.Array]:
   """Losses of one pre-training stream: {"itc", "itm", "mlm", "mlm_acc"} (+ {"bbox", "giou"} for regions).
 
+  `vision_tokens`: the tower's tokens of the stream's `pixel_rows` when the step ran the tower for
+  every stream at once (`vision_passes`); None runs it here.
   `itm_on` may be a traced bool (pre-training's `stop_calc_itm`, docs/reference.md §3.6): the ITM pairs
   then keep their own fusion under `lax.cond` (skipped, not computed and zeroed, where it is off)."""
+  _check(stream)
   r_vis, r_txt, r_itm, r_fuse = jax.random.split(rng, 4)
+  if vision_tokens is None:
+    vision_tokens = model.vision(pixel_rows(stream, batch), r_vis)
   valid = batch["valid"]
   full = None
   if stream == "image":
-    vis, vis_feat = model.encode_image(batch["images"], r_vis)
+    vis, vis_feat = vision_tokens, model.image_feat(vision_tokens)
     vis_mask = jnp.ones(vis.shape[:2], jnp.int32)
   elif stream == "video":
-    vis, vis_feat = model.encode_video(batch["frames"], r_vis)
+    vis, vis_feat = model.video_embeds(vision_tokens.reshape(batch["frames"].shape[:2] + vision_tokens.shape[1:]))
     vis_mask = jnp.ones(vis.shape[:2], jnp.int32)
-  elif stream == "region":
-    images, _ = model.encode_image(batch["images"], r_vis)  # once per distinct image
-    vis, vis_feat = model.region_embeds(images, batch["patch_mask"], batch["image_index"])
+  else:  # region: the tower ran once per distinct image
+    vis, vis_feat = model.region_embeds(vision_tokens, batch["patch_mask"], batch["image_index"])
     vis_mask = batch["patch_mask"]
-    full = jnp.take(images, batch["image_index"], axis=0)
-  else:
-    raise ValueError(f"stream: expected image/region/video, got {stream!r}")
+    full = jnp.take(vision_tokens, batch["image_index"], axis=0)
 
   mask = batch["text_mask"]
   both = model.text.text(concat_rows([batch["text_ids"], batch["text_ids_masked"]]), concat_rows([mask, mask]), r_txt)

@@ -37,6 +37,8 @@ class PretrainTask(Task):
     # Official behaviour after `stop_calc_itm` (docs/reference.md §3.6): L_itm is a constant 0; the fusion of the
     # 3B ITM pairs is skipped (lax.cond) rather than computed and discarded.
     itm_on = (step < self.stop_calc_itm) if self.stop_calc_itm >= 0 else True
+    r_vision, rng = jax.random.split(rng)
+    tokens = objectives.vision_passes(model, batch, r_vision)
     per_stream = {}
     for i, (stream, fields) in enumerate(sorted(batch.items())):
       rows = int(fields["text_ids"].shape[0])
@@ -48,6 +50,7 @@ class PretrainTask(Task):
         group_size=min(int(self.group_sizes.get(stream, rows)), rows),
         itc_grad_scale=self.itc_grad_scale,
         itm_on=itm_on,
+        vision_tokens=tokens[stream],
       )
     metrics = {f"{stream}/{k}": v for stream, terms in per_stream.items() for k, v in terms.items()}
     return objectives.total_loss(per_stream, self.weights), metrics

@@ -87,13 +87,20 @@ def test_batched_passes_equal_the_separate_calls(monkeypatch, preset, stream):
   negatives = sample(None, None, None, None, None, None)
   monkeypatch.setattr(itm, "sample_itm_negatives", sample)
 
-  want = jax.device_get(_reference(model, stream, batch, negatives))
-  for itm_on in (True, jnp.asarray(True)):  # a Python bool, and traced (stop_calc_itm): ITM under lax.cond
-    got = jax.device_get(objectives.stream_losses(model, stream, batch, jax.random.key(1), group_size=4, itm_on=itm_on))
+  def losses(model, batch, itm_on):
+    return objectives.stream_losses(model, stream, batch, jax.random.key(1), group_size=4, itm_on=itm_on)
+
+  # Both sides in one program (op by op, each new shape compiles on its own: ~3x the time).
+  @nnx.jit
+  def run(model, batch, traced_on):
+    return _reference(model, stream, batch, negatives), [losses(model, batch, on) for on in (True, traced_on, False)]
+
+  # itm_on: a Python bool, traced (stop_calc_itm: ITM under lax.cond), and off.
+  want, (on, traced, off) = jax.device_get(run(model, batch, jnp.asarray(True)))
+  for name, got in (("True", on), ("traced True", traced)):
     assert set(got) == set(want)
     for k in want:
-      np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=f"{k} (itm_on={itm_on!r})")
-  off = objectives.stream_losses(model, stream, batch, jax.random.key(1), group_size=4, itm_on=False)
+      np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=f"{k} (itm_on={name})")
   assert float(off["itm"]) == 0.0
   np.testing.assert_allclose(float(off["mlm"]), float(want["mlm"]), rtol=2e-5)
 
@@ -167,9 +174,17 @@ def test_the_steps_joint_vision_pass_equals_each_streams_separate_calls(monkeypa
     return tower(self, pixels, rng)
 
   monkeypatch.setattr(type(model.vision), "__call__", counting)
-  _, metrics = PretrainTask(config).loss(model, batch, jax.random.key(1), 0)
-  assert seen == [8 + 4 + 8]  # one call: the images, the region stream's images, the frames
-  for stream, fields in batch.items():
-    want = jax.device_get(_reference(model, stream, fields, fixed(None, None, None, None, fields["valid"], None)))
-    for k, v in want.items():
+
+  @nnx.jit  # one program for both sides (op by op: ~3x the time)
+  def run(model, batch):
+    _, metrics = PretrainTask(config).loss(model, batch, jax.random.key(1), 0)
+    want = {s: _reference(model, s, f, fixed(None, None, None, None, f["valid"], None)) for s, f in batch.items()}
+    return metrics, want
+
+  metrics, want = jax.device_get(run(model, batch))
+  # One tower call in the step (the images, the region stream's images, the frames), then one per
+  # stream in the reference.
+  assert seen == [8 + 4 + 8, 8, 4, 8]
+  for stream, terms in want.items():
+    for k, v in terms.items():
       np.testing.assert_allclose(metrics[f"{stream}/{k}"], v, rtol=2e-5, atol=1e-6, err_msg=f"{stream}/{k}")

@@ -37,8 +37,12 @@ def _loss_and_grads(remat: bool):
 def test_remat_per_tower_is_numerically_transparent():
   (l0, g0), (l1, g1) = _loss_and_grads(False), _loss_and_grads(True)
   assert float(l0) == pytest.approx(float(l1), abs=1e-6)
-  diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)))
-  assert diff < 1e-6
+  # Relative to each gradient's size: the recomputed forward may fuse (hence round) differently — seen:
+  # 2.9e-6 on the text embeddings' gradients of size 4.7 (6 float32 ulps) under the tests' XLA flags. A
+  # remat that changed the maths (another dropout mask, a stopped gradient) moves them by orders more.
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-6 * max(1.0, float(np.abs(a).max())))
 
 
 def _run_steps(config, n):

@@ -41,6 +41,8 @@ from typing import Dict
 import numpy as np
 
 IGNORE_ID = -100
+# The English pre-training's streams: each brings pictures (images or frames) and their texts.
+PICTURE_STREAMS = ("image", "region", "video")
 TEXT_FIELDS = ("text_ids", "text_mask", "text_ids_masked", "masked_pos", "mlm_labels", "valid")
 
 

@@ -38,7 +38,7 @@ def _close_all():
     it.close()
 
 
-STREAMS = ("image", "region", "video")  # the English pre-training's streams (the default)
+STREAMS = batch_contract.PICTURE_STREAMS  # the English pre-training's streams (the default)
 CCLM_STREAMS = ("image", "region", "mtext")  # the multilingual CCLM pre-training (docs/reference.md §3.7)
 
 

@@ -15,6 +15,7 @@ from typing import Dict
 import jax
 import jax.numpy as jnp
 
+from x2vlm_jax.batch import PICTURE_STREAMS
 from x2vlm_jax.objectives import itc, itm
 from x2vlm_jax.objectives.alignment import fuse_rows, itm_pairs, matching_loss
 from x2vlm_jax.objectives.boxes import box_losses
@@ -29,8 +30,8 @@ def _mlm(model, fused, batch):
 
 
 def _check(stream: str):
-  if stream not in ("image", "region", "video"):
-    raise ValueError(f"stream: expected image/region/video, got {stream!r}")
+  if stream not in PICTURE_STREAMS:
+    raise ValueError(f"stream: expected one of {'/'.join(PICTURE_STREAMS)}, got {stream!r}")
 
 
 def pixel_rows(stream: str, batch: Dict[str, jax.Array]) -> jax.Array:
@@ -50,16 +51,15 @@ def vision_passes(model, batches: Dict[str, Dict[str, jax.Array]], rng) -> Dict[
   once instead of once per stream (what makes the scanned program, and its compile time and memory,
   smaller: docs/performance.md). The rows, and so the FLOPs, are the official separate calls'; drop-path
   draws one mask per row of the joint batch: the same distribution. {stream: [rows, 1+N, D]}"""
-  groups: Dict[tuple, list] = {}
+  groups: Dict[tuple, Dict[str, jax.Array]] = {}
   for stream in sorted(batches):
     pixels = pixel_rows(stream, batches[stream])
-    groups.setdefault((pixels.shape[1:], pixels.dtype), []).append(stream)
+    groups.setdefault((pixels.shape[1:], pixels.dtype), {})[stream] = pixels
   tokens = {}
-  for i, streams in enumerate(groups.values()):
-    parts = [pixel_rows(s, batches[s]) for s in streams]
+  for i, parts in enumerate(groups.values()):
     key = None if rng is None else jax.random.fold_in(rng, i)
-    joint = model.vision(concat_blocks(parts), key)
-    tokens.update(zip(streams, split_blocks(joint, [p.shape[0] for p in parts])))
+    joint = model.vision(concat_blocks(list(parts.values())), key)
+    tokens.update(zip(parts, split_blocks(joint, [p.shape[0] for p in parts.values()])))
   return tokens
 
 

@@ -6,9 +6,8 @@ import jax
 
 from x2vlm_jax import objectives
 from x2vlm_jax import sharding as shd
+from x2vlm_jax.batch import PICTURE_STREAMS as STREAMS
 from x2vlm_jax.tasks.base import Task
-
-STREAMS = ("image", "region", "video")
 
 
 def enabled_streams(data_cfg):
